@@ -1,0 +1,140 @@
+//! Content digests as the registry stores them: `sha256:<64 lowercase hex>`.
+//!
+//! Digests are kept as 32 raw bytes so that inventories of millions of keys stay
+//! small; the text form is produced only when a key or a report needs it.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A sha256 digest. Other algorithms are rare in registries (a blob pushed under
+/// sha512 is stored under its sha256 and only *linked* under sha512) and are
+/// handled by the layout as "alternate links", not with this type.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest([u8; 32]);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DigestError {
+    #[error("digest {0:?} does not start with \"sha256:\"")]
+    Algorithm(String),
+    #[error("digest {0:?} is not 64 lowercase hex characters after \"sha256:\"")]
+    Hex(String),
+}
+
+impl Digest {
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Digest(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Parses the 64 lowercase hex characters of a sha256 (no `sha256:` prefix),
+    /// as they appear in storage paths. Uppercase is refused: the registry never
+    /// writes it, and a path with it is not one the registry can serve.
+    pub fn from_hex(hex_str: &str) -> Option<Self> {
+        if hex_str.len() != 64 || !hex_str.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex_str, &mut out).ok()?;
+        Some(Digest(out))
+    }
+
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Scans arbitrary bytes for every `sha256:<64 hex>` they contain. Used to pin
+    /// the references of a manifest that cannot be parsed: keeping too much is
+    /// safe, deleting a blob it needs is not.
+    pub fn scan_all(bytes: &[u8]) -> Vec<Digest> {
+        const PREFIX: &[u8] = b"sha256:";
+        let mut found = Vec::new();
+        let mut i = 0;
+        while i + PREFIX.len() + 64 <= bytes.len() {
+            if &bytes[i..i + PREFIX.len()] == PREFIX {
+                let start = i + PREFIX.len();
+                if let Ok(s) = std::str::from_utf8(&bytes[start..start + 64]) {
+                    if let Some(d) = Digest::from_hex(&s.to_ascii_lowercase()) {
+                        found.push(d);
+                        i = start + 64;
+                        continue;
+                    }
+                }
+            }
+            i += 1;
+        }
+        found.sort();
+        found.dedup();
+        found
+    }
+}
+
+impl FromStr for Digest {
+    type Err = DigestError;
+
+    /// Parses `sha256:<hex>`. Surrounding whitespace is tolerated because link
+    /// files written by hand or by other tools sometimes end with a newline
+    /// (distribution #2650 aborts on that; we do not).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let hex_part = t.strip_prefix("sha256:").ok_or_else(|| DigestError::Algorithm(s.to_string()))?;
+        Digest::from_hex(hex_part).ok_or_else(|| DigestError::Hex(s.to_string()))
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", &self.hex()[..12])
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+    #[test]
+    fn parses_and_prints_round_trip() {
+        let d: Digest = format!("sha256:{HEX}").parse().unwrap();
+        assert_eq!(d.to_string(), format!("sha256:{HEX}"));
+        assert_eq!(d.hex(), HEX);
+    }
+
+    #[test]
+    fn tolerates_trailing_newline_in_link_content() {
+        let d: Digest = format!("sha256:{HEX}\n").parse().unwrap();
+        assert_eq!(d.hex(), HEX);
+    }
+
+    #[test]
+    fn refuses_other_algorithms_uppercase_and_short_hex() {
+        assert!(matches!(format!("sha512:{HEX}").parse::<Digest>(), Err(DigestError::Algorithm(_))));
+        assert!(format!("sha256:{}", HEX.to_uppercase()).parse::<Digest>().is_err());
+        assert!("sha256:abcd".parse::<Digest>().is_err());
+        assert!(Digest::from_hex(&HEX[..63]).is_none());
+        assert!(Digest::from_hex(&format!("{}g", &HEX[..63])).is_none());
+    }
+
+    #[test]
+    fn scan_finds_every_digest_once() {
+        let text = format!("{{\"a\":\"sha256:{HEX}\",\"b\":[\"sha256:{HEX}\"],\"c\":\"sha256:{}\" junk sha256:12}}", "0".repeat(64));
+        let found = Digest::scan_all(text.as_bytes());
+        assert_eq!(found.len(), 2);
+        assert!(found.contains(&Digest::from_hex(HEX).unwrap()));
+    }
+}

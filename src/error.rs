@@ -1,0 +1,57 @@
+//! The run's errors, and the one place that maps them to exit codes.
+
+use crate::inventory::InventoryError;
+use crate::mark::MarkError;
+use crate::storage::open::OpenError;
+use crate::storage::StorageError;
+use crate::sweep::SweepError;
+
+/// Exit codes, documented in README.md and `--help`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The run completed (a dry run, or a sweep with every deletion done).
+    Success = 0,
+    /// An error stopped the run before the sweep: nothing was deleted.
+    Error = 1,
+    /// Bad command line or settings: nothing was done.
+    Usage = 2,
+    /// Refused for safety (not a registry, a link out of the root, a key
+    /// outside the registry tree): nothing was deleted.
+    Refused = 3,
+    /// The sweep ran but some deletions failed; the report names them and the
+    /// next run finishes the work.
+    Incomplete = 4,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Mark(#[from] MarkError),
+    #[error(transparent)]
+    Sweep(#[from] SweepError),
+    #[error("--report {path}: {source}")]
+    Report { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    pub fn exit(&self) -> Exit {
+        match self {
+            Error::Open(OpenError::UnsupportedScheme { .. } | OpenError::BadUrl { .. }) => Exit::Usage,
+            Error::Open(OpenError::Root { .. }) => Exit::Error,
+            Error::Inventory(InventoryError::NotARegistry { .. }) => Exit::Refused,
+            Error::Inventory(InventoryError::Listing(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
+            Error::Inventory(InventoryError::Listing(_)) => Exit::Error,
+            Error::Mark(MarkError::Read(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
+            Error::Mark(_) => Exit::Error,
+            Error::Sweep(SweepError::OutsideRegistryTree { .. }) => Exit::Refused,
+            Error::Report { .. } => Exit::Error,
+            Error::Usage(_) => Exit::Usage,
+        }
+    }
+}

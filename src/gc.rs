@@ -1,0 +1,86 @@
+//! One collection, start to finish: list, mark, plan, sweep, report.
+
+use std::time::{Instant, SystemTime};
+
+use crate::error::Error;
+use crate::inventory::Inventory;
+use crate::mark::{self, MarkOptions};
+use crate::plan::{self, PlanOptions};
+use crate::progress::Progress;
+use crate::report::{Report, Seen, SCHEMA_VERSION};
+use crate::storage::counting::CountingStorage;
+use crate::storage::{system_time_ms, Storage};
+use crate::sweep::{self, SweepOptions};
+
+#[derive(Debug, Clone, Copy)]
+pub struct GcOptions {
+    pub dry_run: bool,
+    pub delete_untagged: bool,
+    pub min_age_ms: i64,
+    pub upload_max_age_ms: i64,
+    pub delete_empty_repositories: bool,
+    pub concurrency: usize,
+    pub max_manifest_bytes: u64,
+}
+
+pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress) -> Result<Report, Error> {
+    let started = Instant::now();
+    let now = SystemTime::now();
+    let storage = CountingStorage::new(storage);
+    let counts = storage.counts();
+
+    let inventory = Inventory::build(&storage, opts.concurrency, progress).await?;
+    let mark_opts = MarkOptions { concurrency: opts.concurrency, max_manifest_bytes: opts.max_manifest_bytes };
+    let marks = mark::mark(&storage, &inventory, mark_opts, progress).await?;
+    let plan_opts = PlanOptions {
+        delete_untagged: opts.delete_untagged,
+        min_age_ms: opts.min_age_ms,
+        upload_max_age_ms: opts.upload_max_age_ms,
+        delete_empty_repositories: opts.delete_empty_repositories,
+        now_ms: system_time_ms(now),
+    };
+    let plan = plan::plan(&inventory, &marks, &plan_opts);
+    sweep::check_plan(&plan)?;
+
+    let outcome = if opts.dry_run { None } else { Some(sweep::sweep(&storage, &plan, sweep_opts(opts), progress).await?) };
+    progress.finish();
+
+    let mut warnings = marks.warnings;
+    warnings.extend(plan.warnings.iter().cloned());
+    let seen = Seen {
+        keys: inventory.keys_listed,
+        repositories: inventory.repositories.len() as u64,
+        manifests: inventory.repositories.values().flat_map(|r| r.revisions.keys()).collect::<std::collections::HashSet<_>>().len() as u64,
+        tags: inventory.tag_count() as u64,
+        blobs: inventory.blobs.len() as u64,
+        blob_bytes: inventory.blob_bytes(),
+        uploads: inventory.repositories.values().map(|r| r.uploads.len() as u64).sum(),
+    };
+    Ok(Report {
+        schema_version: SCHEMA_VERSION,
+        storage: storage.describe(),
+        dry_run: opts.dry_run,
+        delete_untagged: opts.delete_untagged,
+        min_age_seconds: (opts.min_age_ms / 1000).max(0) as u64,
+        started_at: humantime::format_rfc3339_seconds(now).to_string(),
+        duration_seconds: started.elapsed().as_secs_f64(),
+        seen,
+        planned: Report::tally(&plan.deletions),
+        deleted_keys: outcome.as_ref().map_or(0, |o| o.deleted_keys),
+        bytes_freed: outcome.as_ref().map_or(0, |o| o.bytes_freed),
+        kept_blobs: plan.kept_blobs,
+        kept_blob_bytes: plan.kept_blob_bytes,
+        spared_by_min_age: plan.spared_young,
+        empty_repositories: plan.empty_repositories.clone(),
+        empty_repositories_removed: opts.delete_empty_repositories && !opts.dry_run,
+        failures: outcome.map(|o| o.failures).unwrap_or_default(),
+        warnings,
+        strays: inventory.strays,
+        requests: counts.totals(),
+        deletions: plan.deletions,
+    })
+}
+
+fn sweep_opts(opts: GcOptions) -> SweepOptions {
+    SweepOptions { concurrency: opts.concurrency, attempts: 3 }
+}

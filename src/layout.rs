@@ -1,0 +1,359 @@
+//! The distribution storage layout: the only module that knows path shapes.
+//!
+//! Keys are relative to the registry driver's root (`rootdirectory`) and use `/`
+//! separators on every backend, e.g. `docker/registry/v2/blobs/sha256/ab/ab12…/data`.
+//! `classify` turns a key into what it means; the `*_key` functions build keys back
+//! from meaning, so that no other module formats or parses a path.
+
+use crate::digest::Digest;
+
+/// Everything the registry writes lives under this prefix; nothing outside it is
+/// ever deleted (invariant 5).
+pub const V2: &str = "docker/registry/v2/";
+pub const BLOBS: &str = "docker/registry/v2/blobs/";
+pub const REPOSITORIES: &str = "docker/registry/v2/repositories/";
+
+/// What a key means to the collector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind<'a> {
+    /// `blobs/sha256/<xx>/<hex>/data`: the bytes of a layer, config or manifest.
+    BlobData(Digest),
+    /// `repositories/<repo>/_manifests/revisions/sha256/<hex>/link`.
+    Revision { repo: &'a str, digest: Digest },
+    /// `repositories/<repo>/_manifests/tags/<tag>/current/link`: must be read.
+    TagCurrent { repo: &'a str, tag: &'a str },
+    /// `repositories/<repo>/_manifests/tags/<tag>/index/sha256/<hex>/link`.
+    TagIndex { repo: &'a str, tag: &'a str, digest: Digest },
+    /// `repositories/<repo>/_layers/sha256/<hex>/link`.
+    LayerLink { repo: &'a str, digest: Digest },
+    /// A link under a non-sha256 algorithm (`_layers/sha512/<hex>/link`): its path
+    /// digest is not the stored blob's digest, so its content must be read.
+    AltLink { repo: &'a str, what: AltLinkKind, algorithm: &'a str, encoded: &'a str },
+    /// `repositories/<repo>/_uploads/<uuid>/<part>`.
+    Upload { repo: &'a str, uuid: &'a str, part: &'a str },
+    /// Anything else: reported, never deleted.
+    Other(OtherReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AltLinkKind {
+    Layer,
+    Revision,
+}
+
+/// Why a key was not recognised. Each is a stray object the operator may want to
+/// look at; none is ever deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OtherReason {
+    OutsideRegistryTree,
+    StrayInBlobs,
+    StrayInRepositories,
+    UnknownRepositoryMetadata,
+    StrayInRegistryRoot,
+}
+
+impl OtherReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            OtherReason::OutsideRegistryTree => "outside docker/registry/v2",
+            OtherReason::StrayInBlobs => "not a blob data file",
+            OtherReason::StrayInRepositories => "stray file in repositories (not under a _ metadata directory)",
+            OtherReason::UnknownRepositoryMetadata => "unrecognised key in repository metadata",
+            OtherReason::StrayInRegistryRoot => "stray key beside blobs/ and repositories/",
+        }
+    }
+}
+
+pub fn classify(key: &str) -> KeyKind<'_> {
+    let Some(rest) = key.strip_prefix(V2) else {
+        return KeyKind::Other(OtherReason::OutsideRegistryTree);
+    };
+    if let Some(blob) = rest.strip_prefix("blobs/") {
+        return classify_blob(blob);
+    }
+    if let Some(repo_path) = rest.strip_prefix("repositories/") {
+        return classify_repository_key(repo_path);
+    }
+    KeyKind::Other(OtherReason::StrayInRegistryRoot)
+}
+
+fn classify_blob(path: &str) -> KeyKind<'_> {
+    let parts: Vec<&str> = path.split('/').collect();
+    if let ["sha256", prefix, hex, "data"] = parts.as_slice() {
+        if let Some(d) = Digest::from_hex(hex) {
+            if hex.starts_with(prefix) && prefix.len() == 2 {
+                return KeyKind::BlobData(d);
+            }
+        }
+    }
+    KeyKind::Other(OtherReason::StrayInBlobs)
+}
+
+/// Splits `<repo>/_<meta>/...` at the first `_`-prefixed component: repository
+/// name components never start with `_`, so that component is registry metadata.
+/// Returns (repo, metadata path starting at the `_` component).
+pub fn split_repository_path(path: &str) -> Option<(&str, &str)> {
+    let mut offset = 0;
+    for component in path.split('/') {
+        if component.starts_with('_') {
+            if offset == 0 {
+                return None;
+            }
+            return Some((&path[..offset - 1], &path[offset..]));
+        }
+        if component.is_empty() {
+            return None;
+        }
+        offset += component.len() + 1;
+    }
+    None
+}
+
+fn classify_repository_key(path: &str) -> KeyKind<'_> {
+    let Some((repo, meta)) = split_repository_path(path) else {
+        return KeyKind::Other(OtherReason::StrayInRepositories);
+    };
+    let parts: Vec<&str> = meta.split('/').collect();
+    let unknown = KeyKind::Other(OtherReason::UnknownRepositoryMetadata);
+    match parts.as_slice() {
+        ["_manifests", "revisions", "sha256", hex, "link"] => match Digest::from_hex(hex) {
+            Some(digest) => KeyKind::Revision { repo, digest },
+            None => unknown,
+        },
+        ["_manifests", "revisions", alg, encoded, "link"] if *alg != "sha256" => {
+            KeyKind::AltLink { repo, what: AltLinkKind::Revision, algorithm: alg, encoded }
+        }
+        ["_manifests", "tags", tag, "current", "link"] if !tag.is_empty() => KeyKind::TagCurrent { repo, tag },
+        ["_manifests", "tags", tag, "index", "sha256", hex, "link"] if !tag.is_empty() => match Digest::from_hex(hex) {
+            Some(digest) => KeyKind::TagIndex { repo, tag, digest },
+            None => unknown,
+        },
+        ["_layers", "sha256", hex, "link"] => match Digest::from_hex(hex) {
+            Some(digest) => KeyKind::LayerLink { repo, digest },
+            None => unknown,
+        },
+        ["_layers", alg, encoded, "link"] if *alg != "sha256" => {
+            KeyKind::AltLink { repo, what: AltLinkKind::Layer, algorithm: alg, encoded }
+        }
+        ["_uploads", uuid, ..] if parts.len() >= 3 && !uuid.is_empty() => {
+            let part = &meta["_uploads/".len() + uuid.len() + 1..];
+            KeyKind::Upload { repo, uuid, part }
+        }
+        _ => unknown,
+    }
+}
+
+/// Whether a repository name follows distribution's grammar. Names that do not
+/// are still collected like any other (their manifests must be kept), but are
+/// reported: the registry would not have created them.
+pub fn is_conventional_repository_name(name: &str) -> bool {
+    name.len() <= 255
+        && name.split('/').enumerate().all(|(i, c)| {
+            !c.is_empty()
+                && (c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+                    || (i == 0 && c.contains(':')))
+                && c.as_bytes()[0].is_ascii_alphanumeric()
+        })
+}
+
+pub fn blob_data_key(d: &Digest) -> String {
+    let hex = d.hex();
+    format!("{BLOBS}sha256/{}/{hex}/data", &hex[..2])
+}
+
+pub fn repository_prefix(repo: &str) -> String {
+    format!("{REPOSITORIES}{repo}/")
+}
+
+pub fn revision_key(repo: &str, d: &Digest) -> String {
+    format!("{REPOSITORIES}{repo}/_manifests/revisions/sha256/{}/link", d.hex())
+}
+
+pub fn tag_current_key(repo: &str, tag: &str) -> String {
+    format!("{REPOSITORIES}{repo}/_manifests/tags/{tag}/current/link")
+}
+
+pub fn tag_index_key(repo: &str, tag: &str, d: &Digest) -> String {
+    format!("{REPOSITORIES}{repo}/_manifests/tags/{tag}/index/sha256/{}/link", d.hex())
+}
+
+pub fn layer_link_key(repo: &str, d: &Digest) -> String {
+    format!("{REPOSITORIES}{repo}/_layers/sha256/{}/link", d.hex())
+}
+
+pub fn alt_link_key(repo: &str, what: AltLinkKind, algorithm: &str, encoded: &str) -> String {
+    let dir = match what {
+        AltLinkKind::Layer => "_layers",
+        AltLinkKind::Revision => "_manifests/revisions",
+    };
+    format!("{REPOSITORIES}{repo}/{dir}/{algorithm}/{encoded}/link")
+}
+
+pub fn upload_key(repo: &str, uuid: &str, part: &str) -> String {
+    format!("{REPOSITORIES}{repo}/_uploads/{uuid}/{part}")
+}
+
+/// The directories (filesystem only) that deleting `key` may leave empty, deepest
+/// first. They stop below the structural directories the registry expects to
+/// exist (`blobs/sha256`, a repository's `_manifests/revisions/sha256`,
+/// `_manifests/tags`, `_layers/sha256`, `_uploads`): 2.8.2 aborts its own GC on a
+/// repository without `tags/`, and lists a tag directory without `current/link` as
+/// a tag, so a deleted tag's directory must go entirely.
+pub fn dirs_left_empty_by(key: &str) -> Vec<String> {
+    let stop: String = match classify(key) {
+        KeyKind::BlobData(_) => format!("{BLOBS}sha256"),
+        KeyKind::Revision { repo, .. } => format!("{REPOSITORIES}{repo}/_manifests/revisions/sha256"),
+        KeyKind::TagCurrent { repo, .. } | KeyKind::TagIndex { repo, .. } => format!("{REPOSITORIES}{repo}/_manifests/tags"),
+        KeyKind::LayerLink { repo, .. } => format!("{REPOSITORIES}{repo}/_layers/sha256"),
+        KeyKind::Upload { repo, .. } => format!("{REPOSITORIES}{repo}/_uploads"),
+        KeyKind::AltLink { .. } | KeyKind::Other(_) => return Vec::new(),
+    };
+    let mut dirs = Vec::new();
+    let mut current = key;
+    while let Some(i) = current.rfind('/') {
+        current = &current[..i];
+        if current.len() <= stop.len() {
+            break;
+        }
+        dirs.push(current.to_string());
+    }
+    dirs
+}
+
+/// The directories of an empty repository, deepest first, then the repository
+/// directory and any namespace directories above it (each removed only if empty,
+/// so a repository that is also a namespace keeps its children).
+pub fn empty_repository_dirs(repo: &str) -> Vec<String> {
+    let base = format!("{REPOSITORIES}{repo}");
+    let mut dirs: Vec<String> = [
+        "_manifests/revisions/sha256",
+        "_manifests/revisions",
+        "_manifests/tags",
+        "_manifests",
+        "_layers/sha256",
+        "_layers",
+        "_uploads",
+    ]
+    .iter()
+    .map(|s| format!("{base}/{s}"))
+    .collect();
+    let mut current = base.as_str();
+    loop {
+        dirs.push(current.to_string());
+        match current.rfind('/') {
+            Some(i) if current[..i].len() + 1 > REPOSITORIES.len() => current = &current[..i],
+            _ => break,
+        }
+    }
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+    fn d() -> Digest {
+        Digest::from_hex(HEX).unwrap()
+    }
+
+    #[test]
+    fn classifies_blob_data() {
+        assert_eq!(classify(&format!("{V2}blobs/sha256/44/{HEX}/data")), KeyKind::BlobData(d()));
+        assert_eq!(classify(&blob_data_key(&d())), KeyKind::BlobData(d()));
+        // wrong two-char prefix, stray temp file, missing data
+        assert_eq!(classify(&format!("{V2}blobs/sha256/45/{HEX}/data")), KeyKind::Other(OtherReason::StrayInBlobs));
+        assert_eq!(classify(&format!("{V2}blobs/sha256/44/{HEX}/data.tmp")), KeyKind::Other(OtherReason::StrayInBlobs));
+        assert_eq!(classify(&format!("{V2}blobs/sha256/44/{HEX}")), KeyKind::Other(OtherReason::StrayInBlobs));
+    }
+
+    #[test]
+    fn classifies_repository_links_including_nested_names() {
+        let key = format!("{V2}repositories/team/app/cache/_manifests/revisions/sha256/{HEX}/link");
+        assert_eq!(classify(&key), KeyKind::Revision { repo: "team/app/cache", digest: d() });
+        assert_eq!(
+            classify(&tag_current_key("library/alpine", "3.19")),
+            KeyKind::TagCurrent { repo: "library/alpine", tag: "3.19" }
+        );
+        assert_eq!(
+            classify(&tag_index_key("a", "latest", &d())),
+            KeyKind::TagIndex { repo: "a", tag: "latest", digest: d() }
+        );
+        assert_eq!(classify(&layer_link_key("a/b", &d())), KeyKind::LayerLink { repo: "a/b", digest: d() });
+        let upload = format!("{V2}repositories/a/_uploads/0b2c/hashstates/sha256/0");
+        assert_eq!(
+            classify(&upload),
+            KeyKind::Upload { repo: "a", uuid: "0b2c", part: "hashstates/sha256/0" }
+        );
+        let alt = format!("{V2}repositories/a/_layers/sha512/abcd/link");
+        assert_eq!(
+            classify(&alt),
+            KeyKind::AltLink { repo: "a", what: AltLinkKind::Layer, algorithm: "sha512", encoded: "abcd" }
+        );
+    }
+
+    #[test]
+    fn unknown_shapes_are_other_never_links() {
+        for key in [
+            "README".to_string(),
+            format!("{V2}repositories/a/README"),
+            format!("{V2}repositories/_bad/_layers/sha256/{HEX}/link"),
+            format!("{V2}repositories/a/_manifests/revisions/sha256/{HEX}/link.tmp"),
+            format!("{V2}repositories/a/_manifests/revisions/sha256/{}/link", HEX.to_uppercase()),
+            format!("{V2}repositories/a/_manifests/tags/t/current/link2"),
+            format!("{V2}repositories/a/_other/x"),
+            format!("{V2}repositories//a/_layers/sha256/{HEX}/link"),
+            format!("{V2}junk"),
+        ] {
+            assert!(matches!(classify(&key), KeyKind::Other(_)), "{key}");
+        }
+    }
+
+    #[test]
+    fn builders_round_trip_through_classify() {
+        assert_eq!(classify(&revision_key("x/y", &d())), KeyKind::Revision { repo: "x/y", digest: d() });
+        let alt = alt_link_key("x", AltLinkKind::Revision, "sha512", "ff");
+        assert!(matches!(classify(&alt), KeyKind::AltLink { what: AltLinkKind::Revision, .. }));
+    }
+
+    #[test]
+    fn empty_dirs_stop_at_structural_directories() {
+        assert_eq!(
+            dirs_left_empty_by(&blob_data_key(&d())),
+            vec![format!("{V2}blobs/sha256/44/{HEX}"), format!("{V2}blobs/sha256/44")]
+        );
+        assert_eq!(
+            dirs_left_empty_by(&tag_index_key("a/b", "v1", &d())),
+            vec![
+                format!("{V2}repositories/a/b/_manifests/tags/v1/index/sha256/{HEX}"),
+                format!("{V2}repositories/a/b/_manifests/tags/v1/index/sha256"),
+                format!("{V2}repositories/a/b/_manifests/tags/v1/index"),
+                format!("{V2}repositories/a/b/_manifests/tags/v1"),
+            ]
+        );
+        assert_eq!(
+            dirs_left_empty_by(&revision_key("a", &d())),
+            vec![format!("{V2}repositories/a/_manifests/revisions/sha256/{HEX}")]
+        );
+        assert!(dirs_left_empty_by("elsewhere/x").is_empty());
+    }
+
+    #[test]
+    fn empty_repository_dirs_climb_namespaces_but_not_repositories_root() {
+        let dirs = empty_repository_dirs("team/app");
+        assert_eq!(dirs.last().unwrap(), &format!("{REPOSITORIES}team"));
+        assert!(dirs.contains(&format!("{REPOSITORIES}team/app")));
+        assert!(!dirs.iter().any(|d| d.len() < REPOSITORIES.len()));
+    }
+
+    #[test]
+    fn conventional_names() {
+        assert!(is_conventional_repository_name("library/alpine"));
+        assert!(is_conventional_repository_name("localhost:5000/a"));
+        assert!(!is_conventional_repository_name("Upper/case"));
+        assert!(!is_conventional_repository_name("a//b"));
+    }
+}

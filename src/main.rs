@@ -1,0 +1,64 @@
+//! The `registry-gc` binary: a thin shell over the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use registry_gc::cli::{Cli, Command, GcArgs};
+use registry_gc::error::{Error, Exit};
+use registry_gc::progress::Progress;
+use registry_gc::storage::open::open_storage;
+use registry_gc::{gc, report::Report};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("registry-gc: cannot start the async runtime: {e}");
+            return ExitCode::from(Exit::Error as u8);
+        }
+    };
+    let exit = match &cli.command {
+        Command::Gc(args) => runtime.block_on(gc_command(args, cli.quiet)),
+    };
+    ExitCode::from(exit as u8)
+}
+
+async fn gc_command(args: &GcArgs, quiet: bool) -> Exit {
+    match run_gc(args, quiet).await {
+        Ok(report) if !report.failures.is_empty() => {
+            eprintln!("registry-gc: {} deletions failed; run again to finish", report.failures.len());
+            Exit::Incomplete
+        }
+        Ok(_) => Exit::Success,
+        Err(e) => {
+            eprintln!("registry-gc: {e}");
+            e.exit()
+        }
+    }
+}
+
+async fn run_gc(args: &GcArgs, quiet: bool) -> Result<Report, Error> {
+    let storage = open_storage(&args.storage)?;
+    let progress = Progress::new(!quiet);
+    let report = gc::run(storage, args.options(), &progress).await?;
+    if let Some(path) = &args.report {
+        let json = serde_json::to_vec_pretty(&report).expect("the report serializes");
+        std::fs::write(path, json).map_err(|source| Error::Report { path: path.display().to_string(), source })?;
+    }
+    if !quiet {
+        print!("{}", report.summary());
+    }
+    Ok(report)
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REGISTRY_GC_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

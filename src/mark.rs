@@ -1,0 +1,213 @@
+//! The mark phase's reads: tag `current/link` files, alternate-algorithm links,
+//! and every manifest blob reachable from a revision or a tag, each read once,
+//! concurrently. What to keep is decided later by the planner, from these facts.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+
+use crate::digest::Digest;
+use crate::inventory::Inventory;
+use crate::layout;
+use crate::manifest::{self, References};
+use crate::progress::Progress;
+use crate::report::Warning;
+use crate::storage::{Storage, StorageError};
+
+/// Link files hold 71 bytes; anything much larger is not a link.
+const LINK_READ_LIMIT: u64 = 4096;
+
+#[derive(Debug, Clone, Copy)]
+pub struct MarkOptions {
+    pub concurrency: usize,
+    /// A manifest larger than this is refused (the run stops, nothing deleted).
+    pub max_manifest_bytes: u64,
+}
+
+/// What a tag's `current/link` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagTarget {
+    Digest(Digest),
+    /// Unreadable content: the tag's repository is then treated conservatively.
+    Junk(String),
+    /// Listed, then gone before it could be read (deleted concurrently).
+    Vanished,
+}
+
+#[derive(Debug, Default)]
+pub struct Marks {
+    /// repository -> tag -> target, for every tag that has a `current/link`.
+    pub tag_targets: BTreeMap<String, BTreeMap<String, TagTarget>>,
+    /// Every manifest read, by digest.
+    pub manifests: HashMap<Digest, References>,
+    /// `sha512:…` (and other algorithms) -> the sha256 blob their link names.
+    pub alternate_digests: HashMap<String, Digest>,
+    pub warnings: Vec<Warning>,
+    pub manifest_bytes_read: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MarkError {
+    #[error("reading failed, nothing will be deleted: {0}")]
+    Read(StorageError),
+    #[error("{key}: blob was listed but is gone now; another collector may be running; nothing will be deleted")]
+    Vanished { key: String },
+    #[error("{0}; raise --max-manifest-size if this manifest is genuine; nothing will be deleted")]
+    TooLarge(StorageError),
+}
+
+/// Why a blob is being read as a manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A revision, a tag target or a declared child: it must be a manifest.
+    Declared,
+    /// A digest pinned from an unparseable manifest: it may be a layer.
+    Probe,
+}
+
+pub async fn mark(storage: &dyn Storage, inv: &Inventory, opts: MarkOptions, progress: &Progress) -> Result<Marks, MarkError> {
+    let mut marks = Marks::default();
+    read_tags(storage, inv, opts, &mut marks).await?;
+    read_alternate_links(storage, inv, opts, &mut marks).await?;
+    read_manifests(storage, inv, opts, progress, &mut marks).await?;
+    Ok(marks)
+}
+
+async fn read_tags(storage: &dyn Storage, inv: &Inventory, opts: MarkOptions, marks: &mut Marks) -> Result<(), MarkError> {
+    let tags = inv.repositories.iter().flat_map(|(repo, r)| {
+        r.tags.iter().filter(|(_, t)| t.current_modified_ms.is_some()).map(move |(tag, _)| (repo.as_str(), tag.as_str()))
+    });
+    let mut reads = futures::stream::iter(tags)
+        .map(|(repo, tag)| async move {
+            let key = layout::tag_current_key(repo, tag);
+            let result = storage.get(&key, LINK_READ_LIMIT).await;
+            (repo, tag, key, result)
+        })
+        .buffer_unordered(opts.concurrency.max(1));
+    while let Some((repo, tag, key, result)) = reads.next().await {
+        let target = match result {
+            Ok(bytes) => match std::str::from_utf8(&bytes).ok().and_then(|s| s.parse::<Digest>().ok()) {
+                Some(d) => TagTarget::Digest(d),
+                None => {
+                    let reason = format!("tag link does not hold a sha256 digest: {:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(80)]));
+                    marks.warnings.push(Warning::new(&key, &reason));
+                    TagTarget::Junk(reason)
+                }
+            },
+            Err(StorageError::NotFound { .. }) => TagTarget::Vanished,
+            Err(e @ StorageError::TooLarge { .. }) => {
+                marks.warnings.push(Warning::new(&key, &e.to_string()));
+                TagTarget::Junk(e.to_string())
+            }
+            Err(e) => return Err(MarkError::Read(e)),
+        };
+        marks.tag_targets.entry(repo.to_string()).or_default().insert(tag.to_string(), target);
+    }
+    Ok(())
+}
+
+async fn read_alternate_links(storage: &dyn Storage, inv: &Inventory, opts: MarkOptions, marks: &mut Marks) -> Result<(), MarkError> {
+    let links = inv.repositories.iter().flat_map(|(repo, r)| r.alt_links.iter().map(move |l| (repo.as_str(), l)));
+    let mut reads = futures::stream::iter(links)
+        .map(|(repo, link)| async move {
+            let key = layout::alt_link_key(repo, link.what, &link.algorithm, &link.encoded);
+            let result = storage.get(&key, LINK_READ_LIMIT).await;
+            (link, key, result)
+        })
+        .buffer_unordered(opts.concurrency.max(1));
+    while let Some((link, key, result)) = reads.next().await {
+        match result {
+            Ok(bytes) => match std::str::from_utf8(&bytes).ok().and_then(|s| s.parse::<Digest>().ok()) {
+                Some(d) => {
+                    marks.alternate_digests.insert(format!("{}:{}", link.algorithm, link.encoded), d);
+                }
+                None => marks.warnings.push(Warning::new(&key, "alternate-algorithm link does not hold a sha256 digest")),
+            },
+            Err(StorageError::NotFound { .. }) => {}
+            Err(e @ StorageError::TooLarge { .. }) => marks.warnings.push(Warning::new(&key, &e.to_string())),
+            Err(e) => return Err(MarkError::Read(e)),
+        }
+    }
+    Ok(())
+}
+
+async fn read_manifests(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    opts: MarkOptions,
+    progress: &Progress,
+    marks: &mut Marks,
+) -> Result<(), MarkError> {
+    let mut seen: HashSet<Digest> = HashSet::new();
+    let mut queue: VecDeque<(Digest, Role)> = VecDeque::new();
+    let enqueue = |d: Digest, role: Role, seen: &mut HashSet<Digest>, queue: &mut VecDeque<(Digest, Role)>| {
+        if inv.blobs.contains_key(&d) && seen.insert(d) {
+            queue.push_back((d, role));
+            true
+        } else {
+            false
+        }
+    };
+    for r in inv.repositories.values() {
+        for d in r.revisions.keys() {
+            enqueue(*d, Role::Declared, &mut seen, &mut queue);
+        }
+    }
+    for targets in marks.tag_targets.values() {
+        for t in targets.values() {
+            if let TagTarget::Digest(d) = t {
+                enqueue(*d, Role::Declared, &mut seen, &mut queue);
+            }
+        }
+    }
+    progress.start_phase("reading manifests", queue.len() as u64);
+
+    let mut inflight = FuturesUnordered::new();
+    loop {
+        while inflight.len() < opts.concurrency.max(1) {
+            let Some((digest, role)) = queue.pop_front() else { break };
+            let size = inv.blobs[&digest].size;
+            if role == Role::Probe && size > opts.max_manifest_bytes {
+                progress.inc(1);
+                continue; // too large to be a manifest we were not told about
+            }
+            inflight.push(async move {
+                let key = layout::blob_data_key(&digest);
+                let result = storage.get(&key, opts.max_manifest_bytes).await;
+                (digest, role, key, result)
+            });
+        }
+        let Some((digest, role, key, result)) = inflight.next().await else { break };
+        progress.inc(1);
+        let bytes = match result {
+            Ok(bytes) => bytes,
+            Err(StorageError::NotFound { .. }) => return Err(MarkError::Vanished { key }),
+            Err(e @ StorageError::TooLarge { .. }) => return Err(MarkError::TooLarge(e)),
+            Err(e) => return Err(MarkError::Read(e)),
+        };
+        marks.manifest_bytes_read += bytes.len() as u64;
+        let refs = manifest::parse(&bytes);
+        let child_role = if refs.is_pinned_by_scan() { Role::Probe } else { Role::Declared };
+        if role == Role::Declared && refs.is_pinned_by_scan() {
+            let msg = format!(
+                "manifest could not be parsed ({:?}); keeping every digest it mentions ({})",
+                refs.kind,
+                refs.blobs.len()
+            );
+            marks.warnings.push(Warning::new(&key, &msg));
+        }
+        for bad in &refs.invalid {
+            marks.warnings.push(Warning::new(&key, &format!("manifest names an invalid digest {bad:?}")));
+        }
+        let mut added = 0;
+        for child in &refs.children {
+            if enqueue(*child, child_role, &mut seen, &mut queue) {
+                added += 1;
+            }
+        }
+        progress.inc_length(added);
+        marks.manifests.insert(digest, refs);
+    }
+    Ok(())
+}

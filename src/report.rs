@@ -1,0 +1,184 @@
+//! The run's report: one struct that the terminal summary and the JSON report
+//! both render. Its JSON shape is versioned (`schema_version`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::inventory::StrayKey;
+use crate::plan::{Deletion, Reason};
+use crate::storage::counting::RequestTotals;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Something the operator should look at; never fatal.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Warning {
+    pub key: String,
+    pub message: String,
+}
+
+impl Warning {
+    pub fn new(key: &str, message: &str) -> Self {
+        Warning { key: key.to_string(), message: message.to_string() }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct CountBytes {
+    pub count: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Seen {
+    pub keys: u64,
+    pub repositories: u64,
+    pub manifests: u64,
+    pub tags: u64,
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub uploads: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Failure {
+    pub key: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub storage: String,
+    pub dry_run: bool,
+    pub delete_untagged: bool,
+    pub min_age_seconds: u64,
+    pub started_at: String,
+    pub duration_seconds: f64,
+    pub seen: Seen,
+    /// Per reason: what was deleted (or, in a dry run, would be).
+    pub planned: BTreeMap<Reason, CountBytes>,
+    /// Keys actually deleted (zero in a dry run).
+    pub deleted_keys: u64,
+    pub bytes_freed: u64,
+    pub kept_blobs: u64,
+    pub kept_blob_bytes: u64,
+    pub spared_by_min_age: u64,
+    pub empty_repositories: Vec<String>,
+    pub empty_repositories_removed: bool,
+    pub failures: Vec<Failure>,
+    pub warnings: Vec<Warning>,
+    pub strays: Vec<StrayKey>,
+    pub requests: RequestTotals,
+    pub deletions: Vec<Deletion>,
+}
+
+impl Report {
+    pub fn planned_total(&self) -> CountBytes {
+        self.planned.values().fold(CountBytes::default(), |acc, c| CountBytes { count: acc.count + c.count, bytes: acc.bytes + c.bytes })
+    }
+
+    pub fn tally(deletions: &[Deletion]) -> BTreeMap<Reason, CountBytes> {
+        let mut planned = BTreeMap::new();
+        for d in deletions {
+            let e: &mut CountBytes = planned.entry(d.reason).or_default();
+            e.count += 1;
+            e.bytes += d.bytes;
+        }
+        planned
+    }
+
+    /// The closing summary for people; plain lines, no colour, so that it reads
+    /// the same in a terminal, a cron mail and a CI log.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let verb = if self.dry_run { "would delete" } else { "deleted" };
+        let _ = writeln!(s, "registry-gc {} on {}", if self.dry_run { "dry run" } else { "collection" }, self.storage);
+        let _ = writeln!(
+            s,
+            "seen: {} repositories, {} manifests, {} tags, {} blobs ({}), {} uploads, {} keys",
+            self.seen.repositories,
+            self.seen.manifests,
+            self.seen.tags,
+            self.seen.blobs,
+            human_bytes(self.seen.blob_bytes),
+            self.seen.uploads,
+            self.seen.keys
+        );
+        for reason in Reason::ALL {
+            if let Some(c) = self.planned.get(&reason) {
+                let bytes = if c.bytes > 0 { format!(" ({})", human_bytes(c.bytes)) } else { String::new() };
+                let _ = writeln!(s, "{verb}: {} {}{}", c.count, reason.describe(), bytes);
+            }
+        }
+        if self.planned.is_empty() {
+            let _ = writeln!(s, "nothing to delete");
+        }
+        let freed = self.planned.get(&Reason::UnreferencedBlob).map_or(0, |c| c.bytes)
+            + self.planned.get(&Reason::StaleUpload).map_or(0, |c| c.bytes);
+        let _ = writeln!(
+            s,
+            "{}: {}; kept {} blobs ({})",
+            if self.dry_run { "would free" } else { "freed" },
+            human_bytes(if self.dry_run { freed } else { self.bytes_freed }),
+            self.kept_blobs,
+            human_bytes(self.kept_blob_bytes)
+        );
+        if self.spared_by_min_age > 0 {
+            let _ = writeln!(s, "spared {} objects younger than --min-age {}s", self.spared_by_min_age, self.min_age_seconds);
+        }
+        if !self.empty_repositories.is_empty() {
+            let action = if self.empty_repositories_removed && !self.dry_run { "removed" } else { "left" };
+            let _ = writeln!(s, "empty repositories ({action}): {}", self.empty_repositories.join(", "));
+        }
+        for w in &self.warnings {
+            let _ = writeln!(s, "warning: {}: {}", w.key, w.message);
+        }
+        if !self.strays.is_empty() {
+            let _ = writeln!(s, "stray keys (skipped): {}", self.strays.len());
+            for stray in self.strays.iter().take(20) {
+                let _ = writeln!(s, "  {} ({})", stray.key, stray.reason.describe());
+            }
+            if self.strays.len() > 20 {
+                let _ = writeln!(s, "  ... and {} more (see --report)", self.strays.len() - 20);
+            }
+        }
+        for f in &self.failures {
+            let _ = writeln!(s, "failed: {}: {}", f.key, f.error);
+        }
+        let _ = writeln!(
+            s,
+            "requests: {} list, {} get, {} delete; {:.2}s",
+            self.requests.list, self.requests.get, self.requests.delete, self.duration_seconds
+        );
+        s
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_uses_binary_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+    }
+}

@@ -1,0 +1,298 @@
+//! The local filesystem backend: a native walker rather than a generic client,
+//! because listing is the cost to beat on disk. Directories are recognised from
+//! the directory entry (no stat); only files are stat'ed, for size and mtime.
+//!
+//! Symbolic links are resolved, never trusted: one that points inside the root is
+//! followed (with loop detection), one that is broken or points outside the root
+//! is an error, so the listing is incomplete and nothing is deleted.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use super::{system_time_ms, DirListing, ObjectMeta, Storage, StorageError};
+
+/// Keys removed per blocking task; batches run concurrently in the sweep.
+const DELETE_BATCH: usize = 256;
+const LIST_CHANNEL: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct FsStorage {
+    root: PathBuf,
+}
+
+impl FsStorage {
+    /// Opens the registry root (the directory that holds `docker/registry/v2`).
+    /// The root itself may be a symbolic link; it is resolved once here.
+    pub fn open(root: &Path) -> Result<Self, StorageError> {
+        let shown = root.display().to_string();
+        let root = fs::canonicalize(root).map_err(|source| StorageError::Io { key: shown.clone(), source })?;
+        if !root.is_dir() {
+            return Err(StorageError::Io {
+                key: shown,
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not a directory"),
+            });
+        }
+        Ok(FsStorage { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Maps a key to a path under the root, refusing anything that could escape it.
+    fn path_of(&self, key: &str) -> Result<PathBuf, StorageError> {
+        let rel = Path::new(key.trim_end_matches('/'));
+        let clean = rel.components().all(|c| matches!(c, Component::Normal(_)));
+        if !clean || key.contains("//") {
+            return Err(StorageError::Refused { key: key.to_string(), reason: "not a plain relative key".into() });
+        }
+        Ok(self.root.join(rel))
+    }
+
+    /// Resolves a path through any symbolic links and checks it stays in the root.
+    fn inside_root(&self, key: &str, path: &Path) -> Result<PathBuf, StorageError> {
+        match fs::canonicalize(path) {
+            Ok(real) if real.starts_with(&self.root) => Ok(real),
+            Ok(real) => Err(StorageError::Symlink {
+                key: key.to_string(),
+                reason: format!("points outside the registry root, to {}", real.display()),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(path).is_ok() => {
+                Err(StorageError::Symlink { key: key.to_string(), reason: "is broken (its target does not exist)".into() })
+            }
+            Err(source) => Err(io_error(key, source)),
+        }
+    }
+}
+
+fn io_error(key: &str, source: io::Error) -> StorageError {
+    if source.kind() == io::ErrorKind::NotFound {
+        StorageError::NotFound { key: key.to_string() }
+    } else {
+        StorageError::Io { key: key.to_string(), source }
+    }
+}
+
+fn meta_of(key: String, md: &fs::Metadata) -> ObjectMeta {
+    ObjectMeta {
+        key,
+        size: md.len(),
+        last_modified_ms: md.modified().map(system_time_ms).unwrap_or(0),
+        etag: None,
+    }
+}
+
+/// What one directory entry turned out to be after resolving links.
+enum Entry {
+    /// A directory to descend into: its key (the link's, for a followed link)
+    /// and the path to read.
+    Dir { key: String, path: PathBuf },
+    File(ObjectMeta),
+}
+
+impl FsStorage {
+    fn resolve_entry(&self, key: String, path: &Path, ft: fs::FileType) -> Result<Entry, StorageError> {
+        if ft.is_dir() {
+            return Ok(Entry::Dir { key, path: path.to_path_buf() });
+        }
+        if ft.is_symlink() {
+            let real = self.inside_root(&key, path)?;
+            let md = fs::metadata(&real).map_err(|e| io_error(&key, e))?;
+            return Ok(if md.is_dir() { Entry::Dir { key, path: real } } else { Entry::File(meta_of(key, &md)) });
+        }
+        let md = fs::symlink_metadata(path).map_err(|e| io_error(&key, e))?;
+        Ok(Entry::File(meta_of(key, &md)))
+    }
+
+    /// Reads one directory level. `prefix` is the key of `dir` with a trailing
+    /// `/` (or empty for the root); `filter` keeps only names starting with it.
+    fn read_level(&self, dir: &Path, prefix: &str, filter: Option<&str>) -> Result<Vec<Entry>, StorageError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(prefix.trim_end_matches('/'), e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(prefix.trim_end_matches('/'), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                let key = format!("{prefix}{}", name.to_string_lossy());
+                return Err(StorageError::Refused { key, reason: "file name is not valid UTF-8".into() });
+            };
+            if filter.is_some_and(|f| !name.starts_with(f)) {
+                continue;
+            }
+            let key = format!("{prefix}{name}");
+            let ft = entry.file_type().map_err(|e| io_error(&key, e))?;
+            out.push(self.resolve_entry(key, &entry.path(), ft)?);
+        }
+        Ok(out)
+    }
+
+    /// Depth-first walk sending every file below `dir` to `tx`. A directory
+    /// reached twice (a link loop, or two links to one place) is an error: the
+    /// same object under two keys would make the picture ambiguous.
+    fn walk(&self, dir: PathBuf, prefix: String, filter: Option<String>, tx: &mpsc::Sender<Result<ObjectMeta, StorageError>>) {
+        let mut visited: HashSet<PathBuf> = HashSet::new();
+        let mut stack = vec![(dir, prefix, filter)];
+        while let Some((dir, prefix, filter)) = stack.pop() {
+            let real = fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+            if !visited.insert(real) {
+                let key = prefix.trim_end_matches('/').to_string();
+                let reason = "forms a loop or a second path to one directory".to_string();
+                let _ = tx.blocking_send(Err(StorageError::Symlink { key, reason }));
+                return;
+            }
+            let entries = match self.read_level(&dir, &prefix, filter.as_deref()) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            for entry in entries {
+                match entry {
+                    Entry::Dir { key, path } => stack.push((path, format!("{key}/"), None)),
+                    Entry::File(meta) => {
+                        if tx.blocking_send(Ok(meta)).is_err() {
+                            return; // the consumer stopped listening
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The directory to read for a prefix, and the name filter for its first level.
+    fn split_prefix(&self, prefix: &str) -> Result<(PathBuf, String, Option<String>), StorageError> {
+        if prefix.is_empty() {
+            return Ok((self.root.clone(), String::new(), None));
+        }
+        match prefix.rfind('/') {
+            Some(i) if i + 1 == prefix.len() => Ok((self.path_of(prefix)?, prefix.to_string(), None)),
+            Some(i) => Ok((self.path_of(&prefix[..=i])?, prefix[..=i].to_string(), Some(prefix[i + 1..].to_string()))),
+            None => Ok((self.root.clone(), String::new(), Some(prefix.to_string()))),
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for FsStorage {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+        let (dir, key_prefix, filter) = match self.split_prefix(prefix) {
+            Ok(parts) => parts,
+            Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
+        };
+        let (tx, mut rx) = mpsc::channel(LIST_CHANNEL);
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.walk(dir, key_prefix, filter, &tx));
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+    }
+
+    async fn list_dir(&self, prefix: &str) -> Result<DirListing, StorageError> {
+        let (dir, key_prefix, filter) = self.split_prefix(prefix)?;
+        let this = self.clone();
+        let entries = tokio::task::spawn_blocking(move || this.read_level(&dir, &key_prefix, filter.as_deref()))
+            .await
+            .map_err(|e| StorageError::Io { key: prefix.to_string(), source: io::Error::other(e) })??;
+        let mut listing = DirListing::default();
+        for entry in entries {
+            match entry {
+                Entry::Dir { key, .. } => listing.prefixes.push(format!("{key}/")),
+                Entry::File(meta) => listing.objects.push(meta),
+            }
+        }
+        listing.prefixes.sort();
+        listing.objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(listing)
+    }
+
+    async fn get(&self, key: &str, limit: u64) -> Result<Bytes, StorageError> {
+        let path = self.path_of(key)?;
+        let this = self.clone();
+        let key = key.to_string();
+        tokio::task::spawn_blocking(move || {
+            let real = this.inside_root(&key, &path)?;
+            let md = fs::metadata(&real).map_err(|e| io_error(&key, e))?;
+            if md.len() > limit {
+                return Err(StorageError::TooLarge { key, size: md.len(), limit });
+            }
+            fs::read(&real).map(Bytes::from).map_err(|e| io_error(&key, e))
+        })
+        .await
+        .map_err(|e| StorageError::Io { key: String::new(), source: io::Error::other(e) })?
+    }
+
+    async fn delete_batch(&self, keys: &[String]) -> Vec<Result<(), StorageError>> {
+        let this = self.clone();
+        let keys = keys.to_vec();
+        let n = keys.len();
+        tokio::task::spawn_blocking(move || keys.iter().map(|k| this.delete_one(k)).collect())
+            .await
+            .unwrap_or_else(|e| {
+                (0..n).map(|_| Err(StorageError::Io { key: String::new(), source: io::Error::other(e.to_string()) })).collect()
+            })
+    }
+
+    fn max_delete_batch(&self) -> usize {
+        DELETE_BATCH
+    }
+
+    fn has_directories(&self) -> bool {
+        true
+    }
+
+    async fn remove_empty_dirs(&self, dirs: &[String]) -> Result<usize, StorageError> {
+        let this = self.clone();
+        let dirs = dirs.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let mut removed = 0;
+            for dir in &dirs {
+                let path = this.path_of(dir)?;
+                if path == this.root {
+                    continue;
+                }
+                // not empty, already gone, or not a directory: leave it be
+                if fs::remove_dir(&path).is_ok() {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| StorageError::Io { key: String::new(), source: io::Error::other(e) })?
+    }
+}
+
+impl FsStorage {
+    fn delete_one(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path_of(key)?;
+        // The parent must resolve inside the root: a directory link that points
+        // elsewhere must not turn a delete here into a delete there.
+        if let Some(parent) = path.parent() {
+            match self.inside_root(key, parent) {
+                Ok(_) => {}
+                Err(StorageError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(key, e)),
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The storage trait every backend implements, and the wrappers that add what
+//! every backend needs (request counting).
+//!
+//! Keys are `/`-separated and relative to the registry driver's root directory.
+//! The trait is deliberately small so that object stores (S3, Azure Blob, GCS
+//! through `object_store`) and the local filesystem have the same shape:
+//! list a prefix as a stream, list one level with a delimiter, read a small
+//! object, delete a batch with a result per key.
+
+pub mod counting;
+pub mod fs;
+pub mod open;
+
+use std::fmt;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+/// One object as a listing reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    /// Milliseconds since the Unix epoch.
+    pub last_modified_ms: i64,
+    pub etag: Option<String>,
+}
+
+/// One level of a listing with `/` as delimiter.
+#[derive(Debug, Default, Clone)]
+pub struct DirListing {
+    /// Child "directories", each ending with `/`.
+    pub prefixes: Vec<String>,
+    pub objects: Vec<ObjectMeta>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{key}: not found")]
+    NotFound { key: String },
+    #[error("{key}: {source}")]
+    Io { key: String, source: std::io::Error },
+    #[error("{key}: symbolic link {reason}; registry-gc never follows links out of the registry root")]
+    Symlink { key: String, reason: String },
+    #[error("{key}: object is {size} bytes, larger than the {limit}-byte limit for reading")]
+    TooLarge { key: String, size: u64, limit: u64 },
+    #[error("{key}: refused: {reason}")]
+    Refused { key: String, reason: String },
+}
+
+impl StorageError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+}
+
+/// Which kind of storage request, for cost accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestClass {
+    List,
+    Get,
+    Delete,
+}
+
+#[async_trait]
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Where this storage is, for messages and reports. Never contains secrets.
+    fn describe(&self) -> String;
+
+    /// Every object whose key starts with `prefix`, as a stream (no ordering
+    /// promised). A prefix with no objects is an empty stream, not an error.
+    fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>>;
+
+    /// One level below `prefix` (which ends with `/` or is empty).
+    async fn list_dir(&self, prefix: &str) -> Result<DirListing, StorageError>;
+
+    /// The whole content of one object. Objects larger than `limit` are refused
+    /// before they are read.
+    async fn get(&self, key: &str, limit: u64) -> Result<Bytes, StorageError>;
+
+    /// Deletes the keys, returning one result per key in the same order. A key
+    /// that is already gone is a success.
+    async fn delete_batch(&self, keys: &[String]) -> Vec<Result<(), StorageError>>;
+
+    /// How many keys one `delete_batch` call should carry.
+    fn max_delete_batch(&self) -> usize;
+
+    /// Whether deleting keys can leave empty directories behind (filesystems).
+    fn has_directories(&self) -> bool {
+        false
+    }
+
+    /// Removes the given directories if they are empty, in order; returns how many
+    /// were removed. Object stores have no directories and do nothing.
+    async fn remove_empty_dirs(&self, dirs: &[String]) -> Result<usize, StorageError> {
+        let _ = dirs;
+        Ok(0)
+    }
+}
+
+pub fn system_time_ms(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
