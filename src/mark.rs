@@ -2,9 +2,8 @@
 //! and every manifest blob reachable from a revision or a tag, each read once,
 //! concurrently. What to keep is decided later by the planner, from these facts.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
 use crate::digest::Digest;
@@ -55,15 +54,6 @@ pub enum MarkError {
     Vanished { key: String },
     #[error("{0}; raise --max-manifest-size if this manifest is genuine; nothing will be deleted")]
     TooLarge(StorageError),
-}
-
-/// Why a blob is being read as a manifest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    /// A revision, a tag target or a declared child: it must be a manifest.
-    Declared,
-    /// A digest pinned from an unparseable manifest: it may be a layer.
-    Probe,
 }
 
 pub async fn mark(storage: &dyn Storage, inv: &Inventory, opts: MarkOptions, progress: &Progress) -> Result<Marks, MarkError> {
@@ -132,6 +122,10 @@ async fn read_alternate_links(storage: &dyn Storage, inv: &Inventory, opts: Mark
     Ok(())
 }
 
+/// Reads every manifest a repository links as a revision, once per digest.
+/// Only revisions are read: the registry serves a manifest, an index's children
+/// included, only through a revision link in the repository asked, so a child
+/// with no revision link keeps its own blob (it is referenced) but not its layers.
 async fn read_manifests(
     storage: &dyn Storage,
     inv: &Inventory,
@@ -139,46 +133,17 @@ async fn read_manifests(
     progress: &Progress,
     marks: &mut Marks,
 ) -> Result<(), MarkError> {
-    let mut seen: HashSet<Digest> = HashSet::new();
-    let mut queue: VecDeque<(Digest, Role)> = VecDeque::new();
-    let enqueue = |d: Digest, role: Role, seen: &mut HashSet<Digest>, queue: &mut VecDeque<(Digest, Role)>| {
-        if inv.blobs.contains_key(&d) && seen.insert(d) {
-            queue.push_back((d, role));
-            true
-        } else {
-            false
-        }
-    };
-    for r in inv.repositories.values() {
-        for d in r.revisions.keys() {
-            enqueue(*d, Role::Declared, &mut seen, &mut queue);
-        }
-    }
-    for targets in marks.tag_targets.values() {
-        for t in targets.values() {
-            if let TagTarget::Digest(d) = t {
-                enqueue(*d, Role::Declared, &mut seen, &mut queue);
-            }
-        }
-    }
-    progress.start_phase("reading manifests", queue.len() as u64);
-
-    let mut inflight = FuturesUnordered::new();
-    loop {
-        while inflight.len() < opts.concurrency.max(1) {
-            let Some((digest, role)) = queue.pop_front() else { break };
-            let size = inv.blobs[&digest].size;
-            if role == Role::Probe && size > opts.max_manifest_bytes {
-                progress.inc(1);
-                continue; // too large to be a manifest we were not told about
-            }
-            inflight.push(async move {
-                let key = layout::blob_data_key(&digest);
-                let result = storage.get(&key, opts.max_manifest_bytes).await;
-                (digest, role, key, result)
-            });
-        }
-        let Some((digest, role, key, result)) = inflight.next().await else { break };
+    let digests: HashSet<Digest> =
+        inv.repositories.values().flat_map(|r| r.revisions.keys()).filter(|d| inv.blobs.contains_key(d)).copied().collect();
+    progress.start_phase("reading manifests", digests.len() as u64);
+    let mut reads = futures::stream::iter(digests)
+        .map(|digest| async move {
+            let key = layout::blob_data_key(&digest);
+            let result = storage.get(&key, opts.max_manifest_bytes).await;
+            (digest, key, result)
+        })
+        .buffer_unordered(opts.concurrency.max(1));
+    while let Some((digest, key, result)) = reads.next().await {
         progress.inc(1);
         let bytes = match result {
             Ok(bytes) => bytes,
@@ -188,8 +153,7 @@ async fn read_manifests(
         };
         marks.manifest_bytes_read += bytes.len() as u64;
         let refs = manifest::parse(&bytes);
-        let child_role = if refs.is_pinned_by_scan() { Role::Probe } else { Role::Declared };
-        if role == Role::Declared && refs.is_pinned_by_scan() {
+        if refs.is_pinned_by_scan() {
             let msg = format!(
                 "manifest could not be parsed ({:?}); keeping every digest it mentions ({})",
                 refs.kind,
@@ -200,13 +164,6 @@ async fn read_manifests(
         for bad in &refs.invalid {
             marks.warnings.push(Warning::new(&key, &format!("manifest names an invalid digest {bad:?}")));
         }
-        let mut added = 0;
-        for child in &refs.children {
-            if enqueue(*child, child_role, &mut seen, &mut queue) {
-                added += 1;
-            }
-        }
-        progress.inc_length(added);
         marks.manifests.insert(digest, refs);
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! each deletion with its reason and size. No I/O here, so it can be tested on
 //! any graph and a dry run prints exactly what a real run would do.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::digest::Digest;
 use crate::inventory::{Inventory, Repository};
@@ -116,50 +116,55 @@ impl Plan {
     }
 }
 
-/// Everything reachable from the kept manifests, across repositories.
+/// The blobs kept manifests need, across repositories: each kept manifest itself,
+/// its config and layers, and its children's manifest blobs. A child's own
+/// layers are kept through the child's revision (see `kept_in_repository`).
 struct KeptBlobs<'a> {
     marks: &'a Marks,
     kept: HashSet<Digest>,
     expanded: HashSet<Digest>,
 }
 
-impl<'a> KeptBlobs<'a> {
-    fn keep_manifest(&mut self, root: Digest) {
-        let mut stack = vec![root];
-        while let Some(d) = stack.pop() {
-            if !self.expanded.insert(d) {
-                continue;
+impl KeptBlobs<'_> {
+    fn keep_manifest(&mut self, d: Digest) {
+        if !self.expanded.insert(d) {
+            return;
+        }
+        self.kept.insert(d);
+        let Some(refs) = self.marks.manifests.get(&d) else { return };
+        self.kept.extend(refs.blobs.iter().copied());
+        self.kept.extend(refs.children.iter().copied());
+        for other in &refs.other_algorithm {
+            if let Some(sha256) = self.marks.alternate_digests.get(other) {
+                self.kept.insert(*sha256);
             }
-            self.kept.insert(d);
-            let Some(refs) = self.marks.manifests.get(&d) else { continue };
-            self.kept.extend(refs.blobs.iter().copied());
-            for other in &refs.other_algorithm {
-                if let Some(sha256) = self.marks.alternate_digests.get(other) {
-                    self.kept.insert(*sha256);
-                }
-            }
-            stack.extend(refs.children.iter().copied());
         }
     }
 }
 
-/// The manifests a repository keeps: with `delete_untagged`, what its tags reach
-/// (children of kept indexes, and untagged referrers whose subject is kept);
-/// otherwise every revision.
-fn kept_in_repository(repo: &Repository, tags: Option<&std::collections::BTreeMap<String, TagTarget>>, marks: &Marks, opts: &PlanOptions, fence: i64, inv: &Inventory) -> (HashSet<Digest>, bool) {
-    let targets: Vec<Digest> = tags
+/// The revisions a repository keeps. Without `delete_untagged`: all of them.
+/// With it: what its tags point at, the children of kept indexes that are
+/// revisions here (recursively), untagged referrers whose `subject` is kept,
+/// revisions younger than the fence, and revisions that could not be parsed.
+/// Returns also whether the repository had to be kept whole because a tag link
+/// could not be read.
+fn kept_in_repository(
+    repo: &Repository,
+    tags: Option<&BTreeMap<String, TagTarget>>,
+    marks: &Marks,
+    opts: &PlanOptions,
+    fence: i64,
+) -> (HashSet<Digest>, bool) {
+    let uncertain = tags.is_some_and(|t| t.values().any(|t| matches!(t, TagTarget::Junk(_))));
+    if !opts.delete_untagged || uncertain {
+        return (repo.revisions.keys().copied().collect(), uncertain && opts.delete_untagged);
+    }
+    let mut referrers: HashMap<Digest, Vec<Digest>> = HashMap::new();
+    let mut roots: Vec<Digest> = tags
         .into_iter()
         .flat_map(|t| t.values())
         .filter_map(|t| if let TagTarget::Digest(d) = t { Some(*d) } else { None })
         .collect();
-    let uncertain = tags.is_some_and(|t| t.values().any(|t| matches!(t, TagTarget::Junk(_))));
-    if !opts.delete_untagged || uncertain {
-        let mut kept: HashSet<Digest> = repo.revisions.keys().copied().filter(|d| inv.blobs.contains_key(d)).collect();
-        kept.extend(targets);
-        return (kept, uncertain && opts.delete_untagged);
-    }
-    let mut referrers: HashMap<Digest, Vec<Digest>> = HashMap::new();
-    let mut roots = targets;
     for (d, modified) in &repo.revisions {
         if let Some(refs) = marks.manifests.get(d) {
             if let Some(subject) = refs.subject {
@@ -175,7 +180,7 @@ fn kept_in_repository(repo: &Repository, tags: Option<&std::collections::BTreeMa
     }
     let mut kept = HashSet::new();
     while let Some(d) = roots.pop() {
-        if !kept.insert(d) {
+        if !repo.revisions.contains_key(&d) || !kept.insert(d) {
             continue;
         }
         if let Some(refs) = marks.manifests.get(&d) {
@@ -197,7 +202,7 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
     let mut graph = KeptBlobs { marks, kept: HashSet::new(), expanded: HashSet::new() };
     let mut kept_by_repo: HashMap<&str, HashSet<Digest>> = HashMap::new();
     for (name, repo) in &inv.repositories {
-        let (kept, uncertain) = kept_in_repository(repo, marks.tag_targets.get(name), marks, opts, fence, inv);
+        let (kept, uncertain) = kept_in_repository(repo, marks.tag_targets.get(name), marks, opts, fence);
         if uncertain {
             out.warnings.push(Warning::new(
                 &layout::repository_prefix(name),
@@ -206,6 +211,13 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
         }
         for d in &kept {
             graph.keep_manifest(*d);
+        }
+        // A tag pointing at a digest with no revision here cannot be served, but
+        // its blob is not ours to judge garbage: keep it.
+        for target in marks.tag_targets.get(name).into_iter().flat_map(|t| t.values()) {
+            if let TagTarget::Digest(d) = target {
+                graph.kept.insert(*d);
+            }
         }
         kept_by_repo.insert(name.as_str(), kept);
     }
@@ -338,3 +350,7 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
     out.deletions.sort_by(|a, b| (a.reason.phase(), &a.key).cmp(&(b.reason.phase(), &b.key)));
     out
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,387 @@
+//! Plan semantics on hand-built registries, and invariants on random ones.
+
+use super::*;
+use crate::manifest::{ManifestKind, References};
+use crate::storage::ObjectMeta;
+
+const NOW: i64 = 1_000_000_000;
+const OLD: i64 = NOW - 10 * 3_600_000;
+const HOUR: i64 = 3_600_000;
+
+fn dg(n: u32) -> Digest {
+    let mut b = [0u8; 32];
+    b[..4].copy_from_slice(&n.to_be_bytes());
+    b[31] = 1;
+    Digest::from_bytes(b)
+}
+
+#[derive(Default)]
+struct Fx {
+    inv: Inventory,
+    marks: Marks,
+}
+
+impl Fx {
+    fn put(&mut self, key: String, t: i64) {
+        self.inv.insert(ObjectMeta { key, size: 10, last_modified_ms: t, etag: None });
+    }
+    fn blob(&mut self, d: Digest) -> &mut Self {
+        if !self.inv.blobs.contains_key(&d) {
+            self.put(layout::blob_data_key(&d), OLD);
+        }
+        self
+    }
+    fn image(&mut self, m: Digest, blobs: &[Digest]) -> &mut Self {
+        self.blob(m);
+        for b in blobs {
+            self.blob(*b);
+        }
+        self.marks.manifests.insert(m, refs(ManifestKind::Image, blobs, &[], None));
+        self
+    }
+    fn index(&mut self, m: Digest, children: &[Digest]) -> &mut Self {
+        self.blob(m);
+        self.marks.manifests.insert(m, refs(ManifestKind::Index, &[], children, None));
+        self
+    }
+    fn referrer(&mut self, m: Digest, blobs: &[Digest], subject: Digest) -> &mut Self {
+        self.blob(m);
+        for b in blobs {
+            self.blob(*b);
+        }
+        self.marks.manifests.insert(m, refs(ManifestKind::Image, blobs, &[], Some(subject)));
+        self
+    }
+    fn revision(&mut self, repo: &str, d: Digest) -> &mut Self {
+        self.put(layout::revision_key(repo, &d), OLD);
+        self
+    }
+    fn layer_link(&mut self, repo: &str, d: Digest) -> &mut Self {
+        self.put(layout::layer_link_key(repo, &d), OLD);
+        self
+    }
+    fn tag(&mut self, repo: &str, tag: &str, d: Digest) -> &mut Self {
+        self.put(layout::tag_current_key(repo, tag), OLD);
+        self.put(layout::tag_index_key(repo, tag, &d), OLD);
+        self.marks.tag_targets.entry(repo.into()).or_default().insert(tag.into(), TagTarget::Digest(d));
+        self
+    }
+    fn plan(&self, delete_untagged: bool) -> Plan {
+        plan(&self.inv, &self.marks, &opts(delete_untagged))
+    }
+}
+
+fn opts(delete_untagged: bool) -> PlanOptions {
+    PlanOptions {
+        delete_untagged,
+        min_age_ms: HOUR,
+        upload_max_age_ms: 7 * 24 * HOUR,
+        delete_empty_repositories: false,
+        now_ms: NOW,
+    }
+}
+
+fn refs(kind: ManifestKind, blobs: &[Digest], children: &[Digest], subject: Option<Digest>) -> References {
+    References { kind, blobs: blobs.to_vec(), children: children.to_vec(), subject, other_algorithm: vec![], invalid: vec![] }
+}
+
+fn deleted_blobs(p: &Plan) -> HashSet<Digest> {
+    p.deleted_blobs().map(|d| match layout::classify(&d.key) {
+        layout::KeyKind::BlobData(d) => d,
+        other => panic!("not a blob: {other:?}"),
+    }).collect()
+}
+
+fn keys_with(p: &Plan, reason: Reason) -> Vec<String> {
+    p.deletions.iter().filter(|d| d.reason == reason).map(|d| d.key.clone()).collect()
+}
+
+fn set(ds: &[Digest]) -> HashSet<Digest> {
+    ds.iter().copied().collect()
+}
+
+#[test]
+fn default_mode_keeps_every_revision_and_deletes_orphans_and_their_layer_links() {
+    let mut fx = Fx::default();
+    fx.image(dg(1), &[dg(10), dg(11)]).revision("r", dg(1)).tag("r", "v1", dg(1));
+    fx.image(dg(2), &[dg(20)]).revision("r", dg(2)); // untagged but linked
+    fx.blob(dg(99)).layer_link("r", dg(99)).layer_link("r", dg(10)); // orphan blob, pushed then abandoned
+    let p = fx.plan(false);
+    assert_eq!(deleted_blobs(&p), set(&[dg(99)]));
+    assert_eq!(keys_with(&p, Reason::DanglingLayerLink), vec![layout::layer_link_key("r", &dg(99))]);
+    assert!(keys_with(&p, Reason::UntaggedManifest).is_empty());
+    assert_eq!(p.kept_blobs, 5);
+}
+
+#[test]
+fn delete_untagged_collects_untagged_revisions_their_history_and_exclusive_layers() {
+    let mut fx = Fx::default();
+    fx.image(dg(1), &[dg(10), dg(12)]).revision("r", dg(1)).tag("r", "v1", dg(1));
+    fx.image(dg(2), &[dg(20), dg(12)]).revision("r", dg(2));
+    // the tag used to point at dg(2): its history entry must go with it
+    fx.put(layout::tag_index_key("r", "v1", &dg(2)), OLD);
+    let p = fx.plan(true);
+    assert_eq!(deleted_blobs(&p), set(&[dg(2), dg(20)]));
+    assert_eq!(keys_with(&p, Reason::UntaggedManifest), vec![layout::revision_key("r", &dg(2))]);
+    assert_eq!(keys_with(&p, Reason::UntaggedTagIndex), vec![layout::tag_index_key("r", "v1", &dg(2))]);
+    // the default mode keeps it all
+    assert!(fx.plan(false).deletions.is_empty());
+}
+
+#[test]
+fn delete_untagged_keeps_children_of_tagged_indexes_unlike_distribution_2_8() {
+    let mut fx = Fx::default();
+    fx.image(dg(1), &[dg(10)]).revision("r", dg(1));
+    fx.image(dg(2), &[dg(20)]).revision("r", dg(2));
+    fx.index(dg(3), &[dg(1), dg(2)]).revision("r", dg(3)).tag("r", "latest", dg(3));
+    let p = fx.plan(true);
+    assert!(p.deletions.is_empty(), "{:?}", p.deletions);
+}
+
+#[test]
+fn nested_indexes_keep_grandchildren() {
+    let mut fx = Fx::default();
+    fx.image(dg(1), &[dg(10)]).revision("r", dg(1));
+    fx.index(dg(2), &[dg(1)]).revision("r", dg(2));
+    fx.index(dg(3), &[dg(2)]).revision("r", dg(3)).tag("r", "t", dg(3));
+    assert!(fx.plan(true).deletions.is_empty());
+}
+
+#[test]
+fn untagged_referrers_follow_their_subject() {
+    let mut fx = Fx::default();
+    fx.image(dg(1), &[dg(10)]).revision("r", dg(1)).tag("r", "v1", dg(1));
+    fx.referrer(dg(2), &[dg(20)], dg(1)).revision("r", dg(2)); // signature of a kept image
+    fx.referrer(dg(3), &[dg(30)], dg(2)).revision("r", dg(3)); // signature of the signature
+    fx.image(dg(4), &[dg(40)]).revision("r", dg(4)); // untagged image
+    fx.referrer(dg(5), &[dg(50)], dg(4)).revision("r", dg(5)); // its SBOM: orphaned with it
+    let p = fx.plan(true);
+    assert_eq!(deleted_blobs(&p), set(&[dg(4), dg(40), dg(5), dg(50)]));
+}
+
+#[test]
+fn referrers_of_index_children_are_kept() {
+    let mut fx = Fx::default();
+    fx.image(dg(1), &[dg(10)]).revision("r", dg(1));
+    fx.index(dg(2), &[dg(1)]).revision("r", dg(2)).tag("r", "t", dg(2));
+    fx.referrer(dg(3), &[dg(30)], dg(1)).revision("r", dg(3));
+    assert!(fx.plan(true).deletions.is_empty());
+}
+
+#[test]
+fn collection_is_per_repository_but_blobs_are_global() {
+    let mut fx = Fx::default();
+    fx.image(dg(1), &[dg(10)]).revision("a", dg(1)).tag("a", "t", dg(1));
+    fx.revision("b", dg(1)); // same manifest, untagged in b
+    let p = fx.plan(true);
+    assert_eq!(keys_with(&p, Reason::UntaggedManifest), vec![layout::revision_key("b", &dg(1))]);
+    assert!(deleted_blobs(&p).is_empty());
+}
+
+#[test]
+fn index_child_without_revision_keeps_its_blob_but_not_its_layers() {
+    // distribution's TestDeleteManifestIndexWithDanglingReferences: the child was
+    // deleted by digest, so the registry cannot serve it through this repository.
+    let mut fx = Fx::default();
+    fx.image(dg(1), &[dg(10)]).revision("r", dg(1));
+    fx.image(dg(2), &[dg(20)]); // no revision link any more
+    fx.index(dg(3), &[dg(1), dg(2)]).revision("r", dg(3)).tag("r", "test", dg(3));
+    for mode in [false, true] {
+        assert_eq!(deleted_blobs(&fx.plan(mode)), set(&[dg(20)]), "delete_untagged={mode}");
+    }
+}
+
+#[test]
+fn dangling_links_and_tags_are_cleaned() {
+    let mut fx = Fx::default();
+    fx.image(dg(1), &[dg(10)]).revision("r", dg(1)).tag("r", "ok", dg(1));
+    // manifest dg(2) and layer dg(20) are gone from blobs, their links remain
+    fx.revision("r", dg(2)).tag("r", "broken", dg(2)).layer_link("r", dg(20));
+    fx.put(layout::tag_index_key("r", "ok", &dg(2)), OLD);
+    for mode in [false, true] {
+        let p = fx.plan(mode);
+        assert_eq!(keys_with(&p, Reason::DanglingRevision), vec![layout::revision_key("r", &dg(2))]);
+        assert_eq!(
+            keys_with(&p, Reason::DanglingTag),
+            vec![layout::tag_current_key("r", "broken"), layout::tag_index_key("r", "broken", &dg(2))]
+        );
+        assert_eq!(keys_with(&p, Reason::DanglingTagIndex), vec![layout::tag_index_key("r", "ok", &dg(2))]);
+        assert_eq!(keys_with(&p, Reason::DanglingLayerLink), vec![layout::layer_link_key("r", &dg(20))]);
+        assert!(deleted_blobs(&p).is_empty());
+    }
+}
+
+#[test]
+fn objects_younger_than_min_age_are_never_deleted() {
+    let mut fx = Fx::default();
+    let young = NOW - HOUR / 2;
+    fx.put(layout::blob_data_key(&dg(1)), young); // fresh orphan-looking blob
+    fx.image(dg(2), &[dg(20)]);
+    fx.put(layout::revision_key("r", &dg(2)), young); // freshly pushed untagged manifest
+    fx.put(layout::layer_link_key("r", &dg(30)), young); // layer link whose blob is not there yet
+    let p = fx.plan(true);
+    assert!(p.deletions.is_empty(), "{:?}", p.deletions);
+    assert_eq!(p.spared_young, 2);
+}
+
+#[test]
+fn junk_tag_link_keeps_the_whole_repository_in_delete_untagged_mode() {
+    let mut fx = Fx::default();
+    fx.image(dg(1), &[dg(10)]).revision("r", dg(1));
+    fx.put(layout::tag_current_key("r", "bad"), OLD);
+    fx.marks.tag_targets.entry("r".into()).or_default().insert("bad".into(), TagTarget::Junk("x".into()));
+    let p = fx.plan(true);
+    assert!(p.deletions.is_empty());
+    assert_eq!(p.warnings.len(), 1);
+}
+
+#[test]
+fn unparseable_revision_is_kept_and_pins_what_it_mentions() {
+    let mut fx = Fx::default();
+    fx.blob(dg(1)).blob(dg(10)).revision("r", dg(1));
+    fx.marks.manifests.insert(dg(1), refs(ManifestKind::Unparseable, &[dg(10)], &[dg(10)], None));
+    let p = fx.plan(true);
+    assert!(p.deletions.is_empty(), "{:?}", p.deletions);
+}
+
+#[test]
+fn alternate_algorithm_references_resolve_through_links() {
+    let mut fx = Fx::default();
+    fx.blob(dg(1)).blob(dg(10)).revision("r", dg(1));
+    let mut r = refs(ManifestKind::Image, &[], &[], None);
+    r.other_algorithm = vec!["sha512:ab".into()];
+    fx.marks.manifests.insert(dg(1), r);
+    fx.marks.alternate_digests.insert("sha512:ab".into(), dg(10));
+    assert!(fx.plan(false).deletions.is_empty());
+}
+
+#[test]
+fn stale_uploads_go_and_fresh_ones_stay() {
+    let mut fx = Fx::default();
+    fx.put(layout::upload_key("r", "old", "data"), NOW - 8 * 24 * HOUR);
+    fx.put(layout::upload_key("r", "old", "startedat"), NOW - 8 * 24 * HOUR);
+    fx.put(layout::upload_key("r", "busy", "startedat"), NOW - 8 * 24 * HOUR);
+    fx.put(layout::upload_key("r", "busy", "data"), NOW - 2 * HOUR); // still receiving chunks
+    let p = fx.plan(false);
+    assert_eq!(
+        keys_with(&p, Reason::StaleUpload),
+        vec![layout::upload_key("r", "old", "data"), layout::upload_key("r", "old", "startedat")]
+    );
+    assert!(p.empty_repositories.is_empty());
+}
+
+#[test]
+fn repositories_left_with_nothing_are_reported_empty() {
+    let mut fx = Fx::default();
+    fx.image(dg(1), &[dg(10)]).revision("gone", dg(1)).layer_link("gone", dg(10));
+    fx.image(dg(2), &[dg(20)]).revision("stays", dg(2)).tag("stays", "t", dg(2));
+    let p = fx.plan(true);
+    assert_eq!(p.empty_repositories, vec!["gone".to_string()]);
+}
+
+#[test]
+fn sweep_phases_put_manifest_links_before_blobs_before_layer_links() {
+    let mut fx = Fx::default();
+    fx.image(dg(1), &[dg(10)]).revision("r", dg(1)).layer_link("r", dg(10));
+    let p = fx.plan(true);
+    let phases: Vec<u8> = p.deletions.iter().map(|d| d.reason.phase()).collect();
+    assert_eq!(phases, vec![0, 1, 1, 2]);
+}
+
+/// A small deterministic generator, so that failures reproduce from the seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Invariant 2 and 3 on random registries: nothing a tag can reach through the
+/// registry (manifest, children that are revisions, their blobs, referrers of
+/// kept manifests) and nothing young is ever planned for deletion.
+#[test]
+fn random_registries_never_lose_what_tags_reach() {
+    for seed in 1..400u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut fx = Fx::default();
+        let repos = ["a", "a/b", "c"];
+        let n_manifests = 2 + rng.below(12) as u32;
+        let n_layers = 1 + rng.below(15) as u32;
+        let mut young_blobs = HashSet::new();
+        for l in 0..n_layers {
+            let d = dg(1000 + l);
+            let t = if rng.below(8) == 0 { young_blobs.insert(d); NOW } else { OLD };
+            fx.put(layout::blob_data_key(&d), t);
+        }
+        for m in 0..n_manifests {
+            let d = dg(m);
+            let kind = rng.below(4);
+            if kind == 0 && m > 0 {
+                let children: Vec<Digest> = (0..1 + rng.below(3)).map(|_| dg(rng.below(m as u64) as u32)).collect();
+                fx.index(d, &children);
+            } else {
+                let layers: Vec<Digest> = (0..1 + rng.below(4)).map(|_| dg(1000 + rng.below(n_layers as u64) as u32)).collect();
+                let subject = (kind == 1 && m > 0).then(|| dg(rng.below(m as u64) as u32));
+                fx.image(d, &layers);
+                fx.marks.manifests.get_mut(&d).unwrap().subject = subject;
+            }
+            if rng.below(6) == 0 {
+                // the manifest blob itself is missing
+                fx.inv.blobs.remove(&d);
+            }
+            for repo in repos {
+                if rng.below(2) == 0 {
+                    fx.revision(repo, d);
+                    if rng.below(3) == 0 {
+                        fx.tag(repo, &format!("t{m}"), d);
+                    }
+                }
+            }
+        }
+        for delete_untagged in [false, true] {
+            let p = fx.plan(delete_untagged);
+            let deleted = deleted_blobs(&p);
+            for d in &young_blobs {
+                assert!(!deleted.contains(d), "seed {seed}: young blob deleted");
+            }
+            for (name, repo) in &fx.inv.repositories {
+                // independently computed: what this repository serves
+                let mut reach: Vec<Digest> = if delete_untagged {
+                    fx.marks.tag_targets.get(name).into_iter().flat_map(|t| t.values()).filter_map(|t| match t {
+                        TagTarget::Digest(d) => Some(*d),
+                        _ => None,
+                    }).collect()
+                } else {
+                    repo.revisions.keys().copied().collect()
+                };
+                let mut seen = HashSet::new();
+                while let Some(d) = reach.pop() {
+                    if !repo.revisions.contains_key(&d) || !fx.inv.blobs.contains_key(&d) || !seen.insert(d) {
+                        continue;
+                    }
+                    assert!(!deleted.contains(&d), "seed {seed} untagged={delete_untagged}: kept manifest {d:?} deleted in {name}");
+                    let r = &fx.marks.manifests[&d];
+                    for b in r.blobs.iter().chain(&r.children) {
+                        assert!(!deleted.contains(b), "seed {seed} untagged={delete_untagged}: blob {b:?} of kept {d:?} in {name} deleted");
+                    }
+                    reach.extend(r.children.iter().copied());
+                    for (other, rr) in &fx.marks.manifests {
+                        if rr.subject == Some(d) {
+                            reach.push(*other);
+                        }
+                    }
+                    let link = layout::revision_key(name, &d);
+                    assert!(!p.deletions.iter().any(|x| x.key == link), "seed {seed}: revision link of kept {d:?} deleted");
+                }
+            }
+            // dry-run equivalence: planning is deterministic
+            assert_eq!(p.deletions, fx.plan(delete_untagged).deletions);
+        }
+    }
+}
