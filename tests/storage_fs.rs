@@ -1,0 +1,109 @@
+//! The filesystem backend: the shared conformance suite, plus what only a
+//! filesystem has (directories, symbolic links, paths that try to escape).
+
+mod conformance;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+use registry_gc::storage::fs::FsStorage;
+use registry_gc::storage::{Storage, StorageError};
+
+struct DirSeeder(PathBuf);
+
+impl conformance::Seeder for DirSeeder {
+    fn put(&self, key: &str, bytes: &[u8]) {
+        let path = self.0.join(key);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, bytes).unwrap();
+    }
+}
+
+fn write(root: &Path, key: &str, bytes: &[u8]) {
+    DirSeeder(root.to_path_buf()).put(key, bytes);
+}
+use conformance::Seeder;
+
+#[tokio::test]
+async fn conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FsStorage::open(dir.path()).unwrap();
+    conformance::run(&storage, &DirSeeder(dir.path().to_path_buf())).await;
+}
+
+async fn list_all(storage: &FsStorage) -> Result<Vec<String>, StorageError> {
+    storage.list("").map_ok(|m| m.key).try_collect().await
+}
+
+#[tokio::test]
+async fn symlink_inside_the_root_is_followed_under_its_own_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "real/x", b"1");
+    symlink(dir.path().join("real"), dir.path().join("alias")).unwrap();
+    let storage = FsStorage::open(&dir.path().join("alias")).unwrap();
+    // the root itself may be a link
+    assert_eq!(list_all(&storage).await.unwrap(), vec!["x".to_string()]);
+}
+
+#[tokio::test]
+async fn symlink_out_of_the_root_stops_the_listing() {
+    let outside = tempfile::tempdir().unwrap();
+    write(outside.path(), "secret", b"s");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a/b", b"1");
+    symlink(outside.path(), dir.path().join("a/out")).unwrap();
+    let storage = FsStorage::open(dir.path()).unwrap();
+    let err = list_all(&storage).await.unwrap_err();
+    assert!(matches!(&err, StorageError::Symlink { key, reason } if key == "a/out" && reason.contains("outside")), "{err}");
+    // and a delete through it is refused
+    let r = storage.delete_batch(&["a/out/secret".to_string()]).await;
+    assert!(matches!(&r[0], Err(StorageError::Symlink { .. })), "{r:?}");
+    assert!(outside.path().join("secret").exists());
+}
+
+#[tokio::test]
+async fn broken_symlink_and_loop_are_errors_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a/b", b"1");
+    symlink(dir.path().join("nowhere"), dir.path().join("a/broken")).unwrap();
+    let storage = FsStorage::open(dir.path()).unwrap();
+    let err = list_all(&storage).await.unwrap_err();
+    assert!(matches!(&err, StorageError::Symlink { key, reason } if key == "a/broken" && reason.contains("broken")), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a/b", b"1");
+    symlink(dir.path().join("a"), dir.path().join("a/loop")).unwrap();
+    let storage = FsStorage::open(dir.path()).unwrap();
+    let err = list_all(&storage).await.unwrap_err();
+    assert!(matches!(&err, StorageError::Symlink { reason, .. } if reason.contains("loop")), "{err}");
+}
+
+#[tokio::test]
+async fn keys_that_would_escape_the_root_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    write(&root, "a", b"1");
+    write(dir.path(), "victim", b"v");
+    let storage = FsStorage::open(&root).unwrap();
+    for key in ["../victim", "/etc/passwd", "a/../../victim"] {
+        let r = storage.delete_batch(&[key.to_string()]).await;
+        assert!(matches!(&r[0], Err(StorageError::Refused { .. })), "{key}: {r:?}");
+        assert!(matches!(storage.get(key, 100).await, Err(StorageError::Refused { .. })), "{key}");
+    }
+    assert!(dir.path().join("victim").exists());
+    assert_eq!(storage.remove_empty_dirs(&["..".to_string()]).await.ok(), None);
+}
+
+#[tokio::test]
+async fn remove_empty_dirs_leaves_non_empty_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a/b/c/file", b"1");
+    fs::create_dir_all(dir.path().join("a/e/f")).unwrap();
+    let storage = FsStorage::open(dir.path()).unwrap();
+    let removed = storage.remove_empty_dirs(&["a/e/f".into(), "a/e".into(), "a/b/c".into(), "a".into()]).await.unwrap();
+    assert_eq!(removed, 2);
+    assert!(dir.path().join("a/b/c/file").exists());
+    assert!(!dir.path().join("a/e").exists());
+}
