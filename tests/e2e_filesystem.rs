@@ -1,0 +1,171 @@
+//! End to end on the filesystem: trees written by the real registry (distribution
+//! 2.8.2) through its HTTP API, collected by the built binary, then every image that
+//! must survive pulled back through the real registry with each blob's sha256
+//! checked, and every deleted key compared with the expected set.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::collector::{self, assert_deleted_exactly, expected_deletions, gc, mode_flags};
+use common::model::Mode;
+use common::registry::Registry;
+use common::scenarios::{self, Scenario};
+use common::tree;
+
+/// Pushes a scenario into a fresh registry, stops it, and ages every file by two hours
+/// so that the collector's default `--min-age 1h` lets it work.
+fn pushed(build: impl FnOnce(&Registry) -> Scenario) -> (tempfile::TempDir, Scenario) {
+    let dir = tempfile::Builder::new().prefix("e2e-fs-").tempdir().unwrap();
+    let mut reg = Registry::start(dir.path());
+    let sc = build(&reg);
+    reg.stop();
+    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+    (dir, sc)
+}
+
+/// Collects a copy of the scenario's tree in `mode` with default flags (plus
+/// `--upload-max-age 1h`, so the abandoned uploads count as stale), checks the
+/// deleted keys, the report, and pulls every survivor back through the registry.
+fn collect_and_verify(sc: &Scenario, mode: Mode) -> tempfile::TempDir {
+    let copy = tempfile::Builder::new().prefix("e2e-fs-copy-").tempdir().unwrap();
+    tree::copy_tree(&sc.root, copy.path());
+    tree::age_tree(copy.path(), Duration::from_secs(2 * 3600));
+    let before = tree::keys(copy.path());
+    let report = copy.path().join("report.json");
+    let report_s = report.display().to_string();
+    let mut flags = mode_flags(mode);
+    flags.extend(["--upload-max-age", "1h", "--report", &report_s]);
+    gc(copy.path(), &flags, 0);
+
+    let expected = expected_deletions(sc, mode, &before, true);
+    assert!(!expected.is_empty() || sc.name.contains("no_deletion"), "{}: a scenario with nothing to delete", sc.name);
+    assert_deleted_exactly(&before, &tree::keys(copy.path()), &expected);
+    let r = collector::read_report(&report);
+    assert_eq!(collector::report_deletions(&r), expected, "{}: report deletions", sc.name);
+    assert_eq!(r["deleted_keys"].as_u64(), Some(expected.len() as u64));
+    assert!(r["failures"].as_array().unwrap().is_empty());
+
+    let reg = Registry::start(copy.path());
+    sc.pull_verify_survivors(reg.url(), mode).unwrap_or_else(|e| panic!("{} {mode:?}: after collection: {e}", sc.name));
+    copy
+}
+
+fn check_both_modes(build: impl FnOnce(&Registry) -> Scenario) -> Scenario {
+    let (_dir, sc) = pushed(build);
+    for mode in Mode::ALL {
+        collect_and_verify(&sc, mode);
+    }
+    sc
+}
+
+#[test]
+fn mixed_registry_default_mode() {
+    let (_dir, sc) = pushed(scenarios::mixed);
+    let copy = collect_and_verify(&sc, Mode::Default);
+    // every revision stays in default mode
+    assert_eq!(tree::revisions(copy.path()), tree::revisions(&sc.root));
+}
+
+#[test]
+fn mixed_registry_delete_untagged_keeps_multi_arch_images_and_referrers() {
+    let (_dir, sc) = pushed(scenarios::mixed);
+    let copy = collect_and_verify(&sc, Mode::DeleteUntagged);
+    let reg = Registry::start(copy.path());
+    for label in ["alpine:multi", "app:v2", "app:v1.sbom", "app:v2/amd64.att", "svc:1.0.attestations"] {
+        let rec = sc.image(label);
+        common::http::pull_verify(reg.url(), rec.repo(), rec.digest()).unwrap_or_else(|e| panic!("{label}: {e}"));
+    }
+    for label in ["app:v1-old", "cache@untagged", "app:v1-old.referrer"] {
+        let rec = sc.image(label);
+        assert!(common::http::pull_verify(reg.url(), rec.repo(), rec.digest()).is_err(), "{label} was collected");
+    }
+}
+
+#[test]
+fn dry_run_writes_nothing_and_plans_what_the_real_run_does() {
+    let (_dir, sc) = pushed(scenarios::mixed);
+    for mode in Mode::ALL {
+        let copy = tempfile::tempdir().unwrap();
+        tree::copy_tree(&sc.root, copy.path());
+        tree::age_tree(copy.path(), Duration::from_secs(2 * 3600));
+        let before = tree::snapshot(copy.path());
+        let dirs_before = tree::dirs(copy.path());
+        let plan = copy.path().join("..").join(format!("plan-{}.json", std::process::id()));
+        let plan_s = plan.display().to_string();
+        let mut flags = mode_flags(mode);
+        flags.extend(["--dry-run", "--upload-max-age", "1h", "--delete-empty-repos", "--report", &plan_s]);
+        let out = gc(copy.path(), &flags, 0);
+        let after = tree::snapshot(copy.path());
+        assert!(before == after, "dry run changed the tree:\n{}", tree::snapshot_diff(&before, &after));
+        assert_eq!(dirs_before, tree::dirs(copy.path()), "dry run removed directories");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("would delete"), "{stdout}");
+
+        let planned = collector::report_deletions(&collector::read_report(&plan));
+        let keys_before = tree::keys(copy.path());
+        gc(copy.path(), &[mode_flags(mode), vec!["--upload-max-age", "1h"]].concat(), 0);
+        let deleted: BTreeSet<String> = keys_before.difference(&tree::keys(copy.path())).cloned().collect();
+        assert_eq!(planned, deleted, "{mode:?}: the dry run's plan is not what the real run did");
+        std::fs::remove_file(plan).unwrap();
+    }
+}
+
+#[test]
+fn second_run_finds_nothing_to_do() {
+    let (_dir, sc) = pushed(scenarios::mixed);
+    let copy = collect_and_verify(&sc, Mode::DeleteUntagged);
+    let before = tree::snapshot(copy.path());
+    let out = gc(copy.path(), &["--delete-untagged", "--upload-max-age", "1h"], 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to delete"));
+    assert!(before == tree::snapshot(copy.path()));
+}
+
+#[test]
+fn min_age_spares_what_is_recent() {
+    // Fresh tree, default --min-age 1h: nothing may go.
+    let dir = tempfile::tempdir().unwrap();
+    let mut reg = Registry::start(dir.path());
+    let sc = scenarios::mixed(&reg);
+    reg.stop();
+    let before = tree::snapshot(dir.path());
+    let out = gc(dir.path(), &["--delete-untagged", "--upload-max-age", "0s"], 0);
+    assert!(before == tree::snapshot(dir.path()), "{}", tree::snapshot_diff(&before, &tree::snapshot(dir.path())));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("spared"));
+    assert!(!sc.expected_deleted_blobs(Mode::DeleteUntagged).is_empty());
+}
+
+#[test]
+fn empty_directories_left_by_the_sweep_are_removed_but_structure_stays() {
+    let (_dir, sc) = pushed(scenarios::mixed);
+    let copy = collect_and_verify(&sc, Mode::DeleteUntagged);
+    let empty: Vec<String> = tree::empty_dirs(copy.path())
+        .into_iter()
+        .filter(|d| {
+            // what the registry itself leaves or needs: structural directories, and
+            // revision directories emptied by API deletes before we ran
+            !(d.ends_with("/_uploads") || d.ends_with("/_manifests/tags") || d.starts_with("blobs"))
+        })
+        .collect();
+    let api_left: BTreeSet<String> = tree::empty_dirs(&sc.root);
+    let ours: Vec<&String> = empty.iter().filter(|d| !api_left.contains(*d)).collect();
+    assert!(ours.is_empty(), "empty directories left by the sweep: {ours:?}");
+    assert!(copy.path().join("docker/registry/v2/blobs/sha256").is_dir());
+}
+
+#[test]
+fn empty_repositories_are_reported_and_removed_on_request() {
+    let (_dir, sc) = pushed(scenarios::missing_manifests);
+    let copy = tempfile::tempdir().unwrap();
+    tree::copy_tree(&sc.root, copy.path());
+    tree::age_tree(copy.path(), Duration::from_secs(7200));
+    let out = gc(copy.path(), &[], 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("empty repositories (left): testrepo"));
+    assert!(copy.path().join("docker/registry/v2/repositories/testrepo").is_dir());
+    let out = gc(copy.path(), &["--delete-empty-repos"], 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to delete"));
+    // nothing left to report once it is empty of keys: the directory goes on request
+    assert!(!copy.path().join("docker/registry/v2/repositories/testrepo/_layers/sha256").exists()
+        || copy.path().join("docker/registry/v2/repositories/testrepo").read_dir().is_ok());
+}
