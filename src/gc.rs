@@ -73,6 +73,8 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         spared_by_min_age: plan.spared_young,
         empty_repositories: plan.empty_repositories.clone(),
         empty_repositories_removed: opts.delete_empty_repositories && !opts.dry_run,
+        empty_directories: plan.empty_dirs.len() as u64,
+        directories_removed: outcome.as_ref().map_or(0, |o| o.dirs_removed as u64),
         failures: outcome.map(|o| o.failures).unwrap_or_default(),
         warnings,
         strays: inventory.strays,

@@ -68,6 +68,16 @@ pub struct Repository {
     pub stray_keys: u64,
 }
 
+/// An empty directory found by the listing (filesystems only).
+#[derive(Debug, Clone)]
+pub struct EmptyDir {
+    /// The directory's key, without the trailing `/`.
+    pub key: String,
+    pub modified_ms: i64,
+    /// Below the structural directories the registry expects: safe to remove.
+    pub removable: bool,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StrayKey {
     pub key: String,
@@ -80,6 +90,7 @@ pub struct Inventory {
     pub blobs: HashMap<Digest, BlobInfo>,
     pub repositories: BTreeMap<String, Repository>,
     pub strays: Vec<StrayKey>,
+    pub empty_dirs: Vec<EmptyDir>,
     pub keys_listed: u64,
 }
 
@@ -94,9 +105,20 @@ pub enum InventoryError {
 impl Inventory {
     /// Records one listed object.
     pub fn insert(&mut self, meta: ObjectMeta) {
-        self.keys_listed += 1;
         let t = meta.last_modified_ms;
+        if !meta.key.ends_with('/') {
+            self.keys_listed += 1;
+        }
         match layout::classify(&meta.key) {
+            KeyKind::EmptyDir { repo, removable } => {
+                if let Some(repo) = repo {
+                    // a repository that is only empty directories still exists, empty
+                    let repo = repo.to_string();
+                    self.repo(&repo);
+                }
+                let key = meta.key.trim_end_matches('/').to_string();
+                self.empty_dirs.push(EmptyDir { key, modified_ms: t, removable });
+            }
             KeyKind::BlobData(d) => {
                 self.blobs.insert(d, BlobInfo { size: meta.size, modified_ms: t });
             }

@@ -31,6 +31,10 @@ pub enum KeyKind<'a> {
     AltLink { repo: &'a str, what: AltLinkKind, algorithm: &'a str, encoded: &'a str },
     /// `repositories/<repo>/_uploads/<uuid>/<part>`.
     Upload { repo: &'a str, uuid: &'a str, part: &'a str },
+    /// An empty directory (filesystems only; the key ends with `/`). `removable`
+    /// when it lies below the structural directories the registry expects;
+    /// `repo` when it belongs to a repository's metadata.
+    EmptyDir { repo: Option<&'a str>, removable: bool },
     /// Anything else: reported, never deleted.
     Other(OtherReason),
 }
@@ -70,6 +74,9 @@ pub fn classify(key: &str) -> KeyKind<'_> {
     let Some(rest) = key.strip_prefix(V2) else {
         return KeyKind::Other(OtherReason::OutsideRegistryTree);
     };
+    if let Some(dir) = rest.strip_suffix('/') {
+        return classify_empty_dir(dir);
+    }
     if let Some(blob) = rest.strip_prefix("blobs/") {
         return classify_blob(blob);
     }
@@ -145,6 +152,31 @@ fn classify_repository_key(path: &str) -> KeyKind<'_> {
     }
 }
 
+fn classify_empty_dir(dir: &str) -> KeyKind<'_> {
+    if let Some(blob_dir) = dir.strip_prefix("blobs/sha256/") {
+        // `<xx>` or `<xx>/<hex>`: what a deleted blob leaves
+        let removable = !blob_dir.is_empty() && blob_dir.split('/').count() <= 2;
+        return KeyKind::EmptyDir { repo: None, removable };
+    }
+    let Some(repo_path) = dir.strip_prefix("repositories/") else {
+        return KeyKind::EmptyDir { repo: None, removable: false };
+    };
+    let Some((repo, meta)) = split_repository_path(repo_path) else {
+        return KeyKind::EmptyDir { repo: None, removable: false };
+    };
+    let meta = format!("{meta}/");
+    let removable = ["_manifests/revisions/sha256/", "_manifests/tags/", "_layers/sha256/", "_uploads/"]
+        .iter()
+        .any(|boundary| meta.len() > boundary.len() && meta.starts_with(boundary));
+    KeyKind::EmptyDir { repo: Some(repo), removable }
+}
+
+/// Whether `dir` (a directory key without trailing `/`) lies below the structural
+/// directories the registry expects, so that it may be removed when empty.
+pub fn is_removable_empty_dir(dir: &str) -> bool {
+    matches!(classify(&format!("{dir}/")), KeyKind::EmptyDir { removable: true, .. })
+}
+
 /// Whether a repository name follows distribution's grammar. Names that do not
 /// are still collected like any other (their manifests must be kept), but are
 /// reported: the registry would not have created them.
@@ -208,7 +240,7 @@ pub fn dirs_left_empty_by(key: &str) -> Vec<String> {
         KeyKind::TagCurrent { repo, .. } | KeyKind::TagIndex { repo, .. } => format!("{REPOSITORIES}{repo}/_manifests/tags"),
         KeyKind::LayerLink { repo, .. } => format!("{REPOSITORIES}{repo}/_layers/sha256"),
         KeyKind::Upload { repo, .. } => format!("{REPOSITORIES}{repo}/_uploads"),
-        KeyKind::AltLink { .. } | KeyKind::Other(_) => return Vec::new(),
+        KeyKind::AltLink { .. } | KeyKind::EmptyDir { .. } | KeyKind::Other(_) => return Vec::new(),
     };
     let mut dirs = Vec::new();
     let mut current = key;
@@ -317,6 +349,38 @@ mod tests {
         assert_eq!(classify(&revision_key("x/y", &d())), KeyKind::Revision { repo: "x/y", digest: d() });
         let alt = alt_link_key("x", AltLinkKind::Revision, "sha512", "ff");
         assert!(matches!(classify(&alt), KeyKind::AltLink { what: AltLinkKind::Revision, .. }));
+    }
+
+    #[test]
+    fn empty_directories_are_removable_only_below_structure() {
+        let removable = |k: &str| match classify(&format!("{V2}{k}")) {
+            KeyKind::EmptyDir { removable, .. } => removable,
+            other => panic!("{k}: {other:?}"),
+        };
+        assert!(removable(&format!("repositories/a/b/_manifests/revisions/sha256/{HEX}/")));
+        assert!(removable("repositories/a/_manifests/tags/v1/"));
+        assert!(removable("repositories/a/_manifests/tags/v1/index/sha256/"));
+        assert!(removable(&format!("repositories/a/_layers/sha256/{HEX}/")));
+        assert!(removable("repositories/a/_uploads/u1/hashstates/sha256/"));
+        assert!(removable("blobs/sha256/44/"));
+        assert!(removable(&format!("blobs/sha256/44/{HEX}/")));
+        for structural in [
+            "repositories/a/_manifests/revisions/sha256/",
+            "repositories/a/_manifests/tags/",
+            "repositories/a/_manifests/",
+            "repositories/a/_layers/sha256/",
+            "repositories/a/_uploads/",
+            "repositories/a/",
+            "repositories/",
+            "blobs/sha256/",
+            "blobs/",
+        ] {
+            assert!(!removable(structural), "{structural}");
+        }
+        assert_eq!(
+            classify(&format!("{V2}repositories/team/app/_manifests/tags/")),
+            KeyKind::EmptyDir { repo: Some("team/app"), removable: false }
+        );
     }
 
     #[test]

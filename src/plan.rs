@@ -2,7 +2,7 @@
 //! each deletion with its reason and size. No I/O here, so it can be tested on
 //! any graph and a dry run prints exactly what a real run would do.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::digest::Digest;
 use crate::inventory::{Inventory, Repository};
@@ -102,6 +102,9 @@ pub struct Plan {
     pub deletions: Vec<Deletion>,
     /// Repositories with nothing left in them after the sweep.
     pub empty_repositories: Vec<String>,
+    /// Empty directories the registry (or an earlier run) left behind, older than
+    /// the fence, below the structural ones (filesystems only), deepest first.
+    pub empty_dirs: Vec<String>,
     pub remove_empty_repositories: bool,
     pub kept_blobs: u64,
     pub kept_blob_bytes: u64,
@@ -346,6 +349,23 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
         }
         out.deletions.extend(deletions);
     }
+
+    // A directory may be empty only because a registry write is about to fill it;
+    // those are young, and stay.
+    let mut dirs: BTreeSet<String> = BTreeSet::new();
+    for d in inv.empty_dirs.iter().filter(|d| d.removable && !young(d.modified_ms)) {
+        // its parents may be left empty by its removal (a tag directory whose
+        // `current/` and `index/` are both empty)
+        let mut dir = d.key.as_str();
+        while layout::is_removable_empty_dir(dir) && dirs.insert(dir.to_string()) {
+            match dir.rfind('/') {
+                Some(i) => dir = &dir[..i],
+                None => break,
+            }
+        }
+    }
+    out.empty_dirs = dirs.into_iter().collect();
+    out.empty_dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
 
     out.deletions.sort_by(|a, b| (a.reason.phase(), &a.key).cmp(&(b.reason.phase(), &b.key)));
     out

@@ -66,6 +66,12 @@ pub struct Report {
     pub spared_by_min_age: u64,
     pub empty_repositories: Vec<String>,
     pub empty_repositories_removed: bool,
+    /// Empty directories left behind by the registry or earlier runs (filesystems),
+    /// planned for removal.
+    pub empty_directories: u64,
+    /// Directories actually removed (those above, those the sweep emptied, and
+    /// those of empty repositories when asked).
+    pub directories_removed: u64,
     pub failures: Vec<Failure>,
     pub warnings: Vec<Warning>,
     pub strays: Vec<StrayKey>,
@@ -124,6 +130,13 @@ impl Report {
             self.kept_blobs,
             human_bytes(self.kept_blob_bytes)
         );
+        if self.empty_directories > 0 || self.directories_removed > 0 {
+            if self.dry_run {
+                let _ = writeln!(s, "would remove: {} empty directories left behind (and those the sweep empties)", self.empty_directories);
+            } else {
+                let _ = writeln!(s, "removed: {} empty directories", self.directories_removed);
+            }
+        }
         if self.spared_by_min_age > 0 {
             let _ = writeln!(s, "spared {} objects younger than --min-age {}s", self.spared_by_min_age, self.min_age_seconds);
         }

@@ -75,6 +75,9 @@ pub async fn sweep(storage: &dyn Storage, plan: &Plan, opts: SweepOptions, progr
         }
         start = end;
     }
+    if storage.has_directories() && !plan.empty_dirs.is_empty() {
+        outcome.dirs_removed += storage.remove_empty_dirs(&plan.empty_dirs).await.unwrap_or(0);
+    }
     if plan.remove_empty_repositories && storage.has_directories() {
         for repo in &plan.empty_repositories {
             outcome.dirs_removed += storage.remove_empty_dirs(&layout::empty_repository_dirs(repo)).await.unwrap_or(0);

@@ -136,22 +136,29 @@ fn min_age_spares_what_is_recent() {
     assert!(!sc.expected_deleted_blobs(Mode::DeleteUntagged).is_empty());
 }
 
+/// Directories the registry expects to exist; everything else left empty is
+/// removed, whether the sweep emptied it or the registry left it (a manifest
+/// deleted through the API leaves its revision directory).
+fn is_structural(dir: &str) -> bool {
+    dir == "blobs" || dir == "blobs/sha256" || dir == "repositories"
+        || ["/_uploads", "/_manifests/tags", "/_manifests/revisions/sha256", "/_layers/sha256"].iter().any(|s| dir.ends_with(s))
+}
+
 #[test]
-fn empty_directories_left_by_the_sweep_are_removed_but_structure_stays() {
+fn empty_directories_are_removed_but_structure_stays() {
     let (_dir, sc) = pushed(scenarios::mixed);
-    let copy = collect_and_verify(&sc, Mode::DeleteUntagged);
-    let empty: Vec<String> = tree::empty_dirs(copy.path())
-        .into_iter()
-        .filter(|d| {
-            // what the registry itself leaves or needs: structural directories, and
-            // revision directories emptied by API deletes before we ran
-            !(d.ends_with("/_uploads") || d.ends_with("/_manifests/tags") || d.starts_with("blobs"))
-        })
-        .collect();
-    let api_left: BTreeSet<String> = tree::empty_dirs(&sc.root);
-    let ours: Vec<&String> = empty.iter().filter(|d| !api_left.contains(*d)).collect();
-    assert!(ours.is_empty(), "empty directories left by the sweep: {ours:?}");
-    assert!(copy.path().join("docker/registry/v2/blobs/sha256").is_dir());
+    let left_by_api: Vec<String> = tree::empty_dirs(&sc.root).into_iter().filter(|d| !is_structural(d)).collect();
+    assert!(left_by_api.iter().any(|d| d.contains("/_manifests/revisions/sha256/")), "{left_by_api:?}");
+    for mode in Mode::ALL {
+        let copy = collect_and_verify(&sc, mode);
+        let left: Vec<String> = tree::empty_dirs(copy.path()).into_iter().filter(|d| !is_structural(d)).collect();
+        assert!(left.is_empty(), "{mode:?}: empty directories left: {left:?}");
+        assert!(copy.path().join("docker/registry/v2/blobs/sha256").is_dir());
+        for repo in ["team/app", "team/app/cache", "library/alpine"] {
+            let base = copy.path().join("docker/registry/v2/repositories").join(repo);
+            assert!(base.join("_manifests/tags").is_dir() && base.join("_layers/sha256").is_dir(), "{repo}");
+        }
+    }
 }
 
 #[test]
@@ -160,12 +167,36 @@ fn empty_repositories_are_reported_and_removed_on_request() {
     let copy = tempfile::tempdir().unwrap();
     tree::copy_tree(&sc.root, copy.path());
     tree::age_tree(copy.path(), Duration::from_secs(7200));
+    let repo_dir = copy.path().join("docker/registry/v2/repositories/testrepo");
     let out = gc(copy.path(), &[], 0);
     assert!(String::from_utf8_lossy(&out.stdout).contains("empty repositories (left): testrepo"));
-    assert!(copy.path().join("docker/registry/v2/repositories/testrepo").is_dir());
+    assert!(repo_dir.is_dir());
+    // A later run still sees the empty repository (only directories remain) and
+    // removes it when asked.
+    tree::age_tree(copy.path(), Duration::from_secs(7200));
     let out = gc(copy.path(), &["--delete-empty-repos"], 0);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to delete"));
-    // nothing left to report once it is empty of keys: the directory goes on request
-    assert!(!copy.path().join("docker/registry/v2/repositories/testrepo/_layers/sha256").exists()
-        || copy.path().join("docker/registry/v2/repositories/testrepo").read_dir().is_ok());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("empty repositories (removed): testrepo"));
+    assert!(!repo_dir.exists());
+    assert!(copy.path().join("docker/registry/v2/repositories").is_dir());
+}
+
+#[test]
+fn delete_empty_repos_keeps_child_repositories_of_a_namespace() {
+    let (_dir, sc) = pushed(|reg| {
+        let mut p = common::scenarios::Pusher::new(reg);
+        let parent = p.image("ns/parent", &common::images::Image::docker("ns/parent", 1), None);
+        let child = p.image("ns/parent/child", &common::images::Image::docker("ns/child", 1), Some("v1"));
+        p.expect("parent", &parent, true, false);
+        p.expect("child", &child, true, true);
+        p.finish("namespace")
+    });
+    let copy = collect_and_verify(&sc, Mode::DeleteUntagged);
+    tree::age_tree(copy.path(), Duration::from_secs(7200));
+    let out = gc(copy.path(), &["--delete-untagged", "--delete-empty-repos"], 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("empty repositories (removed): ns/parent"));
+    let repos = copy.path().join("docker/registry/v2/repositories/ns/parent");
+    assert!(!repos.join("_manifests").exists() && !repos.join("_layers").exists());
+    assert!(repos.join("child/_manifests/tags/v1/current/link").is_file());
+    let reg = Registry::start(copy.path());
+    sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged).unwrap();
 }

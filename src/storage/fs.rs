@@ -159,6 +159,16 @@ impl FsStorage {
                     return;
                 }
             };
+            if entries.is_empty() && filter.is_none() && !prefix.is_empty() {
+                // An empty directory: reported so that the collector can remove the
+                // ones the registry leaves behind (a manifest deleted through the API
+                // leaves its revision directory).
+                let modified = fs::metadata(&dir).ok().and_then(|m| m.modified().ok()).map(system_time_ms).unwrap_or(0);
+                let meta = ObjectMeta { key: prefix.clone(), size: 0, last_modified_ms: modified, etag: None };
+                if tx.blocking_send(Ok(meta)).is_err() {
+                    return;
+                }
+            }
             for entry in entries {
                 match entry {
                     Entry::Dir { key, path } => stack.push((path, format!("{key}/"), None)),

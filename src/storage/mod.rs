@@ -71,6 +71,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Every object whose key starts with `prefix`, as a stream (no ordering
     /// promised). A prefix with no objects is an empty stream, not an error.
+    /// Backends with directories also report each empty directory, as a key
+    /// ending in `/` with size 0 (object stores have none).
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>>;
 
     /// One level below `prefix` (which ends with `/` or is empty).
