@@ -8,57 +8,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::collector::{self, assert_deleted_exactly, expected_deletions, gc, mode_flags};
+use common::collector::{self, collect_and_verify, gc, mode_flags, pushed};
 use common::model::Mode;
 use common::registry::Registry;
-use common::scenarios::{self, Scenario};
+use common::scenarios;
 use common::tree;
-
-/// Pushes a scenario into a fresh registry, stops it, and ages every file by two hours
-/// so that the collector's default `--min-age 1h` lets it work.
-fn pushed(build: impl FnOnce(&Registry) -> Scenario) -> (tempfile::TempDir, Scenario) {
-    let dir = tempfile::Builder::new().prefix("e2e-fs-").tempdir().unwrap();
-    let mut reg = Registry::start(dir.path());
-    let sc = build(&reg);
-    reg.stop();
-    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
-    (dir, sc)
-}
-
-/// Collects a copy of the scenario's tree in `mode` with default flags (plus
-/// `--upload-max-age 1h`, so the abandoned uploads count as stale), checks the
-/// deleted keys, the report, and pulls every survivor back through the registry.
-fn collect_and_verify(sc: &Scenario, mode: Mode) -> tempfile::TempDir {
-    let copy = tempfile::Builder::new().prefix("e2e-fs-copy-").tempdir().unwrap();
-    tree::copy_tree(&sc.root, copy.path());
-    tree::age_tree(copy.path(), Duration::from_secs(2 * 3600));
-    let before = tree::keys(copy.path());
-    let report = copy.path().join("report.json");
-    let report_s = report.display().to_string();
-    let mut flags = mode_flags(mode);
-    flags.extend(["--upload-max-age", "1h", "--report", &report_s]);
-    gc(copy.path(), &flags, 0);
-
-    let expected = expected_deletions(sc, mode, &before, true);
-    assert!(!expected.is_empty() || sc.name.contains("no_deletion"), "{}: a scenario with nothing to delete", sc.name);
-    assert_deleted_exactly(&before, &tree::keys(copy.path()), &expected);
-    let r = collector::read_report(&report);
-    assert_eq!(collector::report_deletions(&r), expected, "{}: report deletions", sc.name);
-    assert_eq!(r["deleted_keys"].as_u64(), Some(expected.len() as u64));
-    assert!(r["failures"].as_array().unwrap().is_empty());
-
-    let reg = Registry::start(copy.path());
-    sc.pull_verify_survivors(reg.url(), mode).unwrap_or_else(|e| panic!("{} {mode:?}: after collection: {e}", sc.name));
-    copy
-}
-
-fn check_both_modes(build: impl FnOnce(&Registry) -> Scenario) -> Scenario {
-    let (_dir, sc) = pushed(build);
-    for mode in Mode::ALL {
-        collect_and_verify(&sc, mode);
-    }
-    sc
-}
 
 #[test]
 fn mixed_registry_default_mode() {

@@ -5,15 +5,59 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use super::model::Mode;
+use super::registry::Registry;
 use super::scenarios::Scenario;
 use super::tree;
 
-/// The binary under test, built by cargo for integration tests (examples that include
-/// this harness do not get it).
+/// Pushes a scenario into a fresh registry, stops it, and ages every file by two hours
+/// so that the collector's default `--min-age 1h` lets it work.
+pub fn pushed(build: impl FnOnce(&Registry) -> Scenario) -> (tempfile::TempDir, Scenario) {
+    let dir = tempfile::Builder::new().prefix("e2e-fs-").tempdir().unwrap();
+    let mut reg = Registry::start(dir.path());
+    let sc = build(&reg);
+    reg.stop();
+    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+    (dir, sc)
+}
+
+/// A copy of the scenario's tree, aged like the original.
+pub fn aged_copy(sc: &Scenario) -> tempfile::TempDir {
+    let copy = tempfile::Builder::new().prefix("e2e-fs-copy-").tempdir().unwrap();
+    tree::copy_tree(&sc.root, copy.path());
+    tree::age_tree(copy.path(), Duration::from_secs(2 * 3600));
+    copy
+}
+
+/// Collects a copy of the scenario's tree in `mode` with default flags (plus
+/// `--upload-max-age 1h`, so the abandoned uploads count as stale), checks the
+/// deleted keys, the report, and pulls every survivor back through the registry.
+pub fn collect_and_verify(sc: &Scenario, mode: Mode) -> tempfile::TempDir {
+    let copy = aged_copy(sc);
+    let before = tree::keys(copy.path());
+    let report = copy.path().join("report.json");
+    let report_s = report.display().to_string();
+    let mut flags = mode_flags(mode);
+    flags.extend(["--upload-max-age", "1h", "--report", &report_s]);
+    gc(copy.path(), &flags, 0);
+
+    let expected = expected_deletions(sc, mode, &before, true);
+    assert_deleted_exactly(&before, &tree::keys(copy.path()), &expected);
+    let r = read_report(&report);
+    assert_eq!(report_deletions(&r), expected, "{}: report deletions", sc.name);
+    assert_eq!(r["deleted_keys"].as_u64(), Some(expected.len() as u64));
+    assert!(r["failures"].as_array().unwrap().is_empty());
+
+    let reg = Registry::start(copy.path());
+    sc.pull_verify_survivors(reg.url(), mode).unwrap_or_else(|e| panic!("{} {mode:?}: after collection: {e}", sc.name));
+    copy
+}
+
+/// The binary under test, built by cargo for integration tests.
 pub fn binary() -> &'static str {
-    option_env!("CARGO_BIN_EXE_registry-gc").expect("only integration tests can run the registry-gc binary")
+    env!("CARGO_BIN_EXE_registry-gc")
 }
 
 /// Runs `registry-gc <args...>` and returns its output (never panics on a non-zero exit).

@@ -19,6 +19,7 @@
 #![allow(dead_code)]
 #![allow(unused_imports)]
 
+#[cfg(test)]
 pub mod collector;
 pub mod http;
 pub mod images;
