@@ -50,6 +50,7 @@ pub fn collect_and_verify(sc: &Scenario, mode: Mode) -> tempfile::TempDir {
     assert_eq!(r["deleted_keys"].as_u64(), Some(expected.len() as u64));
     assert!(r["failures"].as_array().unwrap().is_empty());
 
+    sc.verify_survivors_on_disk(copy.path(), mode).unwrap_or_else(|e| panic!("{} {mode:?}: on disk: {e}", sc.name));
     let reg = Registry::start(copy.path());
     sc.pull_verify_survivors(reg.url(), mode).unwrap_or_else(|e| panic!("{} {mode:?}: after collection: {e}", sc.name));
     copy

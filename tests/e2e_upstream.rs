@@ -1,0 +1,189 @@
+//! Counterparts of the reference collector's own GC tests
+//! (registry/storage/garbagecollect_test.go in distribution v3), and of the failures
+//! listed in the layout doc, on trees the real registry wrote. Each runs registry-gc
+//! in both modes on copies and checks every deleted key and every surviving pull.
+
+mod common;
+
+use std::time::Duration;
+
+use common::collector::{aged_copy, collect_and_verify, gc, pushed};
+use common::images::{Image, Index, IndexKind};
+use common::model::Mode;
+use common::registry::Registry;
+use common::scenarios::{self, Pusher, Scenario};
+use common::tree;
+
+/// Pushes the scenario, then collects a copy in each mode and verifies it. The
+/// returned directory holds the scenario's (uncollected) tree.
+fn both_modes(build: impl FnOnce(&Registry) -> Scenario) -> (tempfile::TempDir, Scenario) {
+    let (dir, sc) = pushed(build);
+    for mode in Mode::ALL {
+        collect_and_verify(&sc, mode);
+    }
+    (dir, sc)
+}
+
+/// The images written straight into storage are ones the registry itself cannot
+/// serve, before any collection: they are checked on disk instead of pulled.
+fn assert_registry_cannot_serve(sc: &Scenario) {
+    let reg = Registry::start(&sc.root);
+    let unservable: Vec<_> = sc.images.iter().filter(|r| !r.servable).collect();
+    assert!(!unservable.is_empty());
+    for r in unservable {
+        assert!(common::http::pull_verify(reg.url(), r.repo(), r.digest()).is_err(), "{} is servable after all", r.label);
+    }
+}
+
+#[test]
+fn no_deletion_no_effect() {
+    let (_tree, sc) = both_modes(scenarios::no_deletion_no_effect);
+    assert!(sc.expected_deleted_blobs(Mode::Default).is_empty());
+}
+
+#[test]
+fn delete_manifest_if_tag_not_found() {
+    let (_tree, sc) = both_modes(scenarios::delete_manifest_if_tag_not_found);
+    assert!(!sc.expected_deleted_blobs(Mode::DeleteUntagged).is_empty());
+}
+
+#[test]
+fn missing_manifests_directory() {
+    let (_tree, sc) = both_modes(scenarios::missing_manifests);
+    assert_eq!(sc.expected_kept_blobs(Mode::Default).len(), 0, "every blob is garbage");
+}
+
+#[test]
+fn deletion_has_effect() {
+    let (_tree, sc) = both_modes(scenarios::deletion_has_effect);
+    assert!(sc.expected_deleted_blobs(Mode::Default).len() >= 4);
+}
+
+#[test]
+fn deletion_with_shared_layer() {
+    both_modes(scenarios::deletion_with_shared_layer);
+}
+
+#[test]
+fn orphan_blob_deleted() {
+    let (_tree, sc) = both_modes(scenarios::orphan_blob_deleted);
+    assert!(sc.orphan_blobs.is_subset(&sc.expected_deleted_blobs(Mode::Default)));
+}
+
+#[test]
+fn tagged_manifest_list_with_untagged_children() {
+    let (_tree, sc) = both_modes(scenarios::tagged_list_with_untagged_children);
+    assert!(sc.expected_deleted_blobs(Mode::DeleteUntagged).is_empty());
+}
+
+#[test]
+fn untagged_manifest_list_with_untagged_children() {
+    let (_tree, sc) = both_modes(scenarios::untagged_list_with_untagged_children);
+    assert!(sc.expected_kept_blobs(Mode::DeleteUntagged).is_empty());
+}
+
+#[test]
+fn untagged_manifest_list_with_tagged_children() {
+    both_modes(scenarios::untagged_list_with_tagged_children);
+}
+
+#[test]
+fn tagged_manifest_list_with_deleted_references() {
+    both_modes(|r| scenarios::tagged_list_with_deleted_references(r, true));
+    both_modes(|r| scenarios::tagged_list_with_deleted_references(r, false));
+}
+
+/// TestDeleteManifestIndexWithDanglingReferences: a tagged OCI index over two
+/// images, one of them deleted by digest: its layers go, the index and the other
+/// image stay.
+#[test]
+fn index_with_dangling_references() {
+    let (_tree, sc) = both_modes(|reg| {
+        let mut p = Pusher::new(reg);
+        let repo = "deletemanifests";
+        let i1 = p.image(repo, &Image::oci("dangling/1", 2), None);
+        let i2 = p.image(repo, &Image::oci("dangling/2", 2), None);
+        let ii = p.index(repo, &Index::with_default_platforms(IndexKind::OciIndex, vec![i1.clone(), i2.clone()]), Some("test"));
+        p.delete(&i2);
+        p.expect("image1", &i1, true, true);
+        p.expect("image2", &i2, false, false);
+        p.expect("index", &ii, true, true);
+        p.finish("index_with_dangling_references")
+    });
+    let i2 = sc.image("image2");
+    for mode in Mode::ALL {
+        let deleted = sc.expected_deleted_blobs(mode);
+        assert!(i2.image.blobs.iter().all(|b| deleted.contains(b)), "{mode:?}");
+        assert!(!deleted.contains(i2.digest()), "the index still references the child's manifest blob");
+    }
+}
+
+/// TestDeleteManifestIndexIfTagNotFound: a tagged OCI index keeps everything under
+/// `--delete-untagged`; once untagged, everything goes.
+#[test]
+fn index_untagged_later() {
+    let (_dir, sc) = pushed(|reg| {
+        let mut p = Pusher::new(reg);
+        let repo = "deletemanifests";
+        let i1 = p.image(repo, &Image::oci("untaglater/1", 2), None);
+        let i2 = p.image(repo, &Image::oci("untaglater/2", 2), None);
+        let ii = p.index(repo, &Index::with_default_platforms(IndexKind::OciIndex, vec![i1.clone(), i2.clone()]), Some("test"));
+        p.expect("image1", &i1, true, true);
+        p.expect("image2", &i2, true, true);
+        p.expect("index", &ii, true, true);
+        p.finish("index_untagged_later")
+    });
+    let copy = collect_and_verify(&sc, Mode::DeleteUntagged);
+    assert_eq!(tree::blob_digests(copy.path()), tree::blob_digests(&sc.root));
+    // untag (distribution's Tags().Untag removes the tag directory)
+    tree::remove_dir(copy.path(), "repositories/deletemanifests/_manifests/tags/test");
+    tree::age_tree(copy.path(), Duration::from_secs(7200));
+    gc(copy.path(), &["--delete-untagged"], 0);
+    assert!(tree::blob_digests(copy.path()).is_empty());
+    assert!(tree::revisions(copy.path()).values().all(|r| r.is_empty()));
+}
+
+/// TestGCWithUnusedLayerLinkPath: after a `--delete-untagged` run, the `_layers`
+/// links of the deleted blobs are gone too.
+#[test]
+fn unused_layer_links() {
+    let (_tree, sc) = both_modes(scenarios::unused_layer_links);
+    let copy = collect_and_verify(&sc, Mode::DeleteUntagged);
+    assert!(tree::layer_links(copy.path()).values().all(|l| l.is_empty()));
+}
+
+/// TestGCWithUnknownRepository (and the layout doc's "repo without tags/", which
+/// aborts 2.8.2): a repository whose `_manifests/tags` directory is missing.
+#[test]
+fn repository_without_tags_directory() {
+    both_modes(scenarios::repo_without_tags_dir);
+}
+
+/// Schema1 manifests (which v3 cannot read and aborts on): parsed, their layers kept.
+#[test]
+fn schema1_manifest() {
+    let (_tree, sc) = both_modes(scenarios::schema1_manifest);
+    assert_registry_cannot_serve(&sc);
+}
+
+/// A manifest over 4 MiB (distribution's reader refuses those and aborts).
+#[test]
+fn manifest_over_4_mib() {
+    let (_tree, sc) = both_modes(scenarios::big_manifest);
+    assert_registry_cannot_serve(&sc);
+    let copy = aged_copy(&sc);
+    // and a limit below it stops the run before anything is deleted
+    tree::write_blob(copy.path(), b"an orphan that would be deleted");
+    tree::age_tree(copy.path(), Duration::from_secs(7200));
+    let before = tree::snapshot(copy.path());
+    let out = gc(copy.path(), &["--max-manifest-size", "1048576"], 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-manifest-size"));
+    assert!(before == tree::snapshot(copy.path()));
+}
+
+/// Links ending with a newline (distribution #2650 aborts on them).
+#[test]
+fn trailing_newline_links() {
+    let (_tree, sc) = both_modes(scenarios::trailing_newline_links);
+    assert_registry_cannot_serve(&sc);
+}
