@@ -57,7 +57,8 @@ fn small(reg: &Registry) -> Scenario {
 
 #[test]
 fn default_mode_deletes_exactly_the_blobs_the_reference_deletes() {
-    let builders: Vec<(&str, Box<dyn Fn(&Registry) -> Scenario>)> = vec![
+    type Build = Box<dyn Fn(&Registry) -> Scenario>;
+    let builders: Vec<(&str, Build)> = vec![
         ("mixed", Box::new(scenarios::mixed)),
         ("small", Box::new(small)),
         ("generated-1", Box::new(|r| generated(r, 1))),

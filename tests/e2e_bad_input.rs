@@ -1,0 +1,180 @@
+//! Bad input: stray and junk keys, corrupt manifests, symbolic links, wrong roots.
+//! Each gets a clear message naming the key or setting, and nothing live is lost.
+
+mod common;
+
+use std::os::unix::fs::symlink;
+use std::time::Duration;
+
+use common::collector::{aged_copy, gc, pushed, run};
+use common::model::Mode;
+use common::registry::Registry;
+use common::scenarios::{self, Scenario};
+use common::tree;
+
+fn mixed() -> (tempfile::TempDir, Scenario) {
+    pushed(scenarios::mixed)
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn stray_files_are_reported_and_never_deleted() {
+    let (_dir, sc) = mixed();
+    let copy = aged_copy(&sc);
+    let alpine = sc.image("alpine:3.19");
+    let strays = [
+        format!("blobs/sha256/{}/tmp-upload-123", &alpine.digest()[7..9]),
+        format!("blobs/sha256/{}/{}/data.tmp", &alpine.digest()[7..9], &alpine.digest()[7..]),
+        "repositories/library/README".to_string(),
+        format!("repositories/library/alpine/_manifests/revisions/sha256/{}/link.tmp", &alpine.digest()[7..]),
+        "repositories/library/alpine/_manifests/tags/3.19/current/link~".to_string(),
+        "repositories/library/alpine/_junk/file".to_string(),
+        "stray-at-v2-root".to_string(),
+    ];
+    for k in &strays {
+        tree::write_key(copy.path(), k, b"junk");
+    }
+    tree::age_tree(copy.path(), Duration::from_secs(7200));
+    let report = copy.path().join("r.json");
+    let out = gc(copy.path(), &["--delete-untagged", "--report", report.to_str().unwrap()], 0);
+    let keys = tree::keys(copy.path());
+    for k in &strays {
+        assert!(keys.contains(k), "stray {k} was deleted");
+    }
+    assert!(stdout(&out).contains(&format!("stray keys (skipped): {}", strays.len())), "{}", stdout(&out));
+    let r = common::collector::read_report(&report);
+    assert_eq!(r["strays"].as_array().unwrap().len(), strays.len());
+    let reg = Registry::start(copy.path());
+    sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged).unwrap();
+}
+
+#[test]
+fn junk_tag_link_keeps_its_repository_whole_and_is_named() {
+    let (_dir, sc) = mixed();
+    let copy = aged_copy(&sc);
+    let key = tree::tag_current_link_key("team/app", "v1");
+    tree::write_key(copy.path(), &key, b"this is not a digest");
+    tree::age_tree(copy.path(), Duration::from_secs(7200));
+    let revisions_before = tree::revisions(copy.path())["team/app"].clone();
+    let out = gc(copy.path(), &["--delete-untagged"], 0);
+    assert!(stdout(&out).contains(&format!("warning: docker/registry/v2/{key}: tag link does not hold a sha256 digest")), "{}", stdout(&out));
+    assert_eq!(tree::revisions(copy.path())["team/app"], revisions_before, "team/app lost revisions");
+    // every manifest of team/app still has its blobs
+    let blobs = tree::blob_digests(copy.path());
+    for d in &revisions_before {
+        assert!(blobs.contains(d));
+        for b in &sc.model.manifests[d].blobs {
+            assert!(blobs.contains(b), "{b} of {d}");
+        }
+    }
+}
+
+#[test]
+fn corrupt_manifests_pin_what_they_mention_and_never_abort() {
+    let (_dir, sc) = mixed();
+    let copy = aged_copy(&sc);
+    let layer = tree::write_blob(copy.path(), b"a layer only a truncated manifest mentions");
+    let truncated = format!("{{\"schemaVersion\":2,\"layers\":[{{\"digest\":\"{layer}\"");
+    let broken = tree::write_manifest(copy.path(), "corrupt/repo", Some("t"), truncated.as_bytes());
+    let binary = tree::write_manifest(copy.path(), "corrupt/repo", None, &[0u8, 159, 146, 150, 255, 0, 1]);
+    let orphan = tree::write_blob(copy.path(), b"an orphan nothing mentions");
+    tree::age_tree(copy.path(), Duration::from_secs(7200));
+    let out = gc(copy.path(), &["--delete-untagged"], 0);
+    let blobs = tree::blob_digests(copy.path());
+    for (what, d) in [("truncated manifest", &broken), ("binary manifest", &binary), ("layer it mentions", &layer)] {
+        assert!(blobs.contains(d), "{what} {d} was deleted");
+    }
+    assert!(!blobs.contains(&orphan));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("{}: manifest could not be parsed", tree::blob_key_for_digest(&broken))), "{text}");
+    assert!(text.contains(&format!("{}: manifest could not be parsed", tree::blob_key_for_digest(&binary))), "{text}");
+}
+
+#[test]
+fn symlinks_out_of_the_root_or_broken_stop_the_run_before_any_deletion() {
+    let (_dir, sc) = mixed();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("data"), b"not the registry's").unwrap();
+    let cases: [(&str, Box<dyn Fn(&std::path::Path)>); 3] = [
+        ("outside", Box::new(|v2: &std::path::Path| symlink(outside.path(), v2.join("repositories/library/elsewhere")).unwrap())),
+        ("broken", Box::new(|v2: &std::path::Path| symlink(v2.join("nowhere"), v2.join("blobs/sha256/dangling")).unwrap())),
+        ("loop", Box::new(|v2: &std::path::Path| symlink(v2.join("repositories/team"), v2.join("repositories/team/app/loop")).unwrap())),
+    ];
+    for (name, make) in cases {
+        let copy = aged_copy(&sc);
+        make(&tree::v2_dir(copy.path()));
+        let before = tree::snapshot(copy.path());
+        let out = gc(copy.path(), &["--delete-untagged"], 3);
+        assert!(stderr(&out).contains("symbolic link"), "{name}: {}", stderr(&out));
+        assert!(before == tree::snapshot(copy.path()), "{name}: something was deleted");
+    }
+    assert!(outside.path().join("data").exists());
+}
+
+#[test]
+fn symlinked_root_and_directories_inside_it_work() {
+    let (_dir, sc) = mixed();
+    let copy = aged_copy(&sc);
+    // the blob store moved to another directory inside the root, linked back
+    let v2 = tree::v2_dir(copy.path());
+    std::fs::rename(v2.join("blobs"), copy.path().join("blobstore")).unwrap();
+    symlink(copy.path().join("blobstore"), v2.join("blobs")).unwrap();
+    let link_root = tempfile::tempdir().unwrap();
+    let root_link = link_root.path().join("registry");
+    symlink(copy.path(), &root_link).unwrap();
+    gc(&root_link, &["--delete-untagged"], 0);
+    let reg = Registry::start(copy.path());
+    sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged).unwrap();
+    assert!(v2.join("blobs").is_symlink());
+}
+
+#[test]
+fn wrong_roots_and_bad_arguments_have_clear_errors_and_exit_codes() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = gc(empty.path(), &[], 3);
+    assert!(stderr(&out).contains("docker/registry/v2/ does not exist there"), "{}", stderr(&out));
+
+    let (_dir, sc) = mixed();
+    // pointed one level too deep
+    let out = gc(&sc.root.join("docker"), &[], 3);
+    assert!(stderr(&out).contains("point STORAGE at the registry's rootdirectory"));
+
+    let out = run(&["gc", "/definitely/not/here"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("/definitely/not/here"));
+
+    let out = run(&["gc", "--min-age", "yesterday", sc.root.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--min-age"));
+
+    let out = run(&["gc", "swift://container/x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("swift"));
+
+    // a file:// URL is accepted and means the same as the path
+    let copy = aged_copy(&sc);
+    let url = format!("file://{}", copy.path().display());
+    let out = run(&["gc", "--dry-run", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("would delete"));
+}
+
+#[test]
+fn nothing_outside_the_registry_tree_is_touched() {
+    let (_dir, sc) = mixed();
+    let copy = aged_copy(&sc);
+    // the registry root often holds other things
+    std::fs::write(copy.path().join("config.yml"), b"version: 0.1").unwrap();
+    std::fs::create_dir_all(copy.path().join("docker/registry/v1-leftovers")).unwrap();
+    std::fs::write(copy.path().join("docker/registry/v1-leftovers/x"), b"x").unwrap();
+    tree::age_tree(copy.path(), Duration::from_secs(7200));
+    gc(copy.path(), &["--delete-untagged", "--delete-empty-repos"], 0);
+    assert!(copy.path().join("config.yml").exists());
+    assert!(copy.path().join("docker/registry/v1-leftovers/x").exists());
+}
