@@ -101,7 +101,8 @@ fn symlinks_out_of_the_root_or_broken_stop_the_run_before_any_deletion() {
     let (_dir, sc) = mixed();
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("data"), b"not the registry's").unwrap();
-    let cases: [(&str, Box<dyn Fn(&std::path::Path)>); 3] = [
+    type Make<'a> = Box<dyn Fn(&std::path::Path) + 'a>;
+    let cases: [(&str, Make); 3] = [
         ("outside", Box::new(|v2: &std::path::Path| symlink(outside.path(), v2.join("repositories/library/elsewhere")).unwrap())),
         ("broken", Box::new(|v2: &std::path::Path| symlink(v2.join("nowhere"), v2.join("blobs/sha256/dangling")).unwrap())),
         ("loop", Box::new(|v2: &std::path::Path| symlink(v2.join("repositories/team"), v2.join("repositories/team/app/loop")).unwrap())),
