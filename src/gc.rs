@@ -8,7 +8,6 @@ use crate::mark::{self, MarkOptions};
 use crate::plan::{self, PlanOptions};
 use crate::progress::Progress;
 use crate::report::{Report, Seen, SCHEMA_VERSION};
-use crate::storage::counting::CountingStorage;
 use crate::storage::{system_time_ms, Storage};
 use crate::sweep::{self, SweepOptions};
 
@@ -26,12 +25,11 @@ pub struct GcOptions {
 pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress) -> Result<Report, Error> {
     let started = Instant::now();
     let now = SystemTime::now();
-    let storage = CountingStorage::new(storage);
-    let counts = storage.counts();
+    let storage = storage.as_ref();
 
-    let inventory = Inventory::build(&storage, opts.concurrency, progress).await?;
+    let inventory = Inventory::build(storage, opts.concurrency, progress).await?;
     let mark_opts = MarkOptions { concurrency: opts.concurrency, max_manifest_bytes: opts.max_manifest_bytes };
-    let marks = mark::mark(&storage, &inventory, mark_opts, progress).await?;
+    let marks = mark::mark(storage, &inventory, mark_opts, progress).await?;
     let plan_opts = PlanOptions {
         delete_untagged: opts.delete_untagged,
         min_age_ms: opts.min_age_ms,
@@ -42,7 +40,7 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     let plan = plan::plan(&inventory, &marks, &plan_opts);
     sweep::check_plan(&plan)?;
 
-    let outcome = if opts.dry_run { None } else { Some(sweep::sweep(&storage, &plan, sweep_opts(opts), progress).await?) };
+    let outcome = if opts.dry_run { None } else { Some(sweep::sweep(storage, &plan, sweep_opts(opts), progress).await?) };
     progress.finish();
 
     let mut warnings = marks.warnings;
@@ -78,7 +76,7 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         failures: outcome.map(|o| o.failures).unwrap_or_default(),
         warnings,
         strays: inventory.strays,
-        requests: counts.totals(),
+        requests: storage.counts().totals(),
         deletions: plan.deletions,
     })
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::inventory::StrayKey;
 use crate::plan::{Deletion, Reason};
-use crate::storage::counting::RequestTotals;
+use crate::storage::counts::RequestTotals;
 
 pub const SCHEMA_VERSION: u32 = 1;
 

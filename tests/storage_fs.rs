@@ -107,3 +107,17 @@ async fn remove_empty_dirs_leaves_non_empty_ones() {
     assert!(dir.path().join("a/b/c/file").exists());
     assert!(!dir.path().join("a/e").exists());
 }
+
+#[tokio::test]
+async fn empty_directories_are_listed_with_a_trailing_slash_and_missing_ones_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a/file", b"1");
+    fs::create_dir_all(dir.path().join("a/empty/deeper")).unwrap();
+    fs::create_dir_all(dir.path().join("b")).unwrap();
+    let storage = FsStorage::open(dir.path()).unwrap();
+    let mut keys = list_all(&storage).await.unwrap();
+    keys.sort();
+    assert_eq!(keys, vec!["a/empty/deeper/", "a/file", "b/"]);
+    let none: Vec<String> = storage.list("missing/").map_ok(|m| m.key).try_collect().await.unwrap();
+    assert!(none.is_empty());
+}

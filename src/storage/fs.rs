@@ -17,6 +17,9 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
+use std::sync::Arc;
+
+use super::counts::RequestCounts;
 use super::{system_time_ms, DirListing, ObjectMeta, Storage, StorageError};
 
 /// Keys removed per blocking task; batches run concurrently in the sweep.
@@ -26,6 +29,7 @@ const LIST_CHANNEL: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct FsStorage {
     root: PathBuf,
+    counts: Arc<RequestCounts>,
 }
 
 impl FsStorage {
@@ -40,7 +44,7 @@ impl FsStorage {
                 source: io::Error::new(io::ErrorKind::InvalidInput, "not a directory"),
             });
         }
-        Ok(FsStorage { root })
+        Ok(FsStorage { root, counts: Arc::default() })
     }
 
     pub fn root(&self) -> &Path {
@@ -115,6 +119,7 @@ impl FsStorage {
     /// Reads one directory level. `prefix` is the key of `dir` with a trailing
     /// `/` (or empty for the root); `filter` keeps only names starting with it.
     fn read_level(&self, dir: &Path, prefix: &str, filter: Option<&str>) -> Result<Vec<Entry>, StorageError> {
+        self.counts.list(1);
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -159,7 +164,7 @@ impl FsStorage {
                     return;
                 }
             };
-            if entries.is_empty() && filter.is_none() && !prefix.is_empty() {
+            if entries.is_empty() && filter.is_none() && !prefix.is_empty() && dir.is_dir() {
                 // An empty directory: reported so that the collector can remove the
                 // ones the registry leaves behind (a manifest deleted through the API
                 // leaves its revision directory).
@@ -201,6 +206,10 @@ impl Storage for FsStorage {
         format!("file://{}", self.root.display())
     }
 
+    fn counts(&self) -> &RequestCounts {
+        &self.counts
+    }
+
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
         let (dir, key_prefix, filter) = match self.split_prefix(prefix) {
             Ok(parts) => parts,
@@ -232,6 +241,7 @@ impl Storage for FsStorage {
 
     async fn get(&self, key: &str, limit: u64) -> Result<Bytes, StorageError> {
         let path = self.path_of(key)?;
+        self.counts.get(1);
         let this = self.clone();
         let key = key.to_string();
         tokio::task::spawn_blocking(move || {
@@ -290,6 +300,7 @@ impl Storage for FsStorage {
 impl FsStorage {
     fn delete_one(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path_of(key)?;
+        self.counts.delete(1);
         // The parent must resolve inside the root: a directory link that points
         // elsewhere must not turn a delete here into a delete there.
         if let Some(parent) = path.parent() {

@@ -1,5 +1,6 @@
-//! The storage trait every backend implements, and the wrappers that add what
-//! every backend needs (request counting).
+//! The storage trait every backend implements: the local filesystem (`fs`) and
+//! object stores through `object_store` (`object`: S3 and S3-compatibles, Azure
+//! Blob, Google Cloud Storage). `open` turns a STORAGE argument into one.
 //!
 //! Keys are `/`-separated and relative to the registry driver's root directory.
 //! The trait is deliberately small so that object stores (S3, Azure Blob, GCS
@@ -7,9 +8,11 @@
 //! list a prefix as a stream, list one level with a delimiter, read a small
 //! object, delete a batch with a result per key.
 
-pub mod counting;
+pub mod counts;
 pub mod fs;
+pub mod object;
 pub mod open;
+pub mod redact;
 
 use std::fmt;
 use std::time::SystemTime;
@@ -48,6 +51,12 @@ pub enum StorageError {
     TooLarge { key: String, size: u64, limit: u64 },
     #[error("{key}: refused: {reason}")]
     Refused { key: String, reason: String },
+    /// Credentials missing or rejected, or no permission for the operation.
+    #[error("{location}: access denied: {reason}")]
+    Access { location: String, reason: String },
+    /// Any other failure of a remote store (after its retries).
+    #[error("{key}: {reason}")]
+    Remote { key: String, reason: String },
 }
 
 impl StorageError {
@@ -56,21 +65,16 @@ impl StorageError {
     }
 }
 
-/// Which kind of storage request, for cost accounting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RequestClass {
-    List,
-    Get,
-    Delete,
-}
-
 #[async_trait]
 pub trait Storage: Send + Sync + fmt::Debug {
     /// Where this storage is, for messages and reports. Never contains secrets.
     fn describe(&self) -> String;
 
-    /// Every object whose key starts with `prefix`, as a stream (no ordering
-    /// promised). A prefix with no objects is an empty stream, not an error.
+    /// The requests this storage has made so far.
+    fn counts(&self) -> &counts::RequestCounts;
+
+    /// Every object whose key starts with `prefix` (empty, or ending with `/`),
+    /// as a stream (no ordering promised). A prefix with no objects is an empty stream, not an error.
     /// Backends with directories also report each empty directory, as a key
     /// ending in `/` with size 0 (object stores have none).
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>>;

@@ -1,0 +1,40 @@
+//! Storage requests per class, counted by each backend where it makes them, so
+//! that a run reports what it cost in the units operators pay for: one LIST per
+//! listing page (or directory read on disk), one GET per object read, and one
+//! DELETE per delete request (a DeleteObjects or Blob Batch call counts once, a
+//! GCS or disk delete once per key).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    list: AtomicU64,
+    get: AtomicU64,
+    delete: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestTotals {
+    pub list: u64,
+    pub get: u64,
+    pub delete: u64,
+}
+
+impl RequestCounts {
+    pub fn list(&self, n: u64) {
+        self.list.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self, n: u64) {
+        self.get.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn delete(&self, n: u64) {
+        self.delete.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn totals(&self) -> RequestTotals {
+        RequestTotals {
+            list: self.list.load(Ordering::Relaxed),
+            get: self.get.load(Ordering::Relaxed),
+            delete: self.delete.load(Ordering::Relaxed),
+        }
+    }
+}

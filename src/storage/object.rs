@@ -1,0 +1,229 @@
+//! Object stores (S3 and S3-compatibles, Azure Blob, Google Cloud Storage) through
+//! Apache Arrow's `object_store`, behind the project's storage trait.
+//!
+//! Listing uses `object_store`'s paginated API directly, so that every page is one
+//! counted LIST request and a prefix is a plain string prefix. Deletes use each
+//! store's bulk API where it has one: S3 DeleteObjects (1000 keys a request), Azure
+//! Blob Batch (256); GCS has none in its XML API, so its keys are deleted with wide
+//! concurrency.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
+use object_store::path::Path;
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
+
+use super::counts::RequestCounts;
+use super::redact::redact;
+use super::{DirListing, ObjectMeta, Storage, StorageError};
+
+/// Everything `ObjectStorage` needs from a store.
+pub trait Backend: ObjectStore + PaginatedListStore {}
+impl<T: ObjectStore + PaginatedListStore> Backend for T {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    S3,
+    Azure,
+    Gcs,
+}
+
+impl Service {
+    /// Keys one delete request carries.
+    fn delete_batch(self) -> usize {
+        match self {
+            Service::S3 => 1000,
+            Service::Azure => 256,
+            // no bulk delete: a "batch" is a group of concurrent single deletes
+            Service::Gcs => 100,
+        }
+    }
+}
+
+pub struct ObjectStorage {
+    store: Arc<dyn Backend>,
+    service: Service,
+    /// `rootdirectory` with a trailing `/`, or empty.
+    root: String,
+    /// For messages: `s3://bucket/root`. Never holds credentials.
+    location: String,
+    /// Concurrent single deletes within one GCS batch.
+    gcs_delete_concurrency: usize,
+    counts: RequestCounts,
+}
+
+impl std::fmt::Debug for ObjectStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // the store's own Debug may print configuration; keep it out
+        f.debug_struct("ObjectStorage").field("location", &self.location).finish_non_exhaustive()
+    }
+}
+
+impl ObjectStorage {
+    pub fn new(store: Arc<dyn Backend>, service: Service, root: &str, location: String) -> Self {
+        let root = root.trim_matches('/');
+        let root = if root.is_empty() { String::new() } else { format!("{root}/") };
+        ObjectStorage { store, service, root, location, gcs_delete_concurrency: 16, counts: RequestCounts::default() }
+    }
+
+    fn full(&self, key: &str) -> String {
+        format!("{}{key}", self.root)
+    }
+
+    fn path(&self, key: &str) -> Result<Path, StorageError> {
+        Path::parse(self.full(key)).map_err(|e| StorageError::Refused { key: key.to_string(), reason: e.to_string() })
+    }
+
+    /// A listed location back to a key relative to the root.
+    fn key_of(&self, location: &str) -> String {
+        location.strip_prefix(self.root.as_str()).unwrap_or(location).to_string()
+    }
+
+    fn meta(&self, m: object_store::ObjectMeta) -> ObjectMeta {
+        ObjectMeta {
+            key: self.key_of(m.location.as_ref()),
+            size: m.size,
+            last_modified_ms: m.last_modified.timestamp_millis(),
+            etag: m.e_tag,
+        }
+    }
+
+    fn error(&self, key: &str, e: object_store::Error) -> StorageError {
+        match e {
+            object_store::Error::NotFound { .. } => StorageError::NotFound { key: key.to_string() },
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+                StorageError::Access { location: format!("{} ({key})", self.location), reason: redact(&e.to_string()) }
+            }
+            other => StorageError::Remote { key: format!("{}/{key}", self.location.trim_end_matches('/')), reason: redact(&other.to_string()) },
+        }
+    }
+
+    /// One page of a listing: one request.
+    async fn page(&self, prefix: &str, delimiter: bool, token: Option<String>) -> Result<object_store::list::PaginatedListResult, StorageError> {
+        self.counts.list(1);
+        let full = self.full(prefix);
+        let opts = PaginatedListOptions {
+            delimiter: delimiter.then_some(Cow::Borrowed("/")),
+            page_token: token,
+            ..Default::default()
+        };
+        let prefix_arg = if full.is_empty() { None } else { Some(full.as_str()) };
+        self.store.list_paginated(prefix_arg, opts).await.map_err(|e| self.error(prefix, e))
+    }
+}
+
+#[async_trait]
+impl Storage for ObjectStorage {
+    fn describe(&self) -> String {
+        self.location.clone()
+    }
+
+    fn counts(&self) -> &RequestCounts {
+        &self.counts
+    }
+
+    fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+        let prefix = prefix.to_string();
+        // state: the next page token, or None once the last page was read
+        futures::stream::try_unfold(Some(None::<String>), move |state| {
+            let prefix = prefix.clone();
+            async move {
+                let Some(token) = state else { return Ok(None) };
+                let page = self.page(&prefix, false, token).await?;
+                let items: Vec<Result<ObjectMeta, StorageError>> = page.result.objects.into_iter().map(|m| Ok(self.meta(m))).collect();
+                let next = page.page_token.map(Some);
+                Ok(Some((futures::stream::iter(items), next)))
+            }
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    async fn list_dir(&self, prefix: &str) -> Result<DirListing, StorageError> {
+        let mut listing = DirListing::default();
+        let mut token = None;
+        loop {
+            let page = self.page(prefix, true, token).await?;
+            listing.prefixes.extend(page.result.common_prefixes.iter().map(|p| format!("{}/", self.key_of(p.as_ref()))));
+            listing.objects.extend(page.result.objects.into_iter().map(|m| self.meta(m)));
+            match page.page_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        listing.prefixes.sort();
+        listing.prefixes.dedup();
+        listing.objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(listing)
+    }
+
+    async fn get(&self, key: &str, limit: u64) -> Result<Bytes, StorageError> {
+        let path = self.path(key)?;
+        self.counts.get(1);
+        let result = self.store.get_opts(&path, GetOptions::default()).await.map_err(|e| self.error(key, e))?;
+        if result.meta.size > limit {
+            return Err(StorageError::TooLarge { key: key.to_string(), size: result.meta.size, limit });
+        }
+        result.bytes().await.map_err(|e| self.error(key, e))
+    }
+
+    async fn delete_batch(&self, keys: &[String]) -> Vec<Result<(), StorageError>> {
+        let mut paths = Vec::with_capacity(keys.len());
+        let mut results: Vec<Option<Result<(), StorageError>>> = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.path(key) {
+                Ok(p) => {
+                    paths.push(p);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let outcome: Vec<Result<(), object_store::Error>> = match self.service {
+            Service::S3 | Service::Azure => {
+                self.counts.delete(paths.len().div_ceil(self.service.delete_batch()) as u64);
+                let n = paths.len();
+                let stream = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+                let got: Vec<_> = self.store.delete_stream(stream).map_ok(|_| ()).collect().await;
+                if got.len() == n {
+                    got
+                } else {
+                    // the whole request failed: every key of it did
+                    let reason = got.into_iter().find_map(|r| r.err()).map(|e| redact(&e.to_string())).unwrap_or_default();
+                    (0..n).map(|_| Err(object_store::Error::Generic { store: "delete", source: reason.clone().into() })).collect()
+                }
+            }
+            Service::Gcs => {
+                self.counts.delete(paths.len() as u64);
+                futures::stream::iter(paths)
+                    .map(|p| async move { self.store.delete(&p).await })
+                    .buffered(self.gcs_delete_concurrency)
+                    .collect()
+                    .await
+            }
+        };
+        let mut outcome = outcome.into_iter();
+        results
+            .into_iter()
+            .zip(keys)
+            .map(|(r, key)| match r {
+                Some(err) => err,
+                None => match outcome.next() {
+                    Some(Ok(())) => Ok(()),
+                    Some(Err(object_store::Error::NotFound { .. })) => Ok(()),
+                    Some(Err(e)) => Err(self.error(key, e)),
+                    None => Err(StorageError::Remote { key: key.clone(), reason: "no result for this key".into() }),
+                },
+            })
+            .collect()
+    }
+
+    fn max_delete_batch(&self) -> usize {
+        self.service.delete_batch()
+    }
+}
