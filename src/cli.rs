@@ -1,17 +1,32 @@
-//! The command line: parsed once into plain data, then turned into the objects
-//! that do the work.
+//! The command line: parsed once into plain data, merged with the config file,
+//! then turned into the objects that do the work.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{BackendOptions, ConfigError, ConfigFile};
 use crate::gc::GcOptions;
 
 const AFTER_HELP: &str = "\
+STORAGE:
+  /var/lib/registry          the filesystem driver's rootdirectory
+  file:///var/lib/registry   the same
+  s3://BUCKET[/ROOT]         S3 or an S3-compatible store (MinIO, Ceph, R2, LocalStack)
+  az://CONTAINER[/ROOT]      Azure Blob Storage (also azure://)
+  gs://BUCKET[/ROOT]         Google Cloud Storage
+  ROOT is the registry storage driver's `rootdirectory`.
+
+Credentials come from each cloud's standard sources: AWS_* variables, web
+identity (IRSA), ECS/EKS pod identity, instance metadata; AZURE_STORAGE_*
+account key or SAS, AZURE_CLIENT_* service principal, workload and managed
+identity, the Azure CLI; GOOGLE_SERVICE_ACCOUNT / GOOGLE_APPLICATION_CREDENTIALS,
+or the metadata server. Flags override --config, which overrides the environment.
+
 Exit codes:
   0  success (a dry run, or a collection with every deletion done)
-  1  error before the sweep (listing or reading failed): nothing was deleted
+  1  error before the sweep (listing, reading or credentials failed): nothing was deleted
   2  bad command line or settings: nothing was done
   3  refused for safety (not a registry root, a symbolic link out of the root,
      a key outside docker/registry/v2): nothing was deleted
@@ -51,10 +66,13 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct GcArgs {
-    /// The registry's storage: its root directory (the one holding
-    /// docker/registry/v2, the filesystem driver's `rootdirectory`) or a file:// URL.
+    /// The registry's storage (see STORAGE below). May be set in --config instead.
     #[arg(value_name = "STORAGE")]
-    pub storage: String,
+    pub storage: Option<String>,
+
+    /// A TOML file holding any of these options ([storage], [gc], [s3], [azure], [gcs]).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// Plan and report, but write nothing.
     #[arg(short = 'd', long)]
@@ -65,14 +83,14 @@ pub struct GcArgs {
     #[arg(short = 'm', long)]
     pub delete_untagged: bool,
 
-    /// Never delete objects modified more recently than this (e.g. 1h, 30m, 0s).
-    /// Use 0s only when the registry is read-only or stopped during the run.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
-    pub min_age: Duration,
+    /// Never delete objects modified more recently than this (e.g. 1h, 30m, 0s)
+    /// [default: 1h]. Use 0s only when the registry is read-only or stopped.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub min_age: Option<Duration>,
 
-    /// Delete uploads idle for longer than this.
-    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
-    pub upload_max_age: Duration,
+    /// Delete uploads idle for longer than this [default: 7d].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub upload_max_age: Option<Duration>,
 
     /// Remove repositories left with no manifests, tags, layers or uploads
     /// (filesystem only; object stores have no directories). Without this flag
@@ -84,27 +102,95 @@ pub struct GcArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
-    /// Storage requests (and filesystem tasks) in flight at once.
-    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
-    pub concurrency: u16,
+    /// Storage requests in flight at once [default: 64].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: Option<u16>,
 
     /// Refuse to read a manifest larger than this many bytes (the run stops;
-    /// nothing is deleted). Manifests over distribution's 4 MiB limit work.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
-    pub max_manifest_size: u64,
+    /// nothing is deleted) [default: 67108864]. Manifests over 4 MiB work.
+    #[arg(long, value_name = "BYTES")]
+    pub max_manifest_size: Option<u64>,
+
+    /// Object store endpoint: an S3-compatible server (MinIO, Ceph, R2,
+    /// LocalStack), an Azure or GCS emulator. Also AWS_ENDPOINT_URL.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// S3 region. Also AWS_REGION.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Allow a plain-http endpoint (local emulators).
+    #[arg(long)]
+    pub allow_http: bool,
+
+    /// Address S3 buckets as https://BUCKET.host/ instead of https://host/BUCKET/.
+    #[arg(long)]
+    pub virtual_hosted_style: bool,
+
+    /// Any object_store setting for the backend, e.g. `-o use_emulator=true`,
+    /// `-o sas_token=...` (repeatable). See README for the keys.
+    #[arg(short = 'o', long = "storage-option", value_name = "KEY=VALUE")]
+    pub storage_options: Vec<String>,
+}
+
+/// Everything a `gc` run needs, merged from flags, config file and defaults.
+#[derive(Debug)]
+pub struct GcSettings {
+    pub storage: String,
+    pub options: GcOptions,
+    pub report: Option<PathBuf>,
+    pub backend: BackendOptions,
 }
 
 impl GcArgs {
-    pub fn options(&self) -> GcOptions {
-        GcOptions {
-            dry_run: self.dry_run,
-            delete_untagged: self.delete_untagged,
-            min_age_ms: self.min_age.as_millis() as i64,
-            upload_max_age_ms: self.upload_max_age.as_millis() as i64,
-            delete_empty_repositories: self.delete_empty_repos,
-            concurrency: self.concurrency as usize,
-            max_manifest_bytes: self.max_manifest_size,
+    pub fn resolve(&self) -> Result<GcSettings, ConfigError> {
+        let file = match &self.config {
+            Some(path) => ConfigFile::load(path)?,
+            None => ConfigFile::default(),
+        };
+        let path = self.config.clone().unwrap_or_default();
+        let gc = &file.gc;
+        let storage = self.storage.clone().or(file.storage.url.clone()).ok_or(ConfigError::NoStorage)?;
+        let min_age = self.min_age.or(file.duration(&path, "min_age", &gc.min_age)?).unwrap_or(Duration::from_secs(3600));
+        let upload_max_age =
+            self.upload_max_age.or(file.duration(&path, "upload_max_age", &gc.upload_max_age)?).unwrap_or(Duration::from_secs(7 * 86400));
+        let options = GcOptions {
+            dry_run: self.dry_run || gc.dry_run.unwrap_or(false),
+            delete_untagged: self.delete_untagged || gc.delete_untagged.unwrap_or(false),
+            min_age_ms: min_age.as_millis() as i64,
+            upload_max_age_ms: upload_max_age.as_millis() as i64,
+            delete_empty_repositories: self.delete_empty_repos || gc.delete_empty_repos.unwrap_or(false),
+            concurrency: self.concurrency.or(gc.concurrency).unwrap_or(64).max(1) as usize,
+            max_manifest_bytes: self.max_manifest_size.or(gc.max_manifest_size).unwrap_or(64 * 1024 * 1024),
+        };
+
+        let mut backend = BackendOptions::default();
+        if let Some(p) = &self.config {
+            backend.extend_from_section("s3", &file.s3, p);
+            backend.extend_from_section("azure", &file.azure, p);
+            backend.extend_from_section("gcs", &file.gcs, p);
         }
+        if let Some(e) = &self.endpoint {
+            backend.push("endpoint", e, "--endpoint");
+        }
+        if let Some(r) = &self.region {
+            backend.push("region", r, "--region");
+        }
+        if self.allow_http {
+            backend.push("allow_http", "true", "--allow-http");
+        }
+        if self.virtual_hosted_style {
+            backend.push("virtual_hosted_style_request", "true", "--virtual-hosted-style");
+        }
+        for kv in &self.storage_options {
+            let (k, v) = kv.split_once('=').ok_or_else(|| ConfigError::File {
+                path: "-o".into(),
+                reason: format!("{:?} is not KEY=VALUE", kv.split('=').next().unwrap_or_default()),
+            })?;
+            backend.push(k.trim(), v, &format!("-o {}", k.trim()));
+        }
+        Ok(GcSettings { storage, options, report: self.report.clone().or(gc.report.clone()), backend })
     }
 }
 
@@ -112,26 +198,65 @@ impl GcArgs {
 mod tests {
     use super::*;
 
+    fn resolve(args: &[&str]) -> Result<GcSettings, ConfigError> {
+        let mut full = vec!["registry-gc", "gc"];
+        full.extend_from_slice(args);
+        let Command::Gc(args) = Cli::try_parse_from(full).unwrap().command;
+        args.resolve()
+    }
+
     #[test]
     fn defaults_match_the_documented_ones() {
-        let cli = Cli::try_parse_from(["registry-gc", "gc", "/var/lib/registry"]).unwrap();
-        let Command::Gc(args) = cli.command;
-        let o = args.options();
-        assert_eq!(o.min_age_ms, 3_600_000);
-        assert_eq!(o.upload_max_age_ms, 7 * 24 * 3_600_000);
-        assert!(!o.dry_run && !o.delete_untagged && !o.delete_empty_repositories);
+        let s = resolve(&["/var/lib/registry"]).unwrap();
+        assert_eq!(s.options.min_age_ms, 3_600_000);
+        assert_eq!(s.options.upload_max_age_ms, 7 * 24 * 3_600_000);
+        assert_eq!(s.options.concurrency, 64);
+        assert!(!s.options.dry_run && !s.options.delete_untagged && !s.options.delete_empty_repositories);
     }
 
     #[test]
     fn accepts_zero_min_age_and_reference_short_flags() {
-        let cli = Cli::try_parse_from(["registry-gc", "gc", "-d", "-m", "--min-age", "0s", "x"]).unwrap();
-        let Command::Gc(args) = cli.command;
-        assert_eq!(args.options().min_age_ms, 0);
-        assert!(args.dry_run && args.delete_untagged);
+        let s = resolve(&["-d", "-m", "--min-age", "0s", "x"]).unwrap();
+        assert_eq!(s.options.min_age_ms, 0);
+        assert!(s.options.dry_run && s.options.delete_untagged);
     }
 
     #[test]
     fn rejects_a_bad_duration() {
         assert!(Cli::try_parse_from(["registry-gc", "gc", "--min-age", "soon", "x"]).is_err());
+    }
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("registry-gc-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[storage]\nurl = \"s3://b/r\"\n[gc]\nmin_age = \"2h\"\nconcurrency = 8\ndelete_untagged = true\n[s3]\nregion = \"eu-west-1\"\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let s = resolve(&["--config", f]).unwrap();
+        assert_eq!(s.storage, "s3://b/r");
+        assert_eq!(s.options.min_age_ms, 7_200_000);
+        assert_eq!(s.options.concurrency, 8);
+        assert!(s.options.delete_untagged);
+        let s = resolve(&["--config", f, "--min-age", "5m", "--region", "us-east-2", "gs://other"]).unwrap();
+        assert_eq!(s.storage, "gs://other");
+        assert_eq!(s.options.min_age_ms, 300_000);
+        let region: Vec<_> = s.backend.for_section("s3").filter(|o| o.key == "region").map(|o| o.value.as_str()).collect();
+        assert_eq!(region, vec!["eu-west-1", "us-east-2"], "later entries win");
+
+        std::fs::write(&file, "[gc]\nmin_age = \"soon\"\n").unwrap();
+        let err = resolve(&["--config", f, "x"]).unwrap_err().to_string();
+        assert!(err.contains("min_age") && err.contains("c.toml"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn storage_is_required_somewhere() {
+        assert!(matches!(resolve(&[]), Err(ConfigError::NoStorage)));
+        assert!(resolve(&["-o", "novalue", "x"]).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! The run's errors, and the one place that maps them to exit codes.
 
+use crate::config::ConfigError;
 use crate::inventory::InventoryError;
 use crate::mark::MarkError;
 use crate::storage::open::OpenError;
@@ -26,6 +27,8 @@ pub enum Exit {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
     Open(#[from] OpenError),
     #[error(transparent)]
     Inventory(#[from] InventoryError),
@@ -42,8 +45,9 @@ pub enum Error {
 impl Error {
     pub fn exit(&self) -> Exit {
         match self {
-            Error::Open(OpenError::UnsupportedScheme { .. } | OpenError::BadUrl { .. }) => Exit::Usage,
-            Error::Open(OpenError::Root { .. }) => Exit::Error,
+            Error::Config(_) => Exit::Usage,
+            Error::Open(OpenError::Root { .. } | OpenError::Backend { .. }) => Exit::Error,
+            Error::Open(_) => Exit::Usage,
             Error::Inventory(InventoryError::NotARegistry { .. }) => Exit::Refused,
             Error::Inventory(InventoryError::Listing(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
             Error::Inventory(InventoryError::Listing(_)) => Exit::Error,

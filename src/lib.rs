@@ -8,6 +8,7 @@
 //! [`report`]. [`gc`] runs them in order; [`cli`] is the command line.
 
 pub mod cli;
+pub mod config;
 pub mod digest;
 pub mod error;
 pub mod gc;

@@ -40,10 +40,11 @@ async fn gc_command(args: &GcArgs, quiet: bool) -> Exit {
 }
 
 async fn run_gc(args: &GcArgs, quiet: bool) -> Result<Report, Error> {
-    let storage = open_storage(&args.storage)?;
+    let settings = args.resolve()?;
+    let storage = open_storage(&settings.storage, &settings.backend)?;
     let progress = Progress::new(!quiet);
-    let report = gc::run(storage, args.options(), &progress).await?;
-    if let Some(path) = &args.report {
+    let report = gc::run(storage, settings.options, &progress).await?;
+    if let Some(path) = &settings.report {
         let json = serde_json::to_vec_pretty(&report).expect("the report serializes");
         std::fs::write(path, json).map_err(|source| Error::Report { path: path.display().to_string(), source })?;
     }

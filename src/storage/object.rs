@@ -33,7 +33,32 @@ pub enum Service {
     Gcs,
 }
 
+/// A failure to obtain credentials (rather than to use them): the metadata
+/// service answered no, a token exchange failed.
+fn is_credential_failure(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("169.254.169.254") || t.contains("token request") || t.contains("credential") || t.contains("metadata")
+}
+
 impl Service {
+    /// Where credentials come from, for error messages (names, never values).
+    fn credential_sources(self) -> &'static str {
+        match self {
+            Service::S3 => {
+                "credentials are taken from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, [s3] in --config, web identity \
+                 (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN), container credentials, then instance metadata"
+            }
+            Service::Azure => {
+                "credentials are taken from AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_TOKEN, AZURE_CLIENT_ID/SECRET/TENANT_ID, \
+                 AZURE_FEDERATED_TOKEN_FILE (workload identity), AZURE_USE_AZURE_CLI, [azure] in --config, then managed identity"
+            }
+            Service::Gcs => {
+                "credentials are taken from GOOGLE_SERVICE_ACCOUNT(_PATH/_KEY), GOOGLE_APPLICATION_CREDENTIALS, \
+                 [gcs] in --config, then the metadata server"
+            }
+        }
+    }
+
     /// Keys one delete request carries.
     fn delete_batch(self) -> usize {
         match self {
@@ -94,12 +119,20 @@ impl ObjectStorage {
     }
 
     fn error(&self, key: &str, e: object_store::Error) -> StorageError {
+        let text = redact(&e.to_string());
+        let access = |reason: String| StorageError::Access { location: format!("{} ({key})", self.location), reason };
         match e {
             object_store::Error::NotFound { .. } => StorageError::NotFound { key: key.to_string() },
             object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
-                StorageError::Access { location: format!("{} ({key})", self.location), reason: redact(&e.to_string()) }
+                access(format!("{text}; {}", self.service.credential_sources()))
             }
-            other => StorageError::Remote { key: format!("{}/{key}", self.location.trim_end_matches('/')), reason: redact(&other.to_string()) },
+            _ if is_credential_failure(&text) => {
+                access(format!("no usable credentials ({}); {text}", self.service.credential_sources()))
+            }
+            _ if text.contains("error sending request") || text.contains("Connection refused") || text.contains("dns error") => {
+                StorageError::Remote { key: key.to_string(), reason: format!("cannot reach {}: {text}", self.location) }
+            }
+            _ => StorageError::Remote { key: format!("{}/{key}", self.location.trim_end_matches('/')), reason: text },
         }
     }
 

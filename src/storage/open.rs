@@ -1,32 +1,149 @@
-//! Turns the STORAGE argument into a backend.
+//! Turns the STORAGE argument and the backend options into a storage.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::{BackoffConfig, RetryConfig};
 
 use super::fs::FsStorage;
+use super::object::{Backend, ObjectStorage, Service};
+use super::redact::redact;
 use super::{Storage, StorageError};
+use crate::config::{BackendOption, BackendOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("STORAGE {spec:?}: {scheme}:// storage is not supported by this version of registry-gc; use a local path or file:// URL")]
+    #[error("STORAGE {spec:?}: {scheme}:// is not a supported storage; use a path, file://, s3://, az:// or gs://")]
     UnsupportedScheme { spec: String, scheme: String },
     #[error("STORAGE {spec:?}: not a valid URL: {reason}")]
     BadUrl { spec: String, reason: String },
     #[error("STORAGE {spec:?}: cannot open the registry root: {source}")]
     Root { spec: String, source: StorageError },
+    #[error("{source_name}: {key:?} is not a {service} setting")]
+    UnknownOption { source_name: String, key: String, service: &'static str },
+    #[error("{source_name}: {key}: {reason}")]
+    BadOption { source_name: String, key: String, reason: String },
+    #[error("STORAGE {spec:?}: {reason}")]
+    Backend { spec: String, reason: String },
 }
 
-/// Opens `spec`: a directory path, or a `file://` URL.
-pub fn open_storage(spec: &str) -> Result<Box<dyn Storage>, OpenError> {
-    let path = match spec.split_once("://") {
-        None => Path::new(spec).to_path_buf(),
-        Some(("file", _)) => url::Url::parse(spec)
-            .map_err(|e| OpenError::BadUrl { spec: spec.to_string(), reason: e.to_string() })?
-            .to_file_path()
-            .map_err(|()| OpenError::BadUrl { spec: spec.to_string(), reason: "not an absolute local path".into() })?,
-        Some((scheme, _)) => {
-            return Err(OpenError::UnsupportedScheme { spec: spec.to_string(), scheme: scheme.to_string() });
-        }
+/// Opens `spec`: a directory path, a `file://` URL, or an object store URL.
+pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Storage>, OpenError> {
+    let Some((scheme, _)) = spec.split_once("://") else {
+        return open_fs(spec, Path::new(spec));
     };
-    let fs = FsStorage::open(&path).map_err(|source| OpenError::Root { spec: spec.to_string(), source })?;
+    let url = url::Url::parse(spec).map_err(|e| OpenError::BadUrl { spec: spec.to_string(), reason: e.to_string() })?;
+    let service = match scheme {
+        "file" => {
+            let path = url
+                .to_file_path()
+                .map_err(|()| OpenError::BadUrl { spec: spec.to_string(), reason: "not an absolute local path".into() })?;
+            return open_fs(spec, &path);
+        }
+        "s3" | "s3a" => Service::S3,
+        "az" | "azure" => Service::Azure,
+        "gs" | "gcs" => Service::Gcs,
+        other => return Err(OpenError::UnsupportedScheme { spec: spec.to_string(), scheme: other.to_string() }),
+    };
+    let bucket = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| OpenError::BadUrl {
+        spec: spec.to_string(),
+        reason: "no bucket or container name".into(),
+    })?;
+    let root = url.path().trim_matches('/').to_string();
+    let (store, where_) = match service {
+        Service::S3 => build_s3(spec, bucket, options)?,
+        Service::Azure => build_azure(spec, bucket, options)?,
+        Service::Gcs => build_gcs(spec, bucket, options)?,
+    };
+    let scheme = match service {
+        Service::S3 => "s3",
+        Service::Azure => "az",
+        Service::Gcs => "gs",
+    };
+    let mut location = format!("{scheme}://{bucket}/{root}");
+    if let Some(endpoint) = where_ {
+        location.push_str(&format!(" at {endpoint}"));
+    }
+    Ok(Box::new(ObjectStorage::new(store, service, &root, location)))
+}
+
+fn open_fs(spec: &str, path: &Path) -> Result<Box<dyn Storage>, OpenError> {
+    let fs = FsStorage::open(path).map_err(|source| OpenError::Root { spec: spec.to_string(), source })?;
     Ok(Box::new(fs))
+}
+
+/// Retries with backoff on throttling (503 SlowDown, 429) and transient errors,
+/// so a busy bucket slows the run down instead of failing it; bounded so that a
+/// wrong endpoint fails within a minute.
+fn retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(10), base: 2.0 },
+        max_retries: 8,
+        retry_timeout: Duration::from_secs(60),
+    }
+}
+
+fn parse_bool(o: &BackendOption) -> Result<bool, OpenError> {
+    match o.value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(OpenError::BadOption { source_name: o.source.clone(), key: o.key.clone(), reason: "expected true or false".into() }),
+    }
+}
+
+fn unknown(o: &BackendOption, service: &'static str) -> OpenError {
+    OpenError::UnknownOption { source_name: o.source.clone(), key: o.key.clone(), service }
+}
+
+fn built(spec: &str, e: object_store::Error) -> OpenError {
+    let mut reason = redact(&e.to_string());
+    if reason.contains("Account must be specified") {
+        reason.push_str(" (set AZURE_STORAGE_ACCOUNT_NAME, [azure] account_name in --config, or -o account_name=NAME; -o use_emulator=true for Azurite)");
+    }
+    OpenError::Backend { spec: spec.to_string(), reason }
+}
+
+fn endpoint_of(options: &BackendOptions, section: &str, keys: &[&str], env: &[&str]) -> Option<String> {
+    let configured = options.for_section(section).filter(|o| keys.contains(&o.key.as_str())).last().map(|o| o.value.clone());
+    configured.or_else(|| env.iter().find_map(|k| std::env::var(k).ok()))
+}
+
+fn build_s3(spec: &str, bucket: &str, options: &BackendOptions) -> Result<(Arc<dyn Backend>, Option<String>), OpenError> {
+    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry_config());
+    for o in options.for_section("s3") {
+        b = match o.key.as_str() {
+            // the registry's s3 driver spells it this way
+            "force_path_style" | "forcepathstyle" => b.with_virtual_hosted_style_request(!parse_bool(o)?),
+            key => b.with_config(key.parse::<AmazonS3ConfigKey>().map_err(|_| unknown(o, "S3"))?, &o.value),
+        };
+    }
+    let endpoint = endpoint_of(options, "s3", &["endpoint", "aws_endpoint", "endpoint_url", "aws_endpoint_url"], &["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]);
+    let store = b.build().map_err(|e| built(spec, e))?;
+    Ok((Arc::new(store), endpoint))
+}
+
+fn build_azure(spec: &str, container: &str, options: &BackendOptions) -> Result<(Arc<dyn Backend>, Option<String>), OpenError> {
+    let mut b = MicrosoftAzureBuilder::from_env().with_container_name(container).with_retry(retry_config());
+    for o in options.for_section("azure") {
+        b = b.with_config(o.key.parse::<AzureConfigKey>().map_err(|_| unknown(o, "Azure"))?, &o.value);
+    }
+    let endpoint = endpoint_of(options, "azure", &["endpoint", "azure_endpoint", "azure_storage_endpoint"], &["AZURE_STORAGE_ENDPOINT"]);
+    let store = b.build().map_err(|e| built(spec, e))?;
+    Ok((Arc::new(store), endpoint))
+}
+
+fn build_gcs(spec: &str, bucket: &str, options: &BackendOptions) -> Result<(Arc<dyn Backend>, Option<String>), OpenError> {
+    let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket).with_retry(retry_config());
+    for o in options.for_section("gcs") {
+        // `endpoint` (as --endpoint sets it) is object_store's `base_url` for GCS
+        let key = if o.key == "endpoint" { "base_url" } else { o.key.as_str() };
+        b = b.with_config(key.parse::<GoogleConfigKey>().map_err(|_| unknown(o, "GCS"))?, &o.value);
+    }
+    let endpoint = endpoint_of(options, "gcs", &["endpoint", "base_url", "google_base_url"], &["GOOGLE_BASE_URL"]);
+    let store = b.build().map_err(|e| built(spec, e))?;
+    Ok((Arc::new(store), endpoint))
 }
