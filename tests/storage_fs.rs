@@ -13,18 +13,18 @@ use registry_gc::storage::{Storage, StorageError};
 
 struct DirSeeder(PathBuf);
 
+#[async_trait::async_trait]
 impl conformance::Seeder for DirSeeder {
-    fn put(&self, key: &str, bytes: &[u8]) {
-        let path = self.0.join(key);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, bytes).unwrap();
+    async fn put(&self, key: &str, bytes: &[u8]) {
+        write(&self.0, key, bytes);
     }
 }
 
 fn write(root: &Path, key: &str, bytes: &[u8]) {
-    DirSeeder(root.to_path_buf()).put(key, bytes);
+    let path = root.join(key);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, bytes).unwrap();
 }
-use conformance::Seeder;
 
 #[tokio::test]
 async fn conformance_suite() {

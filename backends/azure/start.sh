@@ -15,9 +15,12 @@ endpoint="http://127.0.0.1:$port/devstoreaccount1"
 azurite_version="${AZURITE_VERSION:-3.35.0}"
 
 # An anonymous request is refused (403), but the Server header names Azurite.
+# (Output is captured, not piped into grep -q: with pipefail, grep quitting
+# early can fail curl with SIGPIPE and so the whole check.)
 answers() {
-    curl -sS -o /dev/null -D - --max-time 2 "$endpoint?comp=list" 2>/dev/null |
-        grep -qi '^server: azurite-blob'
+    local headers
+    headers="$(curl -s -o /dev/null -D - --max-time 2 "$endpoint?comp=list" || true)"
+    grep -qi '^server: azurite-blob' <<<"$headers"
 }
 
 if answers; then

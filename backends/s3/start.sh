@@ -13,7 +13,7 @@ endpoint="http://127.0.0.1:$port"
 moto_version="${MOTO_VERSION:-5.2.5}"
 
 # /moto-api/ is moto's own dashboard: a 200 there means moto, not just any server.
-answers() { curl -fsS -o /dev/null --max-time 2 "$endpoint/moto-api/"; }
+answers() { curl -fs -o /dev/null --max-time 2 "$endpoint/moto-api/"; }
 
 if answers; then
     echo "moto: already running at $endpoint"

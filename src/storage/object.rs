@@ -129,6 +129,9 @@ impl ObjectStorage {
             _ if is_credential_failure(&text) => {
                 access(format!("no usable credentials ({}); {text}", self.service.credential_sources()))
             }
+            _ if ["NoSuchBucket", "ContainerNotFound", "The specified bucket does not exist"].iter().any(|m| text.contains(m)) => {
+                StorageError::Remote { key: key.to_string(), reason: format!("{}: the bucket or container does not exist", self.location) }
+            }
             _ if text.contains("error sending request") || text.contains("Connection refused") || text.contains("dns error") => {
                 StorageError::Remote { key: key.to_string(), reason: format!("cannot reach {}: {text}", self.location) }
             }

@@ -21,6 +21,8 @@
 
 #[cfg(test)]
 pub mod collector;
+#[cfg(test)]
+pub mod cloud;
 pub mod http;
 pub mod images;
 pub mod model;

@@ -4,13 +4,14 @@
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use registry_gc::storage::{Storage, StorageError};
 
 /// Writes an object into the backend under test, outside the trait (the trait
 /// has no writes: registry-gc never writes into a registry).
-pub trait Seeder {
-    fn put(&self, key: &str, bytes: &[u8]);
+#[async_trait::async_trait]
+pub trait Seeder: Sync {
+    async fn put(&self, key: &str, bytes: &[u8]);
 }
 
 async fn listed(storage: &dyn Storage, prefix: &str) -> BTreeSet<String> {
@@ -26,14 +27,14 @@ pub async fn run(storage: &dyn Storage, seed: &dyn Seeder) {
 
     // More keys than one S3 or GCS listing page.
     let mut all = BTreeSet::new();
-    for i in 0..1203 {
-        let key = format!("p/{:02x}/obj-{i:04}", i % 7);
-        seed.put(&key, format!("content {i}").as_bytes());
-        all.insert(key);
-    }
-    seed.put("q/a", b"0123456789");
-    seed.put("q/b/c", b"x");
-    seed.put("qq", b"y");
+    let keys: Vec<String> = (0..1203).map(|i| format!("p/{:02x}/obj-{i:04}", i % 7)).collect();
+    futures::stream::iter(keys.iter().enumerate())
+        .for_each_concurrent(16, |(i, key)| async move { seed.put(key, format!("content {i}").as_bytes()).await })
+        .await;
+    all.extend(keys);
+    seed.put("q/a", b"0123456789").await;
+    seed.put("q/b/c", b"x").await;
+    seed.put("qq", b"y").await;
     all.extend(["q/a".to_string(), "q/b/c".to_string(), "qq".to_string()]);
 
     assert_eq!(listed(storage, "").await, all, "list of everything");
