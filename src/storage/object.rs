@@ -33,6 +33,29 @@ pub enum Service {
     Gcs,
 }
 
+/// The store answered that the credentials are wrong or lack permission.
+fn is_refusal(text: &str) -> bool {
+    ["403 Forbidden", "401 Unauthorized", "AuthorizationFailure", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthenticationFailed"]
+        .iter()
+        .any(|m| text.contains(m))
+}
+
+/// An error as one line: an XML error body (S3, Azure) shrinks to its code and
+/// message, whitespace runs to one space.
+fn one_line(text: &str) -> String {
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&format!("</{name}>"))? + start;
+        Some(text[start..end].lines().next().unwrap_or_default().trim().to_string())
+    };
+    let text = match (text.find("<?xml"), tag("Code")) {
+        (Some(xml), Some(code)) => format!("{}{code}: {}", &text[..xml], tag("Message").unwrap_or_default()),
+        _ => text.to_string(),
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// A failure to obtain credentials (rather than to use them): the metadata
 /// service answered no, a token exchange failed.
 fn is_credential_failure(text: &str) -> bool {
@@ -119,13 +142,14 @@ impl ObjectStorage {
     }
 
     fn error(&self, key: &str, e: object_store::Error) -> StorageError {
-        let text = redact(&e.to_string());
+        let text = one_line(&redact(&e.to_string()));
         let access = |reason: String| StorageError::Access { location: format!("{} ({key})", self.location), reason };
         match e {
             object_store::Error::NotFound { .. } => StorageError::NotFound { key: key.to_string() },
             object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
                 access(format!("{text}; {}", self.service.credential_sources()))
             }
+            _ if is_refusal(&text) => access(format!("{text}; {}", self.service.credential_sources())),
             _ if is_credential_failure(&text) => {
                 access(format!("no usable credentials ({}); {text}", self.service.credential_sources()))
             }
@@ -150,6 +174,21 @@ impl ObjectStorage {
         };
         let prefix_arg = if full.is_empty() { None } else { Some(full.as_str()) };
         self.store.list_paginated(prefix_arg, opts).await.map_err(|e| self.error(prefix, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn xml_error_bodies_become_one_line() {
+        let raw = "Error performing GET http://h/c in 5ms - Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\"?>\n<Error>\n  <Code>AuthorizationFailure</Code>\n  <Message>Server failed to authenticate the request.\nRequestId:b6</Message>\n</Error>";
+        assert_eq!(
+            one_line(raw),
+            "Error performing GET http://h/c in 5ms - Server returned non-2xx status code: 403 Forbidden: AuthorizationFailure: Server failed to authenticate the request."
+        );
+        assert_eq!(one_line("a\n  b"), "a b");
     }
 }
 

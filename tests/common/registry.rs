@@ -54,13 +54,26 @@ pub fn config_yaml(root: &Path, port: u16) -> String {
         .unwrap_or_else(|| panic!("registry root {} is not valid UTF-8", root.display()));
     // A JSON string literal is a valid YAML double-quoted scalar.
     let root_quoted = serde_json::to_string(root_str).unwrap();
+    config_yaml_with_driver(&format!("  filesystem:\n    rootdirectory: {root_quoted}\n"), port)
+}
+
+/// The config with another storage driver section (indented under `storage:`).
+pub fn config_yaml_with_driver(driver: &str, port: u16) -> String {
     format!(
         "version: 0.1\n\
          log:\n  level: warn\n  accesslog:\n    disabled: true\n\
-         storage:\n  filesystem:\n    rootdirectory: {root_quoted}\n\
+         storage:\n{driver}\
          \x20 delete:\n    enabled: true\n\
          \x20 maintenance:\n    uploadpurging:\n      enabled: false\n\
          http:\n  addr: \"127.0.0.1:{port}\"\n  secret: \"registry-gc-test-harness\"\n"
+    )
+}
+
+/// The registry's s3 driver section for a bucket on a local S3 emulator.
+pub fn s3_driver_yaml(endpoint: &str, bucket: &str, rootdirectory: &str) -> String {
+    format!(
+        "  s3:\n    accesskey: test\n    secretkey: test\n    region: us-east-1\n    regionendpoint: {endpoint}\n\
+         \x20   bucket: {bucket}\n    rootdirectory: /{rootdirectory}\n    secure: false\n    v4auth: true\n"
     )
 }
 
@@ -79,6 +92,14 @@ impl RegistryConfig {
     /// Writes a config for `root` (port 0: fine for `garbage-collect`, which never listens).
     pub fn for_root(root: &Path) -> RegistryConfig {
         Self::with_port(root, 0)
+    }
+
+    /// Writes a config with the given storage driver section (see `s3_driver_yaml`).
+    pub fn with_driver(driver: &str, port: u16) -> RegistryConfig {
+        let dir = tempfile::Builder::new().prefix("registry-gc-config-").tempdir().expect("create temp dir for registry config");
+        let path = dir.path().join("config.yml");
+        fs::write(&path, config_yaml_with_driver(driver, port)).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        RegistryConfig { root: dir.path().to_path_buf(), dir, path, port }
     }
 
     /// Writes a config for `root` that listens on `127.0.0.1:<port>`.
@@ -125,9 +146,18 @@ impl Registry {
     /// when it does not come up. Retries with another port if the chosen one was taken.
     pub fn start(root: &Path) -> Registry {
         fs::create_dir_all(root).unwrap_or_else(|e| panic!("create root {}: {e}", root.display()));
+        Self::start_with(|port| RegistryConfig::with_port(root, port))
+    }
+
+    /// Starts a registry on another storage driver (see `s3_driver_yaml`).
+    pub fn start_with_driver(driver: &str) -> Registry {
+        Self::start_with(|port| RegistryConfig::with_driver(driver, port))
+    }
+
+    fn start_with(make_config: impl Fn(u16) -> RegistryConfig) -> Registry {
         let mut last_err = String::new();
         for _attempt in 0..3 {
-            match Self::try_start(root) {
+            match Self::try_start(make_config(free_port())) {
                 Ok(r) => return r,
                 Err(e) => {
                     // Only a lost port race is worth retrying.
@@ -142,9 +172,9 @@ impl Registry {
         panic!("{last_err}");
     }
 
-    fn try_start(root: &Path) -> Result<Registry, String> {
-        let port = free_port();
-        let config = RegistryConfig::with_port(root, port);
+    fn try_start(config: RegistryConfig) -> Result<Registry, String> {
+        let port = config.port();
+        let root = config.root().to_path_buf();
         let stdout_path = config.dir().join("registry.stdout");
         let stderr_path = config.dir().join("registry.stderr");
         let stdout = fs::File::create(&stdout_path).expect("create registry stdout file");
