@@ -73,14 +73,27 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// The requests this storage has made so far.
     fn counts(&self) -> &counts::RequestCounts;
 
-    /// Every object whose key starts with `prefix` (empty, or ending with `/`),
-    /// as a stream (no ordering promised). A prefix with no objects is an empty stream, not an error.
+    /// Every object whose key starts with `prefix` (a plain string prefix), as a
+    /// stream (no ordering promised). A prefix with no objects is an empty stream, not an error.
     /// Backends with directories also report each empty directory, as a key
     /// ending in `/` with size 0 (object stores have none).
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>>;
 
     /// One level below `prefix` (which ends with `/` or is empty).
     async fn list_dir(&self, prefix: &str) -> Result<DirListing, StorageError>;
+
+    /// Keys one listing request returns, for stores that page (S3 and GCS 1000,
+    /// Azure 5000); `None` for a filesystem, where listing is directory reads.
+    fn list_page_size(&self) -> Option<usize> {
+        None
+    }
+
+    /// The first page of a listing of `prefix` (sorted by key), and whether it
+    /// holds everything. Only for stores that page.
+    async fn list_first_page(&self, prefix: &str) -> Result<Option<(Vec<ObjectMeta>, bool)>, StorageError> {
+        let _ = prefix;
+        Ok(None)
+    }
 
     /// The whole content of one object. Objects larger than `limit` are refused
     /// before they are read.

@@ -177,21 +177,6 @@ impl ObjectStorage {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::one_line;
-
-    #[test]
-    fn xml_error_bodies_become_one_line() {
-        let raw = "Error performing GET http://h/c in 5ms - Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\"?>\n<Error>\n  <Code>AuthorizationFailure</Code>\n  <Message>Server failed to authenticate the request.\nRequestId:b6</Message>\n</Error>";
-        assert_eq!(
-            one_line(raw),
-            "Error performing GET http://h/c in 5ms - Server returned non-2xx status code: 403 Forbidden: AuthorizationFailure: Server failed to authenticate the request."
-        );
-        assert_eq!(one_line("a\n  b"), "a b");
-    }
-}
-
 #[async_trait]
 impl Storage for ObjectStorage {
     fn describe(&self) -> String {
@@ -300,5 +285,34 @@ impl Storage for ObjectStorage {
 
     fn max_delete_batch(&self) -> usize {
         self.service.delete_batch()
+    }
+
+    fn list_page_size(&self) -> Option<usize> {
+        Some(match self.service {
+            Service::Azure => 5000,
+            Service::S3 | Service::Gcs => 1000,
+        })
+    }
+
+    async fn list_first_page(&self, prefix: &str) -> Result<Option<(Vec<ObjectMeta>, bool)>, StorageError> {
+        let page = self.page(prefix, false, None).await?;
+        let mut objects: Vec<ObjectMeta> = page.result.objects.into_iter().map(|m| self.meta(m)).collect();
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(Some((objects, page.page_token.is_none())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn xml_error_bodies_become_one_line() {
+        let raw = "Error performing GET http://h/c in 5ms - Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\"?>\n<Error>\n  <Code>AuthorizationFailure</Code>\n  <Message>Server failed to authenticate the request.\nRequestId:b6</Message>\n</Error>";
+        assert_eq!(
+            one_line(raw),
+            "Error performing GET http://h/c in 5ms - Server returned non-2xx status code: 403 Forbidden: AuthorizationFailure: Server failed to authenticate the request."
+        );
+        assert_eq!(one_line("a\n  b"), "a b");
     }
 }
