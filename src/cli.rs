@@ -111,6 +111,16 @@ pub struct GcArgs {
     #[arg(long, value_name = "BYTES")]
     pub max_manifest_size: Option<u64>,
 
+    /// Keep manifests read from an object store here, so later runs need not
+    /// read them again [default: $XDG_CACHE_HOME/registry-gc or ~/.cache/registry-gc].
+    /// Entries are verified by digest; the directory is always safe to delete.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Use no manifest cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+
     /// Object store endpoint: an S3-compatible server (MinIO, Ceph, R2,
     /// LocalStack), an Azure or GCS emulator. Also AWS_ENDPOINT_URL.
     #[arg(long, value_name = "URL")]
@@ -141,6 +151,9 @@ pub struct GcSettings {
     pub options: GcOptions,
     pub report: Option<PathBuf>,
     pub backend: BackendOptions,
+    /// No cache directory was given and none was refused: use the default one
+    /// if the storage is remote.
+    pub default_cache: bool,
 }
 
 impl GcArgs {
@@ -163,7 +176,13 @@ impl GcArgs {
             delete_empty_repositories: self.delete_empty_repos || gc.delete_empty_repos.unwrap_or(false),
             concurrency: self.concurrency.or(gc.concurrency).unwrap_or(64).max(1) as usize,
             max_manifest_bytes: self.max_manifest_size.or(gc.max_manifest_size).unwrap_or(64 * 1024 * 1024),
+            cache_dir: if self.no_cache || gc.no_cache.unwrap_or(false) {
+                None
+            } else {
+                self.cache_dir.clone().or(gc.cache_dir.clone())
+            },
         };
+        let default_cache = !self.no_cache && !gc.no_cache.unwrap_or(false);
 
         let mut backend = BackendOptions::default();
         if let Some(p) = &self.config {
@@ -190,7 +209,7 @@ impl GcArgs {
             })?;
             backend.push(k.trim(), v, &format!("-o {}", k.trim()));
         }
-        Ok(GcSettings { storage, options, report: self.report.clone().or(gc.report.clone()), backend })
+        Ok(GcSettings { storage, options, report: self.report.clone().or(gc.report.clone()), backend, default_cache })
     }
 }
 

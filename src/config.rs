@@ -47,6 +47,8 @@ pub struct GcSection {
     pub report: Option<PathBuf>,
     pub concurrency: Option<u16>,
     pub max_manifest_size: Option<u64>,
+    pub cache_dir: Option<PathBuf>,
+    pub no_cache: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]

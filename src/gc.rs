@@ -7,11 +7,13 @@ use crate::inventory::Inventory;
 use crate::mark::{self, MarkOptions};
 use crate::plan::{self, PlanOptions};
 use crate::progress::Progress;
-use crate::report::{Report, Seen, SCHEMA_VERSION};
+use crate::cache::ManifestCache;
+use crate::report::{Report, Seen, Warning, SCHEMA_VERSION};
+use crate::storage::counts::RequestFloor;
 use crate::storage::{system_time_ms, Storage};
 use crate::sweep::{self, SweepOptions};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GcOptions {
     pub dry_run: bool,
     pub delete_untagged: bool,
@@ -20,6 +22,8 @@ pub struct GcOptions {
     pub delete_empty_repositories: bool,
     pub concurrency: usize,
     pub max_manifest_bytes: u64,
+    /// The manifest cache directory, if one is used.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress) -> Result<Report, Error> {
@@ -28,8 +32,16 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     let storage = storage.as_ref();
 
     let inventory = Inventory::build(storage, opts.concurrency, progress).await?;
-    let mark_opts = MarkOptions { concurrency: opts.concurrency, max_manifest_bytes: opts.max_manifest_bytes };
-    let marks = mark::mark(storage, &inventory, mark_opts, progress).await?;
+    let mut warnings = Vec::new();
+    let cache = opts.cache_dir.as_deref().and_then(|dir| match ManifestCache::open(dir) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            warnings.push(Warning::new(&dir.display().to_string(), &format!("manifest cache not usable, reading every manifest: {e}")));
+            None
+        }
+    });
+    let mark_opts = MarkOptions { concurrency: opts.concurrency, max_manifest_bytes: opts.max_manifest_bytes, cache };
+    let marks = mark::mark(storage, &inventory, &mark_opts, progress).await?;
     let plan_opts = PlanOptions {
         delete_untagged: opts.delete_untagged,
         min_age_ms: opts.min_age_ms,
@@ -40,11 +52,17 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     let plan = plan::plan(&inventory, &marks, &plan_opts);
     sweep::check_plan(&plan)?;
 
-    let outcome = if opts.dry_run { None } else { Some(sweep::sweep(storage, &plan, sweep_opts(opts), progress).await?) };
+    let outcome = if opts.dry_run { None } else { Some(sweep::sweep(storage, &plan, sweep_opts(&opts), progress).await?) };
     progress.finish();
 
-    let mut warnings = marks.warnings;
+    warnings.extend(marks.warnings);
     warnings.extend(plan.warnings.iter().cloned());
+    let floor = storage.list_page_size().map(|page| RequestFloor {
+        list: inventory.keys_listed.div_ceil(page as u64).max(1),
+        get: inventory.repositories.values().flat_map(|r| r.tags.values()).filter(|t| t.current_modified_ms.is_some()).count() as u64
+            + marks.manifests.len() as u64,
+        delete: (plan.deletions.len() as u64).div_ceil(storage.bulk_delete_size() as u64),
+    });
     let seen = Seen {
         keys: inventory.keys_listed,
         repositories: inventory.repositories.len() as u64,
@@ -77,10 +95,13 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         warnings,
         strays: inventory.strays,
         requests: storage.counts().totals(),
+        request_floor: floor,
+        tags_matched_by_etag: marks.tags_matched_by_etag,
+        manifest_cache_hits: marks.manifest_cache_hits,
         deletions: plan.deletions,
     })
 }
 
-fn sweep_opts(opts: GcOptions) -> SweepOptions {
+fn sweep_opts(opts: &GcOptions) -> SweepOptions {
     SweepOptions { concurrency: opts.concurrency, attempts: 3 }
 }

@@ -23,6 +23,10 @@ pub struct BlobInfo {
 pub struct Tag {
     /// Last-modified of `current/link`, if the tag has one.
     pub current_modified_ms: Option<i64>,
+    /// The MD5 of `current/link`'s content, when the listing's ETag is one (S3
+    /// and GCS single-part objects): lets the mark phase know the link's content
+    /// without reading it.
+    pub current_md5: Option<[u8; 16]>,
     /// Every digest the tag has pointed at, with the index link's last-modified.
     pub index: HashMap<Digest, i64>,
 }
@@ -126,7 +130,10 @@ impl Inventory {
                 self.repo(repo).revisions.insert(digest, t);
             }
             KeyKind::TagCurrent { repo, tag } => {
-                self.tag(repo, tag).current_modified_ms = Some(t);
+                let md5 = meta.etag.as_deref().and_then(etag_md5);
+                let tag = self.tag(repo, tag);
+                tag.current_modified_ms = Some(t);
+                tag.current_md5 = md5;
             }
             KeyKind::TagIndex { repo, tag, digest } => {
                 self.tag(repo, tag).index.insert(digest, t);
@@ -196,6 +203,22 @@ impl Inventory {
         }
         Ok(inventory)
     }
+}
+
+/// An ETag that has the shape of an MD5 (32 hex characters, as S3 and GCS's XML
+/// API give for single-part objects, or 16 bytes in base64). Whether it really
+/// is the content's MD5 is decided where it is used: only a match against the
+/// MD5 of known content counts.
+pub fn etag_md5(etag: &str) -> Option<[u8; 16]> {
+    use base64::Engine;
+    let e = etag.trim().trim_start_matches("W/").trim_matches('"');
+    let mut out = [0u8; 16];
+    if e.len() == 32 && hex::decode_to_slice(e, &mut out).is_ok() {
+        return Some(out);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(e).ok()?;
+    out.copy_from_slice(decoded.get(..16).filter(|_| decoded.len() == 16)?);
+    Some(out)
 }
 
 /// How to list the tree: disjoint string prefixes whose union is everything
@@ -331,6 +354,15 @@ mod tests {
 
     fn meta(key: String, t: i64) -> ObjectMeta {
         ObjectMeta { key, size: 7, last_modified_ms: t, etag: None }
+    }
+
+    #[test]
+    fn etags_shaped_like_md5() {
+        let md5 = [0x9e, 0x10, 0x7d, 0x9d, 0x37, 0x2b, 0xb6, 0x82, 0x6b, 0xd8, 0x1d, 0x35, 0x42, 0xa4, 0x19, 0xd6];
+        assert_eq!(etag_md5("\"9e107d9d372bb6826bd81d3542a419d6\""), Some(md5));
+        assert_eq!(etag_md5("nhB9nTcrtoJr2B01QqQZ1g=="), Some(md5));
+        assert_eq!(etag_md5("\"9e107d9d372bb6826bd81d3542a419d6-2\""), None); // multipart
+        assert_eq!(etag_md5("0x8DBB6C1E5A2D6F0"), None); // Azure
     }
 
     #[test]

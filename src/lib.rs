@@ -7,6 +7,7 @@
 //! [`plan`] (pure: what to delete and why) -> [`sweep`] (batched deletes) ->
 //! [`report`]. [`gc`] runs them in order; [`cli`] is the command line.
 
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod digest;

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use registry_gc::cache::ManifestCache;
 use registry_gc::cli::{Cli, Command, GcArgs};
 use registry_gc::error::{Error, Exit};
 use registry_gc::progress::Progress;
@@ -40,8 +41,12 @@ async fn gc_command(args: &GcArgs, quiet: bool) -> Exit {
 }
 
 async fn run_gc(args: &GcArgs, quiet: bool) -> Result<Report, Error> {
-    let settings = args.resolve()?;
+    let mut settings = args.resolve()?;
     let storage = open_storage(&settings.storage, &settings.backend)?;
+    // Manifests are worth caching only when reading them costs a request.
+    if settings.options.cache_dir.is_none() && settings.default_cache && storage.list_page_size().is_some() {
+        settings.options.cache_dir = ManifestCache::default_dir();
+    }
     let progress = Progress::new(!quiet);
     let report = gc::run(storage, settings.options, &progress).await?;
     if let Some(path) = &settings.report {

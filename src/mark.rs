@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures::StreamExt;
 
+use crate::cache::ManifestCache;
 use crate::digest::Digest;
 use crate::inventory::Inventory;
 use crate::layout;
@@ -17,11 +18,13 @@ use crate::storage::{Storage, StorageError};
 /// Link files hold 71 bytes; anything much larger is not a link.
 const LINK_READ_LIMIT: u64 = 4096;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MarkOptions {
     pub concurrency: usize,
     /// A manifest larger than this is refused (the run stops, nothing deleted).
     pub max_manifest_bytes: u64,
+    /// Where manifests read before are kept (object stores).
+    pub cache: Option<ManifestCache>,
 }
 
 /// What a tag's `current/link` says.
@@ -44,6 +47,10 @@ pub struct Marks {
     pub alternate_digests: HashMap<String, Digest>,
     pub warnings: Vec<Warning>,
     pub manifest_bytes_read: u64,
+    /// Tags whose target was known from the listing's ETag, without a read.
+    pub tags_matched_by_etag: u64,
+    /// Manifests found in the local cache, without a read.
+    pub manifest_cache_hits: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +63,7 @@ pub enum MarkError {
     TooLarge(StorageError),
 }
 
-pub async fn mark(storage: &dyn Storage, inv: &Inventory, opts: MarkOptions, progress: &Progress) -> Result<Marks, MarkError> {
+pub async fn mark(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, progress: &Progress) -> Result<Marks, MarkError> {
     let mut marks = Marks::default();
     read_tags(storage, inv, opts, &mut marks).await?;
     read_alternate_links(storage, inv, opts, &mut marks).await?;
@@ -64,13 +71,39 @@ pub async fn mark(storage: &dyn Storage, inv: &Inventory, opts: MarkOptions, pro
     Ok(marks)
 }
 
-async fn read_tags(storage: &dyn Storage, inv: &Inventory, opts: MarkOptions, marks: &mut Marks) -> Result<(), MarkError> {
-    let tags = inv.repositories.iter().flat_map(|(repo, r)| {
-        r.tags.iter().filter(|(_, t)| t.current_modified_ms.is_some()).map(move |(tag, _)| (repo.as_str(), tag.as_str()))
-    });
+/// Tag targets known without reading: a tag link holds `sha256:<hex>` of a
+/// revision of its own repository (the registry writes the revision first), so
+/// when the listing's ETag equals the MD5 of that exact text for one of the
+/// repository's revisions, that is the content. Any other ETag (multipart, KMS,
+/// Azure's opaque ones, a link with a newline) matches nothing and is read.
+fn tags_known_by_etag(inv: &Inventory, marks: &mut Marks) -> Vec<(String, String)> {
+    use md5::{Digest as _, Md5};
+    let mut unknown = Vec::new();
+    for (repo, r) in &inv.repositories {
+        let current: Vec<(&String, &crate::inventory::Tag)> = r.tags.iter().filter(|(_, t)| t.current_modified_ms.is_some()).collect();
+        let by_md5: HashMap<[u8; 16], Digest> = if current.iter().any(|(_, t)| t.current_md5.is_some()) {
+            r.revisions.keys().map(|d| (Md5::digest(d.to_string().as_bytes()).into(), *d)).collect()
+        } else {
+            HashMap::new()
+        };
+        for (tag, t) in current {
+            match t.current_md5.and_then(|m| by_md5.get(&m)) {
+                Some(d) => {
+                    marks.tags_matched_by_etag += 1;
+                    marks.tag_targets.entry(repo.clone()).or_default().insert(tag.clone(), TagTarget::Digest(*d));
+                }
+                None => unknown.push((repo.clone(), tag.clone())),
+            }
+        }
+    }
+    unknown
+}
+
+async fn read_tags(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, marks: &mut Marks) -> Result<(), MarkError> {
+    let tags = tags_known_by_etag(inv, marks);
     let mut reads = futures::stream::iter(tags)
         .map(|(repo, tag)| async move {
-            let key = layout::tag_current_key(repo, tag);
+            let key = layout::tag_current_key(&repo, &tag);
             let result = storage.get(&key, LINK_READ_LIMIT).await;
             (repo, tag, key, result)
         })
@@ -92,12 +125,12 @@ async fn read_tags(storage: &dyn Storage, inv: &Inventory, opts: MarkOptions, ma
             }
             Err(e) => return Err(MarkError::Read(e)),
         };
-        marks.tag_targets.entry(repo.to_string()).or_default().insert(tag.to_string(), target);
+        marks.tag_targets.entry(repo).or_default().insert(tag, target);
     }
     Ok(())
 }
 
-async fn read_alternate_links(storage: &dyn Storage, inv: &Inventory, opts: MarkOptions, marks: &mut Marks) -> Result<(), MarkError> {
+async fn read_alternate_links(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, marks: &mut Marks) -> Result<(), MarkError> {
     let links = inv.repositories.iter().flat_map(|(repo, r)| r.alt_links.iter().map(move |l| (repo.as_str(), l)));
     let mut reads = futures::stream::iter(links)
         .map(|(repo, link)| async move {
@@ -129,7 +162,7 @@ async fn read_alternate_links(storage: &dyn Storage, inv: &Inventory, opts: Mark
 async fn read_manifests(
     storage: &dyn Storage,
     inv: &Inventory,
-    opts: MarkOptions,
+    opts: &MarkOptions,
     progress: &Progress,
     marks: &mut Marks,
 ) -> Result<(), MarkError> {
@@ -139,12 +172,23 @@ async fn read_manifests(
     let mut reads = futures::stream::iter(digests)
         .map(|digest| async move {
             let key = layout::blob_data_key(&digest);
+            if let Some(cache) = &opts.cache {
+                let cache = cache.clone();
+                if let Ok(Some(bytes)) = tokio::task::spawn_blocking(move || cache.get(&digest)).await {
+                    return (digest, key, Ok(bytes), true);
+                }
+            }
             let result = storage.get(&key, opts.max_manifest_bytes).await;
-            (digest, key, result)
+            if let (Some(cache), Ok(bytes)) = (&opts.cache, &result) {
+                let (cache, bytes) = (cache.clone(), bytes.clone());
+                let _ = tokio::task::spawn_blocking(move || cache.put(&digest, &bytes)).await;
+            }
+            (digest, key, result, false)
         })
         .buffer_unordered(opts.concurrency.max(1));
-    while let Some((digest, key, result)) = reads.next().await {
+    while let Some((digest, key, result, cached)) = reads.next().await {
         progress.inc(1);
+        marks.manifest_cache_hits += cached as u64;
         let bytes = match result {
             Ok(bytes) => bytes,
             Err(StorageError::NotFound { .. }) => return Err(MarkError::Vanished { key }),

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::inventory::StrayKey;
 use crate::plan::{Deletion, Reason};
-use crate::storage::counts::RequestTotals;
+use crate::storage::counts::{RequestFloor, RequestTotals};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -76,6 +76,10 @@ pub struct Report {
     pub warnings: Vec<Warning>,
     pub strays: Vec<StrayKey>,
     pub requests: RequestTotals,
+    /// The fewest requests the layout allows for this run (paged stores only).
+    pub request_floor: Option<RequestFloor>,
+    pub tags_matched_by_etag: u64,
+    pub manifest_cache_hits: u64,
     pub deletions: Vec<Deletion>,
 }
 
@@ -159,11 +163,19 @@ impl Report {
         for f in &self.failures {
             let _ = writeln!(s, "failed: {}: {}", f.key, f.error);
         }
-        let _ = writeln!(
-            s,
-            "requests: {} list, {} get, {} delete; {:.2}s",
-            self.requests.list, self.requests.get, self.requests.delete, self.duration_seconds
-        );
+        let r = &self.requests;
+        let _ = write!(s, "requests: {} list, {} get, {} head, {} put, {} delete", r.list, r.get, r.head, r.put, r.delete);
+        if let Some(f) = &self.request_floor {
+            let _ = write!(s, " (floor: {} list, {} get, {} delete)", f.list, f.get, f.delete);
+        }
+        let _ = writeln!(s, "; {:.2}s", self.duration_seconds);
+        if self.tags_matched_by_etag > 0 || self.manifest_cache_hits > 0 {
+            let _ = writeln!(
+                s,
+                "reads saved: {} tag links known from their ETag, {} manifests from the cache",
+                self.tags_matched_by_etag, self.manifest_cache_hits
+            );
+        }
         s
     }
 }

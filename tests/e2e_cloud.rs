@@ -172,3 +172,40 @@ fn a_wrong_credential_or_endpoint_fails_in_one_clear_line_before_any_work() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!err.contains("d3Jvbmcga2V5"), "the key must never be printed: {err}");
 }
+
+/// Tag links are known from their ETag (the MD5 of `sha256:<hex>` of a revision)
+/// and manifests come from the local cache: a second run on an unchanged
+/// registry costs its LIST pages and nothing else where ETags are MD5s (S3, GCS);
+/// on Azure, whose ETags are opaque, it also reads the tag links.
+#[test]
+fn a_second_run_costs_little_more_than_its_listing() {
+    let (_dir, sc) = pushed(scenarios::mixed);
+    let rt = runtime();
+    let tags: u64 = tree::tags(&sc.root).values().map(|t| t.len() as u64).sum();
+    let manifests: u64 = tree::revisions(&sc.root).values().flatten().collect::<BTreeSet<_>>().len() as u64;
+    for emulator in [Emulator::Moto, Emulator::Azurite, Emulator::FakeGcs] {
+        emulator.require();
+        let root = Emulator::unique_root(&format!("second-{}", emulator.name()));
+        rt.block_on(emulator.upload_tree(&sc.root, &root));
+        let cache = tempfile::tempdir().unwrap();
+        let report = tempfile::NamedTempFile::new().unwrap();
+        let mut f = flags(Mode::Default);
+        f.extend(["--cache-dir".to_string(), cache.path().display().to_string()]);
+        run_on(emulator, &root, &f, report.path());
+        let first = collector::read_report(report.path());
+        let etag_md5 = emulator != Emulator::Azurite;
+        let tag_reads = if etag_md5 { 0 } else { tags };
+        assert_eq!(first["requests"]["get"].as_u64(), Some(tag_reads + manifests), "{}: first run {}", emulator.name(), first["requests"]);
+        assert_eq!(first["requests"]["head"].as_u64(), Some(0));
+        assert_eq!(first["requests"]["put"].as_u64(), Some(0));
+
+        run_on(emulator, &root, &f, report.path());
+        let second = collector::read_report(report.path());
+        assert_eq!(second["requests"]["get"].as_u64(), Some(tag_reads), "{}: second run {}", emulator.name(), second["requests"]);
+        assert_eq!(second["requests"]["delete"].as_u64(), Some(0));
+        assert_eq!(second["manifest_cache_hits"].as_u64(), Some(manifests));
+        assert_eq!(second["tags_matched_by_etag"].as_u64(), Some(tags - tag_reads));
+        let floor = &second["request_floor"];
+        assert!(second["requests"]["list"].as_u64() <= floor["list"].as_u64().map(|l| l + 64), "{}: {second}", emulator.name());
+    }
+}

@@ -13,8 +13,21 @@ pub struct RequestCounts {
     delete: AtomicU64,
 }
 
+/// Requests per class. registry-gc never writes into a registry, so HEAD and PUT
+/// stay zero; they are reported so that the columns match what a bill shows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RequestTotals {
+    pub list: u64,
+    pub get: u64,
+    pub head: u64,
+    pub put: u64,
+    pub delete: u64,
+}
+
+/// The fewest requests the layout allows for a run: every key listed once in
+/// full pages, every tag link and manifest read once, deletes in full batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestFloor {
     pub list: u64,
     pub get: u64,
     pub delete: u64,
@@ -34,6 +47,8 @@ impl RequestCounts {
         RequestTotals {
             list: self.list.load(Ordering::Relaxed),
             get: self.get.load(Ordering::Relaxed),
+            head: 0,
+            put: 0,
             delete: self.delete.load(Ordering::Relaxed),
         }
     }

@@ -106,6 +106,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// How many keys one `delete_batch` call should carry.
     fn max_delete_batch(&self) -> usize;
 
+    /// How many keys one delete *request* removes (S3 1000, Azure 256; 1 where
+    /// there is no bulk delete), for the request floor.
+    fn bulk_delete_size(&self) -> usize {
+        1
+    }
+
     /// Whether deleting keys can leave empty directories behind (filesystems).
     fn has_directories(&self) -> bool {
         false

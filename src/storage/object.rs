@@ -287,6 +287,13 @@ impl Storage for ObjectStorage {
         self.service.delete_batch()
     }
 
+    fn bulk_delete_size(&self) -> usize {
+        match self.service {
+            Service::S3 | Service::Azure => self.service.delete_batch(),
+            Service::Gcs => 1,
+        }
+    }
+
     fn list_page_size(&self) -> Option<usize> {
         Some(match self.service {
             Service::Azure => 5000,
