@@ -1,14 +1,16 @@
 //! One collection, start to finish: list, mark, plan, sweep, report.
 
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
+use crate::cache::ManifestCache;
 use crate::error::Error;
 use crate::inventory::Inventory;
+use crate::listing;
 use crate::mark::{self, MarkOptions};
-use crate::plan::{self, PlanOptions};
+use crate::plan::{self, Plan, PlanOptions};
 use crate::progress::Progress;
-use crate::cache::ManifestCache;
-use crate::report::{Report, Seen, Warning, SCHEMA_VERSION};
+use crate::report::{self, Report, Seen, Warning, SCHEMA_VERSION};
 use crate::storage::counts::RequestFloor;
 use crate::storage::{system_time_ms, Storage};
 use crate::sweep::{self, SweepOptions};
@@ -23,15 +25,20 @@ pub struct GcOptions {
     pub concurrency: usize,
     pub max_manifest_bytes: u64,
     /// The manifest cache directory, if one is used.
-    pub cache_dir: Option<std::path::PathBuf>,
+    pub cache_dir: Option<PathBuf>,
 }
 
-pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress) -> Result<Report, Error> {
+/// Runs one collection. With `report_path`, the JSON report (every deletion
+/// with its key, reason and size) is written there, streamed from the plan.
+pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress, report_path: Option<&Path>) -> Result<Report, Error> {
     let started = Instant::now();
     let now = SystemTime::now();
     let storage = storage.as_ref();
 
-    let inventory = Inventory::build(storage, opts.concurrency, progress).await?;
+    let mut inventory = Inventory::default();
+    listing::list_registry(storage, &mut inventory, opts.concurrency, progress).await?;
+    inventory.finish();
+
     let mut warnings = Vec::new();
     let cache = opts.cache_dir.as_deref().and_then(|dir| match ManifestCache::open(dir) {
         Ok(c) => Some(c),
@@ -50,29 +57,29 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         now_ms: system_time_ms(now),
     };
     let plan = plan::plan(&inventory, &marks, &plan_opts);
-    sweep::check_plan(&plan)?;
+    sweep::check_plan(&inventory, &plan)?;
 
-    let outcome = if opts.dry_run { None } else { Some(sweep::sweep(storage, &plan, sweep_opts(&opts), progress).await?) };
+    let sweep_opts = SweepOptions { concurrency: opts.concurrency, attempts: 3 };
+    let outcome = if opts.dry_run { None } else { Some(sweep::sweep(storage, &inventory, &plan, sweep_opts, progress).await?) };
     progress.finish();
 
-    warnings.extend(marks.warnings);
+    warnings.extend(marks.warnings.iter().cloned());
     warnings.extend(plan.warnings.iter().cloned());
     let floor = storage.list_page_size().map(|page| RequestFloor {
         list: inventory.keys_listed.div_ceil(page as u64).max(1),
-        get: inventory.repositories.values().flat_map(|r| r.tags.values()).filter(|t| t.current_modified_ms.is_some()).count() as u64
-            + marks.manifests.len() as u64,
+        get: inventory.repositories.iter().flat_map(|r| &r.tags).filter(|t| t.current.is_some()).count() as u64 + marks.manifests_read() as u64,
         delete: (plan.deletions.len() as u64).div_ceil(storage.bulk_delete_size() as u64),
     });
     let seen = Seen {
         keys: inventory.keys_listed,
         repositories: inventory.repositories.len() as u64,
-        manifests: inventory.repositories.values().flat_map(|r| r.revisions.keys()).collect::<std::collections::HashSet<_>>().len() as u64,
+        manifests: inventory.manifest_count() as u64,
         tags: inventory.tag_count() as u64,
-        blobs: inventory.blobs.len() as u64,
+        blobs: inventory.blob_count() as u64,
         blob_bytes: inventory.blob_bytes(),
-        uploads: inventory.repositories.values().map(|r| r.uploads.len() as u64).sum(),
+        uploads: inventory.repositories.iter().map(|r| r.uploads.len() as u64).sum(),
     };
-    Ok(Report {
+    let report = Report {
         schema_version: SCHEMA_VERSION,
         storage: storage.describe(),
         dry_run: opts.dry_run,
@@ -93,15 +100,23 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         directories_removed: outcome.as_ref().map_or(0, |o| o.dirs_removed as u64),
         failures: outcome.map(|o| o.failures).unwrap_or_default(),
         warnings,
-        strays: inventory.strays,
+        strays: std::mem::take(&mut inventory.strays),
         requests: storage.counts().totals(),
         request_floor: floor,
         tags_matched_by_etag: marks.tags_matched_by_etag,
         manifest_cache_hits: marks.manifest_cache_hits,
-        deletions: plan.deletions,
-    })
+    };
+    if let Some(path) = report_path {
+        write_report(path, &report, &inventory, &plan)?;
+    }
+    Ok(report)
 }
 
-fn sweep_opts(opts: &GcOptions) -> SweepOptions {
-    SweepOptions { concurrency: opts.concurrency, attempts: 3 }
+fn write_report(path: &Path, report: &Report, inv: &Inventory, plan: &Plan) -> Result<(), Error> {
+    let fail = |source| Error::Report { path: path.display().to_string(), source };
+    let file = std::fs::File::create(path).map_err(fail)?;
+    let mut out = std::io::BufWriter::new(file);
+    let deletions = plan.deletions.iter().map(|d| (inv.key_of(&d.target), d.reason, d.bytes));
+    report::write_json(&mut out, report, deletions).map_err(fail)?;
+    std::io::Write::flush(&mut out).map_err(fail)
 }

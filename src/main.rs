@@ -48,11 +48,7 @@ async fn run_gc(args: &GcArgs, quiet: bool) -> Result<Report, Error> {
         settings.options.cache_dir = ManifestCache::default_dir();
     }
     let progress = Progress::new(!quiet);
-    let report = gc::run(storage, settings.options, &progress).await?;
-    if let Some(path) = &settings.report {
-        let json = serde_json::to_vec_pretty(&report).expect("the report serializes");
-        std::fs::write(path, json).map_err(|source| Error::Report { path: path.display().to_string(), source })?;
-    }
+    let report = gc::run(storage, settings.options, &progress, settings.report.as_deref()).await?;
     if !quiet {
         print!("{}", report.summary());
     }

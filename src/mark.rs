@@ -1,16 +1,21 @@
 //! The mark phase's reads: tag `current/link` files, alternate-algorithm links,
-//! and every manifest blob reachable from a revision or a tag, each read once,
+//! and every manifest a repository links as a revision, each read once,
 //! concurrently. What to keep is decided later by the planner, from these facts.
+//!
+//! A manifest's references are kept as digest ids of blobs the listing saw: a
+//! digest that is not in storage (a foreign layer, a child deleted long ago) can
+//! be neither kept nor deleted, so it is not recorded.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 
 use futures::StreamExt;
 
 use crate::cache::ManifestCache;
 use crate::digest::Digest;
+use crate::digest_table::{DigestId, DigestSet};
 use crate::inventory::Inventory;
 use crate::layout;
-use crate::manifest::{self, References};
+use crate::manifest::{self, ManifestKind, References};
 use crate::progress::Progress;
 use crate::report::Warning;
 use crate::storage::{Storage, StorageError};
@@ -33,16 +38,49 @@ pub enum TagTarget {
     Digest(Digest),
     /// Unreadable content: the tag's repository is then treated conservatively.
     Junk(String),
-    /// Listed, then gone before it could be read (deleted concurrently).
-    Vanished,
+    /// Listed, then gone before it could be read (deleted concurrently), or the
+    /// tag has no `current/link`.
+    None,
+}
+
+/// One manifest's references, as ranges of `Marks::refs`.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    kind: ManifestKind,
+    subject: Option<DigestId>,
+    start: u32,
+    blobs: u32,
+    children: u32,
+}
+
+/// What a manifest references, among the digests in storage.
+#[derive(Debug, Clone, Copy)]
+pub struct ManifestRefs<'a> {
+    pub kind: ManifestKind,
+    /// Config and layers (schema1: fsLayers); for unparseable manifests every
+    /// digest mentioned.
+    pub blobs: &'a [DigestId],
+    /// Child manifests of an index (for unparseable ones, every digest mentioned).
+    pub children: &'a [DigestId],
+    pub subject: Option<DigestId>,
+}
+
+impl ManifestRefs<'_> {
+    pub fn is_pinned_by_scan(&self) -> bool {
+        matches!(self.kind, ManifestKind::Unknown | ManifestKind::Unparseable)
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct Marks {
-    /// repository -> tag -> target, for every tag that has a `current/link`.
-    pub tag_targets: BTreeMap<String, BTreeMap<String, TagTarget>>,
-    /// Every manifest read, by digest.
-    pub manifests: HashMap<Digest, References>,
+    /// Per repository (inventory order), per tag (inventory order).
+    pub tag_targets: Vec<Vec<TagTarget>>,
+    /// Per digest id: the index of its entry + 1 (0: not a manifest read).
+    entry_of: Vec<u32>,
+    entries: Vec<Entry>,
+    refs: Vec<DigestId>,
+    /// Manifests' references under another algorithm (`sha512:…`), resolved.
+    other_algorithm: HashMap<DigestId, Vec<DigestId>>,
     /// `sha512:…` (and other algorithms) -> the sha256 blob their link names.
     pub alternate_digests: HashMap<String, Digest>,
     pub warnings: Vec<Warning>,
@@ -51,6 +89,45 @@ pub struct Marks {
     pub tags_matched_by_etag: u64,
     /// Manifests found in the local cache, without a read.
     pub manifest_cache_hits: u64,
+}
+
+impl Marks {
+    /// The references of manifest `id`, if it was read.
+    pub fn manifest(&self, id: DigestId) -> Option<ManifestRefs<'_>> {
+        let e = self.entries[self.entry_of.get(id as usize).copied().filter(|i| *i > 0)? as usize - 1];
+        let (s, b, c) = (e.start as usize, e.blobs as usize, e.children as usize);
+        Some(ManifestRefs { kind: e.kind, blobs: &self.refs[s..s + b], children: &self.refs[s + b..s + b + c], subject: e.subject })
+    }
+
+    pub fn manifests_read(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Blobs a manifest names under another algorithm, resolved to stored blobs.
+    pub fn other_algorithm_blobs(&self, id: DigestId) -> &[DigestId] {
+        self.other_algorithm.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Records `refs` as manifest `id`'s, keeping only digests in storage.
+    pub fn record(&mut self, inv: &Inventory, id: DigestId, refs: &References) {
+        let stored = |d: &Digest| inv.digests.find(d).filter(|id| inv.has_blob(*id));
+        let start = self.refs.len() as u32;
+        self.refs.extend(refs.blobs.iter().filter_map(stored));
+        let blobs = self.refs.len() as u32 - start;
+        self.refs.extend(refs.children.iter().filter_map(stored));
+        let children = self.refs.len() as u32 - start - blobs;
+        let subject = refs.subject.as_ref().and_then(|d| inv.digests.find(d));
+        if self.entry_of.len() <= id as usize {
+            self.entry_of.resize(inv.digests.len().max(id as usize + 1), 0);
+        }
+        self.entries.push(Entry { kind: refs.kind, subject, start, blobs, children });
+        self.entry_of[id as usize] = self.entries.len() as u32;
+        let others: Vec<DigestId> =
+            refs.other_algorithm.iter().filter_map(|o| self.alternate_digests.get(o)).filter_map(stored).collect();
+        if !others.is_empty() {
+            self.other_algorithm.insert(id, others);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +141,10 @@ pub enum MarkError {
 }
 
 pub async fn mark(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, progress: &Progress) -> Result<Marks, MarkError> {
-    let mut marks = Marks::default();
+    let mut marks = Marks {
+        tag_targets: inv.repositories.iter().map(|r| vec![TagTarget::None; r.tags.len()]).collect(),
+        ..Marks::default()
+    };
     read_tags(storage, inv, opts, &mut marks).await?;
     read_alternate_links(storage, inv, opts, &mut marks).await?;
     read_manifests(storage, inv, opts, progress, &mut marks).await?;
@@ -76,23 +156,29 @@ pub async fn mark(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, pr
 /// when the listing's ETag equals the MD5 of that exact text for one of the
 /// repository's revisions, that is the content. Any other ETag (multipart, KMS,
 /// Azure's opaque ones, a link with a newline) matches nothing and is read.
-fn tags_known_by_etag(inv: &Inventory, marks: &mut Marks) -> Vec<(String, String)> {
+/// Returns the (repository, tag) indexes still to read.
+fn tags_known_by_etag(inv: &Inventory, marks: &mut Marks) -> Vec<(usize, usize)> {
     use md5::{Digest as _, Md5};
     let mut unknown = Vec::new();
-    for (repo, r) in &inv.repositories {
-        let current: Vec<(&String, &crate::inventory::Tag)> = r.tags.iter().filter(|(_, t)| t.current_modified_ms.is_some()).collect();
-        let by_md5: HashMap<[u8; 16], Digest> = if current.iter().any(|(_, t)| t.current_md5.is_some()) {
-            r.revisions.keys().map(|d| (Md5::digest(d.to_string().as_bytes()).into(), *d)).collect()
+    for (ri, r) in inv.repositories.iter().enumerate() {
+        let by_md5: HashMap<[u8; 16], Digest> = if r.tags.iter().any(|t| t.current.is_some() && t.current_md5.is_some()) {
+            r.revisions
+                .iter()
+                .map(|l| {
+                    let d = *inv.digests.get(l.digest);
+                    (Md5::digest(d.to_string().as_bytes()).into(), d)
+                })
+                .collect()
         } else {
             HashMap::new()
         };
-        for (tag, t) in current {
+        for (ti, t) in r.tags.iter().enumerate().filter(|(_, t)| t.current.is_some()) {
             match t.current_md5.and_then(|m| by_md5.get(&m)) {
                 Some(d) => {
                     marks.tags_matched_by_etag += 1;
-                    marks.tag_targets.entry(repo.clone()).or_default().insert(tag.clone(), TagTarget::Digest(*d));
+                    marks.tag_targets[ri][ti] = TagTarget::Digest(*d);
                 }
-                None => unknown.push((repo.clone(), tag.clone())),
+                None => unknown.push((ri, ti)),
             }
         }
     }
@@ -102,13 +188,13 @@ fn tags_known_by_etag(inv: &Inventory, marks: &mut Marks) -> Vec<(String, String
 async fn read_tags(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, marks: &mut Marks) -> Result<(), MarkError> {
     let tags = tags_known_by_etag(inv, marks);
     let mut reads = futures::stream::iter(tags)
-        .map(|(repo, tag)| async move {
-            let key = layout::tag_current_key(&repo, &tag);
+        .map(|(ri, ti)| async move {
+            let key = layout::tag_current_key(&inv.repositories[ri].name, &inv.repositories[ri].tags[ti].name);
             let result = storage.get(&key, LINK_READ_LIMIT).await;
-            (repo, tag, key, result)
+            (ri, ti, key, result)
         })
         .buffer_unordered(opts.concurrency.max(1));
-    while let Some((repo, tag, key, result)) = reads.next().await {
+    while let Some((ri, ti, key, result)) = reads.next().await {
         let target = match result {
             Ok(bytes) => match std::str::from_utf8(&bytes).ok().and_then(|s| s.parse::<Digest>().ok()) {
                 Some(d) => TagTarget::Digest(d),
@@ -118,20 +204,20 @@ async fn read_tags(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, m
                     TagTarget::Junk(reason)
                 }
             },
-            Err(StorageError::NotFound { .. }) => TagTarget::Vanished,
+            Err(StorageError::NotFound { .. }) => TagTarget::None,
             Err(e @ StorageError::TooLarge { .. }) => {
                 marks.warnings.push(Warning::new(&key, &e.to_string()));
                 TagTarget::Junk(e.to_string())
             }
             Err(e) => return Err(MarkError::Read(e)),
         };
-        marks.tag_targets.entry(repo).or_default().insert(tag, target);
+        marks.tag_targets[ri][ti] = target;
     }
     Ok(())
 }
 
 async fn read_alternate_links(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, marks: &mut Marks) -> Result<(), MarkError> {
-    let links = inv.repositories.iter().flat_map(|(repo, r)| r.alt_links.iter().map(move |l| (repo.as_str(), l)));
+    let links = inv.repositories.iter().flat_map(|r| r.alt_links.iter().map(move |l| (r.name.as_str(), l)));
     let mut reads = futures::stream::iter(links)
         .map(|(repo, link)| async move {
             let key = layout::alt_link_key(repo, link.what, &link.algorithm, &link.encoded);
@@ -166,16 +252,18 @@ async fn read_manifests(
     progress: &Progress,
     marks: &mut Marks,
 ) -> Result<(), MarkError> {
-    let digests: HashSet<Digest> =
-        inv.repositories.values().flat_map(|r| r.revisions.keys()).filter(|d| inv.blobs.contains_key(d)).copied().collect();
-    progress.start_phase("reading manifests", digests.len() as u64);
-    let mut reads = futures::stream::iter(digests)
-        .map(|digest| async move {
+    let mut seen = DigestSet::with_len(inv.digests.len());
+    let ids: Vec<DigestId> =
+        inv.repositories.iter().flat_map(|r| &r.revisions).map(|l| l.digest).filter(|id| inv.has_blob(*id) && seen.insert(*id)).collect();
+    progress.start_phase("reading manifests", ids.len() as u64);
+    let mut reads = futures::stream::iter(ids)
+        .map(|id| async move {
+            let digest = *inv.digests.get(id);
             let key = layout::blob_data_key(&digest);
             if let Some(cache) = &opts.cache {
                 let cache = cache.clone();
                 if let Ok(Some(bytes)) = tokio::task::spawn_blocking(move || cache.get(&digest)).await {
-                    return (digest, key, Ok(bytes), true);
+                    return (id, key, Ok(bytes), true);
                 }
             }
             let result = storage.get(&key, opts.max_manifest_bytes).await;
@@ -183,10 +271,10 @@ async fn read_manifests(
                 let (cache, bytes) = (cache.clone(), bytes.clone());
                 let _ = tokio::task::spawn_blocking(move || cache.put(&digest, &bytes)).await;
             }
-            (digest, key, result, false)
+            (id, key, result, false)
         })
         .buffer_unordered(opts.concurrency.max(1));
-    while let Some((digest, key, result, cached)) = reads.next().await {
+    while let Some((id, key, result, cached)) = reads.next().await {
         progress.inc(1);
         marks.manifest_cache_hits += cached as u64;
         let bytes = match result {
@@ -198,17 +286,13 @@ async fn read_manifests(
         marks.manifest_bytes_read += bytes.len() as u64;
         let refs = manifest::parse(&bytes);
         if refs.is_pinned_by_scan() {
-            let msg = format!(
-                "manifest could not be parsed ({:?}); keeping every digest it mentions ({})",
-                refs.kind,
-                refs.blobs.len()
-            );
+            let msg = format!("manifest could not be parsed ({:?}); keeping every digest it mentions ({})", refs.kind, refs.blobs.len());
             marks.warnings.push(Warning::new(&key, &msg));
         }
         for bad in &refs.invalid {
             marks.warnings.push(Warning::new(&key, &format!("manifest names an invalid digest {bad:?}")));
         }
-        marks.manifests.insert(digest, refs);
+        marks.record(inv, id, &refs);
     }
     Ok(())
 }

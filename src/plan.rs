@@ -2,10 +2,10 @@
 //! each deletion with its reason and size. No I/O here, so it can be tested on
 //! any graph and a dry run prints exactly what a real run would do.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
-use crate::digest::Digest;
-use crate::inventory::{Inventory, Repository};
+use crate::digest_table::{DigestId, DigestSet};
+use crate::inventory::{Inventory, Repository, Secs};
 use crate::layout;
 use crate::mark::{Marks, TagTarget};
 use crate::report::Warning;
@@ -89,16 +89,47 @@ impl Reason {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// What a deletion removes, by ids into the inventory: keys are rendered only
+/// when a batch is sent, so a plan of millions of deletions stays small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    Blob(DigestId),
+    Revision { repo: u32, digest: DigestId },
+    TagCurrent { repo: u32, tag: u32 },
+    TagIndex { repo: u32, tag: u32, digest: DigestId },
+    LayerLink { repo: u32, digest: DigestId },
+    Upload { repo: u32, upload: u32, part: u32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deletion {
-    pub key: String,
+    pub target: Target,
     pub reason: Reason,
     pub bytes: u64,
 }
 
+impl Inventory {
+    /// The storage key a deletion removes.
+    pub fn key_of(&self, target: &Target) -> String {
+        let repo = |r: u32| self.repositories[r as usize].name.as_str();
+        let tag = |r: u32, t: u32| &*self.repositories[r as usize].tags[t as usize].name;
+        match *target {
+            Target::Blob(d) => layout::blob_data_key(self.digests.get(d)),
+            Target::Revision { repo: r, digest } => layout::revision_key(repo(r), self.digests.get(digest)),
+            Target::TagCurrent { repo: r, tag: t } => layout::tag_current_key(repo(r), tag(r, t)),
+            Target::TagIndex { repo: r, tag: t, digest } => layout::tag_index_key(repo(r), tag(r, t), self.digests.get(digest)),
+            Target::LayerLink { repo: r, digest } => layout::layer_link_key(repo(r), self.digests.get(digest)),
+            Target::Upload { repo: r, upload, part } => {
+                let u = &self.repositories[r as usize].uploads[upload as usize];
+                layout::upload_key(repo(r), &u.uuid, &u.parts[part as usize].part)
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Sorted by sweep phase, then key.
+    /// Sorted by sweep phase.
     pub deletions: Vec<Deletion>,
     /// Repositories with nothing left in them after the sweep.
     pub empty_repositories: Vec<String>,
@@ -122,25 +153,11 @@ impl Plan {
 /// The blobs kept manifests need, across repositories: each kept manifest itself,
 /// its config and layers, and its children's manifest blobs. A child's own
 /// layers are kept through the child's revision (see `kept_in_repository`).
-struct KeptBlobs<'a> {
-    marks: &'a Marks,
-    kept: HashSet<Digest>,
-    expanded: HashSet<Digest>,
-}
-
-impl KeptBlobs<'_> {
-    fn keep_manifest(&mut self, d: Digest) {
-        if !self.expanded.insert(d) {
-            return;
-        }
-        self.kept.insert(d);
-        let Some(refs) = self.marks.manifests.get(&d) else { return };
-        self.kept.extend(refs.blobs.iter().copied());
-        self.kept.extend(refs.children.iter().copied());
-        for other in &refs.other_algorithm {
-            if let Some(sha256) = self.marks.alternate_digests.get(other) {
-                self.kept.insert(*sha256);
-            }
+fn keep_manifest(marks: &Marks, kept: &mut DigestSet, d: DigestId) {
+    kept.insert(d);
+    if let Some(refs) = marks.manifest(d) {
+        for b in refs.blobs.iter().chain(refs.children).chain(marks.other_algorithm_blobs(d)) {
+            kept.insert(*b);
         }
     }
 }
@@ -151,150 +168,153 @@ impl KeptBlobs<'_> {
 /// revisions younger than the fence, and revisions that could not be parsed.
 /// Returns also whether the repository had to be kept whole because a tag link
 /// could not be read.
-fn kept_in_repository(
-    repo: &Repository,
-    tags: Option<&BTreeMap<String, TagTarget>>,
-    marks: &Marks,
-    opts: &PlanOptions,
-    fence: i64,
-) -> (HashSet<Digest>, bool) {
-    let uncertain = tags.is_some_and(|t| t.values().any(|t| matches!(t, TagTarget::Junk(_))));
+fn kept_in_repository(inv: &Inventory, repo: &Repository, targets: &[TagTarget], marks: &Marks, opts: &PlanOptions, fence: Secs) -> (Vec<DigestId>, bool) {
+    let uncertain = targets.iter().any(|t| matches!(t, TagTarget::Junk(_)));
     if !opts.delete_untagged || uncertain {
-        return (repo.revisions.keys().copied().collect(), uncertain && opts.delete_untagged);
+        return (repo.revisions.iter().map(|l| l.digest).collect(), uncertain && opts.delete_untagged);
     }
-    let mut referrers: HashMap<Digest, Vec<Digest>> = HashMap::new();
-    let mut roots: Vec<Digest> = tags
-        .into_iter()
-        .flat_map(|t| t.values())
-        .filter_map(|t| if let TagTarget::Digest(d) = t { Some(*d) } else { None })
+    let mut referrers: HashMap<DigestId, Vec<DigestId>> = HashMap::new();
+    let mut roots: Vec<DigestId> = targets
+        .iter()
+        .filter_map(|t| if let TagTarget::Digest(d) = t { inv.digests.find(d) } else { None })
         .collect();
-    for (d, modified) in &repo.revisions {
-        if let Some(refs) = marks.manifests.get(d) {
+    for l in &repo.revisions {
+        if let Some(refs) = marks.manifest(l.digest) {
             if let Some(subject) = refs.subject {
-                referrers.entry(subject).or_default().push(*d);
+                referrers.entry(subject).or_default().push(l.digest);
             }
             if refs.is_pinned_by_scan() {
-                roots.push(*d); // cannot tell what it is: keep it
+                roots.push(l.digest); // cannot tell what it is: keep it
             }
         }
-        if *modified > fence {
-            roots.push(*d);
+        if l.modified > fence {
+            roots.push(l.digest);
         }
     }
-    let mut kept = HashSet::new();
+    let mut kept = DigestSet::default();
+    let mut out = Vec::new();
     while let Some(d) = roots.pop() {
-        if !repo.revisions.contains_key(&d) || !kept.insert(d) {
+        if !repo.has_revision(d) || !kept.insert(d) {
             continue;
         }
-        if let Some(refs) = marks.manifests.get(&d) {
+        out.push(d);
+        if let Some(refs) = marks.manifest(d) {
             roots.extend(refs.children.iter().copied());
         }
         if let Some(rs) = referrers.get(&d) {
             roots.extend(rs.iter().copied());
         }
     }
-    (kept, false)
+    out.sort_unstable();
+    (out, false)
 }
 
 pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
-    let fence = opts.now_ms - opts.min_age_ms;
-    let young = |t: i64| t > fence;
+    // Times are whole seconds, rounded up for objects and down for the fence:
+    // an object is never taken for older than it is.
+    let fence: Secs = Secs::try_from((opts.now_ms - opts.min_age_ms).max(0) / 1000).unwrap_or(Secs::MAX);
+    let upload_cutoff: Secs = Secs::try_from((opts.now_ms - opts.upload_max_age_ms).max(0) / 1000).unwrap_or(Secs::MAX);
+    let young = |t: Secs| t > fence;
     let mut out = Plan { remove_empty_repositories: opts.delete_empty_repositories, ..Plan::default() };
 
     // 1. What each repository keeps, and the blobs all kept manifests reach.
-    let mut graph = KeptBlobs { marks, kept: HashSet::new(), expanded: HashSet::new() };
-    let mut kept_by_repo: HashMap<&str, HashSet<Digest>> = HashMap::new();
-    for (name, repo) in &inv.repositories {
-        let (kept, uncertain) = kept_in_repository(repo, marks.tag_targets.get(name), marks, opts, fence);
+    let mut kept = DigestSet::with_len(inv.digests.len());
+    let mut kept_by_repo: Vec<Vec<DigestId>> = Vec::with_capacity(inv.repositories.len());
+    for (ri, repo) in inv.repositories.iter().enumerate() {
+        let targets = &marks.tag_targets[ri];
+        let (repo_kept, uncertain) = kept_in_repository(inv, repo, targets, marks, opts, fence);
         if uncertain {
             out.warnings.push(Warning::new(
-                &layout::repository_prefix(name),
+                &layout::repository_prefix(&repo.name),
                 "a tag link could not be read: every revision of this repository is kept",
             ));
         }
-        for d in &kept {
-            graph.keep_manifest(*d);
+        for d in &repo_kept {
+            keep_manifest(marks, &mut kept, *d);
         }
         // A tag pointing at a digest with no revision here cannot be served, but
         // its blob is not ours to judge garbage: keep it.
-        for target in marks.tag_targets.get(name).into_iter().flat_map(|t| t.values()) {
-            if let TagTarget::Digest(d) = target {
-                graph.kept.insert(*d);
+        for t in targets {
+            if let Some(id) = if let TagTarget::Digest(d) = t { inv.digests.find(d) } else { None } {
+                kept.insert(id);
             }
         }
-        kept_by_repo.insert(name.as_str(), kept);
+        kept_by_repo.push(repo_kept);
     }
 
     // 2. Blobs nothing keeps.
-    let mut deleted_blobs: HashSet<Digest> = HashSet::new();
-    for (d, info) in &inv.blobs {
-        if graph.kept.contains(d) {
+    let mut deleted_blobs = DigestSet::with_len(inv.digests.len());
+    for (id, info) in inv.blobs() {
+        if kept.contains(id) {
             out.kept_blobs += 1;
             out.kept_blob_bytes += info.size;
-        } else if young(info.modified_ms) {
+        } else if young(info.modified) {
             out.spared_young += 1;
             out.kept_blobs += 1;
             out.kept_blob_bytes += info.size;
         } else {
-            deleted_blobs.insert(*d);
-            out.deletions.push(Deletion { key: layout::blob_data_key(d), reason: Reason::UnreferencedBlob, bytes: info.size });
+            deleted_blobs.insert(id);
+            out.deletions.push(Deletion { target: Target::Blob(id), reason: Reason::UnreferencedBlob, bytes: info.size });
         }
     }
-    let present_after = |d: &Digest| inv.blobs.contains_key(d) && !deleted_blobs.contains(d);
+    let present_after = |d: DigestId| inv.has_blob(d) && !deleted_blobs.contains(d);
 
     // 3. Links and uploads, per repository.
-    for (name, repo) in &inv.repositories {
-        let kept = &kept_by_repo[name.as_str()];
-        let mut deletions: Vec<Deletion> = Vec::new();
+    for (ri, repo) in inv.repositories.iter().enumerate() {
+        let r = ri as u32;
+        let repo_kept = &kept_by_repo[ri];
+        let targets = &marks.tag_targets[ri];
         let mut spared = 0u64;
-        let mut remove = |deletions: &mut Vec<Deletion>, key: String, reason: Reason, t: i64, bytes: u64| {
+        let mut remove = |deletions: &mut Vec<Deletion>, target: Target, reason: Reason, t: Secs, bytes: u64| {
             if young(t) {
                 spared += 1;
                 false
             } else {
-                deletions.push(Deletion { key, reason, bytes });
+                deletions.push(Deletion { target, reason, bytes });
                 true
             }
         };
-        let collected = |d: &Digest| opts.delete_untagged && !kept.contains(d);
+        let collected = |d: DigestId| opts.delete_untagged && repo_kept.binary_search(&d).is_err();
+        let deletions = &mut out.deletions;
 
         let mut revisions_left = repo.revisions.len();
-        for (d, t) in &repo.revisions {
-            let reason = if collected(d) && inv.blobs.contains_key(d) {
+        for l in &repo.revisions {
+            let reason = if collected(l.digest) && inv.has_blob(l.digest) {
                 Some(Reason::UntaggedManifest)
-            } else if !present_after(d) {
+            } else if !present_after(l.digest) {
                 Some(Reason::DanglingRevision)
             } else {
                 None
             };
             if let Some(reason) = reason {
-                if remove(&mut deletions, layout::revision_key(name, d), reason, *t, 0) {
+                if remove(deletions, Target::Revision { repo: r, digest: l.digest }, reason, l.modified, 0) {
                     revisions_left -= 1;
                 }
             }
         }
 
-        let targets = marks.tag_targets.get(name);
         let mut tags_left = 0;
-        for (tag_name, tag) in &repo.tags {
-            let target = targets.and_then(|t| t.get(tag_name));
-            let current = match target {
-                Some(TagTarget::Digest(d)) => Some(*d),
+        for (ti, tag) in repo.tags.iter().enumerate() {
+            let t = ti as u32;
+            let history = history_of(repo, t);
+            let current = match &targets[ti] {
+                TagTarget::Digest(d) => Some(inv.digests.find(d)),
                 _ => None,
             };
-            let all_old = tag.current_modified_ms.is_none_or(|t| !young(t)) && tag.index.values().all(|t| !young(*t));
-            if let (Some(cur), Some(cur_t)) = (current, tag.current_modified_ms) {
-                if !present_after(&cur) && all_old {
-                    remove(&mut deletions, layout::tag_current_key(name, tag_name), Reason::DanglingTag, cur_t, 0);
-                    for (d, t) in &tag.index {
-                        remove(&mut deletions, layout::tag_index_key(name, tag_name, d), Reason::DanglingTag, *t, 0);
+            let all_old = tag.current.is_none_or(|m| !young(m)) && history.iter().all(|h| !young(h.link.modified));
+            if let (Some(cur), Some(cur_t)) = (current, tag.current) {
+                if !cur.is_some_and(present_after) && all_old {
+                    remove(deletions, Target::TagCurrent { repo: r, tag: t }, Reason::DanglingTag, cur_t, 0);
+                    for h in history {
+                        remove(deletions, Target::TagIndex { repo: r, tag: t, digest: h.link.digest }, Reason::DanglingTag, h.link.modified, 0);
                     }
                     continue;
                 }
             }
             let mut entries_left = 0;
-            for (d, t) in &tag.index {
-                let reason = if current == Some(*d) {
+            for h in history {
+                let d = h.link.digest;
+                let reason = if current == Some(Some(d)) {
                     None
                 } else if collected(d) {
                     Some(Reason::UntaggedTagIndex)
@@ -304,33 +324,32 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
                     None
                 };
                 let removed = match reason {
-                    Some(reason) => remove(&mut deletions, layout::tag_index_key(name, tag_name, d), reason, *t, 0),
+                    Some(reason) => remove(deletions, Target::TagIndex { repo: r, tag: t, digest: d }, reason, h.link.modified, 0),
                     None => false,
                 };
                 if !removed {
                     entries_left += 1;
                 }
             }
-            if tag.current_modified_ms.is_some() || entries_left > 0 {
+            if tag.current.is_some() || entries_left > 0 {
                 tags_left += 1;
             }
         }
 
         let mut layers_left = repo.layers.len();
-        for (d, t) in &repo.layers {
-            if !present_after(d) && remove(&mut deletions, layout::layer_link_key(name, d), Reason::DanglingLayerLink, *t, 0) {
+        for l in &repo.layers {
+            if !present_after(l.digest) && remove(deletions, Target::LayerLink { repo: r, digest: l.digest }, Reason::DanglingLayerLink, l.modified, 0) {
                 layers_left -= 1;
             }
         }
 
         let mut uploads_left = 0;
-        for (uuid, upload) in &repo.uploads {
-            let newest = upload.newest_ms();
-            let stale = newest < opts.now_ms - opts.upload_max_age_ms && !young(newest);
-            if stale {
-                for part in &upload.parts {
-                    let key = layout::upload_key(name, uuid, &part.part);
-                    remove(&mut deletions, key, Reason::StaleUpload, part.modified_ms, part.size);
+        for (ui, upload) in repo.uploads.iter().enumerate() {
+            let newest = upload.newest();
+            if newest < upload_cutoff && !young(newest) {
+                for (pi, part) in upload.parts.iter().enumerate() {
+                    let target = Target::Upload { repo: r, upload: ui as u32, part: pi as u32 };
+                    remove(deletions, target, Reason::StaleUpload, part.modified, part.size);
                 }
             } else {
                 uploads_left += 1;
@@ -345,15 +364,14 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
             && repo.alt_links.is_empty()
             && repo.stray_keys == 0;
         if empty {
-            out.empty_repositories.push(name.clone());
+            out.empty_repositories.push(repo.name.clone());
         }
-        out.deletions.extend(deletions);
     }
 
     // A directory may be empty only because a registry write is about to fill it;
     // those are young, and stay.
     let mut dirs: BTreeSet<String> = BTreeSet::new();
-    for d in inv.empty_dirs.iter().filter(|d| d.removable && !young(d.modified_ms)) {
+    for d in inv.empty_dirs.iter().filter(|d| d.removable && !young(d.modified)) {
         // its parents may be left empty by its removal (a tag directory whose
         // `current/` and `index/` are both empty)
         let mut dir = d.key.as_str();
@@ -367,8 +385,15 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
     out.empty_dirs = dirs.into_iter().collect();
     out.empty_dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
 
-    out.deletions.sort_by(|a, b| (a.reason.phase(), &a.key).cmp(&(b.reason.phase(), &b.key)));
+    out.deletions.sort_by_key(|d| (d.reason.phase(), d.target));
     out
+}
+
+/// A tag's history entries (the repository's history is sorted by tag).
+fn history_of(repo: &Repository, tag: u32) -> &[crate::inventory::TagHistory] {
+    let start = repo.history.partition_point(|h| h.tag < tag);
+    let end = repo.history.partition_point(|h| h.tag <= tag);
+    &repo.history[start..end]
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
 //! Plan semantics on hand-built registries, and invariants on random ones.
 
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
 use super::*;
+use crate::digest::Digest;
 use crate::manifest::{ManifestKind, References};
 use crate::storage::ObjectMeta;
 
-const NOW: i64 = 1_000_000_000;
+const NOW: i64 = 1_000_000_000_000;
 const OLD: i64 = NOW - 10 * 3_600_000;
 const HOUR: i64 = 3_600_000;
 
@@ -15,41 +18,59 @@ fn dg(n: u32) -> Digest {
     Digest::from_bytes(b)
 }
 
+/// A registry described by its keys, the manifests' contents and the tags'
+/// targets, from which an inventory and marks are built for each plan.
 #[derive(Default)]
 struct Fx {
+    objects: BTreeMap<String, i64>,
+    manifests: BTreeMap<Digest, References>,
+    targets: BTreeMap<(String, String), TagTarget>,
+    alternates: Vec<(String, Digest)>,
+}
+
+/// A plan with the inventory it refers to.
+struct Planned {
     inv: Inventory,
-    marks: Marks,
+    plan: Plan,
+}
+
+impl std::ops::Deref for Planned {
+    type Target = Plan;
+    fn deref(&self) -> &Plan {
+        &self.plan
+    }
 }
 
 impl Fx {
     fn put(&mut self, key: String, t: i64) {
-        self.inv.insert(ObjectMeta { key, size: 10, last_modified_ms: t, etag: None });
+        self.objects.insert(key, t);
     }
     fn blob(&mut self, d: Digest) -> &mut Self {
-        if !self.inv.blobs.contains_key(&d) {
-            self.put(layout::blob_data_key(&d), OLD);
-        }
+        self.objects.entry(layout::blob_data_key(&d)).or_insert(OLD);
         self
+    }
+    fn remove_blob(&mut self, d: Digest) {
+        self.objects.remove(&layout::blob_data_key(&d));
+    }
+    fn has_blob(&self, d: &Digest) -> bool {
+        self.objects.contains_key(&layout::blob_data_key(d))
     }
     fn image(&mut self, m: Digest, blobs: &[Digest]) -> &mut Self {
         self.blob(m);
         for b in blobs {
             self.blob(*b);
         }
-        self.marks.manifests.insert(m, refs(ManifestKind::Image, blobs, &[], None));
+        self.manifests.insert(m, refs(ManifestKind::Image, blobs, &[], None));
         self
     }
     fn index(&mut self, m: Digest, children: &[Digest]) -> &mut Self {
         self.blob(m);
-        self.marks.manifests.insert(m, refs(ManifestKind::Index, &[], children, None));
+        self.manifests.insert(m, refs(ManifestKind::Index, &[], children, None));
         self
     }
     fn referrer(&mut self, m: Digest, blobs: &[Digest], subject: Digest) -> &mut Self {
-        self.blob(m);
-        for b in blobs {
-            self.blob(*b);
-        }
-        self.marks.manifests.insert(m, refs(ManifestKind::Image, blobs, &[], Some(subject)));
+        self.image(m, blobs);
+        self.manifests.get_mut(&m).unwrap().subject = Some(subject);
         self
     }
     fn revision(&mut self, repo: &str, d: Digest) -> &mut Self {
@@ -63,11 +84,39 @@ impl Fx {
     fn tag(&mut self, repo: &str, tag: &str, d: Digest) -> &mut Self {
         self.put(layout::tag_current_key(repo, tag), OLD);
         self.put(layout::tag_index_key(repo, tag, &d), OLD);
-        self.marks.tag_targets.entry(repo.into()).or_default().insert(tag.into(), TagTarget::Digest(d));
+        self.targets.insert((repo.into(), tag.into()), TagTarget::Digest(d));
         self
     }
-    fn plan(&self, delete_untagged: bool) -> Plan {
-        plan(&self.inv, &self.marks, &opts(delete_untagged))
+    /// Revisions per repository, from the keys.
+    fn revisions(&self) -> BTreeMap<String, BTreeSet<Digest>> {
+        let mut out: BTreeMap<String, BTreeSet<Digest>> = BTreeMap::new();
+        for k in self.objects.keys() {
+            if let layout::KeyKind::Revision { repo, digest } = layout::classify(k) {
+                out.entry(repo.to_string()).or_default().insert(digest);
+            }
+        }
+        out
+    }
+    fn plan(&self, delete_untagged: bool) -> Planned {
+        let mut inv = Inventory::default();
+        for (key, t) in &self.objects {
+            inv.insert(ObjectMeta { key: key.clone(), size: 10, last_modified_ms: *t, etag: None });
+        }
+        inv.finish();
+        let mut marks = Marks::default();
+        marks.tag_targets = inv
+            .repositories
+            .iter()
+            .map(|r| r.tags.iter().map(|t| self.targets.get(&(r.name.clone(), t.name.to_string())).cloned().unwrap_or(TagTarget::None)).collect())
+            .collect();
+        marks.alternate_digests.extend(self.alternates.iter().cloned());
+        for (d, r) in &self.manifests {
+            if let Some(id) = inv.digests.find(d).filter(|id| inv.has_blob(*id)) {
+                marks.record(&inv, id, r);
+            }
+        }
+        let plan = plan(&inv, &marks, &opts(delete_untagged));
+        Planned { inv, plan }
     }
 }
 
@@ -85,15 +134,20 @@ fn refs(kind: ManifestKind, blobs: &[Digest], children: &[Digest], subject: Opti
     References { kind, blobs: blobs.to_vec(), children: children.to_vec(), subject, other_algorithm: vec![], invalid: vec![] }
 }
 
-fn deleted_blobs(p: &Plan) -> HashSet<Digest> {
-    p.deleted_blobs().map(|d| match layout::classify(&d.key) {
-        layout::KeyKind::BlobData(d) => d,
-        other => panic!("not a blob: {other:?}"),
-    }).collect()
+fn deleted_blobs(p: &Planned) -> HashSet<Digest> {
+    p.deleted_blobs()
+        .map(|d| match d.target {
+            Target::Blob(id) => *p.inv.digests.get(id),
+            other => panic!("not a blob: {other:?}"),
+        })
+        .collect()
 }
 
-fn keys_with(p: &Plan, reason: Reason) -> Vec<String> {
-    p.deletions.iter().filter(|d| d.reason == reason).map(|d| d.key.clone()).collect()
+/// The keys deleted for `reason`, sorted.
+fn keys_with(p: &Planned, reason: Reason) -> Vec<String> {
+    let mut keys: Vec<String> = p.deletions.iter().filter(|d| d.reason == reason).map(|d| p.inv.key_of(&d.target)).collect();
+    keys.sort();
+    keys
 }
 
 fn set(ds: &[Digest]) -> HashSet<Digest> {
@@ -229,7 +283,7 @@ fn junk_tag_link_keeps_the_whole_repository_in_delete_untagged_mode() {
     let mut fx = Fx::default();
     fx.image(dg(1), &[dg(10)]).revision("r", dg(1));
     fx.put(layout::tag_current_key("r", "bad"), OLD);
-    fx.marks.tag_targets.entry("r".into()).or_default().insert("bad".into(), TagTarget::Junk("x".into()));
+    fx.targets.insert(("r".into(), "bad".into()), TagTarget::Junk("x".into()));
     let p = fx.plan(true);
     assert!(p.deletions.is_empty());
     assert_eq!(p.warnings.len(), 1);
@@ -239,7 +293,7 @@ fn junk_tag_link_keeps_the_whole_repository_in_delete_untagged_mode() {
 fn unparseable_revision_is_kept_and_pins_what_it_mentions() {
     let mut fx = Fx::default();
     fx.blob(dg(1)).blob(dg(10)).revision("r", dg(1));
-    fx.marks.manifests.insert(dg(1), refs(ManifestKind::Unparseable, &[dg(10)], &[dg(10)], None));
+    fx.manifests.insert(dg(1), refs(ManifestKind::Unparseable, &[dg(10)], &[dg(10)], None));
     let p = fx.plan(true);
     assert!(p.deletions.is_empty(), "{:?}", p.deletions);
 }
@@ -250,8 +304,8 @@ fn alternate_algorithm_references_resolve_through_links() {
     fx.blob(dg(1)).blob(dg(10)).revision("r", dg(1));
     let mut r = refs(ManifestKind::Image, &[], &[], None);
     r.other_algorithm = vec!["sha512:ab".into()];
-    fx.marks.manifests.insert(dg(1), r);
-    fx.marks.alternate_digests.insert("sha512:ab".into(), dg(10));
+    fx.manifests.insert(dg(1), r);
+    fx.alternates.push(("sha512:ab".into(), dg(10)));
     assert!(fx.plan(false).deletions.is_empty());
 }
 
@@ -329,11 +383,11 @@ fn random_registries_never_lose_what_tags_reach() {
                 let layers: Vec<Digest> = (0..1 + rng.below(4)).map(|_| dg(1000 + rng.below(n_layers as u64) as u32)).collect();
                 let subject = (kind == 1 && m > 0).then(|| dg(rng.below(m as u64) as u32));
                 fx.image(d, &layers);
-                fx.marks.manifests.get_mut(&d).unwrap().subject = subject;
+                fx.manifests.get_mut(&d).unwrap().subject = subject;
             }
             if rng.below(6) == 0 {
                 // the manifest blob itself is missing
-                fx.inv.blobs.remove(&d);
+                fx.remove_blob(d);
             }
             for repo in repos {
                 if rng.below(2) == 0 {
@@ -350,38 +404,42 @@ fn random_registries_never_lose_what_tags_reach() {
             for d in &young_blobs {
                 assert!(!deleted.contains(d), "seed {seed}: young blob deleted");
             }
-            for (name, repo) in &fx.inv.repositories {
+            let deleted_keys: HashSet<String> = p.deletions.iter().map(|x| p.inv.key_of(&x.target)).collect();
+            for (name, revisions) in fx.revisions() {
                 // independently computed: what this repository serves
                 let mut reach: Vec<Digest> = if delete_untagged {
-                    fx.marks.tag_targets.get(name).into_iter().flat_map(|t| t.values()).filter_map(|t| match t {
-                        TagTarget::Digest(d) => Some(*d),
-                        _ => None,
-                    }).collect()
+                    fx.targets
+                        .iter()
+                        .filter(|((r, _), _)| *r == name)
+                        .filter_map(|(_, t)| if let TagTarget::Digest(d) = t { Some(*d) } else { None })
+                        .collect()
                 } else {
-                    repo.revisions.keys().copied().collect()
+                    revisions.iter().copied().collect()
                 };
                 let mut seen = HashSet::new();
                 while let Some(d) = reach.pop() {
-                    if !repo.revisions.contains_key(&d) || !fx.inv.blobs.contains_key(&d) || !seen.insert(d) {
+                    if !revisions.contains(&d) || !fx.has_blob(&d) || !seen.insert(d) {
                         continue;
                     }
                     assert!(!deleted.contains(&d), "seed {seed} untagged={delete_untagged}: kept manifest {d:?} deleted in {name}");
-                    let r = &fx.marks.manifests[&d];
+                    let r = &fx.manifests[&d];
                     for b in r.blobs.iter().chain(&r.children) {
                         assert!(!deleted.contains(b), "seed {seed} untagged={delete_untagged}: blob {b:?} of kept {d:?} in {name} deleted");
                     }
                     reach.extend(r.children.iter().copied());
-                    for (other, rr) in &fx.marks.manifests {
+                    for (other, rr) in &fx.manifests {
                         if rr.subject == Some(d) {
                             reach.push(*other);
                         }
                     }
-                    let link = layout::revision_key(name, &d);
-                    assert!(!p.deletions.iter().any(|x| x.key == link), "seed {seed}: revision link of kept {d:?} deleted");
+                    let link = layout::revision_key(&name, &d);
+                    assert!(!deleted_keys.contains(&link), "seed {seed}: revision link of kept {d:?} deleted");
                 }
             }
             // dry-run equivalence: planning is deterministic
-            assert_eq!(p.deletions, fx.plan(delete_untagged).deletions);
+            let again = fx.plan(delete_untagged);
+            let keys = |p: &Planned| p.deletions.iter().map(|x| (p.inv.key_of(&x.target), x.reason)).collect::<Vec<_>>();
+            assert_eq!(keys(&p), keys(&again));
         }
     }
 }

@@ -80,7 +80,45 @@ pub struct Report {
     pub request_floor: Option<RequestFloor>,
     pub tags_matched_by_etag: u64,
     pub manifest_cache_hits: u64,
-    pub deletions: Vec<Deletion>,
+}
+
+/// Writes the JSON report: the report's fields, then `deletions`, every key
+/// with its reason and size, streamed so that a plan of millions of deletions
+/// never exists as strings all at once.
+pub fn write_json(
+    out: &mut dyn std::io::Write,
+    report: &Report,
+    deletions: impl Iterator<Item = (String, Reason, u64)>,
+) -> std::io::Result<()> {
+    use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+
+    struct Deletions<I>(std::cell::RefCell<Option<I>>);
+    impl<I: Iterator<Item = (String, Reason, u64)>> serde::Serialize for Deletions<I> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            #[derive(serde::Serialize)]
+            struct Row<'a> {
+                key: &'a str,
+                reason: Reason,
+                bytes: u64,
+            }
+            let mut seq = s.serialize_seq(None)?;
+            for (key, reason, bytes) in self.0.borrow_mut().take().into_iter().flatten() {
+                seq.serialize_element(&Row { key: &key, reason, bytes })?;
+            }
+            seq.end()
+        }
+    }
+
+    let fields = serde_json::to_value(report).map_err(std::io::Error::other)?;
+    let mut ser = serde_json::Serializer::pretty(out);
+    let mut map = ser.serialize_map(None).map_err(std::io::Error::other)?;
+    if let serde_json::Value::Object(fields) = fields {
+        for (k, v) in fields {
+            map.serialize_entry(&k, &v).map_err(std::io::Error::other)?;
+        }
+    }
+    map.serialize_entry("deletions", &Deletions(std::cell::RefCell::new(Some(deletions)))).map_err(std::io::Error::other)?;
+    SerializeMap::end(map).map_err(std::io::Error::other)
 }
 
 impl Report {

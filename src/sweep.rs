@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use crate::inventory::Inventory;
 use crate::layout;
 use crate::plan::{Deletion, Plan};
 use crate::progress::Progress;
@@ -35,16 +36,26 @@ pub enum SweepError {
     OutsideRegistryTree { key: String },
 }
 
-/// Checks the whole plan before the first delete (invariant 5).
-pub fn check_plan(plan: &Plan) -> Result<(), SweepError> {
-    match plan.deletions.iter().find(|d| !d.key.starts_with(layout::V2) || d.key.contains("/../") || d.key.ends_with("/..")) {
-        Some(d) => Err(SweepError::OutsideRegistryTree { key: d.key.clone() }),
-        None => Ok(()),
-    }
+/// Whether a key may be deleted at all (invariant 5): inside the registry tree,
+/// no parent steps.
+fn in_registry_tree(key: &str) -> bool {
+    key.starts_with(layout::V2) && !key.split('/').any(|c| c == ".." || c == ".")
 }
 
-pub async fn sweep(storage: &dyn Storage, plan: &Plan, opts: SweepOptions, progress: &Progress) -> Result<SweepOutcome, SweepError> {
-    check_plan(plan)?;
+/// Checks every key of the plan before the first delete (invariant 5). Keys are
+/// rendered from the inventory's names here and again when sent, one at a time.
+pub fn check_plan(inv: &Inventory, plan: &Plan) -> Result<(), SweepError> {
+    for d in &plan.deletions {
+        let key = inv.key_of(&d.target);
+        if !in_registry_tree(&key) {
+            return Err(SweepError::OutsideRegistryTree { key });
+        }
+    }
+    Ok(())
+}
+
+pub async fn sweep(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: SweepOptions, progress: &Progress) -> Result<SweepOutcome, SweepError> {
+    check_plan(inv, plan)?;
     let mut outcome = SweepOutcome::default();
     progress.start_phase("deleting", plan.deletions.len() as u64);
     let batch = storage.max_delete_batch().max(1);
@@ -53,19 +64,15 @@ pub async fn sweep(storage: &dyn Storage, plan: &Plan, opts: SweepOptions, progr
         let phase = plan.deletions[start].reason.phase();
         let end = plan.deletions[start..].iter().position(|d| d.reason.phase() != phase).map_or(plan.deletions.len(), |n| start + n);
         let group = &plan.deletions[start..end];
-        let results = futures::stream::iter(group.chunks(batch))
-            .map(|chunk| delete_with_retries(storage, chunk, opts.attempts))
+        let mut results = futures::stream::iter(group.chunks(batch))
+            .map(|chunk| delete_batch(storage, inv, chunk, opts.attempts))
             .buffer_unordered(opts.concurrency.max(1));
-        let results: Vec<_> = results.inspect(|(done, _)| progress.inc(done.len() as u64)).collect().await;
-        let mut deleted: Vec<&Deletion> = Vec::new();
-        for (done, failed) in results {
-            deleted.extend(done);
-            outcome.failures.extend(failed);
-        }
-        outcome.deleted_keys += deleted.len() as u64;
-        outcome.bytes_freed += deleted.iter().map(|d| d.bytes).sum::<u64>();
-        if storage.has_directories() {
-            outcome.dirs_removed += remove_dirs_left_empty(storage, &deleted).await;
+        while let Some(done) = results.next().await {
+            progress.inc(done.deleted);
+            outcome.deleted_keys += done.deleted;
+            outcome.bytes_freed += done.bytes;
+            outcome.dirs_removed += done.dirs_removed;
+            outcome.failures.extend(done.failures);
         }
         if !outcome.failures.is_empty() {
             // A later phase could delete blobs whose links failed to go; stop and
@@ -87,24 +94,36 @@ pub async fn sweep(storage: &dyn Storage, plan: &Plan, opts: SweepOptions, progr
     Ok(outcome)
 }
 
-async fn delete_with_retries<'a>(storage: &dyn Storage, chunk: &'a [Deletion], attempts: u32) -> (Vec<&'a Deletion>, Vec<Failure>) {
-    let mut pending: Vec<&Deletion> = chunk.iter().collect();
-    let mut done = Vec::with_capacity(chunk.len());
-    let mut last_errors = Vec::new();
+/// What one batch did.
+struct BatchOutcome {
+    deleted: u64,
+    bytes: u64,
+    dirs_removed: usize,
+    failures: Vec<Failure>,
+}
+
+/// Deletes one batch, retrying the keys that failed, then (on a filesystem)
+/// removes the directories its deletions left empty. Each batch prunes its own
+/// keys' parents: a directory shared with another batch is removed by whichever
+/// empties it last, since removal only succeeds on an empty directory.
+async fn delete_batch(storage: &dyn Storage, inv: &Inventory, chunk: &[Deletion], attempts: u32) -> BatchOutcome {
+    let mut pending: Vec<(String, &Deletion)> = chunk.iter().map(|d| (inv.key_of(&d.target), d)).collect();
+    let mut done: Vec<(String, &Deletion)> = Vec::with_capacity(chunk.len());
+    let mut failures = Vec::new();
     for attempt in 0..attempts.max(1) {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
         }
-        let keys: Vec<String> = pending.iter().map(|d| d.key.clone()).collect();
+        let keys: Vec<String> = pending.iter().map(|(k, _)| k.clone()).collect();
         let results = storage.delete_batch(&keys).await;
         let mut still = Vec::new();
-        last_errors.clear();
-        for (d, r) in pending.into_iter().zip(results) {
+        failures.clear();
+        for ((key, d), r) in pending.into_iter().zip(results) {
             match r {
-                Ok(()) => done.push(d),
+                Ok(()) => done.push((key, d)),
                 Err(e) => {
-                    last_errors.push(Failure { key: d.key.clone(), error: e.to_string() });
-                    still.push(d);
+                    failures.push(Failure { key: key.clone(), error: e.to_string() });
+                    still.push((key, d));
                 }
             }
         }
@@ -113,13 +132,12 @@ async fn delete_with_retries<'a>(storage: &dyn Storage, chunk: &'a [Deletion], a
             break;
         }
     }
-    (done, last_errors)
-}
-
-/// Removes directories the deletions left empty (filesystem only), deepest first.
-async fn remove_dirs_left_empty(storage: &dyn Storage, deleted: &[&Deletion]) -> usize {
-    let dirs: BTreeSet<String> = deleted.iter().flat_map(|d| layout::dirs_left_empty_by(&d.key)).collect();
-    let mut dirs: Vec<String> = dirs.into_iter().collect();
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
-    storage.remove_empty_dirs(&dirs).await.unwrap_or(0)
+    let mut dirs_removed = 0;
+    if storage.has_directories() && !done.is_empty() {
+        let dirs: BTreeSet<String> = done.iter().flat_map(|(k, _)| layout::dirs_left_empty_by(k)).collect();
+        let mut dirs: Vec<String> = dirs.into_iter().collect();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+        dirs_removed = storage.remove_empty_dirs(&dirs).await.unwrap_or(0);
+    }
+    BatchOutcome { deleted: done.len() as u64, bytes: done.iter().map(|(_, d)| d.bytes).sum(), dirs_removed, failures }
 }

@@ -32,6 +32,8 @@ fn flags(mode: Mode) -> Vec<String> {
 fn filesystem_result(sc: &Scenario, mode: Mode) -> BTreeSet<String> {
     let copy = tempfile::tempdir().unwrap();
     tree::copy_tree(&sc.root, copy.path());
+    // as old as the bucket's copy is by the time it is collected
+    tree::age_tree(copy.path(), std::time::Duration::from_secs(60));
     let f = flags(mode);
     gc(copy.path(), &f.iter().map(String::as_str).collect::<Vec<_>>(), 0);
     tree::keys(copy.path())

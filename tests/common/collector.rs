@@ -63,7 +63,10 @@ pub fn binary() -> &'static str {
 
 /// Runs `registry-gc <args...>` and returns its output (never panics on a non-zero exit).
 pub fn run(args: &[&str]) -> Output {
-    Command::new(binary()).args(args).env_remove("REGISTRY_GC_LOG").output().expect("run registry-gc")
+    // the default manifest cache of object-store runs goes to a test directory,
+    // not the user's ~/.cache
+    let cache = std::env::temp_dir().join("registry-gc-tests-cache");
+    Command::new(binary()).args(args).env_remove("REGISTRY_GC_LOG").env("XDG_CACHE_HOME", cache).output().expect("run registry-gc")
 }
 
 /// Runs `registry-gc gc <extra...> <root>`, asserting the exit code.

@@ -1,0 +1,180 @@
+//! How to list a registry tree: disjoint string prefixes whose union is
+//! everything under `docker/registry/v2/`, sized to the registry, so that listing
+//! costs close to one request per page of keys.
+
+use futures::StreamExt;
+
+use crate::inventory::{Inventory, InventoryError};
+use crate::layout;
+use crate::progress::Progress;
+use crate::storage::{ObjectMeta, Storage};
+
+/// Lists the whole registry tree into `inventory`. Any listing error aborts: a
+/// partial picture must never reach the planner (invariant 1).
+pub async fn list_registry(storage: &dyn Storage, inventory: &mut Inventory, concurrency: usize, progress: &Progress) -> Result<(), InventoryError> {
+    let plan = ListingPlan::make(storage, inventory).await?;
+    progress.set_listing_prefixes(plan.partitions.len() as u64);
+    let mut stream = futures::stream::iter(plan.partitions).map(|prefix| storage.list(&prefix)).flatten_unordered(concurrency.max(1));
+    while let Some(item) = stream.next().await {
+        inventory.insert(item?);
+        progress.listed_key();
+    }
+    Ok(())
+}
+
+/// How to list the tree: disjoint string prefixes whose union is everything
+/// under `docker/registry/v2/`, listed concurrently, each a paginated stream.
+///
+/// On paged stores every prefix costs at most one partial page beyond the keys
+/// it holds, so the number of prefixes follows the registry's size: one flat
+/// listing when a single page holds it all; the 16 or 256 blob prefixes and
+/// the top-level repository directories (grouped by first letters when there
+/// are many) otherwise. On a filesystem, the finest split (every `<xx>`
+/// directory, every top-level repository) spreads the directory reads.
+struct ListingPlan {
+    partitions: Vec<String>,
+}
+
+/// Split blobs by `<x>` (16 prefixes) up to this many estimated pages, by `<xx>`
+/// (256) beyond.
+const COARSE_BLOB_PAGES: usize = 64;
+/// Top-level repository directories listed one by one up to this many.
+const MAX_REPOSITORY_PARTITIONS: usize = 256;
+
+impl ListingPlan {
+    async fn make(storage: &dyn Storage, inv: &mut Inventory) -> Result<ListingPlan, InventoryError> {
+        let mut blob_pages = usize::MAX; // unknown: split finely
+        if let Some((first, complete)) = storage.list_first_page(layout::V2).await? {
+            if complete {
+                if first.is_empty() {
+                    return Err(InventoryError::NotARegistry { location: storage.describe() });
+                }
+                first.into_iter().for_each(|o| inv.insert(o));
+                return Ok(ListingPlan { partitions: Vec::new() });
+            }
+            blob_pages = estimate_blob_pages(&first, storage.list_page_size().unwrap_or(1000));
+        }
+        let fine = storage.list_page_size().is_none();
+        let top = storage.list_dir(layout::V2).await?;
+        if top.prefixes.is_empty() && top.objects.is_empty() {
+            // Either no registry here, or one that has never stored anything: the
+            // registry creates docker/registry/v2 with its first write.
+            let parent = storage.list_dir("docker/registry/").await?;
+            if !parent.prefixes.iter().any(|p| p == layout::V2) {
+                return Err(InventoryError::NotARegistry { location: storage.describe() });
+            }
+        }
+        let mut plan = ListingPlan { partitions: Vec::new() };
+        for prefix in &top.prefixes {
+            if prefix == layout::BLOBS && (fine || blob_pages > 2) {
+                let level = storage.list_dir(prefix).await?;
+                plan.keep_objects(inv, level.objects);
+                for algorithm in level.prefixes {
+                    if algorithm != format!("{}sha256/", layout::BLOBS) {
+                        plan.partitions.push(algorithm);
+                        continue;
+                    }
+                    let hex_level = storage.list_dir(&algorithm).await?;
+                    let children = hex_level.prefixes;
+                    let groups = if fine || blob_pages > COARSE_BLOB_PAGES { children } else { group_by_first_chars(&algorithm, children, 1) };
+                    plan.keep_objects_outside(inv, hex_level.objects, &groups);
+                    plan.partitions.extend(groups);
+                }
+            } else if prefix == layout::REPOSITORIES {
+                let level = storage.list_dir(prefix).await?;
+                let groups = if fine || level.prefixes.len() <= MAX_REPOSITORY_PARTITIONS {
+                    level.prefixes
+                } else {
+                    group_by_first_chars(prefix, level.prefixes, 2)
+                };
+                plan.keep_objects_outside(inv, level.objects, &groups);
+                plan.partitions.extend(groups);
+            } else {
+                plan.partitions.push(prefix.clone());
+            }
+        }
+        plan.keep_objects(inv, top.objects);
+        Ok(plan)
+    }
+
+    fn keep_objects(&self, inv: &mut Inventory, objects: Vec<ObjectMeta>) {
+        objects.into_iter().for_each(|o| inv.insert(o));
+    }
+
+    /// Objects a `list_dir` returned at a level whose children are listed by
+    /// group prefixes: those a group prefix covers will come again from it.
+    fn keep_objects_outside(&self, inv: &mut Inventory, objects: Vec<ObjectMeta>, groups: &[String]) {
+        for o in objects {
+            if !groups.iter().any(|g| o.key.starts_with(g.as_str())) {
+                inv.insert(o);
+            }
+        }
+    }
+}
+
+/// Estimated pages of blob keys, from the first (sorted) page of the whole tree:
+/// if that page ends at `blobs/sha256/<xx>/`, it covered (xx+1)/256 of them.
+fn estimate_blob_pages(first: &[ObjectMeta], page_size: usize) -> usize {
+    let sha = format!("{}sha256/", layout::BLOBS);
+    let Some(last) = first.last() else { return 0 };
+    let Some(rest) = last.key.strip_prefix(sha.as_str()) else {
+        // the page went past the blobs (or never reached sha256): they fit in it
+        return if last.key.as_str() > sha.as_str() { 1 } else { usize::MAX };
+    };
+    let covered = rest.get(..2).and_then(|h| u8::from_str_radix(h, 16).ok()).map_or(1, |v| v as usize + 1);
+    let blob_keys = first.iter().filter(|o| o.key.starts_with(sha.as_str())).count();
+    (blob_keys * 256 / covered).div_ceil(page_size)
+}
+
+/// Groups child prefixes (`parent` + name + `/`) by the first `depth` characters
+/// of their names, as string prefixes. A name shorter than `depth` stays whole.
+/// Each group prefix covers exactly its members, so the groups stay disjoint and
+/// their union is the children's.
+fn group_by_first_chars(parent: &str, children: Vec<String>, depth: usize) -> Vec<String> {
+    let mut groups: Vec<String> = children
+        .into_iter()
+        .map(|child| {
+            let name = &child[parent.len()..child.len() - 1];
+            match name.char_indices().nth(depth) {
+                Some((i, _)) => format!("{parent}{}", &name[..i]),
+                None => child,
+            }
+        })
+        .collect();
+    groups.sort();
+    groups.dedup();
+    // a whole child `a/` and a group `a` would overlap: keep the group
+    let set: std::collections::BTreeSet<String> = groups.iter().filter(|g| !g.ends_with('/')).cloned().collect();
+    groups.retain(|g| !g.ends_with('/') || !set.iter().any(|s| g.starts_with(s.as_str())));
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(key: String, t: i64) -> ObjectMeta {
+        ObjectMeta { key, size: 7, last_modified_ms: t, etag: None }
+    }
+
+    #[test]
+    fn groups_cover_their_children_exactly_once() {
+        let parent = "docker/registry/v2/repositories/";
+        let children: Vec<String> = ["a/", "ab/", "abc/", "b/", "team-1/", "team-2/", "x/"].iter().map(|c| format!("{parent}{c}")).collect();
+        let groups = group_by_first_chars(parent, children.clone(), 2);
+        assert_eq!(groups, ["a/", "ab", "b/", "te", "x/"].iter().map(|g| format!("{parent}{g}")).collect::<Vec<_>>());
+        for c in &children {
+            assert_eq!(groups.iter().filter(|g| c.starts_with(g.as_str())).count(), 1, "{c}");
+        }
+    }
+
+    #[test]
+    fn blob_pages_are_estimated_from_the_first_page() {
+        let page: Vec<ObjectMeta> = (0..1000).map(|i| meta(format!("{}sha256/{:02x}/{i:060}/data", layout::BLOBS, i / 250), 0)).collect();
+        // 1000 blob keys covering 4 of 256 prefixes: about 64,000 blob keys
+        assert_eq!(estimate_blob_pages(&page, 1000), 64);
+        let past = vec![meta(format!("{}x/_layers/sha256/a/link", layout::REPOSITORIES), 0)];
+        assert_eq!(estimate_blob_pages(&past, 1000), 1);
+    }
+
+}
