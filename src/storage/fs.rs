@@ -103,16 +103,19 @@ enum Entry {
 }
 
 impl FsStorage {
-    fn resolve_entry(&self, key: String, path: &Path, ft: fs::FileType) -> Result<Entry, StorageError> {
+    /// What a directory entry is. Directories are known from the entry itself (no
+    /// stat); files are stat'ed relative to the open directory (`fstatat`), for
+    /// size and mtime; links are resolved and checked.
+    fn resolve_entry(&self, key: String, entry: &fs::DirEntry, ft: fs::FileType) -> Result<Entry, StorageError> {
         if ft.is_dir() {
-            return Ok(Entry::Dir { key, path: path.to_path_buf() });
+            return Ok(Entry::Dir { key, path: entry.path() });
         }
         if ft.is_symlink() {
-            let real = self.inside_root(&key, path)?;
+            let real = self.inside_root(&key, &entry.path())?;
             let md = fs::metadata(&real).map_err(|e| io_error(&key, e))?;
             return Ok(if md.is_dir() { Entry::Dir { key, path: real } } else { Entry::File(meta_of(key, &md)) });
         }
-        let md = fs::symlink_metadata(path).map_err(|e| io_error(&key, e))?;
+        let md = entry.metadata().map_err(|e| io_error(&key, e))?;
         Ok(Entry::File(meta_of(key, &md)))
     }
 
@@ -138,7 +141,7 @@ impl FsStorage {
             }
             let key = format!("{prefix}{name}");
             let ft = entry.file_type().map_err(|e| io_error(&key, e))?;
-            out.push(self.resolve_entry(key, &entry.path(), ft)?);
+            out.push(self.resolve_entry(key, &entry, ft)?);
         }
         Ok(out)
     }
