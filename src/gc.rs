@@ -88,7 +88,7 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         started_at: humantime::format_rfc3339_seconds(now).to_string(),
         duration_seconds: started.elapsed().as_secs_f64(),
         seen,
-        planned: Report::tally(&plan.deletions),
+        planned: Report::tally(&inventory, &plan.deletions),
         deleted_keys: outcome.as_ref().map_or(0, |o| o.deleted_keys),
         bytes_freed: outcome.as_ref().map_or(0, |o| o.bytes_freed),
         kept_blobs: plan.kept_blobs,
@@ -116,7 +116,7 @@ fn write_report(path: &Path, report: &Report, inv: &Inventory, plan: &Plan) -> R
     let fail = |source| Error::Report { path: path.display().to_string(), source };
     let file = std::fs::File::create(path).map_err(fail)?;
     let mut out = std::io::BufWriter::new(file);
-    let deletions = plan.deletions.iter().map(|d| (inv.key_of(&d.target), d.reason, d.bytes));
+    let deletions = plan.deletions.iter().map(|d| (inv.key_of(&d.target), d.reason, inv.bytes_of(&d.target)));
     report::write_json(&mut out, report, deletions).map_err(fail)?;
     std::io::Write::flush(&mut out).map_err(fail)
 }

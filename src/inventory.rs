@@ -24,6 +24,8 @@ pub fn secs_ceil(ms: i64) -> Secs {
     }
 }
 
+const NO_BLOB: u64 = u64::MAX;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobInfo {
     pub size: u64,
@@ -155,7 +157,7 @@ pub struct StrayKey {
 #[derive(Debug, Clone)]
 pub struct EmptyDir {
     /// The directory's key, without the trailing `/`.
-    pub key: String,
+    pub key: Box<str>,
     pub modified: Secs,
     /// Below the structural directories the registry expects: safe to remove.
     pub removable: bool,
@@ -164,8 +166,10 @@ pub struct EmptyDir {
 #[derive(Debug, Default)]
 pub struct Inventory {
     pub digests: DigestTable,
-    /// By digest id; `None` for digests seen only in links.
-    blobs: Vec<Option<BlobInfo>>,
+    /// By digest id: the blob's size, `NO_BLOB` for digests seen only in links,
+    /// and its last-modified (two vectors: 12 bytes a digest, no padding).
+    blob_sizes: Vec<u64>,
+    blob_times: Vec<Secs>,
     /// Sorted by name once the listing is finished.
     pub repositories: Vec<Repository>,
     repo_ids: HashMap<String, u32>,
@@ -195,12 +199,14 @@ impl Inventory {
                     // a repository that is only empty directories still exists, empty
                     self.repo(repo);
                 }
-                let key = meta.key.trim_end_matches('/').to_string();
+                let key = meta.key.trim_end_matches('/').into();
                 self.empty_dirs.push(EmptyDir { key, modified: t, removable });
             }
             KeyKind::BlobData(d) => {
-                let id = self.intern(d);
-                self.blobs[id as usize] = Some(BlobInfo { size: meta.size, modified: t });
+                let id = self.intern(d) as usize;
+                // a blob of exactly NO_BLOB bytes cannot exist (16 EiB)
+                self.blob_sizes[id] = meta.size.min(NO_BLOB - 1);
+                self.blob_times[id] = t;
             }
             KeyKind::Revision { repo, digest } => {
                 let link = Link { digest: self.intern(digest), modified: t };
@@ -249,8 +255,9 @@ impl Inventory {
 
     fn intern(&mut self, d: Digest) -> DigestId {
         let id = self.digests.intern(d);
-        if id as usize >= self.blobs.len() {
-            self.blobs.resize(id as usize + 1, None);
+        if id as usize >= self.blob_sizes.len() {
+            self.blob_sizes.resize(id as usize + 1, NO_BLOB);
+            self.blob_times.resize(id as usize + 1, 0);
         }
         id
     }
@@ -277,20 +284,22 @@ impl Inventory {
         }
         self.repo_ids = HashMap::new();
         self.digests.shrink_to_fit();
-        self.blobs.shrink_to_fit();
+        self.blob_sizes.shrink_to_fit();
+        self.blob_times.shrink_to_fit();
     }
 
     pub fn blob(&self, id: DigestId) -> Option<BlobInfo> {
-        self.blobs.get(id as usize).copied().flatten()
+        let size = *self.blob_sizes.get(id as usize)?;
+        (size != NO_BLOB).then(|| BlobInfo { size, modified: self.blob_times[id as usize] })
     }
 
     /// Every blob with data, by id.
     pub fn blobs(&self) -> impl Iterator<Item = (DigestId, BlobInfo)> + '_ {
-        self.blobs.iter().enumerate().filter_map(|(id, b)| b.map(|b| (id as DigestId, b)))
+        (0..self.blob_sizes.len() as DigestId).filter_map(|id| self.blob(id).map(|b| (id, b)))
     }
 
     pub fn blob_count(&self) -> usize {
-        self.blobs.iter().filter(|b| b.is_some()).count()
+        self.blob_sizes.iter().filter(|s| **s != NO_BLOB).count()
     }
 
     pub fn blob_bytes(&self) -> u64 {

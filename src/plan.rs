@@ -105,10 +105,18 @@ pub enum Target {
 pub struct Deletion {
     pub target: Target,
     pub reason: Reason,
-    pub bytes: u64,
 }
 
 impl Inventory {
+    /// The bytes a deletion frees: a blob's or an upload part's size.
+    pub fn bytes_of(&self, target: &Target) -> u64 {
+        match *target {
+            Target::Blob(d) => self.blob(d).map_or(0, |b| b.size),
+            Target::Upload { repo, upload, part } => self.repositories[repo as usize].uploads[upload as usize].parts[part as usize].size,
+            _ => 0,
+        }
+    }
+
     /// The storage key a deletion removes.
     pub fn key_of(&self, target: &Target) -> String {
         let repo = |r: u32| self.repositories[r as usize].name.as_str();
@@ -134,8 +142,11 @@ pub struct Plan {
     /// Repositories with nothing left in them after the sweep.
     pub empty_repositories: Vec<String>,
     /// Empty directories the registry (or an earlier run) left behind, older than
-    /// the fence, below the structural ones (filesystems only), deepest first.
-    pub empty_dirs: Vec<String>,
+    /// the fence, below the structural ones (filesystems only): indexes into the
+    /// inventory's `empty_dirs`.
+    pub empty_dirs: Vec<u32>,
+    /// Their parents that may be left empty in turn, deepest first.
+    pub empty_dir_parents: Vec<String>,
     pub remove_empty_repositories: bool,
     pub kept_blobs: u64,
     pub kept_blob_bytes: u64,
@@ -254,7 +265,7 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
             out.kept_blob_bytes += info.size;
         } else {
             deleted_blobs.insert(id);
-            out.deletions.push(Deletion { target: Target::Blob(id), reason: Reason::UnreferencedBlob, bytes: info.size });
+            out.deletions.push(Deletion { target: Target::Blob(id), reason: Reason::UnreferencedBlob });
         }
     }
     let present_after = |d: DigestId| inv.has_blob(d) && !deleted_blobs.contains(d);
@@ -265,12 +276,12 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
         let repo_kept = &kept_by_repo[ri];
         let targets = &marks.tag_targets[ri];
         let mut spared = 0u64;
-        let mut remove = |deletions: &mut Vec<Deletion>, target: Target, reason: Reason, t: Secs, bytes: u64| {
+        let mut remove = |deletions: &mut Vec<Deletion>, target: Target, reason: Reason, t: Secs| {
             if young(t) {
                 spared += 1;
                 false
             } else {
-                deletions.push(Deletion { target, reason, bytes });
+                deletions.push(Deletion { target, reason });
                 true
             }
         };
@@ -287,7 +298,7 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
                 None
             };
             if let Some(reason) = reason {
-                if remove(deletions, Target::Revision { repo: r, digest: l.digest }, reason, l.modified, 0) {
+                if remove(deletions, Target::Revision { repo: r, digest: l.digest }, reason, l.modified) {
                     revisions_left -= 1;
                 }
             }
@@ -304,9 +315,9 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
             let all_old = tag.current.is_none_or(|m| !young(m)) && history.iter().all(|h| !young(h.link.modified));
             if let (Some(cur), Some(cur_t)) = (current, tag.current) {
                 if !cur.is_some_and(present_after) && all_old {
-                    remove(deletions, Target::TagCurrent { repo: r, tag: t }, Reason::DanglingTag, cur_t, 0);
+                    remove(deletions, Target::TagCurrent { repo: r, tag: t }, Reason::DanglingTag, cur_t);
                     for h in history {
-                        remove(deletions, Target::TagIndex { repo: r, tag: t, digest: h.link.digest }, Reason::DanglingTag, h.link.modified, 0);
+                        remove(deletions, Target::TagIndex { repo: r, tag: t, digest: h.link.digest }, Reason::DanglingTag, h.link.modified);
                     }
                     continue;
                 }
@@ -324,7 +335,7 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
                     None
                 };
                 let removed = match reason {
-                    Some(reason) => remove(deletions, Target::TagIndex { repo: r, tag: t, digest: d }, reason, h.link.modified, 0),
+                    Some(reason) => remove(deletions, Target::TagIndex { repo: r, tag: t, digest: d }, reason, h.link.modified),
                     None => false,
                 };
                 if !removed {
@@ -338,7 +349,7 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
 
         let mut layers_left = repo.layers.len();
         for l in &repo.layers {
-            if !present_after(l.digest) && remove(deletions, Target::LayerLink { repo: r, digest: l.digest }, Reason::DanglingLayerLink, l.modified, 0) {
+            if !present_after(l.digest) && remove(deletions, Target::LayerLink { repo: r, digest: l.digest }, Reason::DanglingLayerLink, l.modified) {
                 layers_left -= 1;
             }
         }
@@ -349,7 +360,7 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
             if newest < upload_cutoff && !young(newest) {
                 for (pi, part) in upload.parts.iter().enumerate() {
                     let target = Target::Upload { repo: r, upload: ui as u32, part: pi as u32 };
-                    remove(deletions, target, Reason::StaleUpload, part.modified, part.size);
+                    remove(deletions, target, Reason::StaleUpload, part.modified);
                 }
             } else {
                 uploads_left += 1;
@@ -370,20 +381,21 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
 
     // A directory may be empty only because a registry write is about to fill it;
     // those are young, and stay.
-    let mut dirs: BTreeSet<String> = BTreeSet::new();
-    for d in inv.empty_dirs.iter().filter(|d| d.removable && !young(d.modified)) {
+    let mut parents: BTreeSet<String> = BTreeSet::new();
+    for (i, d) in inv.empty_dirs.iter().enumerate().filter(|(_, d)| d.removable && !young(d.modified)) {
+        out.empty_dirs.push(i as u32);
         // its parents may be left empty by its removal (a tag directory whose
         // `current/` and `index/` are both empty)
-        let mut dir = d.key.as_str();
-        while layout::is_removable_empty_dir(dir) && dirs.insert(dir.to_string()) {
-            match dir.rfind('/') {
-                Some(i) => dir = &dir[..i],
-                None => break,
+        let mut dir = &d.key[..];
+        while let Some(i) = dir.rfind('/') {
+            dir = &dir[..i];
+            if !layout::is_removable_empty_dir(dir) || !parents.insert(dir.to_string()) {
+                break;
             }
         }
     }
-    out.empty_dirs = dirs.into_iter().collect();
-    out.empty_dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    out.empty_dir_parents = parents.into_iter().collect();
+    out.empty_dir_parents.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
 
     out.deletions.sort_by_key(|d| (d.reason.phase(), d.target));
     out

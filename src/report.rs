@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::inventory::StrayKey;
+use crate::inventory::{Inventory, StrayKey};
 use crate::plan::{Deletion, Reason};
 use crate::storage::counts::{RequestFloor, RequestTotals};
 
@@ -126,12 +126,12 @@ impl Report {
         self.planned.values().fold(CountBytes::default(), |acc, c| CountBytes { count: acc.count + c.count, bytes: acc.bytes + c.bytes })
     }
 
-    pub fn tally(deletions: &[Deletion]) -> BTreeMap<Reason, CountBytes> {
+    pub fn tally(inv: &Inventory, deletions: &[Deletion]) -> BTreeMap<Reason, CountBytes> {
         let mut planned = BTreeMap::new();
         for d in deletions {
             let e: &mut CountBytes = planned.entry(d.reason).or_default();
             e.count += 1;
-            e.bytes += d.bytes;
+            e.bytes += inv.bytes_of(&d.target);
         }
         planned
     }

@@ -83,7 +83,11 @@ pub async fn sweep(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: Sw
         start = end;
     }
     if storage.has_directories() && !plan.empty_dirs.is_empty() {
-        outcome.dirs_removed += storage.remove_empty_dirs(&plan.empty_dirs).await.unwrap_or(0);
+        for chunk in plan.empty_dirs.chunks(1024) {
+            let dirs: Vec<String> = chunk.iter().map(|i| inv.empty_dirs[*i as usize].key.to_string()).collect();
+            outcome.dirs_removed += storage.remove_empty_dirs(&dirs).await.unwrap_or(0);
+        }
+        outcome.dirs_removed += storage.remove_empty_dirs(&plan.empty_dir_parents).await.unwrap_or(0);
     }
     if plan.remove_empty_repositories && storage.has_directories() {
         for repo in &plan.empty_repositories {
@@ -139,5 +143,5 @@ async fn delete_batch(storage: &dyn Storage, inv: &Inventory, chunk: &[Deletion]
         dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
         dirs_removed = storage.remove_empty_dirs(&dirs).await.unwrap_or(0);
     }
-    BatchOutcome { deleted: done.len() as u64, bytes: done.iter().map(|(_, d)| d.bytes).sum(), dirs_removed, failures }
+    BatchOutcome { deleted: done.len() as u64, bytes: done.iter().map(|(_, d)| inv.bytes_of(&d.target)).sum(), dirs_removed, failures }
 }

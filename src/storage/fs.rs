@@ -24,7 +24,9 @@ use super::{system_time_ms, DirListing, ObjectMeta, Storage, StorageError};
 
 /// Keys removed per blocking task; batches run concurrently in the sweep.
 const DELETE_BATCH: usize = 256;
-const LIST_CHANNEL: usize = 4096;
+/// Keys buffered per listing stream: enough to keep a walker busy, few enough
+/// that dozens of concurrent streams hold little memory.
+const LIST_CHANNEL: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct FsStorage {
@@ -97,8 +99,8 @@ fn meta_of(key: String, md: &fs::Metadata) -> ObjectMeta {
 /// What one directory entry turned out to be after resolving links.
 enum Entry {
     /// A directory to descend into: its key (the link's, for a followed link)
-    /// and the path to read.
-    Dir { key: String, path: PathBuf },
+    /// and the path to read (resolved, for a link).
+    Dir { key: String, path: PathBuf, via_link: bool },
     File(ObjectMeta),
 }
 
@@ -108,12 +110,12 @@ impl FsStorage {
     /// size and mtime; links are resolved and checked.
     fn resolve_entry(&self, key: String, entry: &fs::DirEntry, ft: fs::FileType) -> Result<Entry, StorageError> {
         if ft.is_dir() {
-            return Ok(Entry::Dir { key, path: entry.path() });
+            return Ok(Entry::Dir { key, path: entry.path(), via_link: false });
         }
         if ft.is_symlink() {
             let real = self.inside_root(&key, &entry.path())?;
             let md = fs::metadata(&real).map_err(|e| io_error(&key, e))?;
-            return Ok(if md.is_dir() { Entry::Dir { key, path: real } } else { Entry::File(meta_of(key, &md)) });
+            return Ok(if md.is_dir() { Entry::Dir { key, path: real, via_link: true } } else { Entry::File(meta_of(key, &md)) });
         }
         let md = entry.metadata().map_err(|e| io_error(&key, e))?;
         Ok(Entry::File(meta_of(key, &md)))
@@ -146,20 +148,22 @@ impl FsStorage {
         Ok(out)
     }
 
-    /// Depth-first walk sending every file below `dir` to `tx`. A directory
-    /// reached twice (a link loop, or two links to one place) is an error: the
-    /// same object under two keys would make the picture ambiguous.
+    /// Depth-first walk sending every file below `dir` to `tx`. Paths on the
+    /// stack are resolved (the start is canonicalized once, and links are
+    /// resolved when followed), so a link whose target contains the directory
+    /// it is found in is a loop, caught without resolving every directory.
     fn walk(&self, dir: PathBuf, prefix: String, filter: Option<String>, tx: &mpsc::Sender<Result<ObjectMeta, StorageError>>) {
-        let mut visited: HashSet<PathBuf> = HashSet::new();
-        let mut stack = vec![(dir, prefix, filter)];
-        while let Some((dir, prefix, filter)) = stack.pop() {
-            let real = fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
-            if !visited.insert(real) {
-                let key = prefix.trim_end_matches('/').to_string();
-                let reason = "forms a loop or a second path to one directory".to_string();
-                let _ = tx.blocking_send(Err(StorageError::Symlink { key, reason }));
+        let start = match self.inside_root(prefix.trim_end_matches('/'), &dir) {
+            Ok(real) => real,
+            Err(StorageError::NotFound { .. }) => return, // nothing under this prefix
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
                 return;
             }
+        };
+        let mut followed: HashSet<PathBuf> = HashSet::new();
+        let mut stack = vec![(start, prefix, filter)];
+        while let Some((dir, prefix, filter)) = stack.pop() {
             let entries = match self.read_level(&dir, &prefix, filter.as_deref()) {
                 Ok(entries) => entries,
                 Err(e) => {
@@ -167,7 +171,7 @@ impl FsStorage {
                     return;
                 }
             };
-            if entries.is_empty() && filter.is_none() && !prefix.is_empty() && dir.is_dir() {
+            if entries.is_empty() && filter.is_none() && !prefix.is_empty() {
                 // An empty directory: reported so that the collector can remove the
                 // ones the registry leaves behind (a manifest deleted through the API
                 // leaves its revision directory).
@@ -179,7 +183,14 @@ impl FsStorage {
             }
             for entry in entries {
                 match entry {
-                    Entry::Dir { key, path } => stack.push((path, format!("{key}/"), None)),
+                    Entry::Dir { key, path, via_link } => {
+                        if via_link && (dir.starts_with(&path) || !followed.insert(path.clone())) {
+                            let reason = "forms a loop or a second path to one directory".to_string();
+                            let _ = tx.blocking_send(Err(StorageError::Symlink { key, reason }));
+                            return;
+                        }
+                        stack.push((path, format!("{key}/"), None));
+                    }
                     Entry::File(meta) => {
                         if tx.blocking_send(Ok(meta)).is_err() {
                             return; // the consumer stopped listening
