@@ -397,7 +397,7 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
     out.empty_dir_parents = parents.into_iter().collect();
     out.empty_dir_parents.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
 
-    out.deletions.sort_by_key(|d| (d.reason.phase(), d.target));
+    out.deletions.sort_unstable_by_key(|d| (d.reason.phase(), d.target));
     out
 }
 
