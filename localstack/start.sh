@@ -74,14 +74,6 @@ fi
     echo $! >"$dir/localstack.pid"
 )
 
-for _ in $(seq 1 120); do
-    if answers; then
-        echo "localstack $localstack_version: S3 endpoint $endpoint (log $dir/localstack.log)"
-        exit 0
-    fi
-    if ! kill -0 "$(cat "$dir/localstack.pid")" 2>/dev/null; then break; fi
-    sleep 1
-done
-echo "localstack: did not come up on $endpoint; last log lines:" >&2
-tail -n 20 "$dir/localstack.log" >&2
-exit 1
+# shellcheck source=/dev/null
+. "$(dirname "$0")/../backends/wait.sh"
+wait_until_answers localstack 120 "localstack $localstack_version: S3 endpoint $endpoint (log $dir/localstack.log)"

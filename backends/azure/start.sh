@@ -46,14 +46,6 @@ nohup "$bin" --blobHost 127.0.0.1 --blobPort "$port" --location "$prefix/data" \
     --skipApiVersionCheck --loose --disableTelemetry >"$dir/azurite.log" 2>&1 &
 echo $! >"$dir/azurite.pid"
 
-for _ in $(seq 1 60); do
-    if answers; then
-        echo "azurite $("$bin" --version): Blob endpoint $endpoint (log $dir/azurite.log)"
-        exit 0
-    fi
-    if ! kill -0 "$(cat "$dir/azurite.pid")" 2>/dev/null; then break; fi
-    sleep 1
-done
-echo "azurite: did not come up on $endpoint; last log lines:" >&2
-tail -n 20 "$dir/azurite.log" >&2
-exit 1
+# shellcheck source=/dev/null
+. "$(dirname "$0")/../wait.sh"
+wait_until_answers azurite 60 "azurite $("$bin" --version): Blob endpoint $endpoint (log $dir/azurite.log)"

@@ -52,14 +52,6 @@ nohup "$bin" -scheme http -host 127.0.0.1 -port "$port" -public-host "127.0.0.1:
     -backend memory >"$dir/gcs.log" 2>&1 &
 echo $! >"$dir/gcs.pid"
 
-for _ in $(seq 1 60); do
-    if answers; then
-        echo "fake-gcs-server: GCS endpoint $endpoint (log $dir/gcs.log)"
-        exit 0
-    fi
-    if ! kill -0 "$(cat "$dir/gcs.pid")" 2>/dev/null; then break; fi
-    sleep 1
-done
-echo "fake-gcs-server: did not come up on $endpoint; last log lines:" >&2
-tail -n 20 "$dir/gcs.log" >&2
-exit 1
+# shellcheck source=/dev/null
+. "$(dirname "$0")/../wait.sh"
+wait_until_answers gcs 60 "fake-gcs-server: GCS endpoint $endpoint (log $dir/gcs.log)"

@@ -31,14 +31,6 @@ fi
 nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$dir/moto.log" 2>&1 &
 echo $! >"$dir/moto.pid"
 
-for _ in $(seq 1 60); do
-    if answers; then
-        echo "moto $("$venv/bin/pip" show moto | sed -n 's/^Version: //p'): S3 endpoint $endpoint (log $dir/moto.log)"
-        exit 0
-    fi
-    if ! kill -0 "$(cat "$dir/moto.pid")" 2>/dev/null; then break; fi
-    sleep 1
-done
-echo "moto: did not come up on $endpoint; last log lines:" >&2
-tail -n 20 "$dir/moto.log" >&2
-exit 1
+# shellcheck source=/dev/null
+. "$(dirname "$0")/../wait.sh"
+wait_until_answers moto 60 "moto $("$venv/bin/pip" show moto | sed -n 's/^Version: //p'): S3 endpoint $endpoint (log $dir/moto.log)"

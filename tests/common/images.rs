@@ -346,16 +346,7 @@ impl Image {
                 self.layers.iter().map(|l| l.descriptor(self.layer_media_type()).to_json()).collect(),
             ),
         );
-        if let Some(s) = &self.subject {
-            m.insert("subject".into(), s.to_json());
-        }
-        if let Some(a) = &self.artifact_type {
-            m.insert("artifactType".into(), json!(a));
-        }
-        if !self.annotations.is_empty() {
-            m.insert("annotations".into(), json!(self.annotations));
-        }
-        serde_json::to_vec_pretty(&Value::Object(m)).unwrap()
+        manifest_json(m, self.subject.as_ref(), self.artifact_type.as_deref(), &self.annotations)
     }
     pub fn digest(&self) -> String {
         sha256_digest(&self.manifest_bytes())
@@ -444,16 +435,7 @@ impl Index {
                     .collect(),
             ),
         );
-        if let Some(s) = &self.subject {
-            m.insert("subject".into(), s.to_json());
-        }
-        if let Some(a) = &self.artifact_type {
-            m.insert("artifactType".into(), json!(a));
-        }
-        if !self.annotations.is_empty() {
-            m.insert("annotations".into(), json!(self.annotations));
-        }
-        serde_json::to_vec_pretty(&Value::Object(m)).unwrap()
+        manifest_json(m, self.subject.as_ref(), self.artifact_type.as_deref(), &self.annotations)
     }
     pub fn digest(&self) -> String {
         sha256_digest(&self.manifest_bytes())
@@ -510,6 +492,20 @@ impl PushedImage {
     pub fn reference(&self) -> String {
         format!("{}@{}", self.repo, self.digest)
     }
+}
+
+/// Adds the optional fields images and indexes share, and renders the bytes.
+fn manifest_json(mut m: Map<String, Value>, subject: Option<&Descriptor>, artifact_type: Option<&str>, annotations: &BTreeMap<String, String>) -> Vec<u8> {
+    if let Some(s) = subject {
+        m.insert("subject".into(), s.to_json());
+    }
+    if let Some(a) = artifact_type {
+        m.insert("artifactType".into(), json!(a));
+    }
+    if !annotations.is_empty() {
+        m.insert("annotations".into(), json!(annotations));
+    }
+    serde_json::to_vec_pretty(&Value::Object(m)).unwrap()
 }
 
 /// An unsigned schema1 manifest (`schemaVersion: 1`, `fsLayers[].blobSum`). The 2.8 registry
