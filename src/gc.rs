@@ -63,6 +63,10 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     let outcome = if opts.dry_run { None } else { Some(sweep::sweep(storage, &inventory, &plan, sweep_opts, progress).await?) };
     progress.finish();
 
+    for r in inventory.repositories.iter().filter(|r| !crate::layout::is_conventional_repository_name(&r.name)) {
+        let msg = "repository name does not follow distribution's grammar; collected like any other";
+        warnings.push(Warning::new(&crate::layout::repository_prefix(&r.name), msg));
+    }
     warnings.extend(marks.warnings.iter().cloned());
     warnings.extend(plan.warnings.iter().cloned());
     let floor = storage.list_page_size().map(|page| RequestFloor {
@@ -98,6 +102,7 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         empty_repositories_removed: opts.delete_empty_repositories && !opts.dry_run,
         empty_directories: plan.empty_dirs.len() as u64,
         directories_removed: outcome.as_ref().map_or(0, |o| o.dirs_removed as u64),
+        sweep_stopped_early: outcome.as_ref().is_some_and(|o| o.stopped_early),
         failures: outcome.map(|o| o.failures).unwrap_or_default(),
         warnings,
         strays: std::mem::take(&mut inventory.strays),
@@ -105,6 +110,7 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         request_floor: floor,
         tags_matched_by_etag: marks.tags_matched_by_etag,
         manifest_cache_hits: marks.manifest_cache_hits,
+        manifest_bytes_read: marks.manifest_bytes_read,
     };
     if let Some(path) = report_path {
         write_report(path, &report, &inventory, &plan)?;

@@ -80,6 +80,10 @@ pub struct Report {
     pub request_floor: Option<RequestFloor>,
     pub tags_matched_by_etag: u64,
     pub manifest_cache_hits: u64,
+    /// Bytes of manifests read from storage or the cache.
+    pub manifest_bytes_read: u64,
+    /// A phase of the sweep had failures, so the later phases were not started.
+    pub sweep_stopped_early: bool,
 }
 
 /// Writes the JSON report: the report's fields, then `deletions`, every key
@@ -122,10 +126,6 @@ pub fn write_json(
 }
 
 impl Report {
-    pub fn planned_total(&self) -> CountBytes {
-        self.planned.values().fold(CountBytes::default(), |acc, c| CountBytes { count: acc.count + c.count, bytes: acc.bytes + c.bytes })
-    }
-
     pub fn tally(inv: &Inventory, deletions: &[Deletion]) -> BTreeMap<Reason, CountBytes> {
         let mut planned = BTreeMap::new();
         for d in deletions {
@@ -200,6 +200,9 @@ impl Report {
         }
         for f in &self.failures {
             let _ = writeln!(s, "failed: {}: {}", f.key, f.error);
+        }
+        if self.sweep_stopped_early {
+            let _ = writeln!(s, "the sweep stopped after the failures above; later phases were not started (the next run finishes them)");
         }
         let r = &self.requests;
         let _ = write!(s, "requests: {} list, {} get, {} head, {} put, {} delete", r.list, r.get, r.head, r.put, r.delete);

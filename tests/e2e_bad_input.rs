@@ -135,6 +135,24 @@ fn symlinked_root_and_directories_inside_it_work() {
     assert!(v2.join("blobs").is_symlink());
 }
 
+/// A repository name the registry would not create (another tool wrote it) is
+/// still a repository: its manifests are kept, and the name is reported.
+#[test]
+fn unconventional_repository_names_are_collected_like_any_other_and_reported() {
+    let (_dir, sc) = mixed();
+    let copy = aged_copy(&sc);
+    let rec = sc.image("app:old"); // deleted through the API: garbage unless Odd_Name keeps it
+    tree::write_key(copy.path(), &format!("repositories/Odd_Name/_manifests/revisions/sha256/{}/link", &rec.digest()[7..]), rec.digest().as_bytes());
+    tree::age_tree(copy.path(), Duration::from_secs(7200));
+    let out = gc(copy.path(), &[], 0);
+    assert!(stdout(&out).contains("repositories/Odd_Name/: repository name does not follow"), "{}", stdout(&out));
+    let blobs = tree::blob_digests(copy.path());
+    assert!(blobs.contains(rec.digest()));
+    for b in &rec.image.blobs {
+        assert!(blobs.contains(b), "layer {b} of a manifest Odd_Name links was deleted");
+    }
+}
+
 #[test]
 fn wrong_roots_and_bad_arguments_have_clear_errors_and_exit_codes() {
     let empty = tempfile::tempdir().unwrap();
