@@ -87,6 +87,11 @@ fn io_error(key: &str, source: io::Error) -> StorageError {
     }
 }
 
+/// A blocking task that did not finish (panicked or was cancelled).
+fn task_failed(key: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StorageError {
+    StorageError::Io { key: key.to_string(), source: io::Error::other(e) }
+}
+
 fn meta_of(key: String, md: &fs::Metadata) -> ObjectMeta {
     ObjectMeta {
         key,
@@ -240,7 +245,7 @@ impl Storage for FsStorage {
         let this = self.clone();
         let entries = tokio::task::spawn_blocking(move || this.read_level(&dir, &key_prefix, filter.as_deref()))
             .await
-            .map_err(|e| StorageError::Io { key: prefix.to_string(), source: io::Error::other(e) })??;
+            .map_err(|e| task_failed(prefix, e))??;
         let mut listing = DirListing::default();
         for entry in entries {
             match entry {
@@ -267,7 +272,7 @@ impl Storage for FsStorage {
             fs::read(&real).map(Bytes::from).map_err(|e| io_error(&key, e))
         })
         .await
-        .map_err(|e| StorageError::Io { key: String::new(), source: io::Error::other(e) })?
+        .map_err(|e| task_failed("", e))?
     }
 
     async fn delete_batch(&self, keys: &[String]) -> Vec<Result<(), StorageError>> {
@@ -277,7 +282,8 @@ impl Storage for FsStorage {
         tokio::task::spawn_blocking(move || keys.iter().map(|k| this.delete_one(k)).collect())
             .await
             .unwrap_or_else(|e| {
-                (0..n).map(|_| Err(StorageError::Io { key: String::new(), source: io::Error::other(e.to_string()) })).collect()
+                let reason = e.to_string();
+                (0..n).map(|_| Err(task_failed("", reason.clone()))).collect()
             })
     }
 
@@ -307,7 +313,7 @@ impl Storage for FsStorage {
             Ok(removed)
         })
         .await
-        .map_err(|e| StorageError::Io { key: String::new(), source: io::Error::other(e) })?
+        .map_err(|e| task_failed("", e))?
     }
 }
 
