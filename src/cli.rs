@@ -64,8 +64,10 @@ pub enum Command {
     Gc(GcArgs),
 }
 
+/// Where the registry is and how to reach it: shared by every command that
+/// reads a registry.
 #[derive(Debug, Args)]
-pub struct GcArgs {
+pub struct StorageArgs {
     /// The registry's storage (see STORAGE below). May be set in --config instead.
     #[arg(value_name = "STORAGE")]
     pub storage: Option<String>,
@@ -73,6 +75,81 @@ pub struct GcArgs {
     /// A TOML file holding any of these options ([storage], [gc], [s3], [azure], [gcs]).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Object store endpoint: an S3-compatible server (MinIO, Ceph, R2,
+    /// LocalStack), an Azure or GCS emulator. Also AWS_ENDPOINT_URL.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// S3 region. Also AWS_REGION.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Allow a plain-http endpoint (local emulators).
+    #[arg(long)]
+    pub allow_http: bool,
+
+    /// Address S3 buckets as https://BUCKET.host/ instead of https://host/BUCKET/.
+    #[arg(long)]
+    pub virtual_hosted_style: bool,
+
+    /// Any object_store setting for the backend, e.g. `-o use_emulator=true`,
+    /// `-o sas_token=...` (repeatable). See README for the keys.
+    #[arg(short = 'o', long = "storage-option", value_name = "KEY=VALUE")]
+    pub storage_options: Vec<String>,
+}
+
+/// The storage a command runs on, merged from flags and the config file.
+#[derive(Debug)]
+pub struct StorageSettings {
+    pub storage: String,
+    pub backend: BackendOptions,
+}
+
+impl StorageArgs {
+    /// Loads `--config`, if given (an empty file otherwise).
+    pub fn config_file(&self) -> Result<ConfigFile, ConfigError> {
+        match &self.config {
+            Some(path) => ConfigFile::load(path),
+            None => Ok(ConfigFile::default()),
+        }
+    }
+
+    pub fn resolve(&self, file: &ConfigFile) -> Result<StorageSettings, ConfigError> {
+        let storage = self.storage.clone().or(file.storage.url.clone()).ok_or(ConfigError::NoStorage)?;
+        let mut backend = BackendOptions::default();
+        if let Some(p) = &self.config {
+            backend.extend_from_section("s3", &file.s3, p);
+            backend.extend_from_section("azure", &file.azure, p);
+            backend.extend_from_section("gcs", &file.gcs, p);
+        }
+        if let Some(e) = &self.endpoint {
+            backend.push("endpoint", e, "--endpoint");
+        }
+        if let Some(r) = &self.region {
+            backend.push("region", r, "--region");
+        }
+        if self.allow_http {
+            backend.push("allow_http", "true", "--allow-http");
+        }
+        if self.virtual_hosted_style {
+            backend.push("virtual_hosted_style_request", "true", "--virtual-hosted-style");
+        }
+        for kv in &self.storage_options {
+            let (k, v) = kv.split_once('=').ok_or_else(|| ConfigError::File {
+                path: "-o".into(),
+                reason: format!("{:?} is not KEY=VALUE", kv.split('=').next().unwrap_or_default()),
+            })?;
+            backend.push(k.trim(), v, &format!("-o {}", k.trim()));
+        }
+        Ok(StorageSettings { storage, backend })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
 
     /// Plan and report, but write nothing.
     #[arg(short = 'd', long)]
@@ -120,28 +197,6 @@ pub struct GcArgs {
     /// Use no manifest cache.
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
-
-    /// Object store endpoint: an S3-compatible server (MinIO, Ceph, R2,
-    /// LocalStack), an Azure or GCS emulator. Also AWS_ENDPOINT_URL.
-    #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
-
-    /// S3 region. Also AWS_REGION.
-    #[arg(long, value_name = "REGION")]
-    pub region: Option<String>,
-
-    /// Allow a plain-http endpoint (local emulators).
-    #[arg(long)]
-    pub allow_http: bool,
-
-    /// Address S3 buckets as https://BUCKET.host/ instead of https://host/BUCKET/.
-    #[arg(long)]
-    pub virtual_hosted_style: bool,
-
-    /// Any object_store setting for the backend, e.g. `-o use_emulator=true`,
-    /// `-o sas_token=...` (repeatable). See README for the keys.
-    #[arg(short = 'o', long = "storage-option", value_name = "KEY=VALUE")]
-    pub storage_options: Vec<String>,
 }
 
 /// Everything a `gc` run needs, merged from flags, config file and defaults.
@@ -158,13 +213,10 @@ pub struct GcSettings {
 
 impl GcArgs {
     pub fn resolve(&self) -> Result<GcSettings, ConfigError> {
-        let file = match &self.config {
-            Some(path) => ConfigFile::load(path)?,
-            None => ConfigFile::default(),
-        };
-        let path = self.config.clone().unwrap_or_default();
+        let file = self.storage.config_file()?;
+        let StorageSettings { storage, backend } = self.storage.resolve(&file)?;
+        let path = self.storage.config.clone().unwrap_or_default();
         let gc = &file.gc;
-        let storage = self.storage.clone().or(file.storage.url.clone()).ok_or(ConfigError::NoStorage)?;
         let min_age = self.min_age.or(file.duration(&path, "min_age", &gc.min_age)?).unwrap_or(Duration::from_secs(3600));
         let upload_max_age =
             self.upload_max_age.or(file.duration(&path, "upload_max_age", &gc.upload_max_age)?).unwrap_or(Duration::from_secs(7 * 86400));
@@ -183,32 +235,6 @@ impl GcArgs {
             },
         };
         let default_cache = !self.no_cache && !gc.no_cache.unwrap_or(false);
-
-        let mut backend = BackendOptions::default();
-        if let Some(p) = &self.config {
-            backend.extend_from_section("s3", &file.s3, p);
-            backend.extend_from_section("azure", &file.azure, p);
-            backend.extend_from_section("gcs", &file.gcs, p);
-        }
-        if let Some(e) = &self.endpoint {
-            backend.push("endpoint", e, "--endpoint");
-        }
-        if let Some(r) = &self.region {
-            backend.push("region", r, "--region");
-        }
-        if self.allow_http {
-            backend.push("allow_http", "true", "--allow-http");
-        }
-        if self.virtual_hosted_style {
-            backend.push("virtual_hosted_style_request", "true", "--virtual-hosted-style");
-        }
-        for kv in &self.storage_options {
-            let (k, v) = kv.split_once('=').ok_or_else(|| ConfigError::File {
-                path: "-o".into(),
-                reason: format!("{:?} is not KEY=VALUE", kv.split('=').next().unwrap_or_default()),
-            })?;
-            backend.push(k.trim(), v, &format!("-o {}", k.trim()));
-        }
         Ok(GcSettings { storage, options, report: self.report.clone().or(gc.report.clone()), backend, default_cache })
     }
 }
@@ -220,8 +246,11 @@ mod tests {
     fn resolve(args: &[&str]) -> Result<GcSettings, ConfigError> {
         let mut full = vec!["registry-gc", "gc"];
         full.extend_from_slice(args);
-        let Command::Gc(args) = Cli::try_parse_from(full).unwrap().command;
-        args.resolve()
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Gc(args) => args.resolve(),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("parsed as gc"),
+        }
     }
 
     #[test]
