@@ -202,6 +202,9 @@ fn kept_in_repository(inv: &Inventory, repo: &Repository, targets: &[TagTarget],
             roots.push(l.digest);
         }
     }
+    // A tag written since the fence is evidence of a push or a tag move in
+    // flight: what its history names stays.
+    roots.extend(repo.history.iter().filter(|h| h.link.modified > fence).map(|h| h.link.digest));
     let mut kept = DigestSet::default();
     let mut out = Vec::new();
     while let Some(d) = roots.pop() {
@@ -242,6 +245,12 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
         }
         for d in &repo_kept {
             keep_manifest(marks, &mut kept, *d);
+        }
+        // A layer link written since the fence is a push in flight (an upload,
+        // a cross-repository mount, or a client that found the blob by HEAD and
+        // will now put a manifest naming it): its blob stays, however old.
+        for l in repo.layers.iter().filter(|l| young(l.modified)) {
+            kept.insert(l.digest);
         }
         // A tag pointing at a digest with no revision here cannot be served, but
         // its blob is not ours to judge garbage: keep it.

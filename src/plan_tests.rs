@@ -279,6 +279,35 @@ fn objects_younger_than_min_age_are_never_deleted() {
 }
 
 #[test]
+fn a_young_layer_link_keeps_an_old_unreferenced_blob() {
+    // A client re-pushing a layer that is garbage finds it by HEAD (or mounts
+    // it) and writes a fresh `_layers` link; its manifest comes next.
+    let mut fx = Fx::default();
+    fx.image(dg(1), &[dg(10)]).revision("r", dg(1)).tag("r", "v1", dg(1));
+    fx.blob(dg(20)).blob(dg(21));
+    fx.put(layout::layer_link_key("r", &dg(20)), NOW - 60_000);
+    fx.put(layout::layer_link_key("r", &dg(21)), OLD);
+    for delete_untagged in [false, true] {
+        let p = fx.plan(delete_untagged);
+        assert_eq!(deleted_blobs(&p), set(&[dg(21)]), "untagged={delete_untagged}");
+        assert_eq!(keys_with(&p, Reason::DanglingLayerLink), vec![layout::layer_link_key("r", &dg(21))]);
+    }
+}
+
+#[test]
+fn a_young_tag_history_entry_keeps_its_manifest_in_delete_untagged_mode() {
+    let mut fx = Fx::default();
+    fx.image(dg(1), &[dg(10)]).revision("r", dg(1)).tag("r", "v1", dg(1));
+    fx.image(dg(2), &[dg(20)]).revision("r", dg(2));
+    // `v1` was just moved to dg(2): its history entry is new, the current link
+    // read earlier still said dg(1)
+    fx.put(layout::tag_index_key("r", "v1", &dg(2)), NOW - 1000);
+    let p = fx.plan(true);
+    assert!(deleted_blobs(&p).is_empty(), "{:?}", p.deletions);
+    assert!(keys_with(&p, Reason::UntaggedManifest).is_empty());
+}
+
+#[test]
 fn junk_tag_link_keeps_the_whole_repository_in_delete_untagged_mode() {
     let mut fx = Fx::default();
     fx.image(dg(1), &[dg(10)]).revision("r", dg(1));
@@ -372,6 +401,11 @@ fn random_registries_never_lose_what_tags_reach() {
             let d = dg(1000 + l);
             let t = if rng.below(8) == 0 { young_blobs.insert(d); NOW } else { OLD };
             fx.put(layout::blob_data_key(&d), t);
+            if rng.below(8) == 0 {
+                // an old blob a push in flight just linked
+                fx.put(layout::layer_link_key(repos[rng.below(3) as usize], &d), NOW);
+                young_blobs.insert(d);
+            }
         }
         for m in 0..n_manifests {
             let d = dg(m);
