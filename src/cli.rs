@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{BackendOptions, ConfigError, ConfigFile};
 use crate::gc::GcOptions;
+use crate::guard::GuardOptions;
 
 const AFTER_HELP: &str = "\
 STORAGE:
@@ -29,9 +30,11 @@ Exit codes:
   1  error before the sweep (listing, reading or credentials failed): nothing was deleted
   2  bad command line or settings: nothing was done
   3  refused for safety (not a registry root, a symbolic link out of the root,
-     a key outside docker/registry/v2): nothing was deleted
+     a key outside docker/registry/v2, a plan over --max-delete-percent or with
+     blobs but no manifests without --force): nothing was deleted
   4  the sweep ran but some deletions failed (named in the output and report);
-     the next run finishes the work
+     the next run finishes the work. Or an image pushed during the sweep names
+     a blob it deleted (named; push it again)
 
 After a collection, restart a running registry that uses a blob-descriptor
 cache (inmemory or redis), or flush that cache: it still believes deleted blobs
@@ -197,6 +200,25 @@ pub struct GcArgs {
     /// Use no manifest cache.
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
+
+    /// Refuse to sweep when the plan deletes more than this share of all blobs
+    /// [default: 50]. A dry run reports the refusal as a warning.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
+    pub max_delete_percent: Option<f64>,
+
+    /// Sweep even a plan the guard refuses (most blobs deleted, or blobs but
+    /// no manifests at all). Check a --dry-run first.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim_end_matches('%').parse().map_err(|_| format!("{s:?} is not a percentage"))?;
+    if (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not between 0 and 100"))
+    }
 }
 
 /// Everything a `gc` run needs, merged from flags, config file and defaults.
@@ -233,6 +255,17 @@ impl GcArgs {
             } else {
                 self.cache_dir.clone().or(gc.cache_dir.clone())
             },
+            guard: GuardOptions {
+                max_delete_percent: match self.max_delete_percent {
+                    Some(p) => p,
+                    None => gc.max_delete_percent.map(|p| parse_percent(&p.to_string())).transpose().map_err(|reason| ConfigError::Value {
+                        path: path.display().to_string(),
+                        key: "max_delete_percent".into(),
+                        reason,
+                    })?.unwrap_or(50.0),
+                },
+                force: self.force || gc.force.unwrap_or(false),
+            },
         };
         let default_cache = !self.no_cache && !gc.no_cache.unwrap_or(false);
         Ok(GcSettings { storage, options, report: self.report.clone().or(gc.report.clone()), backend, default_cache })
@@ -259,6 +292,7 @@ mod tests {
         assert_eq!(s.options.min_age_ms, 3_600_000);
         assert_eq!(s.options.upload_max_age_ms, 7 * 24 * 3_600_000);
         assert_eq!(s.options.concurrency, 64);
+        assert_eq!(s.options.guard, GuardOptions { max_delete_percent: 50.0, force: false });
         assert!(!s.options.dry_run && !s.options.delete_untagged && !s.options.delete_empty_repositories);
     }
 
@@ -267,6 +301,14 @@ mod tests {
         let s = resolve(&["-d", "-m", "--min-age", "0s", "x"]).unwrap();
         assert_eq!(s.options.min_age_ms, 0);
         assert!(s.options.dry_run && s.options.delete_untagged);
+    }
+
+    #[test]
+    fn guard_limits_are_percentages() {
+        let s = resolve(&["--max-delete-percent", "80%", "--force", "x"]).unwrap();
+        assert_eq!(s.options.guard, GuardOptions { max_delete_percent: 80.0, force: true });
+        assert!(Cli::try_parse_from(["registry-gc", "gc", "--max-delete-percent", "120", "x"]).is_err());
+        assert!(Cli::try_parse_from(["registry-gc", "gc", "--max-delete-percent", "lots", "x"]).is_err());
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct GcSection {
     pub max_manifest_size: Option<u64>,
     pub cache_dir: Option<PathBuf>,
     pub no_cache: Option<bool>,
+    pub max_delete_percent: Option<f64>,
+    pub force: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,8 @@
 //! The run's errors, and the one place that maps them to exit codes.
 
 use crate::config::ConfigError;
+use crate::guard::Refusal;
+use crate::recheck::RecheckError;
 use crate::inventory::InventoryError;
 use crate::mark::MarkError;
 use crate::storage::open::OpenError;
@@ -20,7 +22,8 @@ pub enum Exit {
     /// outside the registry tree): nothing was deleted.
     Refused = 3,
     /// The sweep ran but some deletions failed; the report names them and the
-    /// next run finishes the work.
+    /// next run finishes the work. Also: an image pushed during the sweep names
+    /// a blob the sweep deleted (named; pushing it again repairs it).
     Incomplete = 4,
 }
 
@@ -34,6 +37,10 @@ pub enum Error {
     Inventory(#[from] InventoryError),
     #[error(transparent)]
     Mark(#[from] MarkError),
+    #[error(transparent)]
+    Recheck(#[from] RecheckError),
+    #[error("refusing to sweep: {0}; nothing was deleted")]
+    Refused(#[from] Refusal),
     #[error(transparent)]
     Sweep(#[from] SweepError),
     #[error("--report {path}: {source}")]
@@ -53,6 +60,9 @@ impl Error {
             Error::Inventory(InventoryError::Listing(_)) => Exit::Error,
             Error::Mark(MarkError::Read(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
             Error::Mark(_) => Exit::Error,
+            Error::Recheck(RecheckError::Storage(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
+            Error::Recheck(_) => Exit::Error,
+            Error::Refused(_) => Exit::Refused,
             Error::Sweep(SweepError::OutsideRegistryTree { .. }) => Exit::Refused,
             Error::Report { .. } => Exit::Error,
             Error::Usage(_) => Exit::Usage,

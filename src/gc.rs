@@ -5,11 +5,13 @@ use std::time::{Instant, SystemTime};
 
 use crate::cache::ManifestCache;
 use crate::error::Error;
+use crate::guard::{self, GuardOptions};
 use crate::inventory::Inventory;
 use crate::listing;
 use crate::mark::{self, MarkOptions};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::progress::Progress;
+use crate::recheck::{self, RecheckOptions};
 use crate::report::{self, Report, Seen, Warning, SCHEMA_VERSION};
 use crate::storage::counts::RequestFloor;
 use crate::storage::{system_time_ms, Storage};
@@ -26,6 +28,8 @@ pub struct GcOptions {
     pub max_manifest_bytes: u64,
     /// The manifest cache directory, if one is used.
     pub cache_dir: Option<PathBuf>,
+    /// When to refuse a plan that looks like a mistake.
+    pub guard: GuardOptions,
 }
 
 /// Runs one collection. With `report_path`, the JSON report (every deletion
@@ -56,7 +60,19 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         delete_empty_repositories: opts.delete_empty_repositories,
         now_ms: system_time_ms(now),
     };
-    let plan = plan::plan(&inventory, &marks, &plan_opts);
+    let mut plan = plan::plan(&inventory, &marks, &plan_opts);
+    // The registry may have been written to since the listing: what a recent
+    // write needs leaves the plan. A dry run does it too, so that it plans what
+    // a real run would.
+    progress.start_phase("re-checking repositories", 0);
+    let recheck_opts = RecheckOptions { fence: plan_opts.fence(), concurrency: opts.concurrency, max_manifest_bytes: opts.max_manifest_bytes };
+    let recheck = recheck::recheck(storage, &inventory, &marks, &mut plan, &recheck_opts).await?;
+    if let Some(refusal) = guard::check(&inventory, &plan, &opts.guard) {
+        if !opts.dry_run {
+            return Err(refusal.into());
+        }
+        warnings.push(Warning::new(&storage.describe(), &format!("a real run would refuse: {refusal}")));
+    }
     // The sweep checks every key before its first delete (invariant 5); a dry
     // run refuses the same plans.
     if opts.dry_run {
@@ -65,6 +81,19 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
 
     let sweep_opts = SweepOptions { concurrency: opts.concurrency, attempts: 3 };
     let outcome = if opts.dry_run { None } else { Some(sweep::sweep(storage, &inventory, &plan, sweep_opts, progress).await?) };
+    // The window the re-check leaves: a manifest put between it and a blob's
+    // delete. Look once more, so that such an image is named, not silently broken.
+    let mut broken_by_race = Vec::new();
+    if let Some(o) = outcome.as_ref().filter(|o| o.deleted_keys > 0) {
+        let failed: std::collections::HashSet<&str> = o.failures.iter().map(|f| f.key.as_str()).collect();
+        let deleted: std::collections::HashSet<_> = plan
+            .deleted_blobs()
+            .filter_map(|d| if let plan::Target::Blob(id) = d.target { Some(id) } else { None })
+            .filter(|id| !failed.contains(crate::layout::blob_data_key(inventory.digests.get(*id)).as_str()))
+            .collect();
+        progress.start_phase("checking pushes made during the sweep", 0);
+        broken_by_race = recheck::check_after_sweep(storage, &inventory, &marks, &deleted, &recheck_opts).await?;
+    }
     progress.finish();
 
     for r in inventory.repositories.iter().filter(|r| !crate::layout::is_conventional_repository_name(&r.name)) {
@@ -115,6 +144,8 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         tags_matched_by_etag: marks.tags_matched_by_etag,
         manifest_cache_hits: marks.manifest_cache_hits,
         manifest_bytes_read: marks.manifest_bytes_read,
+        recheck,
+        broken_by_concurrent_pushes: broken_by_race,
     };
     if let Some(path) = report_path {
         write_report(path, &report, &inventory, &plan)?;

@@ -4,7 +4,8 @@
 //! The pipeline, one module per stage:
 //! [`storage`] (list / get / delete-batch) -> [`layout`] (key to meaning) ->
 //! [`inventory`] (one streamed listing) -> [`mark`] (tag links and manifests) ->
-//! [`plan`] (pure: what to delete and why) -> [`sweep`] (batched deletes) ->
+//! [`plan`] (pure: what to delete and why) -> [`recheck`] (what changed since the
+//! listing) -> [`guard`] (plans that look like mistakes) -> [`sweep`] (batched deletes) ->
 //! [`report`]. [`gc`] runs them in order; [`cli`] is the command line.
 
 pub mod cache;
@@ -14,6 +15,7 @@ pub mod digest;
 pub mod digest_table;
 pub mod error;
 pub mod gc;
+pub mod guard;
 pub mod inventory;
 pub mod layout;
 pub mod listing;
@@ -21,6 +23,7 @@ pub mod manifest;
 pub mod mark;
 pub mod plan;
 pub mod progress;
+pub mod recheck;
 pub mod report;
 pub mod storage;
 pub mod sweep;

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use crate::inventory::{Inventory, InventoryError};
 use crate::layout;
 use crate::progress::Progress;
-use crate::storage::{ObjectMeta, Storage};
+use crate::storage::{ObjectMeta, Storage, StorageError};
 
 /// Lists the whole registry tree into `inventory`. Any listing error aborts: a
 /// partial picture must never reach the planner (invariant 1).
@@ -82,11 +82,7 @@ impl ListingPlan {
                 }
             } else if prefix == layout::REPOSITORIES {
                 let level = storage.list_dir(prefix).await?;
-                let groups = if fine || level.prefixes.len() <= MAX_REPOSITORY_PARTITIONS {
-                    level.prefixes
-                } else {
-                    group_by_first_chars(prefix, level.prefixes, 2)
-                };
+                let groups = repository_groups(storage, level.prefixes);
                 plan.keep_objects_outside(inv, level.objects, &groups);
                 plan.partitions.extend(groups);
             } else {
@@ -110,6 +106,28 @@ impl ListingPlan {
             }
         }
     }
+}
+
+/// The top-level repository directories as listing prefixes: one each, or
+/// grouped by their first letters when there are many on a paged store.
+fn repository_groups(storage: &dyn Storage, children: Vec<String>) -> Vec<String> {
+    if storage.list_page_size().is_none() || children.len() <= MAX_REPOSITORY_PARTITIONS {
+        children
+    } else {
+        group_by_first_chars(layout::REPOSITORIES, children, 2)
+    }
+}
+
+/// Disjoint prefixes covering everything under `repositories/`, for listing
+/// the repositories again (the online re-check): flat when the first listing
+/// of `keys_listed` keys fitted in one page, split as the first listing was
+/// otherwise.
+pub async fn repository_partitions(storage: &dyn Storage, keys_listed: u64) -> Result<Vec<String>, StorageError> {
+    if storage.list_page_size().is_some_and(|page| keys_listed <= page as u64) {
+        return Ok(vec![layout::REPOSITORIES.to_string()]);
+    }
+    let level = storage.list_dir(layout::REPOSITORIES).await?;
+    Ok(repository_groups(storage, level.prefixes))
 }
 
 /// Estimated pages of blob keys, from the first (sorted) page of the whole tree:

@@ -35,6 +35,16 @@ async fn gc_command(args: &GcArgs, quiet: bool) -> Exit {
             eprintln!("registry-gc: {} deletions failed; run again to finish", report.failures.len());
             Exit::Incomplete
         }
+        Ok(report) if !report.broken_by_concurrent_pushes.is_empty() => {
+            let images: std::collections::BTreeSet<String> =
+                report.broken_by_concurrent_pushes.iter().map(|b| format!("{}@{}", b.repository, b.manifest)).collect();
+            eprintln!(
+                "registry-gc: {} images pushed during the sweep name blobs it deleted; push them again: {}",
+                images.len(),
+                images.into_iter().collect::<Vec<_>>().join(", ")
+            );
+            Exit::Incomplete
+        }
         Ok(_) => Exit::Success,
         Err(e) => {
             eprintln!("registry-gc: {e}");

@@ -223,10 +223,20 @@ fn kept_in_repository(inv: &Inventory, repo: &Repository, targets: &[TagTarget],
     (out, false)
 }
 
+impl PlanOptions {
+    /// The fence, in whole seconds: objects modified after it are young. Times
+    /// are rounded up for objects and down for the fence, and the fence is one
+    /// more second back because S3 (and stores like it) report last-modified
+    /// truncated to the second: an object written at 10.9 s shows as 10 s, and
+    /// must still count as newer than a fence at 10.3 s.
+    pub fn fence(&self) -> Secs {
+        let floor = (self.now_ms - self.min_age_ms).max(0) / 1000;
+        Secs::try_from((floor - 1).max(0)).unwrap_or(Secs::MAX)
+    }
+}
+
 pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
-    // Times are whole seconds, rounded up for objects and down for the fence:
-    // an object is never taken for older than it is.
-    let fence: Secs = Secs::try_from((opts.now_ms - opts.min_age_ms).max(0) / 1000).unwrap_or(Secs::MAX);
+    let fence = opts.fence();
     let upload_cutoff: Secs = Secs::try_from((opts.now_ms - opts.upload_max_age_ms).max(0) / 1000).unwrap_or(Secs::MAX);
     let young = |t: Secs| t > fence;
     let mut out = Plan { remove_empty_repositories: opts.delete_empty_repositories, ..Plan::default() };

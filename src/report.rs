@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use crate::inventory::{Inventory, StrayKey};
 use crate::plan::{Deletion, Reason};
+use crate::recheck::{BrokenByRace, RecheckOutcome};
 use crate::storage::counts::{RequestFloor, RequestTotals};
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -84,6 +85,12 @@ pub struct Report {
     pub manifest_bytes_read: u64,
     /// A phase of the sweep had failures, so the later phases were not started.
     pub sweep_stopped_early: bool,
+    /// The repositories listed again just before the sweep: what was written
+    /// since the fence, and the deletions that took out of the plan.
+    pub recheck: RecheckOutcome,
+    /// Manifests pushed while the sweep ran that name a blob it deleted (the
+    /// window the re-check leaves): push them again.
+    pub broken_by_concurrent_pushes: Vec<BrokenByRace>,
 }
 
 /// Writes the JSON report: the report's fields, then `deletions`, every key
@@ -182,6 +189,15 @@ impl Report {
         if self.spared_by_min_age > 0 {
             let _ = writeln!(s, "spared {} objects younger than --min-age {}s", self.spared_by_min_age, self.min_age_seconds);
         }
+        if self.recheck.recent_keys > 0 {
+            let _ = writeln!(
+                s,
+                "re-check before the sweep: {} keys written since the fence; withdrew {} deletions ({}) they need",
+                self.recheck.recent_keys,
+                self.recheck.withdrawn,
+                human_bytes(self.recheck.withdrawn_bytes)
+            );
+        }
         if !self.empty_repositories.is_empty() {
             let action = if self.empty_repositories_removed && !self.dry_run { "removed" } else { "left" };
             let _ = writeln!(s, "empty repositories ({action}): {}", self.empty_repositories.join(", "));
@@ -197,6 +213,13 @@ impl Report {
             if self.strays.len() > 20 {
                 let _ = writeln!(s, "  ... and {} more (see --report)", self.strays.len() - 20);
             }
+        }
+        for b in &self.broken_by_concurrent_pushes {
+            let _ = writeln!(
+                s,
+                "broken by a push during the sweep: {}@{} names {}, deleted by this run; push the image again",
+                b.repository, b.manifest, b.blob
+            );
         }
         for f in &self.failures {
             let _ = writeln!(s, "failed: {}: {}", f.key, f.error);

@@ -122,13 +122,20 @@ fn empty_repositories_are_reported_and_removed_on_request() {
     tree::copy_tree(&sc.root, copy.path());
     tree::age_tree(copy.path(), Duration::from_secs(7200));
     let repo_dir = copy.path().join("docker/registry/v2/repositories/testrepo");
-    let out = gc(copy.path(), &[], 0);
+    // Every manifest is gone, so every blob would go: the guard wants --force.
+    let before = tree::snapshot(copy.path());
+    let out = gc(copy.path(), &[], 3);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no manifest was found but 4 blobs were"), "{out:?}");
+    assert_eq!(tree::snapshot(copy.path()), before, "a refused run deletes nothing");
+    let out = gc(copy.path(), &["--dry-run"], 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a real run would refuse"), "{out:?}");
+    let out = gc(copy.path(), &["--force"], 0);
     assert!(String::from_utf8_lossy(&out.stdout).contains("empty repositories (left): testrepo"));
     assert!(repo_dir.is_dir());
     // A later run still sees the empty repository (only directories remain) and
     // removes it when asked.
     tree::age_tree(copy.path(), Duration::from_secs(7200));
-    let out = gc(copy.path(), &["--delete-empty-repos"], 0);
+    let out = gc(copy.path(), &["--delete-empty-repos", "--force"], 0);
     assert!(String::from_utf8_lossy(&out.stdout).contains("empty repositories (removed): testrepo"));
     assert!(!repo_dir.exists());
     assert!(copy.path().join("docker/registry/v2/repositories").is_dir());
@@ -153,4 +160,20 @@ fn delete_empty_repos_keeps_child_repositories_of_a_namespace() {
     assert!(repos.join("child/_manifests/tags/v1/current/link").is_file());
     let reg = Registry::start(copy.path());
     sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged).unwrap();
+}
+
+#[test]
+fn a_plan_over_the_delete_share_is_refused_without_force() {
+    let (_dir, sc) = pushed(scenarios::deletion_has_effect);
+    let copy = collector::aged_copy(&sc);
+    let before = tree::snapshot(copy.path());
+    let out = gc(copy.path(), &[], 3);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("more than --max-delete-percent 50%") && stderr.contains("nothing was deleted"), "{stderr}");
+    assert_eq!(tree::snapshot(copy.path()), before, "a refused run deletes nothing");
+    // the operator looked at the plan and raises the limit
+    gc(copy.path(), &["--max-delete-percent", "100"], 0);
+    assert_ne!(tree::keys(copy.path()), before.keys().cloned().collect(), "the collection ran");
+    let reg = Registry::start(copy.path());
+    sc.pull_verify_survivors(reg.url(), Mode::Default).unwrap();
 }

@@ -138,7 +138,7 @@ fn index_untagged_later() {
     // untag (distribution's Tags().Untag removes the tag directory)
     tree::remove_dir(copy.path(), "repositories/deletemanifests/_manifests/tags/test");
     tree::age_tree(copy.path(), Duration::from_secs(7200));
-    gc(copy.path(), &["--delete-untagged"], 0);
+    gc(copy.path(), &["--delete-untagged", "--force"], 0);
     assert!(tree::blob_digests(copy.path()).is_empty());
     assert!(tree::revisions(copy.path()).values().all(|r| r.is_empty()));
 }

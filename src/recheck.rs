@@ -1,0 +1,333 @@
+//! The online re-check: between planning and the first delete, the
+//! repositories' links are listed again, and whatever a write since the fence
+//! made live is withdrawn from the plan.
+//!
+//! The registry keeps serving while we collect. A push that lands after the
+//! listing (a new manifest naming layers that were garbage when we looked, a
+//! tag moved onto an untagged manifest, a layer mounted or re-linked) leaves a
+//! fresh link behind: every link, tag and upload part written since the fence
+//! is a root here, and the manifests it names are read (from the mark phase's
+//! results when already read) and kept with everything they reference.
+//!
+//! What remains is the window between this listing and the delete of each
+//! key: a client that checks a garbage layer by HEAD in that window and then
+//! puts a manifest naming it can lose it. README.md ("Online collection")
+//! states it for operators.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::StreamExt;
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
+use crate::digest_table::DigestId;
+use crate::inventory::{secs_ceil, Inventory, Secs};
+use crate::layout::{self, KeyKind};
+use crate::listing;
+use crate::manifest;
+use crate::mark::Marks;
+use crate::plan::{Plan, Target};
+use crate::storage::{Storage, StorageError};
+
+/// Link files hold 71 bytes; anything much larger is not a link.
+const LINK_READ_LIMIT: u64 = 4096;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RecheckOptions {
+    /// The plan's fence: objects modified after this second are young.
+    pub fence: Secs,
+    pub concurrency: usize,
+    pub max_manifest_bytes: u64,
+}
+
+/// What the re-check found and withdrew.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecheckOutcome {
+    /// Keys under `repositories/` listed again.
+    pub keys_listed: u64,
+    /// Links, tags and upload parts written since the fence.
+    pub recent_keys: u64,
+    /// Manifests read because a recent link names them and the mark phase had not.
+    pub manifests_read: u64,
+    /// Planned deletions withdrawn because a recent write needs them.
+    pub withdrawn: u64,
+    pub withdrawn_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecheckError {
+    #[error("re-checking the repositories before the sweep failed, nothing was deleted: {0}")]
+    Storage(StorageError),
+    #[error("{key}: content does not hash to its digest (a truncated or corrupt read); nothing was deleted")]
+    Corrupt { key: String },
+}
+
+/// What the links written since the fence ask to keep.
+#[derive(Debug, Default)]
+struct Recent {
+    /// Manifests named by recent revision links, tag links and tag history,
+    /// with the repository that names them.
+    manifests: Vec<(String, Digest)>,
+    /// Blobs named by recent layer links.
+    blobs: Vec<Digest>,
+    /// Tag current links to read: (repository, tag).
+    tag_links: Vec<(String, String)>,
+    /// Alternate-algorithm links to read: (repository, key).
+    alt_links: Vec<(String, String)>,
+    /// Tags written since the fence: (repository, tag).
+    tags: HashSet<(String, String)>,
+    /// Uploads written to since the fence: (repository, uuid).
+    uploads: HashSet<(String, String)>,
+    /// Repositories with anything written since the fence.
+    repositories: HashSet<String>,
+    keys: u64,
+}
+
+impl Recent {
+    fn note(&mut self, key: &str) {
+        self.keys += 1;
+        match layout::classify(key) {
+            KeyKind::Revision { repo, digest } => {
+                self.repositories.insert(repo.to_string());
+                self.manifests.push((repo.to_string(), digest));
+            }
+            KeyKind::TagIndex { repo, tag, digest } => {
+                self.repositories.insert(repo.to_string());
+                self.tags.insert((repo.to_string(), tag.to_string()));
+                self.manifests.push((repo.to_string(), digest));
+            }
+            KeyKind::TagCurrent { repo, tag } => {
+                self.repositories.insert(repo.to_string());
+                self.tags.insert((repo.to_string(), tag.to_string()));
+                self.tag_links.push((repo.to_string(), tag.to_string()));
+            }
+            KeyKind::LayerLink { repo, digest } => {
+                self.repositories.insert(repo.to_string());
+                self.blobs.push(digest);
+            }
+            KeyKind::AltLink { repo, .. } => {
+                self.repositories.insert(repo.to_string());
+                self.alt_links.push((repo.to_string(), key.to_string()));
+            }
+            KeyKind::Upload { repo, uuid, .. } => {
+                self.repositories.insert(repo.to_string());
+                self.uploads.insert((repo.to_string(), uuid.to_string()));
+            }
+            KeyKind::EmptyDir { repo: Some(repo), .. } => {
+                self.repositories.insert(repo.to_string());
+            }
+            _ => self.keys -= 1,
+        }
+    }
+}
+
+/// Lists the repositories again and withdraws from `plan` every deletion a
+/// write since the fence needs. Any error means the sweep must not start.
+pub async fn recheck(storage: &dyn Storage, inv: &Inventory, marks: &Marks, plan: &mut Plan, opts: &RecheckOptions) -> Result<RecheckOutcome, RecheckError> {
+    let mut outcome = RecheckOutcome::default();
+    let recent = list_recent(storage, inv, opts, &mut outcome).await?;
+    if recent.keys == 0 {
+        return Ok(outcome);
+    }
+    let reached = reach(storage, inv, marks, &recent, opts, &mut outcome).await?;
+    withdraw(inv, plan, &reached, &recent, &mut outcome);
+    Ok(outcome)
+}
+
+/// A manifest written during the run that names a blob the run deleted: a
+/// push that landed in the window between the re-check and the delete.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BrokenByRace {
+    pub repository: String,
+    pub manifest: String,
+    pub blob: String,
+}
+
+/// After the sweep: lists the repositories once more and names every manifest
+/// written since the fence that references a blob in `deleted`. Once a blob's
+/// delete has returned, the registry refuses manifests naming it, so a listing
+/// made after the sweep sees every manifest the window let through.
+pub async fn check_after_sweep(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    marks: &Marks,
+    deleted: &HashSet<DigestId>,
+    opts: &RecheckOptions,
+) -> Result<Vec<BrokenByRace>, RecheckError> {
+    let mut outcome = RecheckOutcome::default();
+    let recent = list_recent(storage, inv, opts, &mut outcome).await?;
+    let reached = reach(storage, inv, marks, &recent, opts, &mut outcome).await?;
+    let mut broken: Vec<BrokenByRace> = reached
+        .iter()
+        // a layer link alone is an upload in progress, which the registry will
+        // refuse to complete into a manifest now that the blob is gone
+        .filter(|(id, root)| deleted.contains(id) && **root != usize::MAX)
+        .map(|(id, root)| {
+            let (repository, manifest) = match recent.manifests.get(*root) {
+                Some((repo, d)) => (repo.clone(), d.to_string()),
+                None => (String::new(), String::new()), // a layer link's blob: no manifest names it yet
+            };
+            BrokenByRace { repository, manifest, blob: inv.digests.get(*id).to_string() }
+        })
+        .collect();
+    broken.sort_by(|a, b| (&a.repository, &a.manifest, &a.blob).cmp(&(&b.repository, &b.manifest, &b.blob)));
+    Ok(broken)
+}
+
+/// The links, tags and uploads under `repositories/` written since the fence.
+async fn list_recent(storage: &dyn Storage, inv: &Inventory, opts: &RecheckOptions, outcome: &mut RecheckOutcome) -> Result<Recent, RecheckError> {
+    let mut recent = Recent::default();
+    let partitions = listing::repository_partitions(storage, inv.keys_listed).await.map_err(RecheckError::Storage)?;
+    let mut stream = futures::stream::iter(partitions).map(|p| storage.list(&p)).flatten_unordered(opts.concurrency.max(1));
+    while let Some(item) = stream.next().await {
+        let meta = item.map_err(RecheckError::Storage)?;
+        if !meta.key.ends_with('/') {
+            outcome.keys_listed += 1;
+        }
+        if secs_ceil(meta.last_modified_ms) > opts.fence {
+            recent.note(&meta.key);
+        }
+    }
+    drop(stream);
+    outcome.recent_keys = recent.keys;
+    if recent.keys > 0 {
+        let links = read_links(storage, &recent, opts.concurrency).await?;
+        recent.manifests.extend(links.into_iter().filter_map(|(repo, d)| Some((repo, d?))));
+    }
+    Ok(recent)
+}
+
+/// Reads the recent tag current links and alternate-algorithm links: the
+/// digests they hold, with their repository (`None` for a link gone since, or
+/// holding junk, which keeps nothing more than the plan already does).
+async fn read_links(storage: &dyn Storage, recent: &Recent, concurrency: usize) -> Result<Vec<(String, Option<Digest>)>, RecheckError> {
+    let keys = recent
+        .tag_links
+        .iter()
+        .map(|(r, t)| (r.clone(), layout::tag_current_key(r, t)))
+        .chain(recent.alt_links.iter().cloned());
+    let reads = futures::stream::iter(keys)
+        .map(|(repo, key)| async move {
+            match storage.get(&key, LINK_READ_LIMIT).await {
+                Ok(bytes) => Ok((repo, std::str::from_utf8(&bytes).ok().and_then(|s| s.trim().parse::<Digest>().ok()))),
+                Err(StorageError::NotFound { .. } | StorageError::TooLarge { .. }) => Ok((repo, None)),
+                Err(e) => Err(RecheckError::Storage(e)),
+            }
+        })
+        .buffer_unordered(concurrency.max(1));
+    reads.collect::<Vec<_>>().await.into_iter().collect()
+}
+
+/// Everything the recent roots reach: each manifest, its config and layers,
+/// its children (recursively, as manifests), and the blobs of recent layer
+/// links. Each blob maps to the index in `recent.manifests` of a root that
+/// reaches it (`usize::MAX` for a layer link's blob).
+async fn reach(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    marks: &Marks,
+    recent: &Recent,
+    opts: &RecheckOptions,
+    outcome: &mut RecheckOutcome,
+) -> Result<HashMap<DigestId, usize>, RecheckError> {
+    let mut reached: HashMap<DigestId, usize> = recent.blobs.iter().filter_map(|d| inv.digests.find(d)).map(|id| (id, usize::MAX)).collect();
+    let mut visited: HashSet<Digest> = HashSet::new();
+    let mut frontier: Vec<(Digest, usize)> = recent.manifests.iter().enumerate().map(|(i, (_, d))| (*d, i)).collect();
+    while !frontier.is_empty() {
+        let mut to_read = Vec::new();
+        let mut next = Vec::new();
+        for (d, root) in frontier.drain(..) {
+            if !visited.insert(d) {
+                continue;
+            }
+            let id = inv.digests.find(&d);
+            let mut keep = |b: DigestId| {
+                reached.entry(b).or_insert(root);
+            };
+            if let Some(id) = id {
+                keep(id);
+            }
+            match id.and_then(|id| marks.manifest(id)) {
+                Some(refs) => {
+                    refs.blobs.iter().copied().for_each(&mut keep);
+                    id.map(|id| marks.other_algorithm_blobs(id)).unwrap_or_default().iter().copied().for_each(&mut keep);
+                    next.extend(refs.children.iter().map(|c| (*inv.digests.get(*c), root)));
+                }
+                // A blob too large to be a manifest (a layer an unknown manifest
+                // mentions) is kept as it is, unread.
+                None if id.and_then(|id| inv.blob(id)).is_some_and(|b| b.size > opts.max_manifest_bytes) => {}
+                None => to_read.push((d, root)),
+            }
+        }
+        let reads = futures::stream::iter(to_read)
+            .map(|(d, root)| async move {
+                let key = layout::blob_data_key(&d);
+                (d, root, storage.get(&key, opts.max_manifest_bytes).await, key)
+            })
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
+        for (d, root, result, key) in reads {
+            let bytes = match result {
+                Ok(bytes) => bytes,
+                // A link to a manifest whose blob is missing (or not written
+                // yet): nothing more to keep through it.
+                Err(StorageError::NotFound { .. }) => continue,
+                Err(e) => return Err(RecheckError::Storage(e)),
+            };
+            if Sha256::digest(&bytes)[..] != d.as_bytes()[..] {
+                return Err(RecheckError::Corrupt { key });
+            }
+            outcome.manifests_read += 1;
+            let refs = manifest::parse(&bytes);
+            let named = refs.blobs.iter().filter_map(|b| inv.digests.find(b));
+            let other = refs.other_algorithm.iter().filter_map(|o| marks.alternate_digests.get(o)).filter_map(|b| inv.digests.find(b));
+            for b in named.chain(other) {
+                reached.entry(b).or_insert(root);
+            }
+            next.extend(refs.children.iter().map(|c| (*c, root)));
+        }
+        frontier = next;
+    }
+    Ok(reached)
+}
+
+/// Takes out of the plan every deletion of a kept digest (its blob and the links
+/// naming it, in any repository), of a recently written tag, and of an upload
+/// written to since the fence.
+fn withdraw(inv: &Inventory, plan: &mut Plan, kept: &HashMap<DigestId, usize>, recent: &Recent, outcome: &mut RecheckOutcome) {
+    let repo_name = |r: u32| inv.repositories[r as usize].name.as_str();
+    let tag_touched = |r: u32, t: u32| {
+        let repo = &inv.repositories[r as usize];
+        recent.tags.contains(&(repo.name.clone(), repo.tags[t as usize].name.to_string()))
+    };
+    // Uploads by repository, so that the check does not build a key per deletion.
+    let mut uploads: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for (repo, uuid) in &recent.uploads {
+        uploads.entry(repo.as_str()).or_default().insert(uuid.as_str());
+    }
+    let needed = |target: &Target| match *target {
+        Target::Blob(d) | Target::Revision { digest: d, .. } | Target::LayerLink { digest: d, .. } => kept.contains_key(&d),
+        Target::TagIndex { repo, tag, digest } => kept.contains_key(&digest) || tag_touched(repo, tag),
+        Target::TagCurrent { repo, tag } => tag_touched(repo, tag),
+        Target::Upload { repo, upload, .. } => uploads
+            .get(repo_name(repo))
+            .is_some_and(|u| u.contains(inv.repositories[repo as usize].uploads[upload as usize].uuid.as_str())),
+    };
+    let before = plan.deletions.len();
+    let mut withdrawn_bytes = 0;
+    plan.deletions.retain(|d| {
+        let keep = needed(&d.target);
+        if keep {
+            withdrawn_bytes += inv.bytes_of(&d.target);
+            if let Target::Blob(id) = d.target {
+                plan.kept_blobs += 1;
+                plan.kept_blob_bytes += inv.blob(id).map_or(0, |b| b.size);
+            }
+        }
+        !keep
+    });
+    outcome.withdrawn = (before - plan.deletions.len()) as u64;
+    outcome.withdrawn_bytes = withdrawn_bytes;
+    plan.empty_repositories.retain(|r| !recent.repositories.contains(r));
+}

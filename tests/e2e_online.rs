@@ -1,0 +1,328 @@
+//! Online collection: the real registry keeps serving pushes while registry-gc
+//! collects with its defaults. The pushes land after the listing (they are made
+//! from inside the mark phase's first read, so the timing is exact, not luck):
+//! a layer that is garbage at mark time re-pushed the way clients do it (HEAD,
+//! then only the manifest), the same layer uploaded into a new repository, a
+//! brand-new image and a tag moved onto an untagged manifest. Afterwards every
+//! image pushed, before or during the run, pulls back with sha256 intact.
+
+mod common;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use common::cloud::Emulator;
+use common::http;
+use common::images::{layer_blob, sha256_digest, Image, ImageKind, PushedImage};
+use common::registry::{s3_driver_yaml, Registry};
+use common::tree;
+use registry_gc::gc::{self, GcOptions};
+use registry_gc::guard::GuardOptions;
+use registry_gc::progress::Progress;
+use registry_gc::report::Report;
+use registry_gc::storage::counts::RequestCounts;
+use registry_gc::storage::open::open_storage;
+use registry_gc::storage::{DirListing, ObjectMeta, Storage, StorageError};
+
+type Hook = Box<dyn FnOnce() + Send>;
+
+/// A storage that runs `hook` (on a blocking thread) at a chosen moment of a
+/// collection.
+#[derive(Debug)]
+struct WritesDuringRun {
+    inner: Box<dyn Storage>,
+    hook: HookSlot,
+    when: When,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum When {
+    /// Before the first read: the listing is complete, nothing is planned yet.
+    FirstRead,
+    /// Before the first delete of blob data: planned, re-checked, sweeping.
+    FirstBlobDelete,
+}
+
+impl WritesDuringRun {
+    async fn fire(&self, now: When) {
+        if now != self.when {
+            return;
+        }
+        let hook = self.hook.0.lock().unwrap().take();
+        if let Some(hook) = hook {
+            tokio::task::spawn_blocking(hook).await.expect("the pushes made during the run failed");
+        }
+    }
+}
+
+struct HookSlot(Mutex<Option<Hook>>);
+
+impl std::fmt::Debug for HookSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HookSlot")
+    }
+}
+
+#[async_trait]
+impl Storage for WritesDuringRun {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn counts(&self) -> &RequestCounts {
+        self.inner.counts()
+    }
+    fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+        self.inner.list(prefix)
+    }
+    async fn list_dir(&self, prefix: &str) -> Result<DirListing, StorageError> {
+        self.inner.list_dir(prefix).await
+    }
+    fn list_page_size(&self) -> Option<usize> {
+        self.inner.list_page_size()
+    }
+    async fn list_first_page(&self, prefix: &str) -> Result<Option<(Vec<ObjectMeta>, bool)>, StorageError> {
+        self.inner.list_first_page(prefix).await
+    }
+    async fn get(&self, key: &str, limit: u64) -> Result<Bytes, StorageError> {
+        self.fire(When::FirstRead).await;
+        self.inner.get(key, limit).await
+    }
+    async fn delete_batch(&self, keys: &[String]) -> Vec<Result<(), StorageError>> {
+        if keys.iter().any(|k| k.starts_with("docker/registry/v2/blobs/")) {
+            self.fire(When::FirstBlobDelete).await;
+        }
+        self.inner.delete_batch(keys).await
+    }
+    fn max_delete_batch(&self) -> usize {
+        self.inner.max_delete_batch()
+    }
+    fn bulk_delete_size(&self) -> usize {
+        self.inner.bulk_delete_size()
+    }
+    fn has_directories(&self) -> bool {
+        self.inner.has_directories()
+    }
+    async fn remove_empty_dirs(&self, dirs: &[String]) -> Result<usize, StorageError> {
+        self.inner.remove_empty_dirs(dirs).await
+    }
+}
+
+/// Pushes like a client: a blob is uploaded only when HEAD says the repository
+/// does not have it; then the manifest.
+fn push_like_client(base: &str, repo: &str, image: &Image, tag: &str) -> PushedImage {
+    for b in image.blobs() {
+        if !http::blob_exists(base, repo, &b.digest) {
+            http::upload_blob(base, repo, &b.bytes);
+        }
+    }
+    let bytes = image.manifest_bytes();
+    let digest = http::put_manifest(base, repo, tag, image.media_type(), &bytes);
+    PushedImage {
+        repo: repo.into(),
+        digest,
+        media_type: image.media_type().into(),
+        bytes,
+        blobs: image.blob_digests(),
+        children: vec![],
+        subject: None,
+        artifact_type: None,
+        tag: Some(tag.into()),
+    }
+}
+
+/// What the registry held before the run, and what the pushes during it add.
+struct Online {
+    /// Pushed, then deleted through the API before the run: garbage at mark time.
+    garbage: Image,
+    /// An orphan layer nothing ever references again: the run must delete it.
+    orphan: String,
+    /// `app:moving` points at this before the run (kept in default mode)...
+    moving_from: PushedImage,
+    /// ...and at this untagged manifest after the move.
+    moving_to: PushedImage,
+}
+
+fn seed(base: &str) -> Online {
+    // tagged before the run; must survive
+    push_like_client(base, "base", &Image::docker("online-kept", 2), "v1");
+    let garbage = Image::docker("online-garbage", 2);
+    let g = push_like_client(base, "app", &garbage, "old");
+    http::delete_manifest(base, "app", &g.digest);
+    let orphan = http::upload_blob(base, "app", &layer_blob("online-orphan").bytes);
+    let moving_from = push_like_client(base, "app", &Image::docker("online-from", 1), "moving");
+    let to = Image::docker("online-to", 1);
+    for b in to.blobs() {
+        http::upload_blob(base, "app", &b.bytes);
+    }
+    let bytes = to.manifest_bytes();
+    let digest = http::put_manifest(base, "app", &sha256_digest(&bytes), to.media_type(), &bytes);
+    let moving_to = PushedImage {
+        repo: "app".into(),
+        digest,
+        media_type: to.media_type().into(),
+        bytes,
+        blobs: to.blob_digests(),
+        children: vec![],
+        subject: None,
+        artifact_type: None,
+        tag: None,
+    };
+    Online { garbage, orphan, moving_from, moving_to }
+}
+
+/// The writes made while registry-gc is between its listing and its plan.
+/// Returns the references that must pull afterwards.
+fn pushes_during_the_run(base: &str, garbage: &Image, moving_to: &PushedImage) -> Vec<(String, String)> {
+    // The garbage image again: its layers are still linked in `app`, so a
+    // client uploads nothing and only puts the manifest.
+    let again = push_like_client(base, "app", garbage, "again");
+    // One of its layers into a repository that never had it: uploaded again,
+    // which leaves the (old) blob data as it was and links it.
+    let fresh = Image::from_layers(ImageKind::Docker, "online-fresh", vec![garbage.layers[0].clone(), layer_blob("online-new")]);
+    push_like_client(base, "fresh", &fresh, "v1");
+    // The tag moved onto the untagged manifest.
+    http::put_manifest(base, "app", "moving", &moving_to.media_type, &moving_to.bytes);
+    vec![
+        ("app".into(), "again".into()),
+        ("app".into(), again.digest),
+        ("fresh".into(), "v1".into()),
+        ("app".into(), "moving".into()),
+        ("app".into(), moving_to.digest.clone()),
+    ]
+}
+
+fn options(delete_untagged: bool, min_age: Duration) -> GcOptions {
+    GcOptions {
+        dry_run: false,
+        delete_untagged,
+        min_age_ms: min_age.as_millis() as i64,
+        upload_max_age_ms: 7 * 24 * 3_600_000,
+        delete_empty_repositories: false,
+        concurrency: 16,
+        max_manifest_bytes: 64 << 20,
+        cache_dir: None,
+        // these small registries are mostly garbage
+        guard: GuardOptions { force: true, ..GuardOptions::default() },
+    }
+}
+
+fn collect_while_pushing(storage: Box<dyn Storage>, base: &str, o: &Online, opts: GcOptions) -> (Report, Vec<(String, String)>) {
+    let pushed = Arc::new(Mutex::new(Vec::new()));
+    let (base_s, garbage, moving_to, sink) = (base.to_string(), o.garbage.clone(), o.moving_to.clone(), pushed.clone());
+    let hook: Hook = Box::new(move || *sink.lock().unwrap() = pushes_during_the_run(&base_s, &garbage, &moving_to));
+    let storage = Box::new(WritesDuringRun { inner: storage, hook: HookSlot(Mutex::new(Some(hook))), when: When::FirstRead });
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let report = rt.block_on(gc::run(storage, opts, &Progress::new(false), None)).expect("collection runs");
+    let pushed = pushed.lock().unwrap().clone();
+    assert!(!pushed.is_empty(), "the pushes ran during the mark phase");
+    (report, pushed)
+}
+
+fn assert_everything_pulls(base: &str, o: &Online, pushed: &[(String, String)], delete_untagged: bool) {
+    let mut refs: Vec<(String, String)> = vec![("base".into(), "v1".into())];
+    if !delete_untagged {
+        // untagged by the move: collected under --delete-untagged, kept otherwise
+        refs.push(("app".into(), o.moving_from.digest.clone()));
+    }
+    refs.extend(pushed.iter().cloned());
+    for (repo, reference) in refs {
+        http::pull_verify(base, &repo, &reference).unwrap_or_else(|e| panic!("{repo}:{reference} after an online collection: {e}"));
+    }
+    assert!(!http::blob_exists(base, "app", &o.orphan), "the orphan layer is garbage and goes");
+}
+
+fn assert_rescued(report: &Report) {
+    assert!(report.recheck.recent_keys > 0, "{report:?}");
+    // the re-pushed garbage image: its manifest, config and two layers
+    assert!(report.recheck.withdrawn >= 4, "withdrawn {}: {}", report.recheck.withdrawn, report.summary());
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+}
+
+#[test]
+fn pushes_during_a_collection_on_disk_survive_in_both_modes() {
+    for delete_untagged in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::start(dir.path());
+        let o = seed(reg.url());
+        // everything before the run is two hours old: the default --min-age 1h
+        // fence lets the collector work, and the pushes during it are young
+        tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+        let storage = open_storage(&dir.path().display().to_string(), &Default::default()).unwrap();
+        let (report, pushed) = collect_while_pushing(storage, reg.url(), &o, options(delete_untagged, Duration::from_secs(3600)));
+        assert_rescued(&report);
+        assert!(report.deleted_keys > 0, "the run collected the real garbage: {}", report.summary());
+        assert_everything_pulls(reg.url(), &o, &pushed, delete_untagged);
+        check_second_run_is_quiet(dir.path(), delete_untagged);
+    }
+}
+
+/// A second collection (no pushes) keeps every image: what the first run
+/// withdrew was needed, not merely postponed.
+fn check_second_run_is_quiet(root: &Path, delete_untagged: bool) {
+    tree::age_tree(root, Duration::from_secs(2 * 3600));
+    let reg = Registry::start(root);
+    let storage = open_storage(&root.display().to_string(), &Default::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let report = rt.block_on(gc::run(storage, options(delete_untagged, Duration::from_secs(3600)), &Progress::new(false), None)).unwrap();
+    assert!(report.failures.is_empty());
+    for (repo, reference) in [("app", "again"), ("fresh", "v1"), ("app", "moving"), ("base", "v1")] {
+        http::pull_verify(reg.url(), repo, reference).unwrap_or_else(|e| panic!("{repo}:{reference} after a second run: {e}"));
+    }
+}
+
+#[test]
+fn pushes_during_a_collection_on_s3_survive() {
+    let emulator = Emulator::Moto;
+    emulator.require();
+    let root = Emulator::unique_root("online");
+    let reg = Registry::start_with_driver(&s3_driver_yaml(&emulator.endpoint(), common::cloud::BUCKET, &root));
+    let o = seed(reg.url());
+    // Object stores cannot back-date objects: the fence is the start of the
+    // run (--min-age 0s), so what was pushed before is old and what is pushed
+    // during the run is young.
+    std::thread::sleep(Duration::from_millis(2100));
+    let storage = open_storage(&emulator.url(&root), &emulator.backend_options()).unwrap();
+    let (report, pushed) = collect_while_pushing(storage, reg.url(), &o, options(false, Duration::ZERO));
+    assert_rescued(&report);
+    assert_everything_pulls(reg.url(), &o, &pushed, false);
+}
+
+/// The window the re-check leaves, closed by looking again after the sweep: a
+/// manifest put while the sweep runs, naming garbage blobs still there (the
+/// registry accepts it), is named in the report so that it can be pushed again.
+#[test]
+fn a_push_during_the_sweep_that_the_sweep_breaks_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let o = seed(reg.url());
+    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+    let (base, garbage) = (reg.url().to_string(), o.garbage.clone());
+    let repushed = Arc::new(Mutex::new(String::new()));
+    let sink = repushed.clone();
+    let hook: Hook = Box::new(move || *sink.lock().unwrap() = push_like_client(&base, "app", &garbage, "during-sweep").digest);
+    let inner = open_storage(&dir.path().display().to_string(), &Default::default()).unwrap();
+    let storage = Box::new(WritesDuringRun { inner, hook: HookSlot(Mutex::new(Some(hook))), when: When::FirstBlobDelete });
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let report = rt.block_on(gc::run(storage, options(false, Duration::from_secs(3600)), &Progress::new(false), None)).unwrap();
+    let digest = repushed.lock().unwrap().clone();
+    assert!(!digest.is_empty(), "the push ran during the sweep");
+    let named: std::collections::BTreeSet<(String, String)> =
+        report.broken_by_concurrent_pushes.iter().map(|b| (b.repository.clone(), b.manifest.clone())).collect();
+    assert_eq!(named, [("app".to_string(), digest.clone())].into(), "{}", report.summary());
+    let blobs: std::collections::BTreeSet<String> = report.broken_by_concurrent_pushes.iter().map(|b| b.blob.clone()).collect();
+    let mut needed: std::collections::BTreeSet<String> = o.garbage.blob_digests().into_iter().collect();
+    needed.insert(digest.clone());
+    // its manifest blob at least (once deleted, what it named cannot be read)
+    assert!(blobs.contains(&digest) && blobs.is_subset(&needed), "{blobs:?}");
+    assert!(report.summary().contains("push the image again"));
+    // and it really is broken: what the report says is what a pull finds
+    assert!(http::pull_verify(reg.url(), "app", "during-sweep").is_err());
+    // pushing it again (as the report says) repairs it
+    push_like_client(reg.url(), "app", &o.garbage, "during-sweep");
+    http::pull_verify(reg.url(), "app", "during-sweep").unwrap();
+}
