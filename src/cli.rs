@@ -55,6 +55,16 @@ pub struct Cli {
     /// No progress display and no summary; errors still go to stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    /// Log lines on stderr as text, or as JSON (one object per line, for log collectors).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,13 +72,21 @@ pub enum Command {
     /// Delete blobs and links that no kept manifest needs (like `registry garbage-collect`).
     #[command(after_help = AFTER_HELP)]
     Gc(GcArgs),
+    /// Print a shell completion script on stdout, e.g.
+    /// `registry-gc completions bash > /etc/bash_completion.d/registry-gc`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout, e.g. `registry-gc man > /usr/local/share/man/man1/registry-gc.1`.
+    Man,
 }
 
 /// Where the registry is and how to reach it: shared by every command that
 /// reads a registry.
 #[derive(Debug, Args)]
 pub struct StorageArgs {
-    /// The registry's storage (see STORAGE below). May be set in --config instead.
+    /// The registry's storage (see STORAGE below). May be set in --config, or read from --registry-config, instead.
     #[arg(value_name = "STORAGE")]
     pub storage: Option<String>,
 
@@ -202,6 +220,11 @@ pub struct GcArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
+    /// Write the run's metrics to this Prometheus textfile (node_exporter's
+    /// textfile collector), atomically; also when the run fails.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
+
     /// Storage requests in flight at once [default: 64].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: Option<u16>,
@@ -228,6 +251,7 @@ pub struct GcSettings {
     pub storage: String,
     pub options: GcOptions,
     pub report: Option<PathBuf>,
+    pub metrics: Option<PathBuf>,
     pub backend: BackendOptions,
     /// No cache directory was given and none was refused: use the default one
     /// if the storage is remote.
@@ -258,7 +282,8 @@ impl GcArgs {
             },
         };
         let default_cache = !self.no_cache && !gc.no_cache.unwrap_or(false);
-        Ok(GcSettings { storage, options, report: self.report.clone().or(gc.report.clone()), backend, default_cache })
+        let metrics = self.metrics.clone().or(gc.metrics.clone());
+        Ok(GcSettings { storage, options, report: self.report.clone().or(gc.report.clone()), metrics, backend, default_cache })
     }
 }
 

@@ -45,6 +45,7 @@ pub struct GcSection {
     pub upload_max_age: Option<String>,
     pub delete_empty_repos: Option<bool>,
     pub report: Option<PathBuf>,
+    pub metrics: Option<PathBuf>,
     pub concurrency: Option<u16>,
     pub max_manifest_size: Option<u64>,
     pub cache_dir: Option<PathBuf>,
