@@ -8,10 +8,29 @@ use clap::CommandFactory;
 use crate::cli::Cli;
 
 /// Writes the completion script for `shell`.
-pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) -> std::io::Result<()> {
     let mut cmd = Cli::command();
     let name = cmd.get_name().to_string();
-    clap_complete::generate(shell, &mut cmd, name, out);
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, &name, &mut script);
+    if shell == clap_complete::Shell::Bash {
+        script = fix_bash_hyphenated_name(&name, &String::from_utf8_lossy(&script)).into_bytes();
+    }
+    out.write_all(&script)
+}
+
+/// clap_complete's bash script spells the state of a hyphenated binary's
+/// subcommands two ways (`registry__gc__subcmd__gc` in the loop that finds the
+/// subcommand, `registry__subcmd__gc__subcmd__gc` in the arms that complete it),
+/// so nothing after a subcommand ever completes (clap-rs/clap#6421). The arms
+/// are respelled the way the loop spells them.
+fn fix_bash_hyphenated_name(name: &str, script: &str) -> String {
+    let loop_spelling = name.replace('-', "__");
+    let arm_spelling = name.replace('-', "__subcmd__");
+    if loop_spelling == arm_spelling {
+        return script.to_string();
+    }
+    script.replace(&format!("{arm_spelling}__subcmd__"), &format!("{loop_spelling}__subcmd__"))
 }
 
 /// Writes the man page (roff, section 1): the top-level page, then each

@@ -41,10 +41,13 @@ fn main() -> ExitCode {
     };
     let exit = match &cli.command {
         Command::Gc(args) => runtime.block_on(gc_command(args, cli.quiet)),
-        Command::Completions { shell } => {
-            generate::completions(*shell, &mut std::io::stdout());
-            Exit::Success
-        }
+        Command::Completions { shell } => match generate::completions(*shell, &mut std::io::stdout()) {
+            Ok(()) => Exit::Success,
+            Err(e) => {
+                say(&format!("cannot write the completion script: {e}"));
+                Exit::Error
+            }
+        },
         Command::Man => match generate::man(&mut std::io::stdout()) {
             Ok(()) => Exit::Success,
             Err(e) => {
