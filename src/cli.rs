@@ -67,6 +67,8 @@ pub enum LogFormat {
     Json,
 }
 
+// parsed once per process: the size of the largest variant costs nothing
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Delete blobs and links that no kept manifest needs (like `registry garbage-collect`).

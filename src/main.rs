@@ -68,7 +68,8 @@ struct Known {
 
 async fn gc_command(args: &GcArgs, quiet: bool) -> Exit {
     let started = Instant::now();
-    let mut known = Known { storage: args.storage.storage.clone().unwrap_or_default(), dry_run: args.dry_run, metrics: args.metrics.clone() };
+    let mut known =
+        Known { storage: args.storage.storage.clone().unwrap_or_default(), dry_run: args.dry_run, metrics: args.metrics.clone() };
     let result = run_gc(args, quiet, &mut known).await;
     let exit = match &result {
         Ok(report) if !report.failures.is_empty() => {

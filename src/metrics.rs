@@ -71,20 +71,40 @@ pub fn render(m: &RunMetrics) -> String {
     let finished = m.finished.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
     o.gauge("registry_gc_last_run_timestamp_seconds", "When the last run ended, in seconds since the epoch.", finished);
     o.gauge("registry_gc_last_run_duration_seconds", "How long the last run took.", m.duration_seconds);
-    o.gauge("registry_gc_last_run_success", "1 if the last run completed with every deletion done (or was a clean dry run), else 0.", f64::from(u8::from(m.exit_code == 0)));
-    o.gauge("registry_gc_last_run_exit_code", "The last run's exit code (0 ok, 1 error, 2 usage, 3 refused, 4 incomplete).", f64::from(m.exit_code));
+    o.gauge(
+        "registry_gc_last_run_success",
+        "1 if the last run completed with every deletion done (or was a clean dry run), else 0.",
+        f64::from(u8::from(m.exit_code == 0)),
+    );
+    o.gauge(
+        "registry_gc_last_run_exit_code",
+        "The last run's exit code (0 ok, 1 error, 2 usage, 3 refused, 4 incomplete).",
+        f64::from(m.exit_code),
+    );
     let Some(r) = m.report else {
         return o.text;
     };
     o.gauge("registry_gc_last_run_deleted_keys", "Keys deleted by the last run (0 in a dry run).", r.deleted_keys as f64);
-    o.gauge("registry_gc_last_run_bytes_freed", "Bytes of blobs and uploads deleted by the last run (0 in a dry run).", r.bytes_freed as f64);
+    o.gauge(
+        "registry_gc_last_run_bytes_freed",
+        "Bytes of blobs and uploads deleted by the last run (0 in a dry run).",
+        r.bytes_freed as f64,
+    );
     o.family("registry_gc_last_run_planned_keys", "Keys the last run deleted or, in a dry run, would delete, by reason.");
     for reason in Reason::ALL {
-        o.sample("registry_gc_last_run_planned_keys", Some(("reason", reason_name(reason))), r.planned.get(&reason).map_or(0, |c| c.count) as f64);
+        o.sample(
+            "registry_gc_last_run_planned_keys",
+            Some(("reason", reason_name(reason))),
+            r.planned.get(&reason).map_or(0, |c| c.count) as f64,
+        );
     }
     o.family("registry_gc_last_run_planned_bytes", "Bytes the last run deleted or, in a dry run, would delete, by reason.");
     for reason in Reason::ALL {
-        o.sample("registry_gc_last_run_planned_bytes", Some(("reason", reason_name(reason))), r.planned.get(&reason).map_or(0, |c| c.bytes) as f64);
+        o.sample(
+            "registry_gc_last_run_planned_bytes",
+            Some(("reason", reason_name(reason))),
+            r.planned.get(&reason).map_or(0, |c| c.bytes) as f64,
+        );
     }
     o.family("registry_gc_last_run_requests", "Storage requests the last run sent, by class.");
     let q = &r.requests;
@@ -94,7 +114,11 @@ pub fn render(m: &RunMetrics) -> String {
     o.gauge("registry_gc_last_run_failures", "Deletions that failed in the last run (the next run retries them).", r.failures.len() as f64);
     o.gauge("registry_gc_last_run_warnings", "Warnings of the last run (unparseable manifests, junk links, ...).", r.warnings.len() as f64);
     o.gauge("registry_gc_last_run_stray_keys", "Keys outside the registry layout, skipped by the last run.", r.strays.len() as f64);
-    o.gauge("registry_gc_last_run_spared_by_min_age", "Objects the last run kept because they were younger than --min-age.", r.spared_by_min_age as f64);
+    o.gauge(
+        "registry_gc_last_run_spared_by_min_age",
+        "Objects the last run kept because they were younger than --min-age.",
+        r.spared_by_min_age as f64,
+    );
     o.gauge("registry_gc_keys", "Keys in the registry's storage when the last run listed it.", r.seen.keys as f64);
     o.gauge("registry_gc_repositories", "Repositories seen by the last run.", r.seen.repositories as f64);
     o.gauge("registry_gc_manifests", "Manifest revisions seen by the last run.", r.seen.manifests as f64);
@@ -104,7 +128,11 @@ pub fn render(m: &RunMetrics) -> String {
     o.gauge("registry_gc_uploads", "Upload directories seen by the last run.", r.seen.uploads as f64);
     o.gauge("registry_gc_kept_blobs", "Blobs the last run kept.", r.kept_blobs as f64);
     o.gauge("registry_gc_kept_blob_bytes", "Bytes of blobs the last run kept.", r.kept_blob_bytes as f64);
-    o.gauge("registry_gc_empty_repositories", "Repositories with nothing left in them after the last run's plan.", r.empty_repositories.len() as f64);
+    o.gauge(
+        "registry_gc_empty_repositories",
+        "Repositories with nothing left in them after the last run's plan.",
+        r.empty_repositories.len() as f64,
+    );
     o.text
 }
 

@@ -38,7 +38,9 @@ pub enum RegistryConfigError {
     Env { var: String, reason: String },
     #[error("--registry-config {path}: storage: {reason}")]
     Storage { path: String, reason: String },
-    #[error("--registry-config {path}: storage driver {driver:?} is not supported; registry-gc reads filesystem, s3 (s3aws), azure and gcs")]
+    #[error(
+        "--registry-config {path}: storage driver {driver:?} is not supported; registry-gc reads filesystem, s3 (s3aws), azure and gcs"
+    )]
     Unsupported { path: String, driver: String },
     #[error("--registry-config {path}: storage.{driver}.{key} is not set (nor {env})")]
     Missing { path: String, driver: String, key: String, env: String },
@@ -87,7 +89,8 @@ pub fn parse(text: &str, path: &str, env: impl IntoIterator<Item = (String, Stri
     };
     let mut storage = storage_section(storage).map_err(|reason| RegistryConfigError::Storage { path: path.to_string(), reason })?;
 
-    let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k == "REGISTRY_STORAGE" || k.starts_with("REGISTRY_STORAGE_")).collect();
+    let mut vars: Vec<(String, String)> =
+        env.into_iter().filter(|(k, _)| k == "REGISTRY_STORAGE" || k.starts_with("REGISTRY_STORAGE_")).collect();
     vars.sort();
     // which driver parameters the environment set: (driver, key) in lowercase
     let mut from_env: BTreeMap<(String, String), String> = BTreeMap::new();
@@ -137,7 +140,10 @@ pub fn parse(text: &str, path: &str, env: impl IntoIterator<Item = (String, Stri
         Some(Value::Mapping(m)) => m.clone(),
         Some(Value::Null) | None => Mapping::new(),
         Some(_) => {
-            return Err(RegistryConfigError::Storage { path: path.to_string(), reason: format!("{driver}: expected a mapping of parameters") })
+            return Err(RegistryConfigError::Storage {
+                path: path.to_string(),
+                reason: format!("{driver}: expected a mapping of parameters"),
+            })
         }
     };
     let p = Params { path, driver: &driver, params: &params, from_env: &from_env };
@@ -172,7 +178,8 @@ fn storage_section(v: Value) -> Result<Mapping, String> {
 fn overwrite(map: &mut Mapping, path: &[&str], payload: Value) {
     let head = path[0];
     if path.len() > 1 {
-        let existing = map.iter().find(|(k, v)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(head)) && v.is_mapping()).map(|(k, _)| k.clone());
+        let existing =
+            map.iter().find(|(k, v)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(head)) && v.is_mapping()).map(|(k, _)| k.clone());
         if let Some(Value::Mapping(inner)) = existing.and_then(|k| map.get_mut(&k)) {
             overwrite(inner, &path[1..], payload);
             return;
@@ -230,7 +237,9 @@ impl Params<'_> {
         match self.params.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(Value::String(s)) => go_bool(s).map(Some).ok_or_else(|| self.bad(key, &format!("{s:?} is not a boolean (true/false, yes/no, on/off)"))),
+            Some(Value::String(s)) => {
+                go_bool(s).map(Some).ok_or_else(|| self.bad(key, &format!("{s:?} is not a boolean (true/false, yes/no, on/off)")))
+            }
             Some(_) => Err(self.bad(key, "expected a boolean (true/false, yes/no, on/off)")),
         }
     }
@@ -433,7 +442,9 @@ storage:
         assert_eq!(s.url, "s3://b");
         assert_eq!(opts(&s), vec![("region", "us-east-2"), ("virtual_hosted_style_request", "true")]);
         // an endpoint with its own scheme keeps it; forcepathstyle overrides the default
-        let s = parse("storage:\n  s3:\n    bucket: b\n    regionendpoint: https://r2.example\n    forcepathstyle: false\n", "c.yml", env(&[])).unwrap();
+        let s =
+            parse("storage:\n  s3:\n    bucket: b\n    regionendpoint: https://r2.example\n    forcepathstyle: false\n", "c.yml", env(&[]))
+                .unwrap();
         assert_eq!(opts(&s), vec![("endpoint", "https://r2.example"), ("virtual_hosted_style_request", "true")]);
     }
 
@@ -446,13 +457,19 @@ storage:
             opts(&s),
             vec![("account_name", "acct"), ("access_key", "a2V5"), ("endpoint", "https://acct.blob.core.chinacloudapi.cn")]
         );
-        let s = parse("storage:\n  azure:\n    accountname: acct\n    container: reg\n    realm: core.windows.net\n", "c.yml", env(&[])).unwrap();
+        let s = parse("storage:\n  azure:\n    accountname: acct\n    container: reg\n    realm: core.windows.net\n", "c.yml", env(&[]))
+            .unwrap();
         assert_eq!(opts(&s), vec![("account_name", "acct")], "the public cloud needs no endpoint");
         let text = "storage:\n  azure:\n    container: reg\n    serviceurl: http://127.0.0.1:10000/devstoreaccount1\n    credentials:\n      type: client_secret\n      clientid: cid\n      tenantid: tid\n      secret: sec\n";
         let s = parse(text, "c.yml", env(&[])).unwrap();
         assert_eq!(
             opts(&s),
-            vec![("endpoint", "http://127.0.0.1:10000/devstoreaccount1"), ("client_id", "cid"), ("tenant_id", "tid"), ("client_secret", "sec")]
+            vec![
+                ("endpoint", "http://127.0.0.1:10000/devstoreaccount1"),
+                ("client_id", "cid"),
+                ("tenant_id", "tid"),
+                ("client_secret", "sec")
+            ]
         );
 
         let text = "storage:\n  gcs:\n    bucket: gb\n    keyfile: /etc/sa.json\n    rootdirectory: /gcs/prefix\n    chunksize: 5242880\n";
@@ -468,7 +485,8 @@ storage:
     #[test]
     fn environment_overrides_like_the_registry() {
         // a value in the file, overridden
-        let s = parse(FULL, "c.yml", env(&[("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/elsewhere"), ("REGISTRY_HTTP_ADDR", ":1")])).unwrap();
+        let s = parse(FULL, "c.yml", env(&[("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/elsewhere"), ("REGISTRY_HTTP_ADDR", ":1")]))
+            .unwrap();
         assert_eq!(s.url, "/elsewhere");
         // REGISTRY_STORAGE replaces the section, before (lexically) the keys that fill it
         let e = env(&[
@@ -498,8 +516,22 @@ storage:
     #[test]
     fn booleans_as_go_yaml_and_parsebool_read_them() {
         for (v, secure) in [
-            ("false", false), ("False", false), ("FALSE", false), ("no", false), ("No", false), ("off", false), ("OFF", false), ("n", false),
-            ("'f'", false), ("'0'", false), ("true", true), ("yes", true), ("On", true), ("Y", true), ("'T'", true), ("'1'", true),
+            ("false", false),
+            ("False", false),
+            ("FALSE", false),
+            ("no", false),
+            ("No", false),
+            ("off", false),
+            ("OFF", false),
+            ("n", false),
+            ("'f'", false),
+            ("'0'", false),
+            ("true", true),
+            ("yes", true),
+            ("On", true),
+            ("Y", true),
+            ("'T'", true),
+            ("'1'", true),
         ] {
             let s = parse(&format!("storage:\n  s3:\n    bucket: b\n    secure: {v}\n"), "c.yml", env(&[])).unwrap();
             assert_eq!(opts(&s).contains(&("allow_http", "true")), !secure, "secure: {v}");
@@ -511,7 +543,9 @@ storage:
         // go-yaml makes an unquoted 1 a number, which the driver refuses
         let err = parse("storage:\n  s3:\n    bucket: b\n    secure: 1\n", "c.yml", env(&[])).unwrap_err().to_string();
         assert_eq!(err, "--registry-config c.yml storage.s3.secure: expected a boolean (true/false, yes/no, on/off)");
-        let err = parse("storage:\n  s3:\n    bucket: b\n", "c.yml", env(&[("REGISTRY_STORAGE_S3_SKIPVERIFY", "maybe")])).unwrap_err().to_string();
+        let err = parse("storage:\n  s3:\n    bucket: b\n", "c.yml", env(&[("REGISTRY_STORAGE_S3_SKIPVERIFY", "maybe")]))
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "REGISTRY_STORAGE_S3_SKIPVERIFY: \"maybe\" is not a boolean (true/false, yes/no, on/off)");
     }
 
@@ -520,7 +554,10 @@ storage:
         let err = |text: &str| parse(text, "/etc/docker/registry/config.yml", env(&[])).unwrap_err().to_string();
         for driver in ["swift", "oss", "inmemory"] {
             let e = err(&format!("storage:\n  {driver}:\n    container: x\n"));
-            assert!(e.starts_with("--registry-config /etc/docker/registry/config.yml:") && e.contains(&format!("{driver:?} is not supported")), "{e}");
+            assert!(
+                e.starts_with("--registry-config /etc/docker/registry/config.yml:") && e.contains(&format!("{driver:?} is not supported")),
+                "{e}"
+            );
         }
         assert_eq!(
             err("storage:\n  gcs:\n    keyfile: /k\n"),

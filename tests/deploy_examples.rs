@@ -140,7 +140,10 @@ fn yaml_commands(v: &Value, out: &mut Vec<Vec<String>>) {
     match v {
         Value::Mapping(m) => {
             let list = |k: &str| -> Vec<String> {
-                m.get(k).and_then(Value::as_sequence).map(|s| s.iter().map(|x| x.as_str().expect("a string argument").to_string()).collect()).unwrap_or_default()
+                m.get(k)
+                    .and_then(Value::as_sequence)
+                    .map(|s| s.iter().map(|x| x.as_str().expect("a string argument").to_string()).collect())
+                    .unwrap_or_default()
             };
             let command = list("command");
             if command.first().is_some_and(|c| is_registry_gc(c)) {
@@ -223,7 +226,8 @@ fn commands_of(path: &Path) -> Vec<Vec<String>> {
 
 #[test]
 fn the_extractor_finds_commands_and_the_parser_refuses_a_drifted_one() {
-    let cmds = shell_commands("flock -n /l /usr/bin/registry-gc -q gc \\\n  --report \"/a b.json\" /r || logger x # registry-gc not this\n");
+    let cmds =
+        shell_commands("flock -n /l /usr/bin/registry-gc -q gc \\\n  --report \"/a b.json\" /r || logger x # registry-gc not this\n");
     assert_eq!(cmds, vec![vec!["/usr/bin/registry-gc", "-q", "gc", "--report", "/a b.json", "/r"]]);
     assert_eq!(shell_commands("registry-gc gc /r 2>/dev/null; echo"), vec![vec!["registry-gc", "gc", "/r"]]);
     assert!(shell_commands("cargo install --path tools/registry-gc").is_empty());
@@ -269,7 +273,10 @@ fn yaml_examples_parse_and_say_what_they_promise() {
                 let pod = &spec["jobTemplate"]["spec"]["template"]["spec"];
                 assert!(matches!(pod["restartPolicy"].as_str(), Some("Never" | "OnFailure")), "{name}");
                 assert_eq!(pod["serviceAccountName"].as_str(), Some("registry-gc"), "{name}");
-                let sa = docs.iter().find(|x| x["kind"].as_str() == Some("ServiceAccount")).unwrap_or_else(|| panic!("{name}: no ServiceAccount"));
+                let sa = docs
+                    .iter()
+                    .find(|x| x["kind"].as_str() == Some("ServiceAccount"))
+                    .unwrap_or_else(|| panic!("{name}: no ServiceAccount"));
                 let annotations = sa["metadata"]["annotations"].as_mapping().unwrap_or_else(|| panic!("{name}: no identity annotation"));
                 let identity = ["eks.amazonaws.com/role-arn", "iam.gke.io/gcp-service-account", "azure.workload.identity/client-id"];
                 assert!(annotations.keys().filter_map(Value::as_str).any(|k| identity.contains(&k)), "{name}");

@@ -74,7 +74,11 @@ fn registry_config_of_a_filesystem_registry_collects_like_storage_and_env_overri
     let cfg = config.to_str().unwrap();
     let out = run_env(&["gc", "--registry-config", cfg, "--min-age", "0s", "--report", &rep("config")], &[]);
     ok(&out, "gc --registry-config");
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("on file://{}", root.display())), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("on file://{}", root.display())),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     let after = tree::keys(&root);
     assert_ne!(after, before, "the run deleted something");

@@ -104,7 +104,7 @@ fn check_exposition(text: &str) -> Result<Vec<Sample>, String> {
         if !is_name(name, true) {
             return Err(err("bad metric name"));
         }
-        if typed.get(name).is_none() {
+        if !typed.contains_key(name) {
             return Err(err("sample before its TYPE"));
         }
         if current.as_deref() != Some(name) {
@@ -196,16 +196,16 @@ fn the_exposition_checker_refuses_what_the_collector_refuses() {
     let ok = "# HELP a A.\n# TYPE a gauge\na{x=\"1\",y=\"q\\\"\\\\\\n\"} 1.5\na{x=\"2\"} 2\n";
     assert_eq!(check_exposition(ok).unwrap().len(), 2);
     for bad in [
-        "a 1\n",                                          // no TYPE
-        "# TYPE a gauge\na 1",                            // no final newline
-        "# TYPE a gauge\na 1\na 2\n",                     // repeated series
-        "# TYPE a gauge\na{x=1} 1\n",                     // unquoted
-        "# TYPE a gauge\na{x=\"\\t\"} 1\n",               // bad escape
-        "# TYPE a gauge\na one\n",                        // not a number
-        "# TYPE 1a gauge\n1a 1\n",                        // bad name
+        "a 1\n",                                                    // no TYPE
+        "# TYPE a gauge\na 1",                                      // no final newline
+        "# TYPE a gauge\na 1\na 2\n",                               // repeated series
+        "# TYPE a gauge\na{x=1} 1\n",                               // unquoted
+        "# TYPE a gauge\na{x=\"\\t\"} 1\n",                         // bad escape
+        "# TYPE a gauge\na one\n",                                  // not a number
+        "# TYPE 1a gauge\n1a 1\n",                                  // bad name
         "# TYPE a gauge\n# TYPE b gauge\na 1\nb 1\na{x=\"1\"} 1\n", // split family
-        "# TYPE a gauge\n# TYPE a gauge\na 1\n",          // second TYPE
-        "# TYPE a gauge\n\na 1\n",                        // empty line
+        "# TYPE a gauge\n# TYPE a gauge\na 1\n",                    // second TYPE
+        "# TYPE a gauge\n\na 1\n",                                  // empty line
     ] {
         assert!(check_exposition(bad).is_err(), "accepted {bad:?}");
     }
@@ -231,13 +231,23 @@ fn metrics_textfile_of_a_real_run_matches_its_report() {
     assert!(r["deleted_keys"].as_u64().unwrap() > 0, "the run deleted something");
     assert_eq!(value(&samples, "registry_gc_last_run_bytes_freed", None), r["bytes_freed"].as_f64().unwrap());
     for (reason, c) in r["planned"].as_object().unwrap() {
-        assert_eq!(value(&samples, "registry_gc_last_run_planned_keys", Some(("reason", reason))), c["count"].as_f64().unwrap(), "{reason}");
-        assert_eq!(value(&samples, "registry_gc_last_run_planned_bytes", Some(("reason", reason))), c["bytes"].as_f64().unwrap(), "{reason}");
+        assert_eq!(
+            value(&samples, "registry_gc_last_run_planned_keys", Some(("reason", reason))),
+            c["count"].as_f64().unwrap(),
+            "{reason}"
+        );
+        assert_eq!(
+            value(&samples, "registry_gc_last_run_planned_bytes", Some(("reason", reason))),
+            c["bytes"].as_f64().unwrap(),
+            "{reason}"
+        );
     }
     for class in ["list", "get", "head", "put", "delete"] {
         assert_eq!(value(&samples, "registry_gc_last_run_requests", Some(("class", class))), r["requests"][class].as_f64().unwrap());
     }
-    for (metric, field) in [("blobs", "blobs"), ("manifests", "manifests"), ("tags", "tags"), ("repositories", "repositories"), ("keys", "keys")] {
+    for (metric, field) in
+        [("blobs", "blobs"), ("manifests", "manifests"), ("tags", "tags"), ("repositories", "repositories"), ("keys", "keys")]
+    {
         assert_eq!(value(&samples, &format!("registry_gc_{metric}"), None), r["seen"][field].as_f64().unwrap(), "{metric}");
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
@@ -376,7 +386,11 @@ fn man_page_has_every_gc_flag_and_renders() {
     assert!(plain.contains("Exit codes"));
 
     // rendered by groff when the machine has it (the roff checks above hold either way)
-    let groff = Command::new("groff").args(["-man", "-Tutf8", "-ww", "-z"]).stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn();
+    let groff = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
     if let Ok(mut child) = groff {
         use std::io::Write;
         child.stdin.take().unwrap().write_all(roff.as_bytes()).unwrap();
@@ -425,11 +439,8 @@ fn field_paths(v: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) 
 #[test]
 fn report_schema_doc_lists_every_field() {
     let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report-schema.md")).unwrap();
-    let documented: BTreeSet<String> = doc
-        .lines()
-        .filter_map(|l| l.strip_prefix("| `"))
-        .filter_map(|l| l.split_once('`').map(|(f, _)| f.to_string()))
-        .collect();
+    let documented: BTreeSet<String> =
+        doc.lines().filter_map(|l| l.strip_prefix("| `")).filter_map(|l| l.split_once('`').map(|(f, _)| f.to_string())).collect();
 
     // a real run that fills every array: deletions, a stray, planned reasons
     let reg = sample_copy();
