@@ -58,26 +58,52 @@ pub struct Cli {
     /// No progress display and no summary; errors still go to stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    /// Log lines on stderr as text, or as JSON (one object per line, for log collectors).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+// parsed once per process: the size of the largest variant costs nothing
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Delete blobs and links that no kept manifest needs (like `registry garbage-collect`).
     #[command(after_help = AFTER_HELP)]
     Gc(GcArgs),
+    /// Print a shell completion script on stdout, e.g.
+    /// `registry-gc completions bash > /etc/bash_completion.d/registry-gc`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout, e.g. `registry-gc man > /usr/local/share/man/man1/registry-gc.1`.
+    Man,
 }
 
 /// Where the registry is and how to reach it: shared by every command that
 /// reads a registry.
 #[derive(Debug, Args)]
 pub struct StorageArgs {
-    /// The registry's storage (see STORAGE below). May be set in --config instead.
+    /// The registry's storage (see STORAGE below). May be set in --config, or read from --registry-config, instead.
     #[arg(value_name = "STORAGE")]
     pub storage: Option<String>,
 
     /// A TOML file holding any of these options ([storage], [gc], [s3], [azure], [gcs]).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// The registry's own config.yml: its `storage:` section (filesystem, s3,
+    /// azure, gcs), with the REGISTRY_STORAGE_* environment overrides the registry
+    /// applies. Replaces STORAGE; flags and --config sections override its values.
+    #[arg(long, value_name = "FILE", conflicts_with = "storage")]
+    pub registry_config: Option<PathBuf>,
 
     /// Object store endpoint: an S3-compatible server (MinIO, Ceph, R2,
     /// LocalStack), an Azure or GCS emulator. Also AWS_ENDPOINT_URL.
@@ -119,8 +145,25 @@ impl StorageArgs {
     }
 
     pub fn resolve(&self, file: &ConfigFile) -> Result<StorageSettings, ConfigError> {
-        let storage = self.storage.clone().or(file.storage.url.clone()).ok_or(ConfigError::NoStorage)?;
         let mut backend = BackendOptions::default();
+        // the registry's config is the lowest layer: what the registry itself
+        // uses, which --config sections and flags may adjust
+        let from_registry = match &self.registry_config {
+            Some(path) => {
+                if file.storage.url.is_some() {
+                    return Err(ConfigError::TwoStorages { path: self.config.clone().unwrap_or_default().display().to_string() });
+                }
+                let r = crate::registry_config::load(path, std::env::vars())?;
+                if let Some(section) = r.section {
+                    for o in &r.options {
+                        backend.push_section(section, o.key, &o.value, &o.origin);
+                    }
+                }
+                Some(r.url)
+            }
+            None => None,
+        };
+        let storage = self.storage.clone().or(file.storage.url.clone()).or(from_registry).ok_or(ConfigError::NoStorage)?;
         if let Some(p) = &self.config {
             backend.extend_from_section("s3", &file.s3, p);
             backend.extend_from_section("azure", &file.azure, p);
@@ -182,6 +225,11 @@ pub struct GcArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
+    /// Write the run's metrics to this Prometheus textfile (node_exporter's
+    /// textfile collector), atomically; also when the run fails.
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
+
     /// Storage requests in flight at once [default: 64].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: Option<u16>,
@@ -227,6 +275,7 @@ pub struct GcSettings {
     pub storage: String,
     pub options: GcOptions,
     pub report: Option<PathBuf>,
+    pub metrics: Option<PathBuf>,
     pub backend: BackendOptions,
     /// No cache directory was given and none was refused: use the default one
     /// if the storage is remote.
@@ -268,7 +317,8 @@ impl GcArgs {
             },
         };
         let default_cache = !self.no_cache && !gc.no_cache.unwrap_or(false);
-        Ok(GcSettings { storage, options, report: self.report.clone().or(gc.report.clone()), backend, default_cache })
+        let metrics = self.metrics.clone().or(gc.metrics.clone());
+        Ok(GcSettings { storage, options, report: self.report.clone().or(gc.report.clone()), metrics, backend, default_cache })
     }
 }
 
@@ -342,6 +392,35 @@ mod tests {
         let err = resolve(&["--config", f, "x"]).unwrap_err().to_string();
         assert!(err.contains("min_age") && err.contains("c.toml"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn registry_config_names_the_storage_and_flags_adjust_it() {
+        let dir = tempfile_dir("regcfg");
+        let yml = dir.join("config.yml");
+        std::fs::write(&yml, "version: 0.1\nstorage:\n  s3:\n    bucket: b\n    region: eu-west-1\n    rootdirectory: /r\n").unwrap();
+        let y = yml.to_str().unwrap();
+        let s = resolve(&["--registry-config", y, "--region", "us-east-2"]).unwrap();
+        assert_eq!(s.storage, "s3://b/r");
+        let region: Vec<_> = s.backend.for_section("s3").filter(|o| o.key == "region").map(|o| o.value.as_str()).collect();
+        assert_eq!(region, vec!["eu-west-1", "us-east-2"], "the flag comes later and wins");
+        assert_eq!(s.backend.for_section("azure").count(), 1, "only the flag applies to other backends");
+        // STORAGE and --registry-config are two answers to one question
+        assert!(Cli::try_parse_from(["registry-gc", "gc", "--registry-config", y, "/var/lib/registry"]).is_err());
+        let toml = dir.join("c.toml");
+        std::fs::write(&toml, "[storage]\nurl = \"/x\"\n").unwrap();
+        let err = resolve(&["--registry-config", y, "--config", toml.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(err.contains("--registry-config and [storage] url"), "{err}");
+        std::fs::write(&yml, "storage:\n  swift:\n    container: c\n").unwrap();
+        let err = resolve(&["--registry-config", y]).unwrap_err().to_string();
+        assert!(err.contains("\"swift\" is not supported") && err.contains(y), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn tempfile_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("registry-gc-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

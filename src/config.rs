@@ -45,6 +45,7 @@ pub struct GcSection {
     pub upload_max_age: Option<String>,
     pub delete_empty_repos: Option<bool>,
     pub report: Option<PathBuf>,
+    pub metrics: Option<PathBuf>,
     pub concurrency: Option<u16>,
     pub max_manifest_size: Option<u64>,
     pub cache_dir: Option<PathBuf>,
@@ -59,8 +60,12 @@ pub enum ConfigError {
     File { path: String, reason: String },
     #[error("--config {path}: [gc] {key}: {reason}")]
     Value { path: String, key: String, reason: String },
-    #[error("no STORAGE given: pass it as an argument or set [storage] url in --config")]
+    #[error("no STORAGE given: pass it as an argument, set [storage] url in --config, or use --registry-config")]
     NoStorage,
+    #[error(transparent)]
+    Registry(#[from] crate::registry_config::RegistryConfigError),
+    #[error("--registry-config and [storage] url in --config {path} both name the storage; keep one")]
+    TwoStorages { path: String },
 }
 
 impl ConfigFile {
@@ -107,6 +112,12 @@ impl BackendOptions {
     pub fn push(&mut self, key: &str, value: &str, source: &str) {
         let (key, value, source) = (key.to_string(), value.to_string(), source.to_string());
         self.entries.push(BackendOption { section: None, key, value, source });
+    }
+
+    /// Adds an entry for one backend only (`s3`, `azure`, `gcs`).
+    pub fn push_section(&mut self, section: &'static str, key: &str, value: &str, source: &str) {
+        let (key, value, source) = (key.to_string(), value.to_string(), source.to_string());
+        self.entries.push(BackendOption { section: Some(section), key, value, source });
     }
 
     /// Adds a config file section's entries.

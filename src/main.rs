@@ -1,81 +1,159 @@
 //! The `registry-gc` binary: a thin shell over the library.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime};
 
 use clap::Parser;
 use registry_gc::cache::ManifestCache;
-use registry_gc::cli::{Cli, Command, GcArgs};
+use registry_gc::cli::{Cli, Command, GcArgs, LogFormat};
 use registry_gc::error::{Error, Exit};
 use registry_gc::progress::Progress;
 use registry_gc::storage::open::open_storage;
-use registry_gc::{gc, report::Report};
+use registry_gc::{gc, generate, metrics, report::Report};
+
+/// `--log-format json`: messages go through the JSON log too, so that stderr
+/// stays one object per line.
+static JSON_LOG: AtomicBool = AtomicBool::new(false);
+
+/// A message for the operator on stderr.
+fn say(msg: &str) {
+    if JSON_LOG.load(Ordering::Relaxed) {
+        tracing::error!("{msg}");
+    } else {
+        eprintln!("registry-gc: {msg}");
+    }
+}
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.log_format);
     // Blocking threads do the filesystem work; a few dozen saturate a disk, and
     // each extra thread costs stack and allocator arenas.
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(32).build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("registry-gc: cannot start the async runtime: {e}");
+            say(&format!("cannot start the async runtime: {e}"));
             return ExitCode::from(Exit::Error as u8);
         }
     };
     let exit = match &cli.command {
         Command::Gc(args) => runtime.block_on(gc_command(args, cli.quiet)),
+        Command::Completions { shell } => match generate::completions(*shell, &mut std::io::stdout()) {
+            Ok(()) => Exit::Success,
+            Err(e) => {
+                say(&format!("cannot write the completion script: {e}"));
+                Exit::Error
+            }
+        },
+        Command::Man => match generate::man(&mut std::io::stdout()) {
+            Ok(()) => Exit::Success,
+            Err(e) => {
+                say(&format!("cannot write the man page: {e}"));
+                Exit::Error
+            }
+        },
     };
     ExitCode::from(exit as u8)
 }
 
+/// What is known of a run for its metrics, filled in as the run gets further.
+struct Known {
+    storage: String,
+    dry_run: bool,
+    metrics: Option<PathBuf>,
+}
+
 async fn gc_command(args: &GcArgs, quiet: bool) -> Exit {
-    match run_gc(args, quiet).await {
+    let started = Instant::now();
+    let mut known =
+        Known { storage: args.storage.storage.clone().unwrap_or_default(), dry_run: args.dry_run, metrics: args.metrics.clone() };
+    let result = run_gc(args, quiet, &mut known).await;
+    let exit = match &result {
         Ok(report) if !report.failures.is_empty() => {
-            eprintln!("registry-gc: {} deletions failed; run again to finish", report.failures.len());
+            say(&format!("{} deletions failed; run again to finish", report.failures.len()));
             Exit::Incomplete
         }
         Ok(report) if !report.broken_by_concurrent_pushes.is_empty() => {
             let images: std::collections::BTreeSet<String> =
                 report.broken_by_concurrent_pushes.iter().map(|b| format!("{}@{}", b.repository, b.manifest)).collect();
-            eprintln!(
-                "registry-gc: {} images pushed during the sweep name blobs it deleted; push them again: {}",
+            say(&format!(
+                "{} images pushed during the sweep name blobs it deleted; push them again: {}",
                 images.len(),
                 images.into_iter().collect::<Vec<_>>().join(", ")
-            );
+            ));
             Exit::Incomplete
         }
         Ok(_) => Exit::Success,
         Err(e) => {
-            eprintln!("registry-gc: {e}");
+            say(&e.to_string());
             e.exit()
         }
+    };
+    // written whatever happened, so that a failing cron job is seen failing
+    if let Some(path) = &known.metrics {
+        let m = metrics::RunMetrics {
+            storage: &known.storage,
+            dry_run: known.dry_run,
+            finished: SystemTime::now(),
+            duration_seconds: started.elapsed().as_secs_f64(),
+            exit_code: exit as u8,
+            report: result.as_ref().ok(),
+        };
+        if let Err(e) = metrics::write_atomic(path, &metrics::render(&m)) {
+            say(&format!("--metrics {}: {e}", path.display()));
+            if exit == Exit::Success {
+                return Exit::Error;
+            }
+        }
     }
+    exit
 }
 
-async fn run_gc(args: &GcArgs, quiet: bool) -> Result<Report, Error> {
+async fn run_gc(args: &GcArgs, quiet: bool, known: &mut Known) -> Result<Report, Error> {
     let mut settings = args.resolve()?;
+    known.storage = settings.storage.clone();
+    known.dry_run = settings.options.dry_run;
+    known.metrics = settings.metrics.clone();
     let storage = open_storage(&settings.storage, &settings.backend)?;
     // Manifests are worth caching only when reading them costs a request.
     if settings.options.cache_dir.is_none() && settings.default_cache && storage.list_page_size().is_some() {
         settings.options.cache_dir = ManifestCache::default_dir();
     }
     let progress = Progress::new(!quiet);
+    tracing::info!(storage = %storage.describe(), dry_run = settings.options.dry_run, delete_untagged = settings.options.delete_untagged, "collection starting");
     let report = gc::run(storage, settings.options, &progress, settings.report.as_deref()).await?;
+    tracing::info!(
+        storage = %report.storage,
+        deleted_keys = report.deleted_keys,
+        bytes_freed = report.bytes_freed,
+        failures = report.failures.len(),
+        duration_seconds = report.duration_seconds,
+        "collection finished"
+    );
     if !quiet {
         print!("{}", report.summary());
     }
     Ok(report)
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, format: LogFormat) {
     let level = match verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("REGISTRY_GC_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => {
+            JSON_LOG.store(true, Ordering::Relaxed);
+            builder.json().init();
+        }
+    }
 }
 
 /// glibc gives each thread that allocates its own arena, and each arena keeps

@@ -1,0 +1,589 @@
+//! Reads the storage of a registry from the registry's own configuration: the
+//! `storage:` section of distribution's `config.yml`, with the `REGISTRY_STORAGE*`
+//! environment overrides the registry applies to it. The result is the STORAGE
+//! URL and backend options the rest of the program already understands, so an
+//! operator points registry-gc at the file the registry runs with and nothing can
+//! drift between the two.
+//!
+//! How the registry reads it (distribution 2.8, `configuration/parser.go` and the
+//! drivers' `FromParameters`), which this module follows:
+//! - environment variables named `REGISTRY_STORAGE`, `REGISTRY_STORAGE_<DRIVER>_<KEY>`
+//!   are applied in lexical order (so `REGISTRY_STORAGE=s3`, which replaces the
+//!   whole section, comes before the keys that fill it in); each path segment
+//!   matches an existing key case-insensitively, a new key is created lowercase;
+//!   each value is parsed as YAML (so `false`, `no`, `off` are booleans, `42` a number);
+//! - `maintenance`, `cache`, `delete`, `redirect` and `tag` are not drivers; exactly
+//!   one other key must remain;
+//! - driver names and parameter keys in the file are case-sensitive;
+//! - booleans (`secure`, `skipverify`, `forcepathstyle`) are YAML booleans, or
+//!   strings Go's `strconv.ParseBool` accepts; a number is refused;
+//! - other scalars are used as text (`bucket: 123` is the bucket "123").
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_norway::{Mapping, Value};
+
+/// Storage keys that configure the registry, not a driver.
+const NOT_DRIVERS: &[&str] = &["maintenance", "cache", "delete", "redirect", "tag"];
+
+/// The filesystem driver's default `rootdirectory`.
+const DEFAULT_FS_ROOT: &str = "/var/lib/registry";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryConfigError {
+    #[error("--registry-config {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("{var}: {reason}")]
+    Env { var: String, reason: String },
+    #[error("--registry-config {path}: storage: {reason}")]
+    Storage { path: String, reason: String },
+    #[error(
+        "--registry-config {path}: storage driver {driver:?} is not supported; registry-gc reads filesystem, s3 (s3aws), azure and gcs"
+    )]
+    Unsupported { path: String, driver: String },
+    #[error("--registry-config {path}: storage.{driver}.{key} is not set (nor {env})")]
+    Missing { path: String, driver: String, key: String, env: String },
+    #[error("{origin}: {reason}")]
+    Param { origin: String, reason: String },
+}
+
+/// One backend option, as an `object_store` key for the driver's section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryOption {
+    pub key: &'static str,
+    pub value: String,
+    /// `--registry-config FILE storage.s3.regionendpoint` or the environment
+    /// variable that set it. Shown in errors; the value never is.
+    pub origin: String,
+}
+
+/// The storage a registry config describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryStorage {
+    /// The registry's driver name, as configured (`filesystem`, `s3`, ...).
+    pub driver: String,
+    /// A STORAGE argument: a path, `s3://`, `az://` or `gs://` URL.
+    pub url: String,
+    /// `s3`, `azure`, `gcs` (the `BackendOptions` section), `None` on disk.
+    pub section: Option<&'static str>,
+    pub options: Vec<RegistryOption>,
+}
+
+/// Reads `path` and applies the `REGISTRY_STORAGE*` variables of `env`.
+pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<RegistryStorage, RegistryConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| RegistryConfigError::File { path: shown.clone(), reason: e.to_string() })?;
+    parse(&text, &shown, env)
+}
+
+/// [`load`] on the text of a config file named `path` (for messages).
+pub fn parse(text: &str, path: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<RegistryStorage, RegistryConfigError> {
+    let file_err = |reason: String| RegistryConfigError::File { path: path.to_string(), reason };
+    let mut doc: Value = serde_norway::from_str(text).map_err(|e| file_err(format!("not YAML: {e}")))?;
+    doc.apply_merge().map_err(|e| file_err(format!("not YAML: {e}")))?;
+    let storage = match &doc {
+        Value::Mapping(m) => m.get("storage").cloned().unwrap_or(Value::Null),
+        Value::Null => Value::Null,
+        _ => return Err(file_err("not a registry configuration (expected a mapping at the top)".into())),
+    };
+    let mut storage = storage_section(storage).map_err(|reason| RegistryConfigError::Storage { path: path.to_string(), reason })?;
+
+    let mut vars: Vec<(String, String)> =
+        env.into_iter().filter(|(k, _)| k == "REGISTRY_STORAGE" || k.starts_with("REGISTRY_STORAGE_")).collect();
+    vars.sort();
+    // which driver parameters the environment set: (driver, key) in lowercase
+    let mut from_env: BTreeMap<(String, String), String> = BTreeMap::new();
+    for (var, value) in &vars {
+        let env_err = |reason: String| RegistryConfigError::Env { var: var.clone(), reason };
+        // an empty value is YAML null, as for the registry
+        let payload: Value = serde_norway::from_str(value).map_err(|e| env_err(format!("not a YAML value: {e}")))?;
+        let segments: Vec<&str> = var["REGISTRY_STORAGE".len()..].split('_').skip(1).collect();
+        if segments.is_empty() {
+            storage = storage_section(payload).map_err(env_err)?;
+            from_env.retain(|_, _| false);
+            continue;
+        }
+        if segments.iter().any(|s| s.is_empty()) {
+            return Err(env_err("empty path segment".into()));
+        }
+        overwrite(&mut storage, &segments, payload);
+        if segments.len() >= 2 {
+            from_env.insert((segments[0].to_ascii_lowercase(), segments[1].to_ascii_lowercase()), var.clone());
+        }
+    }
+
+    let drivers: Vec<String> = storage
+        .iter()
+        .map(|(k, _)| match k {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(RegistryConfigError::Storage { path: path.to_string(), reason: format!("{other:?} is not a driver name") }),
+        })
+        .filter(|k| !matches!(k, Ok(k) if NOT_DRIVERS.contains(&k.as_str())))
+        .collect::<Result<_, _>>()?;
+    let driver = match drivers.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(RegistryConfigError::Storage {
+                path: path.to_string(),
+                reason: "no storage driver configured (and no REGISTRY_STORAGE in the environment)".into(),
+            })
+        }
+        many => {
+            return Err(RegistryConfigError::Storage {
+                path: path.to_string(),
+                reason: format!("must name exactly one storage driver; found {}", many.join(", ")),
+            })
+        }
+    };
+    let params = match storage.get(driver.as_str()) {
+        Some(Value::Mapping(m)) => m.clone(),
+        Some(Value::Null) | None => Mapping::new(),
+        Some(_) => {
+            return Err(RegistryConfigError::Storage {
+                path: path.to_string(),
+                reason: format!("{driver}: expected a mapping of parameters"),
+            })
+        }
+    };
+    let p = Params { path, driver: &driver, params: &params, from_env: &from_env };
+    match driver.as_str() {
+        "filesystem" => Ok(RegistryStorage {
+            url: p.string("rootdirectory")?.unwrap_or_else(|| DEFAULT_FS_ROOT.to_string()),
+            section: None,
+            options: Vec::new(),
+            driver,
+        }),
+        "s3" | "s3aws" => s3(&p),
+        "azure" => azure(&p),
+        "gcs" => gcs(&p),
+        _ => Err(RegistryConfigError::Unsupported { path: path.to_string(), driver }),
+    }
+}
+
+/// The `storage:` value as a mapping: a driver name alone (`storage: filesystem`,
+/// `REGISTRY_STORAGE=s3`) is that driver with no parameters.
+fn storage_section(v: Value) -> Result<Mapping, String> {
+    match v {
+        Value::Mapping(m) => Ok(m),
+        Value::Null => Ok(Mapping::new()),
+        Value::String(s) => Ok(Mapping::from_iter([(Value::String(s), Value::Mapping(Mapping::new()))])),
+        _ => Err("expected a mapping of storage drivers or a driver name".into()),
+    }
+}
+
+/// Sets `path` (upper-case segments) under `map` as the registry's parser does:
+/// an existing non-null key matching case-insensitively is descended into; the
+/// last segment, or a missing one, is (re)created in lowercase.
+fn overwrite(map: &mut Mapping, path: &[&str], payload: Value) {
+    let head = path[0];
+    if path.len() > 1 {
+        let existing =
+            map.iter().find(|(k, v)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(head)) && v.is_mapping()).map(|(k, _)| k.clone());
+        if let Some(Value::Mapping(inner)) = existing.and_then(|k| map.get_mut(&k)) {
+            overwrite(inner, &path[1..], payload);
+            return;
+        }
+        let mut inner = Mapping::new();
+        overwrite(&mut inner, &path[1..], payload);
+        map.insert(Value::String(head.to_ascii_lowercase()), Value::Mapping(inner));
+    } else {
+        map.insert(Value::String(head.to_ascii_lowercase()), payload);
+    }
+}
+
+struct Params<'a> {
+    path: &'a str,
+    driver: &'a str,
+    params: &'a Mapping,
+    from_env: &'a BTreeMap<(String, String), String>,
+}
+
+impl Params<'_> {
+    fn origin(&self, key: &str) -> String {
+        match self.from_env.get(&(self.driver.to_ascii_lowercase(), key.to_string())) {
+            Some(var) => var.clone(),
+            None => format!("--registry-config {} storage.{}.{key}", self.path, self.driver),
+        }
+    }
+
+    fn bad(&self, key: &str, reason: &str) -> RegistryConfigError {
+        RegistryConfigError::Param { origin: self.origin(key), reason: reason.to_string() }
+    }
+
+    /// A scalar parameter as text; `None` when absent, null or empty (the
+    /// drivers treat an empty string as unset).
+    fn string(&self, key: &str) -> Result<Option<String>, RegistryConfigError> {
+        let s = match self.params.get(key) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::Bool(b)) => b.to_string(),
+            Some(_) => return Err(self.bad(key, "expected a single value")),
+        };
+        Ok(Some(s).filter(|s| !s.is_empty()))
+    }
+
+    fn required(&self, key: &str) -> Result<String, RegistryConfigError> {
+        self.string(key)?.ok_or_else(|| RegistryConfigError::Missing {
+            path: self.path.to_string(),
+            driver: self.driver.to_string(),
+            key: key.to_string(),
+            env: format!("REGISTRY_STORAGE_{}_{}", self.driver.to_ascii_uppercase(), key.to_ascii_uppercase()),
+        })
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>, RegistryConfigError> {
+        match self.params.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::String(s)) => {
+                go_bool(s).map(Some).ok_or_else(|| self.bad(key, &format!("{s:?} is not a boolean (true/false, yes/no, on/off)")))
+            }
+            Some(_) => Err(self.bad(key, "expected a boolean (true/false, yes/no, on/off)")),
+        }
+    }
+
+    fn root(&self) -> Result<String, RegistryConfigError> {
+        Ok(self.string("rootdirectory")?.map(|r| r.trim_matches('/').to_string()).unwrap_or_default())
+    }
+
+    fn option(&self, out: &mut Vec<RegistryOption>, key: &'static str, value: String, from: &str) {
+        out.push(RegistryOption { key, value, origin: self.origin(from) });
+    }
+}
+
+/// Booleans as the registry reads them: the plain scalars go-yaml v2 resolves
+/// to a bool (YAML 1.1), or a string Go's `strconv.ParseBool` accepts.
+pub fn go_bool(s: &str) -> Option<bool> {
+    match s {
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" | "t" | "T" | "1" => Some(true),
+        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False" | "FALSE" | "f" | "F" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn url(scheme: &str, bucket: &str, root: &str) -> String {
+    if root.is_empty() {
+        format!("{scheme}://{bucket}")
+    } else {
+        format!("{scheme}://{bucket}/{root}")
+    }
+}
+
+fn s3(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
+    let bucket = p.required("bucket")?;
+    let mut options = Vec::new();
+    if let Some(region) = p.string("region")? {
+        p.option(&mut options, "region", region, "region");
+    }
+    let secure = p.bool("secure")?.unwrap_or(true);
+    let endpoint = p.string("regionendpoint")?;
+    if let Some(e) = &endpoint {
+        // the AWS SDK the registry uses takes the endpoint's own scheme, and
+        // `secure` only when it has none
+        let full = if e.contains("://") { e.clone() } else { format!("{}://{e}", if secure { "https" } else { "http" }) };
+        if secure && full.starts_with("http://") {
+            p.option(&mut options, "allow_http", "true".into(), "regionendpoint");
+        }
+        p.option(&mut options, "endpoint", full, "regionendpoint");
+    }
+    if !secure {
+        p.option(&mut options, "allow_http", "true".into(), "secure");
+    }
+    // distribution addresses buckets path-style when it has a regionendpoint,
+    // virtual-hosted on AWS; `forcepathstyle` (distribution 3) says so outright
+    let path_style = match p.bool("forcepathstyle")? {
+        Some(b) => b,
+        None => endpoint.is_some(),
+    };
+    p.option(&mut options, "virtual_hosted_style_request", (!path_style).to_string(), "forcepathstyle");
+    if p.bool("skipverify")? == Some(true) {
+        p.option(&mut options, "allow_invalid_certificates", "true".into(), "skipverify");
+    }
+    // the registry uses the pair only when both are set; otherwise the SDK's
+    // default chain (environment, web identity, instance metadata)
+    if let (Some(a), Some(s)) = (p.string("accesskey")?, p.string("secretkey")?) {
+        p.option(&mut options, "access_key_id", a, "accesskey");
+        p.option(&mut options, "secret_access_key", s, "secretkey");
+        if let Some(t) = p.string("sessiontoken")? {
+            p.option(&mut options, "token", t, "sessiontoken");
+        }
+    }
+    Ok(RegistryStorage { driver: p.driver.to_string(), url: url("s3", &bucket, &p.root()?), section: Some("s3"), options })
+}
+
+fn azure(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
+    let container = p.required("container")?;
+    let mut options = Vec::new();
+    let account = p.string("accountname")?;
+    if let Some(a) = &account {
+        p.option(&mut options, "account_name", a.clone(), "accountname");
+    }
+    if let Some(k) = p.string("accountkey")? {
+        p.option(&mut options, "access_key", k, "accountkey");
+    }
+    // distribution 3 names the account URL outright; 2.8 builds it from the realm
+    if let Some(url) = p.string("serviceurl")? {
+        p.option(&mut options, "endpoint", url, "serviceurl");
+    } else if let Some(realm) = p.string("realm")?.filter(|r| r != "core.windows.net") {
+        let Some(a) = &account else {
+            return Err(p.bad("realm", "needs accountname to build the account's URL"));
+        };
+        p.option(&mut options, "endpoint", format!("https://{a}.blob.{realm}"), "realm");
+    }
+    // distribution 3: `credentials: {type: client_secret, clientid, tenantid, secret}`;
+    // `default_credentials` and `shared_key` need nothing more here
+    if let Some(Value::Mapping(c)) = p.params.get("credentials") {
+        if c.get("type").and_then(Value::as_str) == Some("client_secret") {
+            for (from, to) in [("clientid", "client_id"), ("tenantid", "tenant_id"), ("secret", "client_secret")] {
+                if let Some(v) = c.get(from).and_then(Value::as_str) {
+                    options.push(RegistryOption { key: to, value: v.to_string(), origin: format!("{}.{from}", p.origin("credentials")) });
+                }
+            }
+        }
+    }
+    Ok(RegistryStorage { driver: p.driver.to_string(), url: url("az", &container, &p.root()?), section: Some("azure"), options })
+}
+
+fn gcs(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
+    let bucket = p.required("bucket")?;
+    let mut options = Vec::new();
+    if let Some(k) = p.string("keyfile")? {
+        p.option(&mut options, "service_account_path", k, "keyfile");
+    }
+    // an inline service-account key, as the JSON the key file would hold
+    match p.params.get("credentials") {
+        None | Some(Value::Null) => {}
+        Some(Value::Mapping(c)) => {
+            let json = serde_json::to_string(c).map_err(|_| p.bad("credentials", "not a service-account key"))?;
+            p.option(&mut options, "service_account_key", json, "credentials");
+        }
+        Some(_) => return Err(p.bad("credentials", "expected a mapping (a service-account key)")),
+    }
+    Ok(RegistryStorage { driver: p.driver.to_string(), url: url("gs", &bucket, &p.root()?), section: Some("gcs"), options })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn opts(s: &RegistryStorage) -> Vec<(&str, &str)> {
+        s.options.iter().map(|o| (o.key, o.value.as_str())).collect()
+    }
+
+    const FULL: &str = r#"
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: /srv/registry
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: :5000
+"#;
+
+    #[test]
+    fn filesystem_root_and_its_default() {
+        let s = parse(FULL, "config.yml", env(&[])).unwrap();
+        assert_eq!((s.driver.as_str(), s.url.as_str(), s.section), ("filesystem", "/srv/registry", None));
+        let s = parse("storage: filesystem\n", "c.yml", env(&[])).unwrap();
+        assert_eq!(s.url, "/var/lib/registry");
+        let s = parse("storage:\n  filesystem:\n  delete: {enabled: true}\n", "c.yml", env(&[])).unwrap();
+        assert_eq!(s.url, "/var/lib/registry");
+    }
+
+    #[test]
+    fn s3_every_key() {
+        let text = r#"
+storage:
+  s3:
+    accesskey: AKIAEXAMPLE
+    secretkey: s3cr3t
+    region: eu-west-1
+    regionendpoint: minio.internal:9000
+    bucket: registry
+    rootdirectory: /docker/root/
+    secure: false
+    skipverify: yes
+    v4auth: true
+    chunksize: 5242880
+"#;
+        let s = parse(text, "c.yml", env(&[])).unwrap();
+        assert_eq!(s.url, "s3://registry/docker/root");
+        assert_eq!(s.section, Some("s3"));
+        assert_eq!(
+            opts(&s),
+            vec![
+                ("region", "eu-west-1"),
+                ("endpoint", "http://minio.internal:9000"),
+                ("allow_http", "true"),
+                ("virtual_hosted_style_request", "false"),
+                ("allow_invalid_certificates", "true"),
+                ("access_key_id", "AKIAEXAMPLE"),
+                ("secret_access_key", "s3cr3t"),
+            ]
+        );
+        assert_eq!(s.options[5].origin, "--registry-config c.yml storage.s3.accesskey");
+
+        // AWS proper: virtual-hosted, https, the default credential chain
+        let s = parse("storage:\n  s3aws:\n    bucket: b\n    region: us-east-2\n    accesskey: onlyhalf\n", "c.yml", env(&[])).unwrap();
+        assert_eq!(s.url, "s3://b");
+        assert_eq!(opts(&s), vec![("region", "us-east-2"), ("virtual_hosted_style_request", "true")]);
+        // an endpoint with its own scheme keeps it; forcepathstyle overrides the default
+        let s =
+            parse("storage:\n  s3:\n    bucket: b\n    regionendpoint: https://r2.example\n    forcepathstyle: false\n", "c.yml", env(&[]))
+                .unwrap();
+        assert_eq!(opts(&s), vec![("endpoint", "https://r2.example"), ("virtual_hosted_style_request", "true")]);
+    }
+
+    #[test]
+    fn azure_and_gcs() {
+        let text = "storage:\n  azure:\n    accountname: acct\n    accountkey: a2V5\n    container: reg\n    realm: core.chinacloudapi.cn\n    rootdirectory: /r\n";
+        let s = parse(text, "c.yml", env(&[])).unwrap();
+        assert_eq!((s.url.as_str(), s.section), ("az://reg/r", Some("azure")));
+        assert_eq!(
+            opts(&s),
+            vec![("account_name", "acct"), ("access_key", "a2V5"), ("endpoint", "https://acct.blob.core.chinacloudapi.cn")]
+        );
+        let s = parse("storage:\n  azure:\n    accountname: acct\n    container: reg\n    realm: core.windows.net\n", "c.yml", env(&[]))
+            .unwrap();
+        assert_eq!(opts(&s), vec![("account_name", "acct")], "the public cloud needs no endpoint");
+        let text = "storage:\n  azure:\n    container: reg\n    serviceurl: http://127.0.0.1:10000/devstoreaccount1\n    credentials:\n      type: client_secret\n      clientid: cid\n      tenantid: tid\n      secret: sec\n";
+        let s = parse(text, "c.yml", env(&[])).unwrap();
+        assert_eq!(
+            opts(&s),
+            vec![
+                ("endpoint", "http://127.0.0.1:10000/devstoreaccount1"),
+                ("client_id", "cid"),
+                ("tenant_id", "tid"),
+                ("client_secret", "sec")
+            ]
+        );
+
+        let text = "storage:\n  gcs:\n    bucket: gb\n    keyfile: /etc/sa.json\n    rootdirectory: /gcs/prefix\n    chunksize: 5242880\n";
+        let s = parse(text, "c.yml", env(&[])).unwrap();
+        assert_eq!((s.url.as_str(), s.section), ("gs://gb/gcs/prefix", Some("gcs")));
+        assert_eq!(opts(&s), vec![("service_account_path", "/etc/sa.json")]);
+        let text = "storage:\n  gcs:\n    bucket: gb\n    credentials:\n      type: service_account\n      client_email: a@b\n";
+        let s = parse(text, "c.yml", env(&[])).unwrap();
+        let key: serde_json::Value = serde_json::from_str(&s.options[0].value).unwrap();
+        assert_eq!((s.options[0].key, key["client_email"].as_str()), ("service_account_key", Some("a@b")));
+    }
+
+    #[test]
+    fn environment_overrides_like_the_registry() {
+        // a value in the file, overridden
+        let s = parse(FULL, "c.yml", env(&[("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/elsewhere"), ("REGISTRY_HTTP_ADDR", ":1")]))
+            .unwrap();
+        assert_eq!(s.url, "/elsewhere");
+        // REGISTRY_STORAGE replaces the section, before (lexically) the keys that fill it
+        let e = env(&[
+            ("REGISTRY_STORAGE_S3_REGIONENDPOINT", "http://127.0.0.1:9000"),
+            ("REGISTRY_STORAGE_S3_BUCKET", "from-env"),
+            ("REGISTRY_STORAGE", "s3"),
+            ("REGISTRY_STORAGE_S3_SECURE", "off"),
+        ]);
+        let s = parse(FULL, "c.yml", e).unwrap();
+        assert_eq!((s.driver.as_str(), s.url.as_str()), ("s3", "s3://from-env"));
+        assert!(opts(&s).contains(&("endpoint", "http://127.0.0.1:9000")));
+        assert_eq!(s.options.iter().find(|o| o.key == "endpoint").unwrap().origin, "REGISTRY_STORAGE_S3_REGIONENDPOINT");
+        // an existing key matches case-insensitively; a number is text for a string parameter
+        let s = parse("storage:\n  s3:\n    bucket: a\n", "c.yml", env(&[("REGISTRY_STORAGE_S3_BUCKET", "123")])).unwrap();
+        assert_eq!(s.url, "s3://123");
+        // another driver from the environment makes two: the registry refuses that too
+        let err = parse(FULL, "c.yml", env(&[("REGISTRY_STORAGE_S3_BUCKET", "b")])).unwrap_err().to_string();
+        assert!(err.contains("exactly one storage driver") && err.contains("filesystem") && err.contains("s3"), "{err}");
+        // the environment alone is enough, as for the registry
+        let s = parse("version: 0.1\n", "c.yml", env(&[("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/x")])).unwrap();
+        assert_eq!(s.url, "/x");
+        // variables that are not storage are ignored, and so are lowercase ones
+        let s = parse(FULL, "c.yml", env(&[("registry_storage_filesystem_rootdirectory", "/no"), ("REGISTRY_STORAGEX", "s3")])).unwrap();
+        assert_eq!(s.url, "/srv/registry");
+    }
+
+    #[test]
+    fn booleans_as_go_yaml_and_parsebool_read_them() {
+        for (v, secure) in [
+            ("false", false),
+            ("False", false),
+            ("FALSE", false),
+            ("no", false),
+            ("No", false),
+            ("off", false),
+            ("OFF", false),
+            ("n", false),
+            ("'f'", false),
+            ("'0'", false),
+            ("true", true),
+            ("yes", true),
+            ("On", true),
+            ("Y", true),
+            ("'T'", true),
+            ("'1'", true),
+        ] {
+            let s = parse(&format!("storage:\n  s3:\n    bucket: b\n    secure: {v}\n"), "c.yml", env(&[])).unwrap();
+            assert_eq!(opts(&s).contains(&("allow_http", "true")), !secure, "secure: {v}");
+        }
+        for v in ["false", "no", "off", "FALSE"] {
+            let s = parse("storage:\n  s3:\n    bucket: b\n", "c.yml", env(&[("REGISTRY_STORAGE_S3_SECURE", v)])).unwrap();
+            assert!(opts(&s).contains(&("allow_http", "true")), "REGISTRY_STORAGE_S3_SECURE={v}");
+        }
+        // go-yaml makes an unquoted 1 a number, which the driver refuses
+        let err = parse("storage:\n  s3:\n    bucket: b\n    secure: 1\n", "c.yml", env(&[])).unwrap_err().to_string();
+        assert_eq!(err, "--registry-config c.yml storage.s3.secure: expected a boolean (true/false, yes/no, on/off)");
+        let err = parse("storage:\n  s3:\n    bucket: b\n", "c.yml", env(&[("REGISTRY_STORAGE_S3_SKIPVERIFY", "maybe")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "REGISTRY_STORAGE_S3_SKIPVERIFY: \"maybe\" is not a boolean (true/false, yes/no, on/off)");
+    }
+
+    #[test]
+    fn clear_errors_naming_the_driver_key_and_file() {
+        let err = |text: &str| parse(text, "/etc/docker/registry/config.yml", env(&[])).unwrap_err().to_string();
+        for driver in ["swift", "oss", "inmemory"] {
+            let e = err(&format!("storage:\n  {driver}:\n    container: x\n"));
+            assert!(
+                e.starts_with("--registry-config /etc/docker/registry/config.yml:") && e.contains(&format!("{driver:?} is not supported")),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            err("storage:\n  gcs:\n    keyfile: /k\n"),
+            "--registry-config /etc/docker/registry/config.yml: storage.gcs.bucket is not set (nor REGISTRY_STORAGE_GCS_BUCKET)"
+        );
+        assert!(err("storage:\n  azure:\n    accountname: a\n").contains("storage.azure.container is not set"));
+        assert!(err("storage:\n  delete:\n    enabled: true\n").contains("no storage driver configured"));
+        assert!(err("storage:\n  s3: [1]\n").contains("s3: expected a mapping"));
+        assert!(err("storage:\n  s3:\n    bucket: [a, b]\n").ends_with("storage.s3.bucket: expected a single value"));
+        assert!(err("storage: [\n").contains("not YAML"));
+        assert!(err("- a\n").contains("not a registry configuration"));
+        let e = load(Path::new("/nonexistent/config.yml"), env(&[])).unwrap_err().to_string();
+        assert!(e.starts_with("--registry-config /nonexistent/config.yml:"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_not_in_errors() {
+        let text = "storage:\n  s3:\n    bucket: b\n    accesskey: AKIASECRETID\n    secretkey: TOPSECRET\n    secure: 7\n";
+        let e = parse(text, "c.yml", env(&[])).unwrap_err().to_string();
+        assert!(!e.contains("TOPSECRET") && !e.contains("AKIASECRETID"), "{e}");
+    }
+
+    #[test]
+    fn yaml_anchors_and_merge_keys() {
+        let text = "x-common: &c\n  bucket: shared\n  region: us-west-2\nstorage:\n  s3:\n    <<: *c\n    rootdirectory: /r\n";
+        let s = parse(text, "c.yml", env(&[])).unwrap();
+        assert_eq!(s.url, "s3://shared/r");
+    }
+}

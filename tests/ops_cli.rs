@@ -1,0 +1,478 @@
+//! Operator interfaces of the real binary: `--metrics` (checked against the
+//! exposition format), `--log-format json`, shell completions, the man page,
+//! and the JSON report against its documented schema (docs/report-schema.md).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use clap::CommandFactory;
+
+fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_registry-gc")
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .env_remove("REGISTRY_GC_LOG")
+        .env("XDG_CACHE_HOME", std::env::temp_dir().join("registry-gc-tests-cache"))
+        .output()
+        .expect("run registry-gc")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A writable copy of the sample registry (a tree the real registry wrote).
+fn sample_copy() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("ops-cli-").tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sample-registry");
+    copy_dir(&src, dir.path());
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- metrics
+
+/// One sample of a textfile: family name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+/// Checks the Prometheus text exposition format (0.0.4) strictly enough to catch
+/// what node_exporter's textfile collector refuses: metric and label names,
+/// label value escapes, a TYPE before a family's first sample, families in one
+/// block, no repeated series, numeric values, a final newline.
+fn check_exposition(text: &str) -> Result<Vec<Sample>, String> {
+    fn is_name(s: &str, colon: bool) -> bool {
+        let mut chars = s.chars();
+        matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || (colon && c == ':'))
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':'))
+    }
+    if !text.ends_with('\n') {
+        return Err("no final newline".into());
+    }
+    let mut typed: BTreeMap<String, String> = BTreeMap::new();
+    let mut helped = BTreeSet::new();
+    let mut finished = BTreeSet::new();
+    let mut current: Option<String> = None;
+    let mut series = BTreeSet::new();
+    let mut samples = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let err = |m: &str| format!("line {}: {m}: {line:?}", n + 1);
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kw, name, arg) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            if !is_name(name, true) {
+                return Err(err("bad metric name"));
+            }
+            match kw {
+                "HELP" if arg.is_empty() => return Err(err("empty HELP")),
+                "HELP" if !helped.insert(name.to_string()) => return Err(err("second HELP")),
+                "HELP" => {}
+                "TYPE" => {
+                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&arg) {
+                        return Err(err("bad TYPE"));
+                    }
+                    if typed.insert(name.to_string(), arg.to_string()).is_some() {
+                        return Err(err("second TYPE"));
+                    }
+                }
+                _ => return Err(err("unknown comment keyword")),
+            }
+            continue;
+        }
+        if line.is_empty() {
+            return Err(err("empty line"));
+        }
+        let (name, rest) = match line.find(['{', ' ']) {
+            Some(i) => line.split_at(i),
+            None => return Err(err("no value")),
+        };
+        if !is_name(name, true) {
+            return Err(err("bad metric name"));
+        }
+        if !typed.contains_key(name) {
+            return Err(err("sample before its TYPE"));
+        }
+        if current.as_deref() != Some(name) {
+            if let Some(prev) = current.take() {
+                finished.insert(prev);
+            }
+            if finished.contains(name) {
+                return Err(err("family split in two blocks"));
+            }
+            current = Some(name.to_string());
+        }
+        let mut labels = BTreeMap::new();
+        let value_part = if let Some(body) = rest.strip_prefix('{') {
+            let mut chars = body.char_indices().peekable();
+            let end;
+            loop {
+                let start = chars.peek().map(|(i, _)| *i).ok_or_else(|| err("unterminated labels"))?;
+                if body[start..].starts_with('}') {
+                    end = start + 1;
+                    break;
+                }
+                let eq = body[start..].find('=').ok_or_else(|| err("label without ="))? + start;
+                let lname = &body[start..eq];
+                if !is_name(lname, false) || lname.starts_with("__") {
+                    return Err(err("bad label name"));
+                }
+                while chars.peek().is_some_and(|(i, _)| *i <= eq) {
+                    chars.next();
+                }
+                if chars.next().map(|(_, c)| c) != Some('"') {
+                    return Err(err("label value not quoted"));
+                }
+                let mut value = String::new();
+                loop {
+                    match chars.next().map(|(_, c)| c) {
+                        Some('\\') => match chars.next().map(|(_, c)| c) {
+                            Some('\\') => value.push('\\'),
+                            Some('"') => value.push('"'),
+                            Some('n') => value.push('\n'),
+                            _ => return Err(err("bad escape in label value")),
+                        },
+                        Some('"') => break,
+                        Some('\n') | None => return Err(err("unterminated label value")),
+                        Some(c) => value.push(c),
+                    }
+                }
+                if labels.insert(lname.to_string(), value).is_some() {
+                    return Err(err("repeated label"));
+                }
+                match chars.peek().map(|(_, c)| *c) {
+                    Some(',') => {
+                        chars.next();
+                    }
+                    Some('}') => {}
+                    _ => return Err(err("expected , or } after a label")),
+                }
+            }
+            &body[end..]
+        } else {
+            rest
+        };
+        let value_str = value_part.strip_prefix(' ').ok_or_else(|| err("no space before the value"))?;
+        let value = match value_str {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v => v.parse::<f64>().map_err(|_| err("value is not a number (or has a timestamp)"))?,
+        };
+        if !series.insert(format!("{name}{labels:?}")) {
+            return Err(err("repeated series"));
+        }
+        samples.push((name.to_string(), labels, value));
+    }
+    Ok(samples)
+}
+
+fn value(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
+    let found: Vec<f64> = samples
+        .iter()
+        .filter(|(n, l, _)| n == name && label.is_none_or(|(k, v)| l.get(k).map(String::as_str) == Some(v)))
+        .map(|(_, _, v)| *v)
+        .collect();
+    assert_eq!(found.len(), 1, "{name} {label:?}: {found:?}");
+    found[0]
+}
+
+#[test]
+fn the_exposition_checker_refuses_what_the_collector_refuses() {
+    let ok = "# HELP a A.\n# TYPE a gauge\na{x=\"1\",y=\"q\\\"\\\\\\n\"} 1.5\na{x=\"2\"} 2\n";
+    assert_eq!(check_exposition(ok).unwrap().len(), 2);
+    for bad in [
+        "a 1\n",                                                    // no TYPE
+        "# TYPE a gauge\na 1",                                      // no final newline
+        "# TYPE a gauge\na 1\na 2\n",                               // repeated series
+        "# TYPE a gauge\na{x=1} 1\n",                               // unquoted
+        "# TYPE a gauge\na{x=\"\\t\"} 1\n",                         // bad escape
+        "# TYPE a gauge\na one\n",                                  // not a number
+        "# TYPE 1a gauge\n1a 1\n",                                  // bad name
+        "# TYPE a gauge\n# TYPE b gauge\na 1\nb 1\na{x=\"1\"} 1\n", // split family
+        "# TYPE a gauge\n# TYPE a gauge\na 1\n",                    // second TYPE
+        "# TYPE a gauge\n\na 1\n",                                  // empty line
+    ] {
+        assert!(check_exposition(bad).is_err(), "accepted {bad:?}");
+    }
+}
+
+#[test]
+fn metrics_textfile_of_a_real_run_matches_its_report() {
+    let reg = sample_copy();
+    let out_dir = tempfile::tempdir().unwrap();
+    let prom = out_dir.path().join("registry_gc.prom");
+    let report = out_dir.path().join("report.json");
+    let root = reg.path().display().to_string();
+    let out = run(&["-q", "gc", "-m", "--min-age", "0s", "--metrics", prom.to_str().unwrap(), "--report", report.to_str().unwrap(), &root]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let body = std::fs::read_to_string(&prom).unwrap();
+    let samples = check_exposition(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+
+    assert!(samples.iter().all(|(_, l, _)| l["storage"] == root && l["dry_run"] == "false"), "every series is labelled");
+    assert_eq!(value(&samples, "registry_gc_last_run_success", None), 1.0);
+    assert_eq!(value(&samples, "registry_gc_last_run_exit_code", None), 0.0);
+    assert_eq!(value(&samples, "registry_gc_last_run_deleted_keys", None), r["deleted_keys"].as_f64().unwrap());
+    assert!(r["deleted_keys"].as_u64().unwrap() > 0, "the run deleted something");
+    assert_eq!(value(&samples, "registry_gc_last_run_bytes_freed", None), r["bytes_freed"].as_f64().unwrap());
+    for (reason, c) in r["planned"].as_object().unwrap() {
+        assert_eq!(
+            value(&samples, "registry_gc_last_run_planned_keys", Some(("reason", reason))),
+            c["count"].as_f64().unwrap(),
+            "{reason}"
+        );
+        assert_eq!(
+            value(&samples, "registry_gc_last_run_planned_bytes", Some(("reason", reason))),
+            c["bytes"].as_f64().unwrap(),
+            "{reason}"
+        );
+    }
+    for class in ["list", "get", "head", "put", "delete"] {
+        assert_eq!(value(&samples, "registry_gc_last_run_requests", Some(("class", class))), r["requests"][class].as_f64().unwrap());
+    }
+    for (metric, field) in
+        [("blobs", "blobs"), ("manifests", "manifests"), ("tags", "tags"), ("repositories", "repositories"), ("keys", "keys")]
+    {
+        assert_eq!(value(&samples, &format!("registry_gc_{metric}"), None), r["seen"][field].as_f64().unwrap(), "{metric}");
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - value(&samples, "registry_gc_last_run_timestamp_seconds", None)).abs() < 300.0);
+    let names: Vec<_> = std::fs::read_dir(out_dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+}
+
+#[test]
+fn metrics_are_written_when_the_run_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let prom = dir.path().join("m.prom");
+    let p = prom.to_str().unwrap();
+    // refused: not a registry (exit 3)
+    let not_registry = tempfile::tempdir().unwrap();
+    let out = run(&["-q", "gc", "--dry-run", "--metrics", p, not_registry.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let body = std::fs::read_to_string(&prom).unwrap();
+    let samples = check_exposition(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    assert_eq!(value(&samples, "registry_gc_last_run_success", None), 0.0);
+    assert_eq!(value(&samples, "registry_gc_last_run_exit_code", None), 3.0);
+    assert!(samples.iter().all(|(_, l, _)| l["dry_run"] == "true"));
+    assert!(!samples.iter().any(|(n, _, _)| n == "registry_gc_blobs"), "nothing claimed about the registry:\n{body}");
+
+    // bad settings (exit 2): still a textfile, replacing the last one
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[gc]\nmin_age = \"soon\"\n").unwrap();
+    let out = run(&["gc", "--config", bad.to_str().unwrap(), "--metrics", p, "/x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let samples = check_exposition(&std::fs::read_to_string(&prom).unwrap()).unwrap();
+    assert_eq!(value(&samples, "registry_gc_last_run_exit_code", None), 2.0);
+
+    // a textfile that cannot be written fails a run that otherwise succeeded
+    let reg = sample_copy();
+    let out = run(&["-q", "gc", "--dry-run", "--min-age", "0s", "--metrics", "/nonexistent-dir/m.prom", reg.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--metrics /nonexistent-dir/m.prom"), "{}", text(&out.stderr));
+}
+
+// ---------------------------------------------------------------- logs
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let reg = sample_copy();
+    let root = reg.path().to_str().unwrap();
+    let out = run(&["-v", "--log-format", "json", "gc", "--dry-run", "--min-age", "0s", root]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    let lines: Vec<serde_json::Value> =
+        err.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON object: {l:?}: {e}"))).collect();
+    assert!(lines.len() >= 2, "{err}");
+    assert!(lines.iter().all(|l| l.is_object() && l["level"].is_string() && l["timestamp"].is_string()), "{err}");
+    let done = lines.iter().find(|l| l["fields"]["message"] == "collection finished").unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(done["fields"]["storage"], format!("file://{root}"));
+    // the summary still goes to stdout, apart from the logs
+    assert!(text(&out.stdout).contains("registry-gc dry run on"));
+
+    // errors too, so that stderr stays parseable when a run fails
+    let out = run(&["--log-format", "json", "gc", "/nonexistent-registry-root"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let l: serde_json::Value = serde_json::from_str(err.trim()).unwrap();
+    assert_eq!(l["level"], "ERROR");
+    assert!(l["fields"]["message"].as_str().unwrap().contains("/nonexistent-registry-root"));
+
+    // the default is text
+    let out = run(&["-v", "gc", "--dry-run", "--min-age", "0s", root]);
+    let first = text(&out.stderr).lines().next().unwrap_or_default().to_string();
+    assert!(first.contains("collection starting") && serde_json::from_str::<serde_json::Value>(&first).is_err(), "{first}");
+    assert_eq!(run(&["--log-format", "xml", "gc", root]).status.code(), Some(2));
+}
+
+// ---------------------------------------------------------------- completions and man
+
+#[test]
+fn bash_completion_parses_and_completes_commands_and_gc_flags() {
+    let out = run(&["completions", "bash"]);
+    assert_eq!(out.status.code(), Some(0));
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("registry-gc.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&script).output().expect("bash");
+    assert!(check.status.success(), "bash -n: {}", text(&check.stderr));
+
+    // what bash does on TAB: the function `complete -p` names, with COMP_WORDS
+    let complete = |words: &[&str]| -> Vec<String> {
+        let cword = words.len() - 1;
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        let prog = format!(
+            "source '{}'\nspec=$(complete -p registry-gc) || exit 9\nfn=${{spec##*-F }}; fn=${{fn%% *}}\n\
+             COMP_WORDS=({}); COMP_CWORD={cword}; COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}\n\
+             \"$fn\" registry-gc \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            quoted.join(" ")
+        );
+        let out = Command::new("bash").arg("-c").arg(&prog).output().expect("bash");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).lines().map(String::from).collect()
+    };
+    assert_eq!(complete(&["registry-gc", "g"]), vec!["gc"]);
+    assert_eq!(complete(&["registry-gc", "gc", "--met"]), vec!["--metrics"]);
+    assert_eq!(complete(&["registry-gc", "gc", "--registry-c"]), vec!["--registry-config"]);
+    assert_eq!(complete(&["registry-gc", "--log-format", ""]), vec!["text", "json"]);
+    assert!(complete(&["registry-gc", "completions", ""]).contains(&"zsh".to_string()));
+
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = run(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let s = text(&out.stdout);
+        assert!(s.contains("registry-gc") && s.contains("registry-config") && s.contains("metrics"), "{shell}");
+    }
+    assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(2));
+}
+
+/// Every long flag of `gc`, from the CLI definition.
+fn gc_flags() -> Vec<String> {
+    let cmd = registry_gc::cli::Cli::command();
+    let gc = cmd.find_subcommand("gc").expect("gc");
+    let flags: Vec<String> = gc.get_arguments().filter_map(|a| a.get_long()).map(|l| format!("--{l}")).collect();
+    assert!(flags.len() > 15, "{flags:?}");
+    flags
+}
+
+#[test]
+fn man_page_has_every_gc_flag_and_renders() {
+    let out = run(&["man"]);
+    assert_eq!(out.status.code(), Some(0));
+    let roff = text(&out.stdout);
+    assert_eq!(roff.lines().filter(|l| l.starts_with(".TH registry-gc 1 ")).count(), 1, "one title:\n{roff}");
+    let plain = roff.replace("\\-", "-");
+    for f in gc_flags().iter().chain(["--log-format", "--verbose", "--quiet"].map(String::from).iter()) {
+        assert!(plain.contains(f.as_str()), "the man page lacks {f}");
+    }
+    assert!(plain.contains(".SH \"GC OPTIONS\"") || plain.contains(".SH GC OPTIONS"), "gc has its own section");
+    assert!(plain.contains("Exit codes"));
+
+    // rendered by groff when the machine has it (the roff checks above hold either way)
+    let groff = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    if let Ok(mut child) = groff {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(roff.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success() && out.stderr.is_empty(), "groff warnings:\n{}", text(&out.stderr));
+        let page = Command::new("sh")
+            .arg("-c")
+            .arg("groff -man -Tutf8 -P-cbou")
+            .stdin(std::fs::File::open(write_tmp(&roff)).unwrap())
+            .output()
+            .unwrap();
+        let rendered = text(&page.stdout);
+        assert!(rendered.contains("GC OPTIONS") && rendered.contains("--registry-config") && rendered.contains("--metrics"), "{rendered}");
+    }
+}
+
+fn write_tmp(s: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("registry-gc-man-{}.1", std::process::id()));
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+// ---------------------------------------------------------------- report schema
+
+/// Paths of every field in a report: `a.b` for object fields, `a[].b` inside
+/// arrays of objects; `planned.<reason>` for the per-reason entries.
+fn field_paths(v: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let k = if prefix == "planned" { "<reason>" } else { k.as_str() };
+                let p = if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+                out.insert(p.clone());
+                field_paths(x, &p, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for x in items.iter().filter(|x| x.is_object()) {
+                field_paths(x, &format!("{prefix}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn report_schema_doc_lists_every_field() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report-schema.md")).unwrap();
+    let documented: BTreeSet<String> =
+        doc.lines().filter_map(|l| l.strip_prefix("| `")).filter_map(|l| l.split_once('`').map(|(f, _)| f.to_string())).collect();
+
+    // a real run that fills every array: deletions, a stray, planned reasons
+    let reg = sample_copy();
+    std::fs::write(reg.path().join("docker/registry/v2/junk"), "x").unwrap();
+    let report = reg.path().join("report.json");
+    let out = run(&["-q", "gc", "--dry-run", "-m", "--min-age", "0s", "--report", report.to_str().unwrap(), reg.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let mut actual = BTreeSet::new();
+    field_paths(&r, "", &mut actual);
+    for arr in ["strays", "deletions"] {
+        assert!(!r[arr].as_array().unwrap().is_empty(), "{arr} must have elements for their fields to be compared");
+    }
+    // the parts a filesystem dry run leaves empty or null, from the same types
+    let failure = registry_gc::report::Failure { key: "k".into(), error: "e".into() };
+    let warning = registry_gc::report::Warning::new("k", "m");
+    let floor = registry_gc::storage::counts::RequestFloor::default();
+    for (name, v) in [
+        ("failures[]", serde_json::to_value(failure).unwrap()),
+        ("warnings[]", serde_json::to_value(warning).unwrap()),
+        ("request_floor", serde_json::to_value(floor).unwrap()),
+    ] {
+        field_paths(&v, name, &mut actual);
+    }
+
+    let undocumented: Vec<_> = actual.difference(&documented).collect();
+    let gone: Vec<_> = documented.difference(&actual).collect();
+    assert!(
+        undocumented.is_empty() && gone.is_empty(),
+        "docs/report-schema.md and the report differ (a field added or removed needs the doc, and maybe schema_version, updated)\n\
+         in the report, not documented: {undocumented:?}\ndocumented, not in the report: {gone:?}"
+    );
+    let version = r["schema_version"].as_u64().unwrap();
+    assert!(doc.starts_with(&format!("# The JSON report, schema version {version}\n")), "the doc is for schema version {version}");
+}
