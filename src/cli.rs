@@ -32,6 +32,8 @@ Exit codes:
      a key outside docker/registry/v2): nothing was deleted
   4  the sweep ran but some deletions failed (named in the output and report);
      the next run finishes the work
+  5  fsck found problems (listed in its output); informational findings alone
+     (orphan blobs, leftover links, stray keys) exit 0 unless --strict
 
 After a collection, restart a running registry that uses a blob-descriptor
 cache (inmemory or redis), or flush that cache: it still believes deleted blobs
@@ -62,6 +64,13 @@ pub enum Command {
     /// Delete blobs and links that no kept manifest needs (like `registry garbage-collect`).
     #[command(after_help = AFTER_HELP)]
     Gc(GcArgs),
+    /// Bytes per repository (exclusive, shared) and what `gc` would free; read-only.
+    #[command(after_help = AFTER_HELP)]
+    Du(crate::du::DuArgs),
+    /// Check the registry's integrity (missing blobs, broken tags and images,
+    /// junk links, orphans, stray keys); read-only. Exit 5 when problems are found.
+    #[command(after_help = AFTER_HELP)]
+    Fsck(crate::fsck::FsckArgs),
 }
 
 /// Where the registry is and how to reach it: shared by every command that

@@ -22,6 +22,8 @@ pub enum Exit {
     /// The sweep ran but some deletions failed; the report names them and the
     /// next run finishes the work.
     Incomplete = 4,
+    /// `fsck` found problems (named in its output).
+    Problems = 5,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,8 @@ pub enum Error {
     Report { path: String, source: std::io::Error },
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Read(#[from] crate::inspect::ReadError),
 }
 
 impl Error {
@@ -56,6 +60,8 @@ impl Error {
             Error::Sweep(SweepError::OutsideRegistryTree { .. }) => Exit::Refused,
             Error::Report { .. } => Exit::Error,
             Error::Usage(_) => Exit::Usage,
+            Error::Read(crate::inspect::ReadError(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
+            Error::Read(_) => Exit::Error,
         }
     }
 }

@@ -25,6 +25,8 @@ fn main() -> ExitCode {
     };
     let exit = match &cli.command {
         Command::Gc(args) => runtime.block_on(gc_command(args, cli.quiet)),
+        Command::Du(args) => runtime.block_on(registry_gc::du::command(args, cli.quiet)),
+        Command::Fsck(args) => runtime.block_on(registry_gc::fsck::command(args, cli.quiet)),
     };
     ExitCode::from(exit as u8)
 }

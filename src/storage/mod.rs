@@ -99,6 +99,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// before they are read.
     async fn get(&self, key: &str, limit: u64) -> Result<Bytes, StorageError>;
 
+    /// The content of one object as a stream of chunks, in order: for reading
+    /// objects of any size in bounded memory (`fsck --verify-content` hashes
+    /// every blob this way). Counted as one GET.
+    async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError>;
+
     /// Deletes the keys, returning one result per key in the same order. A key
     /// that is already gone is a success.
     async fn delete_batch(&self, keys: &[String]) -> Vec<Result<(), StorageError>>;
