@@ -247,6 +247,14 @@ impl<'a> Names<'a> {
                 }
             }
         }
+        // an index's missing children are still its children, for naming
+        for (m, d) in &marks.missing_refs {
+            if let (true, Some(c)) = (repo.has_revision(*m), inv.digests.find(d)) {
+                if marks.manifest(*m).is_some_and(|r| r.kind == ManifestKind::Index) {
+                    parents.entry(c).or_default().push(*m);
+                }
+            }
+        }
         Names { inv, repo, tags, parents }
     }
 
