@@ -193,8 +193,9 @@ pub fn reference_roles(bytes: &[u8]) -> HashMap<Digest, Role> {
     };
     let mut add = |desc: &serde_json::Value, field: &str, role: Role| {
         if let Some(d) = desc.get(field).and_then(|d| d.as_str()).and_then(|d| d.parse::<Digest>().ok()) {
-            let foreign = desc.get("mediaType").and_then(|t| t.as_str()).is_some_and(|t| t.contains("foreign") || t.contains("nondistributable"))
-                || desc.get("urls").and_then(|u| u.as_array()).is_some_and(|u| !u.is_empty());
+            let foreign =
+                desc.get("mediaType").and_then(|t| t.as_str()).is_some_and(|t| t.contains("foreign") || t.contains("nondistributable"))
+                    || desc.get("urls").and_then(|u| u.as_array()).is_some_and(|u| !u.is_empty());
             out.insert(d, if foreign && role == Role::Layer { Role::Foreign } else { role });
         }
     };
@@ -352,7 +353,10 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
             }
             if refs.kind == ManifestKind::Index {
                 for c in refs.children.iter().filter(|c| !repo.has_revision(**c)) {
-                    let msg = format!("child manifest {} of index {d} is not a revision of {r}: the registry cannot serve it here", inv.digests.get(*c));
+                    let msg = format!(
+                        "child manifest {} of index {d} is not a revision of {r}: the registry cannot serve it here",
+                        inv.digests.get(*c)
+                    );
                     push(Kind::ChildNotARevision, layout::revision_key(r, inv.digests.get(*c)), names.of(l.digest), msg);
                 }
             }
@@ -365,9 +369,10 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
 
         for h in &repo.history {
             let tag = &repo.tags[h.tag as usize];
-            let current = marks.tag_targets[ri][h.tag as usize] == TagTarget::Digest(*inv.digests.get(h.link.digest));
             // the current target's entry is reported with the tag
-            if !inv.has_blob(h.link.digest) && !(current && tag.current.is_some()) {
+            let reported_with_tag =
+                tag.current.is_some() && marks.tag_targets[ri][h.tag as usize] == TagTarget::Digest(*inv.digests.get(h.link.digest));
+            if !inv.has_blob(h.link.digest) && !reported_with_tag {
                 let d = inv.digests.get(h.link.digest);
                 let msg = format!("tag history entry for {d}, whose manifest blob is missing");
                 push(Kind::DanglingTagIndex, layout::tag_index_key(r, &tag.name, d), vec![format!("{r}:{}", tag.name)], msg);
@@ -378,10 +383,12 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
     for (key, content) in &obs.junk_links {
         let images = match layout::classify(key) {
             KeyKind::TagIndex { repo, tag, .. } | KeyKind::TagCurrent { repo, tag } => vec![format!("{repo}:{tag}")],
-            KeyKind::Revision { repo, digest } => match (inv.repositories.binary_search_by(|r| r.name.as_str().cmp(repo)), inv.digests.find(&digest)) {
-                (Ok(ri), Some(id)) => Names::new(inv, marks, ri).of(id),
-                _ => Vec::new(),
-            },
+            KeyKind::Revision { repo, digest } => {
+                match (inv.repositories.binary_search_by(|r| r.name.as_str().cmp(repo)), inv.digests.find(&digest)) {
+                    (Ok(ri), Some(id)) => Names::new(inv, marks, ri).of(id),
+                    _ => Vec::new(),
+                }
+            }
             _ => Vec::new(),
         };
         push(Kind::JunkLink, key.clone(), images, format!("holds {content}"));
@@ -605,7 +612,8 @@ async fn run(args: &FsckArgs, quiet: bool) -> Result<FsckReport, Error> {
     let mut obs = Observed::default();
     let links_read = read_links(storage, &inv, read.concurrency, &progress, &mut obs).await?;
     read_roles(storage, &inv, &marks, &read, &mut obs).await?;
-    let verified = if args.verify_content { Some(verify_content(storage, &inv, read.concurrency, &progress, &mut obs).await?) } else { None };
+    let verified =
+        if args.verify_content { Some(verify_content(storage, &inv, read.concurrency, &progress, &mut obs).await?) } else { None };
     progress.finish();
 
     let checked = Checked {
@@ -624,12 +632,21 @@ async fn run(args: &FsckArgs, quiet: bool) -> Result<FsckReport, Error> {
 /// Reads every revision, layer and tag-history link (tag `current` links were
 /// read by the mark phase) and keeps those that do not hold `sha256:<hex>` of
 /// their path. Returns how many were read.
-async fn read_links(storage: &dyn Storage, inv: &Inventory, concurrency: usize, progress: &Progress, obs: &mut Observed) -> Result<u64, Error> {
+async fn read_links(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    concurrency: usize,
+    progress: &Progress,
+    obs: &mut Observed,
+) -> Result<u64, Error> {
     let links = inv.repositories.iter().flat_map(|r| {
         let name = r.name.as_str();
         let revisions = r.revisions.iter().map(move |l| (layout::revision_key(name, inv.digests.get(l.digest)), l.digest));
         let layers = r.layers.iter().map(move |l| (layout::layer_link_key(name, inv.digests.get(l.digest)), l.digest));
-        let history = r.history.iter().map(move |h| (layout::tag_index_key(name, &r.tags[h.tag as usize].name, inv.digests.get(h.link.digest)), h.link.digest));
+        let history = r
+            .history
+            .iter()
+            .map(move |h| (layout::tag_index_key(name, &r.tags[h.tag as usize].name, inv.digests.get(h.link.digest)), h.link.digest));
         revisions.chain(layers).chain(history)
     });
     let total: usize = inv.repositories.iter().map(|r| r.revisions.len() + r.layers.len() + r.history.len()).sum();
@@ -661,7 +678,13 @@ async fn read_links(storage: &dyn Storage, inv: &Inventory, concurrency: usize, 
 
 /// Reads again the (few) manifests that name something missing, to say what
 /// each missing digest is (config, layer, child) and to leave foreign layers out.
-async fn read_roles(storage: &dyn Storage, inv: &Inventory, marks: &Marks, read: &inspect::ReadSettings, obs: &mut Observed) -> Result<(), Error> {
+async fn read_roles(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    marks: &Marks,
+    read: &inspect::ReadSettings,
+    obs: &mut Observed,
+) -> Result<(), Error> {
     let mut manifests: Vec<DigestId> = marks.missing_refs.iter().map(|(m, _)| *m).collect();
     manifests.sort_unstable();
     manifests.dedup();
@@ -681,7 +704,13 @@ async fn read_roles(storage: &dyn Storage, inv: &Inventory, marks: &Marks, read:
 }
 
 /// Streams every blob through sha256, a few at a time. Returns (blobs, bytes) hashed.
-async fn verify_content(storage: &dyn Storage, inv: &Inventory, concurrency: usize, progress: &Progress, obs: &mut Observed) -> Result<(u64, u64), Error> {
+async fn verify_content(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    concurrency: usize,
+    progress: &Progress,
+    obs: &mut Observed,
+) -> Result<(u64, u64), Error> {
     progress.start_phase("re-hashing blobs", inv.blob_count() as u64);
     let mut hashes = futures::stream::iter(inv.blobs())
         .map(|(id, _)| async move {
@@ -751,7 +780,9 @@ mod tests {
             .map(|r| {
                 r.tags
                     .iter()
-                    .map(|t| tags.iter().find(|(repo, tag, _)| *repo == r.name && *tag == &*t.name).map_or(TagTarget::None, |x| x.2.clone()))
+                    .map(|t| {
+                        tags.iter().find(|(repo, tag, _)| *repo == r.name && *tag == &*t.name).map_or(TagTarget::None, |x| x.2.clone())
+                    })
                     .collect()
             })
             .collect();
@@ -797,7 +828,8 @@ mod tests {
             layout::revision_key("r", &idx),
             layout::tag_current_key("r", "multi"),
         ];
-        let manifests = [(child, refs(ManifestKind::Image, &[cfg, layer], &[])), (idx, refs(ManifestKind::Index, &[], &[child, gone_child]))];
+        let manifests =
+            [(child, refs(ManifestKind::Image, &[cfg, layer], &[])), (idx, refs(ManifestKind::Index, &[], &[child, gone_child]))];
         let (inv, marks) = build(&keys, &manifests, &[("r", "multi", TagTarget::Digest(idx))]);
         let mut obs = Observed::default();
         let (cid, iid) = (inv.digests.find(&child).unwrap(), inv.digests.find(&idx).unwrap());

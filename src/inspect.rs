@@ -94,4 +94,3 @@ pub async fn load(
     let marks = mark::mark(storage, &inventory, &mark_opts, progress).await?;
     Ok((inventory, marks, warnings))
 }
-

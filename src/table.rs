@@ -74,7 +74,10 @@ mod tests {
 
     #[test]
     fn csv_quotes_only_what_needs_it() {
-        assert_eq!(csv_line(&["plain", "with,comma", "with \"quote\"", "two\nlines"]), "plain,\"with,comma\",\"with \"\"quote\"\"\",\"two\nlines\"\n");
+        assert_eq!(
+            csv_line(&["plain", "with,comma", "with \"quote\"", "two\nlines"]),
+            "plain,\"with,comma\",\"with \"\"quote\"\"\",\"two\nlines\"\n"
+        );
         assert_eq!(csv_line(&["a", ""]), "a,\n");
     }
 }

@@ -18,6 +18,9 @@ use serde_json::Value;
 
 const V2: &str = "docker/registry/v2/";
 
+/// A finding as the JSON output has it: (kind, key, images).
+type Found = (String, String, Vec<String>);
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
 }
@@ -51,7 +54,7 @@ fn du(root: &str, extra: &[&str]) -> Value {
 }
 
 /// (kind, key, images) of every finding.
-fn findings(report: &Value) -> BTreeSet<(String, String, Vec<String>)> {
+fn findings(report: &Value) -> BTreeSet<Found> {
     report["findings"]
         .as_array()
         .expect("findings")
@@ -63,7 +66,7 @@ fn findings(report: &Value) -> BTreeSet<(String, String, Vec<String>)> {
         .collect()
 }
 
-fn finding(kind: &str, key: &str, images: &[&str]) -> (String, String, Vec<String>) {
+fn finding(kind: &str, key: &str, images: &[&str]) -> Found {
     (kind.to_string(), format!("{V2}{key}"), images.iter().map(|s| s.to_string()).collect())
 }
 
@@ -168,7 +171,10 @@ fn du_attributes_a_shared_base_layer_and_predicts_what_gc_frees() {
     assert!(table.starts_with("REPOSITORY") && table.contains("du/one") && table.contains("KiB"), "{table}");
     let csv = String::from_utf8_lossy(&csv.stdout);
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("repository,tags,manifests,exclusive_bytes,shared_bytes,upload_bytes,gc_frees_bytes,gc_untagged_frees_bytes"));
+    assert_eq!(
+        lines.next(),
+        Some("repository,tags,manifests,exclusive_bytes,shared_bytes,upload_bytes,gc_frees_bytes,gc_untagged_frees_bytes")
+    );
     assert!(csv.contains(&format!("du/one,1,2,{},{},{uploads},", s.one_exclusive, s.base)), "{csv}");
 
     // what a real gc frees, in each mode, on the same tree
@@ -194,9 +200,9 @@ fn du_attributes_a_shared_base_layer_and_predicts_what_gc_frees() {
 struct Damaged {
     sc: Scenario,
     /// (kind, key, images) fsck must report without --verify-content.
-    expected: BTreeSet<(String, String, Vec<String>)>,
+    expected: BTreeSet<Found>,
     /// and the one only --verify-content finds.
-    corrupted: (String, String, Vec<String>),
+    corrupted: Found,
 }
 
 /// Pushes a small registry: a docker image sharing a base layer with another
@@ -212,7 +218,8 @@ fn shop(reg: &common::registry::Registry) -> (Scenario, Vec<Image>, Vec<common::
     let m_v1 = p.image("shop/web", &web_v1, Some("v1"));
     let m_amd = p.image("shop/web", &amd, None);
     let m_arm = p.image("shop/web", &arm, None);
-    let m_multi = p.index("shop/web", &Index::with_default_platforms(IndexKind::OciIndex, vec![m_amd.clone(), m_arm.clone()]), Some("multi"));
+    let m_multi =
+        p.index("shop/web", &Index::with_default_platforms(IndexKind::OciIndex, vec![m_amd.clone(), m_arm.clone()]), Some("multi"));
     let m_v2 = p.image("shop/web", &web_v2, Some("v2"));
     let m_api = p.image("shop/api", &api, Some("v1"));
     for (label, m) in [("web:v1", &m_v1), ("web:multi", &m_multi), ("web:v2", &m_v2), ("api:v1", &m_api)] {
@@ -223,7 +230,7 @@ fn shop(reg: &common::registry::Registry) -> (Scenario, Vec<Image>, Vec<common::
 }
 
 /// Damages an aged copy of the shop registry on disk; returns what fsck must say.
-fn damage(root: &Path, images: &[Image], pushed_images: &[common::images::PushedImage]) -> (BTreeSet<(String, String, Vec<String>)>, (String, String, Vec<String>)) {
+fn damage(root: &Path, images: &[Image], pushed_images: &[common::images::PushedImage]) -> (BTreeSet<Found>, Found) {
     let (web_v1, _amd, _arm, web_v2, api) = (&images[0], &images[1], &images[2], &images[3], &images[4]);
     let m_amd = &pushed_images[1];
     let mut expected = BTreeSet::new();
@@ -248,7 +255,9 @@ fn damage(root: &Path, images: &[Image], pushed_images: &[common::images::Pushed
     expected.insert(finding("junk-link", &junk_tag, &["shop/web:v2"]));
 
     // stray keys of each kind
-    for key in ["blobs/sha256/aa/tmp-upload-1", "repositories/shop/web/README", "repositories/shop/web/_manifests/notes.txt", "stray-at-root"] {
+    for key in
+        ["blobs/sha256/aa/tmp-upload-1", "repositories/shop/web/README", "repositories/shop/web/_manifests/notes.txt", "stray-at-root"]
+    {
         tree::write_key(root, key, b"stray");
         expected.insert(finding("stray-key", key, &[]));
     }
