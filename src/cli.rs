@@ -65,11 +65,11 @@ pub enum Command {
     #[command(after_help = AFTER_HELP)]
     Gc(GcArgs),
     /// Bytes per repository (exclusive, shared) and what `gc` would free; read-only.
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = AFTER_HELP, long_about = crate::du::LONG_ABOUT)]
     Du(crate::du::DuArgs),
     /// Check the registry's integrity (missing blobs, broken tags and images,
     /// junk links, orphans, stray keys); read-only. Exit 5 when problems are found.
-    #[command(after_help = AFTER_HELP)]
+    #[command(after_help = AFTER_HELP, long_about = crate::fsck::LONG_ABOUT)]
     Fsck(crate::fsck::FsckArgs),
 }
 

@@ -32,6 +32,25 @@ use crate::table::{self, Align};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// `du --help`: what the columns mean.
+pub const LONG_ABOUT: &str = "\
+Bytes per repository and what `gc` would free. Read-only: nothing is written.
+
+A repository holds a blob when it links it (a _layers link, a revision link, a
+tag) or a manifest linked in it references it (config, layers, index children).
+EXCLUSIVE: blobs only this repository holds. SHARED: blobs it holds with other
+repositories (the shared line counts each once). Orphan blobs: no repository
+holds them. UPLOADS: its unfinished uploads.
+GC FREES, GC -m FREES: the real plan of `gc` and `gc --delete-untagged` (same
+--min-age and --upload-max-age); a blob deletion counts for a repository only
+when that repository is its only holder, otherwise on the shared or orphan
+line; stale uploads count for their repository. The total is what `gc` would
+report as bytes_freed.
+
+CSV columns: repository, tags, manifests, exclusive_bytes, shared_bytes,
+upload_bytes, gc_frees_bytes, gc_untagged_frees_bytes (raw bytes). JSON adds
+registry-wide totals (README).";
+
 #[derive(Debug, Args)]
 pub struct DuArgs {
     #[command(flatten)]

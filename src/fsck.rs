@@ -39,6 +39,25 @@ use crate::storage::{Storage, StorageError};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// `fsck --help`: what counts as a problem.
+pub const LONG_ABOUT: &str = "\
+Check the registry's integrity. Read-only: nothing is written.
+
+Problems (exit 5): tag-manifest-missing, tag-not-a-revision,
+revision-manifest-missing, missing-blob (an image's config or layer),
+missing-child (an index's child), child-not-a-revision, junk-link (a link file
+not holding the digest of its path), unparseable-manifest, content-mismatch
+(--verify-content). Broken images are named repo:tag, or repo@digest when no
+tag reaches them.
+
+Informational (exit 0 unless --strict): orphan-blob (garbage gc deletes),
+dangling-layer-link and dangling-tag-index (leftovers of deleted blobs),
+unknown-manifest, stray-key.
+
+Every link file is read (one GET each on an object store); manifests are read
+from storage, never from the manifest cache. --verify-content streams every
+blob through sha256.";
+
 /// Link files hold 71 bytes; a larger one is junk, and is not read whole.
 const LINK_READ_LIMIT: u64 = 4096;
 /// Blobs hashed at once by `--verify-content` (each holds one read buffer).

@@ -390,3 +390,26 @@ fn fsck_and_du_on_s3_moto_agree_with_the_filesystem() {
     assert_eq!(repo(&in_bucket, "du/one")["shared_bytes"], s.base);
     assert_eq!(rt.block_on(emulator.keys(&root)), keys, "du changed the bucket");
 }
+
+#[test]
+fn fsck_that_cannot_complete_exits_one_and_du_takes_gc_settings() {
+    let (_dir, sc) = pushed(|reg| shop(reg).0);
+    let root = sc.root.display().to_string();
+    // a manifest over the read limit stops the check: exit 1, not "problems found"
+    let out = run(&["fsck", "--max-manifest-size", "16", &root]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fsck could not complete"), "{}", String::from_utf8_lossy(&out.stderr));
+    // not a registry: refused like gc
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(run(&["fsck", &empty.path().display().to_string()]).status.code(), Some(3));
+    assert_eq!(run(&["du", &empty.path().display().to_string()]).status.code(), Some(3));
+    assert_eq!(run(&["du", "--min-age", "soon", &root]).status.code(), Some(2));
+    // [gc] min_age from --config applies to du's "would free" columns
+    let config = sc.root.join("..").join(format!("du-config-{}.toml", std::process::id()));
+    std::fs::write(&config, "[gc]\nmin_age = \"3h\"\n").unwrap();
+    let r = du(&root, &["--config", &config.display().to_string()]);
+    assert_eq!(r["min_age_seconds"].as_u64(), Some(3 * 3600), "{r}");
+    let r = du(&root, &["--config", &config.display().to_string(), "--min-age", "0s"]);
+    assert_eq!(r["min_age_seconds"].as_u64(), Some(0), "the flag wins: {r}");
+    std::fs::remove_file(config).unwrap();
+}
