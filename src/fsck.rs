@@ -629,7 +629,7 @@ async fn run(args: &FsckArgs, quiet: bool) -> Result<FsckReport, Error> {
     let (inv, marks, _) = inspect::load(storage, &read, None, &progress).await?;
 
     let mut obs = Observed::default();
-    let links_read = read_links(storage, &inv, read.concurrency, &progress, &mut obs).await?;
+    let links_read = read_links(storage, &inv, &marks, read.concurrency, &progress, &mut obs).await?;
     read_roles(storage, &inv, &marks, &read, &mut obs).await?;
     let verified =
         if args.verify_content { Some(verify_content(storage, &inv, read.concurrency, &progress, &mut obs).await?) } else { None };
@@ -654,32 +654,43 @@ async fn run(args: &FsckArgs, quiet: bool) -> Result<FsckReport, Error> {
 async fn read_links(
     storage: &dyn Storage,
     inv: &Inventory,
+    marks: &Marks,
     concurrency: usize,
     progress: &Progress,
     obs: &mut Observed,
 ) -> Result<u64, Error> {
-    let links = inv.repositories.iter().flat_map(|r| {
+    let mut links: Vec<(String, Digest)> = Vec::new();
+    for (ri, r) in inv.repositories.iter().enumerate() {
         let name = r.name.as_str();
-        let revisions = r.revisions.iter().map(move |l| (layout::revision_key(name, inv.digests.get(l.digest)), l.digest));
-        let layers = r.layers.iter().map(move |l| (layout::layer_link_key(name, inv.digests.get(l.digest)), l.digest));
-        let history = r
-            .history
-            .iter()
-            .map(move |h| (layout::tag_index_key(name, &r.tags[h.tag as usize].name, inv.digests.get(h.link.digest)), h.link.digest));
-        revisions.chain(layers).chain(history)
-    });
-    let total: usize = inv.repositories.iter().map(|r| r.revisions.len() + r.layers.len() + r.history.len()).sum();
-    progress.start_phase("reading links", total as u64);
+        let d = |id| *inv.digests.get(id);
+        links.extend(r.revisions.iter().map(|l| (layout::revision_key(name, &d(l.digest)), d(l.digest))));
+        links.extend(r.layers.iter().map(|l| (layout::layer_link_key(name, &d(l.digest)), d(l.digest))));
+        links.extend(
+            r.history.iter().map(|h| (layout::tag_index_key(name, &r.tags[h.tag as usize].name, &d(h.link.digest)), d(h.link.digest))),
+        );
+        // The mark phase parsed tag links leniently (surrounding whitespace is
+        // tolerated); the registry does not, so their exact bytes are checked,
+        // except where the listing's MD5 ETag already proves them exact.
+        for (ti, t) in r.tags.iter().enumerate() {
+            if let (Some(_), TagTarget::Digest(target)) = (t.current, &marks.tag_targets[ri][ti]) {
+                let exact = t.current_md5.is_some_and(|m| m == <[u8; 16]>::from(md5::Md5::digest(target.to_string().as_bytes())));
+                if !exact {
+                    links.push((layout::tag_current_key(name, &t.name), *target));
+                }
+            }
+        }
+    }
+    progress.start_phase("reading links", links.len() as u64);
     let mut reads = futures::stream::iter(links)
-        .map(|(key, id)| async move {
+        .map(|(key, expected)| async move {
             let result = storage.get(&key, LINK_READ_LIMIT).await;
-            (key, id, result)
+            (key, expected, result)
         })
         .buffer_unordered(concurrency);
     let mut n = 0;
-    while let Some((key, id, result)) = reads.next().await {
+    while let Some((key, expected, result)) = reads.next().await {
         progress.inc(1);
-        let expected = inv.digests.get(id).to_string();
+        let expected = expected.to_string();
         match result {
             Ok(bytes) if bytes[..] == *expected.as_bytes() => n += 1,
             Ok(bytes) => {

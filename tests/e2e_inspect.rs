@@ -253,6 +253,10 @@ fn damage(root: &Path, images: &[Image], pushed_images: &[common::images::Pushed
     let junk_tag = tree::tag_current_link_key("shop/web", "v2");
     tree::write_key(root, &junk_tag, b"\x00\x01garbage");
     expected.insert(finding("junk-link", &junk_tag, &["shop/web:v2"]));
+    // a trailing newline: gc tolerates it, the registry cannot parse it
+    let newline_tag = tree::tag_current_link_key("shop/web", "v1");
+    tree::append_newline(root, &newline_tag);
+    expected.insert(finding("junk-link", &newline_tag, &["shop/web:v1"]));
 
     // stray keys of each kind
     for key in
