@@ -45,7 +45,8 @@ Check the registry's integrity. Read-only: nothing is written.
 
 Problems (exit 5): tag-manifest-missing, tag-not-a-revision,
 revision-manifest-missing, missing-blob (an image's config or layer),
-missing-child (an index's child), child-not-a-revision, junk-link (a link file
+missing-child (an index's child), child-not-a-revision, blob-not-linked (a
+config or layer with no _layers link in the image's repository), junk-link (a link file
 not holding the digest of its path), unparseable-manifest, content-mismatch
 (--verify-content). Broken images are named repo:tag, or repo@digest when no
 tag reaches them.
@@ -109,6 +110,9 @@ pub enum Kind {
     MissingChild,
     /// An index's child manifest exists but is not a revision of the repository.
     ChildNotARevision,
+    /// A config or layer in storage that the image's repository has no `_layers`
+    /// link for: the registry answers BLOB_UNKNOWN when it is pulled through it.
+    BlobNotLinked,
     /// A link file that does not hold the digest its path names.
     JunkLink,
     /// A manifest blob that is not a JSON object.
@@ -140,6 +144,7 @@ impl Kind {
             Kind::MissingBlob => "images with a missing config or layer",
             Kind::MissingChild => "indexes with a missing child manifest",
             Kind::ChildNotARevision => "indexes with a child not linked in their repository",
+            Kind::BlobNotLinked => "images with a config or layer not linked in their repository",
             Kind::JunkLink => "link files that do not hold their digest",
             Kind::UnparseableManifest => "manifests that are not JSON",
             Kind::ContentMismatch => "blobs whose content does not match their digest",
@@ -369,6 +374,19 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
                 let role = role.map_or("reference", Role::name);
                 let msg = format!("{role} {missing} of manifest {d} is missing");
                 push(kind, layout::blob_data_key(missing), names.of(l.digest), msg);
+            }
+            // An image manifest with "children" had an unknown media type: its
+            // blobs include every digest it mentions, not only descriptors.
+            let plain_image =
+                matches!(refs.kind, ManifestKind::Image | ManifestKind::Schema1 | ManifestKind::Artifact) && refs.children.is_empty();
+            if plain_image {
+                for b in refs.blobs.iter().filter(|b| repo.layers.binary_search_by_key(*b, |l| l.digest).is_err()) {
+                    let msg = format!(
+                        "{} of manifest {d} is in storage but not linked in {r}: pulls fail with BLOB_UNKNOWN",
+                        inv.digests.get(*b)
+                    );
+                    push(Kind::BlobNotLinked, layout::layer_link_key(r, inv.digests.get(*b)), names.of(l.digest), msg);
+                }
             }
             if refs.kind == ManifestKind::Index {
                 for c in refs.children.iter().filter(|c| !repo.has_revision(**c)) {
@@ -852,6 +870,7 @@ mod tests {
             layout::blob_data_key(&child),
             layout::blob_data_key(&idx),
             layout::blob_data_key(&cfg),
+            layout::layer_link_key("r", &cfg),
             // layer data missing, its link dangling
             layout::layer_link_key("r", &layer),
             layout::revision_key("r", &child),
@@ -934,6 +953,7 @@ mod tests {
         let keys = vec![
             layout::blob_data_key(&m),
             layout::blob_data_key(&layer),
+            layout::layer_link_key("r", &layer),
             layout::revision_key("r", &m),
             layout::tag_current_key("r", "v1"),
         ];
@@ -949,6 +969,29 @@ mod tests {
         let report = FsckReport::new("x".into(), false, Checked::default(), f);
         assert_eq!((report.problems, report.exit()), (1, Exit::Problems));
         assert!(report.text().contains("blobs whose content does not match their digest (1):"), "{}", report.text());
+    }
+
+    #[test]
+    fn blobs_in_storage_but_not_linked_in_the_repository() {
+        let (m, cfg, layer, odd) = (dg(1), dg(2), dg(3), dg(4));
+        let keys = vec![
+            layout::blob_data_key(&m),
+            layout::blob_data_key(&cfg),
+            layout::blob_data_key(&layer),
+            layout::blob_data_key(&odd),
+            layout::layer_link_key("r", &cfg),
+            layout::layer_link_key("other", &layer), // linked elsewhere only
+            layout::revision_key("r", &m),
+            layout::revision_key("r", &odd),
+            layout::tag_current_key("r", "v1"),
+        ];
+        // a manifest of an unknown media type: its scanned mentions are not descriptors
+        let unknown = refs(ManifestKind::Image, &[cfg, layer], &[cfg, layer]);
+        let manifests = [(m, refs(ManifestKind::Image, &[cfg, layer], &[])), (odd, unknown)];
+        let (inv, marks) = build(&keys, &manifests, &[("r", "v1", TagTarget::Digest(m))]);
+        let f = findings(&inv, &marks, &Observed::default());
+        assert_eq!(kinds(&f), vec![(Kind::BlobNotLinked, layout::layer_link_key("r", &layer))]);
+        assert_eq!(f[0].images, vec!["r:v1".to_string()]);
     }
 
     #[test]

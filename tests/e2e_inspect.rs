@@ -231,7 +231,7 @@ fn shop(reg: &common::registry::Registry) -> (Scenario, Vec<Image>, Vec<common::
 
 /// Damages an aged copy of the shop registry on disk; returns what fsck must say.
 fn damage(root: &Path, images: &[Image], pushed_images: &[common::images::PushedImage]) -> (BTreeSet<Found>, Found) {
-    let (web_v1, _amd, _arm, web_v2, api) = (&images[0], &images[1], &images[2], &images[3], &images[4]);
+    let (web_v1, web_v2, api) = (&images[0], &images[3], &images[4]);
     let m_amd = &pushed_images[1];
     let mut expected = BTreeSet::new();
 
@@ -257,6 +257,11 @@ fn damage(root: &Path, images: &[Image], pushed_images: &[common::images::Pushed
     let newline_tag = tree::tag_current_link_key("shop/web", "v1");
     tree::append_newline(root, &newline_tag);
     expected.insert(finding("junk-link", &newline_tag, &["shop/web:v1"]));
+
+    // a config's layer link removed: the blob is there, the registry will not serve it
+    let unlinked = tree::layer_link_key("shop/api", &api.config.digest);
+    tree::remove_key(root, &unlinked);
+    expected.insert(finding("blob-not-linked", &unlinked, &["shop/api:v1"]));
 
     // stray keys of each kind
     for key in
@@ -317,6 +322,13 @@ fn fsck_on_the_mixed_scenario_finds_no_problems() {
     assert!(kinds.contains("orphan-blob"), "the deleted images' blobs are orphans: {r}");
     let (code, r) = fsck(copy.path(), &["--strict"]);
     assert_eq!(code, 5, "--strict counts informational findings: {r}");
+
+    // what a collection leaves is clean, even strictly
+    for mode in common::model::Mode::ALL {
+        let collected = collector::collect_and_verify(&sc, mode);
+        let (code, r) = fsck(collected.path(), &["--strict", "--verify-content"]);
+        assert_eq!((code, r["findings"].as_array().map(Vec::len)), (0, Some(0)), "{mode:?}: {r}");
+    }
 }
 
 #[test]
