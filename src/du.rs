@@ -45,7 +45,8 @@ GC FREES, GC -m FREES: the real plan of `gc` and `gc --delete-untagged` (same
 --min-age and --upload-max-age); a blob deletion counts for a repository only
 when that repository is its only holder, otherwise on the shared or orphan
 line; stale uploads count for their repository. The total is what `gc` would
-report as bytes_freed.
+report as bytes_freed. On the total line, EXCLUSIVE (repositories' and
+orphans') plus SHARED is every blob byte in storage.
 
 CSV columns: repository, tags, manifests, exclusive_bytes, shared_bytes,
 upload_bytes, gc_frees_bytes, gc_untagged_frees_bytes (raw bytes). JSON adds
@@ -557,6 +558,8 @@ mod tests {
         assert_eq!(repo(&u, "b").gc_untagged_frees_bytes, 1);
         assert_eq!(repo(&u, "c").gc_untagged_frees_bytes, 1);
         assert_eq!(repo(&u, "d").gc_untagged_frees_bytes, 1);
+        let t = &u.totals;
+        assert_eq!(t.exclusive_bytes + t.orphan_bytes + t.shared_bytes, t.blob_bytes, "the total line adds up: {t:?}");
         assert_eq!(u.totals.gc_untagged, Frees { bytes: 5 + 201 + 1 + 1 + 1 + 7, attributed_bytes: 204, shared_bytes: 7, orphan_bytes: 5 });
     }
 
