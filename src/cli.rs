@@ -35,6 +35,8 @@ Exit codes:
   4  the sweep ran but some deletions failed (named in the output and report);
      the next run finishes the work. Or an image pushed during the sweep names
      a blob it deleted (named; push it again)
+  5  fsck found problems (listed in its output); informational findings alone
+     (orphan blobs, leftover links, stray keys) exit 0 unless --strict
 
 After a collection, restart a running registry that uses a blob-descriptor
 cache (inmemory or redis), or flush that cache: it still believes deleted blobs
@@ -85,6 +87,13 @@ pub enum Command {
     },
     /// Print the man page (roff) on stdout, e.g. `registry-gc man > /usr/local/share/man/man1/registry-gc.1`.
     Man,
+    /// Bytes per repository (exclusive, shared) and what `gc` would free; read-only.
+    #[command(after_help = AFTER_HELP, long_about = crate::du::LONG_ABOUT)]
+    Du(crate::du::DuArgs),
+    /// Check the registry's integrity (missing blobs, broken tags and images,
+    /// junk links, orphans, stray keys); read-only. Exit 5 when problems are found.
+    #[command(after_help = AFTER_HELP, long_about = crate::fsck::LONG_ABOUT)]
+    Fsck(crate::fsck::FsckArgs),
 }
 
 /// Where the registry is and how to reach it: shared by every command that

@@ -25,6 +25,8 @@ pub enum Exit {
     /// next run finishes the work. Also: an image pushed during the sweep names
     /// a blob the sweep deleted (named; pushing it again repairs it).
     Incomplete = 4,
+    /// `fsck` found problems (named in its output).
+    Problems = 5,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,8 @@ pub enum Error {
     Report { path: String, source: std::io::Error },
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Read(#[from] crate::inspect::ReadError),
 }
 
 impl Error {
@@ -66,6 +70,8 @@ impl Error {
             Error::Sweep(SweepError::OutsideRegistryTree { .. }) => Exit::Refused,
             Error::Report { .. } => Exit::Error,
             Error::Usage(_) => Exit::Usage,
+            Error::Read(crate::inspect::ReadError(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
+            Error::Read(_) => Exit::Error,
         }
     }
 }

@@ -55,6 +55,8 @@ fn main() -> ExitCode {
                 Exit::Error
             }
         },
+        Command::Du(args) => runtime.block_on(registry_gc::du::command(args, cli.quiet)),
+        Command::Fsck(args) => runtime.block_on(registry_gc::fsck::command(args, cli.quiet)),
     };
     ExitCode::from(exit as u8)
 }

@@ -89,6 +89,11 @@ pub struct Marks {
     pub tags_matched_by_etag: u64,
     /// Manifests found in the local cache, without a read.
     pub manifest_cache_hits: u64,
+    /// (manifest, digest) for each config, layer or child a parsed manifest
+    /// names that is not in storage: rare (foreign layers, damage), and what
+    /// `fsck` needs to name broken images. Manifests pinned by scan are left
+    /// out: their digests are mentions, not references.
+    pub missing_refs: Vec<(DigestId, Digest)>,
 }
 
 impl Marks {
@@ -111,6 +116,10 @@ impl Marks {
     /// Records `refs` as manifest `id`'s, keeping only digests in storage.
     pub fn record(&mut self, inv: &Inventory, id: DigestId, refs: &References) {
         let stored = |d: &Digest| inv.digests.find(d).filter(|id| inv.has_blob(*id));
+        if !refs.is_pinned_by_scan() {
+            let missing = refs.blobs.iter().chain(&refs.children).filter(|d| stored(d).is_none());
+            self.missing_refs.extend(missing.map(|d| (id, *d)));
+        }
         let start = self.refs.len() as u32;
         self.refs.extend(refs.blobs.iter().filter_map(stored));
         let blobs = self.refs.len() as u32 - start;

@@ -27,6 +27,8 @@ const DELETE_BATCH: usize = 256;
 /// Keys buffered per listing stream: enough to keep a walker busy, few enough
 /// that dozens of concurrent streams hold little memory.
 const LIST_CHANNEL: usize = 64;
+/// Bytes read per blocking task when streaming an object.
+const STREAM_CHUNK: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct FsStorage {
@@ -273,6 +275,42 @@ impl Storage for FsStorage {
         })
         .await
         .map_err(|e| task_failed("", e))?
+    }
+
+    async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+        let path = self.path_of(key)?;
+        self.counts.get(1);
+        let this = self.clone();
+        let owned = key.to_string();
+        let file = tokio::task::spawn_blocking(move || {
+            let real = this.inside_root(&owned, &path)?;
+            fs::File::open(&real).map_err(|e| io_error(&owned, e))
+        })
+        .await
+        .map_err(|e| task_failed(key, e))??;
+        // Each chunk is read on the blocking pool; the file moves in and out of
+        // the task, so the stream holds one open file and one chunk.
+        let key = key.to_string();
+        let chunks = futures::stream::unfold(Some(file), move |state| {
+            let key = key.clone();
+            async move {
+                let mut file = state?;
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; STREAM_CHUNK];
+                    let n = io::Read::read(&mut file, &mut buf)?;
+                    buf.truncate(n);
+                    Ok::<_, io::Error>((file, buf))
+                })
+                .await;
+                match read {
+                    Ok(Ok((_, buf))) if buf.is_empty() => None,
+                    Ok(Ok((file, buf))) => Some((Ok(Bytes::from(buf)), Some(file))),
+                    Ok(Err(e)) => Some((Err(io_error(&key, e)), None)),
+                    Err(e) => Some((Err(task_failed(&key, e)), None)),
+                }
+            }
+        });
+        Ok(chunks.boxed())
     }
 
     async fn delete_batch(&self, keys: &[String]) -> Vec<Result<(), StorageError>> {

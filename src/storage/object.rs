@@ -232,6 +232,15 @@ impl Storage for ObjectStorage {
         result.bytes().await.map_err(|e| self.error(key, e))
     }
 
+    async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+        let path = self.path(key)?;
+        self.counts.get(1);
+        let result = self.store.get_opts(&path, GetOptions::default()).await.map_err(|e| self.error(key, e))?;
+        // A failure mid-stream (after the request succeeded) is a transfer error.
+        let key = format!("{}/{key}", self.location.trim_end_matches('/'));
+        Ok(result.into_stream().map_err(move |e| StorageError::Remote { key: key.clone(), reason: one_line(&redact(&e.to_string())) }).boxed())
+    }
+
     async fn delete_batch(&self, keys: &[String]) -> Vec<Result<(), StorageError>> {
         let mut paths = Vec::with_capacity(keys.len());
         let mut results: Vec<Option<Result<(), StorageError>>> = Vec::with_capacity(keys.len());

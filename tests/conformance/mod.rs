@@ -76,4 +76,21 @@ pub async fn run(storage: &dyn Storage, seed: &dyn Seeder) {
     assert!(!left.contains("q/a") && !left.contains("p/00/obj-0000"));
     assert_eq!(left.len(), all.len() - 2);
     assert!(storage.max_delete_batch() >= 1);
+
+    // Streamed reads: the whole content in order, larger than any one chunk;
+    // an empty object is an empty stream; a missing key fails before the first chunk.
+    let big: Vec<u8> = (0..2_500_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    seed.put("s/big", &big).await;
+    seed.put("s/empty", b"").await;
+    let streamed = |key: &'static str| async move {
+        let chunks: Vec<bytes::Bytes> = storage.get_stream(key).await.expect("stream opens").try_collect().await.expect("stream reads");
+        chunks.concat()
+    };
+    assert!(streamed("s/big").await == big, "streamed content differs");
+    assert!(streamed("s/empty").await.is_empty());
+    assert_eq!(streamed("q/b/c").await, b"x");
+    match storage.get_stream("s/missing").await {
+        Err(e) => assert!(e.is_not_found(), "{e}"),
+        Ok(_) => panic!("a stream of a missing key opened"),
+    }
 }

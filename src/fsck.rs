@@ -1,0 +1,1025 @@
+//! `registry-gc fsck`: a read-only integrity check of a registry tree.
+//!
+//! It lists and marks like `gc` (manifests are read from storage, never from the
+//! manifest cache), reads every link file, and optionally re-hashes every blob.
+//! Findings are of two severities:
+//!
+//! - **problems**: something a client can see fail — a tag or image whose
+//!   manifest, config, layer or child is missing, a tag pointing outside its
+//!   repository's revisions, a revision link to a missing manifest, a link file
+//!   that does not hold its digest, a manifest that is not JSON, a blob whose
+//!   content does not match its digest (`--verify-content`);
+//! - **informational**: garbage or leftovers that break nothing — orphan blobs,
+//!   `_layers` links and tag-history entries whose blob is gone (what the
+//!   reference collector leaves), manifests of a shape registry-gc does not
+//!   know, stray keys.
+//!
+//! Exit codes: 0 no problems, `Exit::Problems` when problems were found (with
+//! `--strict`, any finding), 1 when the check could not complete.
+
+use std::collections::{BTreeMap, HashMap};
+
+use clap::Args;
+use futures::{StreamExt, TryStreamExt};
+use sha2::{Digest as _, Sha256};
+
+use crate::cli::StorageArgs;
+use crate::digest::Digest;
+use crate::digest_table::{DigestId, DigestSet};
+use crate::error::{Error, Exit};
+use crate::inspect::{self, ReadArgs};
+use crate::inventory::{Inventory, Repository};
+use crate::layout::{self, KeyKind};
+use crate::manifest::ManifestKind;
+use crate::mark::{Marks, TagTarget};
+use crate::progress::Progress;
+use crate::report::human_bytes;
+use crate::storage::open::open_storage;
+use crate::storage::{Storage, StorageError};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `fsck --help`: what counts as a problem.
+pub const LONG_ABOUT: &str = "\
+Check the registry's integrity. Read-only: nothing is written.
+
+Problems (exit 5): tag-manifest-missing, tag-not-a-revision,
+revision-manifest-missing, missing-blob (an image's config or layer),
+missing-child (an index's child), child-not-a-revision, blob-not-linked (a
+config or layer with no _layers link in the image's repository), junk-link (a link file
+not holding the digest of its path), unparseable-manifest, content-mismatch
+(--verify-content). Broken images are named repo:tag, or repo@digest when no
+tag reaches them.
+
+Informational (exit 0 unless --strict): orphan-blob (garbage gc deletes),
+dangling-layer-link and dangling-tag-index (leftovers of deleted blobs),
+unknown-manifest, stray-key.
+
+Every link file is read (one GET each on an object store); manifests are read
+from storage, never from the manifest cache. --verify-content streams every
+blob through sha256.";
+
+/// Link files hold 71 bytes; a larger one is junk, and is not read whole.
+const LINK_READ_LIMIT: u64 = 4096;
+/// Blobs hashed at once by `--verify-content` (each holds one read buffer).
+const MAX_VERIFY_CONCURRENCY: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FsckFormat {
+    /// Findings grouped by kind, for people.
+    Text,
+    /// One JSON object (`schema_version: 1`).
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FsckFormat::Text)]
+    pub format: FsckFormat,
+
+    /// Also read every blob and check its sha256 against its digest (streamed,
+    /// a few blobs at a time: reads the whole registry).
+    #[arg(long)]
+    pub verify_content: bool,
+
+    /// Count informational findings (orphan blobs, leftover links, stray keys,
+    /// unknown manifest shapes) as problems for the exit code.
+    #[arg(long)]
+    pub strict: bool,
+
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A tag's current link names a manifest whose blob is missing.
+    TagManifestMissing,
+    /// A tag's current link names a manifest that is not a revision of its repository.
+    TagNotARevision,
+    /// A revision link whose manifest blob is missing.
+    RevisionManifestMissing,
+    /// A manifest's config or layer blob is missing.
+    MissingBlob,
+    /// An index's child manifest blob is missing.
+    MissingChild,
+    /// An index's child manifest exists but is not a revision of the repository.
+    ChildNotARevision,
+    /// A config or layer in storage that the image's repository has no `_layers`
+    /// link for: the registry answers BLOB_UNKNOWN when it is pulled through it.
+    BlobNotLinked,
+    /// A link file that does not hold the digest its path names.
+    JunkLink,
+    /// A manifest blob that is not a JSON object.
+    UnparseableManifest,
+    /// A blob whose content does not hash to its digest (`--verify-content`).
+    ContentMismatch,
+    /// A blob nothing links or references.
+    OrphanBlob,
+    /// A `_layers` link whose blob is missing.
+    DanglingLayerLink,
+    /// A tag-history entry whose manifest blob is missing.
+    DanglingTagIndex,
+    /// JSON of a shape registry-gc does not know (kept whole by `gc`).
+    UnknownManifest,
+    /// A key that is not part of the registry layout.
+    StrayKey,
+}
+
+impl Kind {
+    pub fn is_problem(self) -> bool {
+        !matches!(self, Kind::OrphanBlob | Kind::DanglingLayerLink | Kind::DanglingTagIndex | Kind::UnknownManifest | Kind::StrayKey)
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::TagManifestMissing => "tags whose manifest is missing",
+            Kind::TagNotARevision => "tags pointing at a manifest not linked in their repository",
+            Kind::RevisionManifestMissing => "revision links whose manifest is missing",
+            Kind::MissingBlob => "images with a missing config or layer",
+            Kind::MissingChild => "indexes with a missing child manifest",
+            Kind::ChildNotARevision => "indexes with a child not linked in their repository",
+            Kind::BlobNotLinked => "images with a config or layer not linked in their repository",
+            Kind::JunkLink => "link files that do not hold their digest",
+            Kind::UnparseableManifest => "manifests that are not JSON",
+            Kind::ContentMismatch => "blobs whose content does not match their digest",
+            Kind::OrphanBlob => "orphan blobs (no link or reference anywhere)",
+            Kind::DanglingLayerLink => "layer links whose blob is missing",
+            Kind::DanglingTagIndex => "tag history entries whose manifest is missing",
+            Kind::UnknownManifest => "manifests of an unknown shape",
+            Kind::StrayKey => "stray keys (not part of the registry layout)",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    pub kind: Kind,
+    /// The storage key at fault (for a missing blob: the key that is missing).
+    pub key: String,
+    /// The images affected, as `repo:tag` (or `repo@digest` when no tag reaches them).
+    pub images: Vec<String>,
+    pub message: String,
+}
+
+/// What a manifest descriptor is, for naming a missing reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Config,
+    Layer,
+    Child,
+    /// A blob of an OCI 1.1 draft artifact manifest.
+    Blob,
+    /// A non-distributable ("foreign") layer: not expected in storage.
+    Foreign,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Config => "config",
+            Role::Layer => "layer",
+            Role::Child => "child manifest",
+            Role::Blob => "blob",
+            Role::Foreign => "foreign layer",
+        }
+    }
+}
+
+/// What a blob's content turned out to be (`--verify-content`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub blob: DigestId,
+    pub actual: Digest,
+    pub actual_size: u64,
+}
+
+/// What the I/O phase saw beyond the inventory and the marks.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// Link files whose content is not their digest: (key, what they hold).
+    pub junk_links: Vec<(String, String)>,
+    /// Roles of the missing references in `Marks::missing_refs`, by (manifest, digest).
+    pub roles: HashMap<(DigestId, Digest), Role>,
+    pub mismatches: Vec<Mismatch>,
+}
+
+/// The roles of the references of one manifest, from its bytes.
+pub fn reference_roles(bytes: &[u8]) -> HashMap<Digest, Role> {
+    let mut out = HashMap::new();
+    let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return out;
+    };
+    let mut add = |desc: &serde_json::Value, field: &str, role: Role| {
+        if let Some(d) = desc.get(field).and_then(|d| d.as_str()).and_then(|d| d.parse::<Digest>().ok()) {
+            let foreign =
+                desc.get("mediaType").and_then(|t| t.as_str()).is_some_and(|t| t.contains("foreign") || t.contains("nondistributable"))
+                    || desc.get("urls").and_then(|u| u.as_array()).is_some_and(|u| !u.is_empty());
+            out.insert(d, if foreign && role == Role::Layer { Role::Foreign } else { role });
+        }
+    };
+    let list = |key: &str| m.get(key).and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    if let Some(c) = m.get("config") {
+        add(c, "digest", Role::Config);
+    }
+    for l in list("layers") {
+        add(&l, "digest", Role::Layer);
+    }
+    for l in list("fsLayers") {
+        add(&l, "blobSum", Role::Layer);
+    }
+    for c in list("manifests") {
+        add(&c, "digest", Role::Child);
+    }
+    for b in list("blobs") {
+        add(&b, "digest", Role::Blob);
+    }
+    out
+}
+
+/// Names images by `repo:tag`, following index children up to the tags that
+/// reach them.
+struct Names<'a> {
+    inv: &'a Inventory,
+    repo: &'a Repository,
+    /// Digest id -> the tags pointing at it directly.
+    tags: HashMap<DigestId, Vec<&'a str>>,
+    /// Child -> the indexes (revisions here) that list it.
+    parents: HashMap<DigestId, Vec<DigestId>>,
+}
+
+impl<'a> Names<'a> {
+    fn new(inv: &'a Inventory, marks: &Marks, ri: usize) -> Names<'a> {
+        let repo = &inv.repositories[ri];
+        let mut tags: HashMap<DigestId, Vec<&str>> = HashMap::new();
+        for (ti, t) in marks.tag_targets[ri].iter().enumerate() {
+            if let Some(id) = if let TagTarget::Digest(d) = t { inv.digests.find(d) } else { None } {
+                tags.entry(id).or_default().push(&repo.tags[ti].name);
+            }
+        }
+        let mut parents: HashMap<DigestId, Vec<DigestId>> = HashMap::new();
+        for l in &repo.revisions {
+            if let Some(refs) = marks.manifest(l.digest) {
+                if refs.kind == ManifestKind::Index {
+                    for c in refs.children {
+                        parents.entry(*c).or_default().push(l.digest);
+                    }
+                }
+            }
+        }
+        // an index's missing children are still its children, for naming
+        for (m, d) in &marks.missing_refs {
+            if let (true, Some(c)) = (repo.has_revision(*m), inv.digests.find(d)) {
+                if marks.manifest(*m).is_some_and(|r| r.kind == ManifestKind::Index) {
+                    parents.entry(c).or_default().push(*m);
+                }
+            }
+        }
+        Names { inv, repo, tags, parents }
+    }
+
+    /// `repo:tag` for every tag reaching `id` (directly or through indexes), or
+    /// `repo@digest` when none does.
+    fn of(&self, id: DigestId) -> Vec<String> {
+        let mut seen = vec![id];
+        let mut queue = vec![id];
+        let mut out = Vec::new();
+        while let Some(d) = queue.pop() {
+            for t in self.tags.get(&d).into_iter().flatten() {
+                out.push(format!("{}:{t}", self.repo.name));
+            }
+            for p in self.parents.get(&d).into_iter().flatten() {
+                if !seen.contains(p) {
+                    seen.push(*p);
+                    queue.push(*p);
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push(format!("{}@{}", self.repo.name, self.inv.digests.get(id)));
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// Every finding, from what was listed, marked and observed: the pure part of `fsck`.
+pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut push = |kind, key: String, images: Vec<String>, message: String| out.push(Finding { kind, key, images, message });
+    let mut missing_of: HashMap<DigestId, Vec<Digest>> = HashMap::new();
+    for (m, d) in &marks.missing_refs {
+        missing_of.entry(*m).or_default().push(*d);
+    }
+
+    for (ri, repo) in inv.repositories.iter().enumerate() {
+        let names = Names::new(inv, marks, ri);
+        let r = repo.name.as_str();
+
+        for (ti, tag) in repo.tags.iter().enumerate() {
+            if tag.current.is_none() {
+                continue;
+            }
+            let key = layout::tag_current_key(r, &tag.name);
+            let image = vec![format!("{r}:{}", tag.name)];
+            match &marks.tag_targets[ri][ti] {
+                TagTarget::Digest(d) => match inv.digests.find(d).filter(|id| inv.has_blob(*id)) {
+                    None => push(Kind::TagManifestMissing, key, image, format!("points at {d}, whose manifest blob is missing")),
+                    Some(id) if !repo.has_revision(id) => {
+                        push(Kind::TagNotARevision, key, image, format!("points at {d}, which is not a revision of {r}"))
+                    }
+                    Some(_) => {}
+                },
+                TagTarget::Junk(reason) => push(Kind::JunkLink, key, image, reason.clone()),
+                TagTarget::None => {}
+            }
+        }
+
+        for l in &repo.revisions {
+            let d = inv.digests.get(l.digest);
+            if !inv.has_blob(l.digest) {
+                let msg = format!("manifest {d} is linked but its blob is missing");
+                push(Kind::RevisionManifestMissing, layout::revision_key(r, d), names.of(l.digest), msg);
+                continue;
+            }
+            let Some(refs) = marks.manifest(l.digest) else { continue };
+            let manifest_key = layout::blob_data_key(d);
+            match refs.kind {
+                ManifestKind::Unparseable => {
+                    push(Kind::UnparseableManifest, manifest_key, names.of(l.digest), format!("manifest {d} is not a JSON object"));
+                    continue;
+                }
+                ManifestKind::Unknown => {
+                    let msg = format!("manifest {d} has a shape registry-gc does not know; gc keeps every digest it mentions");
+                    push(Kind::UnknownManifest, manifest_key, names.of(l.digest), msg);
+                    continue;
+                }
+                _ => {}
+            }
+            for missing in missing_of.get(&l.digest).into_iter().flatten() {
+                let role = obs.roles.get(&(l.digest, *missing)).copied();
+                let kind = match role {
+                    Some(Role::Foreign) => continue,
+                    // mentioned only in an unknown media type's other fields
+                    None => continue,
+                    Some(Role::Child) => Kind::MissingChild,
+                    Some(_) => Kind::MissingBlob,
+                };
+                let role = role.map_or("reference", Role::name);
+                let msg = format!("{role} {missing} of manifest {d} is missing");
+                push(kind, layout::blob_data_key(missing), names.of(l.digest), msg);
+            }
+            // An image manifest with "children" had an unknown media type: its
+            // blobs include every digest it mentions, not only descriptors.
+            let plain_image =
+                matches!(refs.kind, ManifestKind::Image | ManifestKind::Schema1 | ManifestKind::Artifact) && refs.children.is_empty();
+            if plain_image {
+                for b in refs.blobs.iter().filter(|b| repo.layers.binary_search_by_key(*b, |l| l.digest).is_err()) {
+                    let msg = format!(
+                        "{} of manifest {d} is in storage but not linked in {r}: pulls fail with BLOB_UNKNOWN",
+                        inv.digests.get(*b)
+                    );
+                    push(Kind::BlobNotLinked, layout::layer_link_key(r, inv.digests.get(*b)), names.of(l.digest), msg);
+                }
+            }
+            if refs.kind == ManifestKind::Index {
+                for c in refs.children.iter().filter(|c| !repo.has_revision(**c)) {
+                    let msg = format!(
+                        "child manifest {} of index {d} is not a revision of {r}: the registry cannot serve it here",
+                        inv.digests.get(*c)
+                    );
+                    push(Kind::ChildNotARevision, layout::revision_key(r, inv.digests.get(*c)), names.of(l.digest), msg);
+                }
+            }
+        }
+
+        for l in repo.layers.iter().filter(|l| !inv.has_blob(l.digest)) {
+            let d = inv.digests.get(l.digest);
+            push(Kind::DanglingLayerLink, layout::layer_link_key(r, d), Vec::new(), format!("blob {d} is missing"));
+        }
+
+        for h in &repo.history {
+            let tag = &repo.tags[h.tag as usize];
+            // the current target's entry is reported with the tag
+            let reported_with_tag =
+                tag.current.is_some() && marks.tag_targets[ri][h.tag as usize] == TagTarget::Digest(*inv.digests.get(h.link.digest));
+            if !inv.has_blob(h.link.digest) && !reported_with_tag {
+                let d = inv.digests.get(h.link.digest);
+                let msg = format!("tag history entry for {d}, whose manifest blob is missing");
+                push(Kind::DanglingTagIndex, layout::tag_index_key(r, &tag.name, d), vec![format!("{r}:{}", tag.name)], msg);
+            }
+        }
+    }
+
+    for (key, content) in &obs.junk_links {
+        let images = match layout::classify(key) {
+            KeyKind::TagIndex { repo, tag, .. } | KeyKind::TagCurrent { repo, tag } => vec![format!("{repo}:{tag}")],
+            KeyKind::Revision { repo, digest } => {
+                match (inv.repositories.binary_search_by(|r| r.name.as_str().cmp(repo)), inv.digests.find(&digest)) {
+                    (Ok(ri), Some(id)) => Names::new(inv, marks, ri).of(id),
+                    _ => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        };
+        push(Kind::JunkLink, key.clone(), images, format!("holds {content}"));
+    }
+    for w in &marks.warnings {
+        if matches!(layout::classify(&w.key), KeyKind::AltLink { .. }) {
+            push(Kind::JunkLink, w.key.clone(), Vec::new(), w.message.clone());
+        }
+    }
+
+    if !obs.mismatches.is_empty() {
+        // the images whose manifests reference (or are) a mismatched blob
+        let bad: HashMap<DigestId, &Mismatch> = obs.mismatches.iter().map(|m| (m.blob, m)).collect();
+        let mut images: HashMap<DigestId, Vec<String>> = HashMap::new();
+        for (ri, repo) in inv.repositories.iter().enumerate() {
+            let names = Names::new(inv, marks, ri);
+            for l in &repo.revisions {
+                let refs = marks.manifest(l.digest);
+                let all = std::iter::once(l.digest).chain(refs.iter().flat_map(|r| r.blobs.iter().chain(r.children).copied()));
+                for b in all.filter(|b| bad.contains_key(b)) {
+                    images.entry(b).or_default().extend(names.of(l.digest));
+                }
+            }
+        }
+        for m in &obs.mismatches {
+            let d = inv.digests.get(m.blob);
+            let mut imgs = images.remove(&m.blob).unwrap_or_default();
+            imgs.sort();
+            imgs.dedup();
+            let msg = format!("content hashes to {} ({} bytes)", m.actual, m.actual_size);
+            push(Kind::ContentMismatch, layout::blob_data_key(d), imgs, msg);
+        }
+    }
+
+    // Orphans: blobs no link and no read manifest names.
+    let mut named = DigestSet::with_len(inv.digests.len());
+    for (ri, repo) in inv.repositories.iter().enumerate() {
+        for l in repo.revisions.iter().chain(&repo.layers) {
+            named.insert(l.digest);
+        }
+        for h in &repo.history {
+            named.insert(h.link.digest);
+        }
+        for t in &marks.tag_targets[ri] {
+            if let Some(id) = if let TagTarget::Digest(d) = t { inv.digests.find(d) } else { None } {
+                named.insert(id);
+            }
+        }
+        for l in &repo.revisions {
+            if let Some(refs) = marks.manifest(l.digest) {
+                for b in refs.blobs.iter().chain(refs.children).chain(marks.other_algorithm_blobs(l.digest)) {
+                    named.insert(*b);
+                }
+            }
+        }
+    }
+    for d in marks.alternate_digests.values() {
+        if let Some(id) = inv.digests.find(d) {
+            named.insert(id);
+        }
+    }
+    for (id, info) in inv.blobs().filter(|(id, _)| !named.contains(*id)) {
+        let key = layout::blob_data_key(inv.digests.get(id));
+        push(Kind::OrphanBlob, key, Vec::new(), format!("{} bytes; `gc` deletes it", info.size));
+    }
+
+    for s in &inv.strays {
+        push(Kind::StrayKey, s.key.clone(), Vec::new(), s.reason.describe().to_string());
+    }
+
+    out.sort_by(|a, b| (a.kind, &a.key, &a.message).cmp(&(b.kind, &b.key, &b.message)));
+    out.dedup();
+    out
+}
+
+/// What was checked, for the summary.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Checked {
+    pub repositories: u64,
+    pub manifests: u64,
+    pub tags: u64,
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub links_read: u64,
+    /// Blobs re-hashed (`--verify-content`); `None` without it.
+    pub blobs_verified: Option<u64>,
+    pub bytes_verified: Option<u64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FsckReport {
+    pub schema_version: u32,
+    pub storage: String,
+    pub strict: bool,
+    pub checked: Checked,
+    /// Findings that count for the exit code.
+    pub problems: u64,
+    pub informational: u64,
+    /// Per kind: how many.
+    pub counts: BTreeMap<Kind, u64>,
+    /// Sorted by kind, then key.
+    pub findings: Vec<FindingOut>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FindingOut {
+    pub kind: Kind,
+    pub severity: &'static str,
+    pub key: String,
+    pub images: Vec<String>,
+    pub message: String,
+}
+
+impl FsckReport {
+    pub fn new(storage: String, strict: bool, checked: Checked, findings: Vec<Finding>) -> FsckReport {
+        let mut counts = BTreeMap::new();
+        let (mut problems, mut informational) = (0, 0);
+        let findings: Vec<FindingOut> = findings
+            .into_iter()
+            .map(|f| {
+                *counts.entry(f.kind).or_insert(0) += 1;
+                let problem = f.kind.is_problem() || strict;
+                if problem {
+                    problems += 1;
+                } else {
+                    informational += 1;
+                }
+                let severity = if f.kind.is_problem() { "problem" } else { "info" };
+                FindingOut { kind: f.kind, severity, key: f.key, images: f.images, message: f.message }
+            })
+            .collect();
+        FsckReport { schema_version: SCHEMA_VERSION, storage, strict, checked, problems, informational, counts, findings }
+    }
+
+    pub fn exit(&self) -> Exit {
+        if self.problems > 0 {
+            Exit::Problems
+        } else {
+            Exit::Success
+        }
+    }
+
+    /// Findings grouped by kind, problems first, with counts.
+    pub fn text(&self) -> String {
+        use std::fmt::Write as _;
+        let c = &self.checked;
+        let mut out = format!("registry-gc fsck on {}\n", self.storage);
+        let _ = write!(
+            out,
+            "checked: {} repositories, {} manifests, {} tags, {} blobs ({}), {} links read",
+            c.repositories,
+            c.manifests,
+            c.tags,
+            c.blobs,
+            human_bytes(c.blob_bytes),
+            c.links_read
+        );
+        match (c.blobs_verified, c.bytes_verified) {
+            (Some(n), Some(b)) => {
+                let _ = writeln!(out, ", {n} blobs re-hashed ({})", human_bytes(b));
+            }
+            _ => out.push_str("; content not re-hashed (--verify-content)\n"),
+        }
+        for (title, problem) in [("problems", true), ("informational", false)] {
+            let group: Vec<&FindingOut> = self.findings.iter().filter(|f| f.kind.is_problem() == problem).collect();
+            if group.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "\n{title} ({}):", group.len());
+            let mut kinds: Vec<Kind> = group.iter().map(|f| f.kind).collect();
+            kinds.dedup();
+            for kind in kinds {
+                let of_kind: Vec<&&FindingOut> = group.iter().filter(|f| f.kind == kind).collect();
+                let _ = writeln!(out, "  {} ({}):", kind.describe(), of_kind.len());
+                for f in of_kind {
+                    let images = if f.images.is_empty() { String::new() } else { format!("{}: ", f.images.join(", ")) };
+                    let _ = writeln!(out, "    {images}{}\n      {}", f.message, f.key);
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\n{}",
+            match (self.problems, self.informational) {
+                (0, 0) => "clean: no findings".to_string(),
+                (0, i) => format!("no problems; {i} informational findings"),
+                (p, i) => format!("{p} problems, {i} informational findings (exit {})", Exit::Problems as u8),
+            }
+        );
+        out
+    }
+}
+
+/// Runs `fsck` and prints its output; returns the exit code.
+pub async fn command(args: &FsckArgs, quiet: bool) -> Exit {
+    match run(args, quiet).await {
+        Ok(report) => {
+            match args.format {
+                FsckFormat::Text => print!("{}", report.text()),
+                FsckFormat::Json => println!("{}", serde_json::to_string_pretty(&report).expect("report serializes")),
+            }
+            report.exit()
+        }
+        Err(e) => {
+            eprintln!("registry-gc: fsck could not complete: {e}");
+            e.exit()
+        }
+    }
+}
+
+async fn run(args: &FsckArgs, quiet: bool) -> Result<FsckReport, Error> {
+    let file = args.storage.config_file()?;
+    let settings = args.storage.resolve(&file)?;
+    let read = args.read.resolve(&file);
+    let storage = open_storage(&settings.storage, &settings.backend)?;
+    let storage = storage.as_ref();
+    let progress = Progress::new(!quiet);
+    // No manifest cache: the check is of what storage holds.
+    let (inv, marks, _) = inspect::load(storage, &read, None, &progress).await?;
+
+    let mut obs = Observed::default();
+    let links_read = read_links(storage, &inv, &marks, read.concurrency, &progress, &mut obs).await?;
+    read_roles(storage, &inv, &marks, &read, &mut obs).await?;
+    let verified =
+        if args.verify_content { Some(verify_content(storage, &inv, read.concurrency, &progress, &mut obs).await?) } else { None };
+    progress.finish();
+
+    let checked = Checked {
+        repositories: inv.repositories.len() as u64,
+        manifests: inv.manifest_count() as u64,
+        tags: inv.tag_count() as u64,
+        blobs: inv.blob_count() as u64,
+        blob_bytes: inv.blob_bytes(),
+        links_read,
+        blobs_verified: verified.map(|v| v.0),
+        bytes_verified: verified.map(|v| v.1),
+    };
+    Ok(FsckReport::new(storage.describe(), args.strict, checked, findings(&inv, &marks, &obs)))
+}
+
+/// Reads every revision, layer and tag-history link (tag `current` links were
+/// read by the mark phase) and keeps those that do not hold `sha256:<hex>` of
+/// their path. Returns how many were read.
+async fn read_links(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    marks: &Marks,
+    concurrency: usize,
+    progress: &Progress,
+    obs: &mut Observed,
+) -> Result<u64, Error> {
+    let mut links: Vec<(String, Digest)> = Vec::new();
+    for (ri, r) in inv.repositories.iter().enumerate() {
+        let name = r.name.as_str();
+        let d = |id| *inv.digests.get(id);
+        links.extend(r.revisions.iter().map(|l| (layout::revision_key(name, &d(l.digest)), d(l.digest))));
+        links.extend(r.layers.iter().map(|l| (layout::layer_link_key(name, &d(l.digest)), d(l.digest))));
+        links.extend(
+            r.history.iter().map(|h| (layout::tag_index_key(name, &r.tags[h.tag as usize].name, &d(h.link.digest)), d(h.link.digest))),
+        );
+        // The mark phase parsed tag links leniently (surrounding whitespace is
+        // tolerated); the registry does not, so their exact bytes are checked,
+        // except where the listing's MD5 ETag already proves them exact.
+        for (ti, t) in r.tags.iter().enumerate() {
+            if let (Some(_), TagTarget::Digest(target)) = (t.current, &marks.tag_targets[ri][ti]) {
+                let exact = t.current_md5.is_some_and(|m| m == <[u8; 16]>::from(md5::Md5::digest(target.to_string().as_bytes())));
+                if !exact {
+                    links.push((layout::tag_current_key(name, &t.name), *target));
+                }
+            }
+        }
+    }
+    progress.start_phase("reading links", links.len() as u64);
+    let mut reads = futures::stream::iter(links)
+        .map(|(key, expected)| async move {
+            let result = storage.get(&key, LINK_READ_LIMIT).await;
+            (key, expected, result)
+        })
+        .buffer_unordered(concurrency);
+    let mut n = 0;
+    while let Some((key, expected, result)) = reads.next().await {
+        progress.inc(1);
+        let expected = expected.to_string();
+        match result {
+            Ok(bytes) if bytes[..] == *expected.as_bytes() => n += 1,
+            Ok(bytes) => {
+                n += 1;
+                obs.junk_links.push((key, format!("{:?} instead of {expected}", String::from_utf8_lossy(&bytes[..bytes.len().min(80)]))));
+            }
+            Err(StorageError::TooLarge { size, .. }) => obs.junk_links.push((key, format!("{size} bytes, not a digest"))),
+            // deleted since the listing: nothing left to check
+            Err(StorageError::NotFound { .. }) => {}
+            Err(e) => return Err(Error::Read(inspect::ReadError(e))),
+        }
+    }
+    Ok(n)
+}
+
+/// Reads again the (few) manifests that name something missing, to say what
+/// each missing digest is (config, layer, child) and to leave foreign layers out.
+async fn read_roles(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    marks: &Marks,
+    read: &inspect::ReadSettings,
+    obs: &mut Observed,
+) -> Result<(), Error> {
+    let mut manifests: Vec<DigestId> = marks.missing_refs.iter().map(|(m, _)| *m).collect();
+    manifests.sort_unstable();
+    manifests.dedup();
+    let mut reads = futures::stream::iter(manifests)
+        .map(|id| async move {
+            let key = layout::blob_data_key(inv.digests.get(id));
+            (id, storage.get(&key, read.max_manifest_bytes).await)
+        })
+        .buffer_unordered(read.concurrency);
+    while let Some((id, result)) = reads.next().await {
+        let bytes = result.map_err(|e| Error::Read(inspect::ReadError(e)))?;
+        for (d, role) in reference_roles(&bytes) {
+            obs.roles.insert((id, d), role);
+        }
+    }
+    Ok(())
+}
+
+/// Streams every blob through sha256, a few at a time. Returns (blobs, bytes) hashed.
+async fn verify_content(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    concurrency: usize,
+    progress: &Progress,
+    obs: &mut Observed,
+) -> Result<(u64, u64), Error> {
+    progress.start_phase("re-hashing blobs", inv.blob_count() as u64);
+    let mut hashes = futures::stream::iter(inv.blobs())
+        .map(|(id, _)| async move {
+            let key = layout::blob_data_key(inv.digests.get(id));
+            let mut stream = match storage.get_stream(&key).await {
+                Ok(s) => s,
+                Err(e) => return (id, Err(e)),
+            };
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            loop {
+                match stream.try_next().await {
+                    Ok(Some(chunk)) => {
+                        size += chunk.len() as u64;
+                        hasher.update(&chunk);
+                    }
+                    Ok(None) => break,
+                    Err(e) => return (id, Err(e)),
+                }
+            }
+            (id, Ok((Digest::from_bytes(hasher.finalize().into()), size)))
+        })
+        .buffer_unordered(concurrency.clamp(1, MAX_VERIFY_CONCURRENCY));
+    let (mut blobs, mut bytes) = (0, 0);
+    while let Some((id, result)) = hashes.next().await {
+        progress.inc(1);
+        match result {
+            Ok((actual, size)) => {
+                blobs += 1;
+                bytes += size;
+                if actual != *inv.digests.get(id) {
+                    obs.mismatches.push(Mismatch { blob: id, actual, actual_size: size });
+                }
+            }
+            Err(StorageError::NotFound { .. }) => {}
+            Err(e) => return Err(Error::Read(inspect::ReadError(e))),
+        }
+    }
+    Ok((blobs, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::References;
+    use crate::storage::ObjectMeta;
+
+    fn dg(n: u8) -> Digest {
+        Digest::from_bytes([n; 32])
+    }
+
+    fn refs(kind: ManifestKind, blobs: &[Digest], children: &[Digest]) -> References {
+        References { kind, blobs: blobs.to_vec(), children: children.to_vec(), subject: None, other_algorithm: vec![], invalid: vec![] }
+    }
+
+    /// A registry from its keys, the manifests' references and the tags' targets.
+    fn build(keys: &[String], manifests: &[(Digest, References)], tags: &[(&str, &str, TagTarget)]) -> (Inventory, Marks) {
+        let mut inv = Inventory::default();
+        for k in keys {
+            inv.insert(ObjectMeta { key: k.clone(), size: 10, last_modified_ms: 0, etag: None });
+        }
+        inv.finish();
+        let mut marks = Marks::default();
+        marks.tag_targets = inv
+            .repositories
+            .iter()
+            .map(|r| {
+                r.tags
+                    .iter()
+                    .map(|t| {
+                        tags.iter().find(|(repo, tag, _)| *repo == r.name && *tag == &*t.name).map_or(TagTarget::None, |x| x.2.clone())
+                    })
+                    .collect()
+            })
+            .collect();
+        for (m, r) in manifests {
+            if let Some(id) = inv.digests.find(m).filter(|id| inv.has_blob(*id)) {
+                marks.record(&inv, id, r);
+            }
+        }
+        (inv, marks)
+    }
+
+    fn kinds(f: &[Finding]) -> Vec<(Kind, String)> {
+        f.iter().map(|f| (f.kind, f.key.clone())).collect()
+    }
+
+    #[test]
+    fn a_healthy_registry_has_no_findings() {
+        let (m, l1, cfg) = (dg(1), dg(2), dg(3));
+        let keys = vec![
+            layout::blob_data_key(&m),
+            layout::blob_data_key(&l1),
+            layout::blob_data_key(&cfg),
+            layout::revision_key("a", &m),
+            layout::layer_link_key("a", &l1),
+            layout::layer_link_key("a", &cfg),
+            layout::tag_current_key("a", "v1"),
+            layout::tag_index_key("a", "v1", &m),
+        ];
+        let (inv, marks) = build(&keys, &[(m, refs(ManifestKind::Image, &[cfg, l1], &[]))], &[("a", "v1", TagTarget::Digest(m))]);
+        assert_eq!(findings(&inv, &marks, &Observed::default()), vec![]);
+    }
+
+    #[test]
+    fn names_broken_images_by_tag_through_indexes() {
+        let (child, idx, layer, cfg, gone_child) = (dg(1), dg(2), dg(3), dg(4), dg(5));
+        let keys = vec![
+            layout::blob_data_key(&child),
+            layout::blob_data_key(&idx),
+            layout::blob_data_key(&cfg),
+            layout::layer_link_key("r", &cfg),
+            // layer data missing, its link dangling
+            layout::layer_link_key("r", &layer),
+            layout::revision_key("r", &child),
+            layout::revision_key("r", &idx),
+            layout::tag_current_key("r", "multi"),
+        ];
+        let manifests =
+            [(child, refs(ManifestKind::Image, &[cfg, layer], &[])), (idx, refs(ManifestKind::Index, &[], &[child, gone_child]))];
+        let (inv, marks) = build(&keys, &manifests, &[("r", "multi", TagTarget::Digest(idx))]);
+        let mut obs = Observed::default();
+        let (cid, iid) = (inv.digests.find(&child).unwrap(), inv.digests.find(&idx).unwrap());
+        obs.roles.insert((cid, layer), Role::Layer);
+        obs.roles.insert((iid, gone_child), Role::Child);
+        let f = findings(&inv, &marks, &obs);
+        assert_eq!(
+            kinds(&f),
+            vec![
+                (Kind::MissingBlob, layout::blob_data_key(&layer)),
+                (Kind::MissingChild, layout::blob_data_key(&gone_child)),
+                (Kind::DanglingLayerLink, layout::layer_link_key("r", &layer)),
+            ]
+        );
+        assert_eq!(f[0].images, vec!["r:multi".to_string()], "the child is named by the tag of its index");
+        assert!(f[0].message.starts_with("layer "), "{}", f[0].message);
+        assert_eq!(f[1].images, vec!["r:multi".to_string()]);
+        assert!(f.iter().all(|f| f.kind != Kind::OrphanBlob));
+    }
+
+    #[test]
+    fn tags_revisions_children_orphans_strays_and_junk() {
+        let (m, gone, elsewhere, orphan, child) = (dg(1), dg(2), dg(3), dg(4), dg(5));
+        let keys = vec![
+            layout::blob_data_key(&m),
+            layout::blob_data_key(&elsewhere),
+            layout::blob_data_key(&orphan),
+            layout::blob_data_key(&child),
+            layout::revision_key("r", &m),
+            layout::revision_key("r", &gone),
+            layout::revision_key("other", &elsewhere),
+            layout::revision_key("other", &child),
+            layout::tag_current_key("r", "gone"),
+            layout::tag_index_key("r", "gone", &gone),
+            layout::tag_current_key("r", "foreign"),
+            layout::tag_current_key("r", "junk"),
+            layout::tag_index_key("r", "old", &gone),
+            format!("{}blobs/sha256/aa/tmp-1", layout::V2),
+        ];
+        let manifests = [(m, refs(ManifestKind::Index, &[], &[child]))];
+        let tags = [
+            ("r", "gone", TagTarget::Digest(gone)),
+            ("r", "foreign", TagTarget::Digest(elsewhere)),
+            ("r", "junk", TagTarget::Junk("not a digest".into())),
+        ];
+        let (inv, marks) = build(&keys, &manifests, &tags);
+        let mut obs = Observed::default();
+        obs.junk_links.push((layout::revision_key("r", &m), "\"x\"".into()));
+        let f = findings(&inv, &marks, &obs);
+        let mut want = vec![
+            (Kind::TagManifestMissing, layout::tag_current_key("r", "gone")),
+            (Kind::TagNotARevision, layout::tag_current_key("r", "foreign")),
+            (Kind::RevisionManifestMissing, layout::revision_key("r", &gone)),
+            (Kind::ChildNotARevision, layout::revision_key("r", &child)),
+            (Kind::JunkLink, layout::tag_current_key("r", "junk")),
+            (Kind::JunkLink, layout::revision_key("r", &m)),
+            (Kind::OrphanBlob, layout::blob_data_key(&orphan)),
+            (Kind::DanglingTagIndex, layout::tag_index_key("r", "old", &gone)),
+            (Kind::StrayKey, format!("{}blobs/sha256/aa/tmp-1", layout::V2)),
+        ];
+        want.sort();
+        let mut got = kinds(&f);
+        got.sort();
+        assert_eq!(got, want);
+        let junk = f.iter().find(|f| f.key == layout::revision_key("r", &m)).unwrap();
+        assert_eq!(junk.images, vec![format!("r@{m}")], "an untagged manifest is named by digest");
+    }
+
+    #[test]
+    fn foreign_layers_are_not_missing_and_mismatches_name_images() {
+        let (m, foreign, layer) = (dg(1), dg(2), dg(3));
+        let keys = vec![
+            layout::blob_data_key(&m),
+            layout::blob_data_key(&layer),
+            layout::layer_link_key("r", &layer),
+            layout::revision_key("r", &m),
+            layout::tag_current_key("r", "v1"),
+        ];
+        let (inv, marks) = build(&keys, &[(m, refs(ManifestKind::Image, &[foreign, layer], &[]))], &[("r", "v1", TagTarget::Digest(m))]);
+        assert_eq!(marks.missing_refs, vec![(inv.digests.find(&m).unwrap(), foreign)]);
+        let mut obs = Observed::default();
+        obs.roles.insert((inv.digests.find(&m).unwrap(), foreign), Role::Foreign);
+        obs.mismatches.push(Mismatch { blob: inv.digests.find(&layer).unwrap(), actual: dg(9), actual_size: 10 });
+        let f = findings(&inv, &marks, &obs);
+        assert_eq!(kinds(&f), vec![(Kind::ContentMismatch, layout::blob_data_key(&layer))]);
+        assert_eq!(f[0].images, vec!["r:v1".to_string()]);
+
+        let report = FsckReport::new("x".into(), false, Checked::default(), f);
+        assert_eq!((report.problems, report.exit()), (1, Exit::Problems));
+        assert!(report.text().contains("blobs whose content does not match their digest (1):"), "{}", report.text());
+    }
+
+    #[test]
+    fn blobs_in_storage_but_not_linked_in_the_repository() {
+        let (m, cfg, layer, odd) = (dg(1), dg(2), dg(3), dg(4));
+        let keys = vec![
+            layout::blob_data_key(&m),
+            layout::blob_data_key(&cfg),
+            layout::blob_data_key(&layer),
+            layout::blob_data_key(&odd),
+            layout::layer_link_key("r", &cfg),
+            layout::layer_link_key("other", &layer), // linked elsewhere only
+            layout::revision_key("r", &m),
+            layout::revision_key("r", &odd),
+            layout::tag_current_key("r", "v1"),
+        ];
+        // a manifest of an unknown media type: its scanned mentions are not descriptors
+        let unknown = refs(ManifestKind::Image, &[cfg, layer], &[cfg, layer]);
+        let manifests = [(m, refs(ManifestKind::Image, &[cfg, layer], &[])), (odd, unknown)];
+        let (inv, marks) = build(&keys, &manifests, &[("r", "v1", TagTarget::Digest(m))]);
+        let f = findings(&inv, &marks, &Observed::default());
+        assert_eq!(kinds(&f), vec![(Kind::BlobNotLinked, layout::layer_link_key("r", &layer))]);
+        assert_eq!(f[0].images, vec!["r:v1".to_string()]);
+    }
+
+    #[test]
+    fn informational_findings_exit_zero_unless_strict() {
+        let f = vec![Finding { kind: Kind::OrphanBlob, key: "k".into(), images: vec![], message: "m".into() }];
+        let lenient = FsckReport::new("x".into(), false, Checked::default(), f.clone());
+        assert_eq!((lenient.problems, lenient.informational, lenient.exit()), (0, 1, Exit::Success));
+        let strict = FsckReport::new("x".into(), true, Checked::default(), f);
+        assert_eq!(strict.exit(), Exit::Problems);
+    }
+
+    #[test]
+    fn roles_from_manifest_bytes() {
+        let h = |c: char| c.to_string().repeat(64);
+        let m = format!(
+            r#"{{"config":{{"digest":"sha256:{}"}},"layers":[{{"digest":"sha256:{}"}},
+            {{"mediaType":"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip","digest":"sha256:{}","urls":["https://x"]}}]}}"#,
+            h('a'),
+            h('b'),
+            h('c')
+        );
+        let r = reference_roles(m.as_bytes());
+        let d = |c: char| Digest::from_hex(&h(c)).unwrap();
+        assert_eq!(r.get(&d('a')), Some(&Role::Config));
+        assert_eq!(r.get(&d('b')), Some(&Role::Layer));
+        assert_eq!(r.get(&d('c')), Some(&Role::Foreign));
+        let idx = format!(r#"{{"manifests":[{{"digest":"sha256:{}"}}]}}"#, h('d'));
+        assert_eq!(reference_roles(idx.as_bytes()).get(&d('d')), Some(&Role::Child));
+        assert!(reference_roles(b"not json").is_empty());
+    }
+}
