@@ -62,11 +62,15 @@ pub enum Command {
     /// Delete blobs and links that no kept manifest needs (like `registry garbage-collect`).
     #[command(after_help = AFTER_HELP)]
     Gc(GcArgs),
+    /// Put a `gc --quarantine` run's keys back, or list the quarantined runs (--list).
+    Restore(RestoreArgs),
+    /// Delete quarantined runs older than a duration.
+    Purge(PurgeArgs),
 }
 
 /// Where the registry is and how to reach it: shared by every command that
 /// reads a registry.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
     /// The registry's storage (see STORAGE below). May be set in --config instead.
     #[arg(value_name = "STORAGE")]
@@ -197,6 +201,65 @@ pub struct GcArgs {
     /// Use no manifest cache.
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
+
+    /// Move what would be deleted under <STORAGE>/registry-gc-quarantine/<RUN-ID>/
+    /// instead of deleting it (undo with `restore`, free with `purge`).
+    #[arg(long)]
+    pub quarantine: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    /// The run to restore, as `gc --quarantine` printed it (see --list). With
+    /// [storage] url in --config, `restore --config FILE RUN-ID` is enough.
+    #[arg(value_name = "RUN-ID", conflicts_with = "list")]
+    pub run_id: Option<String>,
+
+    /// List the quarantined runs: state, keys and bytes still quarantined, age.
+    #[arg(long)]
+    pub list: bool,
+
+    /// Storage requests in flight at once [default: 64].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: Option<u16>,
+}
+
+impl RestoreArgs {
+    /// The storage and the run id (`None` for --list). A lone positional
+    /// argument is the run id when --config names the storage.
+    pub fn resolve(&self) -> Result<(StorageSettings, Option<String>), ConfigError> {
+        let file = self.storage.config_file()?;
+        let (storage_arg, run_id) = match (&self.storage.storage, &self.run_id) {
+            (Some(one), None) if !self.list && file.storage.url.is_some() => (None, Some(one.clone())),
+            (s, r) => (s.clone(), r.clone()),
+        };
+        if !self.list && run_id.is_none() {
+            return Err(ConfigError::Missing { what: "RUN-ID (or --list)".into() });
+        }
+        let args = StorageArgs { storage: storage_arg, ..self.storage.clone() };
+        Ok((args.resolve(&file)?, run_id))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    /// Delete the runs that started longer ago than this (e.g. 7d, 12h).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub older_than: Duration,
+
+    /// Show what would be purged; delete nothing.
+    #[arg(short = 'd', long)]
+    pub dry_run: bool,
+
+    /// Storage requests in flight at once [default: 64].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: Option<u16>,
 }
 
 /// Everything a `gc` run needs, merged from flags, config file and defaults.
@@ -233,6 +296,7 @@ impl GcArgs {
             } else {
                 self.cache_dir.clone().or(gc.cache_dir.clone())
             },
+            quarantine: self.quarantine || gc.quarantine.unwrap_or(false),
         };
         let default_cache = !self.no_cache && !gc.no_cache.unwrap_or(false);
         Ok(GcSettings { storage, options, report: self.report.clone().or(gc.report.clone()), backend, default_cache })

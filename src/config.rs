@@ -49,6 +49,7 @@ pub struct GcSection {
     pub max_manifest_size: Option<u64>,
     pub cache_dir: Option<PathBuf>,
     pub no_cache: Option<bool>,
+    pub quarantine: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,8 @@ pub enum ConfigError {
     Value { path: String, key: String, reason: String },
     #[error("no STORAGE given: pass it as an argument or set [storage] url in --config")]
     NoStorage,
+    #[error("missing {what}")]
+    Missing { what: String },
 }
 
 impl ConfigFile {

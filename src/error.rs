@@ -3,6 +3,7 @@
 use crate::config::ConfigError;
 use crate::inventory::InventoryError;
 use crate::mark::MarkError;
+use crate::quarantine::QuarantineError;
 use crate::storage::open::OpenError;
 use crate::storage::StorageError;
 use crate::sweep::SweepError;
@@ -36,6 +37,8 @@ pub enum Error {
     Mark(#[from] MarkError),
     #[error(transparent)]
     Sweep(#[from] SweepError),
+    #[error(transparent)]
+    Quarantine(#[from] QuarantineError),
     #[error("--report {path}: {source}")]
     Report { path: String, source: std::io::Error },
     #[error("{0}")]
@@ -54,6 +57,11 @@ impl Error {
             Error::Mark(MarkError::Read(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
             Error::Mark(_) => Exit::Error,
             Error::Sweep(SweepError::OutsideRegistryTree { .. }) => Exit::Refused,
+            Error::Sweep(SweepError::QuarantineRecord(_)) => Exit::Error,
+            Error::Quarantine(QuarantineError::BadRunId { .. } | QuarantineError::NoSuchRun { .. }) => Exit::Usage,
+            Error::Quarantine(QuarantineError::OutsideRegistryTree { .. }) => Exit::Refused,
+            Error::Quarantine(QuarantineError::Storage(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
+            Error::Quarantine(_) => Exit::Error,
             Error::Report { .. } => Exit::Error,
             Error::Usage(_) => Exit::Usage,
         }

@@ -13,7 +13,8 @@ use crate::progress::Progress;
 use crate::report::{self, Report, Seen, Warning, SCHEMA_VERSION};
 use crate::storage::counts::RequestFloor;
 use crate::storage::{system_time_ms, Storage};
-use crate::sweep::{self, SweepOptions};
+use crate::quarantine::QuarantineRun;
+use crate::sweep::{self, SweepAction, SweepOptions};
 
 #[derive(Debug, Clone)]
 pub struct GcOptions {
@@ -26,6 +27,8 @@ pub struct GcOptions {
     pub max_manifest_bytes: u64,
     /// The manifest cache directory, if one is used.
     pub cache_dir: Option<PathBuf>,
+    /// Move what would be deleted into a quarantine run instead (see `quarantine`).
+    pub quarantine: bool,
 }
 
 /// Runs one collection. With `report_path`, the JSON report (every deletion
@@ -63,7 +66,8 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         sweep::check_plan(&inventory, &plan)?;
     }
 
-    let sweep_opts = SweepOptions { concurrency: opts.concurrency, attempts: 3 };
+    let action = if opts.quarantine { SweepAction::Quarantine(QuarantineRun::new(now, &opts)) } else { SweepAction::Delete };
+    let sweep_opts = SweepOptions { concurrency: opts.concurrency, attempts: 3, action };
     let outcome = if opts.dry_run { None } else { Some(sweep::sweep(storage, &inventory, &plan, sweep_opts, progress).await?) };
     progress.finish();
 
@@ -107,6 +111,8 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         empty_directories: plan.empty_dirs.len() as u64,
         directories_removed: outcome.as_ref().map_or(0, |o| o.dirs_removed as u64),
         sweep_stopped_early: outcome.as_ref().is_some_and(|o| o.stopped_early),
+        quarantine: opts.quarantine,
+        quarantine_run: outcome.as_ref().and_then(|o| o.quarantine_run.clone()),
         failures: outcome.map(|o| o.failures).unwrap_or_default(),
         warnings,
         strays: std::mem::take(&mut inventory.strays),

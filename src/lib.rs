@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod mark;
 pub mod plan;
 pub mod progress;
+pub mod quarantine;
 pub mod report;
 pub mod storage;
 pub mod sweep;

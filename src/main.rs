@@ -25,6 +25,8 @@ fn main() -> ExitCode {
     };
     let exit = match &cli.command {
         Command::Gc(args) => runtime.block_on(gc_command(args, cli.quiet)),
+        Command::Restore(args) => runtime.block_on(registry_gc::quarantine::restore_command(args, cli.quiet)),
+        Command::Purge(args) => runtime.block_on(registry_gc::quarantine::purge_command(args, cli.quiet)),
     };
     ExitCode::from(exit as u8)
 }
