@@ -20,11 +20,11 @@ use futures::{StreamExt, TryStreamExt};
 use crate::cli::{PurgeArgs, RestoreArgs};
 use crate::error::{Error, Exit};
 use crate::gc::GcOptions;
-use crate::storage::open::open_storage;
 use crate::inventory::Inventory;
 use crate::layout;
 use crate::plan::{Plan, Reason};
 use crate::report::{human_bytes, Failure};
+use crate::storage::open::open_storage;
 use crate::storage::{system_time_ms, MoveMode, Moved, Storage, StorageError};
 
 /// The quarantine's top-level prefix, a sibling of `docker/`.
@@ -243,7 +243,8 @@ pub async fn read_record(storage: &dyn Storage, run: &str) -> Result<RunRecord, 
         Err(e) if e.is_not_found() => return Err(QuarantineError::NoSuchRun { storage: storage.describe(), id: run.to_string(), key }),
         Err(e) => return Err(e.into()),
     };
-    let record: RunRecord = serde_json::from_slice(&bytes).map_err(|e| QuarantineError::BadRecord { key: key.clone(), reason: e.to_string() })?;
+    let record: RunRecord =
+        serde_json::from_slice(&bytes).map_err(|e| QuarantineError::BadRecord { key: key.clone(), reason: e.to_string() })?;
     if record.header.run_id != run {
         return Err(QuarantineError::BadRecord { key, reason: format!("it is the record of run {:?}", record.header.run_id) });
     }
@@ -299,7 +300,8 @@ impl RestoreOutcome {
             let _ = writeln!(s, "never quarantined (gone before the run moved them): {} keys", self.never_quarantined);
         }
         if !self.kept_live.is_empty() {
-            let _ = writeln!(s, "kept the registry's current key ({} keys; their quarantined copies stay in the run):", self.kept_live.len());
+            let _ =
+                writeln!(s, "kept the registry's current key ({} keys; their quarantined copies stay in the run):", self.kept_live.len());
             for k in self.kept_live.iter().take(20) {
                 let _ = writeln!(s, "  {k}");
             }
@@ -340,8 +342,11 @@ pub async fn restore(storage: &dyn Storage, run: &str, concurrency: usize, attem
     while start < order.len() {
         let phase = restore_phase(order[start].reason);
         let end = order[start..].iter().position(|e| restore_phase(e.reason) != phase).map_or(order.len(), |n| start + n);
-        let results: Vec<ChunkOutcome> =
-            futures::stream::iter(order[start..end].chunks(batch)).map(|chunk| restore_chunk(storage, run, chunk, attempts)).buffer_unordered(concurrency.max(1)).collect().await;
+        let results: Vec<ChunkOutcome> = futures::stream::iter(order[start..end].chunks(batch))
+            .map(|chunk| restore_chunk(storage, run, chunk, attempts))
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
         for r in results {
             out.restored += r.restored.len() as u64;
             out.restored_bytes += r.restored.iter().map(|e| e.bytes).sum::<u64>();
@@ -460,8 +465,10 @@ impl RunSummary {
 /// Every run under the quarantine prefix, oldest first.
 pub async fn list_runs(storage: &dyn Storage, concurrency: usize) -> Result<Vec<RunSummary>, QuarantineError> {
     let top = storage.list_dir(PREFIX).await?;
-    let ids: Vec<String> = top.prefixes.iter().map(|p| p[PREFIX.len()..].trim_end_matches('/').to_string()).filter(|id| check_run_id(id).is_ok()).collect();
-    let mut runs: Vec<RunSummary> = futures::stream::iter(ids).map(|id| summarize(storage, id)).buffered(concurrency.clamp(1, 16)).try_collect().await?;
+    let ids: Vec<String> =
+        top.prefixes.iter().map(|p| p[PREFIX.len()..].trim_end_matches('/').to_string()).filter(|id| check_run_id(id).is_ok()).collect();
+    let mut runs: Vec<RunSummary> =
+        futures::stream::iter(ids).map(|id| summarize(storage, id)).buffered(concurrency.clamp(1, 16)).try_collect().await?;
     runs.sort_by(|a, b| (a.time_ms(), &a.run_id).cmp(&(b.time_ms(), &b.run_id)));
     Ok(runs)
 }
@@ -558,7 +565,13 @@ impl PurgeOutcome {
 /// Deletes every run whose time (its record's, else its newest object's) is
 /// more than `older_than` before `now`. The record goes last, so that a purge
 /// stopped half way leaves the run listed and purgeable.
-pub async fn purge(storage: &dyn Storage, older_than: Duration, now: SystemTime, dry_run: bool, concurrency: usize) -> Result<PurgeOutcome, QuarantineError> {
+pub async fn purge(
+    storage: &dyn Storage,
+    older_than: Duration,
+    now: SystemTime,
+    dry_run: bool,
+    concurrency: usize,
+) -> Result<PurgeOutcome, QuarantineError> {
     let fence = system_time_ms(now) - older_than.as_millis() as i64;
     let mut out = PurgeOutcome { storage: storage.describe(), dry_run, ..Default::default() };
     for run in list_runs(storage, concurrency).await? {
@@ -579,8 +592,11 @@ pub async fn purge(storage: &dyn Storage, older_than: Duration, now: SystemTime,
             let (body, last) = keys.split_at(keys.len() - 1);
             let mut failed = false;
             for group in [body, last] {
-                let results: Vec<Vec<Result<(), StorageError>>> =
-                    futures::stream::iter(group.chunks(batch)).map(|c| storage.delete_batch(c)).buffered(concurrency.max(1)).collect().await;
+                let results: Vec<Vec<Result<(), StorageError>>> = futures::stream::iter(group.chunks(batch))
+                    .map(|c| storage.delete_batch(c))
+                    .buffered(concurrency.max(1))
+                    .collect()
+                    .await;
                 for (key, r) in group.iter().zip(results.into_iter().flatten()) {
                     if let Err(e) = r {
                         out.failures.push(Failure { key: key.clone(), error: e.to_string() });

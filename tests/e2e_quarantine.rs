@@ -101,8 +101,12 @@ fn quarantine_restore_and_purge_on_disk_with_the_real_registry() {
     assert_eq!(record["state"], "complete");
     assert_eq!(record["run_id"], run_id.as_str());
     assert_eq!(record["options"]["delete_untagged"], true);
-    let recorded: BTreeSet<String> =
-        record["entries"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap().strip_prefix("docker/registry/v2/").unwrap().to_string()).collect();
+    let recorded: BTreeSet<String> = record["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap().strip_prefix("docker/registry/v2/").unwrap().to_string())
+        .collect();
     assert_eq!(recorded, deleted);
     assert_eq!(record["moved_keys"].as_u64(), Some(deleted.len() as u64));
 
@@ -218,7 +222,10 @@ fn an_interrupted_quarantine_is_restored_from_its_record() {
 
     let (out, _) = expect(&["restore", &root_s, &run_id], 0);
     let half = moved.len().div_ceil(2);
-    assert!(out.contains(&format!("restored: {} keys", moved.len() - half)) && out.contains(&format!("already in place: {half} keys")), "{out}");
+    assert!(
+        out.contains(&format!("restored: {} keys", moved.len() - half)) && out.contains(&format!("already in place: {half} keys")),
+        "{out}"
+    );
     assert!(before == tree::snapshot(root), "{}", tree::snapshot_diff(&before, &tree::snapshot(root)));
 }
 
@@ -323,7 +330,9 @@ fn quarantine_on_cloud(emulator: Emulator) {
     assert_eq!(rt.block_on(emulator.keys(&root)), before, "{}: restore", emulator.name());
     let store = emulator.store();
     for k in &deleted {
-        let got = rt.block_on(async { store.get(&ObjectPath::from(format!("{root}/docker/registry/v2/{k}"))).await.unwrap().bytes().await.unwrap() });
+        let got = rt.block_on(async {
+            store.get(&ObjectPath::from(format!("{root}/docker/registry/v2/{k}"))).await.unwrap().bytes().await.unwrap()
+        });
         assert_eq!(&got[..], &tree::read_key(&sc.root, k)[..], "{k}");
     }
     assert_eq!(rt.block_on(bucket_keys(emulator, &run_prefix)), BTreeSet::from(["run.json".to_string()]));
@@ -361,7 +370,10 @@ fn fake_gcs_refuses_quarantine_clearly_and_nothing_moves() {
     let before = rt.block_on(emulator.keys(&root));
     let args = cloud_args(emulator, "gc", &["--min-age", "0s", "--quarantine"], &root, &[]);
     let (_, err) = expect(&strs(&args), 1);
-    assert!(err.contains("cannot write the quarantine run record") && err.contains("XML API") && err.contains("nothing was moved"), "{err}");
+    assert!(
+        err.contains("cannot write the quarantine run record") && err.contains("XML API") && err.contains("nothing was moved"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert_eq!(rt.block_on(emulator.keys(&root)), before);
 }
