@@ -367,6 +367,33 @@ mod tests {
     }
 
     #[test]
+    fn quarantine_from_the_flag_or_the_config_file_and_restore_arguments() {
+        assert!(!resolve(&["x"]).unwrap().options.quarantine);
+        assert!(resolve(&["--quarantine", "x"]).unwrap().options.quarantine);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("q.toml");
+        std::fs::write(&file, "[storage]\nurl = \"s3://b/r\"\n[gc]\nquarantine = true\n").unwrap();
+        let f = file.to_str().unwrap();
+        assert!(resolve(&["--config", f]).unwrap().options.quarantine);
+
+        let restore = |args: &[&str]| {
+            let mut full = vec!["registry-gc", "restore"];
+            full.extend_from_slice(args);
+            match Cli::try_parse_from(full).map(|c| c.command) {
+                Ok(Command::Restore(r)) => r.resolve().map(|(s, run)| (s.storage, run)).map_err(|e| e.to_string()),
+                Ok(_) => unreachable!("parsed as restore"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(restore(&["/srv/reg", "RUN1"]), Ok(("/srv/reg".to_string(), Some("RUN1".to_string()))));
+        assert_eq!(restore(&["--list", "/srv/reg"]), Ok(("/srv/reg".to_string(), None)));
+        // with the storage in --config, the lone argument is the run
+        assert_eq!(restore(&["--config", f, "RUN1"]), Ok(("s3://b/r".to_string(), Some("RUN1".to_string()))));
+        assert!(restore(&["/srv/reg"]).unwrap_err().contains("RUN-ID"));
+        assert!(restore(&["--list", "/srv/reg", "RUN1"]).is_err());
+    }
+
+    #[test]
     fn storage_is_required_somewhere() {
         assert!(matches!(resolve(&[]), Err(ConfigError::NoStorage)));
         assert!(resolve(&["-o", "novalue", "x"]).is_err());
