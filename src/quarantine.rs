@@ -316,7 +316,7 @@ impl RestoreOutcome {
             let _ = writeln!(s, "the restore stopped after the failures above; run it again to finish");
         }
         if self.restored > 0 {
-            let _ = writeln!(s, "restart the registry (or flush its blob-descriptor cache) so that it sees the restored blobs");
+            let _ = writeln!(s, "restart the registry (or flush its blob-descriptor cache), as after a collection");
         }
         s
     }

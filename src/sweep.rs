@@ -74,8 +74,9 @@ pub async fn sweep(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: Sw
     check_plan(inv, plan)?;
     let mut outcome = SweepOutcome::default();
     let run = match &opts.action {
-        SweepAction::Delete => None,
-        SweepAction::Quarantine(run) => Some(run),
+        // nothing to move: no run, no record
+        SweepAction::Quarantine(run) if !plan.deletions.is_empty() => Some(run),
+        _ => None,
     };
     if let Some(run) = run {
         run.begin(storage, inv, plan).await.map_err(SweepError::QuarantineRecord)?;
