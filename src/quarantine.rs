@@ -338,6 +338,7 @@ pub async fn restore(storage: &dyn Storage, run: &str, concurrency: usize, attem
     let mut out = RestoreOutcome { run_id: run.to_string(), storage: storage.describe(), ..Default::default() };
     let batch = storage.max_delete_batch().max(1);
     let mut moved_back: Vec<String> = Vec::new();
+    let mut not_in_quarantine: Vec<String> = Vec::new();
     let mut start = 0;
     while start < order.len() {
         let phase = restore_phase(order[start].reason);
@@ -356,13 +357,25 @@ pub async fn restore(storage: &dyn Storage, run: &str, concurrency: usize, attem
             for key in r.source_missing {
                 if gone.contains(key.as_str()) {
                     out.never_quarantined += 1;
-                    continue;
+                } else {
+                    not_in_quarantine.push(key);
                 }
-                match storage.exists(&key).await {
-                    Ok(true) => out.already_in_place += 1,
-                    Ok(false) => out.missing.push(key),
-                    Err(e) => out.failures.push(Failure { key, error: e.to_string() }),
-                }
+            }
+        }
+        // not in quarantine: in place already (restored before, or never moved), or lost
+        let checked: Vec<(String, Result<bool, StorageError>)> = futures::stream::iter(std::mem::take(&mut not_in_quarantine))
+            .map(|key| async move {
+                let r = storage.exists(&key).await;
+                (key, r)
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        for (key, r) in checked {
+            match r {
+                Ok(true) => out.already_in_place += 1,
+                Ok(false) => out.missing.push(key),
+                Err(e) => out.failures.push(Failure { key, error: e.to_string() }),
             }
         }
         if !out.failures.is_empty() {
