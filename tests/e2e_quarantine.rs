@@ -377,3 +377,20 @@ fn fake_gcs_refuses_quarantine_clearly_and_nothing_moves() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert_eq!(rt.block_on(emulator.keys(&root)), before);
 }
+
+/// The record is written before anything moves: when it cannot be, the run
+/// stops with one line (exit 1) and the registry is untouched.
+#[test]
+fn no_record_no_moves() {
+    let (_dir, sc) = pushed(scenarios::deletion_has_effect);
+    let copy = aged_copy(&sc);
+    let root = copy.path();
+    // a file where the quarantine directory would go
+    std::fs::write(root.join(QUARANTINE), b"not a directory").unwrap();
+    let before = tree::snapshot(root);
+    let out = gc(root, &strs(&flags(&["--quarantine"])), 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot write the quarantine run record") && err.contains("nothing was moved"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(before == tree::snapshot(root), "{}", tree::snapshot_diff(&before, &tree::snapshot(root)));
+}
