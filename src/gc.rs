@@ -10,10 +10,10 @@ use crate::listing;
 use crate::mark::{self, MarkOptions};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::progress::Progress;
+use crate::quarantine::QuarantineRun;
 use crate::report::{self, Report, Seen, Warning, SCHEMA_VERSION};
 use crate::storage::counts::RequestFloor;
 use crate::storage::{system_time_ms, Storage};
-use crate::quarantine::QuarantineRun;
 use crate::sweep::{self, SweepAction, SweepOptions};
 
 #[derive(Debug, Clone)]
