@@ -94,11 +94,15 @@ pub enum Command {
     /// junk links, orphans, stray keys); read-only. Exit 5 when problems are found.
     #[command(after_help = AFTER_HELP, long_about = crate::fsck::LONG_ABOUT)]
     Fsck(crate::fsck::FsckArgs),
+    /// Put a `gc --quarantine` run's keys back, or list the quarantined runs (--list).
+    Restore(RestoreArgs),
+    /// Delete quarantined runs older than a duration.
+    Purge(PurgeArgs),
 }
 
 /// Where the registry is and how to reach it: shared by every command that
 /// reads a registry.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
     /// The registry's storage (see STORAGE below). May be set in --config, or read from --registry-config, instead.
     #[arg(value_name = "STORAGE")]
@@ -267,6 +271,11 @@ pub struct GcArgs {
     /// no manifests at all). Check a --dry-run first.
     #[arg(long)]
     pub force: bool,
+
+    /// Move what would be deleted under <STORAGE>/registry-gc-quarantine/<RUN-ID>/
+    /// instead of deleting it (undo with `restore`, free with `purge`).
+    #[arg(long)]
+    pub quarantine: bool,
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -276,6 +285,60 @@ fn parse_percent(s: &str) -> Result<f64, String> {
     } else {
         Err(format!("{s} is not between 0 and 100"))
     }
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    /// The run to restore, as `gc --quarantine` printed it (see --list). With
+    /// [storage] url in --config, `restore --config FILE RUN-ID` is enough.
+    #[arg(value_name = "RUN-ID", conflicts_with = "list")]
+    pub run_id: Option<String>,
+
+    /// List the quarantined runs: state, keys and bytes still quarantined, age.
+    #[arg(long)]
+    pub list: bool,
+
+    /// Storage requests in flight at once [default: 64].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: Option<u16>,
+}
+
+impl RestoreArgs {
+    /// The storage and the run id (`None` for --list). A lone positional
+    /// argument is the run id when --config names the storage.
+    pub fn resolve(&self) -> Result<(StorageSettings, Option<String>), ConfigError> {
+        let file = self.storage.config_file()?;
+        let (storage_arg, run_id) = match (&self.storage.storage, &self.run_id) {
+            (Some(one), None) if !self.list && file.storage.url.is_some() => (None, Some(one.clone())),
+            (s, r) => (s.clone(), r.clone()),
+        };
+        if !self.list && run_id.is_none() {
+            return Err(ConfigError::Missing { what: "RUN-ID (or --list)".into() });
+        }
+        let args = StorageArgs { storage: storage_arg, ..self.storage.clone() };
+        Ok((args.resolve(&file)?, run_id))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    /// Delete the runs that started longer ago than this (e.g. 7d, 12h).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub older_than: Duration,
+
+    /// Show what would be purged; delete nothing.
+    #[arg(short = 'd', long)]
+    pub dry_run: bool,
+
+    /// Storage requests in flight at once [default: 64].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: Option<u16>,
 }
 
 /// Everything a `gc` run needs, merged from flags, config file and defaults.
@@ -324,6 +387,7 @@ impl GcArgs {
                 },
                 force: self.force || gc.force.unwrap_or(false),
             },
+            quarantine: self.quarantine || gc.quarantine.unwrap_or(false),
         };
         let default_cache = !self.no_cache && !gc.no_cache.unwrap_or(false);
         let metrics = self.metrics.clone().or(gc.metrics.clone());
@@ -430,6 +494,33 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("registry-gc-cli-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn quarantine_from_the_flag_or_the_config_file_and_restore_arguments() {
+        assert!(!resolve(&["x"]).unwrap().options.quarantine);
+        assert!(resolve(&["--quarantine", "x"]).unwrap().options.quarantine);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("q.toml");
+        std::fs::write(&file, "[storage]\nurl = \"s3://b/r\"\n[gc]\nquarantine = true\n").unwrap();
+        let f = file.to_str().unwrap();
+        assert!(resolve(&["--config", f]).unwrap().options.quarantine);
+
+        let restore = |args: &[&str]| {
+            let mut full = vec!["registry-gc", "restore"];
+            full.extend_from_slice(args);
+            match Cli::try_parse_from(full).map(|c| c.command) {
+                Ok(Command::Restore(r)) => r.resolve().map(|(s, run)| (s.storage, run)).map_err(|e| e.to_string()),
+                Ok(_) => unreachable!("parsed as restore"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(restore(&["/srv/reg", "RUN1"]), Ok(("/srv/reg".to_string(), Some("RUN1".to_string()))));
+        assert_eq!(restore(&["--list", "/srv/reg"]), Ok(("/srv/reg".to_string(), None)));
+        // with the storage in --config, the lone argument is the run
+        assert_eq!(restore(&["--config", f, "RUN1"]), Ok(("s3://b/r".to_string(), Some("RUN1".to_string()))));
+        assert!(restore(&["/srv/reg"]).unwrap_err().contains("RUN-ID"));
+        assert!(restore(&["--list", "/srv/reg", "RUN1"]).is_err());
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub struct GcSection {
     pub no_cache: Option<bool>,
     pub max_delete_percent: Option<f64>,
     pub force: Option<bool>,
+    pub quarantine: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,8 @@ pub enum ConfigError {
     Registry(#[from] crate::registry_config::RegistryConfigError),
     #[error("--registry-config and [storage] url in --config {path} both name the storage; keep one")]
     TwoStorages { path: String },
+    #[error("missing {what}")]
+    Missing { what: String },
 }
 
 impl ConfigFile {

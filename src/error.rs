@@ -5,6 +5,7 @@ use crate::guard::Refusal;
 use crate::recheck::RecheckError;
 use crate::inventory::InventoryError;
 use crate::mark::MarkError;
+use crate::quarantine::QuarantineError;
 use crate::storage::open::OpenError;
 use crate::storage::StorageError;
 use crate::sweep::SweepError;
@@ -45,6 +46,8 @@ pub enum Error {
     Refused(#[from] Refusal),
     #[error(transparent)]
     Sweep(#[from] SweepError),
+    #[error(transparent)]
+    Quarantine(#[from] QuarantineError),
     #[error("--report {path}: {source}")]
     Report { path: String, source: std::io::Error },
     #[error("{0}")]
@@ -68,6 +71,11 @@ impl Error {
             Error::Recheck(_) => Exit::Error,
             Error::Refused(_) => Exit::Refused,
             Error::Sweep(SweepError::OutsideRegistryTree { .. }) => Exit::Refused,
+            Error::Sweep(SweepError::QuarantineRecord(_)) => Exit::Error,
+            Error::Quarantine(QuarantineError::BadRunId { .. } | QuarantineError::NoSuchRun { .. }) => Exit::Usage,
+            Error::Quarantine(QuarantineError::OutsideRegistryTree { .. }) => Exit::Refused,
+            Error::Quarantine(QuarantineError::Storage(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
+            Error::Quarantine(_) => Exit::Error,
             Error::Report { .. } => Exit::Error,
             Error::Usage(_) => Exit::Usage,
             Error::Read(crate::inspect::ReadError(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,

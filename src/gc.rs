@@ -12,10 +12,11 @@ use crate::mark::{self, MarkOptions};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::progress::Progress;
 use crate::recheck::{self, RecheckOptions};
+use crate::quarantine::QuarantineRun;
 use crate::report::{self, Report, Seen, Warning, SCHEMA_VERSION};
 use crate::storage::counts::RequestFloor;
 use crate::storage::{system_time_ms, Storage};
-use crate::sweep::{self, SweepOptions};
+use crate::sweep::{self, SweepAction, SweepOptions};
 
 #[derive(Debug, Clone)]
 pub struct GcOptions {
@@ -30,6 +31,8 @@ pub struct GcOptions {
     pub cache_dir: Option<PathBuf>,
     /// When to refuse a plan that looks like a mistake.
     pub guard: GuardOptions,
+    /// Move what would be deleted into a quarantine run instead (see `quarantine`).
+    pub quarantine: bool,
 }
 
 /// Runs one collection. With `report_path`, the JSON report (every deletion
@@ -79,7 +82,8 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         sweep::check_plan(&inventory, &plan)?;
     }
 
-    let sweep_opts = SweepOptions { concurrency: opts.concurrency, attempts: 3 };
+    let action = if opts.quarantine { SweepAction::Quarantine(QuarantineRun::new(now, &opts)) } else { SweepAction::Delete };
+    let sweep_opts = SweepOptions { concurrency: opts.concurrency, attempts: 3, action };
     let outcome = if opts.dry_run { None } else { Some(sweep::sweep(storage, &inventory, &plan, sweep_opts, progress).await?) };
     // The window the re-check leaves: a manifest put between it and a blob's
     // delete. Look once more, so that such an image is named, not silently broken.
@@ -136,6 +140,8 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         empty_directories: plan.empty_dirs.len() as u64,
         directories_removed: outcome.as_ref().map_or(0, |o| o.dirs_removed as u64),
         sweep_stopped_early: outcome.as_ref().is_some_and(|o| o.stopped_early),
+        quarantine: opts.quarantine,
+        quarantine_run: outcome.as_ref().and_then(|o| o.quarantine_run.clone()),
         failures: outcome.map(|o| o.failures).unwrap_or_default(),
         warnings,
         strays: std::mem::take(&mut inventory.strays),

@@ -30,6 +30,7 @@ pub mod plan;
 pub mod progress;
 pub mod recheck;
 pub mod registry_config;
+pub mod quarantine;
 pub mod report;
 pub mod storage;
 pub mod sweep;

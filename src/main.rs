@@ -57,6 +57,8 @@ fn main() -> ExitCode {
         },
         Command::Du(args) => runtime.block_on(registry_gc::du::command(args, cli.quiet)),
         Command::Fsck(args) => runtime.block_on(registry_gc::fsck::command(args, cli.quiet)),
+        Command::Restore(args) => runtime.block_on(registry_gc::quarantine::restore_command(args, cli.quiet)),
+        Command::Purge(args) => runtime.block_on(registry_gc::quarantine::purge_command(args, cli.quiet)),
     };
     ExitCode::from(exit as u8)
 }

@@ -219,6 +219,8 @@ mod tests {
             sweep_stopped_early: false,
             recheck: Default::default(),
             broken_by_concurrent_pushes: vec![],
+            quarantine: false,
+            quarantine_run: None,
         }
     }
 

@@ -25,7 +25,7 @@ pub struct PlanOptions {
 }
 
 /// Why a key is deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reason {
     /// Revision link of a manifest no tag reaches (`--delete-untagged`).

@@ -41,7 +41,7 @@ pub struct Seen {
     pub uploads: u64,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Failure {
     pub key: String,
     pub error: String,
@@ -91,6 +91,10 @@ pub struct Report {
     /// Manifests pushed while the sweep ran that name a blob it deleted (the
     /// window the re-check leaves): push them again.
     pub broken_by_concurrent_pushes: Vec<BrokenByRace>,
+    /// `--quarantine`: keys were (or would be) moved into a quarantine run, not deleted.
+    pub quarantine: bool,
+    /// The quarantine run's id (not in a dry run).
+    pub quarantine_run: Option<String>,
 }
 
 /// Writes the JSON report: the report's fields, then `deletions`, every key
@@ -147,7 +151,12 @@ impl Report {
     /// the same in a terminal, a cron mail and a CI log.
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let verb = if self.dry_run { "would delete" } else { "deleted" };
+        let verb = match (self.dry_run, self.quarantine) {
+            (true, false) => "would delete",
+            (false, false) => "deleted",
+            (true, true) => "would quarantine",
+            (false, true) => "quarantined",
+        };
         let _ = writeln!(s, "registry-gc {} on {}", if self.dry_run { "dry run" } else { "collection" }, self.storage);
         let _ = writeln!(
             s,
@@ -171,10 +180,17 @@ impl Report {
         }
         let freed = self.planned.get(&Reason::UnreferencedBlob).map_or(0, |c| c.bytes)
             + self.planned.get(&Reason::StaleUpload).map_or(0, |c| c.bytes);
+        let freed_verb = match (self.dry_run, self.quarantine) {
+            (true, false) => "would free",
+            (false, false) => "freed",
+            // quarantined bytes are still stored (and billed) until purged
+            (true, true) => "would move to quarantine",
+            (false, true) => "moved to quarantine",
+        };
         let _ = writeln!(
             s,
             "{}: {}; kept {} blobs ({})",
-            if self.dry_run { "would free" } else { "freed" },
+            freed_verb,
             human_bytes(if self.dry_run { freed } else { self.bytes_freed }),
             self.kept_blobs,
             human_bytes(self.kept_blob_bytes)
@@ -226,6 +242,9 @@ impl Report {
         }
         if self.sweep_stopped_early {
             let _ = writeln!(s, "the sweep stopped after the failures above; later phases were not started (the next run finishes them)");
+        }
+        if let Some(run) = &self.quarantine_run {
+            let _ = writeln!(s, "quarantine run: {run} (undo: registry-gc restore STORAGE {run}; free: registry-gc purge STORAGE --older-than DURATION)");
         }
         let r = &self.requests;
         let _ = write!(s, "requests: {} list, {} get, {} head, {} put, {} delete", r.list, r.get, r.head, r.put, r.delete);

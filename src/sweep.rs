@@ -1,5 +1,7 @@
 //! The sweep: executes a plan in batches sized for the backend, phase by phase,
-//! retrying failed keys, treating "not found" as done.
+//! retrying failed keys, treating "not found" as done. Each key is deleted, or
+//! with `--quarantine` moved into the run's quarantine prefix (same phases,
+//! batches, retries and checks).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -10,14 +12,24 @@ use crate::inventory::Inventory;
 use crate::layout;
 use crate::plan::{Deletion, Plan};
 use crate::progress::Progress;
+use crate::quarantine::{self, QuarantineRun};
 use crate::report::Failure;
-use crate::storage::Storage;
+use crate::storage::{MoveMode, Moved, Storage, StorageError};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SweepOptions {
     pub concurrency: usize,
     /// Attempts per key before it is reported as failed.
     pub attempts: u32,
+    pub action: SweepAction,
+}
+
+/// What the sweep does with each planned key.
+#[derive(Debug, Clone)]
+pub enum SweepAction {
+    Delete,
+    /// Move it under `registry-gc-quarantine/<run>/`, recording the run first.
+    Quarantine(QuarantineRun),
 }
 
 #[derive(Debug, Default)]
@@ -28,17 +40,21 @@ pub struct SweepOutcome {
     pub dirs_removed: usize,
     /// Phases not started because an earlier one had failures.
     pub stopped_early: bool,
+    /// The quarantine run the keys were moved into.
+    pub quarantine_run: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
     #[error("{key}: refusing to delete a key outside {v2}; nothing was deleted", v2 = layout::V2)]
     OutsideRegistryTree { key: String },
+    #[error("cannot write the quarantine run record: {0}; nothing was moved")]
+    QuarantineRecord(StorageError),
 }
 
 /// Whether a key may be deleted at all (invariant 5): inside the registry tree,
 /// no parent steps.
-fn in_registry_tree(key: &str) -> bool {
+pub fn in_registry_tree(key: &str) -> bool {
     key.starts_with(layout::V2) && !key.split('/').any(|c| c == ".." || c == ".")
 }
 
@@ -57,7 +73,17 @@ pub fn check_plan(inv: &Inventory, plan: &Plan) -> Result<(), SweepError> {
 pub async fn sweep(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: SweepOptions, progress: &Progress) -> Result<SweepOutcome, SweepError> {
     check_plan(inv, plan)?;
     let mut outcome = SweepOutcome::default();
-    progress.start_phase("deleting", plan.deletions.len() as u64);
+    let run = match &opts.action {
+        // nothing to move: no run, no record
+        SweepAction::Quarantine(run) if !plan.deletions.is_empty() => Some(run),
+        _ => None,
+    };
+    if let Some(run) = run {
+        run.begin(storage, inv, plan).await.map_err(SweepError::QuarantineRecord)?;
+        outcome.quarantine_run = Some(run.id.clone());
+    }
+    let mut gone = Vec::new();
+    progress.start_phase(if run.is_some() { "quarantining" } else { "deleting" }, plan.deletions.len() as u64);
     let batch = storage.max_delete_batch().max(1);
     let mut start = 0;
     while start < plan.deletions.len() {
@@ -65,7 +91,7 @@ pub async fn sweep(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: Sw
         let end = plan.deletions[start..].iter().position(|d| d.reason.phase() != phase).map_or(plan.deletions.len(), |n| start + n);
         let group = &plan.deletions[start..end];
         let mut results = futures::stream::iter(group.chunks(batch))
-            .map(|chunk| delete_batch(storage, inv, chunk, opts.attempts))
+            .map(|chunk| remove_batch(storage, inv, chunk, opts.attempts, run))
             .buffer_unordered(opts.concurrency.max(1));
         while let Some(done) = results.next().await {
             progress.inc(done.deleted);
@@ -73,14 +99,26 @@ pub async fn sweep(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: Sw
             outcome.bytes_freed += done.bytes;
             outcome.dirs_removed += done.dirs_removed;
             outcome.failures.extend(done.failures);
+            gone.extend(done.gone);
         }
         if !outcome.failures.is_empty() {
             // A later phase could delete blobs whose links failed to go; stop and
             // let the next run finish from a consistent state.
             outcome.stopped_early = end < plan.deletions.len();
-            return Ok(outcome);
+            break;
         }
         start = end;
+    }
+    if let Some(run) = run {
+        if let Err(e) = run.finish(storage, inv, plan, outcome.deleted_keys - gone.len() as u64, &outcome.failures, &gone).await {
+            // the moves stand and restore still finds every key; the record just
+            // does not say how the run ended
+            let error = format!("the run's keys were moved but its record was not updated: {e}");
+            outcome.failures.push(Failure { key: quarantine::record_key(&run.id), error });
+        }
+    }
+    if !outcome.failures.is_empty() {
+        return Ok(outcome);
     }
     if storage.has_directories() && !plan.empty_dirs.is_empty() {
         for chunk in plan.empty_dirs.chunks(1024) {
@@ -104,27 +142,43 @@ struct BatchOutcome {
     bytes: u64,
     dirs_removed: usize,
     failures: Vec<Failure>,
+    /// Keys a quarantine found already gone (nothing moved).
+    gone: Vec<String>,
 }
 
-/// Deletes one batch, retrying the keys that failed, then (on a filesystem)
-/// removes the directories its deletions left empty. Each batch prunes its own
-/// keys' parents: a directory shared with another batch is removed by whichever
-/// empties it last, since removal only succeeds on an empty directory.
-async fn delete_batch(storage: &dyn Storage, inv: &Inventory, chunk: &[Deletion], attempts: u32) -> BatchOutcome {
+/// Deletes one batch (or moves it into the quarantine run), retrying the keys
+/// that failed, then (on a filesystem) removes the directories its deletions
+/// left empty. Each batch prunes its own keys' parents: a directory shared with
+/// another batch is removed by whichever empties it last, since removal only
+/// succeeds on an empty directory.
+async fn remove_batch(storage: &dyn Storage, inv: &Inventory, chunk: &[Deletion], attempts: u32, run: Option<&QuarantineRun>) -> BatchOutcome {
     let mut pending: Vec<(String, &Deletion)> = chunk.iter().map(|d| (inv.key_of(&d.target), d)).collect();
     let mut done: Vec<(String, &Deletion)> = Vec::with_capacity(chunk.len());
     let mut failures = Vec::new();
+    let mut gone = Vec::new();
     for attempt in 0..attempts.max(1) {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
         }
         let keys: Vec<String> = pending.iter().map(|(k, _)| k.clone()).collect();
-        let results = storage.delete_batch(&keys).await;
+        // Ok(false): the key was not there to move
+        let results: Vec<Result<bool, StorageError>> = match run {
+            None => storage.delete_batch(&keys).await.into_iter().map(|r| r.map(|()| true)).collect(),
+            Some(run) => {
+                let moves: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), quarantine::quarantine_key(&run.id, k))).collect();
+                let moved = storage.move_batch(&moves, MoveMode::Overwrite).await;
+                moved.into_iter().map(|r| r.map(|m| m != Moved::SourceMissing)).collect()
+            }
+        };
         let mut still = Vec::new();
         failures.clear();
         for ((key, d), r) in pending.into_iter().zip(results) {
             match r {
-                Ok(()) => done.push((key, d)),
+                Ok(true) => done.push((key, d)),
+                Ok(false) => {
+                    gone.push(key.clone());
+                    done.push((key, d));
+                }
                 Err(e) => {
                     failures.push(Failure { key: key.clone(), error: e.to_string() });
                     still.push((key, d));
@@ -143,5 +197,5 @@ async fn delete_batch(storage: &dyn Storage, inv: &Inventory, chunk: &[Deletion]
         dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
         dirs_removed = storage.remove_empty_dirs(&dirs).await.unwrap_or(0);
     }
-    BatchOutcome { deleted: done.len() as u64, bytes: done.iter().map(|(_, d)| inv.bytes_of(&d.target)).sum(), dirs_removed, failures }
+    BatchOutcome { deleted: done.len() as u64, bytes: done.iter().map(|(_, d)| inv.bytes_of(&d.target)).sum(), dirs_removed, failures, gone }
 }

@@ -27,7 +27,7 @@ use registry_gc::progress::Progress;
 use registry_gc::report::Report;
 use registry_gc::storage::counts::RequestCounts;
 use registry_gc::storage::open::open_storage;
-use registry_gc::storage::{DirListing, ObjectMeta, Storage, StorageError};
+use registry_gc::storage::{DirListing, MoveMode, Moved, ObjectMeta, Storage, StorageError};
 
 type Hook = Box<dyn FnOnce() + Send>;
 
@@ -97,6 +97,18 @@ impl Storage for WritesDuringRun {
             self.fire(When::FirstBlobDelete).await;
         }
         self.inner.delete_batch(keys).await
+    }
+    async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+        self.inner.get_stream(key).await
+    }
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
+        self.inner.put(key, bytes).await
+    }
+    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        self.inner.exists(key).await
+    }
+    async fn move_batch(&self, moves: &[(String, String)], mode: MoveMode) -> Vec<Result<Moved, StorageError>> {
+        self.inner.move_batch(moves, mode).await
     }
     fn max_delete_batch(&self) -> usize {
         self.inner.max_delete_batch()
@@ -208,6 +220,7 @@ fn options(delete_untagged: bool, min_age: Duration) -> GcOptions {
         cache_dir: None,
         // these small registries are mostly garbage
         guard: GuardOptions { force: true, ..GuardOptions::default() },
+        quarantine: false,
     }
 }
 

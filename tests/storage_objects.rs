@@ -22,6 +22,10 @@ impl conformance::Seeder for BucketSeeder {
     async fn put(&self, key: &str, bytes: &[u8]) {
         self.emulator.put(self.store.as_ref(), &format!("{}/{key}", self.root), bytes).await;
     }
+
+    fn takes_writes(&self) -> bool {
+        self.emulator != Emulator::FakeGcs
+    }
 }
 
 async fn conformance_on(emulator: Emulator) {

@@ -10,11 +10,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct RequestCounts {
     list: AtomicU64,
     get: AtomicU64,
+    head: AtomicU64,
+    put: AtomicU64,
     delete: AtomicU64,
 }
 
-/// Requests per class. registry-gc never writes into a registry, so HEAD and PUT
-/// stay zero; they are reported so that the columns match what a bill shows.
+/// Requests per class, in the columns a bill shows. A collection sends no HEAD
+/// or PUT; `--quarantine` and `restore` do (a server-side copy is billed as a
+/// PUT, an existence check as a HEAD).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RequestTotals {
     pub list: u64,
@@ -40,6 +43,12 @@ impl RequestCounts {
     pub fn get(&self, n: u64) {
         self.get.fetch_add(n, Ordering::Relaxed);
     }
+    pub fn head(&self, n: u64) {
+        self.head.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn put(&self, n: u64) {
+        self.put.fetch_add(n, Ordering::Relaxed);
+    }
     pub fn delete(&self, n: u64) {
         self.delete.fetch_add(n, Ordering::Relaxed);
     }
@@ -47,8 +56,8 @@ impl RequestCounts {
         RequestTotals {
             list: self.list.load(Ordering::Relaxed),
             get: self.get.load(Ordering::Relaxed),
-            head: 0,
-            put: 0,
+            head: self.head.load(Ordering::Relaxed),
+            put: self.put.load(Ordering::Relaxed),
             delete: self.delete.load(Ordering::Relaxed),
         }
     }

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use std::sync::Arc;
 
 use super::counts::RequestCounts;
-use super::{system_time_ms, DirListing, ObjectMeta, Storage, StorageError};
+use super::{system_time_ms, DirListing, MoveMode, Moved, ObjectMeta, Storage, StorageError};
 
 /// Keys removed per blocking task; batches run concurrently in the sweep.
 const DELETE_BATCH: usize = 256;
@@ -329,6 +329,47 @@ impl Storage for FsStorage {
         DELETE_BATCH
     }
 
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
+        let path = self.path_of(key)?;
+        self.counts.put(1);
+        let this = self.clone();
+        let key = key.to_string();
+        tokio::task::spawn_blocking(move || {
+            this.make_parent(&key, &path)?;
+            // written beside and renamed over, so that a reader never sees half a record
+            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+            fs::write(&tmp, &bytes).map_err(|e| io_error(&key, e))?;
+            fs::rename(&tmp, &path).map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                io_error(&key, e)
+            })
+        })
+        .await
+        .map_err(|e| task_failed("", e))?
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        let path = self.path_of(key)?;
+        self.counts.head(1);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_error(key, e)),
+        }
+    }
+
+    async fn move_batch(&self, moves: &[(String, String)], mode: MoveMode) -> Vec<Result<Moved, StorageError>> {
+        let this = self.clone();
+        let moves = moves.to_vec();
+        let n = moves.len();
+        tokio::task::spawn_blocking(move || moves.iter().map(|(from, to)| this.move_one(from, to, mode)).collect())
+            .await
+            .unwrap_or_else(|e| {
+                let reason = e.to_string();
+                (0..n).map(|_| Err(task_failed("", reason.clone()))).collect()
+            })
+    }
+
     fn has_directories(&self) -> bool {
         true
     }
@@ -356,6 +397,60 @@ impl Storage for FsStorage {
 }
 
 impl FsStorage {
+    /// Creates the parent directories of `path`, refusing to create them through
+    /// a link that leads out of the root.
+    fn make_parent(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        let Some(parent) = path.parent() else { return Ok(()) };
+        let existing = parent.ancestors().find(|a| fs::symlink_metadata(a).is_ok()).unwrap_or(&self.root);
+        self.inside_root(key, existing)?;
+        fs::create_dir_all(parent).map_err(|e| io_error(key, e))?;
+        self.inside_root(key, parent).map(|_| ())
+    }
+
+    /// One move: a rename, both ends inside the root (one filesystem, so never a
+    /// copy). Without overwriting, a hard link claims the destination atomically
+    /// (it fails if the destination exists) and the source is then unlinked; the
+    /// file keeps its inode, bytes and mtime either way.
+    fn move_one(&self, from: &str, to: &str, mode: MoveMode) -> Result<Moved, StorageError> {
+        let src = self.path_of(from)?;
+        let dst = self.path_of(to)?;
+        self.counts.put(1);
+        if let Some(parent) = src.parent() {
+            match self.inside_root(from, parent) {
+                Ok(_) => {}
+                Err(StorageError::NotFound { .. }) => return Ok(Moved::SourceMissing),
+                Err(e) => return Err(e),
+            }
+        }
+        match fs::symlink_metadata(&src) {
+            Ok(md) if md.is_dir() => return Err(StorageError::Refused { key: from.to_string(), reason: "is a directory, not an object".into() }),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Moved::SourceMissing),
+            Err(e) => return Err(io_error(from, e)),
+        }
+        self.make_parent(to, &dst)?;
+        let rename = || match fs::rename(&src, &dst) {
+            Ok(()) => Ok(Moved::Moved),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Moved::SourceMissing),
+            Err(e) => Err(io_error(from, e)),
+        };
+        match mode {
+            MoveMode::Overwrite => rename(),
+            MoveMode::KeepExisting => match fs::hard_link(&src, &dst) {
+                Ok(()) => match fs::remove_file(&src) {
+                    Ok(()) => Ok(Moved::Moved),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Moved::Moved),
+                    Err(e) => Err(io_error(from, e)),
+                },
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Moved::DestinationExists),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Moved::SourceMissing),
+                // a filesystem without hard links: check, then rename
+                Err(_) if fs::symlink_metadata(&dst).is_ok() => Ok(Moved::DestinationExists),
+                Err(_) => rename(),
+            },
+        }
+    }
+
     fn delete_one(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path_of(key)?;
         self.counts.delete(1);

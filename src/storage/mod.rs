@@ -6,7 +6,9 @@
 //! The trait is deliberately small so that object stores (S3, Azure Blob, GCS
 //! through `object_store`) and the local filesystem have the same shape:
 //! list a prefix as a stream, list one level with a delimiter, read a small
-//! object, delete a batch with a result per key.
+//! object, delete a batch with a result per key. `--quarantine`, `restore` and
+//! `purge` add the only writes: a small run record (`put`) and server-side moves
+//! (`move_batch`).
 
 pub mod counts;
 pub mod fs;
@@ -58,6 +60,27 @@ pub enum StorageError {
     /// Any other failure of a remote store (after its retries).
     #[error("{key}: {reason}")]
     Remote { key: String, reason: String },
+}
+
+/// What a move does when its destination already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveMode {
+    /// Replace it (quarantine: the destination is the run's own new key, and a
+    /// retried move rewrites the same bytes).
+    Overwrite,
+    /// Leave both where they are (restore: the key the registry has now wins).
+    KeepExisting,
+}
+
+/// How one move ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moved {
+    /// The object is at the destination and gone from the source.
+    Moved,
+    /// There was nothing at the source (already moved, or never there).
+    SourceMissing,
+    /// `KeepExisting` found the destination taken; nothing changed.
+    DestinationExists,
 }
 
 impl StorageError {
@@ -112,6 +135,19 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Deletes the keys, returning one result per key in the same order. A key
     /// that is already gone is a success.
     async fn delete_batch(&self, keys: &[String]) -> Vec<Result<(), StorageError>>;
+
+    /// Writes one small object whole (the quarantine's run record), replacing any
+    /// object at the key.
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StorageError>;
+
+    /// Whether an object exists at `key`.
+    async fn exists(&self, key: &str) -> Result<bool, StorageError>;
+
+    /// Moves objects `(from, to)`, returning one result per pair in the same
+    /// order: a rename on disk (parent directories created), a server-side copy
+    /// then a delete on object stores. A pair whose copy landed but whose source
+    /// could not be deleted is an error; moving it again finishes it.
+    async fn move_batch(&self, moves: &[(String, String)], mode: MoveMode) -> Vec<Result<Moved, StorageError>>;
 
     /// How many keys one `delete_batch` call should carry.
     fn max_delete_batch(&self) -> usize;

@@ -16,11 +16,11 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
-use object_store::{GetOptions, ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::counts::RequestCounts;
 use super::redact::redact;
-use super::{DirListing, ObjectMeta, Storage, StorageError};
+use super::{DirListing, MoveMode, Moved, ObjectMeta, Storage, StorageError};
 
 /// Everything `ObjectStorage` needs from a store.
 pub trait Backend: ObjectStore + PaginatedListStore {}
@@ -100,7 +100,8 @@ pub struct ObjectStorage {
     root: String,
     /// For messages: `s3://bucket/root`. Never holds credentials.
     location: String,
-    /// Concurrent single deletes within one GCS batch.
+    /// Concurrent single deletes within one GCS batch, and concurrent copies
+    /// within one move batch.
     gcs_delete_concurrency: usize,
     counts: RequestCounts,
 }
@@ -156,10 +157,39 @@ impl ObjectStorage {
             _ if ["NoSuchBucket", "ContainerNotFound", "The specified bucket does not exist"].iter().any(|m| text.contains(m)) => {
                 StorageError::Remote { key: key.to_string(), reason: format!("{}: the bucket or container does not exist", self.location) }
             }
+            // fake-gcs-server answers every XML API PUT (upload or copy) this way
+            _ if self.service == Service::Gcs && text.contains("invalid uploadType") => StorageError::Remote {
+                key: key.to_string(),
+                reason: format!(
+                    "{}: the server does not take uploads or copies through the GCS XML API (fake-gcs-server does not; \
+                     Google Cloud Storage does); --quarantine and restore need them",
+                    self.location
+                ),
+            },
             _ if text.contains("error sending request") || text.contains("Connection refused") || text.contains("dns error") => {
                 StorageError::Remote { key: key.to_string(), reason: format!("cannot reach {}: {text}", self.location) }
             }
             _ => StorageError::Remote { key: format!("{}/{key}", self.location.trim_end_matches('/')), reason: text },
+        }
+    }
+
+    /// Copies one object server-side (one PUT-class request; S3 adds a HEAD when
+    /// the destination must not be replaced: it has no conditional copy).
+    async fn copy_one(&self, from: &str, to: &str, mode: MoveMode) -> Result<Moved, StorageError> {
+        let (src, dst) = (self.path(from)?, self.path(to)?);
+        if mode == MoveMode::KeepExisting && self.service == Service::S3 && self.exists(to).await? {
+            return Ok(Moved::DestinationExists);
+        }
+        self.counts.put(1);
+        let copied = match mode {
+            MoveMode::KeepExisting if self.service != Service::S3 => self.store.copy_if_not_exists(&src, &dst).await,
+            _ => self.store.copy(&src, &dst).await,
+        };
+        match copied {
+            Ok(()) => Ok(Moved::Moved),
+            Err(object_store::Error::NotFound { .. }) => Ok(Moved::SourceMissing),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(Moved::DestinationExists),
+            Err(e) => Err(self.error(from, e)),
         }
     }
 
@@ -294,6 +324,37 @@ impl Storage for ObjectStorage {
 
     fn max_delete_batch(&self) -> usize {
         self.service.delete_batch()
+    }
+
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
+        let path = self.path(key)?;
+        self.counts.put(1);
+        self.store.put(&path, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| self.error(key, e))
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        let path = self.path(key)?;
+        self.counts.head(1);
+        match self.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.error(key, e)),
+        }
+    }
+
+    async fn move_batch(&self, moves: &[(String, String)], mode: MoveMode) -> Vec<Result<Moved, StorageError>> {
+        // Copies first, concurrently (no store has a bulk copy); then the sources
+        // of the copies that landed, in one bulk delete.
+        let mut results: Vec<Result<Moved, StorageError>> =
+            futures::stream::iter(0..moves.len()).map(|i| self.copy_one(&moves[i].0, &moves[i].1, mode)).buffered(self.gcs_delete_concurrency).collect().await;
+        let copied: Vec<usize> = (0..moves.len()).filter(|&i| matches!(results[i], Ok(Moved::Moved))).collect();
+        let sources: Vec<String> = copied.iter().map(|&i| moves[i].0.clone()).collect();
+        for (i, deleted) in copied.into_iter().zip(self.delete_batch(&sources).await) {
+            if let Err(e) = deleted {
+                results[i] = Err(e);
+            }
+        }
+        results
     }
 
     fn bulk_delete_size(&self) -> usize {
