@@ -259,7 +259,9 @@ new_run_dir() { # TOOL BACKEND MODE CACHE: sets $d (not in a subshell: $seq coun
 }
 
 gc_flags() { # MODE
-    local -a f=(gc --min-age 0s --upload-max-age 0s)
+    # --force: the reference has no guard, and -m on the generated registries
+    # deletes about half the blobs
+    local -a f=(gc --min-age 0s --upload-max-age 0s --force)
     [ "$1" = untagged ] && f+=(--delete-untagged)
     [ -n "$concurrency" ] && f+=(--concurrency "$concurrency")
     printf '%s\n' "${f[@]}"
