@@ -44,6 +44,11 @@ fn report_without_volatile(path: &Path) -> serde_json::Value {
     for k in ["started_at", "duration_seconds", "storage"] {
         o.remove(k);
     }
+    // deletions come in sweep order, which within a phase follows the listing's
+    // (concurrent) order: compare them as a set
+    if let Some(serde_json::Value::Array(d)) = o.get_mut("deletions") {
+        d.sort_by_key(|x| x["key"].as_str().unwrap_or_default().to_string());
+    }
     r
 }
 

@@ -23,7 +23,8 @@ const QUARANTINE: &str = "registry-gc-quarantine";
 
 fn flags(extra: &[&str]) -> Vec<String> {
     let mut f: Vec<String> = mode_flags(Mode::DeleteUntagged).into_iter().map(String::from).collect();
-    f.extend(["--min-age", "0s", "--upload-max-age", "1h"].map(String::from));
+    // small scenarios, mostly garbage: past the guard's share
+    f.extend(["--min-age", "0s", "--upload-max-age", "1h", "--force"].map(String::from));
     f.extend(extra.iter().map(|s| s.to_string()));
     f
 }
@@ -291,7 +292,7 @@ fn quarantine_on_cloud(emulator: Emulator) {
     let root = Emulator::unique_root(&format!("quarantine-{}", emulator.name()));
     rt.block_on(emulator.upload_tree(&sc.root, &root));
     let before = rt.block_on(emulator.keys(&root));
-    let flags = ["--delete-untagged", "--min-age", "0s", "--upload-max-age", "0s"];
+    let flags = ["--delete-untagged", "--min-age", "0s", "--upload-max-age", "0s", "--force"];
 
     // dry run: nothing written
     let args = cloud_args(emulator, "gc", &[&flags[..], &["--quarantine", "--dry-run"]].concat(), &root, &[]);
@@ -368,7 +369,7 @@ fn fake_gcs_refuses_quarantine_clearly_and_nothing_moves() {
     let root = Emulator::unique_root("quarantine-gcs");
     rt.block_on(emulator.upload_tree(&sc.root, &root));
     let before = rt.block_on(emulator.keys(&root));
-    let args = cloud_args(emulator, "gc", &["--min-age", "0s", "--quarantine"], &root, &[]);
+    let args = cloud_args(emulator, "gc", &["--min-age", "0s", "--force", "--quarantine"], &root, &[]);
     let (_, err) = expect(&strs(&args), 1);
     assert!(
         err.contains("cannot write the quarantine run record") && err.contains("XML API") && err.contains("nothing was moved"),

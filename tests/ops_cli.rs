@@ -30,7 +30,20 @@ fn sample_copy() -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("ops-cli-").tempdir().unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sample-registry");
     copy_dir(&src, dir.path());
+    // an hour old, so that `--min-age 0s` (whose fence keeps a second of margin)
+    // sees nothing as written during the run
+    age(dir.path(), std::time::SystemTime::now() - std::time::Duration::from_secs(3600));
     dir
+}
+
+fn age(p: &Path, t: std::time::SystemTime) {
+    if p.is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            age(&e.unwrap().path(), t);
+        }
+    }
+    let ft = filetime::FileTime::from_system_time(t);
+    filetime::set_file_times(p, ft, ft).unwrap();
 }
 
 fn copy_dir(from: &Path, to: &Path) {
