@@ -9,6 +9,7 @@
 //! object, delete a batch with a result per key.
 
 pub mod counts;
+pub mod faults;
 pub mod fs;
 pub mod object;
 pub mod open;
