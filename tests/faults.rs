@@ -48,7 +48,13 @@ fn collect(rt: &tokio::runtime::Runtime, storage: Box<dyn Storage>) -> Result<Re
     rt.block_on(gc::run(storage, options(), &Progress::hidden(), None))
 }
 
-fn faulty(root: &Path, seed: u64, rate: f64, faults: &[Fault], delete_batch: Option<usize>) -> (Box<dyn Storage>, std::sync::Arc<FaultLog>) {
+fn faulty(
+    root: &Path,
+    seed: u64,
+    rate: f64,
+    faults: &[Fault],
+    delete_batch: Option<usize>,
+) -> (Box<dyn Storage>, std::sync::Arc<FaultLog>) {
     let s = FaultyStorage::new(healthy(root), FaultConfig { seed, rate, faults: faults.to_vec(), delete_batch });
     let log = s.log();
     (Box::new(s), log)

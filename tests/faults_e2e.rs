@@ -213,13 +213,8 @@ fn s3_kill_9_during_the_sweep_then_a_rerun_reaches_the_clean_result() {
         let proxy = Proxy::start(&["--latency-ms", "150"].map(String::from));
         let cache = tempfile::tempdir().unwrap();
         let args = s3_args(&proxy.endpoint(), &root, cache.path());
-        let child = Command::new(binary())
-            .args(&args)
-            .env_remove("REGISTRY_GC_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child =
+            Command::new(binary()).args(&args).env_remove("REGISTRY_GC_LOG").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         let after_batches = draw(seed, 1, 3);
         let delay = Duration::from_millis(draw(seed, 2, 200));
         let deletes = || proxy.counts()["requests"]["DELETE_BATCH"].as_u64().unwrap_or(0);

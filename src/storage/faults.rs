@@ -238,7 +238,9 @@ impl Storage for FaultyStorage {
             }
             Some((Fault::DeleteAnswerLost, _)) => {
                 let _ = self.inner.delete_batch(keys).await;
-                keys.iter().map(|k| Err(self.remote(k, "connection closed before the answer (the request may have been applied)"))).collect()
+                keys.iter()
+                    .map(|k| Err(self.remote(k, "connection closed before the answer (the request may have been applied)")))
+                    .collect()
             }
             Some((_, r)) => {
                 // every key fails with probability ~1/3, at least the first one
@@ -247,7 +249,13 @@ impl Storage for FaultyStorage {
                 let mut done = self.inner.delete_batch(&to_delete).await.into_iter();
                 keys.iter()
                     .zip(&fails)
-                    .map(|(k, f)| if *f { Err(self.remote(k, "InternalError: We encountered an internal error")) } else { done.next().unwrap_or(Ok(())) })
+                    .map(|(k, f)| {
+                        if *f {
+                            Err(self.remote(k, "InternalError: We encountered an internal error"))
+                        } else {
+                            done.next().unwrap_or(Ok(()))
+                        }
+                    })
                     .collect()
             }
         }
@@ -279,7 +287,8 @@ mod tests {
         let cfg = FaultConfig { seed: 7, rate: 0.5, faults: Fault::READS.to_vec(), delete_batch: None };
         let a = FaultyStorage::new(Box::new(crate::storage::fs::FsStorage::open(std::path::Path::new("/")).unwrap()), cfg.clone());
         let b = FaultyStorage::new(Box::new(crate::storage::fs::FsStorage::open(std::path::Path::new("/")).unwrap()), cfg);
-        let seq = |s: &FaultyStorage| (0..200).map(|i| s.pick(OP_GET, &format!("k{}", i % 20), Fault::is_get).map(|x| x.0)).collect::<Vec<_>>();
+        let seq =
+            |s: &FaultyStorage| (0..200).map(|i| s.pick(OP_GET, &format!("k{}", i % 20), Fault::is_get).map(|x| x.0)).collect::<Vec<_>>();
         let (x, y) = (seq(&a), seq(&b));
         assert_eq!(x, y);
         let hits = x.iter().filter(|f| f.is_some()).count();
