@@ -35,6 +35,23 @@ On SIGTERM or SIGINT the counts are written to --counts-file (if given) and the
 proxy exits. --log FILE writes one line per request: class, method, target,
 status, milliseconds upstream.
 
+Fault injection (for tests, off by default): with --fault-rate R (0 to 1), that
+share of forwarded requests fails in one of the --faults kinds:
+  500       answered 500 InternalError without forwarding
+  503       answered 503 SlowDown without forwarding (S3's throttling)
+  429       answered 429 Too Many Requests without forwarding
+  hang      the request is read, then nothing is answered for --hang-seconds,
+            then the connection is closed (a client timeout)
+  drop      the connection is closed before the request is forwarded
+  lost      the request is forwarded (and applied), the answer is dropped and the
+            connection closed
+  truncate  the request is forwarded, the answer's head and half of its body are
+            sent (Content-Length unchanged), then the connection is closed
+Which requests fail is a function of --fault-seed, the method, the target and how
+many times that same request was made before, so a run is reproducible whatever
+order concurrent requests come in, and a retried request draws again. A faulted
+connection is always closed afterwards. Counts gain "faults" per kind.
+
 Standard library only (Python 3.8+).
 """
 
@@ -42,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -68,6 +86,7 @@ class Counts:
         self.upstream_ms_sum = 0.0  # time the upstream took, latency excluded
         self.upstream_ms_max = 0.0
         self.upstream_connections = 0
+        self.faults: dict[str, int] = {}
         self.since = time.time()
 
     def snapshot(self) -> dict:
@@ -80,6 +99,7 @@ class Counts:
             "bytes_down": self.bytes_down,
             "client_connections": self.client_connections,
             "upstream_connections": self.upstream_connections,
+            "faults": dict(self.faults),
             "upstream_ms_mean": round(self.upstream_ms_sum / max(1, sum(self.requests.values())), 2),
             "upstream_ms_max": round(self.upstream_ms_max, 2),
             "since": self.since,
@@ -174,9 +194,52 @@ class KeyCounter:
         self.tail = buf[-(len(self.TAG) - 1):] if len(buf) >= len(self.TAG) - 1 else buf
 
 
+FAULT_KINDS = ["500", "503", "429", "hang", "drop", "lost", "truncate"]
+
+ERROR_ANSWERS = {
+    "500": ("500 Internal Server Error", "InternalError", "We encountered an internal error. Please try again."),
+    "503": ("503 Slow Down", "SlowDown", "Please reduce your request rate."),
+    "429": ("429 Too Many Requests", "TooManyRequests", "Too many requests."),
+}
+
+
+class NullWriter:
+    """A sink with the StreamWriter calls the pumps use."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    async def drain(self) -> None:
+        pass
+
+
+class Faults:
+    """Seeded per-request fault decisions (see the module doc)."""
+
+    def __init__(self, rate: float, seed: int, kinds: list[str], hang: float) -> None:
+        self.rate = rate
+        self.seed = seed
+        self.kinds = kinds
+        self.hang = hang
+        self.seen: dict[str, int] = {}
+
+    def draw(self, method: str, target: str) -> str | None:
+        if self.rate <= 0 or not self.kinds:
+            return None
+        key = f"{method} {target}"
+        n = self.seen.get(key, 0) + 1
+        self.seen[key] = n
+        h = hashlib.sha256(f"{self.seed}\0{key}\0{n}".encode()).digest()
+        u = int.from_bytes(h[:8], "big") / 2.0 ** 64
+        if u >= self.rate:
+            return None
+        return self.kinds[int.from_bytes(h[8:16], "big") % len(self.kinds)]
+
+
 class Proxy:
     def __init__(self, upstream_host: str, upstream_port: int, latency: float, log_path: str | None,
-                 keepalive: bool = True) -> None:
+                 keepalive: bool = True, faults: Faults | None = None) -> None:
+        self.faults = faults
         self.keepalive = keepalive
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
@@ -307,6 +370,19 @@ class Proxy:
                 if self.latency > 0:
                     await asyncio.sleep(self.latency)
                 t0 = time.monotonic()
+                fault = self.faults.draw(method.upper(), target) if self.faults else None
+                if fault:
+                    self.counts.faults[fault] = self.counts.faults.get(fault, 0) + 1
+                    if self.log:
+                        self.log.write(f"#fault\t{fault}\t{method}\t{target}\n")
+                    if fault in ERROR_ANSWERS or fault == "hang":
+                        await self.read_request_body(creader, headers)
+                    if fault in ERROR_ANSWERS:
+                        await self.answer_error(fault, cwriter)
+                    elif fault == "hang":
+                        await asyncio.sleep(self.faults.hang)
+                    if fault not in ("lost", "truncate"):
+                        return  # the connection closes (finally)
 
                 if up is not None and up[0].at_eof():
                     up[1].close()  # the upstream closed the idle connection
@@ -328,6 +404,18 @@ class Proxy:
                     self.counts.bytes_up += n
 
                 body_task = asyncio.ensure_future(send_body())
+                if fault:
+                    # lost / truncate: the upstream applies the request; the
+                    # client gets nothing, or a head and half a body
+                    sink = NullWriter() if fault == "lost" else HalfWriter(cwriter)
+                    try:
+                        await self.relay_response(method, ureader, sink)
+                    finally:
+                        body_task.cancel()
+                    if isinstance(sink, HalfWriter):
+                        sink.flush_half()
+                        await cwriter.drain()
+                    return
                 try:
                     status, close_after, upstream_close = await self.relay_response(method, ureader, cwriter)
                 except BaseException:
@@ -370,6 +458,23 @@ class Proxy:
                     w.close()
                 except Exception:
                     pass
+
+    async def read_request_body(self, creader, headers) -> None:
+        """Consumes a request's body without forwarding it."""
+        if is_chunked(headers):
+            await self.pump_chunked(creader, NullWriter())
+        else:
+            await self.pump_length(creader, NullWriter(), content_length(headers) or 0)
+
+    @staticmethod
+    async def answer_error(fault: str, cwriter) -> None:
+        status, code, message = ERROR_ANSWERS[fault]
+        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
+                f"<RequestId>fault</RequestId></Error>").encode()
+        extra = "Retry-After: 1\r\n" if fault == "429" else ""
+        cwriter.write(f"HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {len(body)}\r\n"
+                      f"{extra}Connection: close\r\n\r\n".encode() + body)
+        await cwriter.drain()
 
     @staticmethod
     def wants_close(version: str, headers: list[tuple[str, str]]) -> bool:
@@ -425,6 +530,29 @@ class Proxy:
         return status, client_close, upstream_close
 
 
+class HalfWriter:
+    """Passes the response head and then half of what follows (at least one
+    byte short of it): a body cut off by a dropped connection."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.head_done = False
+        self.buf = b""
+
+    def write(self, data: bytes) -> None:
+        if not self.head_done:
+            self.head_done = True
+            self.inner.write(data)
+        else:
+            self.buf += data
+
+    async def drain(self) -> None:
+        pass
+
+    def flush_half(self) -> None:
+        self.inner.write(self.buf[: len(self.buf) // 2])
+
+
 def drop_connection_close(head: bytes) -> bytes:
     lines = head.split(b"\r\n")
     kept = [l for l in lines if not (l.lower().startswith(b"connection:") and b"close" in l.lower())]
@@ -442,12 +570,21 @@ async def main() -> int:
     ap.add_argument("--pass-close", action="store_true",
                     help="pass the upstream's 'Connection: close' on to the client (default: keep the client's connection "
                          "open and reconnect upstream)")
+    ap.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that fail (see the doc) [0]")
+    ap.add_argument("--fault-seed", type=int, default=0, help="seed of the fault decisions [0]")
+    ap.add_argument("--faults", default=",".join(FAULT_KINDS), help=f"fault kinds to draw from [{','.join(FAULT_KINDS)}]")
+    ap.add_argument("--hang-seconds", type=float, default=5.0, help="how long a 'hang' fault holds the request [5]")
     args = ap.parse_args()
+    kinds = [k for k in args.faults.split(",") if k]
+    bad = [k for k in kinds if k not in FAULT_KINDS]
+    if bad:
+        ap.error(f"--faults: unknown kind(s) {bad}; known: {FAULT_KINDS}")
 
     up = urllib.parse.urlsplit(args.upstream)
     if up.scheme != "http" or not up.hostname:
         ap.error("--upstream must be an http:// URL")
-    proxy = Proxy(up.hostname, up.port or 80, args.latency_ms / 1000.0, args.log, keepalive=not args.pass_close)
+    faults = Faults(args.fault_rate, args.fault_seed, kinds, args.hang_seconds) if args.fault_rate > 0 else None
+    proxy = Proxy(up.hostname, up.port or 80, args.latency_ms / 1000.0, args.log, keepalive=not args.pass_close, faults=faults)
     server = await asyncio.start_server(proxy.handle, "127.0.0.1", args.port, limit=MAX_HEAD, backlog=512)
     port = server.sockets[0].getsockname()[1]
     if args.port_file:

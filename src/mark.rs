@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use futures::StreamExt;
+use sha2::{Digest as _, Sha256};
 
 use crate::cache::ManifestCache;
 use crate::digest::Digest;
@@ -147,6 +148,11 @@ pub enum MarkError {
     Vanished { key: String },
     #[error("{0}; raise --max-manifest-size if this manifest is genuine; nothing will be deleted")]
     TooLarge(StorageError),
+    /// The bytes read are not the content the key names: a read cut short that
+    /// the store's framing did not catch, or a corrupt blob. Parsing them could
+    /// miss references, so the run stops.
+    #[error("{key}: content read ({len} bytes) does not match its digest (read cut short, or the blob is corrupt); nothing will be deleted")]
+    DigestMismatch { key: String, len: usize },
 }
 
 pub async fn mark(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, progress: &Progress) -> Result<Marks, MarkError> {
@@ -292,6 +298,13 @@ async fn read_manifests(
             Err(e @ StorageError::TooLarge { .. }) => return Err(MarkError::TooLarge(e)),
             Err(e) => return Err(MarkError::Read(e)),
         };
+        // A manifest blob is named by its sha256: bytes that do not hash to it
+        // (cut short, corrupt) must not reach the parser, whose lenient scan
+        // would keep only the references before the cut. Cached entries were
+        // checked when the cache returned them.
+        if !cached && Sha256::digest(&bytes).as_slice() != inv.digests.get(id).as_bytes() {
+            return Err(MarkError::DigestMismatch { key, len: bytes.len() });
+        }
         marks.manifest_bytes_read += bytes.len() as u64;
         let refs = manifest::parse(&bytes);
         if refs.is_pinned_by_scan() {

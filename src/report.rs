@@ -219,12 +219,12 @@ impl Report {
             let _ = writeln!(s, "empty repositories ({action}): {}", self.empty_repositories.join(", "));
         }
         for w in &self.warnings {
-            let _ = writeln!(s, "warning: {}: {}", w.key, w.message);
+            let _ = writeln!(s, "warning: {}: {}", one_line_key(&w.key), w.message);
         }
         if !self.strays.is_empty() {
             let _ = writeln!(s, "stray keys (skipped): {}", self.strays.len());
             for stray in self.strays.iter().take(20) {
-                let _ = writeln!(s, "  {} ({})", stray.key, stray.reason.describe());
+                let _ = writeln!(s, "  {} ({})", one_line_key(&stray.key), stray.reason.describe());
             }
             if self.strays.len() > 20 {
                 let _ = writeln!(s, "  ... and {} more (see --report)", self.strays.len() - 20);
@@ -260,6 +260,17 @@ impl Report {
             );
         }
         s
+    }
+}
+
+/// A key as the summary prints it: control characters (a newline in a name
+/// another tool wrote) escaped, so that each warning stays one line. The JSON
+/// report keeps the exact key.
+pub fn one_line_key(key: &str) -> std::borrow::Cow<'_, str> {
+    if key.chars().any(char::is_control) {
+        key.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect::<String>().into()
+    } else {
+        key.into()
     }
 }
 

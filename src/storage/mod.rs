@@ -11,6 +11,7 @@
 //! (`move_batch`).
 
 pub mod counts;
+pub mod faults;
 pub mod fs;
 pub mod object;
 pub mod open;
