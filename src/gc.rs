@@ -96,7 +96,17 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
             .filter(|id| !failed.contains(crate::layout::blob_data_key(inventory.digests.get(*id)).as_str()))
             .collect();
         progress.start_phase("checking pushes made during the sweep", 0);
-        broken_by_race = recheck::check_after_sweep(storage, &inventory, &marks, &deleted, &recheck_opts).await?;
+        // The sweep has run: a failure here must not read as "nothing deleted".
+        match recheck::check_after_sweep(storage, &inventory, &marks, &deleted, &recheck_opts).await {
+            Ok(broken) => broken_by_race = broken,
+            Err(e) => {
+                let cause = match e {
+                    recheck::RecheckError::Storage(e) => e.to_string(),
+                    other => other.to_string(),
+                };
+                warnings.push(Warning::new(&storage.describe(), &format!("could not check for pushes made during the sweep: {cause}")));
+            }
+        }
     }
     progress.finish();
 

@@ -19,7 +19,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use super::counts::RequestCounts;
-use super::{DirListing, ObjectMeta, Storage, StorageError};
+use super::{DirListing, MoveMode, Moved, ObjectMeta, Storage, StorageError};
 
 /// One kind of injected fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -259,6 +259,25 @@ impl Storage for FaultyStorage {
                     .collect()
             }
         }
+    }
+
+    // Reads streamed for fsck, and the writes and moves of a quarantine run,
+    // pass through untouched: the faults model a collection's list, read and
+    // delete path.
+    async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+        self.inner.get_stream(key).await
+    }
+
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
+        self.inner.put(key, bytes).await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        self.inner.exists(key).await
+    }
+
+    async fn move_batch(&self, moves: &[(String, String)], mode: MoveMode) -> Vec<Result<Moved, StorageError>> {
+        self.inner.move_batch(moves, mode).await
     }
 
     fn max_delete_batch(&self) -> usize {
