@@ -508,6 +508,14 @@ storage:
         // the environment alone is enough, as for the registry
         let s = parse("version: 0.1\n", "c.yml", env(&[("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/x")])).unwrap();
         assert_eq!(s.url, "/x");
+        // an empty value is null, as for the registry: unset
+        let s = parse(
+            "storage:\n  s3:\n    bucket: b\n    regionendpoint: http://x\n",
+            "c.yml",
+            env(&[("REGISTRY_STORAGE_S3_REGIONENDPOINT", "")]),
+        )
+        .unwrap();
+        assert!(!opts(&s).iter().any(|(k, _)| *k == "endpoint"), "{:?}", opts(&s));
         // variables that are not storage are ignored, and so are lowercase ones
         let s = parse(FULL, "c.yml", env(&[("registry_storage_filesystem_rootdirectory", "/no"), ("REGISTRY_STORAGEX", "s3")])).unwrap();
         assert_eq!(s.url, "/srv/registry");
