@@ -89,7 +89,7 @@ fn s3_args(endpoint: &str, root: &str, cache: &Path) -> Vec<String> {
         // a hung request times out after 5 s and is retried, rather than after 30 s
         args.extend(["-o", "timeout=5s"].map(String::from));
     }
-    args.extend(["--delete-untagged", "--min-age", "0s", "--upload-max-age", "0s", "--cache-dir"].map(String::from));
+    args.extend(["--delete-untagged", "--min-age", "0s", "--upload-max-age", "0s", "--force", "--cache-dir"].map(String::from));
     args.push(cache.display().to_string());
     args.push(Emulator::Moto.url(root));
     args
@@ -249,7 +249,8 @@ fn filesystem_kill_9_at_random_points_then_a_rerun_reaches_the_clean_result() {
         }
         tree::age_tree(root, Duration::from_secs(2 * 3600));
     };
-    let flags = ["--delete-untagged", "--upload-max-age", "1h", "--quiet"];
+    // thousands of orphans: far past the guard's share
+    let flags = ["--delete-untagged", "--upload-max-age", "1h", "--quiet", "--force"];
     let clean_copy = aged_copy(&sc);
     with_orphans(clean_copy.path());
     let before_n = tree::keys(clean_copy.path()).len();

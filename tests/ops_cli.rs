@@ -471,7 +471,9 @@ fn report_schema_doc_lists_every_field() {
     let failure = registry_gc::report::Failure { key: "k".into(), error: "e".into() };
     let warning = registry_gc::report::Warning::new("k", "m");
     let floor = registry_gc::storage::counts::RequestFloor::default();
+    let broken = registry_gc::recheck::BrokenByRace { repository: "r".into(), manifest: "m".into(), blob: "b".into() };
     for (name, v) in [
+        ("broken_by_concurrent_pushes[]", serde_json::to_value(broken).unwrap()),
         ("failures[]", serde_json::to_value(failure).unwrap()),
         ("warnings[]", serde_json::to_value(warning).unwrap()),
         ("request_floor", serde_json::to_value(floor).unwrap()),
