@@ -119,7 +119,9 @@ impl Emulator {
             Emulator::Moto | Emulator::LocalStack => {
                 vec!["--allow-http", "--region", "us-east-1", "-o", "access_key_id=test", "-o", "secret_access_key=test"]
             }
-            Emulator::Azurite => vec!["--allow-http", "-o", "use_emulator=true"],
+            // Azurite answers a 256-key Blob Batch slowly on a loaded machine:
+            // past object_store's 30 s default timeout
+            Emulator::Azurite => vec!["--allow-http", "-o", "use_emulator=true", "-o", "timeout=180s"],
             // fake-gcs-server checks no credentials; a static token keeps the client
             // from asking a metadata server for one (skip_signature does not cover
             // deletes in object_store 0.14)
