@@ -154,13 +154,90 @@ pub struct StrayKey {
 }
 
 /// An empty directory found by the listing (filesystems only).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmptyDir {
     /// The directory's key, without the trailing `/`.
-    pub key: Box<str>,
+    pub key: String,
     pub modified: Secs,
     /// Below the structural directories the registry expects: safe to remove.
     pub removable: bool,
+}
+
+/// The empty directories, their keys in one string: a registry whose manifests
+/// were deleted through the API has tens of thousands of them, and as many small
+/// heap strings would cost a third more than the keys themselves.
+#[derive(Debug, Default)]
+pub struct EmptyDirs {
+    /// Keys without the trailing `/`, and without the common prefix `flags` names.
+    text: String,
+    /// Where each key ends in `text`.
+    ends: Vec<usize>,
+    modified: Vec<Secs>,
+    /// `REMOVABLE`, and which prefix was cut.
+    flags: Vec<u8>,
+}
+
+const REMOVABLE: u8 = 1;
+const UNDER_REPOSITORIES: u8 = 2;
+const UNDER_V2: u8 = 4;
+
+impl EmptyDirs {
+    fn push(&mut self, key: &str, modified: Secs, removable: bool) {
+        let mut flags = if removable { REMOVABLE } else { 0 };
+        let rest = if let Some(rest) = key.strip_prefix(layout::REPOSITORIES) {
+            flags |= UNDER_REPOSITORIES;
+            rest
+        } else if let Some(rest) = key.strip_prefix(layout::V2) {
+            flags |= UNDER_V2;
+            rest
+        } else {
+            key
+        };
+        self.text.push_str(rest);
+        self.ends.push(self.text.len());
+        self.modified.push(modified);
+        self.flags.push(flags);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The `i`th directory, its key rendered.
+    pub fn get(&self, i: usize) -> EmptyDir {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        let rest = &self.text[start..self.ends[i]];
+        let flags = self.flags[i];
+        let prefix = if flags & UNDER_REPOSITORIES != 0 {
+            layout::REPOSITORIES
+        } else if flags & UNDER_V2 != 0 {
+            layout::V2
+        } else {
+            ""
+        };
+        EmptyDir { key: format!("{prefix}{rest}"), modified: self.modified[i], removable: flags & REMOVABLE != 0 }
+    }
+
+    /// Whether the `i`th directory is removable and when it was modified,
+    /// without rendering its key.
+    pub fn removable_and_modified(&self, i: usize) -> (bool, Secs) {
+        (self.flags[i] & REMOVABLE != 0, self.modified[i])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = EmptyDir> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.modified.shrink_to_fit();
+        self.flags.shrink_to_fit();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -174,7 +251,7 @@ pub struct Inventory {
     pub repositories: Vec<Repository>,
     repo_ids: HashMap<String, u32>,
     pub strays: Vec<StrayKey>,
-    pub empty_dirs: Vec<EmptyDir>,
+    pub empty_dirs: EmptyDirs,
     pub keys_listed: u64,
 }
 
@@ -199,8 +276,7 @@ impl Inventory {
                     // a repository that is only empty directories still exists, empty
                     self.repo(repo);
                 }
-                let key = meta.key.trim_end_matches('/').into();
-                self.empty_dirs.push(EmptyDir { key, modified: t, removable });
+                self.empty_dirs.push(meta.key.trim_end_matches('/'), t, removable);
             }
             KeyKind::BlobData(d) => {
                 let id = self.intern(d) as usize;
@@ -283,6 +359,7 @@ impl Inventory {
             r.finish();
         }
         self.repo_ids = HashMap::new();
+        self.empty_dirs.shrink_to_fit();
         self.digests.shrink_to_fit();
         self.blob_sizes.shrink_to_fit();
         self.blob_times.shrink_to_fit();
@@ -398,6 +475,32 @@ mod tests {
         assert_eq!(a.stray_keys, 1);
         assert_eq!(inv.strays.len(), 2);
         assert_eq!(inv.manifest_count(), 1);
+    }
+
+    #[test]
+    fn empty_directories_keep_their_keys() {
+        let mut inv = Inventory::default();
+        let keys = [
+            format!("{}a/b/_manifests/revisions/sha256/{}/", layout::REPOSITORIES, "c".repeat(64)),
+            format!("{}a/_uploads/", layout::REPOSITORIES),
+            format!("{}blobs/sha256/ab/", layout::V2),
+        ];
+        for (i, k) in keys.iter().enumerate() {
+            inv.insert(meta(k.clone(), 1000 * (i as i64 + 1)));
+        }
+        inv.finish();
+        assert_eq!(inv.keys_listed, 0);
+        assert_eq!(inv.empty_dirs.len(), 3);
+        let got: Vec<EmptyDir> = inv.empty_dirs.iter().collect();
+        for (i, (d, k)) in got.iter().zip(&keys).enumerate() {
+            assert_eq!(d.key, k.trim_end_matches('/'));
+            assert_eq!(d.modified, i as Secs + 1);
+            assert_eq!(inv.empty_dirs.removable_and_modified(i), (d.removable, d.modified));
+        }
+        assert!(got[0].removable);
+        for (d, k) in got.iter().zip(&keys) {
+            assert!(matches!(layout::classify(k), KeyKind::EmptyDir { removable, .. } if removable == d.removable), "{k}");
+        }
     }
 
     #[test]
