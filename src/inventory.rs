@@ -24,7 +24,11 @@ pub fn secs_ceil(ms: i64) -> Secs {
     }
 }
 
-const NO_BLOB: u64 = u64::MAX;
+/// `blob_sizes` entries: a digest seen only in links, and a blob of 4 GiB or
+/// more (its size is in `large_blobs`). Sizes fit in 32 bits for nearly every
+/// blob, and this vector has one entry per digest.
+const NO_BLOB: u32 = u32::MAX;
+const LARGE_BLOB: u32 = u32::MAX - 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobInfo {
@@ -243,9 +247,10 @@ impl EmptyDirs {
 #[derive(Debug, Default)]
 pub struct Inventory {
     pub digests: DigestTable,
-    /// By digest id: the blob's size, `NO_BLOB` for digests seen only in links,
-    /// and its last-modified (two vectors: 12 bytes a digest, no padding).
-    blob_sizes: Vec<u64>,
+    /// By digest id: the blob's size (`NO_BLOB`, `LARGE_BLOB` or the size), and
+    /// its last-modified (two vectors: 8 bytes a digest, no padding).
+    blob_sizes: Vec<u32>,
+    large_blobs: HashMap<DigestId, u64>,
     blob_times: Vec<Secs>,
     /// Sorted by name once the listing is finished.
     pub repositories: Vec<Repository>,
@@ -280,8 +285,13 @@ impl Inventory {
             }
             KeyKind::BlobData(d) => {
                 let id = self.intern(d) as usize;
-                // a blob of exactly NO_BLOB bytes cannot exist (16 EiB)
-                self.blob_sizes[id] = meta.size.min(NO_BLOB - 1);
+                self.blob_sizes[id] = match u32::try_from(meta.size) {
+                    Ok(size) if size < LARGE_BLOB => size,
+                    _ => {
+                        self.large_blobs.insert(id as DigestId, meta.size);
+                        LARGE_BLOB
+                    }
+                };
                 self.blob_times[id] = t;
             }
             KeyKind::Revision { repo, digest } => {
@@ -366,8 +376,12 @@ impl Inventory {
     }
 
     pub fn blob(&self, id: DigestId) -> Option<BlobInfo> {
-        let size = *self.blob_sizes.get(id as usize)?;
-        (size != NO_BLOB).then(|| BlobInfo { size, modified: self.blob_times[id as usize] })
+        let size = match *self.blob_sizes.get(id as usize)? {
+            NO_BLOB => return None,
+            LARGE_BLOB => self.large_blobs[&id],
+            size => u64::from(size),
+        };
+        Some(BlobInfo { size, modified: self.blob_times[id as usize] })
     }
 
     /// Every blob with data, by id.
@@ -475,6 +489,24 @@ mod tests {
         assert_eq!(a.stray_keys, 1);
         assert_eq!(inv.strays.len(), 2);
         assert_eq!(inv.manifest_count(), 1);
+    }
+
+    #[test]
+    fn blob_sizes_of_four_gib_and_more_are_kept_whole() {
+        let mut inv = Inventory::default();
+        let sizes = [0, 7, u64::from(u32::MAX) - 2, u64::from(LARGE_BLOB), u64::from(NO_BLOB), 5 << 30];
+        let digests: Vec<Digest> = (0..sizes.len() as u8).map(|n| Digest::from_bytes([n; 32])).collect();
+        for (d, size) in digests.iter().zip(sizes) {
+            inv.insert(ObjectMeta { key: layout::blob_data_key(d), size, last_modified_ms: 1000, etag: None });
+        }
+        inv.insert(meta(layout::layer_link_key("r", &Digest::from_bytes([99; 32])), 1000));
+        inv.finish();
+        for (d, size) in digests.iter().zip(sizes) {
+            assert_eq!(inv.blob(inv.digests.find(d).unwrap()), Some(BlobInfo { size, modified: 1 }));
+        }
+        assert_eq!(inv.blob(inv.digests.find(&Digest::from_bytes([99; 32])).unwrap()), None);
+        assert_eq!(inv.blob_count(), sizes.len());
+        assert_eq!(inv.blob_bytes(), sizes.iter().sum::<u64>());
     }
 
     #[test]
