@@ -172,8 +172,10 @@ pub struct EmptyDir {
 /// heap strings would cost a third more than the keys themselves.
 #[derive(Debug, Default)]
 pub struct EmptyDirs {
-    /// Keys without the trailing `/`, and without the common prefix `flags` names.
-    text: String,
+    /// Keys without the trailing `/`, and without the common prefix `flags`
+    /// names; a final component of 64 lowercase hex digits (revision, layer and
+    /// blob directories) is stored as its 32 bytes.
+    text: Vec<u8>,
     /// Where each key ends in `text`.
     ends: Vec<usize>,
     modified: Vec<Secs>,
@@ -184,6 +186,7 @@ pub struct EmptyDirs {
 const REMOVABLE: u8 = 1;
 const UNDER_REPOSITORIES: u8 = 2;
 const UNDER_V2: u8 = 4;
+const HEX_TAIL: u8 = 8;
 
 impl EmptyDirs {
     fn push(&mut self, key: &str, modified: Secs, removable: bool) {
@@ -197,7 +200,17 @@ impl EmptyDirs {
         } else {
             key
         };
-        self.text.push_str(rest);
+        let tail = rest.len().checked_sub(64).filter(|i| rest.is_char_boundary(*i)).map(|i| (&rest[..i], &rest.as_bytes()[i..]));
+        match tail {
+            Some((head, hex)) if (head.is_empty() || head.ends_with('/')) && hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+                let mut bytes = [0u8; 32];
+                hex::decode_to_slice(hex, &mut bytes).expect("64 hex digits");
+                flags |= HEX_TAIL;
+                self.text.extend_from_slice(head.as_bytes());
+                self.text.extend_from_slice(&bytes);
+            }
+            _ => self.text.extend_from_slice(rest.as_bytes()),
+        }
         self.ends.push(self.text.len());
         self.modified.push(modified);
         self.flags.push(flags);
@@ -214,8 +227,14 @@ impl EmptyDirs {
     /// The `i`th directory, its key rendered.
     pub fn get(&self, i: usize) -> EmptyDir {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        let rest = &self.text[start..self.ends[i]];
         let flags = self.flags[i];
+        let mut rest = &self.text[start..self.ends[i]];
+        let mut tail = String::new();
+        if flags & HEX_TAIL != 0 {
+            tail = hex::encode(&rest[rest.len() - 32..]);
+            rest = &rest[..rest.len() - 32];
+        }
+        let rest = std::str::from_utf8(rest).expect("stored from a str, cut at a char boundary");
         let prefix = if flags & UNDER_REPOSITORIES != 0 {
             layout::REPOSITORIES
         } else if flags & UNDER_V2 != 0 {
@@ -223,7 +242,7 @@ impl EmptyDirs {
         } else {
             ""
         };
-        EmptyDir { key: format!("{prefix}{rest}"), modified: self.modified[i], removable: flags & REMOVABLE != 0 }
+        EmptyDir { key: format!("{prefix}{rest}{tail}"), modified: self.modified[i], removable: flags & REMOVABLE != 0 }
     }
 
     /// Whether the `i`th directory is removable and when it was modified,
@@ -516,13 +535,18 @@ mod tests {
             format!("{}a/b/_manifests/revisions/sha256/{}/", layout::REPOSITORIES, "c".repeat(64)),
             format!("{}a/_uploads/", layout::REPOSITORIES),
             format!("{}blobs/sha256/ab/", layout::V2),
+            format!("{}blobs/sha256/ab/{}/", layout::V2, "0123456789abcdef".repeat(4)),
+            format!("{}x/_layers/sha256/{}/", layout::REPOSITORIES, "A".repeat(64)),
+            format!("{}x/_layers/sha256/x{}/", layout::REPOSITORIES, "a".repeat(64)),
+            format!("{}{}/", layout::REPOSITORIES, "b".repeat(64)),
+            format!("{}é{}/", layout::REPOSITORIES, "c".repeat(63)),
         ];
         for (i, k) in keys.iter().enumerate() {
             inv.insert(meta(k.clone(), 1000 * (i as i64 + 1)));
         }
         inv.finish();
         assert_eq!(inv.keys_listed, 0);
-        assert_eq!(inv.empty_dirs.len(), 3);
+        assert_eq!(inv.empty_dirs.len(), keys.len());
         let got: Vec<EmptyDir> = inv.empty_dirs.iter().collect();
         for (i, (d, k)) in got.iter().zip(&keys).enumerate() {
             assert_eq!(d.key, k.trim_end_matches('/'));
