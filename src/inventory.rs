@@ -24,7 +24,11 @@ pub fn secs_ceil(ms: i64) -> Secs {
     }
 }
 
-const NO_BLOB: u64 = u64::MAX;
+/// `blob_sizes` entries: a digest seen only in links, and a blob of 4 GiB or
+/// more (its size is in `large_blobs`). Sizes fit in 32 bits for nearly every
+/// blob, and this vector has one entry per digest.
+const NO_BLOB: u32 = u32::MAX;
+const LARGE_BLOB: u32 = u32::MAX - 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobInfo {
@@ -154,27 +158,124 @@ pub struct StrayKey {
 }
 
 /// An empty directory found by the listing (filesystems only).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmptyDir {
     /// The directory's key, without the trailing `/`.
-    pub key: Box<str>,
+    pub key: String,
     pub modified: Secs,
     /// Below the structural directories the registry expects: safe to remove.
     pub removable: bool,
 }
 
+/// The empty directories, their keys in one string: a registry whose manifests
+/// were deleted through the API has tens of thousands of them, and as many small
+/// heap strings would cost a third more than the keys themselves.
+#[derive(Debug, Default)]
+pub struct EmptyDirs {
+    /// Keys without the trailing `/`, and without the common prefix `flags`
+    /// names; a final component of 64 lowercase hex digits (revision, layer and
+    /// blob directories) is stored as its 32 bytes.
+    text: Vec<u8>,
+    /// Where each key ends in `text`.
+    ends: Vec<usize>,
+    modified: Vec<Secs>,
+    /// `REMOVABLE`, and which prefix was cut.
+    flags: Vec<u8>,
+}
+
+const REMOVABLE: u8 = 1;
+const UNDER_REPOSITORIES: u8 = 2;
+const UNDER_V2: u8 = 4;
+const HEX_TAIL: u8 = 8;
+
+impl EmptyDirs {
+    fn push(&mut self, key: &str, modified: Secs, removable: bool) {
+        let mut flags = if removable { REMOVABLE } else { 0 };
+        let rest = if let Some(rest) = key.strip_prefix(layout::REPOSITORIES) {
+            flags |= UNDER_REPOSITORIES;
+            rest
+        } else if let Some(rest) = key.strip_prefix(layout::V2) {
+            flags |= UNDER_V2;
+            rest
+        } else {
+            key
+        };
+        let tail = rest.len().checked_sub(64).filter(|i| rest.is_char_boundary(*i)).map(|i| (&rest[..i], &rest.as_bytes()[i..]));
+        match tail {
+            Some((head, hex)) if (head.is_empty() || head.ends_with('/')) && hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+                let mut bytes = [0u8; 32];
+                hex::decode_to_slice(hex, &mut bytes).expect("64 hex digits");
+                flags |= HEX_TAIL;
+                self.text.extend_from_slice(head.as_bytes());
+                self.text.extend_from_slice(&bytes);
+            }
+            _ => self.text.extend_from_slice(rest.as_bytes()),
+        }
+        self.ends.push(self.text.len());
+        self.modified.push(modified);
+        self.flags.push(flags);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The `i`th directory, its key rendered.
+    pub fn get(&self, i: usize) -> EmptyDir {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        let flags = self.flags[i];
+        let mut rest = &self.text[start..self.ends[i]];
+        let mut tail = String::new();
+        if flags & HEX_TAIL != 0 {
+            tail = hex::encode(&rest[rest.len() - 32..]);
+            rest = &rest[..rest.len() - 32];
+        }
+        let rest = std::str::from_utf8(rest).expect("stored from a str, cut at a char boundary");
+        let prefix = if flags & UNDER_REPOSITORIES != 0 {
+            layout::REPOSITORIES
+        } else if flags & UNDER_V2 != 0 {
+            layout::V2
+        } else {
+            ""
+        };
+        EmptyDir { key: format!("{prefix}{rest}{tail}"), modified: self.modified[i], removable: flags & REMOVABLE != 0 }
+    }
+
+    /// Whether the `i`th directory is removable and when it was modified,
+    /// without rendering its key.
+    pub fn removable_and_modified(&self, i: usize) -> (bool, Secs) {
+        (self.flags[i] & REMOVABLE != 0, self.modified[i])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = EmptyDir> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.modified.shrink_to_fit();
+        self.flags.shrink_to_fit();
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Inventory {
     pub digests: DigestTable,
-    /// By digest id: the blob's size, `NO_BLOB` for digests seen only in links,
-    /// and its last-modified (two vectors: 12 bytes a digest, no padding).
-    blob_sizes: Vec<u64>,
+    /// By digest id: the blob's size (`NO_BLOB`, `LARGE_BLOB` or the size), and
+    /// its last-modified (two vectors: 8 bytes a digest, no padding).
+    blob_sizes: Vec<u32>,
+    large_blobs: HashMap<DigestId, u64>,
     blob_times: Vec<Secs>,
     /// Sorted by name once the listing is finished.
     pub repositories: Vec<Repository>,
     repo_ids: HashMap<String, u32>,
     pub strays: Vec<StrayKey>,
-    pub empty_dirs: Vec<EmptyDir>,
+    pub empty_dirs: EmptyDirs,
     pub keys_listed: u64,
 }
 
@@ -199,13 +300,17 @@ impl Inventory {
                     // a repository that is only empty directories still exists, empty
                     self.repo(repo);
                 }
-                let key = meta.key.trim_end_matches('/').into();
-                self.empty_dirs.push(EmptyDir { key, modified: t, removable });
+                self.empty_dirs.push(meta.key.trim_end_matches('/'), t, removable);
             }
             KeyKind::BlobData(d) => {
                 let id = self.intern(d) as usize;
-                // a blob of exactly NO_BLOB bytes cannot exist (16 EiB)
-                self.blob_sizes[id] = meta.size.min(NO_BLOB - 1);
+                self.blob_sizes[id] = match u32::try_from(meta.size) {
+                    Ok(size) if size < LARGE_BLOB => size,
+                    _ => {
+                        self.large_blobs.insert(id as DigestId, meta.size);
+                        LARGE_BLOB
+                    }
+                };
                 self.blob_times[id] = t;
             }
             KeyKind::Revision { repo, digest } => {
@@ -283,14 +388,19 @@ impl Inventory {
             r.finish();
         }
         self.repo_ids = HashMap::new();
+        self.empty_dirs.shrink_to_fit();
         self.digests.shrink_to_fit();
         self.blob_sizes.shrink_to_fit();
         self.blob_times.shrink_to_fit();
     }
 
     pub fn blob(&self, id: DigestId) -> Option<BlobInfo> {
-        let size = *self.blob_sizes.get(id as usize)?;
-        (size != NO_BLOB).then(|| BlobInfo { size, modified: self.blob_times[id as usize] })
+        let size = match *self.blob_sizes.get(id as usize)? {
+            NO_BLOB => return None,
+            LARGE_BLOB => self.large_blobs[&id],
+            size => u64::from(size),
+        };
+        Some(BlobInfo { size, modified: self.blob_times[id as usize] })
     }
 
     /// Every blob with data, by id.
@@ -398,6 +508,55 @@ mod tests {
         assert_eq!(a.stray_keys, 1);
         assert_eq!(inv.strays.len(), 2);
         assert_eq!(inv.manifest_count(), 1);
+    }
+
+    #[test]
+    fn blob_sizes_of_four_gib_and_more_are_kept_whole() {
+        let mut inv = Inventory::default();
+        let sizes = [0, 7, u64::from(u32::MAX) - 2, u64::from(LARGE_BLOB), u64::from(NO_BLOB), 5 << 30];
+        let digests: Vec<Digest> = (0..sizes.len() as u8).map(|n| Digest::from_bytes([n; 32])).collect();
+        for (d, size) in digests.iter().zip(sizes) {
+            inv.insert(ObjectMeta { key: layout::blob_data_key(d), size, last_modified_ms: 1000, etag: None });
+        }
+        inv.insert(meta(layout::layer_link_key("r", &Digest::from_bytes([99; 32])), 1000));
+        inv.finish();
+        for (d, size) in digests.iter().zip(sizes) {
+            assert_eq!(inv.blob(inv.digests.find(d).unwrap()), Some(BlobInfo { size, modified: 1 }));
+        }
+        assert_eq!(inv.blob(inv.digests.find(&Digest::from_bytes([99; 32])).unwrap()), None);
+        assert_eq!(inv.blob_count(), sizes.len());
+        assert_eq!(inv.blob_bytes(), sizes.iter().sum::<u64>());
+    }
+
+    #[test]
+    fn empty_directories_keep_their_keys() {
+        let mut inv = Inventory::default();
+        let keys = [
+            format!("{}a/b/_manifests/revisions/sha256/{}/", layout::REPOSITORIES, "c".repeat(64)),
+            format!("{}a/_uploads/", layout::REPOSITORIES),
+            format!("{}blobs/sha256/ab/", layout::V2),
+            format!("{}blobs/sha256/ab/{}/", layout::V2, "0123456789abcdef".repeat(4)),
+            format!("{}x/_layers/sha256/{}/", layout::REPOSITORIES, "A".repeat(64)),
+            format!("{}x/_layers/sha256/x{}/", layout::REPOSITORIES, "a".repeat(64)),
+            format!("{}{}/", layout::REPOSITORIES, "b".repeat(64)),
+            format!("{}é{}/", layout::REPOSITORIES, "c".repeat(63)),
+        ];
+        for (i, k) in keys.iter().enumerate() {
+            inv.insert(meta(k.clone(), 1000 * (i as i64 + 1)));
+        }
+        inv.finish();
+        assert_eq!(inv.keys_listed, 0);
+        assert_eq!(inv.empty_dirs.len(), keys.len());
+        let got: Vec<EmptyDir> = inv.empty_dirs.iter().collect();
+        for (i, (d, k)) in got.iter().zip(&keys).enumerate() {
+            assert_eq!(d.key, k.trim_end_matches('/'));
+            assert_eq!(d.modified, i as Secs + 1);
+            assert_eq!(inv.empty_dirs.removable_and_modified(i), (d.removable, d.modified));
+        }
+        assert!(got[0].removable);
+        for (d, k) in got.iter().zip(&keys) {
+            assert!(matches!(layout::classify(k), KeyKind::EmptyDir { removable, .. } if removable == d.removable), "{k}");
+        }
     }
 
     #[test]

@@ -401,8 +401,13 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
     // A directory may be empty only because a registry write is about to fill it;
     // those are young, and stay.
     let mut parents: BTreeSet<String> = BTreeSet::new();
-    for (i, d) in inv.empty_dirs.iter().enumerate().filter(|(_, d)| d.removable && !young(d.modified)) {
+    for i in 0..inv.empty_dirs.len() {
+        let (removable, modified) = inv.empty_dirs.removable_and_modified(i);
+        if !removable || young(modified) {
+            continue;
+        }
         out.empty_dirs.push(i as u32);
+        let d = inv.empty_dirs.get(i);
         // its parents may be left empty by its removal (a tag directory whose
         // `current/` and `index/` are both empty)
         let mut dir = &d.key[..];

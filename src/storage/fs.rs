@@ -105,24 +105,34 @@ fn meta_of(key: String, md: &fs::Metadata) -> ObjectMeta {
 
 /// What one directory entry turned out to be after resolving links.
 enum Entry {
-    /// A directory to descend into: its key (the link's, for a followed link)
-    /// and the path to read (resolved, for a link).
-    Dir { key: String, path: PathBuf, via_link: bool },
+    /// A directory to descend into, by name (its key and path are rebuilt from
+    /// the parent's when it is read: a walker holds thousands of pending
+    /// directories, and full keys and paths for each would be most of the
+    /// listing's memory). `real` is the resolved path of a followed link.
+    Dir { name: Box<str>, real: Option<PathBuf> },
     File(ObjectMeta),
+}
+
+/// A directory being walked: the subdirectories still to read.
+struct Frame {
+    dir: PathBuf,
+    prefix: String,
+    pending: Vec<(Box<str>, Option<PathBuf>)>,
 }
 
 impl FsStorage {
     /// What a directory entry is. Directories are known from the entry itself (no
     /// stat); files are stat'ed relative to the open directory (`fstatat`), for
     /// size and mtime; links are resolved and checked.
-    fn resolve_entry(&self, key: String, entry: &fs::DirEntry, ft: fs::FileType) -> Result<Entry, StorageError> {
+    fn resolve_entry(&self, prefix: &str, name: &str, entry: &fs::DirEntry, ft: fs::FileType) -> Result<Entry, StorageError> {
         if ft.is_dir() {
-            return Ok(Entry::Dir { key, path: entry.path(), via_link: false });
+            return Ok(Entry::Dir { name: name.into(), real: None });
         }
+        let key = format!("{prefix}{name}");
         if ft.is_symlink() {
             let real = self.inside_root(&key, &entry.path())?;
             let md = fs::metadata(&real).map_err(|e| io_error(&key, e))?;
-            return Ok(if md.is_dir() { Entry::Dir { key, path: real, via_link: true } } else { Entry::File(meta_of(key, &md)) });
+            return Ok(if md.is_dir() { Entry::Dir { name: name.into(), real: Some(real) } } else { Entry::File(meta_of(key, &md)) });
         }
         let md = entry.metadata().map_err(|e| io_error(&key, e))?;
         Ok(Entry::File(meta_of(key, &md)))
@@ -148,9 +158,8 @@ impl FsStorage {
             if filter.is_some_and(|f| !name.starts_with(f)) {
                 continue;
             }
-            let key = format!("{prefix}{name}");
-            let ft = entry.file_type().map_err(|e| io_error(&key, e))?;
-            out.push(self.resolve_entry(key, &entry, ft)?);
+            let ft = entry.file_type().map_err(|e| io_error(&format!("{prefix}{name}"), e))?;
+            out.push(self.resolve_entry(prefix, name, &entry, ft)?);
         }
         Ok(out)
     }
@@ -169,8 +178,28 @@ impl FsStorage {
             }
         };
         let mut followed: HashSet<PathBuf> = HashSet::new();
-        let mut stack = vec![(start, prefix, filter)];
-        while let Some((dir, prefix, filter)) = stack.pop() {
+        let mut frames: Vec<Frame> = Vec::new();
+        let mut next = Some((start, prefix, filter));
+        loop {
+            let (dir, prefix, filter) = match next.take() {
+                Some(level) => level,
+                None => {
+                    let Some(top) = frames.last_mut() else { return };
+                    let Some((name, real)) = top.pending.pop() else {
+                        frames.pop();
+                        continue;
+                    };
+                    let key = format!("{}{name}", top.prefix);
+                    let via_link = real.is_some();
+                    let path = real.unwrap_or_else(|| top.dir.join(&*name));
+                    if via_link && (top.dir.starts_with(&path) || !followed.insert(path.clone())) {
+                        let reason = "forms a loop or a second path to one directory".to_string();
+                        let _ = tx.blocking_send(Err(StorageError::Symlink { key, reason }));
+                        return;
+                    }
+                    (path, format!("{key}/"), None)
+                }
+            };
             let entries = match self.read_level(&dir, &prefix, filter.as_deref()) {
                 Ok(entries) => entries,
                 Err(e) => {
@@ -188,22 +217,19 @@ impl FsStorage {
                     return;
                 }
             }
+            let mut pending = Vec::new();
             for entry in entries {
                 match entry {
-                    Entry::Dir { key, path, via_link } => {
-                        if via_link && (dir.starts_with(&path) || !followed.insert(path.clone())) {
-                            let reason = "forms a loop or a second path to one directory".to_string();
-                            let _ = tx.blocking_send(Err(StorageError::Symlink { key, reason }));
-                            return;
-                        }
-                        stack.push((path, format!("{key}/"), None));
-                    }
+                    Entry::Dir { name, real } => pending.push((name, real)),
                     Entry::File(meta) => {
                         if tx.blocking_send(Ok(meta)).is_err() {
                             return; // the consumer stopped listening
                         }
                     }
                 }
+            }
+            if !pending.is_empty() {
+                frames.push(Frame { dir, prefix, pending });
             }
         }
     }
@@ -245,13 +271,14 @@ impl Storage for FsStorage {
     async fn list_dir(&self, prefix: &str) -> Result<DirListing, StorageError> {
         let (dir, key_prefix, filter) = self.split_prefix(prefix)?;
         let this = self.clone();
+        let level_prefix = key_prefix.clone();
         let entries = tokio::task::spawn_blocking(move || this.read_level(&dir, &key_prefix, filter.as_deref()))
             .await
             .map_err(|e| task_failed(prefix, e))??;
         let mut listing = DirListing::default();
         for entry in entries {
             match entry {
-                Entry::Dir { key, .. } => listing.prefixes.push(format!("{key}/")),
+                Entry::Dir { name, .. } => listing.prefixes.push(format!("{level_prefix}{name}/")),
                 Entry::File(meta) => listing.objects.push(meta),
             }
         }
