@@ -1,0 +1,66 @@
+//! The `registry-gc restore` and `registry-gc purge` commands: settings to
+//! storage, the operation, its summary and exit code.
+
+use std::time::SystemTime;
+
+use super::{format_runs, list_runs, purge, restore};
+use crate::cli::{PurgeArgs, RestoreArgs};
+use crate::error::{Error, Exit};
+use crate::storage::open::open_storage;
+use crate::storage::system_time_ms;
+
+/// `registry-gc restore`, start to finish; returns the exit code.
+pub async fn restore_command(args: &RestoreArgs, quiet: bool) -> Exit {
+    report_exit(run_restore(args, quiet).await)
+}
+
+async fn run_restore(args: &RestoreArgs, quiet: bool) -> Result<Exit, Error> {
+    let (settings, run_id) = args.resolve()?;
+    let storage = open_storage(&settings.storage, &settings.backend)?;
+    let concurrency = args.concurrency.unwrap_or(64) as usize;
+    let Some(id) = run_id else {
+        let runs = list_runs(storage.as_ref(), concurrency).await?;
+        // the listing is the command's output: printed even with --quiet
+        print!("{}", format_runs(&runs, system_time_ms(SystemTime::now())));
+        return Ok(Exit::Success);
+    };
+    let out = restore(storage.as_ref(), &id, concurrency, 3).await?;
+    if !quiet {
+        print!("{}", out.summary());
+    }
+    if out.is_complete() {
+        Ok(Exit::Success)
+    } else {
+        eprintln!("registry-gc: the restore of run {id} is incomplete ({} failed, {} missing)", out.failures.len(), out.missing.len());
+        Ok(Exit::Incomplete)
+    }
+}
+
+/// `registry-gc purge`, start to finish; returns the exit code.
+pub async fn purge_command(args: &PurgeArgs, quiet: bool) -> Exit {
+    report_exit(run_purge(args, quiet).await)
+}
+
+async fn run_purge(args: &PurgeArgs, quiet: bool) -> Result<Exit, Error> {
+    let file = args.storage.config_file()?;
+    let settings = args.storage.resolve(&file)?;
+    let storage = open_storage(&settings.storage, &settings.backend)?;
+    let concurrency = args.concurrency.unwrap_or(64) as usize;
+    let out = purge(storage.as_ref(), args.older_than, SystemTime::now(), args.dry_run, concurrency).await?;
+    if !quiet {
+        print!("{}", out.summary());
+    }
+    if out.failures.is_empty() {
+        Ok(Exit::Success)
+    } else {
+        eprintln!("registry-gc: {} deletions failed; run the purge again to finish", out.failures.len());
+        Ok(Exit::Incomplete)
+    }
+}
+
+fn report_exit(result: Result<Exit, Error>) -> Exit {
+    result.unwrap_or_else(|e| {
+        eprintln!("registry-gc: {e}");
+        e.exit()
+    })
+}

@@ -1,0 +1,100 @@
+//! `purge`: deletes the runs older than a duration, each run's record last.
+
+use std::time::{Duration, SystemTime};
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::{dirs_below, list_runs, record_key, run_prefix, QuarantineError, PREFIX};
+use crate::report::{human_bytes, Failure};
+use crate::storage::{system_time_ms, Storage, StorageError};
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct PurgeOutcome {
+    pub storage: String,
+    pub dry_run: bool,
+    /// (run id, keys, bytes) of each run purged (or, in a dry run, to purge).
+    pub purged: Vec<(String, u64, u64)>,
+    pub kept_runs: u64,
+    pub failures: Vec<Failure>,
+}
+
+impl PurgeOutcome {
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let verb = if self.dry_run { "would purge" } else { "purged" };
+        let _ = writeln!(s, "registry-gc {} on {}", if self.dry_run { "purge dry run" } else { "purge" }, self.storage);
+        for (id, keys, bytes) in &self.purged {
+            let _ = writeln!(s, "{verb}: run {id}: {keys} keys ({})", human_bytes(*bytes));
+        }
+        let keys: u64 = self.purged.iter().map(|p| p.1).sum();
+        let bytes: u64 = self.purged.iter().map(|p| p.2).sum();
+        let _ = writeln!(s, "{verb}: {} runs, {keys} keys ({}); kept {} newer runs", self.purged.len(), human_bytes(bytes), self.kept_runs);
+        for f in &self.failures {
+            let _ = writeln!(s, "failed: {}: {}", f.key, f.error);
+        }
+        s
+    }
+}
+
+/// Deletes every run whose time (its record's, else its newest object's) is
+/// more than `older_than` before `now`. The record goes last, so that a purge
+/// stopped half way leaves the run listed and purgeable.
+pub async fn purge(
+    storage: &dyn Storage,
+    older_than: Duration,
+    now: SystemTime,
+    dry_run: bool,
+    concurrency: usize,
+) -> Result<PurgeOutcome, QuarantineError> {
+    let fence = system_time_ms(now) - older_than.as_millis() as i64;
+    let mut out = PurgeOutcome { storage: storage.describe(), dry_run, ..Default::default() };
+    for run in list_runs(storage, concurrency).await? {
+        if run.time_ms() >= fence {
+            out.kept_runs += 1;
+            continue;
+        }
+        let prefix = run_prefix(&run.run_id);
+        let record_at = record_key(&run.run_id);
+        let mut keys: Vec<String> =
+            storage.list(&prefix).map_ok(|o| o.key).try_filter(|k| futures::future::ready(!k.ends_with('/'))).try_collect().await?;
+        // only ever this run's keys, the record last
+        keys.retain(|k| k.starts_with(&prefix) && *k != record_at);
+        let n = keys.len() as u64;
+        if !dry_run {
+            keys.push(record_at.clone());
+            let batch = storage.max_delete_batch().max(1);
+            let (body, last) = keys.split_at(keys.len() - 1);
+            let mut failed = false;
+            for group in [body, last] {
+                let results: Vec<Vec<Result<(), StorageError>>> = futures::stream::iter(group.chunks(batch))
+                    .map(|c| storage.delete_batch(c))
+                    .buffered(concurrency.max(1))
+                    .collect()
+                    .await;
+                for (key, r) in group.iter().zip(results.into_iter().flatten()) {
+                    if let Err(e) = r {
+                        out.failures.push(Failure { key: key.clone(), error: e.to_string() });
+                        failed = true;
+                    }
+                }
+                if failed {
+                    break;
+                }
+            }
+            if storage.has_directories() {
+                let mut dirs = dirs_below(&prefix, &keys);
+                dirs.push(prefix.trim_end_matches('/').to_string());
+                let _ = storage.remove_empty_dirs(&dirs).await;
+            }
+            if failed {
+                continue;
+            }
+        }
+        out.purged.push((run.run_id, n, run.bytes_present));
+    }
+    if !dry_run && storage.has_directories() && out.kept_runs == 0 && out.failures.is_empty() {
+        let _ = storage.remove_empty_dirs(&[PREFIX.trim_end_matches('/').to_string()]).await;
+    }
+    Ok(out)
+}
