@@ -22,7 +22,7 @@ use crate::report::Warning;
 use crate::storage::{Storage, StorageError};
 
 /// Link files hold 71 bytes; anything much larger is not a link.
-const LINK_READ_LIMIT: u64 = 4096;
+pub const LINK_READ_LIMIT: u64 = 4096;
 
 #[derive(Debug, Clone)]
 pub struct MarkOptions {

@@ -29,9 +29,6 @@ use crate::mark::Marks;
 use crate::plan::{Plan, Target};
 use crate::storage::{Storage, StorageError};
 
-/// Link files hold 71 bytes; anything much larger is not a link.
-const LINK_READ_LIMIT: u64 = 4096;
-
 #[derive(Debug, Clone, Copy)]
 pub struct RecheckOptions {
     /// The plan's fence: objects modified after this second are young.
@@ -208,7 +205,7 @@ async fn read_links(storage: &dyn Storage, recent: &Recent, concurrency: usize) 
         .chain(recent.alt_links.iter().cloned());
     let reads = futures::stream::iter(keys)
         .map(|(repo, key)| async move {
-            match storage.get(&key, LINK_READ_LIMIT).await {
+            match storage.get(&key, crate::mark::LINK_READ_LIMIT).await {
                 Ok(bytes) => Ok((repo, std::str::from_utf8(&bytes).ok().and_then(|s| s.trim().parse::<Digest>().ok()))),
                 Err(StorageError::NotFound { .. } | StorageError::TooLarge { .. }) => Ok((repo, None)),
                 Err(e) => Err(RecheckError::Storage(e)),

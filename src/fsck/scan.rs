@@ -16,8 +16,6 @@ use crate::mark::{Marks, TagTarget};
 use crate::progress::Progress;
 use crate::storage::{Storage, StorageError};
 
-/// Link files hold 71 bytes; a larger one is junk, and is not read whole.
-const LINK_READ_LIMIT: u64 = 4096;
 /// Blobs hashed at once by `--verify-content` (each holds one read buffer).
 const MAX_VERIFY_CONCURRENCY: usize = 16;
 
@@ -56,7 +54,7 @@ pub(super) async fn read_links(
     progress.start_phase("reading links", links.len() as u64);
     let mut reads = futures::stream::iter(links)
         .map(|(key, expected)| async move {
-            let result = storage.get(&key, LINK_READ_LIMIT).await;
+            let result = storage.get(&key, crate::mark::LINK_READ_LIMIT).await;
             (key, expected, result)
         })
         .buffer_unordered(concurrency);
