@@ -64,6 +64,40 @@ async fn symlink_out_of_the_root_stops_the_listing() {
 }
 
 #[tokio::test]
+async fn reads_follow_links_inside_the_root_and_refuse_links_out_of_it() {
+    let outside = tempfile::tempdir().unwrap();
+    write(outside.path(), "secret", b"s");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "real/x", b"inside");
+    // relative (resolved beneath the root by the kernel) and absolute (resolved
+    // and checked by the fallback) links to a directory inside the root
+    fs::create_dir_all(dir.path().join("sub")).unwrap();
+    symlink("../real", dir.path().join("sub/rel")).unwrap();
+    symlink(dir.path().join("real"), dir.path().join("sub/abs")).unwrap();
+    // links out of the root, relative and absolute
+    let escape = Path::new("..").join(outside.path().strip_prefix("/").unwrap());
+    let depth_up: PathBuf = dir.path().components().skip(1).map(|_| "..").collect();
+    symlink(depth_up.join(&escape), dir.path().join("sub/out-rel")).unwrap();
+    symlink(outside.path(), dir.path().join("sub/out-abs")).unwrap();
+    let storage = FsStorage::open(dir.path()).unwrap();
+
+    assert_eq!(&storage.get("sub/rel/x", 100).await.unwrap()[..], b"inside");
+    assert_eq!(&storage.get("sub/abs/x", 100).await.unwrap()[..], b"inside");
+    for key in ["sub/out-rel/secret", "sub/out-abs/secret"] {
+        let err = storage.get(key, 100).await.unwrap_err();
+        assert!(matches!(&err, StorageError::Symlink { reason, .. } if reason.contains("outside")), "{key}: {err}");
+        let r = storage.delete_batch(&[key.to_string()]).await;
+        assert!(matches!(&r[0], Err(StorageError::Symlink { .. })), "{key}: {r:?}");
+    }
+    assert!(outside.path().join("secret").exists());
+    // a read never returns more than its limit, whatever the file's size
+    assert!(matches!(storage.get("real/x", 3).await, Err(StorageError::TooLarge { size: 6, limit: 3, .. })));
+    // and a delete through a link inside the root removes the file it names
+    assert!(storage.delete_batch(&["sub/rel/x".to_string()]).await[0].is_ok());
+    assert!(!dir.path().join("real/x").exists());
+}
+
+#[tokio::test]
 async fn broken_symlink_and_loop_are_errors_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a/b", b"1");

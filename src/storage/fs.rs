@@ -8,13 +8,15 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
+use rustix::fs::{openat, openat2, statat, AtFlags, FileType, Mode, OFlags, RawDir, ResolveFlags, Stat};
 use tokio::sync::mpsc;
 
 use std::sync::Arc;
@@ -24,15 +26,24 @@ use super::{system_time_ms, DirListing, MoveMode, Moved, ObjectMeta, Storage, St
 
 /// Keys removed per blocking task; batches run concurrently in the sweep.
 const DELETE_BATCH: usize = 256;
-/// Keys buffered per listing stream: enough to keep a walker busy, few enough
-/// that dozens of concurrent streams hold little memory.
-const LIST_CHANNEL: usize = 64;
+/// Keys a walker hands over at once, and batches buffered per listing stream:
+/// enough to keep a walker busy without waking the consumer for every key, few
+/// enough that dozens of concurrent streams hold little memory.
+const LIST_BATCH: usize = 64;
+const LIST_CHANNEL: usize = 2;
+/// Bytes of directory entries read per `getdents` call (one walker's buffer):
+/// a registry directory holds a handful of entries; a blob prefix holds a few
+/// thousand and takes a few calls.
+const GETDENTS_BUFFER: usize = 16 << 10;
 /// Bytes read per blocking task when streaming an object.
 const STREAM_CHUNK: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct FsStorage {
     root: PathBuf,
+    /// The root, open: keys are opened beneath it (`openat2` with
+    /// `RESOLVE_BENEATH`), the kernel refusing any path that leaves it.
+    root_fd: Arc<OwnedFd>,
     counts: Arc<RequestCounts>,
 }
 
@@ -48,7 +59,8 @@ impl FsStorage {
                 source: io::Error::new(io::ErrorKind::InvalidInput, "not a directory"),
             });
         }
-        Ok(FsStorage { root, counts: Arc::default() })
+        let root_fd = open_dir(&root).map_err(|source| StorageError::Io { key: shown, source })?;
+        Ok(FsStorage { root, root_fd: Arc::new(root_fd), counts: Arc::default() })
     }
 
     pub fn root(&self) -> &Path {
@@ -63,6 +75,25 @@ impl FsStorage {
             return Err(StorageError::Refused { key: key.to_string(), reason: "not a plain relative key".into() });
         }
         Ok(self.root.join(rel))
+    }
+
+    /// Opens a key beneath the root in one call, the kernel checking that no
+    /// component (links included) leads out of it. `None` when that does not
+    /// succeed for any reason (missing, a link out of the root, an absolute link,
+    /// a kernel without `openat2`): the caller then takes the resolving path,
+    /// which says precisely what is wrong.
+    fn open_beneath(&self, key: &str, flags: OFlags) -> Option<OwnedFd> {
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+        openat2(self.root_fd.as_fd(), key.trim_end_matches('/'), flags | OFlags::CLOEXEC, Mode::empty(), resolve).ok()
+    }
+
+    /// Opens a key's file for reading: beneath the root, or resolved and checked.
+    fn open_file(&self, key: &str, path: &Path) -> Result<fs::File, StorageError> {
+        if let Some(fd) = self.open_beneath(key, OFlags::RDONLY) {
+            return Ok(fs::File::from(fd));
+        }
+        let real = self.inside_root(key, path)?;
+        fs::File::open(&real).map_err(|e| io_error(key, e))
     }
 
     /// Resolves a path through any symbolic links and checks it stays in the root.
@@ -103,6 +134,27 @@ fn meta_of(key: String, md: &fs::Metadata) -> ObjectMeta {
     }
 }
 
+/// Milliseconds since the epoch of a stat's mtime (negative before it).
+fn stat_mtime_ms(st: &Stat) -> i64 {
+    st.st_mtime as i64 * 1000 + st.st_mtime_nsec as i64 / 1_000_000
+}
+
+fn stat_meta(key: String, st: &Stat) -> ObjectMeta {
+    ObjectMeta { key, size: st.st_size.max(0) as u64, last_modified_ms: stat_mtime_ms(st), etag: None }
+}
+
+/// Opens a directory by path (the start of a walk, or a followed link's target).
+fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
+}
+
+/// Opens a subdirectory relative to its open parent: no path walk from the root
+/// for each of a million directories. `NOFOLLOW` because the entry said it is a
+/// directory; a link swapped in since then is refused, not followed.
+fn open_subdir(parent: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
+    Ok(openat(parent, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())?)
+}
+
 /// What one directory entry turned out to be after resolving links.
 enum Entry {
     /// A directory to descend into, by name (its key and path are rebuilt from
@@ -113,53 +165,91 @@ enum Entry {
     File(ObjectMeta),
 }
 
-/// A directory being walked: the subdirectories still to read.
+/// A directory being walked: open, with the subdirectories still to read.
 struct Frame {
+    fd: OwnedFd,
     dir: PathBuf,
     prefix: String,
     pending: Vec<(Box<str>, Option<PathBuf>)>,
+}
+
+/// Why a walk stopped early.
+enum WalkStop {
+    Failed(StorageError),
+    /// The consumer dropped the stream.
+    Disconnected,
+}
+
+/// Sends a walk's objects in batches: one channel hand-off (and thread wake-up)
+/// per batch rather than per key.
+struct BatchSender<'a> {
+    tx: &'a mpsc::Sender<Result<Vec<ObjectMeta>, StorageError>>,
+    batch: Vec<ObjectMeta>,
+}
+
+impl BatchSender<'_> {
+    fn push(&mut self, meta: ObjectMeta) -> Result<(), WalkStop> {
+        self.batch.push(meta);
+        if self.batch.len() >= LIST_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), WalkStop> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(LIST_BATCH));
+        self.tx.blocking_send(Ok(batch)).map_err(|_| WalkStop::Disconnected)
+    }
 }
 
 impl FsStorage {
     /// What a directory entry is. Directories are known from the entry itself (no
     /// stat); files are stat'ed relative to the open directory (`fstatat`), for
     /// size and mtime; links are resolved and checked.
-    fn resolve_entry(&self, prefix: &str, name: &str, entry: &fs::DirEntry, ft: fs::FileType) -> Result<Entry, StorageError> {
-        if ft.is_dir() {
+    fn resolve_entry(&self, dir: BorrowedFd<'_>, dir_path: &Path, prefix: &str, name: &str, ft: FileType) -> Result<Entry, StorageError> {
+        if ft == FileType::Directory {
             return Ok(Entry::Dir { name: name.into(), real: None });
         }
         let key = format!("{prefix}{name}");
-        if ft.is_symlink() {
-            let real = self.inside_root(&key, &entry.path())?;
+        if ft == FileType::Symlink {
+            let real = self.inside_root(&key, &dir_path.join(name))?;
             let md = fs::metadata(&real).map_err(|e| io_error(&key, e))?;
             return Ok(if md.is_dir() { Entry::Dir { name: name.into(), real: Some(real) } } else { Entry::File(meta_of(key, &md)) });
         }
-        let md = entry.metadata().map_err(|e| io_error(&key, e))?;
-        Ok(Entry::File(meta_of(key, &md)))
+        let st = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_error(&key, e.into()))?;
+        match FileType::from_raw_mode(st.st_mode) {
+            // the entry did not say (DT_UNKNOWN on some filesystems): the stat does
+            FileType::Directory if ft == FileType::Unknown => Ok(Entry::Dir { name: name.into(), real: None }),
+            FileType::Symlink if ft == FileType::Unknown => self.resolve_entry(dir, dir_path, prefix, name, FileType::Symlink),
+            _ => Ok(Entry::File(stat_meta(key, &st))),
+        }
     }
 
-    /// Reads one directory level. `prefix` is the key of `dir` with a trailing
-    /// `/` (or empty for the root); `filter` keeps only names starting with it.
-    fn read_level(&self, dir: &Path, prefix: &str, filter: Option<&str>) -> Result<Vec<Entry>, StorageError> {
+    /// Reads one open directory level. `prefix` is the key of the directory with
+    /// a trailing `/` (or empty for the root); `filter` keeps only names
+    /// starting with it. `buf` is the walker's reusable `getdents` buffer.
+    fn read_level(&self, dir: BorrowedFd<'_>, dir_path: &Path, prefix: &str, filter: Option<&str>, buf: &mut Vec<u8>) -> Result<Vec<Entry>, StorageError> {
         self.counts.list(1);
-        let entries = match fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_error(prefix.trim_end_matches('/'), e)),
-        };
+        let level_error = |e: rustix::io::Errno| io_error(prefix.trim_end_matches('/'), e.into());
+        let mut raw = RawDir::new(dir, buf.spare_capacity_mut());
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| io_error(prefix.trim_end_matches('/'), e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else {
-                let key = format!("{prefix}{}", name.to_string_lossy());
+        while let Some(entry) = raw.next() {
+            let entry = entry.map_err(level_error)?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let Ok(name) = std::str::from_utf8(name) else {
+                let key = format!("{prefix}{}", String::from_utf8_lossy(name));
                 return Err(StorageError::Refused { key, reason: "file name is not valid UTF-8".into() });
             };
             if filter.is_some_and(|f| !name.starts_with(f)) {
                 continue;
             }
-            let ft = entry.file_type().map_err(|e| io_error(&format!("{prefix}{name}"), e))?;
-            out.push(self.resolve_entry(prefix, name, &entry, ft)?);
+            out.push(self.resolve_entry(dir, dir_path, prefix, name, entry.file_type())?);
         }
         Ok(out)
     }
@@ -168,68 +258,78 @@ impl FsStorage {
     /// stack are resolved (the start is canonicalized once, and links are
     /// resolved when followed), so a link whose target contains the directory
     /// it is found in is a loop, caught without resolving every directory.
-    fn walk(&self, dir: PathBuf, prefix: String, filter: Option<String>, tx: &mpsc::Sender<Result<ObjectMeta, StorageError>>) {
+    fn walk(&self, dir: PathBuf, prefix: String, filter: Option<String>, tx: &mpsc::Sender<Result<Vec<ObjectMeta>, StorageError>>) {
+        let mut out = BatchSender { tx, batch: Vec::with_capacity(LIST_BATCH) };
+        match self.walk_into(dir, prefix, filter, &mut out).and_then(|()| out.flush()) {
+            Ok(()) | Err(WalkStop::Disconnected) => {}
+            Err(WalkStop::Failed(e)) => {
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+    }
+
+    fn walk_into(&self, dir: PathBuf, prefix: String, filter: Option<String>, out: &mut BatchSender<'_>) -> Result<(), WalkStop> {
         let start = match self.inside_root(prefix.trim_end_matches('/'), &dir) {
             Ok(real) => real,
-            Err(StorageError::NotFound { .. }) => return, // nothing under this prefix
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
+            Err(StorageError::NotFound { .. }) => return Ok(()), // nothing under this prefix
+            Err(e) => return Err(WalkStop::Failed(e)),
         };
+        let start_fd = match open_dir(&start) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(WalkStop::Failed(io_error(prefix.trim_end_matches('/'), e))),
+        };
+        let mut buf = Vec::with_capacity(GETDENTS_BUFFER);
         let mut followed: HashSet<PathBuf> = HashSet::new();
         let mut frames: Vec<Frame> = Vec::new();
-        let mut next = Some((start, prefix, filter));
+        let mut next = Some((start_fd, start, prefix, filter));
         loop {
-            let (dir, prefix, filter) = match next.take() {
+            let (fd, dir, prefix, filter) = match next.take() {
                 Some(level) => level,
                 None => {
-                    let Some(top) = frames.last_mut() else { return };
+                    let Some(top) = frames.last_mut() else { return Ok(()) };
                     let Some((name, real)) = top.pending.pop() else {
                         frames.pop();
                         continue;
                     };
                     let key = format!("{}{name}", top.prefix);
-                    let via_link = real.is_some();
+                    let opened = match &real {
+                        Some(real) => {
+                            if top.dir.starts_with(real) || !followed.insert(real.clone()) {
+                                let reason = "forms a loop or a second path to one directory".to_string();
+                                return Err(WalkStop::Failed(StorageError::Symlink { key, reason }));
+                            }
+                            open_dir(real)
+                        }
+                        None => open_subdir(top.fd.as_fd(), &name),
+                    };
+                    let fd = match opened {
+                        Ok(fd) => fd,
+                        // removed since its parent was read: nothing left to list
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(WalkStop::Failed(io_error(&key, e))),
+                    };
                     let path = real.unwrap_or_else(|| top.dir.join(&*name));
-                    if via_link && (top.dir.starts_with(&path) || !followed.insert(path.clone())) {
-                        let reason = "forms a loop or a second path to one directory".to_string();
-                        let _ = tx.blocking_send(Err(StorageError::Symlink { key, reason }));
-                        return;
-                    }
-                    (path, format!("{key}/"), None)
+                    (fd, path, format!("{key}/"), None)
                 }
             };
-            let entries = match self.read_level(&dir, &prefix, filter.as_deref()) {
-                Ok(entries) => entries,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            };
+            let entries = self.read_level(fd.as_fd(), &dir, &prefix, filter.as_deref(), &mut buf).map_err(WalkStop::Failed)?;
             if entries.is_empty() && filter.is_none() && !prefix.is_empty() {
                 // An empty directory: reported so that the collector can remove the
                 // ones the registry leaves behind (a manifest deleted through the API
                 // leaves its revision directory).
-                let modified = fs::metadata(&dir).ok().and_then(|m| m.modified().ok()).map(system_time_ms).unwrap_or(0);
-                let meta = ObjectMeta { key: prefix.clone(), size: 0, last_modified_ms: modified, etag: None };
-                if tx.blocking_send(Ok(meta)).is_err() {
-                    return;
-                }
+                let modified = rustix::fs::fstat(&fd).map(|st| stat_mtime_ms(&st)).unwrap_or(0);
+                out.push(ObjectMeta { key: prefix.clone(), size: 0, last_modified_ms: modified, etag: None })?;
             }
             let mut pending = Vec::new();
             for entry in entries {
                 match entry {
                     Entry::Dir { name, real } => pending.push((name, real)),
-                    Entry::File(meta) => {
-                        if tx.blocking_send(Ok(meta)).is_err() {
-                            return; // the consumer stopped listening
-                        }
-                    }
+                    Entry::File(meta) => out.push(meta)?,
                 }
             }
             if !pending.is_empty() {
-                frames.push(Frame { dir, prefix, pending });
+                frames.push(Frame { fd, dir, prefix, pending });
             }
         }
     }
@@ -265,16 +365,29 @@ impl Storage for FsStorage {
         let (tx, mut rx) = mpsc::channel(LIST_CHANNEL);
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.walk(dir, key_prefix, filter, &tx));
-        futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+            .flat_map(|batch| match batch {
+                Ok(objects) => futures::stream::iter(objects.into_iter().map(Ok)).left_stream(),
+                Err(e) => futures::stream::once(async move { Err(e) }).right_stream(),
+            })
+            .boxed()
     }
 
     async fn list_dir(&self, prefix: &str) -> Result<DirListing, StorageError> {
         let (dir, key_prefix, filter) = self.split_prefix(prefix)?;
         let this = self.clone();
         let level_prefix = key_prefix.clone();
-        let entries = tokio::task::spawn_blocking(move || this.read_level(&dir, &key_prefix, filter.as_deref()))
-            .await
-            .map_err(|e| task_failed(prefix, e))??;
+        let entries = tokio::task::spawn_blocking(move || {
+            let fd = match open_dir(&dir) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(io_error(key_prefix.trim_end_matches('/'), e)),
+            };
+            let mut buf = Vec::with_capacity(GETDENTS_BUFFER);
+            this.read_level(fd.as_fd(), &dir, &key_prefix, filter.as_deref(), &mut buf)
+        })
+        .await
+        .map_err(|e| task_failed(prefix, e))??;
         let mut listing = DirListing::default();
         for entry in entries {
             match entry {
@@ -293,12 +406,20 @@ impl Storage for FsStorage {
         let this = self.clone();
         let key = key.to_string();
         tokio::task::spawn_blocking(move || {
-            let real = this.inside_root(&key, &path)?;
-            let md = fs::metadata(&real).map_err(|e| io_error(&key, e))?;
-            if md.len() > limit {
-                return Err(StorageError::TooLarge { key, size: md.len(), limit });
+            let mut file = this.open_file(&key, &path)?;
+            let size = file.metadata().map_err(|e| io_error(&key, e))?.len();
+            if size > limit {
+                return Err(StorageError::TooLarge { key, size, limit });
             }
-            fs::read(&real).map(Bytes::from).map_err(|e| io_error(&key, e))
+            // Room for one byte more than the size, so that the second read sees
+            // end-of-file (`File::read_to_end` would stat and seek again to size
+            // its buffer); `take` bounds a file that grew since the stat.
+            let mut bytes = Vec::with_capacity(size as usize + 1);
+            (&mut file).take(limit + 1).read_to_end(&mut bytes).map_err(|e| io_error(&key, e))?;
+            if bytes.len() as u64 > limit {
+                return Err(StorageError::TooLarge { key, size: bytes.len() as u64, limit });
+            }
+            Ok(Bytes::from(bytes))
         })
         .await
         .map_err(|e| task_failed("", e))?
@@ -309,10 +430,7 @@ impl Storage for FsStorage {
         self.counts.get(1);
         let this = self.clone();
         let owned = key.to_string();
-        let file = tokio::task::spawn_blocking(move || {
-            let real = this.inside_root(&owned, &path)?;
-            fs::File::open(&real).map_err(|e| io_error(&owned, e))
-        })
+        let file = tokio::task::spawn_blocking(move || this.open_file(&owned, &path))
         .await
         .map_err(|e| task_failed(key, e))??;
         // Each chunk is read on the blocking pool; the file moves in and out of
@@ -483,6 +601,14 @@ impl FsStorage {
         self.counts.delete(1);
         // The parent must resolve inside the root: a directory link that points
         // elsewhere must not turn a delete here into a delete there.
+        if let (Some((parent_key, name)), true) = (key.rsplit_once('/'), !key.ends_with('/')) {
+            if let Some(parent) = self.open_beneath(parent_key, OFlags::PATH | OFlags::DIRECTORY) {
+                return match rustix::fs::unlinkat(&parent, name, AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                    Err(e) => Err(io_error(key, e.into())),
+                };
+            }
+        }
         if let Some(parent) = path.parent() {
             match self.inside_root(key, parent) {
                 Ok(_) => {}
