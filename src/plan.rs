@@ -101,10 +101,53 @@ pub enum Target {
     Upload { repo: u32, upload: u32, part: u32 },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deletion {
-    pub target: Target,
-    pub reason: Reason,
+/// One key to delete, in 12 bytes: a plan holds one per key (hundreds of
+/// thousands at a million keys), and the enum pair would take 20. The first word
+/// holds the target's kind (3 bits), the reason (3 bits) and the repository id
+/// (26 bits); the other two hold the target's remaining ids.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Deletion([u32; 3]);
+
+const REPO_BITS: u32 = 26;
+
+impl Deletion {
+    pub fn new(target: Target, reason: Reason) -> Self {
+        let (kind, repo, a, b) = match target {
+            Target::Blob(digest) => (0, 0, digest, 0),
+            Target::Revision { repo, digest } => (1, repo, digest, 0),
+            Target::TagCurrent { repo, tag } => (2, repo, tag, 0),
+            Target::TagIndex { repo, tag, digest } => (3, repo, tag, digest),
+            Target::LayerLink { repo, digest } => (4, repo, digest, 0),
+            Target::Upload { repo, upload, part } => (5, repo, upload, part),
+        };
+        assert!(repo < 1 << REPO_BITS, "a registry of fewer than 2^26 repositories");
+        Deletion([kind << 29 | (reason as u32) << REPO_BITS | repo, a, b])
+    }
+
+    pub fn target(&self) -> Target {
+        let [head, a, b] = self.0;
+        let repo = head & ((1 << REPO_BITS) - 1);
+        match head >> 29 {
+            0 => Target::Blob(a),
+            1 => Target::Revision { repo, digest: a },
+            2 => Target::TagCurrent { repo, tag: a },
+            3 => Target::TagIndex { repo, tag: a, digest: b },
+            4 => Target::LayerLink { repo, digest: a },
+            _ => Target::Upload { repo, upload: a, part: b },
+        }
+    }
+
+    pub fn reason(&self) -> Reason {
+        // `ALL` lists the reasons in declaration order, so a reason's
+        // discriminant is its index there
+        Reason::ALL[(self.0[0] >> REPO_BITS & 7) as usize]
+    }
+}
+
+impl std::fmt::Debug for Deletion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deletion").field("target", &self.target()).field("reason", &self.reason()).finish()
+    }
 }
 
 impl Inventory {
@@ -157,7 +200,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn deleted_blobs(&self) -> impl Iterator<Item = &Deletion> {
-        self.deletions.iter().filter(|d| d.reason == Reason::UnreferencedBlob)
+        self.deletions.iter().filter(|d| d.reason() == Reason::UnreferencedBlob)
     }
 }
 
@@ -284,7 +327,7 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
             out.kept_blob_bytes += info.size;
         } else {
             deleted_blobs.insert(id);
-            out.deletions.push(Deletion { target: Target::Blob(id), reason: Reason::UnreferencedBlob });
+            out.deletions.push(Deletion::new(Target::Blob(id), Reason::UnreferencedBlob));
         }
     }
     let present_after = |d: DigestId| inv.has_blob(d) && !deleted_blobs.contains(d);
@@ -300,7 +343,7 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
                 spared += 1;
                 false
             } else {
-                deletions.push(Deletion { target, reason });
+                deletions.push(Deletion::new(target, reason));
                 true
             }
         };
@@ -421,7 +464,7 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
     out.empty_dir_parents = parents.into_iter().collect();
     out.empty_dir_parents.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
 
-    out.deletions.sort_unstable_by_key(|d| (d.reason.phase(), d.target));
+    out.deletions.sort_unstable_by_key(|d| (d.reason().phase(), d.target()));
     out
 }
 

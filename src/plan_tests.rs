@@ -136,7 +136,7 @@ fn refs(kind: ManifestKind, blobs: &[Digest], children: &[Digest], subject: Opti
 
 fn deleted_blobs(p: &Planned) -> HashSet<Digest> {
     p.deleted_blobs()
-        .map(|d| match d.target {
+        .map(|d| match d.target() {
             Target::Blob(id) => *p.inv.digests.get(id),
             other => panic!("not a blob: {other:?}"),
         })
@@ -145,7 +145,7 @@ fn deleted_blobs(p: &Planned) -> HashSet<Digest> {
 
 /// The keys deleted for `reason`, sorted.
 fn keys_with(p: &Planned, reason: Reason) -> Vec<String> {
-    let mut keys: Vec<String> = p.deletions.iter().filter(|d| d.reason == reason).map(|d| p.inv.key_of(&d.target)).collect();
+    let mut keys: Vec<String> = p.deletions.iter().filter(|d| d.reason() == reason).map(|d| p.inv.key_of(&d.target())).collect();
     keys.sort();
     keys
 }
@@ -367,7 +367,7 @@ fn sweep_phases_put_manifest_links_before_blobs_before_layer_links() {
     let mut fx = Fx::default();
     fx.image(dg(1), &[dg(10)]).revision("r", dg(1)).layer_link("r", dg(10));
     let p = fx.plan(true);
-    let phases: Vec<u8> = p.deletions.iter().map(|d| d.reason.phase()).collect();
+    let phases: Vec<u8> = p.deletions.iter().map(|d| d.reason().phase()).collect();
     assert_eq!(phases, vec![0, 1, 1, 2]);
 }
 
@@ -438,7 +438,7 @@ fn random_registries_never_lose_what_tags_reach() {
             for d in &young_blobs {
                 assert!(!deleted.contains(d), "seed {seed}: young blob deleted");
             }
-            let deleted_keys: HashSet<String> = p.deletions.iter().map(|x| p.inv.key_of(&x.target)).collect();
+            let deleted_keys: HashSet<String> = p.deletions.iter().map(|x| p.inv.key_of(&x.target())).collect();
             for (name, revisions) in fx.revisions() {
                 // independently computed: what this repository serves
                 let mut reach: Vec<Digest> = if delete_untagged {
@@ -472,8 +472,28 @@ fn random_registries_never_lose_what_tags_reach() {
             }
             // dry-run equivalence: planning is deterministic
             let again = fx.plan(delete_untagged);
-            let keys = |p: &Planned| p.deletions.iter().map(|x| (p.inv.key_of(&x.target), x.reason)).collect::<Vec<_>>();
+            let keys = |p: &Planned| p.deletions.iter().map(|x| (p.inv.key_of(&x.target()), x.reason())).collect::<Vec<_>>();
             assert_eq!(keys(&p), keys(&again));
         }
     }
+}
+
+#[test]
+fn a_packed_deletion_gives_back_its_target_and_reason() {
+    let big = (1 << 26) - 1;
+    let targets = [
+        Target::Blob(u32::MAX),
+        Target::Revision { repo: big, digest: 7 },
+        Target::TagCurrent { repo: 0, tag: u32::MAX },
+        Target::TagIndex { repo: 3, tag: 9, digest: u32::MAX - 1 },
+        Target::LayerLink { repo: big, digest: 0 },
+        Target::Upload { repo: 12, upload: 5, part: u32::MAX },
+    ];
+    for target in targets {
+        for reason in Reason::ALL {
+            let d = Deletion::new(target, reason);
+            assert_eq!((d.target(), d.reason()), (target, reason));
+        }
+    }
+    assert_eq!(std::mem::size_of::<Deletion>(), 12);
 }

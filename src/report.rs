@@ -140,9 +140,9 @@ impl Report {
     pub fn tally(inv: &Inventory, deletions: &[Deletion]) -> BTreeMap<Reason, CountBytes> {
         let mut planned = BTreeMap::new();
         for d in deletions {
-            let e: &mut CountBytes = planned.entry(d.reason).or_default();
+            let e: &mut CountBytes = planned.entry(d.reason()).or_default();
             e.count += 1;
-            e.bytes += inv.bytes_of(&d.target);
+            e.bytes += inv.bytes_of(&d.target());
         }
         planned
     }

@@ -135,6 +135,7 @@ fn meta_of(key: String, md: &fs::Metadata) -> ObjectMeta {
 }
 
 /// Milliseconds since the epoch of a stat's mtime (negative before it).
+#[allow(clippy::unnecessary_cast)] // the fields are 32-bit on 32-bit targets
 fn stat_mtime_ms(st: &Stat) -> i64 {
     st.st_mtime as i64 * 1000 + st.st_mtime_nsec as i64 / 1_000_000
 }
