@@ -5,7 +5,11 @@
 //! 4-byte id, links are 8-byte records in sorted vectors, times are seconds, and
 //! no per-key string is kept; keys are rendered back from meaning when needed.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 
 use crate::digest::Digest;
 use crate::digest_table::{DigestId, DigestTable};
@@ -105,7 +109,6 @@ pub struct Repository {
     pub uploads: Vec<Upload>,
     /// Unrecognised keys under this repository's metadata directories.
     pub stray_keys: u64,
-    tag_ids: HashMap<Box<str>, u32>,
 }
 
 impl Repository {
@@ -113,42 +116,91 @@ impl Repository {
         self.revisions.binary_search_by_key(&d, |l| l.digest).is_ok()
     }
 
-    fn tag_id(&mut self, name: &str) -> u32 {
-        if let Some(id) = self.tag_ids.get(name) {
-            return *id;
-        }
-        let id = self.tags.len() as u32;
-        self.tags.push(Tag { name: name.into(), current: None, current_md5: None });
-        self.tag_ids.insert(name.into(), id);
-        id
+}
+
+/// What the listing found, staged until `finish` hands each repository its
+/// share. Links and tags arrive interleaved across thousands of repositories;
+/// gathered in one vector per kind (large, so mapped and grown in place), they
+/// are copied once into exactly sized per-repository vectors, instead of
+/// thousands of per-repository vectors growing by doubling and leaving their
+/// outgrown buffers as holes in the heap (measured: 9 MiB of free but resident
+/// heap at 1M keys).
+#[derive(Debug, Default)]
+struct Staging {
+    /// (repository id, link), in listing order.
+    revisions: Vec<(u32, Link)>,
+    layers: Vec<(u32, Link)>,
+    /// Every tag seen, as (repository id, tag); `tag_index` finds one by
+    /// repository and name.
+    tags: Vec<(u32, Tag)>,
+    tag_index: HashTable<u32>,
+    /// Keyed: tag names come from users.
+    hasher: RandomState,
+    /// (index into `tags`, link).
+    history: Vec<(u32, Link)>,
+}
+
+impl Staging {
+    fn tag_hash(hasher: &RandomState, repo: u32, name: &str) -> u64 {
+        hasher.hash_one((repo, name))
     }
 
-    /// Sorts and deduplicates what the listing added, and drops build-time indexes.
-    fn finish(&mut self) {
-        for links in [&mut self.revisions, &mut self.layers] {
-            links.sort_unstable();
-            links.dedup_by_key(|l| l.digest);
-            links.shrink_to_fit();
+    /// The staged tag `name` of repository `repo`, added if new.
+    fn tag(&mut self, repo: u32, name: &str) -> u32 {
+        let hasher = &self.hasher;
+        let hash = Self::tag_hash(hasher, repo, name);
+        let tags = &self.tags;
+        if let Some(i) = self.tag_index.find(hash, |&i| tags[i as usize].0 == repo && &*tags[i as usize].1.name == name) {
+            return *i;
         }
-        // tags sorted by name: renumber history entries to match
-        let mut order: Vec<u32> = (0..self.tags.len() as u32).collect();
-        order.sort_by(|a, b| self.tags[*a as usize].name.cmp(&self.tags[*b as usize].name));
-        let mut new_id = vec![0u32; order.len()];
-        for (new, old) in order.iter().enumerate() {
-            new_id[*old as usize] = new as u32;
+        let i = u32::try_from(self.tags.len()).expect("fewer than 4 billion tags");
+        self.tags.push((repo, Tag { name: name.into(), current: None, current_md5: None }));
+        let tags = &self.tags;
+        self.tag_index.insert_unique(hash, i, |&i| Self::tag_hash(hasher, tags[i as usize].0, &tags[i as usize].1.name));
+        i
+    }
+
+    /// Hands each repository its links, tags (sorted by name) and tag history
+    /// (sorted by tag, then digest), deduplicated, each vector allocated once.
+    fn distribute(self, repositories: &mut [Repository]) {
+        let Staging { revisions, layers, tags, tag_index, hasher: _, history } = self;
+        drop(tag_index);
+        hand_out(revisions, |a, b| a.digest == b.digest, |r, links| repositories[r as usize].revisions = links);
+        hand_out(layers, |a, b| a.digest == b.digest, |r, links| repositories[r as usize].layers = links);
+        // a tag's id is its place among its repository's tags, sorted by name
+        let tag_repo: Vec<u32> = tags.iter().map(|(r, _)| *r).collect();
+        let mut order: Vec<u32> = (0..tags.len() as u32).collect();
+        order.sort_unstable_by(|a, b| {
+            let (ra, ta) = &tags[*a as usize];
+            let (rb, tb) = &tags[*b as usize];
+            (ra, &ta.name).cmp(&(rb, &tb.name))
+        });
+        let mut local_id = vec![0u32; tags.len()];
+        let mut slots: Vec<Option<Tag>> = tags.into_iter().map(|(_, tag)| Some(tag)).collect();
+        for run in order.chunk_by(|a, b| tag_repo[*a as usize] == tag_repo[*b as usize]) {
+            for (local, staged) in run.iter().enumerate() {
+                local_id[*staged as usize] = local as u32;
+            }
+            let repo = &mut repositories[tag_repo[run[0] as usize] as usize];
+            repo.tags = run.iter().map(|i| slots[*i as usize].take().expect("each tag once")).collect();
         }
-        let mut tags: Vec<Option<Tag>> = std::mem::take(&mut self.tags).into_iter().map(Some).collect();
-        self.tags = order.iter().map(|old| tags[*old as usize].take().expect("each tag once")).collect();
-        for h in &mut self.history {
-            h.tag = new_id[h.tag as usize];
-        }
-        self.history.sort_unstable();
-        self.history.dedup_by_key(|h| (h.tag, h.link.digest));
-        self.history.shrink_to_fit();
-        self.uploads.sort_by(|a, b| a.uuid.cmp(&b.uuid));
-        self.tag_ids = HashMap::new();
+        drop((slots, order));
+        let history = history.into_iter().map(|(t, link)| (tag_repo[t as usize], TagHistory { tag: local_id[t as usize], link })).collect();
+        hand_out(history, |a, b| (a.tag, a.link.digest) == (b.tag, b.link.digest), |r, h| repositories[r as usize].history = h);
     }
 }
+
+/// Sorts staged `(repository, item)` pairs, drops duplicates (`same`, keeping
+/// the first in sort order), and gives each repository its items in a vector of
+/// exactly their number.
+fn hand_out<T: Ord + Copy>(mut staged: Vec<(u32, T)>, same: impl Fn(&T, &T) -> bool, mut give: impl FnMut(u32, Vec<T>)) {
+    staged.sort_unstable();
+    staged.dedup_by(|b, a| a.0 == b.0 && same(&a.1, &b.1));
+    for run in staged.chunk_by(|a, b| a.0 == b.0) {
+        give(run[0].0, run.iter().map(|(_, item)| *item).collect());
+    }
+}
+
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StrayKey {
@@ -274,6 +326,7 @@ pub struct Inventory {
     /// Sorted by name once the listing is finished.
     pub repositories: Vec<Repository>,
     repo_ids: HashMap<String, u32>,
+    staging: Staging,
     pub strays: Vec<StrayKey>,
     pub empty_dirs: EmptyDirs,
     pub keys_listed: u64,
@@ -315,24 +368,27 @@ impl Inventory {
             }
             KeyKind::Revision { repo, digest } => {
                 let link = Link { digest: self.intern(digest), modified: t };
-                self.repo(repo).revisions.push(link);
+                let r = self.repo_id(repo);
+                self.staging.revisions.push((r, link));
             }
             KeyKind::TagCurrent { repo, tag } => {
                 let md5 = meta.etag.as_deref().and_then(etag_md5);
-                let r = self.repo(repo);
-                let id = r.tag_id(tag) as usize;
-                r.tags[id].current = Some(t);
-                r.tags[id].current_md5 = md5;
+                let r = self.repo_id(repo);
+                let i = self.staging.tag(r, tag) as usize;
+                let staged = &mut self.staging.tags[i].1;
+                staged.current = Some(t);
+                staged.current_md5 = md5;
             }
             KeyKind::TagIndex { repo, tag, digest } => {
                 let link = Link { digest: self.intern(digest), modified: t };
-                let r = self.repo(repo);
-                let tag = r.tag_id(tag);
-                r.history.push(TagHistory { tag, link });
+                let r = self.repo_id(repo);
+                let i = self.staging.tag(r, tag);
+                self.staging.history.push((i, link));
             }
             KeyKind::LayerLink { repo, digest } => {
                 let link = Link { digest: self.intern(digest), modified: t };
-                self.repo(repo).layers.push(link);
+                let r = self.repo_id(repo);
+                self.staging.layers.push((r, link));
             }
             KeyKind::AltLink { repo, what, algorithm, encoded } => {
                 let link = AltLink { what, algorithm: algorithm.to_string(), encoded: encoded.to_string(), modified: t };
@@ -368,24 +424,29 @@ impl Inventory {
     }
 
     fn repo(&mut self, name: &str) -> &mut Repository {
-        let id = match self.repo_ids.get(name) {
+        let id = self.repo_id(name);
+        &mut self.repositories[id as usize]
+    }
+
+    fn repo_id(&mut self, name: &str) -> u32 {
+        match self.repo_ids.get(name) {
             Some(id) => *id,
             None => {
-                let id = self.repositories.len() as u32;
+                let id = u32::try_from(self.repositories.len()).expect("fewer than 4 billion repositories");
                 self.repositories.push(Repository { name: name.to_string(), ..Repository::default() });
                 self.repo_ids.insert(name.to_string(), id);
                 id
             }
-        };
-        &mut self.repositories[id as usize]
+        }
     }
 
     /// Sorts what the listing added and releases what only building needed.
     /// Call once, after the last `insert`.
     pub fn finish(&mut self) {
+        std::mem::take(&mut self.staging).distribute(&mut self.repositories);
         self.repositories.sort_by(|a, b| a.name.cmp(&b.name));
         for r in &mut self.repositories {
-            r.finish();
+            r.uploads.sort_by(|a, b| a.uuid.cmp(&b.uuid));
         }
         self.repo_ids = HashMap::new();
         self.empty_dirs.shrink_to_fit();
