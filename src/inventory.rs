@@ -52,10 +52,6 @@ pub struct Tag {
     pub name: Box<str>,
     /// Last-modified of `current/link`, if the tag has one.
     pub current: Option<Secs>,
-    /// The MD5 of `current/link`'s content, when the listing's ETag is one (S3
-    /// and GCS single-part objects): lets the mark phase know the link's content
-    /// without reading it.
-    pub current_md5: Option<[u8; 16]>,
 }
 
 /// One entry of a tag's history (`tags/<tag>/index/sha256/<hex>/link`).
@@ -104,6 +100,11 @@ pub struct Repository {
     pub layers: Vec<Link>,
     /// Sorted by name.
     pub tags: Vec<Tag>,
+    /// (tag id, MD5 of its `current/link`'s content), sorted, for the tags
+    /// whose listing ETag is one (S3 and GCS single-part objects): lets the mark
+    /// phase know the link's content without reading it. Apart from the tags,
+    /// which a filesystem or Azure listing never fills.
+    tag_md5s: Vec<(u32, [u8; 16])>,
     pub history: Vec<TagHistory>,
     pub alt_links: Vec<AltLink>,
     pub uploads: Vec<Upload>,
@@ -114,6 +115,11 @@ pub struct Repository {
 impl Repository {
     pub fn has_revision(&self, d: DigestId) -> bool {
         self.revisions.binary_search_by_key(&d, |l| l.digest).is_ok()
+    }
+
+    /// The MD5 of tag `tag`'s `current/link` content, when the listing gave it.
+    pub fn tag_md5(&self, tag: u32) -> Option<[u8; 16]> {
+        self.tag_md5s.binary_search_by_key(&tag, |(t, _)| *t).ok().map(|i| self.tag_md5s[i].1)
     }
 
 }
@@ -136,6 +142,9 @@ struct Staging {
     tag_index: HashTable<u32>,
     /// Keyed: tag names come from users.
     hasher: RandomState,
+    /// (index into `tags`, MD5 of its current link), for the few listings
+    /// whose ETags are MD5s.
+    tag_md5s: Vec<(u32, [u8; 16])>,
     /// (index into `tags`, link).
     history: Vec<(u32, Link)>,
 }
@@ -154,7 +163,7 @@ impl Staging {
             return *i;
         }
         let i = u32::try_from(self.tags.len()).expect("fewer than 4 billion tags");
-        self.tags.push((repo, Tag { name: name.into(), current: None, current_md5: None }));
+        self.tags.push((repo, Tag { name: name.into(), current: None }));
         let tags = &self.tags;
         self.tag_index.insert_unique(hash, i, |&i| Self::tag_hash(hasher, tags[i as usize].0, &tags[i as usize].1.name));
         i
@@ -163,7 +172,7 @@ impl Staging {
     /// Hands each repository its links, tags (sorted by name) and tag history
     /// (sorted by tag, then digest), deduplicated, each vector allocated once.
     fn distribute(self, repositories: &mut [Repository]) {
-        let Staging { revisions, layers, tags, tag_index, hasher: _, history } = self;
+        let Staging { revisions, layers, tags, tag_index, hasher: _, tag_md5s, history } = self;
         drop(tag_index);
         hand_out(revisions, |a, b| a.digest == b.digest, |r, links| repositories[r as usize].revisions = links);
         hand_out(layers, |a, b| a.digest == b.digest, |r, links| repositories[r as usize].layers = links);
@@ -185,6 +194,14 @@ impl Staging {
             repo.tags = run.iter().map(|i| slots[*i as usize].take().expect("each tag once")).collect();
         }
         drop((slots, order));
+        // a tag listed twice with two different ETags proves nothing: it is read
+        let mut md5s: Vec<(u32, (u32, [u8; 16]))> =
+            tag_md5s.into_iter().map(|(t, md5)| (tag_repo[t as usize], (local_id[t as usize], md5))).collect();
+        md5s.sort_unstable();
+        md5s.dedup();
+        let ambiguous: Vec<(u32, u32)> = md5s.windows(2).filter(|w| (w[0].0, w[0].1 .0) == (w[1].0, w[1].1 .0)).map(|w| (w[0].0, w[0].1 .0)).collect();
+        md5s.retain(|(r, (t, _))| ambiguous.binary_search(&(*r, *t)).is_err());
+        hand_out(md5s, |a, b| a.0 == b.0, |r, m| repositories[r as usize].tag_md5s = m);
         let history = history.into_iter().map(|(t, link)| (tag_repo[t as usize], TagHistory { tag: local_id[t as usize], link })).collect();
         hand_out(history, |a, b| (a.tag, a.link.digest) == (b.tag, b.link.digest), |r, h| repositories[r as usize].history = h);
     }
@@ -374,10 +391,11 @@ impl Inventory {
             KeyKind::TagCurrent { repo, tag } => {
                 let md5 = meta.etag.as_deref().and_then(etag_md5);
                 let r = self.repo_id(repo);
-                let i = self.staging.tag(r, tag) as usize;
-                let staged = &mut self.staging.tags[i].1;
-                staged.current = Some(t);
-                staged.current_md5 = md5;
+                let i = self.staging.tag(r, tag);
+                self.staging.tags[i as usize].1.current = Some(t);
+                if let Some(md5) = md5 {
+                    self.staging.tag_md5s.push((i, md5));
+                }
             }
             KeyKind::TagIndex { repo, tag, digest } => {
                 let link = Link { digest: self.intern(digest), modified: t };

@@ -176,7 +176,7 @@ fn tags_known_by_etag(inv: &Inventory, marks: &mut Marks) -> Vec<(usize, usize)>
     use md5::{Digest as _, Md5};
     let mut unknown = Vec::new();
     for (ri, r) in inv.repositories.iter().enumerate() {
-        let by_md5: HashMap<[u8; 16], Digest> = if r.tags.iter().any(|t| t.current.is_some() && t.current_md5.is_some()) {
+        let by_md5: HashMap<[u8; 16], Digest> = if r.tags.iter().enumerate().any(|(ti, t)| t.current.is_some() && r.tag_md5(ti as u32).is_some()) {
             r.revisions
                 .iter()
                 .map(|l| {
@@ -187,8 +187,8 @@ fn tags_known_by_etag(inv: &Inventory, marks: &mut Marks) -> Vec<(usize, usize)>
         } else {
             HashMap::new()
         };
-        for (ti, t) in r.tags.iter().enumerate().filter(|(_, t)| t.current.is_some()) {
-            match t.current_md5.and_then(|m| by_md5.get(&m)) {
+        for (ti, _) in r.tags.iter().enumerate().filter(|(_, t)| t.current.is_some()) {
+            match r.tag_md5(ti as u32).and_then(|m| by_md5.get(&m)) {
                 Some(d) => {
                     marks.tags_matched_by_etag += 1;
                     marks.tag_targets[ri][ti] = TagTarget::Digest(*d);

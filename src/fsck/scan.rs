@@ -44,7 +44,7 @@ pub(super) async fn read_links(
         // except where the listing's MD5 ETag already proves them exact.
         for (ti, t) in r.tags.iter().enumerate() {
             if let (Some(_), TagTarget::Digest(target)) = (t.current, &marks.tag_targets[ri][ti]) {
-                let exact = t.current_md5.is_some_and(|m| m == <[u8; 16]>::from(md5::Md5::digest(target.to_string().as_bytes())));
+                let exact = r.tag_md5(ti as u32).is_some_and(|m| m == <[u8; 16]>::from(md5::Md5::digest(target.to_string().as_bytes())));
                 if !exact {
                     links.push((layout::tag_current_key(name, &t.name), *target));
                 }

