@@ -47,12 +47,17 @@ pub enum TagTarget {
 /// One manifest's references, as ranges of `Marks::refs`.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
+    /// The manifest.
+    digest: DigestId,
     kind: ManifestKind,
-    subject: Option<DigestId>,
+    /// `NO_SUBJECT` or the id of the manifest's `subject`.
+    subject: DigestId,
     start: u32,
     blobs: u32,
     children: u32,
 }
+
+const NO_SUBJECT: DigestId = DigestId::MAX;
 
 /// What a manifest references, among the digests in storage.
 #[derive(Debug, Clone, Copy)]
@@ -76,9 +81,11 @@ impl ManifestRefs<'_> {
 pub struct Marks {
     /// Per repository (inventory order), per tag (inventory order).
     pub tag_targets: Vec<Vec<TagTarget>>,
-    /// Per digest id: the index of its entry + 1 (0: not a manifest read).
-    entry_of: Vec<u32>,
+    /// One per manifest read, sorted by digest once `index` has run (a sparse
+    /// index: an entry per digest id would cost 4 bytes for every blob).
     entries: Vec<Entry>,
+    /// An entry was recorded out of order since the last `index`.
+    unsorted: bool,
     refs: Vec<DigestId>,
     /// Manifests' references under another algorithm (`sha512:…`), resolved.
     other_algorithm: HashMap<DigestId, Vec<DigestId>>,
@@ -100,9 +107,24 @@ pub struct Marks {
 impl Marks {
     /// The references of manifest `id`, if it was read.
     pub fn manifest(&self, id: DigestId) -> Option<ManifestRefs<'_>> {
-        let e = self.entries[self.entry_of.get(id as usize).copied().filter(|i| *i > 0)? as usize - 1];
+        let e = if self.unsorted {
+            self.entries.iter().find(|e| e.digest == id)?
+        } else {
+            &self.entries[self.entries.binary_search_by_key(&id, |e| e.digest).ok()?]
+        };
         let (s, b, c) = (e.start as usize, e.blobs as usize, e.children as usize);
-        Some(ManifestRefs { kind: e.kind, blobs: &self.refs[s..s + b], children: &self.refs[s + b..s + b + c], subject: e.subject })
+        let subject = Some(e.subject).filter(|s| *s != NO_SUBJECT);
+        Some(ManifestRefs { kind: e.kind, blobs: &self.refs[s..s + b], children: &self.refs[s + b..s + b + c], subject })
+    }
+
+    /// Sorts the entries by digest, for lookups by binary search. Called once
+    /// the manifests are recorded; until then lookups scan.
+    pub fn index(&mut self) {
+        if self.unsorted {
+            self.entries.sort_unstable_by_key(|e| e.digest);
+            self.entries.dedup_by_key(|e| e.digest);
+            self.unsorted = false;
+        }
     }
 
     pub fn manifests_read(&self) -> usize {
@@ -126,12 +148,9 @@ impl Marks {
         let blobs = self.refs.len() as u32 - start;
         self.refs.extend(refs.children.iter().filter_map(stored));
         let children = self.refs.len() as u32 - start - blobs;
-        let subject = refs.subject.as_ref().and_then(|d| inv.digests.find(d));
-        if self.entry_of.len() <= id as usize {
-            self.entry_of.resize(inv.digests.len().max(id as usize + 1), 0);
-        }
-        self.entries.push(Entry { kind: refs.kind, subject, start, blobs, children });
-        self.entry_of[id as usize] = self.entries.len() as u32;
+        let subject = refs.subject.as_ref().and_then(|d| inv.digests.find(d)).unwrap_or(NO_SUBJECT);
+        self.unsorted |= self.entries.last().is_some_and(|e| e.digest >= id);
+        self.entries.push(Entry { digest: id, kind: refs.kind, subject, start, blobs, children });
         let others: Vec<DigestId> =
             refs.other_algorithm.iter().filter_map(|o| self.alternate_digests.get(o)).filter_map(stored).collect();
         if !others.is_empty() {
@@ -163,6 +182,7 @@ pub async fn mark(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, pr
     read_tags(storage, inv, opts, &mut marks).await?;
     read_alternate_links(storage, inv, opts, &mut marks).await?;
     read_manifests(storage, inv, opts, progress, &mut marks).await?;
+    marks.index();
     Ok(marks)
 }
 
