@@ -241,14 +241,15 @@ pub struct EmptyDir {
 /// heap strings would cost a third more than the keys themselves.
 #[derive(Debug, Default)]
 pub struct EmptyDirs {
-    /// Keys without the trailing `/`, and without the common prefix `flags`
-    /// names; a final component of 64 lowercase hex digits (revision, layer and
-    /// blob directories) is stored as its 32 bytes.
+    /// Keys without the trailing `/`, compressed as `flags` say: a common
+    /// prefix cut; under a repository, the repository's id (4 bytes) in place of
+    /// its name, and the revision or layer directory's path cut; a final
+    /// component of 64 lowercase hex digits (revision, layer and blob
+    /// directories) stored as its 32 bytes. About 40 bytes for the common case.
     text: Vec<u8>,
     /// Where each key ends in `text`.
-    ends: Vec<usize>,
+    ends: Vec<u32>,
     modified: Vec<Secs>,
-    /// `REMOVABLE`, and which prefix was cut.
     flags: Vec<u8>,
 }
 
@@ -256,11 +257,35 @@ const REMOVABLE: u8 = 1;
 const UNDER_REPOSITORIES: u8 = 2;
 const UNDER_V2: u8 = 4;
 const HEX_TAIL: u8 = 8;
+/// The text starts with a repository id, for `<repositories>/<name>/`.
+const REPO_ID: u8 = 16;
+/// After the id: `_manifests/revisions/sha256/` or `_layers/sha256/`, cut.
+const IN_REVISIONS: u8 = 32;
+const IN_LAYERS: u8 = 64;
+const REVISIONS_DIR: &str = "_manifests/revisions/sha256/";
+const LAYERS_DIR: &str = "_layers/sha256/";
 
 impl EmptyDirs {
-    fn push(&mut self, key: &str, modified: Secs, removable: bool) {
+    /// Adds `key`; `repo` is the repository it lies in, with its id.
+    fn push(&mut self, key: &str, modified: Secs, removable: bool, repo: Option<(u32, &str)>) {
         let mut flags = if removable { REMOVABLE } else { 0 };
-        let rest = if let Some(rest) = key.strip_prefix(layout::REPOSITORIES) {
+        let in_repo = repo.and_then(|(id, name)| {
+            let rest = key.strip_prefix(layout::REPOSITORIES)?.strip_prefix(name)?.strip_prefix('/')?;
+            Some((id, rest))
+        });
+        let rest = if let Some((id, rest)) = in_repo {
+            flags |= REPO_ID;
+            self.text.extend_from_slice(&id.to_le_bytes());
+            if let Some(r) = rest.strip_prefix(REVISIONS_DIR) {
+                flags |= IN_REVISIONS;
+                r
+            } else if let Some(r) = rest.strip_prefix(LAYERS_DIR) {
+                flags |= IN_LAYERS;
+                r
+            } else {
+                rest
+            }
+        } else if let Some(rest) = key.strip_prefix(layout::REPOSITORIES) {
             flags |= UNDER_REPOSITORIES;
             rest
         } else if let Some(rest) = key.strip_prefix(layout::V2) {
@@ -280,7 +305,7 @@ impl EmptyDirs {
             }
             _ => self.text.extend_from_slice(rest.as_bytes()),
         }
-        self.ends.push(self.text.len());
+        self.ends.push(u32::try_from(self.text.len()).expect("empty directory keys under 4 GiB"));
         self.modified.push(modified);
         self.flags.push(flags);
     }
@@ -293,25 +318,40 @@ impl EmptyDirs {
         self.ends.is_empty()
     }
 
-    /// The `i`th directory, its key rendered.
-    pub fn get(&self, i: usize) -> EmptyDir {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+    fn span(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    /// The `i`th directory, its key rendered; `repo_name` names a repository id.
+    fn get<'a>(&self, i: usize, repo_name: impl Fn(u32) -> &'a str) -> EmptyDir {
         let flags = self.flags[i];
-        let mut rest = &self.text[start..self.ends[i]];
+        let mut rest = self.span(i);
+        let mut key = String::new();
+        if flags & REPO_ID != 0 {
+            let id = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
+            rest = &rest[4..];
+            key.push_str(layout::REPOSITORIES);
+            key.push_str(repo_name(id));
+            key.push('/');
+            if flags & IN_REVISIONS != 0 {
+                key.push_str(REVISIONS_DIR);
+            } else if flags & IN_LAYERS != 0 {
+                key.push_str(LAYERS_DIR);
+            }
+        } else if flags & UNDER_REPOSITORIES != 0 {
+            key.push_str(layout::REPOSITORIES);
+        } else if flags & UNDER_V2 != 0 {
+            key.push_str(layout::V2);
+        }
         let mut tail = String::new();
         if flags & HEX_TAIL != 0 {
             tail = hex::encode(&rest[rest.len() - 32..]);
             rest = &rest[..rest.len() - 32];
         }
-        let rest = std::str::from_utf8(rest).expect("stored from a str, cut at a char boundary");
-        let prefix = if flags & UNDER_REPOSITORIES != 0 {
-            layout::REPOSITORIES
-        } else if flags & UNDER_V2 != 0 {
-            layout::V2
-        } else {
-            ""
-        };
-        EmptyDir { key: format!("{prefix}{rest}{tail}"), modified: self.modified[i], removable: flags & REMOVABLE != 0 }
+        key.push_str(std::str::from_utf8(rest).expect("stored from a str, cut at a char boundary"));
+        key.push_str(&tail);
+        EmptyDir { key, modified: self.modified[i], removable: flags & REMOVABLE != 0 }
     }
 
     /// Whether the `i`th directory is removable and when it was modified,
@@ -320,8 +360,15 @@ impl EmptyDirs {
         (self.flags[i] & REMOVABLE != 0, self.modified[i])
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = EmptyDir> + '_ {
-        (0..self.len()).map(|i| self.get(i))
+    /// Rewrites repository ids after the repositories were renumbered.
+    fn renumber(&mut self, new_id: &[u32]) {
+        for i in 0..self.len() {
+            if self.flags[i] & REPO_ID != 0 {
+                let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+                let old = u32::from_le_bytes(self.text[start..start + 4].try_into().expect("4 bytes"));
+                self.text[start..start + 4].copy_from_slice(&new_id[old as usize].to_le_bytes());
+            }
+        }
     }
 
     fn shrink_to_fit(&mut self) {
@@ -366,11 +413,9 @@ impl Inventory {
         }
         match layout::classify(&meta.key) {
             KeyKind::EmptyDir { repo, removable } => {
-                if let Some(repo) = repo {
-                    // a repository that is only empty directories still exists, empty
-                    self.repo(repo);
-                }
-                self.empty_dirs.push(meta.key.trim_end_matches('/'), t, removable);
+                // a repository that is only empty directories still exists, empty
+                let repo = repo.map(|name| (self.repo_id(name), name));
+                self.empty_dirs.push(meta.key.trim_end_matches('/'), t, removable, repo);
             }
             KeyKind::BlobData(d) => {
                 let id = self.intern(d) as usize;
@@ -462,6 +507,14 @@ impl Inventory {
     /// Call once, after the last `insert`.
     pub fn finish(&mut self) {
         std::mem::take(&mut self.staging).distribute(&mut self.repositories);
+        // repositories by name; empty directories name theirs by id
+        let mut order: Vec<u32> = (0..self.repositories.len() as u32).collect();
+        order.sort_by(|a, b| self.repositories[*a as usize].name.cmp(&self.repositories[*b as usize].name));
+        let mut new_id = vec![0u32; order.len()];
+        for (new, old) in order.iter().enumerate() {
+            new_id[*old as usize] = new as u32;
+        }
+        self.empty_dirs.renumber(&new_id);
         self.repositories.sort_by(|a, b| a.name.cmp(&b.name));
         for r in &mut self.repositories {
             r.uploads.sort_by(|a, b| a.uuid.cmp(&b.uuid));
@@ -471,6 +524,11 @@ impl Inventory {
         self.digests.shrink_to_fit();
         self.blob_sizes.shrink_to_fit();
         self.blob_times.shrink_to_fit();
+    }
+
+    /// The `i`th empty directory, its key rendered.
+    pub fn empty_dir(&self, i: usize) -> EmptyDir {
+        self.empty_dirs.get(i, |repo| self.repositories[repo as usize].name.as_str())
     }
 
     pub fn blob(&self, id: DigestId) -> Option<BlobInfo> {
@@ -617,6 +675,8 @@ mod tests {
             format!("{}blobs/sha256/ab/{}/", layout::V2, "0123456789abcdef".repeat(4)),
             format!("{}x/_layers/sha256/{}/", layout::REPOSITORIES, "A".repeat(64)),
             format!("{}x/_layers/sha256/x{}/", layout::REPOSITORIES, "a".repeat(64)),
+            format!("{}x/_layers/sha256/{}/", layout::REPOSITORIES, "d".repeat(64)),
+            format!("{}0-first/_manifests/revisions/sha256/{}/", layout::REPOSITORIES, "e".repeat(64)),
             format!("{}{}/", layout::REPOSITORIES, "b".repeat(64)),
             format!("{}é{}/", layout::REPOSITORIES, "c".repeat(63)),
         ];
@@ -626,7 +686,7 @@ mod tests {
         inv.finish();
         assert_eq!(inv.keys_listed, 0);
         assert_eq!(inv.empty_dirs.len(), keys.len());
-        let got: Vec<EmptyDir> = inv.empty_dirs.iter().collect();
+        let got: Vec<EmptyDir> = (0..inv.empty_dirs.len()).map(|i| inv.empty_dir(i)).collect();
         for (i, (d, k)) in got.iter().zip(&keys).enumerate() {
             assert_eq!(d.key, k.trim_end_matches('/'));
             assert_eq!(d.modified, i as Secs + 1);

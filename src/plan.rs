@@ -450,7 +450,7 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
             continue;
         }
         out.empty_dirs.push(i as u32);
-        let d = inv.empty_dirs.get(i);
+        let d = inv.empty_dir(i);
         // its parents may be left empty by its removal (a tag directory whose
         // `current/` and `index/` are both empty)
         let mut dir = &d.key[..];

@@ -122,7 +122,7 @@ pub async fn sweep(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: Sw
     }
     if storage.has_directories() && !plan.empty_dirs.is_empty() {
         for chunk in plan.empty_dirs.chunks(1024) {
-            let dirs: Vec<String> = chunk.iter().map(|i| inv.empty_dirs.get(*i as usize).key).collect();
+            let dirs: Vec<String> = chunk.iter().map(|i| inv.empty_dir(*i as usize).key).collect();
             outcome.dirs_removed += storage.remove_empty_dirs(&dirs).await.unwrap_or(0);
         }
         outcome.dirs_removed += storage.remove_empty_dirs(&plan.empty_dir_parents).await.unwrap_or(0);
