@@ -65,7 +65,8 @@ impl AwsHome {
             "[profile static]\nregion = eu-west-3\n\n\
              [profile process]\ncredential_process = {}\n\n\
              [profile expired]\ncredential_process = {}\n\n\
-             [profile broken]\ncredential_process = {}\n",
+             [profile broken]\ncredential_process = {}\n\n\
+             [profile admin]\nrole_arn = arn:aws:iam::123456789012:role/registry-gc\nsource_profile = process\n",
             home.script("process", &credential_json(FAR_FUTURE)).display(),
             home.script("expired", &credential_json(LONG_EXPIRED)).display(),
             home.failing_script("broken", "token service unavailable").display(),
@@ -216,6 +217,23 @@ fn expired_credentials_are_fetched_again_instead_of_reused() {
     let requests: u64 = ["list", "get"].iter().map(|c| r["requests"][c].as_u64().unwrap()).sum();
     // one fetch for each signed request
     assert!(home.calls("expired") as u64 >= requests && requests > 1, "{} calls for {r}", home.calls("expired"));
+    assert_eq!(keys(&root), before);
+}
+
+#[test]
+fn assume_role_asks_sts_with_the_source_profiles_credentials() {
+    let home = AwsHome::new();
+    let (root, before) = seeded("aws-profile-assume-role");
+    // moto answers STS on the same endpoint as S3
+    let out =
+        home.run(&["du", "--profile", "admin", "--region", "us-east-1"], &root, &[("AWS_ENDPOINT_URL_STS", &Emulator::Moto.endpoint())]);
+    assert_exit(&out, 0);
+    assert_eq!(home.calls("process"), 1, "the source profile's credentials sign the AssumeRole call");
+
+    // with no STS to answer, the role's credentials cannot be had
+    let out = home.run(&["du", "--profile", "admin", "--region", "us-east-1"], &root, &[("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9")]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("AWS profile \"admin\" gave no credentials"), "{}", stderr(&out));
     assert_eq!(keys(&root), before);
 }
 
