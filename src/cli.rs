@@ -127,6 +127,12 @@ pub struct StorageArgs {
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
 
+    /// AWS profile for S3 credentials and region, from ~/.aws/config and
+    /// ~/.aws/credentials (static keys, SSO, assume-role, credential_process).
+    /// Also AWS_PROFILE. Needs a build with the aws-profile feature.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
     /// Allow a plain-http endpoint (local emulators).
     #[arg(long)]
     pub allow_http: bool,
@@ -187,6 +193,9 @@ impl StorageArgs {
         }
         if let Some(r) = &self.region {
             backend.push("region", r, "--region");
+        }
+        if let Some(p) = &self.profile {
+            backend.push("profile", p, "--profile");
         }
         if self.allow_http {
             backend.push("allow_http", "true", "--allow-http");

@@ -17,7 +17,7 @@ pub struct ConfigFile {
     #[serde(default)]
     pub gc: GcSection,
     /// `object_store` S3 settings (`endpoint`, `region`, `access_key_id`, ...),
-    /// plus `force_path_style`.
+    /// plus `force_path_style` and `profile` (an AWS profile; aws-profile feature).
     #[serde(default)]
     pub s3: BTreeMap<String, toml::Value>,
     /// `object_store` Azure settings (`account_name`, `access_key`, `sas_token`,

@@ -146,9 +146,12 @@ async fn run_gc(args: &GcArgs, quiet: bool, known: &mut Known) -> Result<Report,
 }
 
 fn init_logging(verbose: u8, format: LogFormat) {
+    // aws-config (the aws-profile feature) logs a failed credential fetch as a
+    // warning that repeats the run's own error, and the key ID it loaded as
+    // info: one level quieter than ours until -vv
     let level = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,aws_config=error",
+        1 => "info,aws_config=warn",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("REGISTRY_GC_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));

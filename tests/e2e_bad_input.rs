@@ -197,3 +197,21 @@ fn nothing_outside_the_registry_tree_is_touched() {
     assert!(copy.path().join("config.yml").exists());
     assert!(copy.path().join("docker/registry/v1-leftovers/x").exists());
 }
+
+/// A binary built without the aws-profile feature refuses a profile setting
+/// before opening anything, rather than going on with other credentials.
+#[cfg(not(feature = "aws-profile"))]
+#[test]
+fn an_aws_profile_without_the_feature_is_a_usage_error_naming_the_setting() {
+    let out = run(&["gc", "--dry-run", "--profile", "prod", "s3://registry-bucket/docker"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("--profile") && err.contains("`aws-profile` feature") && err.contains("--features aws-profile"), "{err}");
+
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[s3]\nprofile = \"prod\"\n").unwrap();
+    let out = run(&["du", "--config", config.path().to_str().unwrap(), "s3://registry-bucket/docker"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("[s3]") && err.contains("`aws-profile` feature"), "{err}");
+}

@@ -10,6 +10,8 @@
 //! `purge` add the only writes: a small run record (`put`) and server-side moves
 //! (`move_batch`).
 
+#[cfg(feature = "aws-profile")]
+pub mod aws_profile;
 pub mod counts;
 pub mod faults;
 pub mod fs;

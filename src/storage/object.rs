@@ -63,14 +63,20 @@ fn is_credential_failure(text: &str) -> bool {
     t.contains("169.254.169.254") || t.contains("token request") || t.contains("credential") || t.contains("metadata")
 }
 
+#[cfg(feature = "aws-profile")]
+const S3_CREDENTIAL_SOURCES: &str = "credentials are taken from the AWS profile named by --profile or [s3] profile, \
+     AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, [s3] in --config, the AWS_PROFILE profile, web identity \
+     (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN), container credentials, then instance metadata";
+#[cfg(not(feature = "aws-profile"))]
+const S3_CREDENTIAL_SOURCES: &str = "credentials are taken from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, [s3] in --config, web identity \
+     (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN), container credentials, then instance metadata \
+     (~/.aws/config profiles need a build with the aws-profile feature)";
+
 impl Service {
     /// Where credentials come from, for error messages (names, never values).
     fn credential_sources(self) -> &'static str {
         match self {
-            Service::S3 => {
-                "credentials are taken from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, [s3] in --config, web identity \
-                 (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN), container credentials, then instance metadata"
-            }
+            Service::S3 => S3_CREDENTIAL_SOURCES,
             Service::Azure => {
                 "credentials are taken from AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_TOKEN, AZURE_CLIENT_ID/SECRET/TENANT_ID, \
                  AZURE_FEDERATED_TOKEN_FILE (workload identity), AZURE_USE_AZURE_CLI, [azure] in --config, then managed identity"

@@ -29,6 +29,19 @@ pub enum OpenError {
     BadOption { source_name: String, key: String, reason: String },
     #[error("STORAGE {spec:?}: {reason}")]
     Backend { spec: String, reason: String },
+    #[cfg(not(feature = "aws-profile"))]
+    #[error(
+        "{source_name}: AWS profiles need the `aws-profile` feature, and this registry-gc was built without it; \
+         rebuild with `cargo install --path . --features aws-profile`, or give S3 credentials through \
+         AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+    )]
+    ProfileNeedsFeature { source_name: String },
+    #[cfg(feature = "aws-profile")]
+    #[error("{profile_source} names an AWS profile and {keys_source} gives S3 keys; keep one")]
+    ProfileAndKeys { profile_source: String, keys_source: String },
+    #[cfg(feature = "aws-profile")]
+    #[error(transparent)]
+    Profile(#[from] super::aws_profile::ProfileError),
 }
 
 /// Opens `spec`: a directory path, a `file://` URL, or an object store URL.
@@ -113,17 +126,69 @@ fn endpoint_of(options: &BackendOptions, section: &str, keys: &[&str], env: &[&s
 }
 
 fn build_s3(spec: &str, bucket: &str, options: &BackendOptions) -> Result<(Arc<dyn Backend>, Option<String>), OpenError> {
+    #[cfg(feature = "aws-profile")]
+    let profile = s3_profile(options)?;
+    #[cfg(not(feature = "aws-profile"))]
+    refuse_profile(options)?;
     let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry_config());
     for o in options.for_section("s3") {
         b = match o.key.as_str() {
+            PROFILE_KEY => b,
             // the registry's s3 driver spells it this way
             "force_path_style" | "forcepathstyle" => b.with_virtual_hosted_style_request(!parse_bool(o)?),
             key => b.with_config(key.parse::<AmazonS3ConfigKey>().map_err(|_| unknown(o, "S3"))?, &o.value),
         };
     }
+    #[cfg(feature = "aws-profile")]
+    if let Some(choice) = &profile {
+        b = super::aws_profile::apply(b, choice)?;
+    }
     let endpoint = endpoint_of(options, "s3", &["endpoint", "aws_endpoint", "endpoint_url", "aws_endpoint_url"], &["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]);
     let store = b.build().map_err(|e| built(spec, e))?;
     Ok((Arc::new(store), endpoint))
+}
+
+/// The S3 setting that names an AWS profile: `[s3] profile` in --config,
+/// `--profile`, `-o profile=NAME`.
+const PROFILE_KEY: &str = "profile";
+
+/// Static keys given as settings (not environment variables).
+#[cfg(feature = "aws-profile")]
+fn s3_keys(options: &BackendOptions) -> Option<&BackendOption> {
+    options.for_section("s3").find(|o| {
+        matches!(
+            o.key.parse::<AmazonS3ConfigKey>(),
+            Ok(AmazonS3ConfigKey::AccessKeyId | AmazonS3ConfigKey::SecretAccessKey | AmazonS3ConfigKey::Token)
+        )
+    })
+}
+
+/// The AWS profile to take S3 credentials from. As in the AWS CLI, a profile
+/// named by a setting wins over keys in the environment, and keys in the
+/// environment or the settings win over `AWS_PROFILE`.
+#[cfg(feature = "aws-profile")]
+fn s3_profile(options: &BackendOptions) -> Result<Option<super::aws_profile::ProfileChoice>, OpenError> {
+    use super::aws_profile::ProfileChoice;
+    if let Some(o) = options.for_section("s3").filter(|o| o.key == PROFILE_KEY).last() {
+        if let Some(keys) = s3_keys(options) {
+            return Err(OpenError::ProfileAndKeys { profile_source: o.source.clone(), keys_source: keys.source.clone() });
+        }
+        return Ok(Some(ProfileChoice { name: o.value.clone(), source: o.source.clone() }));
+    }
+    let from_env = std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty());
+    let keys_given = s3_keys(options).is_some() || std::env::var_os("AWS_ACCESS_KEY_ID").is_some();
+    Ok(from_env.filter(|_| !keys_given).map(|name| ProfileChoice { name, source: "AWS_PROFILE".into() }))
+}
+
+/// Without the feature a profile setting is refused, not ignored: the run would
+/// otherwise go on with whatever other credentials it finds. `AWS_PROFILE` is
+/// left alone, as before the feature existed.
+#[cfg(not(feature = "aws-profile"))]
+fn refuse_profile(options: &BackendOptions) -> Result<(), OpenError> {
+    match options.for_section("s3").find(|o| o.key == PROFILE_KEY) {
+        Some(o) => Err(OpenError::ProfileNeedsFeature { source_name: o.source.clone() }),
+        None => Ok(()),
+    }
 }
 
 /// Azurite's public development account (the same object_store uses for
