@@ -22,7 +22,7 @@ use crate::digest_table::{DigestId, DigestSet};
 use crate::error::{Error, Exit};
 use crate::inspect::{self, Format, ReadArgs};
 use crate::inventory::Inventory;
-use crate::mark::{Marks, TagTarget};
+use crate::mark::Marks;
 use crate::plan::{self, Plan, PlanOptions, Target};
 use crate::progress::Progress;
 use crate::report::human_bytes;
@@ -170,9 +170,7 @@ fn held_by(inv: &Inventory, marks: &Marks, ri: usize) -> Vec<DigestId> {
         }
     }
     for t in marks.tag_targets.get(ri).into_iter().flatten() {
-        if let TagTarget::Digest(d) = t {
-            ids.extend(inv.digests.find(d));
-        }
+        ids.extend(t.known());
     }
     ids.retain(|id| inv.has_blob(*id));
     ids.sort_unstable();
@@ -432,6 +430,7 @@ mod tests {
     use crate::digest::Digest;
     use crate::layout;
     use crate::manifest::{ManifestKind, References};
+    use crate::mark::TagLink;
     use crate::storage::ObjectMeta;
 
     const NOW: i64 = 1_000_000_000_000;
@@ -476,7 +475,7 @@ mod tests {
             }
             inv.finish();
             let mut marks = Marks::default();
-            marks.tag_targets = inv
+            let links: Vec<Vec<TagLink>> = inv
                 .repositories
                 .iter()
                 .map(|r| {
@@ -484,11 +483,13 @@ mod tests {
                         .iter()
                         .map(|t| {
                             let hit = self.tags.iter().find(|(repo, tag, _)| *repo == r.name && **tag == *t.name);
-                            hit.map_or(TagTarget::None, |(_, _, d)| TagTarget::Digest(*d))
+                            hit.map_or(TagLink::None, |(_, _, d)| TagLink::Digest(*d))
                         })
                         .collect()
                 })
                 .collect();
+            let targets = links.into_iter().map(|r| r.into_iter().map(|l| marks.tag_target(&inv, l)).collect()).collect();
+            marks.tag_targets = targets;
             for (m, blobs) in &self.manifests {
                 let refs = References {
                     kind: ManifestKind::Image,

@@ -33,15 +33,43 @@ pub struct MarkOptions {
     pub cache: Option<ManifestCache>,
 }
 
-/// What a tag's `current/link` says.
+/// What a tag's `current/link` says, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TagTarget {
+pub enum TagLink {
     Digest(Digest),
     /// Unreadable content: the tag's repository is then treated conservatively.
     Junk(String),
     /// Listed, then gone before it could be read (deleted concurrently), or the
     /// tag has no `current/link`.
     None,
+}
+
+/// What a tag's `current/link` says, as held for the run: 8 bytes per tag
+/// rather than a full digest, the rare digests and reasons on the side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagTarget {
+    /// A digest the listing saw: its id in the inventory's digest table.
+    Known(DigestId),
+    /// A digest the listing did not see (the manifest is gone):
+    /// `Marks::unknown_targets[i]`.
+    Unknown(u32),
+    /// Unreadable content (`Marks::junk_reasons[i]`): the tag's repository is
+    /// then treated conservatively.
+    Junk(u32),
+    /// Listed, then gone before it could be read (deleted concurrently), or the
+    /// tag has no `current/link`.
+    None,
+}
+
+impl TagTarget {
+    /// The digest id, when the link names a digest the listing saw.
+    pub fn known(self) -> Option<DigestId> {
+        if let TagTarget::Known(id) = self {
+            Some(id)
+        } else {
+            None
+        }
+    }
 }
 
 /// One manifest's references, as ranges of `Marks::refs`.
@@ -81,6 +109,8 @@ impl ManifestRefs<'_> {
 pub struct Marks {
     /// Per repository (inventory order), per tag (inventory order).
     pub tag_targets: Vec<Vec<TagTarget>>,
+    unknown_targets: Vec<Digest>,
+    junk_reasons: Vec<String>,
     /// One per manifest read, sorted by digest once `index` has run (a sparse
     /// index: an entry per digest id would cost 4 bytes for every blob).
     entries: Vec<Entry>,
@@ -105,6 +135,42 @@ pub struct Marks {
 }
 
 impl Marks {
+    /// `link` as held: a digest by id when the listing saw it.
+    pub fn tag_target(&mut self, inv: &Inventory, link: TagLink) -> TagTarget {
+        match link {
+            TagLink::Digest(d) => match inv.digests.find(&d) {
+                Some(id) => TagTarget::Known(id),
+                None => {
+                    self.unknown_targets.push(d);
+                    TagTarget::Unknown(self.unknown_targets.len() as u32 - 1)
+                }
+            },
+            TagLink::Junk(reason) => {
+                self.junk_reasons.push(reason);
+                TagTarget::Junk(self.junk_reasons.len() as u32 - 1)
+            }
+            TagLink::None => TagTarget::None,
+        }
+    }
+
+    /// The digest a tag's link names, whether or not the listing saw it.
+    pub fn target_digest(&self, inv: &Inventory, t: TagTarget) -> Option<Digest> {
+        match t {
+            TagTarget::Known(id) => Some(*inv.digests.get(id)),
+            TagTarget::Unknown(i) => Some(self.unknown_targets[i as usize]),
+            TagTarget::Junk(_) | TagTarget::None => None,
+        }
+    }
+
+    /// Why a tag's link could not be used, for a junk one.
+    pub fn junk_reason(&self, t: TagTarget) -> Option<&str> {
+        if let TagTarget::Junk(i) = t {
+            Some(&self.junk_reasons[i as usize])
+        } else {
+            None
+        }
+    }
+
     /// The references of manifest `id`, if it was read.
     pub fn manifest(&self, id: DigestId) -> Option<ManifestRefs<'_>> {
         let e = if self.unsorted {
@@ -211,7 +277,7 @@ fn tags_known_by_etag(inv: &Inventory, marks: &mut Marks) -> Vec<(usize, usize)>
             match r.tag_md5(ti as u32).and_then(|m| by_md5.get(&m)) {
                 Some(d) => {
                     marks.tags_matched_by_etag += 1;
-                    marks.tag_targets[ri][ti] = TagTarget::Digest(*d);
+                    marks.tag_targets[ri][ti] = marks.tag_target(inv, TagLink::Digest(*d));
                 }
                 None => unknown.push((ri, ti)),
             }
@@ -230,23 +296,23 @@ async fn read_tags(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, m
         })
         .buffer_unordered(opts.concurrency.max(1));
     while let Some((ri, ti, key, result)) = reads.next().await {
-        let target = match result {
+        let link = match result {
             Ok(bytes) => match std::str::from_utf8(&bytes).ok().and_then(|s| s.parse::<Digest>().ok()) {
-                Some(d) => TagTarget::Digest(d),
+                Some(d) => TagLink::Digest(d),
                 None => {
                     let reason = format!("tag link does not hold a sha256 digest: {:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(80)]));
                     marks.warnings.push(Warning::new(&key, &reason));
-                    TagTarget::Junk(reason)
+                    TagLink::Junk(reason)
                 }
             },
-            Err(StorageError::NotFound { .. }) => TagTarget::None,
+            Err(StorageError::NotFound { .. }) => TagLink::None,
             Err(e @ StorageError::TooLarge { .. }) => {
                 marks.warnings.push(Warning::new(&key, &e.to_string()));
-                TagTarget::Junk(e.to_string())
+                TagLink::Junk(e.to_string())
             }
             Err(e) => return Err(MarkError::Read(e)),
         };
-        marks.tag_targets[ri][ti] = target;
+        marks.tag_targets[ri][ti] = marks.tag_target(inv, link);
     }
     Ok(())
 }

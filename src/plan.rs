@@ -222,7 +222,7 @@ fn keep_manifest(marks: &Marks, kept: &mut DigestSet, d: DigestId) {
 /// revisions younger than the fence, and revisions that could not be parsed.
 /// Returns also whether the repository had to be kept whole because a tag link
 /// could not be read.
-fn kept_in_repository(inv: &Inventory, repo: &Repository, targets: &[TagTarget], marks: &Marks, opts: &PlanOptions, fence: Secs) -> (Vec<DigestId>, bool) {
+fn kept_in_repository(repo: &Repository, targets: &[TagTarget], marks: &Marks, opts: &PlanOptions, fence: Secs) -> (Vec<DigestId>, bool) {
     let uncertain = targets.iter().any(|t| matches!(t, TagTarget::Junk(_)));
     if !opts.delete_untagged || uncertain {
         return (repo.revisions.iter().map(|l| l.digest).collect(), uncertain && opts.delete_untagged);
@@ -230,7 +230,7 @@ fn kept_in_repository(inv: &Inventory, repo: &Repository, targets: &[TagTarget],
     let mut referrers: HashMap<DigestId, Vec<DigestId>> = HashMap::new();
     let mut roots: Vec<DigestId> = targets
         .iter()
-        .filter_map(|t| if let TagTarget::Digest(d) = t { inv.digests.find(d) } else { None })
+        .filter_map(|t| t.known())
         .collect();
     for l in &repo.revisions {
         if let Some(refs) = marks.manifest(l.digest) {
@@ -289,7 +289,7 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
     let mut kept_by_repo: Vec<Vec<DigestId>> = Vec::with_capacity(inv.repositories.len());
     for (ri, repo) in inv.repositories.iter().enumerate() {
         let targets = &marks.tag_targets[ri];
-        let (repo_kept, uncertain) = kept_in_repository(inv, repo, targets, marks, opts, fence);
+        let (repo_kept, uncertain) = kept_in_repository(repo, targets, marks, opts, fence);
         if uncertain {
             out.warnings.push(Warning::new(
                 &layout::repository_prefix(&repo.name),
@@ -308,7 +308,7 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
         // A tag pointing at a digest with no revision here cannot be served, but
         // its blob is not ours to judge garbage: keep it.
         for t in targets {
-            if let Some(id) = if let TagTarget::Digest(d) = t { inv.digests.find(d) } else { None } {
+            if let Some(id) = t.known() {
                 kept.insert(id);
             }
         }
@@ -371,7 +371,8 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
             let t = ti as u32;
             let history = history_of(repo, t);
             let current = match &targets[ti] {
-                TagTarget::Digest(d) => Some(inv.digests.find(d)),
+                TagTarget::Known(id) => Some(Some(*id)),
+                TagTarget::Unknown(_) => Some(None),
                 _ => None,
             };
             let all_old = tag.current.is_none_or(|m| !young(m)) && history.iter().all(|h| !young(h.link.modified));

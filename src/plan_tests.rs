@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use super::*;
 use crate::digest::Digest;
 use crate::manifest::{ManifestKind, References};
+use crate::mark::TagLink;
 use crate::storage::ObjectMeta;
 
 const NOW: i64 = 1_000_000_000_000;
@@ -24,7 +25,7 @@ fn dg(n: u32) -> Digest {
 struct Fx {
     objects: BTreeMap<String, i64>,
     manifests: BTreeMap<Digest, References>,
-    targets: BTreeMap<(String, String), TagTarget>,
+    targets: BTreeMap<(String, String), TagLink>,
     alternates: Vec<(String, Digest)>,
 }
 
@@ -84,7 +85,7 @@ impl Fx {
     fn tag(&mut self, repo: &str, tag: &str, d: Digest) -> &mut Self {
         self.put(layout::tag_current_key(repo, tag), OLD);
         self.put(layout::tag_index_key(repo, tag, &d), OLD);
-        self.targets.insert((repo.into(), tag.into()), TagTarget::Digest(d));
+        self.targets.insert((repo.into(), tag.into()), TagLink::Digest(d));
         self
     }
     /// Revisions per repository, from the keys.
@@ -104,11 +105,13 @@ impl Fx {
         }
         inv.finish();
         let mut marks = Marks::default();
-        marks.tag_targets = inv
+        let links: Vec<Vec<TagLink>> = inv
             .repositories
             .iter()
-            .map(|r| r.tags.iter().map(|t| self.targets.get(&(r.name.clone(), t.name.to_string())).cloned().unwrap_or(TagTarget::None)).collect())
+            .map(|r| r.tags.iter().map(|t| self.targets.get(&(r.name.clone(), t.name.to_string())).cloned().unwrap_or(TagLink::None)).collect())
             .collect();
+        let targets = links.into_iter().map(|r| r.into_iter().map(|l| marks.tag_target(&inv, l)).collect()).collect();
+        marks.tag_targets = targets;
         marks.alternate_digests.extend(self.alternates.iter().cloned());
         for (d, r) in &self.manifests {
             if let Some(id) = inv.digests.find(d).filter(|id| inv.has_blob(*id)) {
@@ -312,7 +315,7 @@ fn junk_tag_link_keeps_the_whole_repository_in_delete_untagged_mode() {
     let mut fx = Fx::default();
     fx.image(dg(1), &[dg(10)]).revision("r", dg(1));
     fx.put(layout::tag_current_key("r", "bad"), OLD);
-    fx.targets.insert(("r".into(), "bad".into()), TagTarget::Junk("x".into()));
+    fx.targets.insert(("r".into(), "bad".into()), TagLink::Junk("x".into()));
     let p = fx.plan(true);
     assert!(p.deletions.is_empty());
     assert_eq!(p.warnings.len(), 1);
@@ -445,7 +448,7 @@ fn random_registries_never_lose_what_tags_reach() {
                     fx.targets
                         .iter()
                         .filter(|((r, _), _)| *r == name)
-                        .filter_map(|(_, t)| if let TagTarget::Digest(d) = t { Some(*d) } else { None })
+                        .filter_map(|(_, t)| if let TagLink::Digest(d) = t { Some(*d) } else { None })
                         .collect()
                 } else {
                     revisions.iter().copied().collect()

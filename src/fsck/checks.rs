@@ -174,7 +174,7 @@ impl<'a> Names<'a> {
         let repo = &inv.repositories[ri];
         let mut tags: HashMap<DigestId, Vec<&str>> = HashMap::new();
         for (ti, t) in marks.tag_targets[ri].iter().enumerate() {
-            if let Some(id) = if let TagTarget::Digest(d) = t { inv.digests.find(d) } else { None } {
+            if let Some(id) = t.known() {
                 tags.entry(id).or_default().push(&repo.tags[ti].name);
             }
         }
@@ -244,16 +244,17 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
             }
             let key = layout::tag_current_key(r, &tag.name);
             let image = vec![format!("{r}:{}", tag.name)];
-            match &marks.tag_targets[ri][ti] {
-                TagTarget::Digest(d) => match inv.digests.find(d).filter(|id| inv.has_blob(*id)) {
+            let target = marks.tag_targets[ri][ti];
+            if let Some(reason) = marks.junk_reason(target) {
+                push(Kind::JunkLink, key, image, reason.to_string());
+            } else if let Some(d) = marks.target_digest(inv, target) {
+                match target.known().filter(|id| inv.has_blob(*id)) {
                     None => push(Kind::TagManifestMissing, key, image, format!("points at {d}, whose manifest blob is missing")),
                     Some(id) if !repo.has_revision(id) => {
                         push(Kind::TagNotARevision, key, image, format!("points at {d}, which is not a revision of {r}"))
                     }
                     Some(_) => {}
-                },
-                TagTarget::Junk(reason) => push(Kind::JunkLink, key, image, reason.clone()),
-                TagTarget::None => {}
+                }
             }
         }
 
@@ -324,7 +325,7 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
             let tag = &repo.tags[h.tag as usize];
             // the current target's entry is reported with the tag
             let reported_with_tag =
-                tag.current.is_some() && marks.tag_targets[ri][h.tag as usize] == TagTarget::Digest(*inv.digests.get(h.link.digest));
+                tag.current.is_some() && marks.tag_targets[ri][h.tag as usize] == TagTarget::Known(h.link.digest);
             if !inv.has_blob(h.link.digest) && !reported_with_tag {
                 let d = inv.digests.get(h.link.digest);
                 let msg = format!("tag history entry for {d}, whose manifest blob is missing");
@@ -386,7 +387,7 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
             named.insert(h.link.digest);
         }
         for t in &marks.tag_targets[ri] {
-            if let Some(id) = if let TagTarget::Digest(d) = t { inv.digests.find(d) } else { None } {
+            if let Some(id) = t.known() {
                 named.insert(id);
             }
         }
@@ -419,6 +420,7 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
 
 #[cfg(test)]
 mod tests {
+    use crate::mark::TagLink;
     use super::*;
     use crate::error::Exit;
     use crate::fsck::{Checked, FsckReport};
@@ -434,25 +436,25 @@ mod tests {
     }
 
     /// A registry from its keys, the manifests' references and the tags' targets.
-    fn build(keys: &[String], manifests: &[(Digest, References)], tags: &[(&str, &str, TagTarget)]) -> (Inventory, Marks) {
+    fn build(keys: &[String], manifests: &[(Digest, References)], tags: &[(&str, &str, TagLink)]) -> (Inventory, Marks) {
         let mut inv = Inventory::default();
         for k in keys {
             inv.insert(ObjectMeta { key: k.clone(), size: 10, last_modified_ms: 0, etag: None });
         }
         inv.finish();
         let mut marks = Marks::default();
-        marks.tag_targets = inv
+        let links: Vec<Vec<TagLink>> = inv
             .repositories
             .iter()
             .map(|r| {
                 r.tags
                     .iter()
-                    .map(|t| {
-                        tags.iter().find(|(repo, tag, _)| *repo == r.name && *tag == &*t.name).map_or(TagTarget::None, |x| x.2.clone())
-                    })
+                    .map(|t| tags.iter().find(|(repo, tag, _)| *repo == r.name && *tag == &*t.name).map_or(TagLink::None, |x| x.2.clone()))
                     .collect()
             })
             .collect();
+        let targets = links.into_iter().map(|r| r.into_iter().map(|l| marks.tag_target(&inv, l)).collect()).collect();
+        marks.tag_targets = targets;
         for (m, r) in manifests {
             if let Some(id) = inv.digests.find(m).filter(|id| inv.has_blob(*id)) {
                 marks.record(&inv, id, r);
@@ -478,7 +480,7 @@ mod tests {
             layout::tag_current_key("a", "v1"),
             layout::tag_index_key("a", "v1", &m),
         ];
-        let (inv, marks) = build(&keys, &[(m, refs(ManifestKind::Image, &[cfg, l1], &[]))], &[("a", "v1", TagTarget::Digest(m))]);
+        let (inv, marks) = build(&keys, &[(m, refs(ManifestKind::Image, &[cfg, l1], &[]))], &[("a", "v1", TagLink::Digest(m))]);
         assert_eq!(findings(&inv, &marks, &Observed::default()), vec![]);
     }
 
@@ -498,7 +500,7 @@ mod tests {
         ];
         let manifests =
             [(child, refs(ManifestKind::Image, &[cfg, layer], &[])), (idx, refs(ManifestKind::Index, &[], &[child, gone_child]))];
-        let (inv, marks) = build(&keys, &manifests, &[("r", "multi", TagTarget::Digest(idx))]);
+        let (inv, marks) = build(&keys, &manifests, &[("r", "multi", TagLink::Digest(idx))]);
         let mut obs = Observed::default();
         let (cid, iid) = (inv.digests.find(&child).unwrap(), inv.digests.find(&idx).unwrap());
         obs.roles.insert((cid, layer), Role::Layer);
@@ -539,9 +541,9 @@ mod tests {
         ];
         let manifests = [(m, refs(ManifestKind::Index, &[], &[child]))];
         let tags = [
-            ("r", "gone", TagTarget::Digest(gone)),
-            ("r", "foreign", TagTarget::Digest(elsewhere)),
-            ("r", "junk", TagTarget::Junk("not a digest".into())),
+            ("r", "gone", TagLink::Digest(gone)),
+            ("r", "foreign", TagLink::Digest(elsewhere)),
+            ("r", "junk", TagLink::Junk("not a digest".into())),
         ];
         let (inv, marks) = build(&keys, &manifests, &tags);
         let mut obs = Observed::default();
@@ -576,7 +578,7 @@ mod tests {
             layout::revision_key("r", &m),
             layout::tag_current_key("r", "v1"),
         ];
-        let (inv, marks) = build(&keys, &[(m, refs(ManifestKind::Image, &[foreign, layer], &[]))], &[("r", "v1", TagTarget::Digest(m))]);
+        let (inv, marks) = build(&keys, &[(m, refs(ManifestKind::Image, &[foreign, layer], &[]))], &[("r", "v1", TagLink::Digest(m))]);
         assert_eq!(marks.missing_refs, vec![(inv.digests.find(&m).unwrap(), foreign)]);
         let mut obs = Observed::default();
         obs.roles.insert((inv.digests.find(&m).unwrap(), foreign), Role::Foreign);
@@ -607,7 +609,7 @@ mod tests {
         // a manifest of an unknown media type: its scanned mentions are not descriptors
         let unknown = refs(ManifestKind::Image, &[cfg, layer], &[cfg, layer]);
         let manifests = [(m, refs(ManifestKind::Image, &[cfg, layer], &[])), (odd, unknown)];
-        let (inv, marks) = build(&keys, &manifests, &[("r", "v1", TagTarget::Digest(m))]);
+        let (inv, marks) = build(&keys, &manifests, &[("r", "v1", TagLink::Digest(m))]);
         let f = findings(&inv, &marks, &Observed::default());
         assert_eq!(kinds(&f), vec![(Kind::BlobNotLinked, layout::layer_link_key("r", &layer))]);
         assert_eq!(f[0].images, vec!["r:v1".to_string()]);

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::inspect;
 use crate::inventory::Inventory;
 use crate::layout;
-use crate::mark::{Marks, TagTarget};
+use crate::mark::Marks;
 use crate::progress::Progress;
 use crate::storage::{Storage, StorageError};
 
@@ -43,10 +43,10 @@ pub(super) async fn read_links(
         // tolerated); the registry does not, so their exact bytes are checked,
         // except where the listing's MD5 ETag already proves them exact.
         for (ti, t) in r.tags.iter().enumerate() {
-            if let (Some(_), TagTarget::Digest(target)) = (t.current, &marks.tag_targets[ri][ti]) {
+            if let (Some(_), Some(target)) = (t.current, marks.target_digest(inv, marks.tag_targets[ri][ti])) {
                 let exact = r.tag_md5(ti as u32).is_some_and(|m| m == <[u8; 16]>::from(md5::Md5::digest(target.to_string().as_bytes())));
                 if !exact {
-                    links.push((layout::tag_current_key(name, &t.name), *target));
+                    links.push((layout::tag_current_key(name, &t.name), target));
                 }
             }
         }
