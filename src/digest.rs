@@ -21,6 +21,12 @@ pub enum DigestError {
 }
 
 impl Digest {
+    /// The digest a link file holds (`sha256:<hex>`, surrounding whitespace
+    /// tolerated), if its bytes are one.
+    pub fn from_link(bytes: &[u8]) -> Option<Digest> {
+        std::str::from_utf8(bytes).ok()?.parse().ok()
+    }
+
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         Digest(bytes)
     }

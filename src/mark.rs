@@ -297,7 +297,7 @@ async fn read_tags(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, m
         .buffer_unordered(opts.concurrency.max(1));
     while let Some((ri, ti, key, result)) = reads.next().await {
         let link = match result {
-            Ok(bytes) => match std::str::from_utf8(&bytes).ok().and_then(|s| s.parse::<Digest>().ok()) {
+            Ok(bytes) => match Digest::from_link(&bytes) {
                 Some(d) => TagLink::Digest(d),
                 None => {
                     let reason = format!("tag link does not hold a sha256 digest: {:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(80)]));
@@ -328,7 +328,7 @@ async fn read_alternate_links(storage: &dyn Storage, inv: &Inventory, opts: &Mar
         .buffer_unordered(opts.concurrency.max(1));
     while let Some((link, key, result)) = reads.next().await {
         match result {
-            Ok(bytes) => match std::str::from_utf8(&bytes).ok().and_then(|s| s.parse::<Digest>().ok()) {
+            Ok(bytes) => match Digest::from_link(&bytes) {
                 Some(d) => {
                     marks.alternate_digests.insert(format!("{}:{}", link.algorithm, link.encoded), d);
                 }

@@ -206,7 +206,7 @@ async fn read_links(storage: &dyn Storage, recent: &Recent, concurrency: usize) 
     let reads = futures::stream::iter(keys)
         .map(|(repo, key)| async move {
             match storage.get(&key, crate::mark::LINK_READ_LIMIT).await {
-                Ok(bytes) => Ok((repo, std::str::from_utf8(&bytes).ok().and_then(|s| s.trim().parse::<Digest>().ok()))),
+                Ok(bytes) => Ok((repo, Digest::from_link(&bytes))),
                 Err(StorageError::NotFound { .. } | StorageError::TooLarge { .. }) => Ok((repo, None)),
                 Err(e) => Err(RecheckError::Storage(e)),
             }
