@@ -475,21 +475,10 @@ mod tests {
             }
             inv.finish();
             let mut marks = Marks::default();
-            let links: Vec<Vec<TagLink>> = inv
-                .repositories
-                .iter()
-                .map(|r| {
-                    r.tags
-                        .iter()
-                        .map(|t| {
-                            let hit = self.tags.iter().find(|(repo, tag, _)| *repo == r.name && **tag == *t.name);
-                            hit.map_or(TagLink::None, |(_, _, d)| TagLink::Digest(*d))
-                        })
-                        .collect()
-                })
-                .collect();
-            let targets = links.into_iter().map(|r| r.into_iter().map(|l| marks.tag_target(&inv, l)).collect()).collect();
-            marks.tag_targets = targets;
+            marks.set_tag_links(&inv, |repo, tag| {
+                let hit = self.tags.iter().find(|(r, t, _)| *r == repo && *t == tag);
+                hit.map_or(TagLink::None, |(_, _, d)| TagLink::Digest(*d))
+            });
             for (m, blobs) in &self.manifests {
                 let refs = References {
                     kind: ManifestKind::Image,

@@ -153,6 +153,17 @@ impl Marks {
         }
     }
 
+    /// Sets every tag's target from what its link says (`link_of(repository,
+    /// tag)`): how tests build marks without reading links.
+    #[cfg(test)]
+    pub(crate) fn set_tag_links(&mut self, inv: &Inventory, link_of: impl Fn(&str, &str) -> TagLink) {
+        self.tag_targets = Vec::with_capacity(inv.repositories.len());
+        for r in &inv.repositories {
+            let row = r.tags.iter().map(|t| link_of(&r.name, &t.name)).map(|l| self.tag_target(inv, l)).collect();
+            self.tag_targets.push(row);
+        }
+    }
+
     /// The digest a tag's link names, whether or not the listing saw it.
     pub fn target_digest(&self, inv: &Inventory, t: TagTarget) -> Option<Digest> {
         match t {

@@ -105,13 +105,7 @@ impl Fx {
         }
         inv.finish();
         let mut marks = Marks::default();
-        let links: Vec<Vec<TagLink>> = inv
-            .repositories
-            .iter()
-            .map(|r| r.tags.iter().map(|t| self.targets.get(&(r.name.clone(), t.name.to_string())).cloned().unwrap_or(TagLink::None)).collect())
-            .collect();
-        let targets = links.into_iter().map(|r| r.into_iter().map(|l| marks.tag_target(&inv, l)).collect()).collect();
-        marks.tag_targets = targets;
+        marks.set_tag_links(&inv, |repo, tag| self.targets.get(&(repo.to_string(), tag.to_string())).cloned().unwrap_or(TagLink::None));
         marks.alternate_digests.extend(self.alternates.iter().cloned());
         for (d, r) in &self.manifests {
             if let Some(id) = inv.digests.find(d).filter(|id| inv.has_blob(*id)) {

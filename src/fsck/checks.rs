@@ -443,18 +443,7 @@ mod tests {
         }
         inv.finish();
         let mut marks = Marks::default();
-        let links: Vec<Vec<TagLink>> = inv
-            .repositories
-            .iter()
-            .map(|r| {
-                r.tags
-                    .iter()
-                    .map(|t| tags.iter().find(|(repo, tag, _)| *repo == r.name && *tag == &*t.name).map_or(TagLink::None, |x| x.2.clone()))
-                    .collect()
-            })
-            .collect();
-        let targets = links.into_iter().map(|r| r.into_iter().map(|l| marks.tag_target(&inv, l)).collect()).collect();
-        marks.tag_targets = targets;
+        marks.set_tag_links(&inv, |repo, tag| tags.iter().find(|t| t.0 == repo && t.1 == tag).map_or(TagLink::None, |t| t.2.clone()));
         for (m, r) in manifests {
             if let Some(id) = inv.digests.find(m).filter(|id| inv.has_blob(*id)) {
                 marks.record(&inv, id, r);
