@@ -507,18 +507,15 @@ impl Inventory {
     /// Call once, after the last `insert`.
     pub fn finish(&mut self) {
         std::mem::take(&mut self.staging).distribute(&mut self.repositories);
-        // repositories by name; empty directories name theirs by id
-        let mut order: Vec<u32> = (0..self.repositories.len() as u32).collect();
-        order.sort_by(|a, b| self.repositories[*a as usize].name.cmp(&self.repositories[*b as usize].name));
-        let mut new_id = vec![0u32; order.len()];
-        for (new, old) in order.iter().enumerate() {
-            new_id[*old as usize] = new as u32;
-        }
-        self.empty_dirs.renumber(&new_id);
+        // repositories by name; empty directories name theirs by the id the
+        // listing gave, which `repo_ids` still maps each name to
         self.repositories.sort_by(|a, b| a.name.cmp(&b.name));
-        for r in &mut self.repositories {
+        let mut new_id = vec![0u32; self.repositories.len()];
+        for (new, r) in self.repositories.iter_mut().enumerate() {
+            new_id[self.repo_ids[&r.name] as usize] = new as u32;
             r.uploads.sort_by(|a, b| a.uuid.cmp(&b.uuid));
         }
+        self.empty_dirs.renumber(&new_id);
         self.repo_ids = HashMap::new();
         self.empty_dirs.shrink_to_fit();
         self.digests.shrink_to_fit();
