@@ -663,6 +663,24 @@ mod tests {
     }
 
     #[test]
+    fn a_tag_md5_is_kept_only_when_its_listings_agree() {
+        let with_etag = |repo: &str, tag: &str, etag: &str| ObjectMeta { etag: Some(etag.to_string()), ..meta(layout::tag_current_key(repo, tag), 1000) };
+        let (a, b) = ("a".repeat(32), "b".repeat(32));
+        let mut inv = Inventory::default();
+        inv.insert(with_etag("r", "same", &format!("\"{a}\"")));
+        inv.insert(with_etag("r", "same", &format!("\"{a}\"")));
+        inv.insert(with_etag("r", "differs", &format!("\"{a}\"")));
+        inv.insert(with_etag("r", "differs", &format!("\"{b}\"")));
+        inv.insert(meta(layout::tag_current_key("r", "none"), 1000));
+        inv.finish();
+        let r = &inv.repositories[0];
+        let md5 = |name: &str| r.tag_md5(r.tags.iter().position(|t| &*t.name == name).unwrap() as u32);
+        assert_eq!(md5("same"), Some([0xaa; 16]));
+        assert_eq!(md5("differs"), None, "two ETags for one link prove nothing: it is read");
+        assert_eq!(md5("none"), None);
+    }
+
+    #[test]
     fn empty_directories_keep_their_keys() {
         let mut inv = Inventory::default();
         let keys = [
