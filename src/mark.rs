@@ -159,7 +159,7 @@ impl Marks {
     pub(crate) fn set_tag_links(&mut self, inv: &Inventory, link_of: impl Fn(&str, &str) -> TagLink) {
         self.tag_targets = Vec::with_capacity(inv.repositories.len());
         for r in &inv.repositories {
-            let row = r.tags.iter().map(|t| link_of(&r.name, &t.name)).map(|l| self.tag_target(inv, l)).collect();
+            let row = r.tag_names().map(|t| link_of(&r.name, t)).map(|l| self.tag_target(inv, l)).collect();
             self.tag_targets.push(row);
         }
     }
@@ -301,7 +301,7 @@ async fn read_tags(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, m
     let tags = tags_known_by_etag(inv, marks);
     let mut reads = futures::stream::iter(tags)
         .map(|(ri, ti)| async move {
-            let key = layout::tag_current_key(&inv.repositories[ri].name, &inv.repositories[ri].tags[ti].name);
+            let key = layout::tag_current_key(&inv.repositories[ri].name, inv.repositories[ri].tag_name(ti as u32));
             let result = storage.get(&key, LINK_READ_LIMIT).await;
             (ri, ti, key, result)
         })

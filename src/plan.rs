@@ -163,7 +163,7 @@ impl Inventory {
     /// The storage key a deletion removes.
     pub fn key_of(&self, target: &Target) -> String {
         let repo = |r: u32| self.repositories[r as usize].name.as_str();
-        let tag = |r: u32, t: u32| &*self.repositories[r as usize].tags[t as usize].name;
+        let tag = |r: u32, t: u32| self.repositories[r as usize].tag_name(t);
         match *target {
             Target::Blob(d) => layout::blob_data_key(self.digests.get(d)),
             Target::Revision { repo: r, digest } => layout::revision_key(repo(r), self.digests.get(digest)),

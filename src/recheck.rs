@@ -296,7 +296,7 @@ fn withdraw(inv: &Inventory, plan: &mut Plan, kept: &HashMap<DigestId, usize>, r
     let repo_name = |r: u32| inv.repositories[r as usize].name.as_str();
     let tag_touched = |r: u32, t: u32| {
         let repo = &inv.repositories[r as usize];
-        recent.tags.contains(&(repo.name.clone(), repo.tags[t as usize].name.to_string()))
+        recent.tags.contains(&(repo.name.clone(), repo.tag_name(t).to_string()))
     };
     // Uploads by repository, so that the check does not build a key per deletion.
     let mut uploads: HashMap<&str, HashSet<&str>> = HashMap::new();

@@ -175,7 +175,7 @@ impl<'a> Names<'a> {
         let mut tags: HashMap<DigestId, Vec<&str>> = HashMap::new();
         for (ti, t) in marks.tag_targets[ri].iter().enumerate() {
             if let Some(id) = t.known() {
-                tags.entry(id).or_default().push(&repo.tags[ti].name);
+                tags.entry(id).or_default().push(repo.tag_name(ti as u32));
             }
         }
         let mut parents: HashMap<DigestId, Vec<DigestId>> = HashMap::new();
@@ -238,12 +238,12 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
         let names = Names::new(inv, marks, ri);
         let r = repo.name.as_str();
 
-        for (ti, tag) in repo.tags.iter().enumerate() {
+        for (ti, (tag, tag_name)) in repo.tags.iter().zip(repo.tag_names()).enumerate() {
             if tag.current.is_none() {
                 continue;
             }
-            let key = layout::tag_current_key(r, &tag.name);
-            let image = vec![format!("{r}:{}", tag.name)];
+            let key = layout::tag_current_key(r, tag_name);
+            let image = vec![format!("{r}:{tag_name}")];
             let target = marks.tag_targets[ri][ti];
             if let Some(reason) = marks.junk_reason(target) {
                 push(Kind::JunkLink, key, image, reason.to_string());
@@ -322,14 +322,14 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
         }
 
         for h in &repo.history {
-            let tag = &repo.tags[h.tag as usize];
+            let (tag, tag_name) = (&repo.tags[h.tag as usize], repo.tag_name(h.tag));
             // the current target's entry is reported with the tag
             let reported_with_tag =
                 tag.current.is_some() && marks.tag_targets[ri][h.tag as usize] == TagTarget::Known(h.link.digest);
             if !inv.has_blob(h.link.digest) && !reported_with_tag {
                 let d = inv.digests.get(h.link.digest);
                 let msg = format!("tag history entry for {d}, whose manifest blob is missing");
-                push(Kind::DanglingTagIndex, layout::tag_index_key(r, &tag.name, d), vec![format!("{r}:{}", tag.name)], msg);
+                push(Kind::DanglingTagIndex, layout::tag_index_key(r, tag_name, d), vec![format!("{r}:{tag_name}")], msg);
             }
         }
     }

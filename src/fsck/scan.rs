@@ -37,7 +37,7 @@ pub(super) async fn read_links(
         links.extend(r.revisions.iter().map(|l| (layout::revision_key(name, &d(l.digest)), d(l.digest))));
         links.extend(r.layers.iter().map(|l| (layout::layer_link_key(name, &d(l.digest)), d(l.digest))));
         links.extend(
-            r.history.iter().map(|h| (layout::tag_index_key(name, &r.tags[h.tag as usize].name, &d(h.link.digest)), d(h.link.digest))),
+            r.history.iter().map(|h| (layout::tag_index_key(name, r.tag_name(h.tag), &d(h.link.digest)), d(h.link.digest))),
         );
         // The mark phase parsed tag links leniently (surrounding whitespace is
         // tolerated); the registry does not, so their exact bytes are checked,
@@ -46,7 +46,7 @@ pub(super) async fn read_links(
             if let (Some(_), Some(target)) = (t.current, marks.target_digest(inv, marks.tag_targets[ri][ti])) {
                 let exact = r.tag_md5(ti as u32).is_some_and(|m| m == <[u8; 16]>::from(md5::Md5::digest(target.to_string().as_bytes())));
                 if !exact {
-                    links.push((layout::tag_current_key(name, &t.name), target));
+                    links.push((layout::tag_current_key(name, r.tag_name(ti as u32)), target));
                 }
             }
         }
