@@ -13,7 +13,7 @@ use crate::plan::{self, Plan, PlanOptions};
 use crate::progress::Progress;
 use crate::recheck::{self, RecheckOptions};
 use crate::quarantine::QuarantineRun;
-use crate::report::{self, Report, Seen, Warning, SCHEMA_VERSION};
+use crate::report::{self, PhaseSeconds, Report, Seen, Warning, SCHEMA_VERSION};
 use crate::storage::counts::RequestFloor;
 use crate::storage::{system_time_ms, Storage};
 use crate::sweep::{self, SweepAction, SweepOptions};
@@ -41,10 +41,13 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     let started = Instant::now();
     let now = SystemTime::now();
     let storage = storage.as_ref();
+    let mut times = PhaseSeconds::default();
+    let mut lap = Lap(Instant::now());
 
     let mut inventory = Inventory::default();
     listing::list_registry(storage, &mut inventory, opts.concurrency, progress).await?;
     inventory.finish();
+    times.listing = lap.next();
 
     let mut warnings = Vec::new();
     let cache = opts.cache_dir.as_deref().and_then(|dir| match ManifestCache::open(dir) {
@@ -56,6 +59,7 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     });
     let mark_opts = MarkOptions { concurrency: opts.concurrency, max_manifest_bytes: opts.max_manifest_bytes, cache };
     let marks = mark::mark(storage, &inventory, &mark_opts, progress).await?;
+    times.mark = lap.next();
     let plan_opts = PlanOptions {
         delete_untagged: opts.delete_untagged,
         min_age_ms: opts.min_age_ms,
@@ -64,12 +68,14 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         now_ms: system_time_ms(now),
     };
     let mut plan = plan::plan(&inventory, &marks, &plan_opts);
+    times.plan = lap.next();
     // The registry may have been written to since the listing: what a recent
     // write needs leaves the plan. A dry run does it too, so that it plans what
     // a real run would.
     progress.start_phase("re-checking repositories", 0);
     let recheck_opts = RecheckOptions { fence: plan_opts.fence(), concurrency: opts.concurrency, max_manifest_bytes: opts.max_manifest_bytes };
     let recheck = recheck::recheck(storage, &inventory, &marks, &mut plan, &recheck_opts).await?;
+    times.recheck = lap.next();
     if let Some(refusal) = guard::check(&inventory, &plan, &opts.guard) {
         if !opts.dry_run {
             return Err(refusal.into());
@@ -85,6 +91,7 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     let action = if opts.quarantine { SweepAction::Quarantine(QuarantineRun::new(now, &opts)) } else { SweepAction::Delete };
     let sweep_opts = SweepOptions { concurrency: opts.concurrency, attempts: 3, action };
     let outcome = if opts.dry_run { None } else { Some(sweep::sweep(storage, &inventory, &plan, sweep_opts, progress).await?) };
+    times.sweep = lap.next();
     // The window the re-check leaves: a manifest put between it and a blob's
     // delete. Look once more, so that such an image is named, not silently broken.
     let mut broken_by_race = Vec::new();
@@ -108,6 +115,7 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
             }
         }
     }
+    times.check_after_sweep = lap.next();
     progress.finish();
 
     for r in inventory.repositories.iter().filter(|r| !crate::layout::is_conventional_repository_name(&r.name)) {
@@ -138,6 +146,7 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         min_age_seconds: (opts.min_age_ms / 1000).max(0) as u64,
         started_at: humantime::format_rfc3339_seconds(now).to_string(),
         duration_seconds: started.elapsed().as_secs_f64(),
+        phase_seconds: times,
         seen,
         planned: Report::tally(&inventory, &plan.deletions),
         deleted_keys: outcome.as_ref().map_or(0, |o| o.deleted_keys),
@@ -167,6 +176,19 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         write_report(path, &report, &inventory, &plan)?;
     }
     Ok(report)
+}
+
+/// A stopwatch read at each phase's end.
+struct Lap(Instant);
+
+impl Lap {
+    /// Seconds since the last call (or the start), and restarts.
+    fn next(&mut self) -> f64 {
+        let now = Instant::now();
+        let secs = now.duration_since(self.0).as_secs_f64();
+        self.0 = now;
+        secs
+    }
 }
 
 fn write_report(path: &Path, report: &Report, inv: &Inventory, plan: &Plan) -> Result<(), Error> {

@@ -219,6 +219,7 @@ mod tests {
             sweep_stopped_early: false,
             recheck: Default::default(),
             broken_by_concurrent_pushes: vec![],
+            phase_seconds: Default::default(),
             quarantine: false,
             quarantine_run: None,
         }

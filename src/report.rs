@@ -41,6 +41,21 @@ pub struct Seen {
     pub uploads: u64,
 }
 
+/// Wall time of each phase, in seconds: where a run's time went.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct PhaseSeconds {
+    /// Listing every key (the inventory).
+    pub listing: f64,
+    /// Reading tag links and manifests.
+    pub mark: f64,
+    pub plan: f64,
+    /// Listing the repositories again before the sweep.
+    pub recheck: f64,
+    pub sweep: f64,
+    /// Listing the repositories once more after the sweep.
+    pub check_after_sweep: f64,
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Failure {
     pub key: String,
@@ -56,6 +71,7 @@ pub struct Report {
     pub min_age_seconds: u64,
     pub started_at: String,
     pub duration_seconds: f64,
+    pub phase_seconds: PhaseSeconds,
     pub seen: Seen,
     /// Per reason: what was deleted (or, in a dry run, would be).
     pub planned: BTreeMap<Reason, CountBytes>,
@@ -252,6 +268,12 @@ impl Report {
             let _ = write!(s, " (floor: {} list, {} get, {} delete)", f.list, f.get, f.delete);
         }
         let _ = writeln!(s, "; {:.2}s", self.duration_seconds);
+        let p = &self.phase_seconds;
+        let _ = write!(s, "time: listing {:.2}s, mark {:.2}s, plan {:.2}s, re-check {:.2}s", p.listing, p.mark, p.plan, p.recheck);
+        if !self.dry_run {
+            let _ = write!(s, ", sweep {:.2}s, check after the sweep {:.2}s", p.sweep, p.check_after_sweep);
+        }
+        s.push('\n');
         if self.tags_matched_by_etag > 0 || self.manifest_cache_hits > 0 {
             let _ = writeln!(
                 s,

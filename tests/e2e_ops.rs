@@ -41,7 +41,7 @@ fn ok(out: &Output, what: &str) {
 fn report_without_volatile(path: &Path) -> serde_json::Value {
     let mut r = collector::read_report(path);
     let o = r.as_object_mut().unwrap();
-    for k in ["started_at", "duration_seconds", "storage"] {
+    for k in ["started_at", "duration_seconds", "phase_seconds", "storage"] {
         o.remove(k);
     }
     // deletions come in sweep order, which within a phase follows the listing's
@@ -89,6 +89,16 @@ fn registry_config_of_a_filesystem_registry_collects_like_storage_and_env_overri
     assert_ne!(after, before, "the run deleted something");
     assert_eq!(after, tree::keys(&by_storage), "--registry-config and STORAGE leave the same keys");
     assert_eq!(report_without_volatile(Path::new(&rep("config"))), report_without_volatile(Path::new(&rep("storage"))));
+    // where the time went: every phase of a real run timed, adding up to no more than the run
+    let r = collector::read_report(Path::new(&rep("config")));
+    let phases = r["phase_seconds"].as_object().expect("phase_seconds in the report");
+    let names: Vec<&str> = phases.keys().map(String::as_str).collect();
+    assert_eq!(names, ["check_after_sweep", "listing", "mark", "plan", "recheck", "sweep"]);
+    let secs: Vec<f64> = phases.values().map(|v| v.as_f64().unwrap()).collect();
+    assert!(secs.iter().all(|s| *s >= 0.0) && phases["listing"].as_f64().unwrap() > 0.0 && phases["sweep"].as_f64().unwrap() > 0.0, "{phases:?}");
+    assert!(secs.iter().sum::<f64>() <= r["duration_seconds"].as_f64().unwrap(), "{r}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("time: listing ") && stdout.contains(", sweep "), "{stdout}");
 
     // the survivors pull back with sha256 checks through the registry, with its own config
     let reg = Registry::start(&root);
