@@ -171,6 +171,22 @@ fn classify_empty_dir(dir: &str) -> KeyKind<'_> {
     KeyKind::EmptyDir { repo: Some(repo), removable }
 }
 
+/// Whether the subdirectories of `dir` (a key ending in `/`) are digest
+/// directories whose one key that means anything is their `link`: a
+/// repository's `_layers/sha256/`, `_manifests/revisions/sha256/` and
+/// `_manifests/tags/<tag>/index/sha256/`. Anything else in such a directory
+/// classifies as unknown metadata, whatever it is.
+pub fn holds_link_dirs(dir: &str) -> bool {
+    let Some((_, meta)) = dir.strip_prefix(REPOSITORIES).and_then(split_repository_path) else {
+        return false;
+    };
+    match meta.split('/').collect::<Vec<_>>().as_slice() {
+        ["_layers", "sha256", ""] | ["_manifests", "revisions", "sha256", ""] => true,
+        ["_manifests", "tags", tag, "index", "sha256", ""] => !tag.is_empty(),
+        _ => false,
+    }
+}
+
 /// Whether `dir` (a directory key without trailing `/`) lies below the structural
 /// directories the registry expects, so that it may be removed when empty.
 pub fn is_removable_empty_dir(dir: &str) -> bool {
@@ -411,6 +427,29 @@ mod tests {
         assert_eq!(dirs.last().unwrap(), &format!("{REPOSITORIES}team"));
         assert!(dirs.contains(&format!("{REPOSITORIES}team/app")));
         assert!(!dirs.iter().any(|d| d.len() < REPOSITORIES.len()));
+    }
+
+    #[test]
+    fn only_digest_directories_parents_hold_link_dirs() {
+        for dir in ["team/app/_layers/sha256/", "team/app/_manifests/revisions/sha256/", "app/_manifests/tags/v1/index/sha256/"] {
+            assert!(holds_link_dirs(&format!("{REPOSITORIES}{dir}")), "{dir}");
+        }
+        // a repository, a tag, `current/`, another algorithm, uploads, blobs, paths without the slash
+        for dir in [
+            "repositories/team/app/",
+            "repositories/app/_manifests/tags/",
+            "repositories/app/_manifests/tags/v1/",
+            "repositories/app/_manifests/tags/v1/current/",
+            "repositories/app/_manifests/tags//index/sha256/",
+            "repositories/app/_layers/sha512/",
+            "repositories/app/_uploads/",
+            "repositories/app/_layers/sha256",
+            "repositories/_layers/sha256/",
+            "blobs/sha256/",
+            "blobs/sha256/ab/",
+        ] {
+            assert!(!holds_link_dirs(&format!("{V2}{dir}")), "{dir}");
+        }
     }
 
     #[test]

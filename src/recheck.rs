@@ -27,7 +27,7 @@ use crate::listing;
 use crate::manifest;
 use crate::mark::Marks;
 use crate::plan::{Plan, Target};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Probe, Storage, StorageError};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RecheckOptions {
@@ -175,7 +175,10 @@ pub async fn check_after_sweep(
 async fn list_recent(storage: &dyn Storage, inv: &Inventory, opts: &RecheckOptions, outcome: &mut RecheckOutcome) -> Result<Recent, RecheckError> {
     let mut recent = Recent::default();
     let partitions = listing::repository_partitions(storage, inv.keys_listed).await.map_err(RecheckError::Storage)?;
-    let mut stream = futures::stream::iter(partitions).map(|p| storage.list(&p)).flatten_unordered(opts.concurrency.max(1));
+    // Only links, tags and uploads matter here: a filesystem stats each digest
+    // directory's `link` instead of reading the directory.
+    let probe = Probe { parent: layout::holds_link_dirs, leaf: "link" };
+    let mut stream = futures::stream::iter(partitions).map(|p| storage.list_probing(&p, probe)).flatten_unordered(opts.concurrency.max(1));
     while let Some(item) = stream.next().await {
         let meta = item.map_err(RecheckError::Storage)?;
         if !meta.key.ends_with('/') {

@@ -27,7 +27,7 @@ use registry_gc::progress::Progress;
 use registry_gc::report::Report;
 use registry_gc::storage::counts::RequestCounts;
 use registry_gc::storage::open::open_storage;
-use registry_gc::storage::{DirListing, MoveMode, Moved, ObjectMeta, Storage, StorageError};
+use registry_gc::storage::{DirListing, MoveMode, Moved, ObjectMeta, Probe, Storage, StorageError};
 
 type Hook = Box<dyn FnOnce() + Send>;
 
@@ -78,6 +78,9 @@ impl Storage for WritesDuringRun {
     }
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
         self.inner.list(prefix)
+    }
+    fn list_probing(&self, prefix: &str, probe: Probe) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+        self.inner.list_probing(prefix, probe)
     }
     async fn list_dir(&self, prefix: &str) -> Result<DirListing, StorageError> {
         self.inner.list_dir(prefix).await
@@ -151,6 +154,9 @@ fn push_like_client(base: &str, repo: &str, image: &Image, tag: &str) -> PushedI
 struct Online {
     /// Pushed, then deleted through the API before the run: garbage at mark time.
     garbage: Image,
+    /// Another such image, whose layer only a manifest put by digest during the
+    /// run names again.
+    garbage_by_digest: Image,
     /// An orphan layer nothing ever references again: the run must delete it.
     orphan: String,
     /// `app:moving` points at this before the run (kept in default mode)...
@@ -164,6 +170,9 @@ fn seed(base: &str) -> Online {
     push_like_client(base, "base", &Image::docker("online-kept", 2), "v1");
     let garbage = Image::docker("online-garbage", 2);
     let g = push_like_client(base, "app", &garbage, "old");
+    http::delete_manifest(base, "app", &g.digest);
+    let garbage_by_digest = Image::docker("online-garbage-by-digest", 1);
+    let g = push_like_client(base, "app", &garbage_by_digest, "old-2");
     http::delete_manifest(base, "app", &g.digest);
     let orphan = http::upload_blob(base, "app", &layer_blob("online-orphan").bytes);
     let moving_from = push_like_client(base, "app", &Image::docker("online-from", 1), "moving");
@@ -184,12 +193,12 @@ fn seed(base: &str) -> Online {
         artifact_type: None,
         tag: None,
     };
-    Online { garbage, orphan, moving_from, moving_to }
+    Online { garbage, garbage_by_digest, orphan, moving_from, moving_to }
 }
 
 /// The writes made while registry-gc is between its listing and its plan.
 /// Returns the references that must pull afterwards.
-fn pushes_during_the_run(base: &str, garbage: &Image, moving_to: &PushedImage) -> Vec<(String, String)> {
+fn pushes_during_the_run(base: &str, garbage: &Image, garbage_by_digest: &Image, moving_to: &PushedImage) -> Vec<(String, String)> {
     // The garbage image again: its layers are still linked in `app`, so a
     // client uploads nothing and only puts the manifest.
     let again = push_like_client(base, "app", garbage, "again");
@@ -199,7 +208,18 @@ fn pushes_during_the_run(base: &str, garbage: &Image, moving_to: &PushedImage) -
     push_like_client(base, "fresh", &fresh, "v1");
     // The tag moved onto the untagged manifest.
     http::put_manifest(base, "app", "moving", &moving_to.media_type, &moving_to.bytes);
+    // A manifest put by digest only (as a multi-arch child is, before its
+    // index) naming a garbage layer: nothing but its new revision link says so.
+    let child = Image::from_layers(ImageKind::Docker, "online-child", vec![garbage_by_digest.layers[0].clone(), layer_blob("online-child")]);
+    for b in child.blobs() {
+        if !http::blob_exists(base, "app", &b.digest) {
+            http::upload_blob(base, "app", &b.bytes);
+        }
+    }
+    let child_bytes = child.manifest_bytes();
+    let child_digest = http::put_manifest(base, "app", &sha256_digest(&child_bytes), child.media_type(), &child_bytes);
     vec![
+        ("app".into(), child_digest),
         ("app".into(), "again".into()),
         ("app".into(), again.digest),
         ("fresh".into(), "v1".into()),
@@ -226,8 +246,9 @@ fn options(delete_untagged: bool, min_age: Duration) -> GcOptions {
 
 fn collect_while_pushing(storage: Box<dyn Storage>, base: &str, o: &Online, opts: GcOptions) -> (Report, Vec<(String, String)>) {
     let pushed = Arc::new(Mutex::new(Vec::new()));
-    let (base_s, garbage, moving_to, sink) = (base.to_string(), o.garbage.clone(), o.moving_to.clone(), pushed.clone());
-    let hook: Hook = Box::new(move || *sink.lock().unwrap() = pushes_during_the_run(&base_s, &garbage, &moving_to));
+    let (base_s, garbage, by_digest, moving_to, sink) =
+        (base.to_string(), o.garbage.clone(), o.garbage_by_digest.clone(), o.moving_to.clone(), pushed.clone());
+    let hook: Hook = Box::new(move || *sink.lock().unwrap() = pushes_during_the_run(&base_s, &garbage, &by_digest, &moving_to));
     let storage = Box::new(WritesDuringRun { inner: storage, hook: HookSlot(Mutex::new(Some(hook))), when: When::FirstRead });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let report = rt.block_on(gc::run(storage, opts, &Progress::new(false), None)).expect("collection runs");

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
 use registry_gc::storage::fs::FsStorage;
-use registry_gc::storage::{Storage, StorageError};
+use registry_gc::storage::{Probe, Storage, StorageError};
 
 struct DirSeeder(PathBuf);
 
@@ -154,4 +154,43 @@ async fn empty_directories_are_listed_with_a_trailing_slash_and_missing_ones_are
     assert_eq!(keys, vec!["a/empty/deeper/", "a/file", "b/"]);
     let none: Vec<String> = storage.list("missing/").map_ok(|m| m.key).try_collect().await.unwrap();
     assert!(none.is_empty());
+}
+
+#[tokio::test]
+async fn probing_stats_the_leaf_of_probed_subdirectories_and_reads_everything_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "x/h1/link", b"one");
+    write(root, "x/h1/stray", b"left out: h1 has its leaf");
+    write(root, "x/h2/other", b"h2 has no leaf: read in full");
+    fs::create_dir_all(root.join("x/h3/link")).unwrap(); // a directory named like the leaf
+    write(root, "x/h3/link/inner", b"listed");
+    fs::create_dir_all(root.join("x/h4")).unwrap(); // empty: reported as a full listing would
+    write(root, "target", b"linked");
+    fs::create_dir_all(root.join("x/h5")).unwrap();
+    symlink(root.join("target"), root.join("x/h5/link")).unwrap(); // resolved by the full read
+    write(root, "x/link", b"in the probed directory itself");
+    write(root, "y/h6/link", b"not probed");
+    write(root, "y/h6/stray", b"listed");
+    let storage = FsStorage::open(root).unwrap();
+    let probe = Probe { parent: |dir| dir == "x/", leaf: "link" };
+    let probed: Vec<_> = storage.list_probing("", probe).try_collect().await.unwrap();
+    let mut keys: Vec<&str> = probed.iter().map(|m| m.key.as_str()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["target", "x/h1/link", "x/h2/other", "x/h3/link/inner", "x/h4/", "x/h5/link", "x/link", "y/h6/link", "y/h6/stray"]
+    );
+    let h1 = probed.iter().find(|m| m.key == "x/h1/link").unwrap();
+    let listed: Vec<_> = storage.list("x/h1/").try_collect().await.unwrap();
+    let full = listed.iter().find(|m| m.key == "x/h1/link").unwrap();
+    assert_eq!((h1.size, h1.last_modified_ms), (full.size, full.last_modified_ms));
+
+    // a leaf that is a link out of the root is read in full, and refused
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("secret"), b"s").unwrap();
+    fs::create_dir_all(root.join("x/h7")).unwrap();
+    symlink(outside.path().join("secret"), root.join("x/h7/link")).unwrap();
+    let err = storage.list_probing("", probe).try_collect::<Vec<_>>().await.unwrap_err();
+    assert!(matches!(&err, StorageError::Symlink { key, .. } if key == "x/h7/link"), "{err}");
 }

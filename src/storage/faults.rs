@@ -19,7 +19,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use super::counts::RequestCounts;
-use super::{DirListing, MoveMode, Moved, ObjectMeta, Storage, StorageError};
+use super::{DirListing, MoveMode, Moved, ObjectMeta, Probe, Storage, StorageError};
 
 /// One kind of injected fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -177,6 +177,22 @@ impl FaultyStorage {
     }
 }
 
+impl FaultyStorage {
+    /// `listing` of `prefix`, or, when a listing fault is picked, some of its
+    /// entries (as many as it has, up to a random count; none for `ListFails`)
+    /// and then an error.
+    fn faulty_listing<'a>(
+        &'a self,
+        prefix: &str,
+        listing: BoxStream<'a, Result<ObjectMeta, StorageError>>,
+    ) -> BoxStream<'a, Result<ObjectMeta, StorageError>> {
+        let Some((fault, r)) = self.pick(OP_LIST, prefix, Fault::is_list) else { return listing };
+        let err = self.remote(prefix, "connection reset by peer while listing");
+        let keep = if fault == Fault::ListFails { 0 } else { (r % 64) as usize };
+        listing.take(keep).chain(futures::stream::once(async move { Err(err) })).boxed()
+    }
+}
+
 #[async_trait]
 impl Storage for FaultyStorage {
     fn describe(&self) -> String {
@@ -188,11 +204,11 @@ impl Storage for FaultyStorage {
     }
 
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
-        let Some((fault, r)) = self.pick(OP_LIST, prefix, Fault::is_list) else { return self.inner.list(prefix) };
-        let err = self.remote(prefix, "connection reset by peer while listing");
-        let keep = if fault == Fault::ListFails { 0 } else { (r % 64) as usize };
-        // some entries (as many as the stream has, up to `keep`), then the error
-        self.inner.list(prefix).take(keep).chain(futures::stream::once(async move { Err(err) })).boxed()
+        self.faulty_listing(prefix, self.inner.list(prefix))
+    }
+
+    fn list_probing(&self, prefix: &str, probe: Probe) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+        self.faulty_listing(prefix, self.inner.list_probing(prefix, probe))
     }
 
     async fn list_dir(&self, prefix: &str) -> Result<DirListing, StorageError> {

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use std::sync::Arc;
 
 use super::counts::RequestCounts;
-use super::{system_time_ms, DirListing, MoveMode, Moved, ObjectMeta, Storage, StorageError};
+use super::{system_time_ms, DirListing, MoveMode, Moved, ObjectMeta, Probe, Storage, StorageError};
 
 /// Keys removed per blocking task; batches run concurrently in the sweep.
 const DELETE_BATCH: usize = 256;
@@ -173,6 +173,32 @@ struct Frame {
     dir: PathBuf,
     prefix: String,
     pending: Vec<(Box<str>, Option<PathBuf>)>,
+    /// The walk's probe applies to this directory's subdirectories.
+    probe_children: bool,
+}
+
+/// Where a walk starts, and how it reads.
+struct WalkStart {
+    dir: PathBuf,
+    /// The key of `dir`, with a trailing `/` (empty for the root).
+    prefix: String,
+    /// Only names in `dir` that start with this.
+    filter: Option<String>,
+    /// Probe some directories' subdirectories for one file instead of reading
+    /// them (see `Storage::list_probing`).
+    probe: Option<Probe>,
+}
+
+/// A subdirectory's regular file `leaf`, found by one `fstatat` of
+/// `<name>/<leaf>` relative to the open parent instead of opening and reading
+/// `<name>` (five system calls). `None` for anything else (missing, a link, a
+/// directory, an error): the caller then reads the subdirectory, which reports
+/// it as a full listing would. The stat resolves `<name>` itself, which the
+/// parent's entry said is a directory; were it swapped for a link since, the
+/// leaf's mtime could come from elsewhere, which only makes a re-check keep more.
+fn probe_leaf(parent: BorrowedFd<'_>, name: &str, leaf: &str, key: &str) -> Option<ObjectMeta> {
+    let st = statat(parent, format!("{name}/{leaf}").as_str(), AtFlags::SYMLINK_NOFOLLOW).ok()?;
+    (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile).then(|| stat_meta(format!("{key}/{leaf}"), &st))
 }
 
 /// Why a walk stopped early.
@@ -260,9 +286,9 @@ impl FsStorage {
     /// stack are resolved (the start is canonicalized once, and links are
     /// resolved when followed), so a link whose target contains the directory
     /// it is found in is a loop, caught without resolving every directory.
-    fn walk(&self, dir: PathBuf, prefix: String, filter: Option<String>, tx: &mpsc::Sender<Result<Vec<ObjectMeta>, StorageError>>) {
+    fn walk(&self, start: WalkStart, tx: &mpsc::Sender<Result<Vec<ObjectMeta>, StorageError>>) {
         let mut out = BatchSender { tx, batch: Vec::with_capacity(LIST_BATCH) };
-        match self.walk_into(dir, prefix, filter, &mut out).and_then(|()| out.flush()) {
+        match self.walk_into(start, &mut out).and_then(|()| out.flush()) {
             Ok(()) | Err(WalkStop::Disconnected) => {}
             Err(WalkStop::Failed(e)) => {
                 let _ = tx.blocking_send(Err(e));
@@ -270,7 +296,8 @@ impl FsStorage {
         }
     }
 
-    fn walk_into(&self, dir: PathBuf, prefix: String, filter: Option<String>, out: &mut BatchSender<'_>) -> Result<(), WalkStop> {
+    fn walk_into(&self, start: WalkStart, out: &mut BatchSender<'_>) -> Result<(), WalkStop> {
+        let WalkStart { dir, prefix, filter, probe } = start;
         let start = match self.inside_root(prefix.trim_end_matches('/'), &dir) {
             Ok(real) => real,
             Err(StorageError::NotFound { .. }) => return Ok(()), // nothing under this prefix
@@ -295,6 +322,13 @@ impl FsStorage {
                         continue;
                     };
                     let key = format!("{}{name}", top.prefix);
+                    if let (Some(probe), true, None) = (probe, top.probe_children, &real) {
+                        self.counts.head(1);
+                        if let Some(meta) = probe_leaf(top.fd.as_fd(), &name, probe.leaf, &key) {
+                            out.push(meta)?;
+                            continue;
+                        }
+                    }
                     let opened = match &real {
                         Some(real) => {
                             if top.dir.starts_with(real) || !followed.insert(real.clone()) {
@@ -331,9 +365,28 @@ impl FsStorage {
                 }
             }
             if !pending.is_empty() {
-                frames.push(Frame { fd, dir, prefix, pending });
+                let probe_children = probe.is_some_and(|p| (p.parent)(&prefix));
+                frames.push(Frame { fd, dir, prefix, pending, probe_children });
             }
         }
+    }
+
+    /// A walk of `prefix` on a blocking thread, as a stream of its keys.
+    fn walk_stream(&self, prefix: &str, probe: Option<Probe>) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+        let (dir, key_prefix, filter) = match self.split_prefix(prefix) {
+            Ok(parts) => parts,
+            Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
+        };
+        let (tx, mut rx) = mpsc::channel(LIST_CHANNEL);
+        let this = self.clone();
+        let start = WalkStart { dir, prefix: key_prefix, filter, probe };
+        tokio::task::spawn_blocking(move || this.walk(start, &tx));
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+            .flat_map(|batch| match batch {
+                Ok(objects) => futures::stream::iter(objects.into_iter().map(Ok)).left_stream(),
+                Err(e) => futures::stream::once(async move { Err(e) }).right_stream(),
+            })
+            .boxed()
     }
 
     /// The directory to read for a prefix, and the name filter for its first level.
@@ -360,19 +413,11 @@ impl Storage for FsStorage {
     }
 
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
-        let (dir, key_prefix, filter) = match self.split_prefix(prefix) {
-            Ok(parts) => parts,
-            Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
-        };
-        let (tx, mut rx) = mpsc::channel(LIST_CHANNEL);
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.walk(dir, key_prefix, filter, &tx));
-        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-            .flat_map(|batch| match batch {
-                Ok(objects) => futures::stream::iter(objects.into_iter().map(Ok)).left_stream(),
-                Err(e) => futures::stream::once(async move { Err(e) }).right_stream(),
-            })
-            .boxed()
+        self.walk_stream(prefix, None)
+    }
+
+    fn list_probing(&self, prefix: &str, probe: Probe) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+        self.walk_stream(prefix, Some(probe))
     }
 
     async fn list_dir(&self, prefix: &str) -> Result<DirListing, StorageError> {

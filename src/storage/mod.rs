@@ -37,6 +37,15 @@ pub struct ObjectMeta {
     pub etag: Option<String>,
 }
 
+/// What `Storage::list_probing` may probe for instead of listing.
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    /// Whether the subdirectories of a directory (its key, ending in `/`) are probed.
+    pub parent: fn(&str) -> bool,
+    /// The file each of them is probed for.
+    pub leaf: &'static str,
+}
+
 /// One level of a listing with `/` as delimiter.
 #[derive(Debug, Default, Clone)]
 pub struct DirListing {
@@ -105,6 +114,17 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Backends with directories also report each empty directory, as a key
     /// ending in `/` with size 0 (object stores have none).
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>>;
+
+    /// Lists like `list`, for a caller that needs, of the subdirectories of the
+    /// directories `probe` names, only the regular file `probe.leaf` when there
+    /// is one (the re-check: the `link` files of digest directories). A
+    /// filesystem stats `<subdirectory>/<leaf>` instead of reading the
+    /// subdirectory, and leaves out the rest of one that has it; one without it
+    /// is read in full. Object stores list everything, as `list` does.
+    fn list_probing(&self, prefix: &str, probe: Probe) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+        let _ = probe;
+        self.list(prefix)
+    }
 
     /// One level below `prefix` (which ends with `/` or is empty).
     async fn list_dir(&self, prefix: &str) -> Result<DirListing, StorageError>;

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
 use bytes::Bytes;
-use registry_gc::storage::{MoveMode, Moved, Storage, StorageError};
+use registry_gc::storage::{MoveMode, Moved, Probe, Storage, StorageError};
 
 /// Writes an object into the backend under test, outside the trait (the trait
 /// has no writes: registry-gc never writes into a registry).
@@ -100,7 +100,32 @@ pub async fn run(storage: &dyn Storage, seed: &dyn Seeder) {
         Err(e) => assert!(e.is_not_found(), "{e}"),
         Ok(_) => panic!("a stream of a missing key opened"),
     }
+    probing(storage, seed).await;
     writes_and_moves(storage, seed).await;
+}
+
+/// `list_probing` lists what `list` does, except that a backend may leave out,
+/// in a probed directory's subdirectory that has the leaf, everything else.
+async fn probing(storage: &dyn Storage, seed: &dyn Seeder) {
+    let keys = ["r/x/h1/link", "r/x/h1/other", "r/x/h2/sub/link", "r/x/h3/notlink", "r/x/link", "r/y/h4/link"];
+    for k in keys {
+        seed.put(k, k.as_bytes()).await;
+    }
+    let probe = Probe { parent: |dir| dir == "r/x/", leaf: "link" };
+    let probed: Vec<_> = storage.list_probing("r/", probe).try_collect().await.expect("probing listing succeeds");
+    let full: Vec<_> = storage.list("r/").try_collect().await.unwrap();
+    let probed_keys: BTreeSet<String> = probed.iter().map(|m| m.key.clone()).collect();
+    let full_keys: BTreeSet<String> = full.iter().map(|m| m.key.clone()).collect();
+    assert_eq!(full_keys, keys.map(String::from).into());
+    assert!(probed_keys.is_subset(&full_keys), "{probed_keys:?}");
+    let left_out: Vec<&String> = full_keys.difference(&probed_keys).collect();
+    assert!(left_out.iter().all(|k| *k == "r/x/h1/other"), "{left_out:?}");
+    for m in &probed {
+        let f = full.iter().find(|f| f.key == m.key).unwrap();
+        assert_eq!((m.size, m.last_modified_ms), (f.size, f.last_modified_ms), "{}", m.key);
+    }
+    let results = storage.delete_batch(&keys.map(String::from)).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
 }
 
 async fn text(storage: &dyn Storage, key: &str) -> String {
