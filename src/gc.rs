@@ -99,7 +99,7 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         let failed: std::collections::HashSet<&str> = o.failures.iter().map(|f| f.key.as_str()).collect();
         let deleted: std::collections::HashSet<_> = plan
             .deleted_blobs()
-            .filter_map(|d| if let plan::Target::Blob(id) = d.target() { Some(id) } else { None })
+            .filter_map(|d| if let plan::Target::Blob(id) = d.target(&inventory) { Some(id) } else { None })
             .filter(|id| !failed.contains(crate::layout::blob_data_key(inventory.digests.get(*id)).as_str()))
             .collect();
         progress.start_phase("checking pushes made during the sweep", 0);
@@ -195,7 +195,7 @@ fn write_report(path: &Path, report: &Report, inv: &Inventory, plan: &Plan) -> R
     let fail = |source| Error::Report { path: path.display().to_string(), source };
     let file = std::fs::File::create(path).map_err(fail)?;
     let mut out = std::io::BufWriter::new(file);
-    let deletions = plan.deletions.iter().map(|d| (inv.key_of(&d.target()), d.reason(), inv.bytes_of(&d.target())));
+    let deletions = plan.deletions.iter().map(|d| (inv.key_of(&d.target(inv)), d.reason(), inv.bytes_of(&d.target(inv))));
     report::write_json(&mut out, report, deletions).map_err(fail)?;
     std::io::Write::flush(&mut out).map_err(fail)
 }

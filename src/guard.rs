@@ -69,7 +69,7 @@ mod tests {
         }
         inv.finish();
         let deletions = (revisions..revisions + planned)
-            .map(|n| Deletion::new(Target::Blob(inv.digests.find(&dg(n)).unwrap()), Reason::UnreferencedBlob))
+            .map(|n| Deletion::new(&inv, Target::Blob(inv.digests.find(&dg(n)).unwrap()), Reason::UnreferencedBlob))
             .collect();
         (inv, Plan { deletions, ..Plan::default() })
     }

@@ -114,7 +114,11 @@ pub struct Repository {
     tag_md5s: Vec<(u32, [u8; 16])>,
     pub history: Vec<TagHistory>,
     pub alt_links: Vec<AltLink>,
+    /// Sorted by uuid.
     pub uploads: Vec<Upload>,
+    /// For each upload, how many parts the uploads before it have: parts are
+    /// numbered across the repository (`upload_part_number`).
+    upload_part_base: Vec<u32>,
     /// Unrecognised keys under this repository's metadata directories.
     pub stray_keys: u64,
 }
@@ -122,6 +126,22 @@ pub struct Repository {
 impl Repository {
     pub fn has_revision(&self, d: DigestId) -> bool {
         self.revisions.binary_search_by_key(&d, |l| l.digest).is_ok()
+    }
+
+    /// The place in `history` of tag `tag`'s entry for `digest`.
+    pub fn history_entry(&self, tag: u32, digest: DigestId) -> Option<u32> {
+        self.history.binary_search_by_key(&(tag, digest), |h| (h.tag, h.link.digest)).ok().map(|i| i as u32)
+    }
+
+    /// Part `part` of upload `upload`, numbered across the repository's uploads.
+    pub fn upload_part_number(&self, upload: u32, part: u32) -> u32 {
+        self.upload_part_base[upload as usize] + part
+    }
+
+    /// The (upload, part) numbered `n` by `upload_part_number`.
+    pub fn upload_part_at(&self, n: u32) -> (u32, u32) {
+        let upload = self.upload_part_base.partition_point(|base| *base <= n) - 1;
+        (upload as u32, n - self.upload_part_base[upload])
     }
 
     /// The name of tag `tag`.
@@ -557,6 +577,16 @@ impl Inventory {
         for (new, r) in self.repositories.iter_mut().enumerate() {
             new_id[self.repo_ids[&r.name] as usize] = new as u32;
             r.uploads.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+            let mut parts = 0u32;
+            r.upload_part_base = r
+                .uploads
+                .iter()
+                .map(|u| {
+                    let base = parts;
+                    parts += u.parts.len() as u32;
+                    base
+                })
+                .collect();
         }
         self.empty_dirs.renumber(&new_id);
         self.repo_ids = HashMap::new();

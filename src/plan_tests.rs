@@ -133,7 +133,7 @@ fn refs(kind: ManifestKind, blobs: &[Digest], children: &[Digest], subject: Opti
 
 fn deleted_blobs(p: &Planned) -> HashSet<Digest> {
     p.deleted_blobs()
-        .map(|d| match d.target() {
+        .map(|d| match d.target(&p.inv) {
             Target::Blob(id) => *p.inv.digests.get(id),
             other => panic!("not a blob: {other:?}"),
         })
@@ -142,7 +142,7 @@ fn deleted_blobs(p: &Planned) -> HashSet<Digest> {
 
 /// The keys deleted for `reason`, sorted.
 fn keys_with(p: &Planned, reason: Reason) -> Vec<String> {
-    let mut keys: Vec<String> = p.deletions.iter().filter(|d| d.reason() == reason).map(|d| p.inv.key_of(&d.target())).collect();
+    let mut keys: Vec<String> = p.deletions.iter().filter(|d| d.reason() == reason).map(|d| p.inv.key_of(&d.target(&p.inv))).collect();
     keys.sort();
     keys
 }
@@ -435,7 +435,7 @@ fn random_registries_never_lose_what_tags_reach() {
             for d in &young_blobs {
                 assert!(!deleted.contains(d), "seed {seed}: young blob deleted");
             }
-            let deleted_keys: HashSet<String> = p.deletions.iter().map(|x| p.inv.key_of(&x.target())).collect();
+            let deleted_keys: HashSet<String> = p.deletions.iter().map(|x| p.inv.key_of(&x.target(&p.inv))).collect();
             for (name, revisions) in fx.revisions() {
                 // independently computed: what this repository serves
                 let mut reach: Vec<Digest> = if delete_untagged {
@@ -469,7 +469,7 @@ fn random_registries_never_lose_what_tags_reach() {
             }
             // dry-run equivalence: planning is deterministic
             let again = fx.plan(delete_untagged);
-            let keys = |p: &Planned| p.deletions.iter().map(|x| (p.inv.key_of(&x.target()), x.reason())).collect::<Vec<_>>();
+            let keys = |p: &Planned| p.deletions.iter().map(|x| (p.inv.key_of(&x.target(&p.inv)), x.reason())).collect::<Vec<_>>();
             assert_eq!(keys(&p), keys(&again));
         }
     }
@@ -477,20 +477,36 @@ fn random_registries_never_lose_what_tags_reach() {
 
 #[test]
 fn a_packed_deletion_gives_back_its_target_and_reason() {
-    let big = (1 << 26) - 1;
-    let targets = [
+    // tag history entries and upload parts are packed by their place in the
+    // inventory: a real one, with several of each in the second repository
+    let mut inv = Inventory::default();
+    let d = |n: u32| Digest::from_hex(&format!("{n:064x}")).unwrap();
+    let mut put = |key: String| inv.insert(ObjectMeta { key, size: 3, last_modified_ms: 0, etag: None });
+    put(layout::tag_current_key("a", "latest"));
+    for (tag, n) in [("v1", 1), ("v1", 2), ("v2", 2), ("v3", 7)] {
+        put(layout::tag_index_key("b", tag, &d(n)));
+    }
+    for (uuid, part) in [("u1", "data"), ("u1", "startedat"), ("u2", "data"), ("u2", "hashstates/sha256/0"), ("u2", "startedat"), ("u3", "data")] {
+        put(layout::upload_key("b", uuid, part));
+    }
+    inv.finish();
+    let b = &inv.repositories[1];
+    let mut targets = vec![
         Target::Blob(u32::MAX),
-        Target::Revision { repo: big, digest: 7 },
+        Target::Revision { repo: 1, digest: 7 },
         Target::TagCurrent { repo: 0, tag: u32::MAX },
-        Target::TagIndex { repo: 3, tag: 9, digest: u32::MAX - 1 },
-        Target::LayerLink { repo: big, digest: 0 },
-        Target::Upload { repo: 12, upload: 5, part: u32::MAX },
+        Target::LayerLink { repo: 1, digest: u32::MAX },
     ];
+    targets.extend(b.history.iter().map(|h| Target::TagIndex { repo: 1, tag: h.tag, digest: h.link.digest }));
+    for (ui, u) in b.uploads.iter().enumerate() {
+        targets.extend((0..u.parts.len()).map(|pi| Target::Upload { repo: 1, upload: ui as u32, part: pi as u32 }));
+    }
+    assert_eq!(targets.len(), 4 + 4 + 6);
     for target in targets {
         for reason in Reason::ALL {
-            let d = Deletion::new(target, reason);
-            assert_eq!((d.target(), d.reason()), (target, reason));
+            let del = Deletion::new(&inv, target, reason);
+            assert_eq!((del.target(&inv), del.reason()), (target, reason));
         }
     }
-    assert_eq!(std::mem::size_of::<Deletion>(), 12);
+    assert_eq!(std::mem::size_of::<Deletion>(), 8);
 }

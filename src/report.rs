@@ -158,7 +158,7 @@ impl Report {
         for d in deletions {
             let e: &mut CountBytes = planned.entry(d.reason()).or_default();
             e.count += 1;
-            e.bytes += inv.bytes_of(&d.target());
+            e.bytes += inv.bytes_of(&d.target(inv));
         }
         planned
     }

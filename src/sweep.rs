@@ -62,7 +62,7 @@ pub fn in_registry_tree(key: &str) -> bool {
 /// rendered from the inventory's names here and again when sent, one at a time.
 pub fn check_plan(inv: &Inventory, plan: &Plan) -> Result<(), SweepError> {
     for d in &plan.deletions {
-        let key = inv.key_of(&d.target());
+        let key = inv.key_of(&d.target(inv));
         if !in_registry_tree(&key) {
             return Err(SweepError::OutsideRegistryTree { key });
         }
@@ -152,7 +152,7 @@ struct BatchOutcome {
 /// another batch is removed by whichever empties it last, since removal only
 /// succeeds on an empty directory.
 async fn remove_batch(storage: &dyn Storage, inv: &Inventory, chunk: &[Deletion], attempts: u32, run: Option<&QuarantineRun>) -> BatchOutcome {
-    let mut pending: Vec<(String, &Deletion)> = chunk.iter().map(|d| (inv.key_of(&d.target()), d)).collect();
+    let mut pending: Vec<(String, &Deletion)> = chunk.iter().map(|d| (inv.key_of(&d.target(inv)), d)).collect();
     let mut done: Vec<(String, &Deletion)> = Vec::with_capacity(chunk.len());
     let mut failures = Vec::new();
     let mut gone = Vec::new();
@@ -197,5 +197,5 @@ async fn remove_batch(storage: &dyn Storage, inv: &Inventory, chunk: &[Deletion]
         dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
         dirs_removed = storage.remove_empty_dirs(&dirs).await.unwrap_or(0);
     }
-    BatchOutcome { deleted: done.len() as u64, bytes: done.iter().map(|(_, d)| inv.bytes_of(&d.target())).sum(), dirs_removed, failures, gone }
+    BatchOutcome { deleted: done.len() as u64, bytes: done.iter().map(|(_, d)| inv.bytes_of(&d.target(inv))).sum(), dirs_removed, failures, gone }
 }

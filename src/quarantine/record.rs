@@ -104,7 +104,7 @@ impl QuarantineRun {
             options: self.options.clone(),
             state,
             keys: plan.deletions.len() as u64,
-            bytes: plan.deletions.iter().map(|d| inv.bytes_of(&d.target())).sum(),
+            bytes: plan.deletions.iter().map(|d| inv.bytes_of(&d.target(inv))).sum(),
             moved_keys: 0,
             finished_at: None,
             failures: Vec::new(),
@@ -140,7 +140,7 @@ impl QuarantineRun {
 }
 
 fn plan_entries<'a>(inv: &'a Inventory, plan: &'a Plan) -> impl Iterator<Item = Entry> + 'a {
-    plan.deletions.iter().map(|d| Entry { key: inv.key_of(&d.target()), reason: d.reason(), bytes: inv.bytes_of(&d.target()) })
+    plan.deletions.iter().map(|d| Entry { key: inv.key_of(&d.target(inv)), reason: d.reason(), bytes: inv.bytes_of(&d.target(inv)) })
 }
 
 /// The record as one JSON object: the header's fields, then `entries`, rendered
