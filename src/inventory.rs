@@ -381,15 +381,16 @@ impl EmptyDirs {
         self.ends.is_empty()
     }
 
-    fn span(&self, i: usize) -> &[u8] {
+    /// Where the `i`th key lies in `text`.
+    fn bounds(&self, i: usize) -> std::ops::Range<usize> {
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.text[start..self.ends[i] as usize]
+        start..self.ends[i] as usize
     }
 
     /// The `i`th directory, its key rendered; `repo_name` names a repository id.
     fn get<'a>(&self, i: usize, repo_name: impl Fn(u32) -> &'a str) -> EmptyDir {
         let flags = self.flags[i];
-        let mut rest = self.span(i);
+        let mut rest = &self.text[self.bounds(i)];
         let mut key = String::new();
         if flags & REPO_ID != 0 {
             let id = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
@@ -427,7 +428,7 @@ impl EmptyDirs {
     fn renumber(&mut self, new_id: &[u32]) {
         for i in 0..self.len() {
             if self.flags[i] & REPO_ID != 0 {
-                let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+                let start = self.bounds(i).start;
                 let old = u32::from_le_bytes(self.text[start..start + 4].try_into().expect("4 bytes"));
                 self.text[start..start + 4].copy_from_slice(&new_id[old as usize].to_le_bytes());
             }

@@ -173,8 +173,9 @@ struct Frame {
     dir: PathBuf,
     prefix: String,
     pending: Vec<(Box<str>, Option<PathBuf>)>,
-    /// The walk's probe applies to this directory's subdirectories.
-    probe_children: bool,
+    /// The file this directory's subdirectories are probed for, when the walk's
+    /// probe applies to it.
+    probe_leaf: Option<&'static str>,
 }
 
 /// Where a walk starts, and how it reads.
@@ -322,9 +323,9 @@ impl FsStorage {
                         continue;
                     };
                     let key = format!("{}{name}", top.prefix);
-                    if let (Some(probe), true, None) = (probe, top.probe_children, &real) {
+                    if let (Some(leaf), None) = (top.probe_leaf, &real) {
                         self.counts.head(1);
-                        if let Some(meta) = probe_leaf(top.fd.as_fd(), &name, probe.leaf, &key) {
+                        if let Some(meta) = probe_leaf(top.fd.as_fd(), &name, leaf, &key) {
                             out.push(meta)?;
                             continue;
                         }
@@ -365,8 +366,8 @@ impl FsStorage {
                 }
             }
             if !pending.is_empty() {
-                let probe_children = probe.is_some_and(|p| (p.parent)(&prefix));
-                frames.push(Frame { fd, dir, prefix, pending, probe_children });
+                let probe_leaf = probe.filter(|p| (p.parent)(&prefix)).map(|p| p.leaf);
+                frames.push(Frame { fd, dir, prefix, pending, probe_leaf });
             }
         }
     }
