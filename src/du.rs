@@ -254,12 +254,13 @@ pub fn usage(inv: &Inventory, marks: &Marks, default_plan: &Plan, untagged_plan:
 fn attribute(inv: &Inventory, holders: &Holders, plan: &Plan, repos: &mut [RepoUsage], add: impl Fn(&mut RepoUsage, u64)) -> Frees {
     let mut f = Frees::default();
     for d in &plan.deletions {
-        let bytes = inv.bytes_of(&d.target(inv));
+        let target = d.target(inv);
+        let bytes = inv.bytes_of(&target);
         if bytes == 0 {
             continue;
         }
         f.bytes += bytes;
-        match d.target(inv) {
+        match target {
             Target::Blob(id) => match holders.of(id) {
                 (0, _) => f.orphan_bytes += bytes,
                 (1, ri) => {

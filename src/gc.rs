@@ -195,7 +195,10 @@ fn write_report(path: &Path, report: &Report, inv: &Inventory, plan: &Plan) -> R
     let fail = |source| Error::Report { path: path.display().to_string(), source };
     let file = std::fs::File::create(path).map_err(fail)?;
     let mut out = std::io::BufWriter::new(file);
-    let deletions = plan.deletions.iter().map(|d| (inv.key_of(&d.target(inv)), d.reason(), inv.bytes_of(&d.target(inv))));
+    let deletions = plan.deletions.iter().map(|d| {
+        let target = d.target(inv);
+        (inv.key_of(&target), d.reason(), inv.bytes_of(&target))
+    });
     report::write_json(&mut out, report, deletions).map_err(fail)?;
     std::io::Write::flush(&mut out).map_err(fail)
 }

@@ -317,10 +317,11 @@ fn withdraw(inv: &Inventory, plan: &mut Plan, kept: &HashMap<DigestId, usize>, r
     let before = plan.deletions.len();
     let mut withdrawn_bytes = 0;
     plan.deletions.retain(|d| {
-        let keep = needed(&d.target(inv));
+        let target = d.target(inv);
+        let keep = needed(&target);
         if keep {
-            withdrawn_bytes += inv.bytes_of(&d.target(inv));
-            if let Target::Blob(id) = d.target(inv) {
+            withdrawn_bytes += inv.bytes_of(&target);
+            if let Target::Blob(id) = target {
                 plan.kept_blobs += 1;
                 plan.kept_blob_bytes += inv.blob(id).map_or(0, |b| b.size);
             }

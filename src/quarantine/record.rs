@@ -140,7 +140,10 @@ impl QuarantineRun {
 }
 
 fn plan_entries<'a>(inv: &'a Inventory, plan: &'a Plan) -> impl Iterator<Item = Entry> + 'a {
-    plan.deletions.iter().map(|d| Entry { key: inv.key_of(&d.target(inv)), reason: d.reason(), bytes: inv.bytes_of(&d.target(inv)) })
+    plan.deletions.iter().map(|d| {
+        let target = d.target(inv);
+        Entry { key: inv.key_of(&target), reason: d.reason(), bytes: inv.bytes_of(&target) }
+    })
 }
 
 /// The record as one JSON object: the header's fields, then `entries`, rendered

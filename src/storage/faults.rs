@@ -175,9 +175,7 @@ impl FaultyStorage {
     fn remote(&self, key: &str, reason: &str) -> StorageError {
         StorageError::Remote { key: key.to_string(), reason: format!("injected fault: {reason}") }
     }
-}
 
-impl FaultyStorage {
     /// `listing` of `prefix`, or, when a listing fault is picked, some of its
     /// entries (as many as it has, up to a random count; none for `ListFails`)
     /// and then an error.
