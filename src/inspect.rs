@@ -71,8 +71,9 @@ pub fn cache_for(storage: &dyn Storage, dir: Option<PathBuf>, no_cache: bool) ->
 #[error("reading failed: {0}")]
 pub struct ReadError(#[from] pub StorageError);
 
-/// Lists the registry and reads its tag links and manifests: exactly `gc`'s
-/// picture of it, for a command that only reports.
+/// Lists the registry and reads its tag links and manifests: `gc`'s picture
+/// of it, for a command that only reports. Every key is listed (`gc` probes
+/// digest directories for their one file), so that strays anywhere are seen.
 pub async fn load(
     storage: &dyn Storage,
     read: &ReadSettings,
@@ -80,7 +81,7 @@ pub async fn load(
     progress: &Progress,
 ) -> Result<(Inventory, Marks, Vec<Warning>), Error> {
     let mut inventory = Inventory::default();
-    listing::list_registry(storage, &mut inventory, read.concurrency, progress).await?;
+    listing::list_registry(storage, &mut inventory, None, read.concurrency, progress).await?;
     inventory.finish();
     let mut warnings = Vec::new();
     let cache = cache_dir.as_deref().and_then(|dir| match ManifestCache::open(dir) {

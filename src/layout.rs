@@ -187,6 +187,19 @@ pub fn holds_link_dirs(dir: &str) -> bool {
     }
 }
 
+/// The one file that means anything in each subdirectory of `dir` (a key
+/// ending in `/`), when they are digest directories: `data` in the blob
+/// directories under `blobs/sha256/<xx>/`, `link` in the directories
+/// `holds_link_dirs` names. A listing that probes for these (`gc`'s) does not
+/// see other files beside them; `fsck` lists everything.
+pub fn digest_dir_leaf(dir: &str) -> Option<&'static str> {
+    if holds_link_dirs(dir) {
+        return Some("link");
+    }
+    let prefix = dir.strip_prefix(BLOBS)?.strip_prefix("sha256/")?.strip_suffix('/')?;
+    (prefix.len() == 2 && prefix.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some("data")
+}
+
 /// Whether `dir` (a directory key without trailing `/`) lies below the structural
 /// directories the registry expects, so that it may be removed when empty.
 pub fn is_removable_empty_dir(dir: &str) -> bool {
@@ -449,6 +462,15 @@ mod tests {
             "blobs/sha256/ab/",
         ] {
             assert!(!holds_link_dirs(&format!("{V2}{dir}")), "{dir}");
+        }
+    }
+
+    #[test]
+    fn blob_prefixes_hold_data_dirs_and_digest_directories_link_dirs() {
+        assert_eq!(digest_dir_leaf(&format!("{BLOBS}sha256/4f/")), Some("data"));
+        assert_eq!(digest_dir_leaf(&format!("{REPOSITORIES}team/app/_layers/sha256/")), Some("link"));
+        for dir in ["blobs/", "blobs/sha256/", "blobs/sha256/4F/", "blobs/sha256/4/", "blobs/sha256/4fa/", "blobs/sha512/4f/", "blobs/sha256/4f/abc/", "repositories/app/"] {
+            assert_eq!(digest_dir_leaf(&format!("{V2}{dir}")), None, "{dir}");
         }
     }
 

@@ -7,14 +7,30 @@ use futures::StreamExt;
 use crate::inventory::{Inventory, InventoryError};
 use crate::layout;
 use crate::progress::Progress;
-use crate::storage::{ObjectMeta, Storage, StorageError};
+use crate::storage::{ObjectMeta, Probe, Storage, StorageError};
 
-/// Lists the whole registry tree into `inventory`. Any listing error aborts: a
-/// partial picture must never reach the planner (invariant 1).
-pub async fn list_registry(storage: &dyn Storage, inventory: &mut Inventory, concurrency: usize, progress: &Progress) -> Result<(), InventoryError> {
+/// `gc`'s probe: of a blob directory only its `data`, of a digest directory
+/// only its `link` (on a filesystem, one stat each instead of reading the
+/// directory; stray files beside them go unseen, and `fsck` reports them).
+pub const DIGEST_LEAVES: Probe = Probe { leaf_of: layout::digest_dir_leaf };
+
+/// Lists the whole registry tree into `inventory`: every key, or with `probe`
+/// what `Storage::list_probing` returns. Any listing error aborts: a partial
+/// picture must never reach the planner (invariant 1).
+pub async fn list_registry(
+    storage: &dyn Storage,
+    inventory: &mut Inventory,
+    probe: Option<Probe>,
+    concurrency: usize,
+    progress: &Progress,
+) -> Result<(), InventoryError> {
     let plan = ListingPlan::make(storage, inventory).await?;
     progress.set_listing_prefixes(plan.partitions.len() as u64);
-    let mut stream = futures::stream::iter(plan.partitions).map(|prefix| storage.list(&prefix)).flatten_unordered(concurrency.max(1));
+    let list = |prefix: String| match probe {
+        Some(probe) => storage.list_probing(&prefix, probe),
+        None => storage.list(&prefix),
+    };
+    let mut stream = futures::stream::iter(plan.partitions).map(list).flatten_unordered(concurrency.max(1));
     while let Some(item) = stream.next().await {
         inventory.insert(item?);
         progress.listed_key();

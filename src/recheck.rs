@@ -27,7 +27,7 @@ use crate::listing;
 use crate::manifest;
 use crate::mark::Marks;
 use crate::plan::{Plan, Target};
-use crate::storage::{Probe, Storage, StorageError};
+use crate::storage::{Storage, StorageError};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RecheckOptions {
@@ -177,8 +177,7 @@ async fn list_recent(storage: &dyn Storage, inv: &Inventory, opts: &RecheckOptio
     let partitions = listing::repository_partitions(storage, inv.keys_listed).await.map_err(RecheckError::Storage)?;
     // Only links, tags and uploads matter here: a filesystem stats each digest
     // directory's `link` instead of reading the directory.
-    let probe = Probe { parent: layout::holds_link_dirs, leaf: "link" };
-    let mut stream = futures::stream::iter(partitions).map(|p| storage.list_probing(&p, probe)).flatten_unordered(opts.concurrency.max(1));
+    let mut stream = futures::stream::iter(partitions).map(|p| storage.list_probing(&p, listing::DIGEST_LEAVES)).flatten_unordered(opts.concurrency.max(1));
     while let Some(item) = stream.next().await {
         let meta = item.map_err(RecheckError::Storage)?;
         if !meta.key.ends_with('/') {

@@ -28,28 +28,46 @@ fn stray_files_are_reported_and_never_deleted() {
     let (_dir, sc) = mixed();
     let copy = aged_copy(&sc);
     let alpine = sc.image("alpine:3.19");
-    let strays = [
-        format!("blobs/sha256/{}/tmp-upload-123", &alpine.digest()[7..9]),
-        format!("blobs/sha256/{}/{}/data.tmp", &alpine.digest()[7..9], &alpine.digest()[7..]),
+    let (prefix, hex) = (&alpine.digest()[7..9], &alpine.digest()[7..]);
+    let seen_by_gc = [
+        format!("blobs/sha256/{prefix}/tmp-upload-123"),
         "repositories/library/README".to_string(),
-        format!("repositories/library/alpine/_manifests/revisions/sha256/{}/link.tmp", &alpine.digest()[7..]),
         "repositories/library/alpine/_manifests/tags/3.19/current/link~".to_string(),
         "repositories/library/alpine/_junk/file".to_string(),
         "stray-at-v2-root".to_string(),
     ];
+    // beside a blob's `data` and a revision's `link`: gc stats those files
+    // instead of reading their directories, so only fsck sees these
+    let beside_a_leaf = [
+        format!("blobs/sha256/{prefix}/{hex}/data.tmp"),
+        format!("repositories/library/alpine/_manifests/revisions/sha256/{hex}/link.tmp"),
+    ];
+    let strays: Vec<&String> = seen_by_gc.iter().chain(&beside_a_leaf).collect();
     for k in &strays {
         tree::write_key(copy.path(), k, b"junk");
     }
     tree::age_tree(copy.path(), Duration::from_secs(7200));
+    let fsck = run(&["fsck", "--format", "json", &copy.path().display().to_string()]);
+    let findings: serde_json::Value = serde_json::from_slice(&fsck.stdout).expect("fsck prints JSON");
+    let stray_findings: Vec<&str> =
+        findings["findings"].as_array().unwrap().iter().filter(|f| f["kind"] == "stray-key").map(|f| f["key"].as_str().unwrap()).collect();
+    for k in &strays {
+        assert!(stray_findings.contains(&format!("docker/registry/v2/{k}").as_str()), "fsck did not report {k}: {stray_findings:?}");
+    }
+
     let report = copy.path().join("r.json");
     let out = gc(copy.path(), &["--delete-untagged", "--report", report.to_str().unwrap()], 0);
     let keys = tree::keys(copy.path());
     for k in &strays {
-        assert!(keys.contains(k), "stray {k} was deleted");
+        assert!(keys.contains(*k), "stray {k} was deleted");
     }
-    assert!(stdout(&out).contains(&format!("stray keys (skipped): {}", strays.len())), "{}", stdout(&out));
+    assert!(stdout(&out).contains(&format!("stray keys (skipped): {}", seen_by_gc.len())), "{}", stdout(&out));
     let r = common::collector::read_report(&report);
-    assert_eq!(r["strays"].as_array().unwrap().len(), strays.len());
+    let reported: Vec<&str> = r["strays"].as_array().unwrap().iter().map(|s| s["key"].as_str().unwrap()).collect();
+    assert_eq!(reported.len(), seen_by_gc.len(), "{reported:?}");
+    for k in &seen_by_gc {
+        assert!(reported.contains(&format!("docker/registry/v2/{k}").as_str()), "gc did not report {k}: {reported:?}");
+    }
     let reg = Registry::start(copy.path());
     sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged).unwrap();
 }

@@ -172,14 +172,16 @@ async fn probing_stats_the_leaf_of_probed_subdirectories_and_reads_everything_el
     write(root, "x/link", b"in the probed directory itself");
     write(root, "y/h6/link", b"not probed");
     write(root, "y/h6/stray", b"listed");
+    write(root, "z/h8/data", b"z's subdirectories are probed for another leaf");
+    write(root, "z/h8/link", b"left out");
     let storage = FsStorage::open(root).unwrap();
-    let probe = Probe { parent: |dir| dir == "x/", leaf: "link" };
+    let probe = Probe { leaf_of: |dir| if dir == "x/" { Some("link") } else { (dir == "z/").then_some("data") } };
     let probed: Vec<_> = storage.list_probing("", probe).try_collect().await.unwrap();
     let mut keys: Vec<&str> = probed.iter().map(|m| m.key.as_str()).collect();
     keys.sort();
     assert_eq!(
         keys,
-        ["target", "x/h1/link", "x/h2/other", "x/h3/link/inner", "x/h4/", "x/h5/link", "x/link", "y/h6/link", "y/h6/stray"]
+        ["target", "x/h1/link", "x/h2/other", "x/h3/link/inner", "x/h4/", "x/h5/link", "x/link", "y/h6/link", "y/h6/stray", "z/h8/data"]
     );
     let h1 = probed.iter().find(|m| m.key == "x/h1/link").unwrap();
     let listed: Vec<_> = storage.list("x/h1/").try_collect().await.unwrap();

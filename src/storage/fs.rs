@@ -196,7 +196,8 @@ struct WalkStart {
 /// directory, an error): the caller then reads the subdirectory, which reports
 /// it as a full listing would. The stat resolves `<name>` itself, which the
 /// parent's entry said is a directory; were it swapped for a link since, the
-/// leaf's mtime could come from elsewhere, which only makes a re-check keep more.
+/// leaf's size and mtime could come from elsewhere, but nothing is read or
+/// deleted through it: reads and deletions resolve beneath the root.
 fn probe_leaf(parent: BorrowedFd<'_>, name: &str, leaf: &str, key: &str) -> Option<ObjectMeta> {
     let st = statat(parent, format!("{name}/{leaf}").as_str(), AtFlags::SYMLINK_NOFOLLOW).ok()?;
     (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile).then(|| stat_meta(format!("{key}/{leaf}"), &st))
@@ -366,7 +367,7 @@ impl FsStorage {
                 }
             }
             if !pending.is_empty() {
-                let probe_leaf = probe.filter(|p| (p.parent)(&prefix)).map(|p| p.leaf);
+                let probe_leaf = probe.and_then(|p| (p.leaf_of)(&prefix));
                 frames.push(Frame { fd, dir, prefix, pending, probe_leaf });
             }
         }

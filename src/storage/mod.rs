@@ -40,10 +40,9 @@ pub struct ObjectMeta {
 /// What `Storage::list_probing` may probe for instead of listing.
 #[derive(Debug, Clone, Copy)]
 pub struct Probe {
-    /// Whether the subdirectories of a directory (its key, ending in `/`) are probed.
-    pub parent: fn(&str) -> bool,
-    /// The file each of them is probed for.
-    pub leaf: &'static str,
+    /// For a directory (its key, ending in `/`), the one file each of its
+    /// subdirectories is probed for, if they are probed.
+    pub leaf_of: fn(&str) -> Option<&'static str>,
 }
 
 /// One level of a listing with `/` as delimiter.
@@ -116,8 +115,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>>;
 
     /// Lists like `list`, for a caller that needs, of the subdirectories of the
-    /// directories `probe` names, only the regular file `probe.leaf` when there
-    /// is one (the re-check: the `link` files of digest directories). A
+    /// directories `probe` names, only their one regular file `leaf` when there
+    /// is one (`gc`: blob directories' `data`, digest directories' `link`). A
     /// filesystem stats `<subdirectory>/<leaf>` instead of reading the
     /// subdirectory, and leaves out the rest of one that has it; one without it
     /// is read in full. Object stores list everything, as `list` does.

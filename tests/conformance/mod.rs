@@ -111,7 +111,7 @@ async fn probing(storage: &dyn Storage, seed: &dyn Seeder) {
     for k in keys {
         seed.put(k, k.as_bytes()).await;
     }
-    let probe = Probe { parent: |dir| dir == "r/x/", leaf: "link" };
+    let probe = Probe { leaf_of: |dir| (dir == "r/x/").then_some("link") };
     let probed: Vec<_> = storage.list_probing("r/", probe).try_collect().await.expect("probing listing succeeds");
     let full: Vec<_> = storage.list("r/").try_collect().await.unwrap();
     let probed_keys: BTreeSet<String> = probed.iter().map(|m| m.key.clone()).collect();
