@@ -237,6 +237,13 @@ pub struct GcArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub upload_max_age: Option<Duration>,
 
+    /// The registry is stopped or read-only for the whole run, as `registry
+    /// garbage-collect` requires: skip the re-check before the sweep and the
+    /// look for pushes after it (on S3, two listings of repositories/). Unsafe
+    /// while the registry accepts pushes.
+    #[arg(long)]
+    pub offline: bool,
+
     /// Remove repositories left with no manifests, tags, layers or uploads
     /// (filesystem only; object stores have no directories). Without this flag
     /// they are only reported.
@@ -397,6 +404,7 @@ impl GcArgs {
                 force: self.force || gc.force.unwrap_or(false),
             },
             quarantine: self.quarantine || gc.quarantine.unwrap_or(false),
+            offline: self.offline || gc.offline.unwrap_or(false),
         };
         let default_cache = !self.no_cache && !gc.no_cache.unwrap_or(false);
         let metrics = self.metrics.clone().or(gc.metrics.clone());
@@ -514,6 +522,10 @@ mod tests {
         std::fs::write(&file, "[storage]\nurl = \"s3://b/r\"\n[gc]\nquarantine = true\n").unwrap();
         let f = file.to_str().unwrap();
         assert!(resolve(&["--config", f]).unwrap().options.quarantine);
+        assert!(!resolve(&["--config", f]).unwrap().options.offline);
+        assert!(resolve(&["--offline", "--config", f]).unwrap().options.offline);
+        std::fs::write(&file, "[storage]\nurl = \"s3://b/r\"\n[gc]\noffline = true\n").unwrap();
+        assert!(resolve(&["--config", f]).unwrap().options.offline);
 
         let restore = |args: &[&str]| {
             let mut full = vec!["registry-gc", "restore"];

@@ -53,6 +53,7 @@ pub struct GcSection {
     pub max_delete_percent: Option<f64>,
     pub force: Option<bool>,
     pub quarantine: Option<bool>,
+    pub offline: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]

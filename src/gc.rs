@@ -11,7 +11,7 @@ use crate::listing;
 use crate::mark::{self, MarkOptions};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::progress::Progress;
-use crate::recheck::{self, RecheckOptions};
+use crate::recheck::{self, RecheckOptions, RecheckOutcome};
 use crate::quarantine::QuarantineRun;
 use crate::report::{self, PhaseSeconds, Report, Seen, Warning, SCHEMA_VERSION};
 use crate::storage::counts::RequestFloor;
@@ -33,6 +33,9 @@ pub struct GcOptions {
     pub guard: GuardOptions,
     /// Move what would be deleted into a quarantine run instead (see `quarantine`).
     pub quarantine: bool,
+    /// The registry is stopped or read-only: nothing can be written during the
+    /// run, so neither the re-check nor the look after the sweep is needed.
+    pub offline: bool,
 }
 
 /// Runs one collection. With `report_path`, the JSON report (every deletion
@@ -72,9 +75,13 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     // The registry may have been written to since the listing: what a recent
     // write needs leaves the plan. A dry run does it too, so that it plans what
     // a real run would.
-    progress.start_phase("re-checking repositories", 0);
     let recheck_opts = RecheckOptions { fence: plan_opts.fence(), concurrency: opts.concurrency, max_manifest_bytes: opts.max_manifest_bytes };
-    let recheck = recheck::recheck(storage, &inventory, &marks, &mut plan, &recheck_opts).await?;
+    let recheck = if opts.offline {
+        RecheckOutcome::default()
+    } else {
+        progress.start_phase("re-checking repositories", 0);
+        recheck::recheck(storage, &inventory, &marks, &mut plan, &recheck_opts).await?
+    };
     times.recheck = lap.next();
     if let Some(refusal) = guard::check(&inventory, &plan, &opts.guard) {
         if !opts.dry_run {
@@ -95,7 +102,7 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     // The window the re-check leaves: a manifest put between it and a blob's
     // delete. Look once more, so that such an image is named, not silently broken.
     let mut broken_by_race = Vec::new();
-    if let Some(o) = outcome.as_ref().filter(|o| o.deleted_keys > 0) {
+    if let Some(o) = outcome.as_ref().filter(|o| o.deleted_keys > 0 && !opts.offline) {
         let failed: std::collections::HashSet<&str> = o.failures.iter().map(|f| f.key.as_str()).collect();
         let deleted: std::collections::HashSet<_> = plan
             .deleted_blobs()
@@ -144,6 +151,7 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         dry_run: opts.dry_run,
         delete_untagged: opts.delete_untagged,
         min_age_seconds: (opts.min_age_ms / 1000).max(0) as u64,
+        offline: opts.offline,
         started_at: humantime::format_rfc3339_seconds(now).to_string(),
         duration_seconds: started.elapsed().as_secs_f64(),
         phase_seconds: times,

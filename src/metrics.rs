@@ -195,6 +195,7 @@ mod tests {
             dry_run: false,
             delete_untagged: false,
             min_age_seconds: 3600,
+            offline: false,
             started_at: "2026-01-01T00:00:00Z".into(),
             duration_seconds: 1.5,
             seen: Seen { keys: 10, repositories: 2, manifests: 3, tags: 4, blobs: 5, blob_bytes: 600, uploads: 1 },

@@ -69,6 +69,8 @@ pub struct Report {
     pub dry_run: bool,
     pub delete_untagged: bool,
     pub min_age_seconds: u64,
+    /// `--offline`: no re-check before the sweep, no look after it.
+    pub offline: bool,
     pub started_at: String,
     pub duration_seconds: f64,
     pub phase_seconds: PhaseSeconds,
@@ -220,6 +222,9 @@ impl Report {
         }
         if self.spared_by_min_age > 0 {
             let _ = writeln!(s, "spared {} objects younger than --min-age {}s", self.spared_by_min_age, self.min_age_seconds);
+        }
+        if self.offline {
+            let _ = writeln!(s, "offline: the registry was declared stopped or read-only; no re-check before the sweep, no look after it");
         }
         if self.recheck.recent_keys > 0 {
             let _ = writeln!(

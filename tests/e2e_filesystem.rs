@@ -177,3 +177,36 @@ fn a_plan_over_the_delete_share_is_refused_without_force() {
     let reg = Registry::start(copy.path());
     sc.pull_verify_survivors(reg.url(), Mode::Default).unwrap();
 }
+
+#[test]
+fn offline_skips_both_looks_and_deletes_what_an_online_run_does() {
+    let (_dir, sc) = pushed(scenarios::mixed);
+    let mode = Mode::DeleteUntagged;
+    let mut directory_reads = Vec::new();
+    for offline in [false, true] {
+        let copy = collector::aged_copy(&sc);
+        let before = tree::keys(copy.path());
+        let report = copy.path().join("report.json");
+        let report_s = report.display().to_string();
+        let mut flags = mode_flags(mode);
+        flags.extend(["--force", "--upload-max-age", "1h", "--report", &report_s]);
+        if offline {
+            flags.push("--offline");
+        }
+        let out = gc(copy.path(), &flags, 0);
+        let r = collector::read_report(&report);
+        assert_eq!(r["offline"].as_bool(), Some(offline));
+        let relisted = r["recheck"]["keys_listed"].as_u64().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).contains("offline: the registry was declared stopped or read-only");
+        assert_eq!((relisted == 0, said), (offline, offline), "offline {offline}: re-check listed {relisted} keys");
+        let expected = collector::expected_deletions(&sc, mode, &before, true);
+        collector::assert_deleted_exactly(&before, &tree::keys(copy.path()), &expected);
+        directory_reads.push(r["requests"]["list"].as_u64().unwrap());
+        if offline {
+            let reg = Registry::start(copy.path());
+            sc.pull_verify_survivors(reg.url(), mode).unwrap();
+        }
+    }
+    // the online run walked the repositories twice more: before and after the sweep
+    assert!(directory_reads[1] < directory_reads[0], "directory reads online/offline: {directory_reads:?}");
+}

@@ -241,6 +241,7 @@ fn options(delete_untagged: bool, min_age: Duration) -> GcOptions {
         // these small registries are mostly garbage
         guard: GuardOptions { force: true, ..GuardOptions::default() },
         quarantine: false,
+        offline: false,
     }
 }
 

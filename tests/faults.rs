@@ -36,6 +36,7 @@ fn options() -> GcOptions {
         // the mixed registry under -m is mostly garbage
         guard: registry_gc::guard::GuardOptions { force: true, ..Default::default() },
         quarantine: false,
+        offline: false,
     }
 }
 
