@@ -312,14 +312,14 @@ def cmd_collect(a) -> int:
         k = kinds.get(os.path.basename(r["dir"]))
         if k:
             r["requests_by_kind"] = dict(sorted(k.items(), key=lambda kv: -kv[1]))
-    order = {"registry-gc": 0, "registry-gc-cached": 1, "reference": 2}
+    order = {"registry-gc": 0, "registry-gc-cached": 1, "registry-gc-offline": 2, "reference": 3}
     runs.sort(key=lambda r: (r.get("seq", 0), order.get(r.get("tool"), 9)))
     pairs = []
     groups: dict[tuple, dict] = {}
     for r in runs:
         groups.setdefault((r["backend"], r["mode"], r.get("cache", "–")), {})[r["tool"]] = r
     for (backend, mode, cache), g in groups.items():
-        for vs in ("registry-gc", "registry-gc-cached"):
+        for vs in ("registry-gc", "registry-gc-cached", "registry-gc-offline"):
             if vs not in g or "reference" not in g:
                 continue
             gc, ref = g[vs], g["reference"]

@@ -16,10 +16,14 @@
 #   --cached            on S3, also time registry-gc with a warm manifest cache
 #                       (primed by a --dry-run on its own copy): "registry-gc-cached".
 #                       Plain registry-gc runs always get a fresh, empty cache dir.
+#   --offline           also time registry-gc --offline on its own copy (the
+#                       reference's condition: the registry stopped, so no
+#                       re-check before the sweep and no look after it):
+#                       "registry-gc-offline"
 #   --timeout SECS      stop a collector that runs longer than this [none]
 #   --threads N         upload threads for seeding S3 [16]
 #   --work DIR          where the copies go [$TMPDIR or /tmp]
-#   --keep              keep the copies, the bucket and the work dir
+#   --keep              keep the copies, the buckets and the work dir
 #   --rev REV           build registry-gc from commit REV (git archive, so edits
 #                       in progress in the work tree don't matter) instead of
 #                       the work tree
@@ -38,6 +42,7 @@ modes=default,untagged
 backends=fs,s3
 cold=0
 cached=0
+offline=0
 keep=0
 concurrency=""
 timeout_s=0
@@ -59,6 +64,7 @@ while [ $# -gt 0 ]; do
         --backends=*) backends=${1#*=}; shift ;;
         --cold) cold=1; shift ;;
         --cached) cached=1; shift ;;
+        --offline) offline=1; shift ;;
         --concurrency) concurrency=$2; shift 2 ;;
         --timeout) timeout_s=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
@@ -323,6 +329,18 @@ fs_pair() { # MODE CACHE
     run_one "$d" reference fs "$mode" "$cache" -- env -u AWS_CA_BUNDLE docker-registry "${flags[@]}" "$cfg"
     helpers keys --fs "$refdir" --out "$d/after.json" >/dev/null
 
+    if [ "$offline" = 1 ]; then
+        local offdir=$work/fs/$mode-$cache-registry-gc-offline
+        cp -a "$src" "$offdir"
+        sync
+        new_run_dir registry-gc-offline fs "$mode" "$cache"
+        helpers keys --fs "$offdir" --out "$d/before.json" >/dev/null
+        if [ "$cache" = cold ]; then sync; echo 3 >/proc/sys/vm/drop_caches; else warm "$offdir"; fi
+        mapfile -t flags < <(gc_flags "$mode")
+        run_one "$d" registry-gc-offline fs "$mode" "$cache" -- "$bin" "${flags[@]}" --offline --report "$d/report.json" "$offdir"
+        helpers keys --fs "$offdir" --out "$d/after.json" >/dev/null
+        [ "$keep" = 1 ] || rm -rf -- "$offdir"
+    fi
     [ "$keep" = 1 ] || rm -rf -- "$gcdir" "$refdir"
 }
 
@@ -356,9 +374,22 @@ proxy_admin() { # METHOD PATH > body
     curl -fsS --max-time 10 -X "$1" "http://127.0.0.1:$proxy_port$2"
 }
 
+# Every run gets a bucket of its own holding only its copy: moto scans the whole
+# bucket on every LIST, so a copy waiting for another tool would make the run
+# before it slower.
+s3_seed() { # ROOT: sets $bucket
+    bucket=rgc-bench-$stamp_s-$1
+    helpers upload --endpoint "$moto" --bucket "$bucket" --root "$1" --threads "$threads" "$src" >&2
+}
+s3_unseed() {
+    [ "$keep" = 1 ] || helpers rm-bucket --endpoint "$moto" --bucket "$bucket" >/dev/null 2>&1 || true
+    [ "$keep" = 1 ] || bucket=""
+}
+
 s3_gc_run() { # MODE ROOT TOOL
     local mode=$1 root=$2 tool=$3 d
     local -a cache=()
+    s3_seed "$root"
     new_run_dir "$tool" s3 "$mode" -
     if [ "$gc_has_cache" = 1 ]; then
         cache=(--cache-dir "$d/manifest-cache")
@@ -373,22 +404,22 @@ s3_gc_run() { # MODE ROOT TOOL
     helpers keys --endpoint "$moto" --bucket "$bucket" --root "$root" --out "$d/before.json" >/dev/null
     proxy_admin POST "/__reset?label=$(basename "$d")" >/dev/null
     mapfile -t flags < <(gc_flags "$mode")
+    [ "$tool" = registry-gc-offline ] && flags+=(--offline)
     run_one "$d" "$tool" s3 "$mode" - -- "$bin" "${flags[@]}" --report "$d/report.json" "${cache[@]}" \
         --endpoint "http://127.0.0.1:$proxy_port" --allow-http --region us-east-1 \
         -o access_key_id=test -o secret_access_key=test "s3://$bucket/$root"
     proxy_admin GET /__counts >"$d/counts.json"
     helpers keys --endpoint "$moto" --bucket "$bucket" --root "$root" --out "$d/after.json" >/dev/null
+    s3_unseed
 }
 
 s3_pair() { # MODE
     local mode=$1 refroot=$1-reference d cfg
-    local -a roots=(--root "$mode-registry-gc" --root "$refroot")
-    [ "$cached" = 1 ] && roots+=(--root "$mode-registry-gc-cached")
-    helpers upload --endpoint "$moto" --bucket "$bucket" "${roots[@]}" --threads "$threads" "$src" >&2
-
     s3_gc_run "$mode" "$mode-registry-gc" registry-gc
     [ "$cached" = 1 ] && s3_gc_run "$mode" "$mode-registry-gc-cached" registry-gc-cached
+    [ "$offline" = 1 ] && s3_gc_run "$mode" "$mode-registry-gc-offline" registry-gc-offline
 
+    s3_seed "$refroot"
     new_run_dir reference s3 "$mode" -
     cfg=$d/config.yml
     ref_config "$cfg" "  s3:
@@ -406,12 +437,13 @@ s3_pair() { # MODE
     run_one "$d" reference s3 "$mode" - -- env -u AWS_CA_BUNDLE docker-registry "${flags[@]}" "$cfg"
     proxy_admin GET /__counts >"$d/counts.json"
     helpers keys --endpoint "$moto" --bucket "$bucket" --root "$refroot" --out "$d/after.json" >/dev/null
+    s3_unseed
 }
 
 if has_backend s3; then
     step "S3: moto on $moto, proxy"
     S3_PORT=$s3_port bash "$repo/backends/s3/start.sh" >&2
-    bucket=rgc-bench-$(date +%s)-$$
+    stamp_s=$(date +%s)
     start_proxy
     for mode in "${mode_list[@]}"; do
         step "S3, $mode (upload directly to moto, then run through the proxy)"
