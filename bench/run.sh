@@ -164,12 +164,14 @@ if [ -n "${REGISTRY_GC_BIN:-}" ]; then
     gc_commit="REGISTRY_GC_BIN"
 elif [ -n "$rev" ]; then
     gc_commit=$(git -C "$repo" rev-parse --short "$rev^{commit}") || die "--rev $rev: no such commit"
-    tree=$target/src-$gc_commit
-    if [ ! -f "$tree/Cargo.toml" ]; then
-        rm -rf -- "$tree.tmp" && mkdir -p "$tree.tmp"
-        git -C "$repo" archive "$gc_commit" | tar -x -C "$tree.tmp"
-        mv -- "$tree.tmp" "$tree"
-    fi
+    # One source directory for every commit, its files touched: cargo's
+    # fingerprint of a package does not depend on its path, and its dep-info
+    # names the files it was built from, so a second tree beside the first, or
+    # files carrying an older commit's time, would reuse the last binary.
+    tree=$target/src
+    rm -rf -- "$tree" && mkdir -p "$tree"
+    git -C "$repo" archive "$gc_commit" | tar -x -C "$tree"
+    find "$tree" -type f -exec touch {} +
     echo "building registry-gc $gc_commit (release) from $tree into $target" >&2
     (cd "$tree" && CARGO_TARGET_DIR=$target cargo build --release --quiet --bin registry-gc) \
         || die "cargo build of $gc_commit failed"
