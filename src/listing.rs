@@ -2,6 +2,7 @@
 //! everything under `docker/registry/v2/`, sized to the registry, so that listing
 //! costs close to one request per page of keys.
 
+use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use crate::inventory::{Inventory, InventoryError};
@@ -25,12 +26,15 @@ pub async fn list_registry(
     progress: &Progress,
 ) -> Result<(), InventoryError> {
     let plan = ListingPlan::make(storage, inventory).await?;
-    progress.set_listing_prefixes(plan.partitions.len() as u64);
+    progress.set_listing_prefixes(plan.partitions.len().max(1) as u64);
     let list = |prefix: String| match probe {
         Some(probe) => storage.list_probing(&prefix, probe),
         None => storage.list(&prefix),
     };
-    let mut stream = futures::stream::iter(plan.partitions).map(list).flatten_unordered(concurrency.max(1));
+    let mut stream = match plan.rest {
+        Some(rest) => rest,
+        None => futures::stream::iter(plan.partitions).map(list).flatten_unordered(concurrency.max(1)).boxed(),
+    };
     while let Some(item) = stream.next().await {
         inventory.insert(item?);
         progress.listed_key();
@@ -42,14 +46,23 @@ pub async fn list_registry(
 /// under `docker/registry/v2/`, listed concurrently, each a paginated stream.
 ///
 /// On paged stores every prefix costs at most one partial page beyond the keys
-/// it holds, so the number of prefixes follows the registry's size: one flat
-/// listing when a single page holds it all; the 16 or 256 blob prefixes and
-/// the top-level repository directories (grouped by first letters when there
-/// are many) otherwise. On a filesystem, the finest split (every `<xx>`
-/// directory, every top-level repository) spreads the directory reads.
-struct ListingPlan {
+/// it holds, so the number of prefixes follows the registry's size: a small
+/// registry is listed flat, its first page continued page after page (the
+/// fewest requests; a few seconds of sequential pages at most); a larger one by
+/// the 16 or 256 blob prefixes and the top-level repository directories
+/// (grouped by first letters when there are many). On a filesystem, the finest
+/// split (every `<xx>` directory, every top-level repository) spreads the
+/// directory reads.
+struct ListingPlan<'a> {
     partitions: Vec<String>,
+    /// The flat listing's pages after the first, for a small registry.
+    rest: Option<BoxStream<'a, Result<ObjectMeta, StorageError>>>,
 }
+
+/// Registries whose first page says they hold at most this many pages of blob
+/// keys (about as many pages again of repository keys) are listed flat: at
+/// 1,000 keys a page, up to some 20,000 keys in about 20 sequential requests.
+const FLAT_BLOB_PAGES: usize = 8;
 
 /// Split blobs by `<x>` (16 prefixes) up to this many estimated pages, by `<xx>`
 /// (256) beyond.
@@ -57,18 +70,22 @@ const COARSE_BLOB_PAGES: usize = 64;
 /// Top-level repository directories listed one by one up to this many.
 const MAX_REPOSITORY_PARTITIONS: usize = 256;
 
-impl ListingPlan {
-    async fn make(storage: &dyn Storage, inv: &mut Inventory) -> Result<ListingPlan, InventoryError> {
+impl<'a> ListingPlan<'a> {
+    async fn make(storage: &'a dyn Storage, inv: &mut Inventory) -> Result<ListingPlan<'a>, InventoryError> {
         let mut blob_pages = usize::MAX; // unknown: split finely
-        if let Some((first, complete)) = storage.list_first_page(layout::V2).await? {
-            if complete {
-                if first.is_empty() {
+        if let Some(first) = storage.list_first_page(layout::V2).await? {
+            let Some(rest) = first.rest else {
+                if first.objects.is_empty() {
                     return Err(InventoryError::NotARegistry { location: storage.describe() });
                 }
-                first.into_iter().for_each(|o| inv.insert(o));
-                return Ok(ListingPlan { partitions: Vec::new() });
+                first.objects.into_iter().for_each(|o| inv.insert(o));
+                return Ok(ListingPlan { partitions: Vec::new(), rest: None });
+            };
+            blob_pages = estimate_blob_pages(&first.objects, storage.list_page_size().unwrap_or(1000));
+            if blob_pages <= FLAT_BLOB_PAGES {
+                first.objects.into_iter().for_each(|o| inv.insert(o));
+                return Ok(ListingPlan { partitions: Vec::new(), rest: Some(rest) });
             }
-            blob_pages = estimate_blob_pages(&first, storage.list_page_size().unwrap_or(1000));
         }
         let fine = storage.list_page_size().is_none();
         let top = storage.list_dir(layout::V2).await?;
@@ -80,7 +97,7 @@ impl ListingPlan {
                 return Err(InventoryError::NotARegistry { location: storage.describe() });
             }
         }
-        let mut plan = ListingPlan { partitions: Vec::new() };
+        let mut plan = ListingPlan { partitions: Vec::new(), rest: None };
         for prefix in &top.prefixes {
             if prefix == layout::BLOBS && (fine || blob_pages > 2) {
                 let level = storage.list_dir(prefix).await?;
@@ -136,10 +153,10 @@ fn repository_groups(storage: &dyn Storage, children: Vec<String>) -> Vec<String
 
 /// Disjoint prefixes covering everything under `repositories/`, for listing
 /// the repositories again (the online re-check): flat when the first listing
-/// of `keys_listed` keys fitted in one page, split as the first listing was
-/// otherwise.
+/// of `keys_listed` keys was a small registry's, split as the first listing
+/// was otherwise.
 pub async fn repository_partitions(storage: &dyn Storage, keys_listed: u64) -> Result<Vec<String>, StorageError> {
-    if storage.list_page_size().is_some_and(|page| keys_listed <= page as u64) {
+    if storage.list_page_size().is_some_and(|page| keys_listed <= (2 * FLAT_BLOB_PAGES * page) as u64) {
         return Ok(vec![layout::REPOSITORIES.to_string()]);
     }
     let level = storage.list_dir(layout::REPOSITORIES).await?;

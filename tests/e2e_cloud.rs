@@ -212,3 +212,36 @@ fn a_second_run_costs_little_more_than_its_listing() {
         assert!(second["requests"]["list"].as_u64() <= floor["list"].as_u64().map(|l| l + 64), "{}: {second}", emulator.name());
     }
 }
+
+#[test]
+fn a_registry_of_a_few_pages_is_listed_flat_at_the_floor_and_collected_as_on_disk() {
+    let (_dir, sc) = pushed(scenarios::mixed);
+    // 2,000 orphan blobs more: three pages of keys, about two of them blobs
+    for i in 0..2000 {
+        tree::write_blob(&sc.root, format!("orphan layer {i}").as_bytes());
+    }
+    let keys = tree::keys(&sc.root).len() as u64;
+    assert!((2001..3000).contains(&keys), "{keys}");
+    let emulator = Emulator::Moto;
+    emulator.require();
+    let rt = runtime();
+    let root = Emulator::unique_root("flat-pages");
+    rt.block_on(emulator.upload_tree(&sc.root, &root));
+
+    // the listing alone: every page once, nothing else (no re-check offline)
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let mut dry = flags(Mode::Default);
+    dry.extend(["--dry-run", "--offline"].map(String::from));
+    run_on(emulator, &root, &dry, report.path());
+    let r = collector::read_report(report.path());
+    assert_eq!(r["seen"]["keys"].as_u64(), Some(keys), "{r}");
+    assert_eq!(r["requests"]["list"].as_u64(), Some(keys.div_ceil(1000)), "one LIST per page: {}", r["requests"]);
+    assert_eq!(r["request_floor"]["list"].as_u64(), Some(keys.div_ceil(1000)));
+
+    // and the collection leaves what it leaves on disk
+    let expected = filesystem_result(&sc, Mode::Default);
+    run_on(emulator, &root, &flags(Mode::Default), report.path());
+    let after = rt.block_on(emulator.keys(&root));
+    assert_eq!(after, expected, "differs from the filesystem run");
+    assert!(after.len() < keys as usize - 2000, "the orphans were collected");
+}

@@ -27,7 +27,7 @@ use registry_gc::progress::Progress;
 use registry_gc::report::Report;
 use registry_gc::storage::counts::RequestCounts;
 use registry_gc::storage::open::open_storage;
-use registry_gc::storage::{DirListing, MoveMode, Moved, ObjectMeta, Probe, Storage, StorageError};
+use registry_gc::storage::{DirListing, FirstPage, MoveMode, Moved, ObjectMeta, Probe, Storage, StorageError};
 
 type Hook = Box<dyn FnOnce() + Send>;
 
@@ -88,7 +88,7 @@ impl Storage for WritesDuringRun {
     fn list_page_size(&self) -> Option<usize> {
         self.inner.list_page_size()
     }
-    async fn list_first_page(&self, prefix: &str) -> Result<Option<(Vec<ObjectMeta>, bool)>, StorageError> {
+    async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {
         self.inner.list_first_page(prefix).await
     }
     async fn get(&self, key: &str, limit: u64) -> Result<Bytes, StorageError> {

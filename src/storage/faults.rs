@@ -19,7 +19,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use super::counts::RequestCounts;
-use super::{DirListing, MoveMode, Moved, ObjectMeta, Probe, Storage, StorageError};
+use super::{DirListing, FirstPage, MoveMode, Moved, ObjectMeta, Probe, Storage, StorageError};
 
 /// One kind of injected fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -220,11 +220,12 @@ impl Storage for FaultyStorage {
         self.inner.list_page_size()
     }
 
-    async fn list_first_page(&self, prefix: &str) -> Result<Option<(Vec<ObjectMeta>, bool)>, StorageError> {
+    async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {
         if self.inner.list_page_size().is_some() && self.pick(OP_FIRST_PAGE, prefix, Fault::is_list).is_some() {
             return Err(self.remote(prefix, "500 Internal Server Error listing the first page"));
         }
-        self.inner.list_first_page(prefix).await
+        let Some(first) = self.inner.list_first_page(prefix).await? else { return Ok(None) };
+        Ok(Some(FirstPage { objects: first.objects, rest: first.rest.map(|rest| self.faulty_listing(prefix, rest)) }))
     }
 
     async fn get(&self, key: &str, limit: u64) -> Result<Bytes, StorageError> {

@@ -45,6 +45,15 @@ pub struct Probe {
     pub leaf_of: fn(&str) -> Option<&'static str>,
 }
 
+/// The start of a paged listing: its first page, and the rest.
+pub struct FirstPage<'a> {
+    /// The first page's objects, sorted by key.
+    pub objects: Vec<ObjectMeta>,
+    /// The rest of the listing, continuing where the page ended (no request is
+    /// made until it is polled); `None` when the page held everything.
+    pub rest: Option<BoxStream<'a, Result<ObjectMeta, StorageError>>>,
+}
+
 /// One level of a listing with `/` as delimiter.
 #[derive(Debug, Default, Clone)]
 pub struct DirListing {
@@ -134,9 +143,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
         None
     }
 
-    /// The first page of a listing of `prefix` (sorted by key), and whether it
-    /// holds everything. Only for stores that page.
-    async fn list_first_page(&self, prefix: &str) -> Result<Option<(Vec<ObjectMeta>, bool)>, StorageError> {
+    /// The first page of a listing of `prefix` and the rest of it. Only for
+    /// stores that page.
+    async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {
         let _ = prefix;
         Ok(None)
     }

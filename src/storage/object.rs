@@ -20,7 +20,7 @@ use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::counts::RequestCounts;
 use super::redact::redact;
-use super::{DirListing, MoveMode, Moved, ObjectMeta, Storage, StorageError};
+use super::{DirListing, FirstPage, MoveMode, Moved, ObjectMeta, Storage, StorageError};
 
 /// Everything `ObjectStorage` needs from a store.
 pub trait Backend: ObjectStore + PaginatedListStore {}
@@ -199,6 +199,25 @@ impl ObjectStorage {
         }
     }
 
+    /// A listing of `prefix` as a stream, from its start or from the page
+    /// `token` names: one request per page, made as the stream is polled.
+    fn pages_from(&self, prefix: &str, token: Option<String>) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+        let prefix = prefix.to_string();
+        // state: the next page's token (None for the first), or None once the last page was read
+        futures::stream::try_unfold(Some(token), move |state| {
+            let prefix = prefix.clone();
+            async move {
+                let Some(token) = state else { return Ok(None) };
+                let page = self.page(&prefix, false, token).await?;
+                let items: Vec<Result<ObjectMeta, StorageError>> = page.result.objects.into_iter().map(|m| Ok(self.meta(m))).collect();
+                let next = page.page_token.map(Some);
+                Ok(Some((futures::stream::iter(items), next)))
+            }
+        })
+        .try_flatten()
+        .boxed()
+    }
+
     /// One page of a listing: one request.
     async fn page(&self, prefix: &str, delimiter: bool, token: Option<String>) -> Result<object_store::list::PaginatedListResult, StorageError> {
         self.counts.list(1);
@@ -224,20 +243,7 @@ impl Storage for ObjectStorage {
     }
 
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
-        let prefix = prefix.to_string();
-        // state: the next page token, or None once the last page was read
-        futures::stream::try_unfold(Some(None::<String>), move |state| {
-            let prefix = prefix.clone();
-            async move {
-                let Some(token) = state else { return Ok(None) };
-                let page = self.page(&prefix, false, token).await?;
-                let items: Vec<Result<ObjectMeta, StorageError>> = page.result.objects.into_iter().map(|m| Ok(self.meta(m))).collect();
-                let next = page.page_token.map(Some);
-                Ok(Some((futures::stream::iter(items), next)))
-            }
-        })
-        .try_flatten()
-        .boxed()
+        self.pages_from(prefix, None)
     }
 
     async fn list_dir(&self, prefix: &str) -> Result<DirListing, StorageError> {
@@ -377,11 +383,12 @@ impl Storage for ObjectStorage {
         })
     }
 
-    async fn list_first_page(&self, prefix: &str) -> Result<Option<(Vec<ObjectMeta>, bool)>, StorageError> {
+    async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {
         let page = self.page(prefix, false, None).await?;
         let mut objects: Vec<ObjectMeta> = page.result.objects.into_iter().map(|m| self.meta(m)).collect();
         objects.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(Some((objects, page.page_token.is_none())))
+        let rest = page.page_token.map(|token| self.pages_from(prefix, Some(token)));
+        Ok(Some(FirstPage { objects, rest }))
     }
 }
 
