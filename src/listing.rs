@@ -60,8 +60,11 @@ struct ListingPlan<'a> {
 }
 
 /// Registries whose first page says they hold at most this many pages of blob
-/// keys (about as many pages again of repository keys) are listed flat: at
-/// 1,000 keys a page, up to some 20,000 keys in about 20 sequential requests.
+/// keys are listed flat: with about as many pages again of repository keys (1 to
+/// 1.5 times the blob keys in the registries measured), up to some 20,000 keys
+/// in about 20 sequential requests. A registry whose repositories hold many
+/// times more keys than its blobs takes more sequential pages, at the same
+/// request count.
 const FLAT_BLOB_PAGES: usize = 8;
 
 /// Split blobs by `<x>` (16 prefixes) up to this many estimated pages, by `<xx>`
@@ -82,7 +85,10 @@ impl<'a> ListingPlan<'a> {
                 return Ok(ListingPlan { partitions: Vec::new(), rest: None });
             };
             blob_pages = estimate_blob_pages(&first.objects, storage.list_page_size().unwrap_or(1000));
-            if blob_pages <= FLAT_BLOB_PAGES {
+            // Only a page that ends among the blobs says how many there are;
+            // one that got past them says nothing of the repositories' size.
+            let ends_in_blobs = first.objects.last().is_some_and(|o| o.key.starts_with(&format!("{}sha256/", layout::BLOBS)));
+            if ends_in_blobs && blob_pages <= FLAT_BLOB_PAGES {
                 first.objects.into_iter().for_each(|o| inv.insert(o));
                 return Ok(ListingPlan { partitions: Vec::new(), rest: Some(rest) });
             }
