@@ -164,18 +164,19 @@ if [ -n "${REGISTRY_GC_BIN:-}" ]; then
     gc_commit="REGISTRY_GC_BIN"
 elif [ -n "$rev" ]; then
     gc_commit=$(git -C "$repo" rev-parse --short "$rev^{commit}") || die "--rev $rev: no such commit"
-    # One source directory for every commit, its files touched: cargo's
-    # fingerprint of a package does not depend on its path, and its dep-info
-    # names the files it was built from, so a second tree beside the first, or
+    # One source directory for every commit, its files touched, and a target
+    # directory of its own (not the work tree's): cargo's fingerprint of a
+    # package does not depend on its path, and its dep-info names the files it
+    # was built from, so a second source tree sharing a target directory, or
     # files carrying an older commit's time, would reuse the last binary.
-    tree=$target/src
+    tree=$target/rev-src
     rm -rf -- "$tree" && mkdir -p "$tree"
     git -C "$repo" archive "$gc_commit" | tar -x -C "$tree"
     find "$tree" -type f -exec touch {} +
-    echo "building registry-gc $gc_commit (release) from $tree into $target" >&2
-    (cd "$tree" && CARGO_TARGET_DIR=$target cargo build --release --quiet --bin registry-gc) \
+    echo "building registry-gc $gc_commit (release) from $tree into $target/rev" >&2
+    (cd "$tree" && CARGO_TARGET_DIR=$target/rev cargo build --release --quiet --bin registry-gc) \
         || die "cargo build of $gc_commit failed"
-    bin=$target/release/registry-gc
+    bin=$target/rev/release/registry-gc
 else
     echo "building registry-gc (release, work tree) into $target" >&2
     (cd "$repo" && CARGO_TARGET_DIR=$target cargo build --release --quiet --bin registry-gc) \
@@ -305,45 +306,45 @@ warm() { # DIR: read the tree's metadata and small files into the page cache
 }
 
 # ---- filesystem ---------------------------------------------------------------
-fs_pair() { # MODE CACHE
-    local mode=$1 cache=$2 gcdir refdir d cfg
-    gcdir=$work/fs/$mode-$cache-registry-gc
-    refdir=$work/fs/$mode-$cache-reference
+prepare_cache() { # CACHE DIR: drop the page cache, or warm it with DIR
+    if [ "$1" = cold ]; then sync; echo 3 >/proc/sys/vm/drop_caches; else warm "$2"; fi
+}
+
+fs_gc_run() { # MODE CACHE TOOL: registry-gc (TOOL registry-gc-offline: --offline) on its own copy
+    local mode=$1 cache=$2 tool=$3 dir=$work/fs/$1-$2-$3 d
     mkdir -p "$work/fs"
-    cp -a "$src" "$gcdir"
+    cp -a "$src" "$dir"
+    sync
+    new_run_dir "$tool" fs "$mode" "$cache"
+    helpers keys --fs "$dir" --out "$d/before.json" >/dev/null
+    prepare_cache "$cache" "$dir"
+    mapfile -t flags < <(gc_flags "$mode")
+    [ "$tool" = registry-gc-offline ] && flags+=(--offline)
+    run_one "$d" "$tool" fs "$mode" "$cache" -- "$bin" "${flags[@]}" --report "$d/report.json" "$dir"
+    helpers keys --fs "$dir" --out "$d/after.json" >/dev/null
+    [ "$keep" = 1 ] || rm -rf -- "$dir"
+}
+
+fs_pair() { # MODE CACHE
+    local mode=$1 cache=$2 refdir d cfg
+    fs_gc_run "$mode" "$cache" registry-gc
+
+    refdir=$work/fs/$mode-$cache-reference
     cp -a "$src" "$refdir"
     sync
-
-    new_run_dir registry-gc fs "$mode" "$cache"
-    helpers keys --fs "$gcdir" --out "$d/before.json" >/dev/null
-    if [ "$cache" = cold ]; then sync; echo 3 >/proc/sys/vm/drop_caches; else warm "$gcdir"; fi
-    mapfile -t flags < <(gc_flags "$mode")
-    run_one "$d" registry-gc fs "$mode" "$cache" -- "$bin" "${flags[@]}" --report "$d/report.json" "$gcdir"
-    helpers keys --fs "$gcdir" --out "$d/after.json" >/dev/null
-
     new_run_dir reference fs "$mode" "$cache"
     cfg=$d/config.yml
     ref_config "$cfg" "  filesystem:
     rootdirectory: \"$refdir\""
     helpers keys --fs "$refdir" --out "$d/before.json" >/dev/null
-    if [ "$cache" = cold ]; then sync; echo 3 >/proc/sys/vm/drop_caches; else warm "$refdir"; fi
+    prepare_cache "$cache" "$refdir"
     mapfile -t flags < <(ref_flags "$mode")
     run_one "$d" reference fs "$mode" "$cache" -- env -u AWS_CA_BUNDLE docker-registry "${flags[@]}" "$cfg"
     helpers keys --fs "$refdir" --out "$d/after.json" >/dev/null
+    [ "$keep" = 1 ] || rm -rf -- "$refdir"
 
-    if [ "$offline" = 1 ]; then
-        local offdir=$work/fs/$mode-$cache-registry-gc-offline
-        cp -a "$src" "$offdir"
-        sync
-        new_run_dir registry-gc-offline fs "$mode" "$cache"
-        helpers keys --fs "$offdir" --out "$d/before.json" >/dev/null
-        if [ "$cache" = cold ]; then sync; echo 3 >/proc/sys/vm/drop_caches; else warm "$offdir"; fi
-        mapfile -t flags < <(gc_flags "$mode")
-        run_one "$d" registry-gc-offline fs "$mode" "$cache" -- "$bin" "${flags[@]}" --offline --report "$d/report.json" "$offdir"
-        helpers keys --fs "$offdir" --out "$d/after.json" >/dev/null
-        [ "$keep" = 1 ] || rm -rf -- "$offdir"
-    fi
-    [ "$keep" = 1 ] || rm -rf -- "$gcdir" "$refdir"
+    [ "$offline" = 1 ] && fs_gc_run "$mode" "$cache" registry-gc-offline
+    return 0
 }
 
 if has_backend fs; then
