@@ -84,14 +84,14 @@ impl<'a> ListingPlan<'a> {
                 first.objects.into_iter().for_each(|o| inv.insert(o));
                 return Ok(ListingPlan { partitions: Vec::new(), rest: None });
             };
-            blob_pages = estimate_blob_pages(&first.objects, storage.list_page_size().unwrap_or(1000));
+            let estimate = estimate_blob_pages(&first.objects, storage.list_page_size().unwrap_or(1000));
             // Only a page that ends among the blobs says how many there are;
             // one that got past them says nothing of the repositories' size.
-            let ends_in_blobs = first.objects.last().is_some_and(|o| o.key.starts_with(&format!("{}sha256/", layout::BLOBS)));
-            if ends_in_blobs && blob_pages <= FLAT_BLOB_PAGES {
+            if matches!(estimate, BlobPages::About(pages) if pages <= FLAT_BLOB_PAGES) {
                 first.objects.into_iter().for_each(|o| inv.insert(o));
                 return Ok(ListingPlan { partitions: Vec::new(), rest: Some(rest) });
             }
+            blob_pages = estimate.at_most();
         }
         let fine = storage.list_page_size().is_none();
         let top = storage.list_dir(layout::V2).await?;
@@ -169,18 +169,41 @@ pub async fn repository_partitions(storage: &dyn Storage, keys_listed: u64) -> R
     Ok(repository_groups(storage, level.prefixes))
 }
 
-/// Estimated pages of blob keys, from the first (sorted) page of the whole tree:
-/// if that page ends at `blobs/sha256/<xx>/`, it covered (xx+1)/256 of them.
-fn estimate_blob_pages(first: &[ObjectMeta], page_size: usize) -> usize {
+/// What the first (sorted) page of the whole tree says about the blob keys.
+#[derive(Debug, PartialEq, Eq)]
+enum BlobPages {
+    /// The page went past them: they fit in it.
+    InFirstPage,
+    /// The page ended among them, at `blobs/sha256/<xx>/`, having covered
+    /// (xx+1)/256 of them: about this many pages.
+    About(usize),
+    /// The page holds no key at all (and yet there are more).
+    Empty,
+    /// The page never reached them.
+    Unknown,
+}
+
+impl BlobPages {
+    /// The most pages of blob keys there may be (unknown: as many as can be).
+    fn at_most(&self) -> usize {
+        match self {
+            BlobPages::Empty => 0,
+            BlobPages::InFirstPage => 1,
+            BlobPages::About(pages) => *pages,
+            BlobPages::Unknown => usize::MAX,
+        }
+    }
+}
+
+fn estimate_blob_pages(first: &[ObjectMeta], page_size: usize) -> BlobPages {
     let sha = format!("{}sha256/", layout::BLOBS);
-    let Some(last) = first.last() else { return 0 };
+    let Some(last) = first.last() else { return BlobPages::Empty };
     let Some(rest) = last.key.strip_prefix(sha.as_str()) else {
-        // the page went past the blobs (or never reached sha256): they fit in it
-        return if last.key.as_str() > sha.as_str() { 1 } else { usize::MAX };
+        return if last.key.as_str() > sha.as_str() { BlobPages::InFirstPage } else { BlobPages::Unknown };
     };
     let covered = rest.get(..2).and_then(|h| u8::from_str_radix(h, 16).ok()).map_or(1, |v| v as usize + 1);
     let blob_keys = first.iter().filter(|o| o.key.starts_with(sha.as_str())).count();
-    (blob_keys * 256 / covered).div_ceil(page_size)
+    BlobPages::About((blob_keys * 256 / covered).div_ceil(page_size))
 }
 
 /// Groups child prefixes (`parent` + name + `/`) by the first `depth` characters
@@ -229,9 +252,9 @@ mod tests {
     fn blob_pages_are_estimated_from_the_first_page() {
         let page: Vec<ObjectMeta> = (0..1000).map(|i| meta(format!("{}sha256/{:02x}/{i:060}/data", layout::BLOBS, i / 250), 0)).collect();
         // 1000 blob keys covering 4 of 256 prefixes: about 64,000 blob keys
-        assert_eq!(estimate_blob_pages(&page, 1000), 64);
+        assert_eq!(estimate_blob_pages(&page, 1000), BlobPages::About(64));
         let past = vec![meta(format!("{}x/_layers/sha256/a/link", layout::REPOSITORIES), 0)];
-        assert_eq!(estimate_blob_pages(&past, 1000), 1);
+        assert_eq!(estimate_blob_pages(&past, 1000), BlobPages::InFirstPage);
     }
 
 }
