@@ -48,7 +48,7 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     let mut lap = Lap(Instant::now());
 
     let mut inventory = Inventory::default();
-    listing::list_registry(storage, &mut inventory, Some(listing::DIGEST_LEAVES), opts.concurrency, progress).await?;
+    listing::list_registry(storage, &mut inventory, Some(listing::LAYOUT_LEAVES), opts.concurrency, progress).await?;
     inventory.finish();
     times.listing = lap.next();
 

@@ -6,6 +6,7 @@
 //! from meaning, so that no other module formats or parses a path.
 
 use crate::digest::Digest;
+use crate::storage::Leaf;
 
 /// Everything the registry writes lives under this prefix; nothing outside it is
 /// ever deleted (invariant 5).
@@ -187,17 +188,22 @@ pub fn holds_link_dirs(dir: &str) -> bool {
     }
 }
 
-/// The one file that means anything in each subdirectory of `dir` (a key
-/// ending in `/`), when they are digest directories: `data` in the blob
-/// directories under `blobs/sha256/<xx>/`, `link` in the directories
-/// `holds_link_dirs` names. A listing that probes for these (`gc`'s) does not
-/// see other files beside them; `fsck` lists everything.
-pub fn digest_dir_leaf(dir: &str) -> Option<&'static str> {
+/// What means anything in each subdirectory of `dir` (a key ending in `/`),
+/// when they are digest or tag directories: `data` in the blob directories
+/// under `blobs/sha256/<xx>/`, `link` in the directories `holds_link_dirs`
+/// names, and in a tag's directory under `_manifests/tags/` its
+/// `current/link` and what `index/sha256/` holds. A listing that probes for
+/// these (`gc`'s) does not see other files beside them; `fsck` lists
+/// everything.
+pub fn subdir_leaf(dir: &str) -> Option<Leaf> {
     if holds_link_dirs(dir) {
-        return Some("link");
+        return Some(Leaf::file("link"));
+    }
+    if let Some((_, "_manifests/tags/")) = dir.strip_prefix(REPOSITORIES).and_then(split_repository_path) {
+        return Some(Leaf { file: "current/link", then_list: Some("index/sha256") });
     }
     let prefix = dir.strip_prefix(BLOBS)?.strip_prefix("sha256/")?.strip_suffix('/')?;
-    (prefix.len() == 2 && prefix.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some("data")
+    (prefix.len() == 2 && prefix.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(Leaf::file("data"))
 }
 
 /// Whether `dir` (a directory key without trailing `/`) lies below the structural
@@ -466,11 +472,27 @@ mod tests {
     }
 
     #[test]
-    fn blob_prefixes_hold_data_dirs_and_digest_directories_link_dirs() {
-        assert_eq!(digest_dir_leaf(&format!("{BLOBS}sha256/4f/")), Some("data"));
-        assert_eq!(digest_dir_leaf(&format!("{REPOSITORIES}team/app/_layers/sha256/")), Some("link"));
-        for dir in ["blobs/", "blobs/sha256/", "blobs/sha256/4F/", "blobs/sha256/4/", "blobs/sha256/4fa/", "blobs/sha512/4f/", "blobs/sha256/4f/abc/", "repositories/app/"] {
-            assert_eq!(digest_dir_leaf(&format!("{V2}{dir}")), None, "{dir}");
+    fn blob_prefixes_hold_data_dirs_digest_directories_link_dirs_and_tags_their_current_link() {
+        assert_eq!(subdir_leaf(&format!("{BLOBS}sha256/4f/")), Some(Leaf::file("data")));
+        assert_eq!(subdir_leaf(&format!("{REPOSITORIES}team/app/_layers/sha256/")), Some(Leaf::file("link")));
+        assert_eq!(subdir_leaf(&format!("{REPOSITORIES}team/app/_manifests/tags/v1/index/sha256/")), Some(Leaf::file("link")));
+        let tag = Leaf { file: "current/link", then_list: Some("index/sha256") };
+        assert_eq!(subdir_leaf(&format!("{REPOSITORIES}team/app/_manifests/tags/")), Some(tag));
+        for dir in [
+            "blobs/",
+            "blobs/sha256/",
+            "blobs/sha256/4F/",
+            "blobs/sha256/4/",
+            "blobs/sha256/4fa/",
+            "blobs/sha512/4f/",
+            "blobs/sha256/4f/abc/",
+            "repositories/app/",
+            "repositories/_manifests/tags/",
+            "repositories/app/_manifests/",
+            "repositories/app/_manifests/tags/v1/",
+            "repositories/app/_manifests/tags/v1/index/",
+        ] {
+            assert_eq!(subdir_leaf(&format!("{V2}{dir}")), None, "{dir}");
         }
     }
 

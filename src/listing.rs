@@ -11,9 +11,10 @@ use crate::progress::Progress;
 use crate::storage::{ObjectMeta, Probe, Storage, StorageError};
 
 /// `gc`'s probe: of a blob directory only its `data`, of a digest directory
-/// only its `link` (on a filesystem, one stat each instead of reading the
-/// directory; stray files beside them go unseen, and `fsck` reports them).
-pub const DIGEST_LEAVES: Probe = Probe { leaf_of: layout::digest_dir_leaf };
+/// only its `link`, of a tag's directory its `current/link` and its index (on
+/// a filesystem, one stat each instead of reading the directories; stray files
+/// beside them go unseen, and `fsck` reports them).
+pub const LAYOUT_LEAVES: Probe = Probe { leaf_of: layout::subdir_leaf };
 
 /// Lists the whole registry tree into `inventory`: every key, or with `probe`
 /// what `Storage::list_probing` returns. Any listing error aborts: a partial

@@ -176,8 +176,9 @@ async fn list_recent(storage: &dyn Storage, inv: &Inventory, opts: &RecheckOptio
     let mut recent = Recent::default();
     let partitions = listing::repository_partitions(storage, inv.keys_listed).await.map_err(RecheckError::Storage)?;
     // Only links, tags and uploads matter here: a filesystem stats each digest
-    // directory's `link` instead of reading the directory.
-    let mut stream = futures::stream::iter(partitions).map(|p| storage.list_probing(&p, listing::DIGEST_LEAVES)).flatten_unordered(opts.concurrency.max(1));
+    // directory's `link` and tag's `current/link` instead of reading the
+    // directories.
+    let mut stream = futures::stream::iter(partitions).map(|p| storage.list_probing(&p, listing::LAYOUT_LEAVES)).flatten_unordered(opts.concurrency.max(1));
     while let Some(item) = stream.next().await {
         let meta = item.map_err(RecheckError::Storage)?;
         if !meta.key.ends_with('/') {

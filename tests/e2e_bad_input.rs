@@ -32,15 +32,17 @@ fn stray_files_are_reported_and_never_deleted() {
     let seen_by_gc = [
         format!("blobs/sha256/{prefix}/tmp-upload-123"),
         "repositories/library/README".to_string(),
-        "repositories/library/alpine/_manifests/tags/3.19/current/link~".to_string(),
         "repositories/library/alpine/_junk/file".to_string(),
         "stray-at-v2-root".to_string(),
     ];
-    // beside a blob's `data` and a revision's `link`: gc stats those files
-    // instead of reading their directories, so only fsck sees these
+    // beside a blob's `data`, a revision's `link` and a tag's `current/link`:
+    // gc stats those files instead of reading their directories, so only fsck
+    // sees these
     let beside_a_leaf = [
         format!("blobs/sha256/{prefix}/{hex}/data.tmp"),
         format!("repositories/library/alpine/_manifests/revisions/sha256/{hex}/link.tmp"),
+        "repositories/library/alpine/_manifests/tags/3.19/current/link~".to_string(),
+        "repositories/library/alpine/_manifests/tags/3.19/notes".to_string(),
     ];
     let strays: Vec<&String> = seen_by_gc.iter().chain(&beside_a_leaf).collect();
     for k in &strays {

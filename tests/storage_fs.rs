@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
 use registry_gc::storage::fs::FsStorage;
-use registry_gc::storage::{Probe, Storage, StorageError};
+use registry_gc::storage::{Leaf, Probe, Storage, StorageError};
 
 struct DirSeeder(PathBuf);
 
@@ -175,7 +175,13 @@ async fn probing_stats_the_leaf_of_probed_subdirectories_and_reads_everything_el
     write(root, "z/h8/data", b"z's subdirectories are probed for another leaf");
     write(root, "z/h8/link", b"left out");
     let storage = FsStorage::open(root).unwrap();
-    let probe = Probe { leaf_of: |dir| if dir == "x/" { Some("link") } else { (dir == "z/").then_some("data") } };
+    let probe = Probe {
+        leaf_of: |dir| match dir {
+            "x/" => Some(Leaf::file("link")),
+            "z/" => Some(Leaf::file("data")),
+            _ => None,
+        },
+    };
     let probed: Vec<_> = storage.list_probing("", probe).try_collect().await.unwrap();
     let mut keys: Vec<&str> = probed.iter().map(|m| m.key.as_str()).collect();
     keys.sort();
@@ -195,4 +201,65 @@ async fn probing_stats_the_leaf_of_probed_subdirectories_and_reads_everything_el
     symlink(outside.path().join("secret"), root.join("x/h7/link")).unwrap();
     let err = storage.list_probing("", probe).try_collect::<Vec<_>>().await.unwrap_err();
     assert!(matches!(&err, StorageError::Symlink { key, .. } if key == "x/h7/link"), "{err}");
+}
+
+#[tokio::test]
+async fn probing_a_leaf_with_a_directory_to_list_skips_the_directories_between() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // shaped like a repository's tags: `<tag>/current/link`, `<tag>/index/sha256/<hex>/link`
+    write(root, "t/v1/current/link", b"current");
+    write(root, "t/v1/index/sha256/h1/link", b"indexed");
+    write(root, "t/v1/index/sha256/h1/stray", b"left out: h1 has its link");
+    write(root, "t/v1/index/sha256/h2/other", b"h2 has no link: read in full");
+    write(root, "t/v1/current/link~", b"left out: beside the leaf");
+    write(root, "t/v1/stray", b"left out: beside current and index");
+    fs::create_dir_all(root.join("t/v1/index/sha256/h3")).unwrap(); // empty: reported
+    write(root, "t/v2/current/link", b"no index: the tag is read in full");
+    write(root, "t/v2/other", b"listed");
+    write(root, "t/v3/index/sha256/h4/link", b"no current link: read in full");
+    write(root, "t/v3/other", b"listed");
+    write(root, "elsewhere/sha256/h5/link", b"reached through a link");
+    write(root, "t/v4/current/link", b"current");
+    symlink(root.join("elsewhere"), root.join("t/v4/index")).unwrap(); // not taken by the shortcut
+    let storage = FsStorage::open(root).unwrap();
+    let probe = Probe {
+        leaf_of: |dir| match dir {
+            "t/" => Some(Leaf { file: "current/link", then_list: Some("index/sha256") }),
+            d if d.ends_with("/index/sha256/") => Some(Leaf::file("link")),
+            _ => None,
+        },
+    };
+    let probed: Vec<_> = storage.list_probing("t/", probe).try_collect().await.unwrap();
+    let mut keys: Vec<&str> = probed.iter().map(|m| m.key.as_str()).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "t/v1/current/link",
+            "t/v1/index/sha256/h1/link",
+            "t/v1/index/sha256/h2/other",
+            "t/v1/index/sha256/h3/",
+            "t/v2/current/link",
+            "t/v2/other",
+            "t/v3/index/sha256/h4/link",
+            "t/v3/other",
+            "t/v4/current/link",
+            "t/v4/index/sha256/h5/link",
+        ]
+    );
+    let listed: Vec<_> = storage.list("t/").try_collect().await.unwrap();
+    for m in &probed {
+        let full = listed.iter().find(|f| f.key == m.key).unwrap_or_else(|| panic!("{} not in the full listing", m.key));
+        assert_eq!((m.size, m.last_modified_ms), (full.size, full.last_modified_ms), "{}", m.key);
+    }
+
+    // a link out of the root on the way to the listed directory is read in
+    // full, and refused
+    let outside = tempfile::tempdir().unwrap();
+    fs::create_dir_all(outside.path().join("sha256")).unwrap();
+    write(root, "t/v5/current/link", b"current");
+    symlink(outside.path(), root.join("t/v5/index")).unwrap();
+    let err = storage.list_probing("t/", probe).try_collect::<Vec<_>>().await.unwrap_err();
+    assert!(matches!(&err, StorageError::Symlink { key, .. } if key == "t/v5/index"), "{err}");
 }

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use std::sync::Arc;
 
 use super::counts::RequestCounts;
-use super::{system_time_ms, DirListing, MoveMode, Moved, ObjectMeta, Probe, Storage, StorageError};
+use super::{system_time_ms, DirListing, Leaf, MoveMode, Moved, ObjectMeta, Probe, Storage, StorageError};
 
 /// Keys removed per blocking task; batches run concurrently in the sweep.
 const DELETE_BATCH: usize = 256;
@@ -173,9 +173,9 @@ struct Frame {
     dir: PathBuf,
     prefix: String,
     pending: Vec<(Box<str>, Option<PathBuf>)>,
-    /// The file this directory's subdirectories are probed for, when the walk's
+    /// What this directory's subdirectories are probed for, when the walk's
     /// probe applies to it.
-    probe_leaf: Option<&'static str>,
+    probe_leaf: Option<Leaf>,
 }
 
 /// Where a walk starts, and how it reads.
@@ -192,15 +192,24 @@ struct WalkStart {
 
 /// A subdirectory's regular file `leaf`, found by one `fstatat` of
 /// `<name>/<leaf>` relative to the open parent instead of opening and reading
-/// `<name>` (five system calls). `None` for anything else (missing, a link, a
-/// directory, an error): the caller then reads the subdirectory, which reports
-/// it as a full listing would. The stat resolves `<name>` itself, which the
-/// parent's entry said is a directory; were it swapped for a link since, the
-/// leaf's size and mtime could come from elsewhere, but nothing is read or
-/// deleted through it: reads and deletions resolve beneath the root.
+/// `<name>` (and the directories between: five system calls each). `None` for
+/// anything else (missing, a link, a directory, an error): the caller then
+/// reads the subdirectory, which reports it as a full listing would. The stat
+/// follows `<name>` and any directory between it and the leaf (a tag's
+/// `current`) were they links; the leaf's size and mtime could then come from
+/// elsewhere, but nothing is read or deleted through them: reads and deletions
+/// resolve beneath the root, and refuse a link out of it.
 fn probe_leaf(parent: BorrowedFd<'_>, name: &str, leaf: &str, key: &str) -> Option<ObjectMeta> {
     let st = statat(parent, format!("{name}/{leaf}").as_str(), AtFlags::SYMLINK_NOFOLLOW).ok()?;
     (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile).then(|| stat_meta(format!("{key}/{leaf}"), &st))
+}
+
+/// Opens the directory `<name>/<below>` relative to the open parent in one
+/// call, refusing links on the way (`None` for that, or anything else): the
+/// caller then reads `<name>` in full, which resolves and checks them.
+fn open_below(parent: BorrowedFd<'_>, name: &str, below: &str) -> Option<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    openat2(parent, format!("{name}/{below}").as_str(), flags, Mode::empty(), ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS).ok()
 }
 
 /// Why a walk stopped early.
@@ -326,9 +335,18 @@ impl FsStorage {
                     let key = format!("{}{name}", top.prefix);
                     if let (Some(leaf), None) = (top.probe_leaf, &real) {
                         self.counts.head(1);
-                        if let Some(meta) = probe_leaf(top.fd.as_fd(), &name, leaf, &key) {
-                            out.push(meta)?;
-                            continue;
+                        if let Some(meta) = probe_leaf(top.fd.as_fd(), &name, leaf.file, &key) {
+                            let Some(below) = leaf.then_list else {
+                                out.push(meta)?;
+                                continue;
+                            };
+                            // the leaf's directory is listed next, as if reached
+                            // through the ones between
+                            if let Some(fd) = open_below(top.fd.as_fd(), &name, below) {
+                                out.push(meta)?;
+                                next = Some((fd, top.dir.join(&*name).join(below), format!("{key}/{below}/"), None));
+                                continue;
+                            }
                         }
                     }
                     let opened = match &real {

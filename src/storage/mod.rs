@@ -40,9 +40,28 @@ pub struct ObjectMeta {
 /// What `Storage::list_probing` may probe for instead of listing.
 #[derive(Debug, Clone, Copy)]
 pub struct Probe {
-    /// For a directory (its key, ending in `/`), the one file each of its
+    /// For a directory (its key, ending in `/`), what each of its
     /// subdirectories is probed for, if they are probed.
-    pub leaf_of: fn(&str) -> Option<&'static str>,
+    pub leaf_of: fn(&str) -> Option<Leaf>,
+}
+
+/// What a probed subdirectory holds that the caller needs: one regular file,
+/// and possibly one directory below it to list as usual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leaf {
+    /// The file, as a path relative to the subdirectory (`link`, `current/link`).
+    pub file: &'static str,
+    /// A directory, relative to the subdirectory, whose contents are listed
+    /// (and probed) as any other's, reached without reading the directories
+    /// between (`index/sha256` in a tag's directory).
+    pub then_list: Option<&'static str>,
+}
+
+impl Leaf {
+    /// A subdirectory that holds one file the caller needs, and nothing else.
+    pub const fn file(file: &'static str) -> Leaf {
+        Leaf { file, then_list: None }
+    }
 }
 
 /// The start of a paged listing: its first page, and the rest.
@@ -125,10 +144,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Lists like `list`, for a caller that needs, of the subdirectories of the
     /// directories `probe` names, only their one regular file `leaf` when there
-    /// is one (`gc`: blob directories' `data`, digest directories' `link`). A
-    /// filesystem stats `<subdirectory>/<leaf>` instead of reading the
-    /// subdirectory, and leaves out the rest of one that has it; one without it
-    /// is read in full. Object stores list everything, as `list` does.
+    /// is one (`gc`: blob directories' `data`, digest directories' `link`, a
+    /// tag's `current/link`), and the contents of the leaf's `then_list`
+    /// directory (a tag's `index/sha256/`). A filesystem stats
+    /// `<subdirectory>/<leaf>` (and opens `<subdirectory>/<then_list>`) instead
+    /// of reading the directories on the way, and leaves out the rest of a
+    /// subdirectory that has them; one without them is read in full. Object
+    /// stores list everything, as `list` does.
     fn list_probing(&self, prefix: &str, probe: Probe) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
         let _ = probe;
         self.list(prefix)
