@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::BoxStream;
 
 use common::cloud::Emulator;
 use common::http;
@@ -25,9 +24,9 @@ use registry_gc::gc::{self, GcOptions};
 use registry_gc::guard::GuardOptions;
 use registry_gc::progress::Progress;
 use registry_gc::report::Report;
-use registry_gc::storage::counts::RequestCounts;
 use registry_gc::storage::open::open_storage;
-use registry_gc::storage::{DirListing, FirstPage, MoveMode, Moved, ObjectMeta, Probe, Storage, StorageError};
+use registry_gc::storage::wrapper::StorageWrapper;
+use registry_gc::storage::{Storage, StorageError};
 
 type Hook = Box<dyn FnOnce() + Send>;
 
@@ -69,27 +68,9 @@ impl std::fmt::Debug for HookSlot {
 }
 
 #[async_trait]
-impl Storage for WritesDuringRun {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn counts(&self) -> &RequestCounts {
-        self.inner.counts()
-    }
-    fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
-        self.inner.list(prefix)
-    }
-    fn list_probing(&self, prefix: &str, probe: Probe) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
-        self.inner.list_probing(prefix, probe)
-    }
-    async fn list_dir(&self, prefix: &str) -> Result<DirListing, StorageError> {
-        self.inner.list_dir(prefix).await
-    }
-    fn list_page_size(&self) -> Option<usize> {
-        self.inner.list_page_size()
-    }
-    async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {
-        self.inner.list_first_page(prefix).await
+impl StorageWrapper for WritesDuringRun {
+    fn inner(&self) -> &dyn Storage {
+        self.inner.as_ref()
     }
     async fn get(&self, key: &str, limit: u64) -> Result<Bytes, StorageError> {
         self.fire(When::FirstRead).await;
@@ -100,30 +81,6 @@ impl Storage for WritesDuringRun {
             self.fire(When::FirstBlobDelete).await;
         }
         self.inner.delete_batch(keys).await
-    }
-    async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
-        self.inner.get_stream(key).await
-    }
-    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
-        self.inner.put(key, bytes).await
-    }
-    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
-        self.inner.exists(key).await
-    }
-    async fn move_batch(&self, moves: &[(String, String)], mode: MoveMode) -> Vec<Result<Moved, StorageError>> {
-        self.inner.move_batch(moves, mode).await
-    }
-    fn max_delete_batch(&self) -> usize {
-        self.inner.max_delete_batch()
-    }
-    fn bulk_delete_size(&self) -> usize {
-        self.inner.bulk_delete_size()
-    }
-    fn has_directories(&self) -> bool {
-        self.inner.has_directories()
-    }
-    async fn remove_empty_dirs(&self, dirs: &[String]) -> Result<usize, StorageError> {
-        self.inner.remove_empty_dirs(dirs).await
     }
 }
 

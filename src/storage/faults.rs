@@ -18,8 +18,8 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use super::counts::RequestCounts;
-use super::{DirListing, FirstPage, MoveMode, Moved, ObjectMeta, Probe, Storage, StorageError};
+use super::wrapper::StorageWrapper;
+use super::{DirListing, FirstPage, ObjectMeta, Probe, Storage, StorageError};
 
 /// One kind of injected fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -191,14 +191,12 @@ impl FaultyStorage {
     }
 }
 
+/// Faults on a collection's list, read and delete path. Reads streamed for
+/// fsck, and the writes and moves of a quarantine run, pass through untouched.
 #[async_trait]
-impl Storage for FaultyStorage {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-
-    fn counts(&self) -> &RequestCounts {
-        self.inner.counts()
+impl StorageWrapper for FaultyStorage {
+    fn inner(&self) -> &dyn Storage {
+        self.inner.as_ref()
     }
 
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
@@ -214,10 +212,6 @@ impl Storage for FaultyStorage {
             return Err(self.remote(prefix, "500 Internal Server Error listing one level"));
         }
         self.inner.list_dir(prefix).await
-    }
-
-    fn list_page_size(&self) -> Option<usize> {
-        self.inner.list_page_size()
     }
 
     async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {
@@ -276,39 +270,8 @@ impl Storage for FaultyStorage {
         }
     }
 
-    // Reads streamed for fsck, and the writes and moves of a quarantine run,
-    // pass through untouched: the faults model a collection's list, read and
-    // delete path.
-    async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
-        self.inner.get_stream(key).await
-    }
-
-    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
-        self.inner.put(key, bytes).await
-    }
-
-    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
-        self.inner.exists(key).await
-    }
-
-    async fn move_batch(&self, moves: &[(String, String)], mode: MoveMode) -> Vec<Result<Moved, StorageError>> {
-        self.inner.move_batch(moves, mode).await
-    }
-
     fn max_delete_batch(&self) -> usize {
         self.config.delete_batch.unwrap_or_else(|| self.inner.max_delete_batch())
-    }
-
-    fn bulk_delete_size(&self) -> usize {
-        self.inner.bulk_delete_size()
-    }
-
-    fn has_directories(&self) -> bool {
-        self.inner.has_directories()
-    }
-
-    async fn remove_empty_dirs(&self, dirs: &[String]) -> Result<usize, StorageError> {
-        self.inner.remove_empty_dirs(dirs).await
     }
 }
 

@@ -18,6 +18,7 @@ pub mod fs;
 pub mod object;
 pub mod open;
 pub mod redact;
+pub mod wrapper;
 
 use std::fmt;
 use std::time::SystemTime;
