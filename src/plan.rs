@@ -61,17 +61,19 @@ impl Reason {
     /// Sweep order. Manifest links go first, so that nothing the registry can
     /// still serve points at a blob being deleted; layer links go after blobs,
     /// so that a client probing a layer through its repository sees it gone only
-    /// once its data is gone.
+    /// once its data is gone. Stale uploads are bound to neither and go with
+    /// the first phase: each phase ends in a partial batch, and that one
+    /// usually has room for them (a DELETE fewer than a phase of their own).
     pub fn phase(self) -> u8 {
         match self {
             Reason::UntaggedManifest
             | Reason::UntaggedTagIndex
             | Reason::DanglingRevision
             | Reason::DanglingTagIndex
-            | Reason::DanglingTag => 0,
+            | Reason::DanglingTag
+            | Reason::StaleUpload => 0,
             Reason::UnreferencedBlob => 1,
             Reason::DanglingLayerLink => 2,
-            Reason::StaleUpload => 3,
         }
     }
 

@@ -363,9 +363,20 @@ fn repositories_left_with_nothing_are_reported_empty() {
 fn sweep_phases_put_manifest_links_before_blobs_before_layer_links() {
     let mut fx = Fx::default();
     fx.image(dg(1), &[dg(10)]).revision("r", dg(1)).layer_link("r", dg(10));
+    fx.put(layout::upload_key("r", "old", "data"), NOW - 8 * 24 * HOUR);
     let p = fx.plan(true);
-    let phases: Vec<u8> = p.deletions.iter().map(|d| d.reason().phase()).collect();
-    assert_eq!(phases, vec![0, 1, 1, 2]);
+    let phases: Vec<(u8, Reason)> = p.deletions.iter().map(|d| (d.reason().phase(), d.reason())).collect();
+    assert_eq!(
+        phases,
+        vec![
+            (0, Reason::UntaggedManifest),
+            // bound to nothing else: in the first phase's partial batch
+            (0, Reason::StaleUpload),
+            (1, Reason::UnreferencedBlob),
+            (1, Reason::UnreferencedBlob),
+            (2, Reason::DanglingLayerLink)
+        ]
+    );
 }
 
 /// A small deterministic generator, so that failures reproduce from the seed.
