@@ -58,6 +58,34 @@ fn run_on(emulator: Emulator, root: &str, extra: &[String], report: &Path) -> st
     out
 }
 
+/// Copies the scenario's tree key for key into a fresh root on `emulator`;
+/// returns the root and its keys.
+fn upload_fresh(rt: &tokio::runtime::Runtime, emulator: Emulator, sc: &Scenario, label: &str) -> (String, BTreeSet<String>) {
+    let root = Emulator::unique_root(label);
+    let n = rt.block_on(emulator.upload_tree(&sc.root, &root));
+    let before = rt.block_on(emulator.keys(&root));
+    assert_eq!(before.len(), n);
+    assert_eq!(before, tree::keys(&sc.root), "the upload is key for key");
+    (root, before)
+}
+
+/// Collects `root` in `mode` and checks that it holds exactly the keys the same
+/// run leaves on the filesystem; returns the keys left.
+fn collect_as_on_disk(rt: &tokio::runtime::Runtime, emulator: Emulator, sc: &Scenario, root: &str, mode: Mode, report: &Path) -> BTreeSet<String> {
+    let expected = filesystem_result(sc, mode);
+    let out = run_on(emulator, root, &flags(mode), report);
+    let after = rt.block_on(emulator.keys(root));
+    let missing: Vec<_> = expected.difference(&after).collect();
+    let extra: Vec<_> = after.difference(&expected).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} {mode:?}: differs from the filesystem run\nmissing in bucket: {missing:#?}\nleft only in bucket: {extra:#?}\n{}",
+        emulator.name(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    after
+}
+
 /// Collects the scenario's tree in `emulator` in both modes and compares with
 /// the filesystem. Returns the root of the `--delete-untagged` run.
 fn same_as_filesystem(emulator: Emulator, sc: &Scenario) -> String {
@@ -65,12 +93,7 @@ fn same_as_filesystem(emulator: Emulator, sc: &Scenario) -> String {
     let rt = runtime();
     let mut last_root = String::new();
     for mode in Mode::ALL {
-        let expected = filesystem_result(sc, mode);
-        let root = Emulator::unique_root(&format!("e2e-{}", emulator.name()));
-        let n = rt.block_on(emulator.upload_tree(&sc.root, &root));
-        let before = rt.block_on(emulator.keys(&root));
-        assert_eq!(before.len(), n);
-        assert_eq!(before, tree::keys(&sc.root), "the upload is key for key");
+        let (root, before) = upload_fresh(&rt, emulator, sc, &format!("e2e-{}", emulator.name()));
 
         // a dry run writes nothing
         let report = tempfile::NamedTempFile::new().unwrap();
@@ -80,16 +103,7 @@ fn same_as_filesystem(emulator: Emulator, sc: &Scenario) -> String {
         assert_eq!(rt.block_on(emulator.keys(&root)), before, "{}: dry run changed the bucket", emulator.name());
         let planned = collector::report_deletions(&collector::read_report(report.path()));
 
-        let out = run_on(emulator, &root, &flags(mode), report.path());
-        let after = rt.block_on(emulator.keys(&root));
-        let missing: Vec<_> = expected.difference(&after).collect();
-        let extra: Vec<_> = after.difference(&expected).collect();
-        assert!(
-            missing.is_empty() && extra.is_empty(),
-            "{} {mode:?}: differs from the filesystem run\nmissing in bucket: {missing:#?}\nleft only in bucket: {extra:#?}\n{}",
-            emulator.name(),
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let after = collect_as_on_disk(&rt, emulator, sc, &root, mode, report.path());
         let deleted: BTreeSet<String> = before.difference(&after).cloned().collect();
         assert_eq!(planned, deleted, "{} {mode:?}: the dry run's plan is what the run did", emulator.name());
         let r = collector::read_report(report.path());
@@ -220,18 +234,14 @@ fn listing_report_then_same_as_disk(sc: &Scenario, test: &str) -> serde_json::Va
     let emulator = Emulator::Moto;
     emulator.require();
     let rt = runtime();
-    let root = Emulator::unique_root(test);
-    rt.block_on(emulator.upload_tree(&sc.root, &root));
+    let (root, before) = upload_fresh(&rt, emulator, sc, test);
     let report = tempfile::NamedTempFile::new().unwrap();
     let mut dry = flags(Mode::Default);
     dry.extend(["--dry-run", "--offline"].map(String::from));
     run_on(emulator, &root, &dry, report.path());
     let listed = collector::read_report(report.path());
-    assert_eq!(listed["seen"]["keys"].as_u64(), Some(tree::keys(&sc.root).len() as u64), "{listed}");
-
-    let expected = filesystem_result(sc, Mode::Default);
-    run_on(emulator, &root, &flags(Mode::Default), report.path());
-    assert_eq!(rt.block_on(emulator.keys(&root)), expected, "{test}: differs from the filesystem run");
+    assert_eq!(listed["seen"]["keys"].as_u64(), Some(before.len() as u64), "{listed}");
+    collect_as_on_disk(&rt, emulator, sc, &root, Mode::Default, report.path());
     listed
 }
 
