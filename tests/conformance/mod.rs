@@ -129,20 +129,29 @@ async fn probing(storage: &dyn Storage, seed: &dyn Seeder) {
             _ => None,
         },
     };
-    let probed: Vec<_> = storage.list_probing("r/", probe).try_collect().await.expect("probing listing succeeds");
-    let full: Vec<_> = storage.list("r/").try_collect().await.unwrap();
-    let probed_keys: BTreeSet<String> = probed.iter().map(|m| m.key.clone()).collect();
-    let full_keys: BTreeSet<String> = full.iter().map(|m| m.key.clone()).collect();
+    let (probed, full_keys) = probed_as_listed(storage, "r/", probe).await;
+    let probed_keys: BTreeSet<String> = probed.into_iter().collect();
     assert_eq!(full_keys, keys.map(String::from).into());
     assert!(probed_keys.is_subset(&full_keys), "{probed_keys:?}");
     let left_out: Vec<&String> = full_keys.difference(&probed_keys).collect();
     assert!(left_out.iter().all(|k| ["r/x/h1/other", "r/t/v1/other"].contains(&k.as_str())), "{left_out:?}");
-    for m in &probed {
-        let f = full.iter().find(|f| f.key == m.key).unwrap();
-        assert_eq!((m.size, m.last_modified_ms), (f.size, f.last_modified_ms), "{}", m.key);
-    }
     let results = storage.delete_batch(&keys.map(String::from)).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
+}
+
+/// Lists `prefix` probing and in full, and checks that every object the
+/// probing listing returns is in the full one with the same size and mtime.
+/// Returns the probing listing's keys, sorted, and the full listing's.
+pub async fn probed_as_listed(storage: &dyn Storage, prefix: &str, probe: Probe) -> (Vec<String>, BTreeSet<String>) {
+    let probed: Vec<_> = storage.list_probing(prefix, probe).try_collect().await.expect("probing listing succeeds");
+    let full: Vec<_> = storage.list(prefix).try_collect().await.expect("listing succeeds");
+    for m in &probed {
+        let f = full.iter().find(|f| f.key == m.key).unwrap_or_else(|| panic!("{} not in the full listing", m.key));
+        assert_eq!((m.size, m.last_modified_ms), (f.size, f.last_modified_ms), "{}", m.key);
+    }
+    let mut keys: Vec<String> = probed.into_iter().map(|m| m.key).collect();
+    keys.sort();
+    (keys, full.into_iter().map(|m| m.key).collect())
 }
 
 async fn text(storage: &dyn Storage, key: &str) -> String {
