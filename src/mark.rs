@@ -19,7 +19,7 @@ use crate::layout;
 use crate::manifest::{self, ManifestKind, References};
 use crate::progress::Progress;
 use crate::report::Warning;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{get_many, Storage, StorageError};
 
 /// Link files hold 71 bytes; anything much larger is not a link.
 pub const LINK_READ_LIMIT: u64 = 4096;
@@ -299,14 +299,9 @@ fn tags_known_by_etag(inv: &Inventory, marks: &mut Marks) -> Vec<(usize, usize)>
 
 async fn read_tags(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, marks: &mut Marks) -> Result<(), MarkError> {
     let tags = tags_known_by_etag(inv, marks);
-    let mut reads = futures::stream::iter(tags)
-        .map(|(ri, ti)| async move {
-            let key = layout::tag_current_key(&inv.repositories[ri].name, inv.repositories[ri].tag_name(ti as u32));
-            let result = storage.get(&key, LINK_READ_LIMIT).await;
-            (ri, ti, key, result)
-        })
-        .buffer_unordered(opts.concurrency.max(1));
-    while let Some((ri, ti, key, result)) = reads.next().await {
+    let keys = tags.into_iter().map(|(ri, ti)| ((ri, ti), layout::tag_current_key(&inv.repositories[ri].name, inv.repositories[ri].tag_name(ti as u32))));
+    let mut reads = get_many(storage, keys, LINK_READ_LIMIT, opts.concurrency);
+    while let Some(((ri, ti), key, result)) = reads.next().await {
         let link = match result {
             Ok(bytes) => match Digest::from_link(&bytes) {
                 Some(d) => TagLink::Digest(d),
@@ -329,14 +324,8 @@ async fn read_tags(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, m
 }
 
 async fn read_alternate_links(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, marks: &mut Marks) -> Result<(), MarkError> {
-    let links = inv.repositories.iter().flat_map(|r| r.alt_links.iter().map(move |l| (r.name.as_str(), l)));
-    let mut reads = futures::stream::iter(links)
-        .map(|(repo, link)| async move {
-            let key = layout::alt_link_key(repo, link.what, &link.algorithm, &link.encoded);
-            let result = storage.get(&key, LINK_READ_LIMIT).await;
-            (link, key, result)
-        })
-        .buffer_unordered(opts.concurrency.max(1));
+    let links = inv.repositories.iter().flat_map(|r| r.alt_links.iter().map(move |l| (l, layout::alt_link_key(&r.name, l.what, &l.algorithm, &l.encoded))));
+    let mut reads = get_many(storage, links, LINK_READ_LIMIT, opts.concurrency);
     while let Some((link, key, result)) = reads.next().await {
         match result {
             Ok(bytes) => match Digest::from_link(&bytes) {
@@ -368,24 +357,31 @@ async fn read_manifests(
     let ids: Vec<DigestId> =
         inv.repositories.iter().flat_map(|r| &r.revisions).map(|l| l.digest).filter(|id| inv.has_blob(*id) && seen.insert(*id)).collect();
     progress.start_phase("reading manifests", ids.len() as u64);
-    let mut reads = futures::stream::iter(ids)
-        .map(|id| async move {
-            let digest = *inv.digests.get(id);
-            let key = layout::blob_data_key(&digest);
-            if let Some(cache) = &opts.cache {
-                let cache = cache.clone();
-                if let Ok(Some(bytes)) = tokio::task::spawn_blocking(move || cache.get(&digest)).await {
+    let mut reads = match &opts.cache {
+        // Without a cache (on a filesystem, or turned off), reads in the
+        // store's batches.
+        None => {
+            let keys = ids.into_iter().map(|id| (id, layout::blob_data_key(inv.digests.get(id))));
+            get_many(storage, keys, opts.max_manifest_bytes, opts.concurrency).map(|(id, key, result)| (id, key, result, false)).boxed()
+        }
+        Some(cache) => futures::stream::iter(ids)
+            .map(move |id| async move {
+                let digest = *inv.digests.get(id);
+                let key = layout::blob_data_key(&digest);
+                let lookup = cache.clone();
+                if let Ok(Some(bytes)) = tokio::task::spawn_blocking(move || lookup.get(&digest)).await {
                     return (id, key, Ok(bytes), true);
                 }
-            }
-            let result = storage.get(&key, opts.max_manifest_bytes).await;
-            if let (Some(cache), Ok(bytes)) = (&opts.cache, &result) {
-                let (cache, bytes) = (cache.clone(), bytes.clone());
-                let _ = tokio::task::spawn_blocking(move || cache.put(&digest, &bytes)).await;
-            }
-            (id, key, result, false)
-        })
-        .buffer_unordered(opts.concurrency.max(1));
+                let result = storage.get(&key, opts.max_manifest_bytes).await;
+                if let Ok(bytes) = &result {
+                    let (cache, bytes) = (cache.clone(), bytes.clone());
+                    let _ = tokio::task::spawn_blocking(move || cache.put(&digest, &bytes)).await;
+                }
+                (id, key, result, false)
+            })
+            .buffer_unordered(opts.concurrency.max(1))
+            .boxed(),
+    };
     while let Some((id, key, result, cached)) = reads.next().await {
         progress.inc(1);
         marks.manifest_cache_hits += cached as u64;

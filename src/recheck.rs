@@ -27,7 +27,7 @@ use crate::listing;
 use crate::manifest;
 use crate::mark::Marks;
 use crate::plan::{Plan, Target};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{get_many, Storage, StorageError};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RecheckOptions {
@@ -206,15 +206,11 @@ async fn read_links(storage: &dyn Storage, recent: &Recent, concurrency: usize) 
         .iter()
         .map(|(r, t)| (r.clone(), layout::tag_current_key(r, t)))
         .chain(recent.alt_links.iter().cloned());
-    let reads = futures::stream::iter(keys)
-        .map(|(repo, key)| async move {
-            match storage.get(&key, crate::mark::LINK_READ_LIMIT).await {
-                Ok(bytes) => Ok((repo, Digest::from_link(&bytes))),
-                Err(StorageError::NotFound { .. } | StorageError::TooLarge { .. }) => Ok((repo, None)),
-                Err(e) => Err(RecheckError::Storage(e)),
-            }
-        })
-        .buffer_unordered(concurrency.max(1));
+    let reads = get_many(storage, keys, crate::mark::LINK_READ_LIMIT, concurrency).map(|(repo, _, result)| match result {
+        Ok(bytes) => Ok((repo, Digest::from_link(&bytes))),
+        Err(StorageError::NotFound { .. } | StorageError::TooLarge { .. }) => Ok((repo, None)),
+        Err(e) => Err(RecheckError::Storage(e)),
+    });
     reads.collect::<Vec<_>>().await.into_iter().collect()
 }
 
@@ -259,15 +255,9 @@ async fn reach(
                 None => to_read.push((d, root)),
             }
         }
-        let reads = futures::stream::iter(to_read)
-            .map(|(d, root)| async move {
-                let key = layout::blob_data_key(&d);
-                (d, root, storage.get(&key, opts.max_manifest_bytes).await, key)
-            })
-            .buffer_unordered(opts.concurrency.max(1))
-            .collect::<Vec<_>>()
-            .await;
-        for (d, root, result, key) in reads {
+        let keys = to_read.into_iter().map(|(d, root)| ((d, root), layout::blob_data_key(&d)));
+        let reads = get_many(storage, keys, opts.max_manifest_bytes, opts.concurrency).collect::<Vec<_>>().await;
+        for ((d, root), key, result) in reads {
             let bytes = match result {
                 Ok(bytes) => bytes,
                 // A link to a manifest whose blob is missing (or not written

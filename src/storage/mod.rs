@@ -177,6 +177,25 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// before they are read.
     async fn get(&self, key: &str, limit: u64) -> Result<Bytes, StorageError>;
 
+    /// How many keys one `get_batch` call should carry: 1 where every read is
+    /// a request of its own (object stores, whose reads the caller keeps in
+    /// flight concurrently), more where a read costs less than handing it to
+    /// another thread and back (a filesystem).
+    fn max_get_batch(&self) -> usize {
+        1
+    }
+
+    /// Reads several small objects, returning one result per key in the same
+    /// order, as `get` would (each counted as one GET). Read through `get_many`,
+    /// which sizes the batches.
+    async fn get_batch(&self, keys: &[String], limit: u64) -> Vec<Result<Bytes, StorageError>> {
+        let mut results = Vec::with_capacity(keys.len());
+        for key in keys {
+            results.push(self.get(key, limit).await);
+        }
+        results
+    }
+
     /// The content of one object as a stream of chunks, in order: for reading
     /// objects of any size in bounded memory (`fsck --verify-content` hashes
     /// every blob this way). Counted as one GET. Both backends stream; this
@@ -223,6 +242,32 @@ pub trait Storage: Send + Sync + fmt::Debug {
         let _ = dirs;
         Ok(0)
     }
+}
+
+/// Reads many small objects, `concurrency` of them in flight, in batches of the
+/// store's `max_get_batch` (on a filesystem, `concurrency / 16` threads each
+/// reading 16 files in turn); each result comes with the item it was asked for
+/// and its key, in the order the reads finish.
+pub fn get_many<'a, T: Send + 'a>(
+    storage: &'a dyn Storage,
+    items: impl Iterator<Item = (T, String)> + Send + 'a,
+    limit: u64,
+    concurrency: usize,
+) -> BoxStream<'a, (T, String, Result<Bytes, StorageError>)> {
+    let batch = storage.max_get_batch().max(1);
+    futures::stream::iter(items)
+        .chunks(batch)
+        .map(move |chunk| async move {
+            let (items, keys): (Vec<T>, Vec<String>) = chunk.into_iter().unzip();
+            let results = match keys.as_slice() {
+                [key] => vec![storage.get(key, limit).await],
+                _ => storage.get_batch(&keys, limit).await,
+            };
+            futures::stream::iter(items.into_iter().zip(keys).zip(results).map(|((item, key), result)| (item, key, result)))
+        })
+        .buffer_unordered(concurrency.div_ceil(batch).max(1))
+        .flatten()
+        .boxed()
 }
 
 pub fn system_time_ms(t: SystemTime) -> i64 {

@@ -54,6 +54,21 @@ pub trait StorageWrapper: Send + Sync + std::fmt::Debug {
         self.inner().get(key, limit).await
     }
 
+    fn max_get_batch(&self) -> usize {
+        self.inner().max_get_batch()
+    }
+
+    /// Each key through this wrapper's own `get`, so that a wrapper that
+    /// changes reads sees every one of them, batched or not. A wrapper that
+    /// changes nothing per read may forward the batch to the store beneath.
+    async fn get_batch(&self, keys: &[String], limit: u64) -> Vec<Result<Bytes, StorageError>> {
+        let mut results = Vec::with_capacity(keys.len());
+        for key in keys {
+            results.push(StorageWrapper::get(self, key, limit).await);
+        }
+        results
+    }
+
     async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
         self.inner().get_stream(key).await
     }
@@ -123,6 +138,14 @@ impl<W: StorageWrapper> Storage for W {
 
     async fn get(&self, key: &str, limit: u64) -> Result<Bytes, StorageError> {
         StorageWrapper::get(self, key, limit).await
+    }
+
+    fn max_get_batch(&self) -> usize {
+        StorageWrapper::max_get_batch(self)
+    }
+
+    async fn get_batch(&self, keys: &[String], limit: u64) -> Vec<Result<Bytes, StorageError>> {
+        StorageWrapper::get_batch(self, keys, limit).await
     }
 
     async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
 use bytes::Bytes;
-use registry_gc::storage::{Leaf, MoveMode, Moved, Probe, Storage, StorageError};
+use registry_gc::storage::{get_many, Leaf, MoveMode, Moved, Probe, Storage, StorageError};
 
 /// Writes an object into the backend under test, outside the trait (the trait
 /// has no writes: registry-gc never writes into a registry).
@@ -71,6 +71,7 @@ pub async fn run(storage: &dyn Storage, seed: &dyn Seeder) {
     assert_eq!(&storage.get("q/a", 1024).await.unwrap()[..], b"0123456789");
     assert!(matches!(storage.get("q/a", 5).await, Err(StorageError::TooLarge { .. })));
     assert!(storage.get("q/missing", 1024).await.unwrap_err().is_not_found());
+    batched_reads(storage).await;
 
     // Batch delete: a result per key, missing keys count as deleted.
     let batch: Vec<String> = vec!["q/a".into(), "q/never-existed".into(), "p/00/obj-0000".into()];
@@ -102,6 +103,34 @@ pub async fn run(storage: &dyn Storage, seed: &dyn Seeder) {
     }
     probing(storage, seed).await;
     writes_and_moves(storage, seed).await;
+}
+
+/// `get_batch` gives one result per key, in order, each what `get` gives;
+/// `get_many` gives every item once, with its key, across batches; and both
+/// count one GET per key.
+async fn batched_reads(storage: &dyn Storage) {
+    let keys: Vec<String> = ["q/a", "q/missing", "qq", "q/b/c", "q/a"].map(String::from).into();
+    let gets = storage.counts().totals().get;
+    let results = storage.get_batch(&keys, 4).await;
+    assert_eq!(storage.counts().totals().get - gets, 5);
+    assert_eq!(results.len(), 5);
+    assert!(matches!(&results[0], Err(StorageError::TooLarge { key, size: 10, limit: 4 }) if key == "q/a"), "{:?}", results[0]);
+    assert!(matches!(&results[1], Err(e) if e.is_not_found()), "{:?}", results[1]);
+    assert_eq!(results[2].as_deref().ok(), Some(&b"y"[..]));
+    assert_eq!(results[3].as_deref().ok(), Some(&b"x"[..]));
+    assert!(matches!(&results[4], Err(StorageError::TooLarge { .. })));
+    assert!(storage.max_get_batch() >= 1);
+
+    // More items than a batch, so that several batches are in flight.
+    let items: Vec<(usize, String)> = (0..100).map(|i| (i, format!("p/{:02x}/obj-{i:04}", i % 7))).collect();
+    let mut read: Vec<(usize, String, Bytes)> =
+        get_many(storage, items.clone().into_iter(), 1024, 8).map(|(i, key, result)| (i, key, result.expect("read succeeds"))).collect().await;
+    read.sort_by_key(|(i, ..)| *i);
+    assert_eq!(read.len(), 100);
+    for ((i, key, bytes), (j, asked)) in read.iter().zip(&items) {
+        assert_eq!((i, key), (j, asked));
+        assert_eq!(&bytes[..], format!("content {i}").as_bytes(), "{key}");
+    }
 }
 
 /// `list_probing` lists what `list` does, except that a backend may leave out,
