@@ -319,3 +319,153 @@ fn a_profile_is_read_from_the_files_the_environment_names() {
     assert!(dev.uses_sso);
     assert_eq!(dev.region.as_deref(), Some("eu-central-1"));
 }
+
+/// IAM Identity Center's portal, as far as `GetRoleCredentials` goes: a small
+/// HTTP server on loopback that logs each request's role, account and bearer
+/// token, answers the token `VALID_SSO_TOKEN` with role credentials, and any
+/// other with the portal's 401.
+struct SsoPortal {
+    child: std::process::Child,
+    port: u16,
+    log: PathBuf,
+}
+
+const VALID_SSO_TOKEN: &str = "cached-sso-access-token";
+const SSO_START_URL: &str = "https://registry-gc-test.awsapps.com/start";
+/// The token cache's file name for `SSO_START_URL`: the hex SHA-1 of the URL
+/// (`printf %s URL | sha1sum`), as `aws sso login` names it.
+const SSO_TOKEN_FILE: &str = "2b03d0929ab81cd097db38dc9d5aae59efe058f0.json";
+
+const SSO_PORTAL_PY: &str = r#"
+import json, sys, urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+port_file, log_file, valid = sys.argv[1:4]
+class Portal(BaseHTTPRequestHandler):
+    def do_GET(self):
+        url = urllib.parse.urlparse(self.path)
+        q = urllib.parse.parse_qs(url.query)
+        token = self.headers.get("x-amz-sso_bearer_token", "")
+        with open(log_file, "a") as log:
+            log.write("%s %s %s %s\n" % (url.path, q.get("role_name", [""])[0], q.get("account_id", [""])[0], token))
+        if url.path == "/federation/credentials" and token == valid:
+            status, body, kind = 200, {"roleCredentials": {"accessKeyId": "sso-key", "secretAccessKey": "sso-secret",
+                "sessionToken": "sso-session", "expiration": 4102444800000}}, None
+        else:
+            status, body, kind = 401, {"message": "Session token not found or invalid"}, "UnauthorizedException"
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        if kind:
+            self.send_header("x-amzn-ErrorType", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *args):
+        pass
+server = ThreadingHTTPServer(("127.0.0.1", 0), Portal)
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(server.server_address[1]))
+import os; os.rename(port_file + ".tmp", port_file)
+server.serve_forever()
+"#;
+
+impl SsoPortal {
+    fn start(dir: &Path) -> SsoPortal {
+        let (port_file, log) = (dir.join("sso-portal.port"), dir.join("sso-portal.log"));
+        let child = Command::new("python3")
+            .args(["-c", SSO_PORTAL_PY])
+            .args([&port_file, &log])
+            .arg(VALID_SSO_TOKEN)
+            .spawn()
+            .expect("python3 starts the fake SSO portal");
+        // dropped (and the server killed) if it never says its port
+        let mut portal = SsoPortal { child, port: 0, log };
+        for _ in 0..200 {
+            if let Ok(port) = std::fs::read_to_string(&port_file) {
+                portal.port = port.trim().parse().expect("a port number");
+                return portal;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("the fake SSO portal did not start");
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The requests so far: "path role account token", one per line.
+    fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log).map(|s| s.lines().map(String::from).collect()).unwrap_or_default()
+    }
+}
+
+impl Drop for SsoPortal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl AwsHome {
+    /// Adds an IAM Identity Center profile `sso` (the start-URL form) and
+    /// puts `token` in the token cache where `aws sso login` leaves it.
+    fn with_sso_profile(&self, token: Option<&str>) {
+        let mut config = std::fs::read_to_string(self.config()).unwrap();
+        if !config.contains("[profile sso]") {
+            config.push_str(&format!(
+                "\n[profile sso]\nsso_start_url = {SSO_START_URL}\nsso_region = us-east-1\nsso_account_id = 123456789012\nsso_role_name = RegistryGc\n"
+            ));
+            std::fs::write(self.config(), config).unwrap();
+        }
+        let cache = self.dir.path().join(".aws/sso/cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        let file = cache.join(SSO_TOKEN_FILE);
+        match token {
+            Some(token) => std::fs::write(
+                file,
+                format!(r#"{{"startUrl":"{SSO_START_URL}","region":"us-east-1","accessToken":"{token}","expiresAt":"{FAR_FUTURE}"}}"#),
+            )
+            .unwrap(),
+            None => {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    }
+}
+
+#[test]
+fn an_sso_profile_gets_role_credentials_from_the_portal_with_the_cached_token() {
+    let home = AwsHome::new();
+    let portal = SsoPortal::start(home.dir.path());
+    let (root, before) = seeded("aws-profile-sso");
+    let env = [("AWS_ENDPOINT_URL_SSO", portal.endpoint())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    home.with_sso_profile(Some(VALID_SSO_TOKEN));
+    let out = home.run(&["du", "--profile", "sso", "--region", "us-east-1"], &root, &env);
+    assert_exit(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("blobs"), "{}", String::from_utf8_lossy(&out.stdout));
+    // one GetRoleCredentials for the whole run, for the profile's role and
+    // account, with the token `aws sso login` cached
+    assert_eq!(portal.requests(), [format!("/federation/credentials RegistryGc 123456789012 {VALID_SSO_TOKEN}")]);
+
+    // a token the portal no longer accepts: no credentials, the run stops
+    // before anything is read, and the message says what to do
+    home.with_sso_profile(Some("revoked-token"));
+    let out = home.run(&["du", "--profile", "sso", "--region", "us-east-1"], &root, &env);
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("AWS profile \"sso\" gave no credentials") && err.contains("run `aws sso login --profile sso` first"), "{err}");
+    assert_eq!(portal.requests().len(), 2);
+
+    // never logged in: no cached token at all, and the portal is not asked
+    home.with_sso_profile(None);
+    let mut args = COLLECT.to_vec();
+    args.extend(["--profile", "sso", "--region", "us-east-1"]);
+    let out = home.run(&args, &root, &env);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("run `aws sso login --profile sso` first"), "{}", stderr(&out));
+    assert_eq!(portal.requests().len(), 2);
+    assert_eq!(keys(&root), before, "nothing deleted without credentials");
+}
