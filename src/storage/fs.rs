@@ -196,8 +196,9 @@ struct WalkStart {
 }
 
 /// A subdirectory's regular file `leaf` (its size and mtime), found by one
-/// `fstatat` of `<name>/<leaf>` relative to the open parent instead of opening and reading
-/// `<name>` (and the directories between: five system calls each). `None` for
+/// `fstatat` of `<name>/<leaf>` relative to the open parent instead of opening
+/// and reading `<name>` (and the directories between: five system calls each);
+/// `path` is the walker's buffer for `<name>/<leaf>`. `None` for
 /// anything else (missing, a link, a directory, an error): the caller then
 /// reads the subdirectory, which reports it as a full listing would. The stat
 /// follows `<name>` and any directory between it and the leaf (a tag's
@@ -233,7 +234,6 @@ enum WalkStop {
 /// per key, and each key's `String` is made (and later freed) on the thread
 /// that consumes the listing, not handed from thread to thread (freeing
 /// another thread's allocations is what contended in the allocator).
-#[derive(Default)]
 struct ListedBatch {
     keys: String,
     /// Where each key ends in `keys`, its size and its mtime (ms).
