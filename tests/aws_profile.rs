@@ -439,8 +439,8 @@ fn an_sso_profile_gets_role_credentials_from_the_portal_with_the_cached_token() 
     let home = AwsHome::new();
     let portal = SsoPortal::start(home.dir.path());
     let (root, before) = seeded("aws-profile-sso");
-    let env = [("AWS_ENDPOINT_URL_SSO", portal.endpoint())];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let endpoint = portal.endpoint();
+    let env = [("AWS_ENDPOINT_URL_SSO", endpoint.as_str())];
 
     home.with_sso_profile(Some(VALID_SSO_TOKEN));
     let out = home.run(&["du", "--profile", "sso", "--region", "us-east-1"], &root, &env);

@@ -131,6 +131,12 @@ fn task_failed(key: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>
     StorageError::Io { key: key.to_string(), source: io::Error::other(e) }
 }
 
+/// One error per key of a batch whose blocking task did not finish.
+fn each_failed<T>(n: usize, e: tokio::task::JoinError) -> Vec<Result<T, StorageError>> {
+    let reason = e.to_string();
+    (0..n).map(|_| Err(task_failed("", reason.clone()))).collect()
+}
+
 fn meta_of(key: String, md: &fs::Metadata) -> ObjectMeta {
     ObjectMeta {
         key,
@@ -541,10 +547,7 @@ impl Storage for FsStorage {
             keys.iter().map(|key| this.read_small(key, &this.path_of(key)?, limit, &mut scratch)).collect()
         })
             .await
-            .unwrap_or_else(|e| {
-                let reason = e.to_string();
-                (0..n).map(|_| Err(task_failed("", reason.clone()))).collect()
-            })
+            .unwrap_or_else(|e| each_failed(n, e))
     }
 
     async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
@@ -586,10 +589,7 @@ impl Storage for FsStorage {
         let n = keys.len();
         tokio::task::spawn_blocking(move || keys.iter().map(|k| this.delete_one(k)).collect())
             .await
-            .unwrap_or_else(|e| {
-                let reason = e.to_string();
-                (0..n).map(|_| Err(task_failed("", reason.clone()))).collect()
-            })
+            .unwrap_or_else(|e| each_failed(n, e))
     }
 
     fn max_delete_batch(&self) -> usize {
@@ -631,10 +631,7 @@ impl Storage for FsStorage {
         let n = moves.len();
         tokio::task::spawn_blocking(move || moves.iter().map(|(from, to)| this.move_one(from, to, mode)).collect())
             .await
-            .unwrap_or_else(|e| {
-                let reason = e.to_string();
-                (0..n).map(|_| Err(task_failed("", reason.clone()))).collect()
-            })
+            .unwrap_or_else(|e| each_failed(n, e))
     }
 
     fn has_directories(&self) -> bool {
