@@ -408,6 +408,8 @@ async fn run(args: &DuArgs, quiet: bool) -> Result<String, Error> {
         upload_max_age_ms: upload_max_age.as_millis() as i64,
         delete_empty_repositories: false,
         now_ms: system_time_ms(now),
+        // `inspect::load` lists with every size and age
+        unstated_are_old: false,
     };
     let default_plan = plan::plan(&inv, &marks, &opts(false));
     let untagged_plan = plan::plan(&inv, &marks, &opts(true));
@@ -500,6 +502,7 @@ mod tests {
                 upload_max_age_ms: 7 * 86_400_000,
                 delete_empty_repositories: false,
                 now_ms: NOW,
+                unstated_are_old: false,
             };
             usage(&inv, &marks, &plan::plan(&inv, &marks, &opts(false)), &plan::plan(&inv, &marks, &opts(true)))
         }

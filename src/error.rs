@@ -1,5 +1,6 @@
 //! The run's errors, and the one place that maps them to exit codes.
 
+use crate::candidates::CandidatesError;
 use crate::config::ConfigError;
 use crate::guard::Refusal;
 use crate::recheck::RecheckError;
@@ -41,6 +42,8 @@ pub enum Error {
     #[error(transparent)]
     Mark(#[from] MarkError),
     #[error(transparent)]
+    Candidates(#[from] CandidatesError),
+    #[error(transparent)]
     Recheck(#[from] RecheckError),
     #[error("refusing to sweep: {0}; nothing was deleted")]
     Refused(#[from] Refusal),
@@ -67,6 +70,8 @@ impl Error {
             Error::Inventory(InventoryError::Listing(_)) => Exit::Error,
             Error::Mark(MarkError::Read(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
             Error::Mark(_) => Exit::Error,
+            Error::Candidates(CandidatesError(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
+            Error::Candidates(_) => Exit::Error,
             Error::Recheck(RecheckError::Storage(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
             Error::Recheck(_) => Exit::Error,
             Error::Refused(_) => Exit::Refused,

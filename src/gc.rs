@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use crate::cache::ManifestCache;
+use crate::candidates;
 use crate::error::Error;
 use crate::guard::{self, GuardOptions};
 use crate::inventory::Inventory;
@@ -48,7 +49,7 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     let mut lap = Lap(Instant::now());
 
     let mut inventory = Inventory::default();
-    listing::list_registry(storage, &mut inventory, Some(listing::LAYOUT_LEAVES), opts.concurrency, progress).await?;
+    listing::list_registry(storage, &mut inventory, Some(listing::LAYOUT_LEAVES_NAMED_BLOBS), opts.concurrency, progress).await?;
     inventory.finish();
     times.listing = lap.next();
 
@@ -62,6 +63,9 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     });
     let mark_opts = MarkOptions { concurrency: opts.concurrency, max_manifest_bytes: opts.max_manifest_bytes, cache };
     let marks = mark::mark(storage, &inventory, &mark_opts, progress).await?;
+    for id in &marks.missing_blobs {
+        inventory.forget_blob(*id);
+    }
     times.mark = lap.next();
     let plan_opts = PlanOptions {
         delete_untagged: opts.delete_untagged,
@@ -69,7 +73,17 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         upload_max_age_ms: opts.upload_max_age_ms,
         delete_empty_repositories: opts.delete_empty_repositories,
         now_ms: system_time_ms(now),
+        unstated_are_old: false,
     };
+    // What the plan would delete, sized and aged (a filesystem's listing
+    // named most blobs and layer links without a stat); object stores'
+    // listings leave nothing unstated, and nothing is asked.
+    if inventory.has_unstated() || !marks.missing_blobs.is_empty() {
+        progress.start_phase("reading the size and age of what would be deleted", 0);
+        let candidates = plan::plan(&inventory, &marks, &PlanOptions { unstated_are_old: true, ..plan_opts });
+        candidates::stat(storage, &mut inventory, candidates, &marks.missing_blobs, opts.concurrency).await?;
+    }
+    times.stat = lap.next();
     let mut plan = plan::plan(&inventory, &marks, &plan_opts);
     times.plan = lap.next();
     // The registry may have been written to since the listing: what a recent

@@ -20,6 +20,20 @@ use crate::storage::{ObjectMeta, StorageError};
 /// never taken for older than it is.
 pub type Secs = u32;
 
+/// The time of an object listed by name only (`ObjectMeta::NOT_STATED`):
+/// newer than any fence, so that until it is stat'ed nothing treats it as old.
+pub const NOT_STATED: Secs = Secs::MAX;
+
+/// Whole seconds, rounded up, of a listed mtime; `NOT_STATED` for an object
+/// listed without one.
+pub fn listed_secs(ms: i64) -> Secs {
+    if ms == ObjectMeta::NOT_STATED {
+        NOT_STATED
+    } else {
+        secs_ceil(ms)
+    }
+}
+
 pub fn secs_ceil(ms: i64) -> Secs {
     if ms <= 0 {
         0
@@ -33,11 +47,22 @@ pub fn secs_ceil(ms: i64) -> Secs {
 /// blob, and this vector has one entry per digest.
 const NO_BLOB: u32 = u32::MAX;
 const LARGE_BLOB: u32 = u32::MAX - 1;
+/// A blob listed by name only: size unknown until stat'ed.
+const UNSIZED_BLOB: u32 = u32::MAX - 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobInfo {
+    /// 0 while not stated.
     pub size: u64,
+    /// `NOT_STATED` until the blob is stat'ed.
     pub modified: Secs,
+}
+
+impl BlobInfo {
+    /// Whether the size and mtime are known (see `listed_secs`).
+    pub fn is_stated(&self) -> bool {
+        self.modified != NOT_STATED
+    }
 }
 
 /// A link file: the digest in its key, and its last-modified time.
@@ -471,7 +496,7 @@ pub enum InventoryError {
 impl Inventory {
     /// Records one listed object.
     pub fn insert(&mut self, meta: ObjectMeta) {
-        let t = secs_ceil(meta.last_modified_ms);
+        let t = listed_secs(meta.last_modified_ms);
         if !meta.key.ends_with('/') {
             self.keys_listed += 1;
         }
@@ -482,15 +507,13 @@ impl Inventory {
                 self.empty_dirs.push(meta.key.trim_end_matches('/'), t, removable, repo);
             }
             KeyKind::BlobData(d) => {
-                let id = self.intern(d) as usize;
-                self.blob_sizes[id] = match u32::try_from(meta.size) {
-                    Ok(size) if size < LARGE_BLOB => size,
-                    _ => {
-                        self.large_blobs.insert(id as DigestId, meta.size);
-                        LARGE_BLOB
-                    }
-                };
-                self.blob_times[id] = t;
+                let id = self.intern(d);
+                if meta.is_stated() {
+                    self.set_blob(id, meta.size, t);
+                } else {
+                    self.blob_sizes[id as usize] = UNSIZED_BLOB;
+                    self.blob_times[id as usize] = NOT_STATED;
+                }
             }
             KeyKind::Revision { repo, digest } => {
                 let link = Link { digest: self.intern(digest), modified: t };
@@ -539,6 +562,61 @@ impl Inventory {
                 self.strays.push(StrayKey { key: meta.key, size: meta.size, reason });
             }
         }
+    }
+
+    fn set_blob(&mut self, id: DigestId, size: u64, t: Secs) {
+        self.blob_sizes[id as usize] = match u32::try_from(size) {
+            Ok(size) if size < UNSIZED_BLOB => size,
+            _ => {
+                self.large_blobs.insert(id, size);
+                LARGE_BLOB
+            }
+        };
+        self.blob_times[id as usize] = t;
+    }
+
+    /// Records what a stat said of a blob listed by name (`candidates`).
+    pub fn stat_blob(&mut self, id: DigestId, size: u64, t: Secs) {
+        if self.has_blob(id) {
+            self.set_blob(id, size, t);
+        }
+    }
+
+    /// Records what a stat said of a layer link listed by name.
+    pub fn stat_layer_link(&mut self, repo: u32, digest: DigestId, t: Secs) {
+        let layers = &mut self.repositories[repo as usize].layers;
+        if let Ok(i) = layers.binary_search_by_key(&digest, |l| l.digest) {
+            layers[i].modified = t;
+        }
+    }
+
+    /// Takes a blob listed by name out: its directory turned out to hold no
+    /// data (the mark phase found none to read, or a stat none to size).
+    pub fn forget_blob(&mut self, id: DigestId) {
+        if let Some(size) = self.blob_sizes.get_mut(id as usize) {
+            *size = NO_BLOB;
+        }
+    }
+
+    /// Takes a layer link listed by name out: its directory holds no `link`.
+    pub fn forget_layer_link(&mut self, repo: u32, digest: DigestId) {
+        self.repositories[repo as usize].layers.retain(|l| l.digest != digest);
+    }
+
+    /// Records, after `finish`, a directory found without the file its name
+    /// promised: for the plan, an empty directory as a full listing would
+    /// have reported it (a removal that finds it not empty leaves it).
+    pub fn add_empty_dir(&mut self, key: &str, modified: Secs) {
+        let dir = format!("{key}/");
+        let KeyKind::EmptyDir { repo, removable } = layout::classify(&dir) else { return };
+        let repo = match repo {
+            Some(name) => match self.repositories.binary_search_by(|r| r.name.as_str().cmp(name)) {
+                Ok(id) => Some((id as u32, name)),
+                Err(_) => return,
+            },
+            None => None,
+        };
+        self.empty_dirs.push(key, modified, removable, repo);
     }
 
     fn intern(&mut self, d: Digest) -> DigestId {
@@ -606,6 +684,7 @@ impl Inventory {
         let size = match *self.blob_sizes.get(id as usize)? {
             NO_BLOB => return None,
             LARGE_BLOB => self.large_blobs[&id],
+            UNSIZED_BLOB => 0,
             size => u64::from(size),
         };
         Some(BlobInfo { size, modified: self.blob_times[id as usize] })
@@ -620,8 +699,14 @@ impl Inventory {
         self.blob_sizes.iter().filter(|s| **s != NO_BLOB).count()
     }
 
-    pub fn blob_bytes(&self) -> u64 {
-        self.blobs().map(|(_, b)| b.size).sum()
+    /// Whether the listing named any blob or layer link without stat'ing it.
+    pub fn has_unstated(&self) -> bool {
+        self.blob_sizes.contains(&UNSIZED_BLOB) || self.repositories.iter().flat_map(|r| &r.layers).any(|l| l.modified == NOT_STATED)
+    }
+
+    /// The bytes of all blobs; `None` when some were listed by name only.
+    pub fn blob_bytes(&self) -> Option<u64> {
+        self.blobs().map(|(_, b)| b.is_stated().then_some(b.size)).sum()
     }
 
     pub fn has_blob(&self, id: DigestId) -> bool {
@@ -733,7 +818,7 @@ mod tests {
         }
         assert_eq!(inv.blob(inv.digests.find(&Digest::from_bytes([99; 32])).unwrap()), None);
         assert_eq!(inv.blob_count(), sizes.len());
-        assert_eq!(inv.blob_bytes(), sizes.iter().sum::<u64>());
+        assert_eq!(inv.blob_bytes(), Some(sizes.iter().sum::<u64>()));
     }
 
     #[test]

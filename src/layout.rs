@@ -200,10 +200,21 @@ pub fn subdir_leaf(dir: &str) -> Option<Leaf> {
         return Some(Leaf::file("link"));
     }
     if let Some((_, "_manifests/tags/")) = dir.strip_prefix(REPOSITORIES).and_then(split_repository_path) {
-        return Some(Leaf { file: "current/link", then_list: Some("index/sha256") });
+        return Some(Leaf { file: "current/link", then_list: Some("index/sha256"), stat: true });
     }
     let prefix = dir.strip_prefix(BLOBS)?.strip_prefix("sha256/")?.strip_suffix('/')?;
     (prefix.len() == 2 && prefix.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(Leaf::file("data"))
+}
+
+/// `subdir_leaf` for the collection's first listing, which needs the size and
+/// age of a blob, or of a layer link, only if the plan would delete it: those
+/// two (most of a registry's keys) are `Leaf::named`, listed by their
+/// directories' names and stat'ed later for the plan's candidates. Revision
+/// links, tag links and tag history stay stat'ed: their ages make roots.
+pub fn subdir_leaf_named_blobs(dir: &str) -> Option<Leaf> {
+    let leaf = subdir_leaf(dir)?;
+    let layers = || dir.strip_prefix(REPOSITORIES).and_then(split_repository_path).is_some_and(|(_, meta)| meta == "_layers/sha256/");
+    Some(if leaf == Leaf::file("data") || (leaf == Leaf::file("link") && layers()) { Leaf::named(leaf.file) } else { leaf })
 }
 
 /// Whether `dir` (a directory key without trailing `/`) lies below the structural
@@ -476,8 +487,16 @@ mod tests {
         assert_eq!(subdir_leaf(&format!("{BLOBS}sha256/4f/")), Some(Leaf::file("data")));
         assert_eq!(subdir_leaf(&format!("{REPOSITORIES}team/app/_layers/sha256/")), Some(Leaf::file("link")));
         assert_eq!(subdir_leaf(&format!("{REPOSITORIES}team/app/_manifests/tags/v1/index/sha256/")), Some(Leaf::file("link")));
-        let tag = Leaf { file: "current/link", then_list: Some("index/sha256") };
+        let tag = Leaf { file: "current/link", then_list: Some("index/sha256"), stat: true };
         assert_eq!(subdir_leaf(&format!("{REPOSITORIES}team/app/_manifests/tags/")), Some(tag));
+        // the collection's first listing names blobs and layer links only
+        let named = subdir_leaf_named_blobs;
+        assert_eq!(named(&format!("{BLOBS}sha256/4f/")), Some(Leaf::named("data")));
+        assert_eq!(named(&format!("{REPOSITORIES}team/app/_layers/sha256/")), Some(Leaf::named("link")));
+        assert_eq!(named(&format!("{REPOSITORIES}team/app/_manifests/revisions/sha256/")), Some(Leaf::file("link")));
+        assert_eq!(named(&format!("{REPOSITORIES}team/app/_manifests/tags/v1/index/sha256/")), Some(Leaf::file("link")));
+        assert_eq!(named(&format!("{REPOSITORIES}team/app/_manifests/tags/")), Some(tag));
+        assert_eq!(named(&format!("{V2}blobs/sha256/4f/abc/")), None);
         for dir in [
             "blobs/",
             "blobs/sha256/",

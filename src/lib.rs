@@ -4,11 +4,13 @@
 //! The pipeline, one module per stage:
 //! [`storage`] (list / get / delete-batch) -> [`layout`] (key to meaning) ->
 //! [`inventory`] (one streamed listing) -> [`mark`] (tag links and manifests) ->
-//! [`plan`] (pure: what to delete and why) -> [`recheck`] (what changed since the
+//! [`plan`] (pure: what to delete and why; [`candidates`] sizes and ages what a
+//! filesystem's listing only named) -> [`recheck`] (what changed since the
 //! listing) -> [`guard`] (plans that look like mistakes) -> [`sweep`] (batched deletes) ->
 //! [`report`]. [`gc`] runs them in order; [`cli`] is the command line.
 
 pub mod cache;
+pub mod candidates;
 pub mod cli;
 pub mod config;
 pub mod digest;

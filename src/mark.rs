@@ -132,6 +132,10 @@ pub struct Marks {
     /// `fsck` needs to name broken images. Manifests pinned by scan are left
     /// out: their digests are mentions, not references.
     pub missing_refs: Vec<(DigestId, Digest)>,
+    /// Revisions' blobs listed by name only (`Leaf::named`) whose directory
+    /// turned out to hold no `data`: missing, not vanished (see
+    /// `Inventory::forget_blob`).
+    pub missing_blobs: Vec<DigestId>,
 }
 
 impl Marks {
@@ -387,6 +391,11 @@ async fn read_manifests(
         marks.manifest_cache_hits += cached as u64;
         let bytes = match result {
             Ok(bytes) => bytes,
+            // listed by its directory's name: the directory is there, the data is not
+            Err(StorageError::NotFound { .. }) if inv.blob(id).is_some_and(|b| !b.is_stated()) => {
+                marks.missing_blobs.push(id);
+                continue;
+            }
             Err(StorageError::NotFound { .. }) => return Err(MarkError::Vanished { key }),
             Err(e @ StorageError::TooLarge { .. }) => return Err(MarkError::TooLarge(e)),
             Err(e) => return Err(MarkError::Read(e)),

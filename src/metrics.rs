@@ -134,10 +134,15 @@ pub fn render(m: &RunMetrics) -> String {
     o.gauge("registry_gc_manifests", "Manifest revisions seen by the last run.", r.seen.manifests as f64);
     o.gauge("registry_gc_tags", "Tags seen by the last run.", r.seen.tags as f64);
     o.gauge("registry_gc_blobs", "Blobs seen by the last run.", r.seen.blobs as f64);
-    o.gauge("registry_gc_blob_bytes", "Bytes of blobs seen by the last run.", r.seen.blob_bytes as f64);
+    // sizes a run did not measure (a filesystem sizes only what it deletes) are left out, not zero
+    if let Some(bytes) = r.seen.blob_bytes {
+        o.gauge("registry_gc_blob_bytes", "Bytes of blobs seen by the last run.", bytes as f64);
+    }
     o.gauge("registry_gc_uploads", "Upload directories seen by the last run.", r.seen.uploads as f64);
     o.gauge("registry_gc_kept_blobs", "Blobs the last run kept.", r.kept_blobs as f64);
-    o.gauge("registry_gc_kept_blob_bytes", "Bytes of blobs the last run kept.", r.kept_blob_bytes as f64);
+    if let Some(bytes) = r.kept_blob_bytes {
+        o.gauge("registry_gc_kept_blob_bytes", "Bytes of blobs the last run kept.", bytes as f64);
+    }
     o.gauge(
         "registry_gc_empty_repositories",
         "Repositories with nothing left in them after the last run's plan.",
@@ -198,12 +203,12 @@ mod tests {
             offline: false,
             started_at: "2026-01-01T00:00:00Z".into(),
             duration_seconds: 1.5,
-            seen: Seen { keys: 10, repositories: 2, manifests: 3, tags: 4, blobs: 5, blob_bytes: 600, uploads: 1 },
+            seen: Seen { keys: 10, repositories: 2, manifests: 3, tags: 4, blobs: 5, blob_bytes: Some(600), uploads: 1 },
             planned: BTreeMap::from([(Reason::UnreferencedBlob, CountBytes { count: 2, bytes: 300 })]),
             deleted_keys: 2,
             bytes_freed: 300,
             kept_blobs: 3,
-            kept_blob_bytes: 300,
+            kept_blob_bytes: Some(300),
             spared_by_min_age: 0,
             empty_repositories: vec![],
             empty_repositories_removed: false,

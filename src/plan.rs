@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::digest_table::{DigestId, DigestSet};
-use crate::inventory::{Inventory, Repository, Secs};
+use crate::inventory::{Inventory, Repository, Secs, NOT_STATED};
 use crate::layout;
 use crate::mark::{Marks, TagTarget};
 use crate::report::Warning;
@@ -22,6 +22,10 @@ pub struct PlanOptions {
     pub delete_empty_repositories: bool,
     /// When listing started, in milliseconds since the epoch.
     pub now_ms: i64,
+    /// Take objects listed by name only (`inventory::NOT_STATED`) to be old:
+    /// the first of `candidates`' two plans, which finds what to stat. The
+    /// plan that is swept never sets it, and treats them as young.
+    pub unstated_are_old: bool,
 }
 
 /// Why a key is deleted.
@@ -206,7 +210,9 @@ pub struct Plan {
     pub empty_dir_parents: Vec<String>,
     pub remove_empty_repositories: bool,
     pub kept_blobs: u64,
-    pub kept_blob_bytes: u64,
+    /// `None` when a kept blob was listed by name only (a filesystem's
+    /// listing sizes only the blobs the plan would delete).
+    pub kept_blob_bytes: Option<u64>,
     /// Objects that would have been deleted but are younger than `--min-age`.
     pub spared_young: u64,
     pub warnings: Vec<Warning>,
@@ -236,7 +242,7 @@ fn keep_manifest(marks: &Marks, kept: &mut DigestSet, d: DigestId) {
 /// revisions younger than the fence, and revisions that could not be parsed.
 /// Returns also whether the repository had to be kept whole because a tag link
 /// could not be read.
-fn kept_in_repository(repo: &Repository, targets: &[TagTarget], marks: &Marks, opts: &PlanOptions, fence: Secs) -> (Vec<DigestId>, bool) {
+fn kept_in_repository(repo: &Repository, targets: &[TagTarget], marks: &Marks, opts: &PlanOptions, young: impl Fn(Secs) -> bool) -> (Vec<DigestId>, bool) {
     let uncertain = targets.iter().any(|t| matches!(t, TagTarget::Junk(_)));
     if !opts.delete_untagged || uncertain {
         return (repo.revisions.iter().map(|l| l.digest).collect(), uncertain && opts.delete_untagged);
@@ -255,13 +261,13 @@ fn kept_in_repository(repo: &Repository, targets: &[TagTarget], marks: &Marks, o
                 roots.push(l.digest); // cannot tell what it is: keep it
             }
         }
-        if l.modified > fence {
+        if young(l.modified) {
             roots.push(l.digest);
         }
     }
     // A tag written since the fence is evidence of a push or a tag move in
     // flight: what its history names stays.
-    roots.extend(repo.history.iter().filter(|h| h.link.modified > fence).map(|h| h.link.digest));
+    roots.extend(repo.history.iter().filter(|h| young(h.link.modified)).map(|h| h.link.digest));
     let mut kept = DigestSet::default();
     let mut out = Vec::new();
     while let Some(d) = roots.pop() {
@@ -295,15 +301,15 @@ impl PlanOptions {
 pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
     let fence = opts.fence();
     let upload_cutoff: Secs = Secs::try_from((opts.now_ms - opts.upload_max_age_ms).max(0) / 1000).unwrap_or(Secs::MAX);
-    let young = |t: Secs| t > fence;
-    let mut out = Plan { remove_empty_repositories: opts.delete_empty_repositories, ..Plan::default() };
+    let young = |t: Secs| t > fence && !(opts.unstated_are_old && t == NOT_STATED);
+    let mut out = Plan { remove_empty_repositories: opts.delete_empty_repositories, kept_blob_bytes: Some(0), ..Plan::default() };
 
     // 1. What each repository keeps, and the blobs all kept manifests reach.
     let mut kept = DigestSet::with_len(inv.digests.len());
     let mut kept_by_repo: Vec<Vec<DigestId>> = Vec::with_capacity(inv.repositories.len());
     for (ri, repo) in inv.repositories.iter().enumerate() {
         let targets = &marks.tag_targets[ri];
-        let (repo_kept, uncertain) = kept_in_repository(repo, targets, marks, opts, fence);
+        let (repo_kept, uncertain) = kept_in_repository(repo, targets, marks, opts, young);
         if uncertain {
             out.warnings.push(Warning::new(
                 &layout::repository_prefix(&repo.name),
@@ -332,13 +338,14 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
     // 2. Blobs nothing keeps.
     let mut deleted_blobs = DigestSet::with_len(inv.digests.len());
     for (id, info) in inv.blobs() {
+        let size = info.is_stated().then_some(info.size);
         if kept.contains(id) {
             out.kept_blobs += 1;
-            out.kept_blob_bytes += info.size;
+            out.kept_blob_bytes = out.kept_blob_bytes.zip(size).map(|(a, b)| a + b);
         } else if young(info.modified) {
             out.spared_young += 1;
             out.kept_blobs += 1;
-            out.kept_blob_bytes += info.size;
+            out.kept_blob_bytes = out.kept_blob_bytes.zip(size).map(|(a, b)| a + b);
         } else {
             deleted_blobs.insert(id);
             out.deletions.push(Deletion::new(inv, Target::Blob(id), Reason::UnreferencedBlob));

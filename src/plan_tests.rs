@@ -99,6 +99,9 @@ impl Fx {
         out
     }
     fn plan(&self, delete_untagged: bool) -> Planned {
+        self.plan_with(&opts(delete_untagged))
+    }
+    fn plan_with(&self, opts: &PlanOptions) -> Planned {
         let mut inv = Inventory::default();
         for (key, t) in &self.objects {
             inv.insert(ObjectMeta { key: key.clone(), size: 10, last_modified_ms: *t, etag: None });
@@ -112,7 +115,7 @@ impl Fx {
                 marks.record(&inv, id, r);
             }
         }
-        let plan = plan(&inv, &marks, &opts(delete_untagged));
+        let plan = plan(&inv, &marks, opts);
         Planned { inv, plan }
     }
 }
@@ -124,6 +127,7 @@ fn opts(delete_untagged: bool) -> PlanOptions {
         upload_max_age_ms: 7 * 24 * HOUR,
         delete_empty_repositories: false,
         now_ms: NOW,
+        unstated_are_old: false,
     }
 }
 
@@ -288,6 +292,31 @@ fn a_young_layer_link_keeps_an_old_unreferenced_blob() {
         let p = fx.plan(delete_untagged);
         assert_eq!(deleted_blobs(&p), set(&[dg(21)]), "untagged={delete_untagged}");
         assert_eq!(keys_with(&p, Reason::DanglingLayerLink), vec![layout::layer_link_key("r", &dg(21))]);
+    }
+}
+
+#[test]
+fn objects_listed_by_name_only_are_old_to_the_candidates_plan_and_young_to_the_swept_one() {
+    let mut fx = Fx::default();
+    fx.image(dg(1), &[dg(10)]).revision("r", dg(1)).tag("r", "v1", dg(1));
+    fx.image(dg(2), &[dg(11)]).revision("r", dg(2));
+    for key in [layout::blob_data_key(&dg(10)), layout::blob_data_key(&dg(20)), layout::layer_link_key("r", &dg(20))] {
+        fx.put(key, ObjectMeta::NOT_STATED);
+    }
+    fx.blob(dg(11)).blob(dg(21));
+    for delete_untagged in [false, true] {
+        let candidates = fx.plan_with(&PlanOptions { unstated_are_old: true, ..opts(delete_untagged) });
+        let swept = fx.plan(delete_untagged);
+        // the candidates' plan deletes the unstated garbage blob and its link
+        assert!(deleted_blobs(&candidates).contains(&dg(20)), "untagged={delete_untagged}");
+        assert_eq!(keys_with(&candidates, Reason::DanglingLayerLink), vec![layout::layer_link_key("r", &dg(20))]);
+        // the swept plan spares them until stat'ed, and never deletes more
+        assert!(!deleted_blobs(&swept).contains(&dg(20)) && deleted_blobs(&swept).contains(&dg(21)));
+        assert!(keys_with(&swept, Reason::DanglingLayerLink).is_empty());
+        let all: BTreeSet<_> = candidates.deletions.iter().map(|d| d.target(&candidates.inv)).collect();
+        assert!(swept.deletions.iter().all(|d| all.contains(&d.target(&swept.inv))), "untagged={delete_untagged}");
+        // a kept blob of unknown size: no total
+        assert_eq!(swept.kept_blob_bytes, None);
     }
 }
 

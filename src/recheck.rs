@@ -263,6 +263,9 @@ async fn reach(
                 // A link to a manifest whose blob is missing (or not written
                 // yet): nothing more to keep through it.
                 Err(StorageError::NotFound { .. }) => continue,
+                // Too large to be a manifest (a layer listed by name only, so
+                // not known to be large): kept as it is, unread.
+                Err(StorageError::TooLarge { .. }) => continue,
                 Err(e) => return Err(RecheckError::Storage(e)),
             };
             if Sha256::digest(&bytes)[..] != d.as_bytes()[..] {
@@ -313,7 +316,8 @@ fn withdraw(inv: &Inventory, plan: &mut Plan, kept: &HashMap<DigestId, usize>, r
             withdrawn_bytes += inv.bytes_of(&target);
             if let Target::Blob(id) = target {
                 plan.kept_blobs += 1;
-                plan.kept_blob_bytes += inv.blob(id).map_or(0, |b| b.size);
+                let size = inv.blob(id).filter(|b| b.is_stated()).map(|b| b.size);
+                plan.kept_blob_bytes = plan.kept_blob_bytes.zip(size).map(|(a, b)| a + b);
             }
         }
         !keep

@@ -9,7 +9,7 @@ use crate::plan::{Deletion, Reason};
 use crate::recheck::{BrokenByRace, RecheckOutcome};
 use crate::storage::counts::{RequestFloor, RequestTotals};
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Something the operator should look at; never fatal.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -37,7 +37,9 @@ pub struct Seen {
     pub manifests: u64,
     pub tags: u64,
     pub blobs: u64,
-    pub blob_bytes: u64,
+    /// `null` when not every blob was sized: a filesystem's listing stats only
+    /// the blobs the plan would delete (`registry-gc du` sizes them all).
+    pub blob_bytes: Option<u64>,
     pub uploads: u64,
 }
 
@@ -48,6 +50,8 @@ pub struct PhaseSeconds {
     pub listing: f64,
     /// Reading tag links and manifests.
     pub mark: f64,
+    /// Stat'ing what the plan would delete, where the listing named it only.
+    pub stat: f64,
     pub plan: f64,
     /// Listing the repositories again before the sweep.
     pub recheck: f64,
@@ -81,7 +85,8 @@ pub struct Report {
     pub deleted_keys: u64,
     pub bytes_freed: u64,
     pub kept_blobs: u64,
-    pub kept_blob_bytes: u64,
+    /// `null` when the kept blobs were not all sized (see `Seen::blob_bytes`).
+    pub kept_blob_bytes: Option<u64>,
     pub spared_by_min_age: u64,
     pub empty_repositories: Vec<String>,
     pub empty_repositories_removed: bool,
@@ -178,12 +183,12 @@ impl Report {
         let _ = writeln!(s, "registry-gc {} on {}", if self.dry_run { "dry run" } else { "collection" }, self.storage);
         let _ = writeln!(
             s,
-            "seen: {} repositories, {} manifests, {} tags, {} blobs ({}), {} uploads, {} keys",
+            "seen: {} repositories, {} manifests, {} tags, {} blobs{}, {} uploads, {} keys",
             self.seen.repositories,
             self.seen.manifests,
             self.seen.tags,
             self.seen.blobs,
-            human_bytes(self.seen.blob_bytes),
+            in_parentheses(self.seen.blob_bytes),
             self.seen.uploads,
             self.seen.keys
         );
@@ -207,11 +212,11 @@ impl Report {
         };
         let _ = writeln!(
             s,
-            "{}: {}; kept {} blobs ({})",
+            "{}: {}; kept {} blobs{}",
             freed_verb,
             human_bytes(if self.dry_run { freed } else { self.bytes_freed }),
             self.kept_blobs,
-            human_bytes(self.kept_blob_bytes)
+            in_parentheses(self.kept_blob_bytes)
         );
         if self.empty_directories > 0 || self.directories_removed > 0 {
             if self.dry_run {
@@ -274,7 +279,11 @@ impl Report {
         }
         let _ = writeln!(s, "; {:.2}s", self.duration_seconds);
         let p = &self.phase_seconds;
-        let _ = write!(s, "time: listing {:.2}s, mark {:.2}s, plan {:.2}s, re-check {:.2}s", p.listing, p.mark, p.plan, p.recheck);
+        let _ = write!(s, "time: listing {:.2}s, mark {:.2}s", p.listing, p.mark);
+        if p.stat > 0.0 {
+            let _ = write!(s, ", sizing candidates {:.2}s", p.stat);
+        }
+        let _ = write!(s, ", plan {:.2}s, re-check {:.2}s", p.plan, p.recheck);
         if !self.dry_run {
             let _ = write!(s, ", sweep {:.2}s, check after the sweep {:.2}s", p.sweep, p.check_after_sweep);
         }
@@ -299,6 +308,11 @@ pub fn one_line_key(key: &str) -> std::borrow::Cow<'_, str> {
     } else {
         key.into()
     }
+}
+
+/// ` (1.2 GiB)`, or nothing for bytes not measured.
+fn in_parentheses(bytes: Option<u64>) -> String {
+    bytes.map(|b| format!(" ({})", human_bytes(b))).unwrap_or_default()
 }
 
 pub fn human_bytes(n: u64) -> String {

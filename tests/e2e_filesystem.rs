@@ -210,3 +210,85 @@ fn offline_skips_both_looks_and_deletes_what_an_online_run_does() {
     // the online run walked the repositories twice more: before and after the sweep
     assert!(directory_reads[1] < directory_reads[0], "directory reads online/offline: {directory_reads:?}");
 }
+
+/// The listing names blobs and layer links without a stat, and only what the
+/// plan would delete is stat'ed: each deleted blob is sized as it is on disk,
+/// the totals nothing measured are null, and a garbage blob and layer link
+/// written a moment ago into an old tree are spared by `--min-age` as before.
+#[test]
+fn only_what_would_be_deleted_is_sized_and_aged() {
+    let (_dir, sc) = pushed(scenarios::mixed);
+    let copy = tempfile::tempdir().unwrap();
+    tree::copy_tree(&sc.root, copy.path());
+    tree::age_tree(copy.path(), Duration::from_secs(2 * 3600));
+    // a layer uploaded just now, its manifest not put yet
+    let fresh = tree::write_blob(copy.path(), b"a layer pushed a moment ago");
+    tree::write_layer_link(copy.path(), "team/app", &fresh);
+    // and one whose layer link is not written yet
+    let unlinked = tree::write_blob(copy.path(), b"a layer being pushed, not linked yet");
+    let report = copy.path().join("..").join(format!("sized-{}.json", std::process::id()));
+    // offline: no re-check, whose listing stats every link again
+    gc(copy.path(), &["--dry-run", "--offline", "--report", &report.display().to_string()], 0);
+    let r = collector::read_report(&report);
+    std::fs::remove_file(&report).unwrap();
+    assert!(r["seen"]["blob_bytes"].is_null() && r["kept_blob_bytes"].is_null(), "{}", r["seen"]);
+    let mut blobs = 0;
+    for d in r["deletions"].as_array().unwrap() {
+        let key = d["key"].as_str().unwrap().strip_prefix("docker/registry/v2/").unwrap();
+        assert!(!key.contains(&fresh[7..]) && !key.contains(&unlinked[7..]), "{key}: written a moment ago, planned");
+        if d["reason"] == "unreferenced-blob" {
+            let on_disk = std::fs::metadata(tree::key_path(copy.path(), key)).unwrap().len();
+            assert_eq!(d["bytes"].as_u64(), Some(on_disk), "{key}");
+            blobs += 1;
+        }
+    }
+    assert_eq!(blobs, sc.expected_deleted_blobs(Mode::Default).len());
+    // the linked one is kept by its young link, the other spared as young itself
+    assert!(r["spared_by_min_age"].as_u64().unwrap() >= 1, "{}", r["spared_by_min_age"]);
+    // the run stat'ed links and what it would delete, and no kept blob
+    let (head, keys, kept) = (r["requests"]["head"].as_u64().unwrap(), r["seen"]["keys"].as_u64().unwrap(), r["kept_blobs"].as_u64().unwrap());
+    assert!(kept > 0 && head + kept <= keys, "{head} stats, {kept} blobs kept, {keys} keys");
+}
+
+/// A digest directory without its file (a layer link deleted through the API,
+/// which removes the file and leaves the directory; a blob whose data a killed
+/// sweep removed) is an empty directory, removed like any other, and a
+/// revision naming such a blob is a link to a missing blob, not an error.
+#[test]
+fn digest_directories_without_their_file_are_removed_as_empty() {
+    let (_dir, sc) = pushed(scenarios::mixed);
+    let copy = tempfile::tempdir().unwrap();
+    tree::copy_tree(&sc.root, copy.path());
+    let garbage = sc.expected_deleted_blobs(Mode::Default).into_iter().next().expect("a garbage blob");
+    let links: Vec<String> = tree::keys(copy.path())
+        .into_iter()
+        .filter(|k| k.contains("/_layers/sha256/") && k.contains(&garbage[7..]))
+        .collect();
+    assert!(!links.is_empty(), "no layer link names {garbage}");
+    tree::remove_key(copy.path(), &links[0]);
+    tree::remove_key(copy.path(), &tree::blob_key_for_digest(&garbage));
+    // an empty blob directory, and a revision link naming it
+    let missing = format!("sha256:{}", "5e".repeat(32));
+    std::fs::create_dir_all(tree::key_path(copy.path(), &tree::blob_key_for_digest(&missing)).parent().unwrap()).unwrap();
+    tree::write_revision_link(copy.path(), "team/app", &missing);
+    tree::age_tree(copy.path(), Duration::from_secs(2 * 3600));
+    let emptied: Vec<String> = [links[0].as_str(), &tree::blob_key_for_digest(&garbage), &tree::blob_key_for_digest(&missing)]
+        .iter()
+        .map(|k| k.strip_suffix("/link").or_else(|| k.strip_suffix("/data")).unwrap().to_string())
+        .collect();
+
+    let before = tree::snapshot(copy.path());
+    let out = gc(copy.path(), &["--dry-run"], 0);
+    assert!(before == tree::snapshot(copy.path()), "the dry run changed the tree");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("would remove: ") && text.contains("empty directories"), "{text}");
+
+    gc(copy.path(), &[], 0);
+    let dirs = tree::dirs(copy.path());
+    for d in &emptied {
+        assert!(!dirs.contains(d), "{d} left");
+    }
+    assert!(!tree::keys(copy.path()).contains(&tree::revision_link_key("team/app", &missing)), "the revision of a missing blob stayed");
+    let reg = Registry::start(copy.path());
+    sc.pull_verify_survivors(reg.url(), Mode::Default).unwrap();
+}

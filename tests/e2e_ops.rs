@@ -93,9 +93,11 @@ fn registry_config_of_a_filesystem_registry_collects_like_storage_and_env_overri
     let r = collector::read_report(Path::new(&rep("config")));
     let phases = r["phase_seconds"].as_object().expect("phase_seconds in the report");
     let names: Vec<&str> = phases.keys().map(String::as_str).collect();
-    assert_eq!(names, ["check_after_sweep", "listing", "mark", "plan", "recheck", "sweep"]);
+    assert_eq!(names, ["check_after_sweep", "listing", "mark", "plan", "recheck", "stat", "sweep"]);
     let secs: Vec<f64> = phases.values().map(|v| v.as_f64().unwrap()).collect();
-    assert!(secs.iter().all(|s| *s >= 0.0) && phases["listing"].as_f64().unwrap() > 0.0 && phases["sweep"].as_f64().unwrap() > 0.0, "{phases:?}");
+    let timed = |phase: &str| phases[phase].as_f64().unwrap() > 0.0;
+    // a filesystem run stats what it would delete
+    assert!(secs.iter().all(|s| *s >= 0.0) && timed("listing") && timed("stat") && timed("sweep"), "{phases:?}");
     assert!(secs.iter().sum::<f64>() <= r["duration_seconds"].as_f64().unwrap(), "{r}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("time: listing ") && stdout.contains(", sweep "), "{stdout}");

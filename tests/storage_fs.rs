@@ -220,7 +220,7 @@ async fn probing_a_leaf_with_a_directory_to_list_skips_the_directories_between()
     let storage = FsStorage::open(root).unwrap();
     let probe = Probe {
         leaf_of: |dir| match dir {
-            "t/" => Some(Leaf { file: "current/link", then_list: Some("index/sha256") }),
+            "t/" => Some(Leaf { file: "current/link", then_list: Some("index/sha256"), stat: true }),
             d if d.ends_with("/index/sha256/") => Some(Leaf::file("link")),
             _ => None,
         },
@@ -251,4 +251,53 @@ async fn probing_a_leaf_with_a_directory_to_list_skips_the_directories_between()
     symlink(outside.path(), root.join("t/v5/index")).unwrap();
     let err = storage.list_probing("t/", probe).try_collect::<Vec<_>>().await.unwrap_err();
     assert!(matches!(&err, StorageError::Symlink { key, .. } if key == "t/v5/index"), "{err}");
+}
+
+/// A named leaf is listed from its directory's name alone: no stat, no HEAD,
+/// whatever the directory holds; `stat_batch` then says what is there.
+#[tokio::test]
+async fn named_leaves_are_listed_unstated_and_stat_batch_says_what_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "b/ab/d1/data", b"twelve bytes");
+    fs::create_dir_all(root.join("b/ab/d2")).unwrap(); // emptied: no data
+    write(root, "b/ab/d3/junk", b"no data either");
+    write(root, "b/cd/d4/data", b"4");
+    write(root, "b/cd/stray", b"a file among the digest directories: listed and stat'ed");
+    symlink(root.join("b/ab/d1/data"), root.join("b/cd/d5")).unwrap();
+    let storage = FsStorage::open(root).unwrap();
+    let probe = Probe { leaf_of: |dir| (dir == "b/ab/" || dir == "b/cd/").then_some(Leaf::named("data")) };
+    let heads = storage.counts().totals().head;
+    let mut listed: Vec<_> = storage.list_probing("b/", probe).try_collect().await.unwrap();
+    listed.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(storage.counts().totals().head, heads, "a named leaf costs no stat");
+    let shown: Vec<(&str, bool)> = listed.iter().map(|m| (m.key.as_str(), m.is_stated())).collect();
+    assert_eq!(
+        shown,
+        [("b/ab/d1/data", false), ("b/ab/d2/data", false), ("b/ab/d3/data", false), ("b/cd/d4/data", false), ("b/cd/d5", true), ("b/cd/stray", true)]
+    );
+
+    let keys: Vec<String> = ["b/ab/d1/data", "b/ab/d2/data", "b/ab/d3/data", "b/cd/d4/data", "b/ab/d2", "b/cd/d5"].map(String::from).into();
+    let results = storage.stat_batch(&keys).await;
+    assert_eq!(storage.counts().totals().head, heads + 6);
+    assert_eq!(results[0].as_ref().map(|m| m.size).ok(), Some(12));
+    assert!(results[1].as_ref().is_err_and(StorageError::is_not_found), "{:?}", results[1]);
+    assert!(results[2].as_ref().is_err_and(StorageError::is_not_found), "{:?}", results[2]);
+    assert_eq!(results[3].as_ref().map(|m| m.size).ok(), Some(1));
+    // a directory, for the age of one whose file is missing
+    let d2_mtime = fs::metadata(root.join("b/ab/d2")).unwrap().modified().unwrap();
+    let d2_ms = d2_mtime.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert_eq!(results[4].as_ref().map(|m| m.last_modified_ms).ok(), Some(d2_ms));
+    // a link inside the root: what it points at
+    assert_eq!(results[5].as_ref().map(|m| (m.key.as_str(), m.size)).ok(), Some(("b/cd/d5", 12)));
+
+    // a link out of the root, or broken, is an error naming the key
+    let outside = tempfile::tempdir().unwrap();
+    write(outside.path(), "data", b"not the registry's");
+    symlink(outside.path().join("data"), root.join("b/ab/d2/data")).unwrap();
+    symlink(root.join("nowhere"), root.join("b/ab/d3/data")).unwrap();
+    let results = storage.stat_batch(&keys[1..3]).await;
+    for (key, result) in keys[1..3].iter().zip(&results) {
+        assert!(matches!(result, Err(StorageError::Symlink { key: k, .. }) if k == key), "{key}: {result:?}");
+    }
 }

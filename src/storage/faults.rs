@@ -133,6 +133,7 @@ const OP_LIST_DIR: u8 = 1;
 const OP_FIRST_PAGE: u8 = 2;
 const OP_GET: u8 = 3;
 const OP_DELETE: u8 = 4;
+const OP_STAT: u8 = 5;
 
 impl FaultyStorage {
     pub fn new(inner: Box<dyn Storage>, config: FaultConfig) -> Self {
@@ -236,6 +237,19 @@ impl StorageWrapper for FaultyStorage {
                 Ok(bytes.slice(..(r % bytes.len() as u64) as usize))
             }
         }
+    }
+
+    /// A stat is a HEAD request: it fails as a read does (a cut-short body
+    /// has no stat counterpart).
+    async fn stat_batch(&self, keys: &[String]) -> Vec<Result<ObjectMeta, StorageError>> {
+        let mut results = Vec::with_capacity(keys.len());
+        for key in keys {
+            results.push(match self.pick(OP_STAT, key, |f| f.is_get() && f != Fault::GetCutShort) {
+                None => self.inner.stat_batch(std::slice::from_ref(key)).await.pop().expect("one result per key"),
+                Some((fault, _)) => Err(self.remote(key, &format!("HEAD failed after the store's retries ({fault:?})"))),
+            });
+        }
+        results
     }
 
     async fn delete_batch(&self, keys: &[String]) -> Vec<Result<(), StorageError>> {

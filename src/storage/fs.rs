@@ -319,6 +319,38 @@ impl FsStorage {
         }
     }
 
+    /// A key's size and mtime: one `fstatat` of its last two components
+    /// (`<digest>/data`) relative to the directory above them, opened beneath
+    /// the root and kept in `above` for the next key (sorted keys share it: a
+    /// blob prefix, a repository's `_layers/sha256`), rather than a walk of
+    /// eight components from the root for each. A symbolic link, and anything
+    /// that fails there but a missing file, takes the resolving path, which
+    /// checks links as the listing does (`resolve_entry`) and names errors.
+    fn stat_key(&self, key: String, above: &mut Option<(String, OwnedFd)>) -> Result<ObjectMeta, StorageError> {
+        if let Some(i) = key.rmatch_indices('/').nth(1).map(|(i, _)| i) {
+            let (dir, rest) = (&key[..i], &key[i + 1..]);
+            if above.as_ref().is_none_or(|(open, _)| open != dir) {
+                *above = self.open_beneath(dir, OFlags::PATH | OFlags::DIRECTORY).map(|fd| (dir.to_string(), fd));
+            }
+            let plain = !rest.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+            if let (Some((_, fd)), true) = (above.as_ref(), plain) {
+                match statat(fd, rest, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Symlink => return Ok(stat_meta(key, &st)),
+                    Err(rustix::io::Errno::NOENT) => return Err(StorageError::NotFound { key }),
+                    _ => {}
+                }
+            }
+        }
+        let path = self.path_of(&key)?;
+        let st = statat(self.root_fd.as_fd(), key.trim_end_matches('/'), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_error(&key, e.into()))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Symlink {
+            return Ok(stat_meta(key, &st));
+        }
+        let real = self.inside_root(&key, &path)?;
+        let md = fs::metadata(&real).map_err(|e| io_error(&key, e))?;
+        Ok(meta_of(key, &md))
+    }
+
     /// Reads one open directory level. `prefix` is the key of the directory with
     /// a trailing `/` (or empty for the root); `filter` keeps only names
     /// starting with it. `buf` is the walker's reusable `getdents` buffer.
@@ -387,6 +419,11 @@ impl FsStorage {
                         continue;
                     };
                     if let (Some(leaf), None) = (top.probe_leaf, &real) {
+                        if !leaf.stat {
+                            // named by its directory alone: no system call here
+                            out.push_key(&[top.prefix.as_str(), &name, "/", leaf.file], 0, ObjectMeta::NOT_STATED)?;
+                            continue;
+                        }
                         self.counts.head(1);
                         if let Some((size, modified)) = probe_leaf(top.fd.as_fd(), &name, leaf.file, &mut probe_path) {
                             let leaf_key = [top.prefix.as_str(), &name, "/", leaf.file];
@@ -536,6 +573,14 @@ impl Storage for FsStorage {
         GET_BATCH
     }
 
+    /// A batch is a blocking thread, and a cold read waits on the disk: more
+    /// threads than cores keep its queue full. A quarter of `--concurrency`
+    /// (16 threads by default; 1M keys, cold: 47.5 s against 57.8 s with 4,
+    /// warm no slower).
+    fn batches_in_flight(&self, concurrency: usize) -> usize {
+        concurrency.div_ceil(4).max(1)
+    }
+
     /// The whole batch on one blocking thread, one file after another.
     async fn get_batch(&self, keys: &[String], limit: u64) -> Vec<Result<Bytes, StorageError>> {
         let this = self.clone();
@@ -545,6 +590,20 @@ impl Storage for FsStorage {
         tokio::task::spawn_blocking(move || {
             let mut scratch = Vec::with_capacity(READ_CAPACITY);
             keys.iter().map(|key| this.read_small(key, &this.path_of(key)?, limit, &mut scratch)).collect()
+        })
+            .await
+            .unwrap_or_else(|e| each_failed(n, e))
+    }
+
+    /// The whole batch on one blocking thread, one `fstatat` each.
+    async fn stat_batch(&self, keys: &[String]) -> Vec<Result<ObjectMeta, StorageError>> {
+        let this = self.clone();
+        let keys = keys.to_vec();
+        let n = keys.len();
+        self.counts.head(n as u64);
+        tokio::task::spawn_blocking(move || {
+            let mut above = None;
+            keys.into_iter().map(|key| this.stat_key(key, &mut above)).collect()
         })
             .await
             .unwrap_or_else(|e| each_failed(n, e))

@@ -38,6 +38,22 @@ pub struct ObjectMeta {
     pub etag: Option<String>,
 }
 
+impl ObjectMeta {
+    /// `last_modified_ms` of an object a listing names without having stat'ed
+    /// it (a `Leaf::named`): its size (0 here) and age are unknown until
+    /// `stat_batch` is asked.
+    pub const NOT_STATED: i64 = i64::MIN;
+
+    /// An object known by its key alone.
+    pub fn not_stated(key: String) -> Self {
+        ObjectMeta { key, size: 0, last_modified_ms: Self::NOT_STATED, etag: None }
+    }
+
+    pub fn is_stated(&self) -> bool {
+        self.last_modified_ms != Self::NOT_STATED
+    }
+}
+
 /// What `Storage::list_probing` may probe for instead of listing.
 #[derive(Debug, Clone, Copy)]
 pub struct Probe {
@@ -56,12 +72,22 @@ pub struct Leaf {
     /// (and probed) as any other's, reached without reading the directories
     /// between (`index/sha256` in a tag's directory).
     pub then_list: Option<&'static str>,
+    /// Whether the caller needs the file's size and mtime now. When it does
+    /// not, a filesystem takes the file to be there from the subdirectory's
+    /// name alone and lists it `ObjectMeta::not_stated`, with no system call
+    /// per subdirectory; the caller stats the few it turns out to need.
+    pub stat: bool,
 }
 
 impl Leaf {
     /// A subdirectory that holds one file the caller needs, and nothing else.
     pub const fn file(file: &'static str) -> Leaf {
-        Leaf { file, then_list: None }
+        Leaf { file, then_list: None, stat: true }
+    }
+
+    /// Like `file`, for a caller that needs only the file's key for now.
+    pub const fn named(file: &'static str) -> Leaf {
+        Leaf { file, then_list: None, stat: false }
     }
 }
 
@@ -185,6 +211,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
         1
     }
 
+    /// How many `get_batch` / `stat_batch` calls to keep in flight for
+    /// `--concurrency` reads: as many as make `concurrency` keys where every
+    /// read is a request of its own.
+    fn batches_in_flight(&self, concurrency: usize) -> usize {
+        concurrency.div_ceil(self.max_get_batch().max(1)).max(1)
+    }
+
     /// Reads several small objects, returning one result per key in the same
     /// order, as `get` would (each counted as one GET). Read through `get_many`,
     /// which sizes the batches.
@@ -195,6 +228,15 @@ pub trait Storage: Send + Sync + fmt::Debug {
         }
         results
     }
+
+    /// What a listing says of each key (size and mtime; no ETag needed), one
+    /// result per key in the same order, each counted as one HEAD: for keys a
+    /// listing named without stat'ing them. A filesystem stats in batches of
+    /// `max_get_batch`, an object store makes one HEAD request per key (its
+    /// listings never leave a key unstated, so this is not on its hot path).
+    /// A missing key is `NotFound`; a symbolic link is resolved and checked as
+    /// a listing does.
+    async fn stat_batch(&self, keys: &[String]) -> Vec<Result<ObjectMeta, StorageError>>;
 
     /// The content of one object as a stream of chunks, in order: for reading
     /// objects of any size in bounded memory (`fsck --verify-content` hashes
@@ -245,9 +287,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
 }
 
 /// Reads many small objects, `concurrency` of them in flight, in batches of the
-/// store's `max_get_batch` (on a filesystem, `concurrency / 16` threads each
-/// reading 16 files in turn); each result comes with the item it was asked for
-/// and its key, in the order the reads finish.
+/// store's `max_get_batch`, `batches_in_flight` at once (on a filesystem,
+/// `concurrency / 4` threads each reading 16 files in turn); each result comes
+/// with the item it was asked for and its key, in the order the reads finish.
 pub fn get_many<'a, T: Send + 'a>(
     storage: &'a dyn Storage,
     items: impl Iterator<Item = (T, String)> + Send + 'a,
@@ -265,7 +307,7 @@ pub fn get_many<'a, T: Send + 'a>(
             };
             futures::stream::iter(items.into_iter().zip(keys).zip(results).map(|((item, key), result)| (item, key, result)))
         })
-        .buffer_unordered(concurrency.div_ceil(batch).max(1))
+        .buffer_unordered(storage.batches_in_flight(concurrency))
         .flatten()
         .boxed()
 }

@@ -344,6 +344,22 @@ impl Storage for ObjectStorage {
         self.store.put(&path, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| self.error(key, e))
     }
 
+    async fn stat_batch(&self, keys: &[String]) -> Vec<Result<ObjectMeta, StorageError>> {
+        let mut results = Vec::with_capacity(keys.len());
+        for key in keys {
+            let path = match self.path(key) {
+                Ok(path) => path,
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            self.counts.head(1);
+            results.push(self.store.head(&path).await.map(|m| self.meta(m)).map_err(|e| self.error(key, e)));
+        }
+        results
+    }
+
     async fn exists(&self, key: &str) -> Result<bool, StorageError> {
         let path = self.path(key)?;
         self.counts.head(1);

@@ -58,6 +58,10 @@ pub trait StorageWrapper: Send + Sync + std::fmt::Debug {
         self.inner().max_get_batch()
     }
 
+    fn batches_in_flight(&self, concurrency: usize) -> usize {
+        self.inner().batches_in_flight(concurrency)
+    }
+
     /// Each key through this wrapper's own `get`, so that a wrapper that
     /// changes reads sees every one of them, batched or not. A wrapper that
     /// changes nothing per read may forward the batch to the store beneath.
@@ -67,6 +71,10 @@ pub trait StorageWrapper: Send + Sync + std::fmt::Debug {
             results.push(StorageWrapper::get(self, key, limit).await);
         }
         results
+    }
+
+    async fn stat_batch(&self, keys: &[String]) -> Vec<Result<ObjectMeta, StorageError>> {
+        self.inner().stat_batch(keys).await
     }
 
     async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
@@ -144,8 +152,16 @@ impl<W: StorageWrapper> Storage for W {
         StorageWrapper::max_get_batch(self)
     }
 
+    fn batches_in_flight(&self, concurrency: usize) -> usize {
+        StorageWrapper::batches_in_flight(self, concurrency)
+    }
+
     async fn get_batch(&self, keys: &[String], limit: u64) -> Vec<Result<Bytes, StorageError>> {
         StorageWrapper::get_batch(self, keys, limit).await
+    }
+
+    async fn stat_batch(&self, keys: &[String]) -> Vec<Result<ObjectMeta, StorageError>> {
+        StorageWrapper::stat_batch(self, keys).await
     }
 
     async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {

@@ -1,0 +1,160 @@
+//! Sizes and ages for the plan's candidates only.
+//!
+//! On a filesystem, a stat per file is most of the cost of listing a
+//! registry (and, cold, nearly all of it: each stat reads two inodes). The
+//! collection's listing therefore names blobs and layer links by their
+//! directories without stat'ing them (`listing::LAYOUT_LEAVES_NAMED_BLOBS`);
+//! most are kept, and the plan needs the size and age only of what it would
+//! delete. So the plan is made twice. The first takes every unstated object
+//! to be old, which can only add deletions (the fence spares young objects
+//! and what young links name; it never deletes more): it names every
+//! deletion any fence could leave in. Those are stat'ed here. The plan that
+//! is swept is then made with what the stats said, and anything still
+//! unstated counts as young there: a mistake in this reasoning keeps
+//! garbage, it cannot delete a live blob.
+//!
+//! A named blob or link whose file is missing (an empty digest directory left
+//! by a blob deleted through the API, or by a killed sweep) is taken out of
+//! the inventory and its directory recorded as empty, with the directory's
+//! age: what a full listing would have reported.
+//!
+//! The stats cost one HEAD each, counted as such.
+
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+
+use crate::digest_table::DigestId;
+use crate::inventory::{secs_ceil, Inventory, Secs, NOT_STATED};
+use crate::plan::{Plan, Target};
+use crate::storage::{ObjectMeta, Storage, StorageError};
+
+#[derive(Debug, thiserror::Error)]
+#[error("reading the size and age of what the plan would delete failed, nothing was deleted: {0}")]
+pub struct CandidatesError(pub StorageError);
+
+/// A planned deletion whose object was listed by name only.
+#[derive(Debug, Clone, Copy)]
+enum Unstated {
+    Blob(DigestId),
+    LayerLink { repo: u32, digest: DigestId },
+}
+
+impl Unstated {
+    fn target(self) -> Target {
+        match self {
+            Unstated::Blob(id) => Target::Blob(id),
+            Unstated::LayerLink { repo, digest } => Target::LayerLink { repo, digest },
+        }
+    }
+}
+
+/// Stats every deletion in `candidates` (a plan made with
+/// `unstated_are_old`) that the listing named without a stat, and records
+/// the sizes and ages in `inv`; `missing_blobs` (revisions' blobs the mark
+/// phase found without data, already forgotten) have their directories
+/// recorded as empty, as a missing file's are here. Any error but a missing
+/// file stops the run: the plan would rest on a guess.
+pub async fn stat(
+    storage: &dyn Storage,
+    inv: &mut Inventory,
+    candidates: Plan,
+    missing_blobs: &[DigestId],
+    concurrency: usize,
+) -> Result<(), CandidatesError> {
+    let unstated_of = |inv: &Inventory, target| match target {
+        Target::Blob(id) if inv.blob(id).is_some_and(|b| !b.is_stated()) => Some(Unstated::Blob(id)),
+        Target::LayerLink { repo, digest } if layer_link_modified(inv, repo, digest) == Some(NOT_STATED) => Some(Unstated::LayerLink { repo, digest }),
+        _ => None,
+    };
+    // counted first and the plan dropped: held together with the
+    // inventory, these are the phase's memory
+    let count = candidates.deletions.iter().filter(|d| unstated_of(inv, d.target(inv)).is_some()).count();
+    let mut unstated = Vec::with_capacity(count);
+    unstated.extend(candidates.deletions.iter().filter_map(|d| unstated_of(inv, d.target(inv))));
+    drop(candidates);
+    // by directory, so that a filesystem's batches share the one they stat
+    // in: blobs by their prefix, layer links by repository
+    unstated.sort_unstable_by_key(|u| match *u {
+        Unstated::Blob(id) => (0, u32::from(inv.digests.get(id).as_bytes()[0]), id),
+        Unstated::LayerLink { repo, digest } => (1, repo, digest),
+    });
+    let mut missing: Vec<(Unstated, String)> =
+        missing_blobs.iter().map(|id| (Unstated::Blob(*id), parent_of(&inv.key_of(&Target::Blob(*id))))).collect();
+    let key = |inv: &Inventory, u: &Unstated| inv.key_of(&u.target());
+    stat_each(storage, inv, unstated, concurrency, key, |inv, which, key, result| {
+        match result {
+            Ok(meta) => record(inv, which, meta.size, secs_ceil(meta.last_modified_ms)),
+            Err(StorageError::NotFound { .. }) => missing.push((which, parent_of(&key))),
+            Err(e) => return Err(CandidatesError(e)),
+        }
+        Ok(())
+    })
+    .await?;
+    // Files missing from their directories: the object is not there, and its
+    // directory is an empty one, as old as it is. A directory gone too was
+    // removed since the listing: nothing is left to plan.
+    let dir = |_: &Inventory, (_, dir): &(Unstated, String)| dir.clone();
+    stat_each(storage, inv, missing, concurrency, dir, |inv, (which, dir), _, result| {
+        match result {
+            Ok(meta) => inv.add_empty_dir(&dir, secs_ceil(meta.last_modified_ms)),
+            Err(StorageError::NotFound { .. }) => {}
+            Err(e) => return Err(CandidatesError(e)),
+        }
+        match which {
+            Unstated::Blob(id) => inv.forget_blob(id),
+            Unstated::LayerLink { repo, digest } => inv.forget_layer_link(repo, digest),
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Stats the keys of `items` in the store's batches, `concurrency` keys in
+/// flight, and hands each result to `apply` in order. A batch's keys are
+/// made when it is sent, so that only the batches in flight are held (every
+/// candidate's key at once would be most of the run's memory), and `inv` is
+/// free to change between them.
+async fn stat_each<T>(
+    storage: &dyn Storage,
+    inv: &mut Inventory,
+    items: Vec<T>,
+    concurrency: usize,
+    key: impl Fn(&Inventory, &T) -> String,
+    mut apply: impl FnMut(&mut Inventory, T, String, Result<ObjectMeta, StorageError>) -> Result<(), CandidatesError>,
+) -> Result<(), CandidatesError> {
+    let batch = storage.max_get_batch().max(1);
+    let in_flight = storage.batches_in_flight(concurrency);
+    let mut items = items.into_iter().peekable();
+    let mut out = FuturesOrdered::new();
+    loop {
+        while out.len() < in_flight && items.peek().is_some() {
+            let chunk: Vec<T> = items.by_ref().take(batch).collect();
+            let keys: Vec<String> = chunk.iter().map(|t| key(inv, t)).collect();
+            out.push_back(async move {
+                let results = storage.stat_batch(&keys).await;
+                (chunk, keys, results)
+            });
+        }
+        let Some((chunk, keys, results)) = out.next().await else { return Ok(()) };
+        for ((item, key), result) in chunk.into_iter().zip(keys).zip(results) {
+            apply(inv, item, key, result)?;
+        }
+    }
+}
+
+fn layer_link_modified(inv: &Inventory, repo: u32, digest: DigestId) -> Option<Secs> {
+    let layers = &inv.repositories[repo as usize].layers;
+    layers.binary_search_by_key(&digest, |l| l.digest).ok().map(|i| layers[i].modified)
+}
+
+fn record(inv: &mut Inventory, which: Unstated, size: u64, modified: Secs) {
+    match which {
+        Unstated::Blob(id) => inv.stat_blob(id, size, modified),
+        Unstated::LayerLink { repo, digest } => inv.stat_layer_link(repo, digest, modified),
+    }
+}
+
+/// `blobs/sha256/ab/<digest>` of `blobs/sha256/ab/<digest>/data`.
+fn parent_of(key: &str) -> String {
+    key.rsplit_once('/').map_or(key, |(dir, _)| dir).to_string()
+}
