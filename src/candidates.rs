@@ -14,9 +14,10 @@
 //! garbage, it cannot delete a live blob.
 //!
 //! A named blob or link whose file is missing (an empty digest directory left
-//! by a blob deleted through the API, or by a killed sweep) is taken out of
-//! the inventory and its directory recorded as empty, with the directory's
-//! age: what a full listing would have reported.
+//! by a blob deleted through the API, or by a killed sweep), or is not a file,
+//! is taken out of the inventory and its directory recorded as empty, with
+//! the directory's age: what a full listing would have reported (removing it
+//! leaves it if it is not empty).
 //!
 //! The stats cost one HEAD each, counted as such.
 
@@ -121,7 +122,7 @@ pub async fn stat(
     let dir = |_: &Inventory, (_, dir): &(Unstated, String)| dir.clone();
     stat_each(storage, inv, missing, concurrency, dir, |inv, (which, dir), _, result| {
         match result {
-            Ok(meta) => inv.add_empty_dir(&dir, secs_ceil(meta.last_modified_ms)),
+            Ok(meta) => inv.add_empty_dir(dir.trim_end_matches('/'), secs_ceil(meta.last_modified_ms)),
             Err(StorageError::NotFound { .. }) => {}
             Err(e) => return Err(CandidatesError(e)),
         }
@@ -169,7 +170,8 @@ fn layer_link_modified(inv: &Inventory, repo: u32, digest: DigestId) -> Option<S
     layers.binary_search_by_key(&digest, |l| l.digest).ok().map(|i| layers[i].modified)
 }
 
-/// `blobs/sha256/ab/<digest>` of `blobs/sha256/ab/<digest>/data`.
+/// `blobs/sha256/ab/<digest>/` of `blobs/sha256/ab/<digest>/data`: a
+/// directory, asked for as one.
 fn parent_of(key: &str) -> String {
-    key.rsplit_once('/').map_or(key, |(dir, _)| dir).to_string()
+    key.rsplit_once('/').map_or(String::new(), |(dir, _)| format!("{dir}/"))
 }

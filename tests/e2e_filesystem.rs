@@ -259,7 +259,12 @@ fn digest_directories_without_their_file_are_removed_as_empty() {
     let (_dir, sc) = pushed(scenarios::mixed);
     let copy = tempfile::tempdir().unwrap();
     tree::copy_tree(&sc.root, copy.path());
-    let garbage = sc.expected_deleted_blobs(Mode::Default).into_iter().next().expect("a garbage blob");
+    let mut garbage_blobs = sc.expected_deleted_blobs(Mode::Default).into_iter();
+    let garbage = garbage_blobs.next().expect("a garbage blob");
+    // and one whose `data` is a directory (junk): not a blob, and not an error
+    let junk = garbage_blobs.next().expect("a second garbage blob");
+    tree::remove_key(copy.path(), &tree::blob_key_for_digest(&junk));
+    tree::write_key(copy.path(), &format!("{}/stray", tree::blob_key_for_digest(&junk)), b"not a blob");
     let links: Vec<String> = tree::keys(copy.path())
         .into_iter()
         .filter(|k| k.contains("/_layers/sha256/") && k.contains(&garbage[7..]))
@@ -284,6 +289,7 @@ fn digest_directories_without_their_file_are_removed_as_empty() {
     assert!(text.contains("would remove: ") && text.contains("empty directories"), "{text}");
 
     gc(copy.path(), &[], 0);
+    assert!(tree::keys(copy.path()).contains(&format!("{}/stray", tree::blob_key_for_digest(&junk))), "the junk was deleted");
     let dirs = tree::dirs(copy.path());
     for d in &emptied {
         assert!(!dirs.contains(d), "{d} left");

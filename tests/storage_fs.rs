@@ -263,6 +263,7 @@ async fn named_leaves_are_listed_unstated_and_stat_batch_says_what_is_there() {
     fs::create_dir_all(root.join("b/ab/d2")).unwrap(); // emptied: no data
     write(root, "b/ab/d3/junk", b"no data either");
     write(root, "b/cd/d4/data", b"4");
+    write(root, "b/cd/d6/data/junk", b"a directory where the blob's data would be");
     write(root, "b/cd/stray", b"a file among the digest directories: listed and stat'ed");
     symlink(root.join("b/ab/d1/data"), root.join("b/cd/d5")).unwrap();
     let storage = FsStorage::open(root).unwrap();
@@ -274,12 +275,21 @@ async fn named_leaves_are_listed_unstated_and_stat_batch_says_what_is_there() {
     let shown: Vec<(&str, bool)> = listed.iter().map(|m| (m.key.as_str(), m.is_stated())).collect();
     assert_eq!(
         shown,
-        [("b/ab/d1/data", false), ("b/ab/d2/data", false), ("b/ab/d3/data", false), ("b/cd/d4/data", false), ("b/cd/d5", true), ("b/cd/stray", true)]
+        [
+            ("b/ab/d1/data", false),
+            ("b/ab/d2/data", false),
+            ("b/ab/d3/data", false),
+            ("b/cd/d4/data", false),
+            ("b/cd/d5", true),
+            ("b/cd/d6/data", false),
+            ("b/cd/stray", true)
+        ]
     );
 
-    let keys: Vec<String> = ["b/ab/d1/data", "b/ab/d2/data", "b/ab/d3/data", "b/cd/d4/data", "b/ab/d2", "b/cd/d5"].map(String::from).into();
+    let keys: Vec<String> =
+        ["b/ab/d1/data", "b/ab/d2/data", "b/ab/d3/data", "b/cd/d4/data", "b/ab/d2/", "b/cd/d5", "b/cd/d6/data", "b/cd/d4/"].map(String::from).into();
     let results = storage.stat_batch(&keys).await;
-    assert_eq!(storage.counts().totals().head, heads + 6);
+    assert_eq!(storage.counts().totals().head, heads + 8);
     assert_eq!(results[0].as_ref().map(|m| m.size).ok(), Some(12));
     assert!(results[1].as_ref().is_err_and(StorageError::is_not_found), "{:?}", results[1]);
     assert!(results[2].as_ref().is_err_and(StorageError::is_not_found), "{:?}", results[2]);
@@ -290,6 +300,9 @@ async fn named_leaves_are_listed_unstated_and_stat_batch_says_what_is_there() {
     assert_eq!(results[4].as_ref().map(|m| m.last_modified_ms).ok(), Some(d2_ms));
     // a link inside the root: what it points at
     assert_eq!(results[5].as_ref().map(|m| (m.key.as_str(), m.size)).ok(), Some(("b/cd/d5", 12)));
+    // a directory asked for as an object is not one, as in a listing
+    assert!(results[6].as_ref().is_err_and(StorageError::is_not_found), "{:?}", results[6]);
+    assert!(results[7].is_ok(), "{:?}", results[7]);
 
     // a link out of the root, or broken, is an error naming the key
     let outside = tempfile::tempdir().unwrap();

@@ -152,6 +152,16 @@ fn stat_mtime_ms(st: &Stat) -> i64 {
     st.st_mtime as i64 * 1000 + st.st_mtime_nsec as i64 / 1_000_000
 }
 
+/// A stat's answer for `key`: a directory is one only when asked for as one
+/// (`dir/`), a file only when not; otherwise not found, as in a listing.
+fn object_or_dir(key: String, st: &Stat) -> Result<ObjectMeta, StorageError> {
+    let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+    if is_dir != key.ends_with('/') {
+        return Err(StorageError::NotFound { key });
+    }
+    Ok(stat_meta(key, st))
+}
+
 fn stat_meta(key: String, st: &Stat) -> ObjectMeta {
     ObjectMeta { key, size: st.st_size.max(0) as u64, last_modified_ms: stat_mtime_ms(st), etag: None }
 }
@@ -335,7 +345,7 @@ impl FsStorage {
             let plain = !rest.split('/').any(|c| c.is_empty() || c == "." || c == "..");
             if let (Some((_, fd)), true) = (above.as_ref(), plain) {
                 match statat(fd, rest, AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Symlink => return Ok(stat_meta(key, &st)),
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Symlink => return object_or_dir(key, &st),
                     Err(rustix::io::Errno::NOENT) => return Err(StorageError::NotFound { key }),
                     _ => {}
                 }
@@ -344,10 +354,13 @@ impl FsStorage {
         let path = self.path_of(&key)?;
         let st = statat(self.root_fd.as_fd(), key.trim_end_matches('/'), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_error(&key, e.into()))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::Symlink {
-            return Ok(stat_meta(key, &st));
+            return object_or_dir(key, &st);
         }
         let real = self.inside_root(&key, &path)?;
         let md = fs::metadata(&real).map_err(|e| io_error(&key, e))?;
+        if md.is_dir() != key.ends_with('/') {
+            return Err(StorageError::NotFound { key });
+        }
         Ok(meta_of(key, &md))
     }
 

@@ -234,8 +234,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// listing named without stat'ing them. A filesystem stats in batches of
     /// `max_get_batch`, an object store makes one HEAD request per key (its
     /// listings never leave a key unstated, so this is not on its hot path).
-    /// A missing key is `NotFound`; a symbolic link is resolved and checked as
-    /// a listing does.
+    /// A missing key is `NotFound`, and so, on a filesystem, is a directory
+    /// asked for as an object (a key without a trailing `/`): a listing
+    /// reports no directory as an object either. A directory asked for as one
+    /// (`dir/`) gives its mtime. A symbolic link is resolved and checked as a
+    /// listing does.
     async fn stat_batch(&self, keys: &[String]) -> Vec<Result<ObjectMeta, StorageError>>;
 
     /// The content of one object as a stream of chunks, in order: for reading
