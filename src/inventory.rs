@@ -63,6 +63,11 @@ impl BlobInfo {
     pub fn is_stated(&self) -> bool {
         self.modified != NOT_STATED
     }
+
+    /// The size, if known.
+    pub fn known_size(&self) -> Option<u64> {
+        self.is_stated().then_some(self.size)
+    }
 }
 
 /// A link file: the digest in its key, and its last-modified time.
@@ -706,7 +711,7 @@ impl Inventory {
 
     /// The bytes of all blobs; `None` when some were listed by name only.
     pub fn blob_bytes(&self) -> Option<u64> {
-        self.blobs().map(|(_, b)| b.is_stated().then_some(b.size)).sum()
+        self.blobs().map(|(_, b)| b.known_size()).sum()
     }
 
     pub fn has_blob(&self, id: DigestId) -> bool {

@@ -338,14 +338,11 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
     // 2. Blobs nothing keeps.
     let mut deleted_blobs = DigestSet::with_len(inv.digests.len());
     for (id, info) in inv.blobs() {
-        let size = info.is_stated().then_some(info.size);
-        if kept.contains(id) {
+        let spared = !kept.contains(id) && young(info.modified);
+        if kept.contains(id) || spared {
+            out.spared_young += u64::from(spared);
             out.kept_blobs += 1;
-            out.kept_blob_bytes = out.kept_blob_bytes.zip(size).map(|(a, b)| a + b);
-        } else if young(info.modified) {
-            out.spared_young += 1;
-            out.kept_blobs += 1;
-            out.kept_blob_bytes = out.kept_blob_bytes.zip(size).map(|(a, b)| a + b);
+            out.kept_blob_bytes = out.kept_blob_bytes.zip(info.known_size()).map(|(a, b)| a + b);
         } else {
             deleted_blobs.insert(id);
             out.deletions.push(Deletion::new(inv, Target::Blob(id), Reason::UnreferencedBlob));

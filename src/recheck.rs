@@ -316,7 +316,7 @@ fn withdraw(inv: &Inventory, plan: &mut Plan, kept: &HashMap<DigestId, usize>, r
             withdrawn_bytes += inv.bytes_of(&target);
             if let Target::Blob(id) = target {
                 plan.kept_blobs += 1;
-                let size = inv.blob(id).filter(|b| b.is_stated()).map(|b| b.size);
+                let size = inv.blob(id).and_then(|b| b.known_size());
                 plan.kept_blob_bytes = plan.kept_blob_bytes.zip(size).map(|(a, b)| a + b);
             }
         }
