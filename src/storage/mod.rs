@@ -44,11 +44,6 @@ impl ObjectMeta {
     /// `stat_batch` is asked.
     pub const NOT_STATED: i64 = i64::MIN;
 
-    /// An object known by its key alone.
-    pub fn not_stated(key: String) -> Self {
-        ObjectMeta { key, size: 0, last_modified_ms: Self::NOT_STATED, etag: None }
-    }
-
     pub fn is_stated(&self) -> bool {
         self.last_modified_ms != Self::NOT_STATED
     }
@@ -74,7 +69,7 @@ pub struct Leaf {
     pub then_list: Option<&'static str>,
     /// Whether the caller needs the file's size and mtime now. When it does
     /// not, a filesystem takes the file to be there from the subdirectory's
-    /// name alone and lists it `ObjectMeta::not_stated`, with no system call
+    /// name alone and lists it with size 0 and `ObjectMeta::NOT_STATED`, with no system call
     /// per subdirectory; the caller stats the few it turns out to need.
     pub stat: bool,
 }
