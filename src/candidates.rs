@@ -2,10 +2,10 @@
 //!
 //! On a filesystem, a stat per file is most of the cost of listing a
 //! registry (and, cold, nearly all of it: each stat reads two inodes). The
-//! collection's listing therefore names blobs and layer links by their
-//! directories without stat'ing them (`listing::LAYOUT_LEAVES_NAMED_BLOBS`);
-//! most are kept, and the plan needs the size and age only of what it would
-//! delete. So the plan is made twice. The first takes every unstated object
+//! collection's listing therefore names blobs, layer links and tag history
+//! entries by their directories without stat'ing them
+//! (`listing::LAYOUT_LEAVES_BY_NAME`); most are kept, and the plan needs the
+//! size and age only of what it would delete. So the plan is made twice. The first takes every unstated object
 //! to be old, which can only add deletions (the fence spares young objects
 //! and what young links name; it never deletes more): it names every
 //! deletion any fence could leave in. Those are stat'ed here. The plan that
@@ -33,19 +33,25 @@ use crate::storage::{ObjectMeta, Storage, StorageError};
 #[error("reading the size and age of what the plan would delete failed, nothing was deleted: {0}")]
 pub struct CandidatesError(pub StorageError);
 
-/// A planned deletion whose object was listed by name only: a blob, or a
-/// repository's layer link. Eight bytes, as a planned `Deletion` is, so that
+/// A planned deletion whose object was listed by name only: a blob, a
+/// repository's layer link, or a tag history entry. Eight bytes, as a planned
+/// `Deletion` is, so that
 /// the candidates' plan is turned into these in place: under
 /// `--delete-untagged` at 1M keys they are 382,000, and holding both at once
 /// would set the run's peak memory.
 #[derive(Debug, Clone, Copy)]
 struct Unstated {
-    /// The layer link's repository, or `BLOB`.
+    /// The layer link's repository, the history entry's with `HISTORY` set,
+    /// or `BLOB`.
     repo: u32,
-    digest: DigestId,
+    /// The blob or layer link's digest, or the entry's place in its
+    /// repository's `history`.
+    id: u32,
 }
 
 const BLOB: u32 = u32::MAX;
+/// Repository ids are below 2^26 (see `plan::Deletion`).
+const HISTORY: u32 = 1 << 30;
 
 const _: () = assert!(
     std::mem::size_of::<Unstated>() == std::mem::size_of::<Deletion>() && std::mem::align_of::<Unstated>() == std::mem::align_of::<Deletion>(),
@@ -54,31 +60,45 @@ const _: () = assert!(
 
 impl Unstated {
     fn of(inv: &Inventory, target: Target) -> Option<Unstated> {
+        let repository = |r: u32| &inv.repositories[r as usize];
         match target {
-            Target::Blob(id) if inv.blob(id).is_some_and(|b| !b.is_stated()) => Some(Unstated { repo: BLOB, digest: id }),
-            Target::LayerLink { repo, digest } if layer_link_modified(inv, repo, digest) == Some(NOT_STATED) => Some(Unstated { repo, digest }),
+            Target::Blob(id) if inv.blob(id).is_some_and(|b| !b.is_stated()) => Some(Unstated { repo: BLOB, id }),
+            Target::LayerLink { repo, digest } if repository(repo).layer(digest).is_some_and(|l| l.modified == NOT_STATED) => {
+                Some(Unstated { repo, id: digest })
+            }
+            Target::TagIndex { repo, tag, digest } => {
+                let entry = repository(repo).history_entry(tag, digest)?;
+                (repository(repo).history[entry as usize].link.modified == NOT_STATED).then_some(Unstated { repo: repo | HISTORY, id: entry })
+            }
             _ => None,
         }
     }
 
-    fn target(self) -> Target {
+    fn target(self, inv: &Inventory) -> Target {
         match self.repo {
-            BLOB => Target::Blob(self.digest),
-            repo => Target::LayerLink { repo, digest: self.digest },
+            BLOB => Target::Blob(self.id),
+            r if r & HISTORY != 0 => {
+                let repo = r & !HISTORY;
+                let h = inv.repositories[repo as usize].history[self.id as usize];
+                Target::TagIndex { repo, tag: h.tag, digest: h.link.digest }
+            }
+            repo => Target::LayerLink { repo, digest: self.id },
         }
     }
 
     fn record(self, inv: &mut Inventory, size: u64, modified: Secs) {
         match self.repo {
-            BLOB => inv.stat_blob(self.digest, size, modified),
-            repo => inv.stat_layer_link(repo, self.digest, modified),
+            BLOB => inv.stat_blob(self.id, size, modified),
+            r if r & HISTORY != 0 => inv.stat_history_entry(r & !HISTORY, self.id, modified),
+            repo => inv.stat_layer_link(repo, self.id, modified),
         }
     }
 
     fn forget(self, inv: &mut Inventory) {
         match self.repo {
-            BLOB => inv.forget_blob(self.digest),
-            repo => inv.forget_layer_link(repo, self.digest),
+            BLOB => inv.forget_blob(self.id),
+            r if r & HISTORY != 0 => inv.forget_history_entry(r & !HISTORY, self.id),
+            repo => inv.forget_layer_link(repo, self.id),
         }
     }
 }
@@ -99,14 +119,15 @@ pub async fn stat(
     // in place: the plan's vector becomes this one (`Vec`'s in-place collect)
     let mut unstated: Vec<Unstated> = candidates.deletions.into_iter().filter_map(|d| Unstated::of(inv, d.target(inv))).collect();
     // by directory, so that a filesystem's batches share the one they stat
-    // in: blobs by their prefix, layer links by repository
+    // in: blobs by their prefix, links by repository (a tag's history
+    // entries are together in it)
     unstated.sort_unstable_by_key(|u| match u.repo {
-        BLOB => (0, u32::from(inv.digests.get(u.digest).as_bytes()[0]), u.digest),
-        repo => (1, repo, u.digest),
+        BLOB => (0, u32::from(inv.digests.get(u.id).as_bytes()[0]), u.id),
+        repo => (1, repo, u.id),
     });
     let mut missing: Vec<(Unstated, String)> =
-        missing_blobs.iter().map(|id| (Unstated { repo: BLOB, digest: *id }, parent_of(&inv.key_of(&Target::Blob(*id))))).collect();
-    let key = |inv: &Inventory, u: &Unstated| inv.key_of(&u.target());
+        missing_blobs.iter().map(|id| (Unstated { repo: BLOB, id: *id }, parent_of(&inv.key_of(&Target::Blob(*id))))).collect();
+    let key = |inv: &Inventory, u: &Unstated| inv.key_of(&u.target(inv));
     stat_each(storage, inv, unstated, concurrency, key, |inv, which, key, result| {
         match result {
             Ok(meta) => which.record(inv, meta.size, secs_ceil(meta.last_modified_ms)),
@@ -118,7 +139,9 @@ pub async fn stat(
     .await?;
     // Files missing from their directories: the object is not there, and its
     // directory is an empty one, as old as it is. A directory gone too was
-    // removed since the listing: nothing is left to plan.
+    // removed since the listing: nothing is left to plan. Last first: taking
+    // a history entry out moves those after it, which are then done.
+    missing.reverse();
     let dir = |_: &Inventory, (_, dir): &(Unstated, String)| dir.clone();
     stat_each(storage, inv, missing, concurrency, dir, |inv, (which, dir), _, result| {
         match result {
@@ -163,11 +186,6 @@ async fn stat_each<T>(
             apply(inv, item, key, result)?;
         }
     }
-}
-
-fn layer_link_modified(inv: &Inventory, repo: u32, digest: DigestId) -> Option<Secs> {
-    let layers = &inv.repositories[repo as usize].layers;
-    layers.binary_search_by_key(&digest, |l| l.digest).ok().map(|i| layers[i].modified)
 }
 
 /// `blobs/sha256/ab/<digest>/` of `blobs/sha256/ab/<digest>/data`: a

@@ -49,7 +49,7 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     let mut lap = Lap(Instant::now());
 
     let mut inventory = Inventory::default();
-    listing::list_registry(storage, &mut inventory, Some(listing::LAYOUT_LEAVES_NAMED_BLOBS), opts.concurrency, progress).await?;
+    listing::list_registry(storage, &mut inventory, Some(listing::LAYOUT_LEAVES_BY_NAME), opts.concurrency, progress).await?;
     inventory.finish();
     times.listing = lap.next();
 

@@ -158,6 +158,25 @@ impl Repository {
         self.revisions.binary_search_by_key(&d, |l| l.digest).is_ok()
     }
 
+    /// The layer link to `d`, if the repository has one.
+    pub fn layer(&self, d: DigestId) -> Option<&Link> {
+        self.layers.binary_search_by_key(&d, |l| l.digest).ok().map(|i| &self.layers[i])
+    }
+
+    /// The id of the tag named `name` (tags are sorted by name).
+    pub fn tag_id(&self, name: &str) -> Option<u32> {
+        let (mut lo, mut hi) = (0, self.tags.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.tag_name(mid as u32).cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid as u32),
+            }
+        }
+        None
+    }
+
     /// The place in `history` of tag `tag`'s entry for `digest`.
     pub fn history_entry(&self, tag: u32, digest: DigestId) -> Option<u32> {
         self.history.binary_search_by_key(&(tag, digest), |h| (h.tag, h.link.digest)).ok().map(|i| i as u32)
@@ -595,6 +614,12 @@ impl Inventory {
         }
     }
 
+    /// Records what a stat said of a tag history entry listed by name
+    /// (`entry`: its place in the repository's `history`).
+    pub fn stat_history_entry(&mut self, repo: u32, entry: u32, t: Secs) {
+        self.repositories[repo as usize].history[entry as usize].link.modified = t;
+    }
+
     /// Takes a blob listed by name out: its directory turned out to hold no
     /// data (the mark phase found none to read, or a stat none to size).
     pub fn forget_blob(&mut self, id: DigestId) {
@@ -606,6 +631,12 @@ impl Inventory {
     /// Takes a layer link listed by name out: its directory holds no `link`.
     pub fn forget_layer_link(&mut self, repo: u32, digest: DigestId) {
         self.repositories[repo as usize].layers.retain(|l| l.digest != digest);
+    }
+
+    /// Takes a tag history entry listed by name out: its directory holds no
+    /// `link`. The entries after it move up one place.
+    pub fn forget_history_entry(&mut self, repo: u32, entry: u32) {
+        self.repositories[repo as usize].history.remove(entry as usize);
     }
 
     /// Records, after `finish`, a directory found without the file its name
@@ -704,9 +735,14 @@ impl Inventory {
         self.blob_sizes.iter().filter(|s| **s != NO_BLOB).count()
     }
 
-    /// Whether the listing named any blob or layer link without stat'ing it.
+    /// Whether the listing named any blob, layer link or tag history entry
+    /// without stat'ing it.
     pub fn has_unstated(&self) -> bool {
-        self.blob_sizes.contains(&UNSIZED_BLOB) || self.repositories.iter().flat_map(|r| &r.layers).any(|l| l.modified == NOT_STATED)
+        self.blob_sizes.contains(&UNSIZED_BLOB)
+            || self.repositories.iter().any(|r| {
+                let mut links = r.layers.iter().chain(r.history.iter().map(|h| &h.link));
+                links.any(|l| l.modified == NOT_STATED)
+            })
     }
 
     /// The bytes of all blobs; `None` when some were listed by name only.

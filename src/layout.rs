@@ -206,15 +206,18 @@ pub fn subdir_leaf(dir: &str) -> Option<Leaf> {
     (prefix.len() == 2 && prefix.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(Leaf::file("data"))
 }
 
-/// `subdir_leaf` for the collection's first listing, which needs the size and
-/// age of a blob, or of a layer link, only if the plan would delete it: those
-/// two (most of a registry's keys) are `Leaf::named`, listed by their
-/// directories' names and stat'ed later for the plan's candidates. Revision
-/// links, tag links and tag history stay stat'ed: their ages make roots.
-pub fn subdir_leaf_named_blobs(dir: &str) -> Option<Leaf> {
+/// `subdir_leaf` for the collection's listings, which need the size and age
+/// of a blob, a layer link or a tag history entry only if the plan would
+/// delete it: those three (most of a registry's keys) are `Leaf::named`,
+/// listed by their directories' names and stat'ed later for the plan's
+/// candidates (and, in the re-check, for what it must look at again).
+/// Revision links and tags' `current/link` stay stat'ed: in the default mode
+/// every revision is a root, and a digest directory without its `link` (a
+/// manifest deleted through the API) must not be taken for one.
+pub fn subdir_leaf_by_name(dir: &str) -> Option<Leaf> {
     let leaf = subdir_leaf(dir)?;
-    let layers = || dir.strip_prefix(REPOSITORIES).and_then(split_repository_path).is_some_and(|(_, meta)| meta == "_layers/sha256/");
-    Some(if leaf == Leaf::file("data") || (leaf == Leaf::file("link") && layers()) { Leaf::named(leaf.file) } else { leaf })
+    let revisions = || dir.strip_prefix(REPOSITORIES).and_then(split_repository_path).is_some_and(|(_, meta)| meta == "_manifests/revisions/sha256/");
+    Some(if leaf == Leaf::file("data") || (leaf == Leaf::file("link") && !revisions()) { Leaf::named(leaf.file) } else { leaf })
 }
 
 /// Whether `dir` (a directory key without trailing `/`) lies below the structural
@@ -489,12 +492,12 @@ mod tests {
         assert_eq!(subdir_leaf(&format!("{REPOSITORIES}team/app/_manifests/tags/v1/index/sha256/")), Some(Leaf::file("link")));
         let tag = Leaf { file: "current/link", then_list: Some("index/sha256"), stat: true };
         assert_eq!(subdir_leaf(&format!("{REPOSITORIES}team/app/_manifests/tags/")), Some(tag));
-        // the collection's first listing names blobs and layer links only
-        let named = subdir_leaf_named_blobs;
+        // the collection's listings name blobs, layer links and tag history only
+        let named = subdir_leaf_by_name;
         assert_eq!(named(&format!("{BLOBS}sha256/4f/")), Some(Leaf::named("data")));
         assert_eq!(named(&format!("{REPOSITORIES}team/app/_layers/sha256/")), Some(Leaf::named("link")));
         assert_eq!(named(&format!("{REPOSITORIES}team/app/_manifests/revisions/sha256/")), Some(Leaf::file("link")));
-        assert_eq!(named(&format!("{REPOSITORIES}team/app/_manifests/tags/v1/index/sha256/")), Some(Leaf::file("link")));
+        assert_eq!(named(&format!("{REPOSITORIES}team/app/_manifests/tags/v1/index/sha256/")), Some(Leaf::named("link")));
         assert_eq!(named(&format!("{REPOSITORIES}team/app/_manifests/tags/")), Some(tag));
         assert_eq!(named(&format!("{V2}blobs/sha256/4f/abc/")), None);
         for dir in [

@@ -16,10 +16,11 @@ use crate::storage::{ObjectMeta, Probe, Storage, StorageError};
 /// beside them go unseen, and `fsck` reports them).
 pub const LAYOUT_LEAVES: Probe = Probe { leaf_of: layout::subdir_leaf };
 
-/// `gc`'s first listing: as `LAYOUT_LEAVES`, but blob `data` and layer links
-/// are named, not stat'ed (`layout::subdir_leaf_named_blobs`): the plan needs
-/// the size and age only of those it would delete (`candidates`).
-pub const LAYOUT_LEAVES_NAMED_BLOBS: Probe = Probe { leaf_of: layout::subdir_leaf_named_blobs };
+/// `gc`'s listings: as `LAYOUT_LEAVES`, but blob `data`, layer links and tag
+/// history are named, not stat'ed (`layout::subdir_leaf_by_name`): the plan
+/// needs the size and age only of those it would delete (`candidates`), the
+/// re-check only of those and of links it did not know (`recheck`).
+pub const LAYOUT_LEAVES_BY_NAME: Probe = Probe { leaf_of: layout::subdir_leaf_by_name };
 
 /// Lists the whole registry tree into `inventory`: every key, or with `probe`
 /// what `Storage::list_probing` returns. Any listing error aborts: a partial

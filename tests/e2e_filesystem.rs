@@ -250,6 +250,45 @@ fn only_what_would_be_deleted_is_sized_and_aged() {
     assert!(kept > 0 && head + kept <= keys, "{head} stats, {kept} blobs kept, {keys} keys");
 }
 
+/// Tag history is listed by name too (its ages matter only for what the plan
+/// would delete): an entry written just now (a tag move in flight) still
+/// keeps the manifest it names under `--delete-untagged`, an old one does
+/// not, and a history directory without its `link` is an empty directory,
+/// removed.
+#[test]
+fn tag_history_listed_by_name_keeps_young_entries_and_drops_linkless_ones() {
+    let (_dir, sc) = pushed(scenarios::mixed);
+    let old = sc.image("app:v1-old");
+    let entry = tree::tag_index_link_key("team/app", "v1", old.digest());
+    assert!(tree::keys(&sc.root).contains(&entry), "the moved tag's history names {}", old.digest());
+    let linkless = format!("sha256:{}", "7a".repeat(32));
+    let linkless_dir = tree::tag_index_link_key("team/app", "v1", &linkless).strip_suffix("/link").unwrap().to_string();
+    let aged = |copy: &std::path::Path| {
+        tree::copy_tree(&sc.root, copy);
+        std::fs::create_dir_all(tree::key_path(copy, &linkless_dir)).unwrap();
+        tree::age_tree(copy, Duration::from_secs(2 * 3600));
+    };
+
+    // all old: the old manifest and its history entry go, the empty directory too
+    let copy = tempfile::tempdir().unwrap();
+    aged(copy.path());
+    gc(copy.path(), &["--delete-untagged", "--offline"], 0);
+    let keys = tree::keys(copy.path());
+    assert!(!keys.contains(&entry) && !keys.contains(&tree::revision_link_key("team/app", old.digest())), "v1-old was kept");
+    assert!(!tree::dirs(copy.path()).contains(&linkless_dir), "{linkless_dir} left");
+
+    // the entry rewritten a moment ago: a root, so v1-old and its history stay
+    let copy = tempfile::tempdir().unwrap();
+    aged(copy.path());
+    tree::write_key(copy.path(), &entry, old.digest().as_bytes());
+    gc(copy.path(), &["--delete-untagged", "--offline"], 0);
+    let keys = tree::keys(copy.path());
+    assert!(keys.contains(&entry) && keys.contains(&tree::revision_link_key("team/app", old.digest())), "a young history entry's manifest was collected");
+    let reg = Registry::start(copy.path());
+    common::http::pull_verify(reg.url(), old.repo(), old.digest()).unwrap_or_else(|e| panic!("v1-old: {e}"));
+    sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged).unwrap();
+}
+
 /// A digest directory without its file (a layer link deleted through the API,
 /// which removes the file and leaves the directory; a blob whose data a killed
 /// sweep removed) is an empty directory, removed like any other, and a
