@@ -125,7 +125,7 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
             .collect();
         progress.start_phase("checking pushes made during the sweep", 0);
         // The sweep has run: a failure here must not read as "nothing deleted".
-        match recheck::check_after_sweep(storage, &inventory, &marks, &deleted, &recheck_opts).await {
+        match recheck::check_after_sweep(storage, &inventory, &marks, &plan, &deleted, &recheck_opts).await {
             Ok(broken) => broken_by_race = broken,
             Err(e) => {
                 let cause = match e {

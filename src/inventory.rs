@@ -646,9 +646,9 @@ impl Inventory {
         let dir = format!("{key}/");
         let KeyKind::EmptyDir { repo, removable } = layout::classify(&dir) else { return };
         let repo = match repo {
-            Some(name) => match self.repositories.binary_search_by(|r| r.name.as_str().cmp(name)) {
-                Ok(id) => Some((id as u32, name)),
-                Err(_) => return,
+            Some(name) => match self.repository_id(name) {
+                Some(id) => Some((id, name)),
+                None => return,
             },
             None => None,
         };
@@ -755,7 +755,12 @@ impl Inventory {
     }
 
     pub fn repository(&self, name: &str) -> Option<&Repository> {
-        self.repositories.binary_search_by(|r| r.name.as_str().cmp(name)).ok().map(|i| &self.repositories[i])
+        self.repository_id(name).map(|i| &self.repositories[i as usize])
+    }
+
+    /// The id of the repository named `name` (after `finish`).
+    pub fn repository_id(&self, name: &str) -> Option<u32> {
+        self.repositories.binary_search_by(|r| r.name.as_str().cmp(name)).ok().map(|i| i as u32)
     }
 
     pub fn tag_count(&self) -> usize {

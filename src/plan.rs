@@ -222,6 +222,20 @@ impl Plan {
     pub fn deleted_blobs(&self) -> impl Iterator<Item = &Deletion> {
         self.deletions.iter().filter(|d| d.reason() == Reason::UnreferencedBlob)
     }
+
+    /// Whether the plan deletes `target`: a binary search, the deletions
+    /// being sorted by sweep phase and target (`plan` sorts them, and taking
+    /// some out keeps the order), and a target's kind saying its phase.
+    pub fn deletes(&self, inv: &Inventory, target: Target) -> bool {
+        let phase = match target {
+            Target::Blob(_) => Reason::UnreferencedBlob.phase(),
+            Target::LayerLink { .. } => Reason::DanglingLayerLink.phase(),
+            Target::Revision { .. } => Reason::DanglingRevision.phase(),
+            Target::TagCurrent { .. } | Target::TagIndex { .. } => Reason::DanglingTag.phase(),
+            Target::Upload { .. } => Reason::StaleUpload.phase(),
+        };
+        self.deletions.binary_search_by(|d| (d.reason().phase(), d.target(inv)).cmp(&(phase, target))).is_ok()
+    }
 }
 
 /// The blobs kept manifests need, across repositories: each kept manifest itself,

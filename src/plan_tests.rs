@@ -507,6 +507,21 @@ fn random_registries_never_lose_what_tags_reach() {
                     assert!(!deleted_keys.contains(&link), "seed {seed}: revision link of kept {d:?} deleted");
                 }
             }
+            // `Plan::deletes` (the re-check's lookup) finds every deletion
+            // and nothing else the inventory holds
+            for x in &p.deletions {
+                assert!(p.deletes(&p.inv, x.target(&p.inv)), "seed {seed}: {x:?} not found");
+            }
+            for (ri, repo) in p.inv.repositories.iter().enumerate() {
+                let r = ri as u32;
+                let links = repo.revisions.iter().map(|l| Target::Revision { repo: r, digest: l.digest });
+                let layers = repo.layers.iter().map(|l| Target::LayerLink { repo: r, digest: l.digest });
+                let history = repo.history.iter().map(|h| Target::TagIndex { repo: r, tag: h.tag, digest: h.link.digest });
+                for target in links.chain(layers).chain(history) {
+                    let key = p.inv.key_of(&target);
+                    assert_eq!(p.deletes(&p.inv, target), deleted_keys.contains(&key), "seed {seed}: {key}");
+                }
+            }
             // dry-run equivalence: planning is deterministic
             let again = fx.plan(delete_untagged);
             let keys = |p: &Planned| p.deletions.iter().map(|x| (p.inv.key_of(&x.target(&p.inv)), x.reason())).collect::<Vec<_>>();

@@ -9,6 +9,15 @@
 //! is a root here, and the manifests it names are read (from the mark phase's
 //! results when already read) and kept with everything they reference.
 //!
+//! A filesystem names layer links and tag history without a stat
+//! (`listing::LAYOUT_LEAVES_BY_NAME`). Of those, only two kinds can be a
+//! write that matters: one the plan would delete (rewritten since the fence,
+//! it is a push or tag move in flight), and one the inventory does not hold
+//! (written since the listing). Those are stat'ed; any other was kept by the
+//! plan together with what it names, and a rewrite changes nothing. Revision
+//! links and tags' `current/link` are stat'ed as before: a tag moved onto an
+//! old manifest rewrites its `current/link` in place.
+//!
 //! What remains is the window between this listing and the delete of each
 //! key: a client that checks a garbage layer by HEAD in that window and then
 //! puts a manifest naming it can lose it. README.md ("Online collection")
@@ -27,7 +36,7 @@ use crate::listing;
 use crate::manifest;
 use crate::mark::Marks;
 use crate::plan::{Plan, Target};
-use crate::storage::{get_many, Storage, StorageError};
+use crate::storage::{get_many, stat_many, Storage, StorageError};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RecheckOptions {
@@ -122,7 +131,7 @@ impl Recent {
 /// write since the fence needs. Any error means the sweep must not start.
 pub async fn recheck(storage: &dyn Storage, inv: &Inventory, marks: &Marks, plan: &mut Plan, opts: &RecheckOptions) -> Result<RecheckOutcome, RecheckError> {
     let mut outcome = RecheckOutcome::default();
-    let recent = list_recent(storage, inv, opts, &mut outcome).await?;
+    let recent = list_recent(storage, inv, plan, opts, &mut outcome).await?;
     if recent.keys == 0 {
         return Ok(outcome);
     }
@@ -148,11 +157,12 @@ pub async fn check_after_sweep(
     storage: &dyn Storage,
     inv: &Inventory,
     marks: &Marks,
+    plan: &Plan,
     deleted: &HashSet<DigestId>,
     opts: &RecheckOptions,
 ) -> Result<Vec<BrokenByRace>, RecheckError> {
     let mut outcome = RecheckOutcome::default();
-    let recent = list_recent(storage, inv, opts, &mut outcome).await?;
+    let recent = list_recent(storage, inv, plan, opts, &mut outcome).await?;
     let reached = reach(storage, inv, marks, &recent, opts, &mut outcome).await?;
     let mut broken: Vec<BrokenByRace> = reached
         .iter()
@@ -172,29 +182,88 @@ pub async fn check_after_sweep(
 }
 
 /// The links, tags and uploads under `repositories/` written since the fence.
-async fn list_recent(storage: &dyn Storage, inv: &Inventory, opts: &RecheckOptions, outcome: &mut RecheckOutcome) -> Result<Recent, RecheckError> {
+async fn list_recent(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: &RecheckOptions, outcome: &mut RecheckOutcome) -> Result<Recent, RecheckError> {
     let mut recent = Recent::default();
     let partitions = listing::repository_partitions(storage, inv.keys_listed).await.map_err(RecheckError::Storage)?;
-    // Only links, tags and uploads matter here: a filesystem stats each digest
-    // directory's `link` and tag's `current/link` instead of reading the
-    // directories.
-    let mut stream = futures::stream::iter(partitions).map(|p| storage.list_probing(&p, listing::LAYOUT_LEAVES)).flatten_unordered(opts.concurrency.max(1));
+    // Only links, tags and uploads matter here: a filesystem stats each
+    // revision's `link` and tag's `current/link` instead of reading the
+    // directories, and names layer links and tag history.
+    let mut stream = futures::stream::iter(partitions).map(|p| storage.list_probing(&p, listing::LAYOUT_LEAVES_BY_NAME)).flatten_unordered(opts.concurrency.max(1));
+    let mut to_stat = Vec::new();
     while let Some(item) = stream.next().await {
         let meta = item.map_err(RecheckError::Storage)?;
         if !meta.key.ends_with('/') {
             outcome.keys_listed += 1;
         }
-        if secs_ceil(meta.last_modified_ms) > opts.fence {
+        if !meta.is_stated() {
+            to_stat.extend(Named::to_stat(inv, plan, meta.key));
+        } else if secs_ceil(meta.last_modified_ms) > opts.fence {
             recent.note(&meta.key);
         }
     }
     drop(stream);
+    // by directory (a filesystem's batches share the one they stat in)
+    to_stat.sort_unstable();
+    let keys = to_stat.into_iter().map(|named| ((), named.key(inv)));
+    let mut stats = stat_many(storage, keys, opts.concurrency);
+    while let Some(((), key, result)) = stats.next().await {
+        match result {
+            Ok(meta) if secs_ceil(meta.last_modified_ms) > opts.fence => recent.note(&key),
+            Ok(_) => {}
+            // gone since it was listed: it keeps nothing
+            Err(StorageError::NotFound { .. }) => {}
+            Err(e) => return Err(RecheckError::Storage(e)),
+        }
+    }
+    drop(stats);
     outcome.recent_keys = recent.keys;
     if recent.keys > 0 {
         let links = read_links(storage, &recent, opts.concurrency).await?;
         recent.manifests.extend(links.into_iter().filter_map(|(repo, d)| Some((repo, d?))));
     }
     Ok(recent)
+}
+
+/// A link the listing named without a stat that must be stat'ed: one the
+/// plan deletes (by its target, rendered when stat'ed), or one the inventory
+/// does not hold.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Named {
+    Planned(Target),
+    Unknown(String),
+}
+
+impl Named {
+    fn to_stat(inv: &Inventory, plan: &Plan, key: String) -> Option<Named> {
+        let target = match layout::classify(&key) {
+            KeyKind::LayerLink { repo, digest } => (|| {
+                let r = inv.repository_id(repo)?;
+                let d = inv.digests.find(&digest)?;
+                inv.repositories[r as usize].layer(d)?;
+                Some(Target::LayerLink { repo: r, digest: d })
+            })(),
+            KeyKind::TagIndex { repo, tag, digest } => (|| {
+                let r = inv.repository_id(repo)?;
+                let repository = &inv.repositories[r as usize];
+                let (t, d) = (repository.tag_id(tag)?, inv.digests.find(&digest)?);
+                repository.history_entry(t, d)?;
+                Some(Target::TagIndex { repo: r, tag: t, digest: d })
+            })(),
+            // a digest directory named like no digest: nothing a push writes
+            _ => return None,
+        };
+        match target {
+            Some(target) => plan.deletes(inv, target).then_some(Named::Planned(target)),
+            None => Some(Named::Unknown(key)),
+        }
+    }
+
+    fn key(self, inv: &Inventory) -> String {
+        match self {
+            Named::Planned(target) => inv.key_of(&target),
+            Named::Unknown(key) => key,
+        }
+    }
 }
 
 /// Reads the recent tag current links and alternate-algorithm links: the

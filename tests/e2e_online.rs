@@ -9,6 +9,7 @@
 mod common;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ use registry_gc::progress::Progress;
 use registry_gc::report::Report;
 use registry_gc::storage::open::open_storage;
 use registry_gc::storage::wrapper::StorageWrapper;
-use registry_gc::storage::{Storage, StorageError};
+use registry_gc::storage::{DirListing, ObjectMeta, Storage, StorageError};
 
 type Hook = Box<dyn FnOnce() + Send>;
 
@@ -37,6 +38,15 @@ struct WritesDuringRun {
     inner: Box<dyn Storage>,
     hook: HookSlot,
     when: When,
+    /// Whether anything was stat'ed yet (a filesystem's candidates are, after
+    /// the mark phase).
+    stated: AtomicBool,
+}
+
+impl WritesDuringRun {
+    fn new(inner: Box<dyn Storage>, hook: Hook, when: When) -> Self {
+        WritesDuringRun { inner, hook: HookSlot(Mutex::new(Some(hook))), when, stated: AtomicBool::new(false) }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,6 +55,9 @@ enum When {
     FirstRead,
     /// Before the first delete of blob data: planned, re-checked, sweeping.
     FirstBlobDelete,
+    /// Before the re-check's listing, on a filesystem: the plan's candidates
+    /// stat'ed, the plan made, nothing re-checked yet.
+    ReCheck,
 }
 
 impl WritesDuringRun {
@@ -82,6 +95,17 @@ impl StorageWrapper for WritesDuringRun {
         }
         self.inner.delete_batch(keys).await
     }
+    async fn stat_batch(&self, keys: &[String]) -> Vec<Result<ObjectMeta, StorageError>> {
+        self.stated.store(true, Ordering::SeqCst);
+        self.inner.stat_batch(keys).await
+    }
+    // the re-check on a filesystem starts by listing `repositories/`
+    async fn list_dir(&self, prefix: &str) -> Result<DirListing, StorageError> {
+        if self.stated.load(Ordering::SeqCst) {
+            self.fire(When::ReCheck).await;
+        }
+        self.inner.list_dir(prefix).await
+    }
 }
 
 /// Pushes like a client: a blob is uploaded only when HEAD says the repository
@@ -116,6 +140,9 @@ struct Online {
     garbage_by_digest: Image,
     /// An orphan layer nothing ever references again: the run must delete it.
     orphan: String,
+    /// An orphan layer uploaded again into its repository during the run
+    /// (its layer link rewritten, no manifest yet): a push in flight, it stays.
+    relinked: String,
     /// `app:moving` points at this before the run (kept in default mode)...
     moving_from: PushedImage,
     /// ...and at this untagged manifest after the move.
@@ -132,6 +159,7 @@ fn seed(base: &str) -> Online {
     let g = push_like_client(base, "app", &garbage_by_digest, "old-2");
     http::delete_manifest(base, "app", &g.digest);
     let orphan = http::upload_blob(base, "app", &layer_blob("online-orphan").bytes);
+    let relinked = http::upload_blob(base, "app", &layer_blob("online-relinked").bytes);
     let moving_from = push_like_client(base, "app", &Image::docker("online-from", 1), "moving");
     let to = Image::docker("online-to", 1);
     for b in to.blobs() {
@@ -150,7 +178,7 @@ fn seed(base: &str) -> Online {
         artifact_type: None,
         tag: None,
     };
-    Online { garbage, garbage_by_digest, orphan, moving_from, moving_to }
+    Online { garbage, garbage_by_digest, orphan, relinked, moving_from, moving_to }
 }
 
 /// The writes made while registry-gc is between its listing and its plan.
@@ -165,6 +193,10 @@ fn pushes_during_the_run(base: &str, garbage: &Image, garbage_by_digest: &Image,
     push_like_client(base, "fresh", &fresh, "v1");
     // The tag moved onto the untagged manifest.
     http::put_manifest(base, "app", "moving", &moving_to.media_type, &moving_to.bytes);
+    // A garbage layer uploaded again (a client that does not ask first): the
+    // registry rewrites its layer link, which the plan would delete; the
+    // manifest naming it is not put yet.
+    http::upload_blob(base, "app", &layer_blob("online-relinked").bytes);
     // A manifest put by digest only (as a multi-arch child is, before its
     // index) naming a garbage layer: nothing but its new revision link says so.
     let child = Image::from_layers(ImageKind::Docker, "online-child", vec![garbage_by_digest.layers[0].clone(), layer_blob("online-child")]);
@@ -207,7 +239,7 @@ fn collect_while_pushing(storage: Box<dyn Storage>, base: &str, o: &Online, opts
     let (base_s, garbage, by_digest, moving_to, sink) =
         (base.to_string(), o.garbage.clone(), o.garbage_by_digest.clone(), o.moving_to.clone(), pushed.clone());
     let hook: Hook = Box::new(move || *sink.lock().unwrap() = pushes_during_the_run(&base_s, &garbage, &by_digest, &moving_to));
-    let storage = Box::new(WritesDuringRun { inner: storage, hook: HookSlot(Mutex::new(Some(hook))), when: When::FirstRead });
+    let storage = Box::new(WritesDuringRun::new(storage, hook, When::FirstRead));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let report = rt.block_on(gc::run(storage, opts, &Progress::new(false), None)).expect("collection runs");
     let pushed = pushed.lock().unwrap().clone();
@@ -226,6 +258,7 @@ fn assert_everything_pulls(base: &str, o: &Online, pushed: &[(String, String)], 
         http::pull_verify(base, &repo, &reference).unwrap_or_else(|e| panic!("{repo}:{reference} after an online collection: {e}"));
     }
     assert!(!http::blob_exists(base, "app", &o.orphan), "the orphan layer is garbage and goes");
+    assert!(http::blob_exists(base, "app", &o.relinked), "a layer uploaded again during the run was deleted");
 }
 
 fn assert_rescued(report: &Report) {
@@ -251,6 +284,37 @@ fn pushes_during_a_collection_on_disk_survive_in_both_modes() {
         assert_everything_pulls(reg.url(), &o, &pushed, delete_untagged);
         check_second_run_is_quiet(dir.path(), delete_untagged);
     }
+}
+
+/// A garbage layer uploaded again between the plan and the re-check: the
+/// registry rewrites its layer link in place and no manifest names it yet.
+/// The re-check names layer links without a stat but for those the plan
+/// would delete and those it did not know, and so finds this one young and
+/// keeps the blob; and another layer of garbage linked into a new repository.
+#[test]
+fn a_layer_uploaded_again_just_before_the_recheck_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let o = seed(reg.url());
+    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+    let base = reg.url().to_string();
+    // and a layer of the deleted image into a repository that never had it
+    let moved = o.garbage.layers[1].clone();
+    let moved_digest = moved.digest.clone();
+    let hook: Hook = Box::new(move || {
+        http::upload_blob(&base, "app", &layer_blob("online-relinked").bytes);
+        http::upload_blob(&base, "elsewhere", &moved.bytes);
+    });
+    let inner = open_storage(&dir.path().display().to_string(), &Default::default()).unwrap();
+    let storage = Box::new(WritesDuringRun::new(inner, hook, When::ReCheck));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let report = rt.block_on(gc::run(storage, options(false, Duration::from_secs(3600)), &Progress::new(false), None)).expect("collection runs");
+    // the blob and its layer link
+    assert!(report.recheck.recent_keys >= 1 && report.recheck.withdrawn >= 2, "{:?}: {}", report.recheck, report.summary());
+    assert!(http::blob_exists(reg.url(), "app", &o.relinked), "a layer uploaded again before the re-check was deleted");
+    assert!(http::blob_exists(reg.url(), "elsewhere", &moved_digest), "a layer linked into a new repository before the re-check was deleted");
+    assert!(!http::blob_exists(reg.url(), "app", &o.orphan), "the orphan layer is garbage and goes");
+    http::pull_verify(reg.url(), "base", "v1").unwrap();
 }
 
 /// A second collection (no pushes) keeps every image: what the first run
@@ -298,7 +362,7 @@ fn a_push_during_the_sweep_that_the_sweep_breaks_is_named() {
     let sink = repushed.clone();
     let hook: Hook = Box::new(move || *sink.lock().unwrap() = push_like_client(&base, "app", &garbage, "during-sweep").digest);
     let inner = open_storage(&dir.path().display().to_string(), &Default::default()).unwrap();
-    let storage = Box::new(WritesDuringRun { inner, hook: HookSlot(Mutex::new(Some(hook))), when: When::FirstBlobDelete });
+    let storage = Box::new(WritesDuringRun::new(inner, hook, When::FirstBlobDelete));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let report = rt.block_on(gc::run(storage, options(false, Duration::from_secs(3600)), &Progress::new(false), None)).unwrap();
     let digest = repushed.lock().unwrap().clone();

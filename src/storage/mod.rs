@@ -26,7 +26,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 /// One object as a listing reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,16 +294,52 @@ pub fn get_many<'a, T: Send + 'a>(
     limit: u64,
     concurrency: usize,
 ) -> BoxStream<'a, (T, String, Result<Bytes, StorageError>)> {
-    let batch = storage.max_get_batch().max(1);
-    futures::stream::iter(items)
-        .chunks(batch)
-        .map(move |chunk| async move {
-            let (items, keys): (Vec<T>, Vec<String>) = chunk.into_iter().unzip();
+    in_batches(storage, items, concurrency, move |storage, keys| {
+        async move {
             let results = match keys.as_slice() {
                 [key] => vec![storage.get(key, limit).await],
                 _ => storage.get_batch(&keys, limit).await,
             };
-            futures::stream::iter(items.into_iter().zip(keys).zip(results).map(|((item, key), result)| (item, key, result)))
+            (keys, results)
+        }
+        .boxed()
+    })
+}
+
+/// Stats many objects as `get_many` reads them: `stat_batch` per batch.
+pub fn stat_many<'a, T: Send + 'a>(
+    storage: &'a dyn Storage,
+    items: impl Iterator<Item = (T, String)> + Send + 'a,
+    concurrency: usize,
+) -> BoxStream<'a, (T, String, Result<ObjectMeta, StorageError>)> {
+    in_batches(storage, items, concurrency, |storage, keys| {
+        async move {
+            let results = storage.stat_batch(&keys).await;
+            (keys, results)
+        }
+        .boxed()
+    })
+}
+
+/// `items` in batches of the store's `max_get_batch`, `batches_in_flight` of
+/// them sent at once with `request`; the keys of a batch are taken from
+/// `items` only when it is sent.
+fn in_batches<'a, T: Send + 'a, R: Send + 'a>(
+    storage: &'a dyn Storage,
+    items: impl Iterator<Item = (T, String)> + Send + 'a,
+    concurrency: usize,
+    request: impl Fn(&'a dyn Storage, Vec<String>) -> futures::future::BoxFuture<'a, (Vec<String>, Vec<Result<R, StorageError>>)> + Send + 'a,
+) -> BoxStream<'a, (T, String, Result<R, StorageError>)> {
+    let batch = storage.max_get_batch().max(1);
+    futures::stream::iter(items)
+        .chunks(batch)
+        .map(move |chunk| {
+            let (items, keys): (Vec<T>, Vec<String>) = chunk.into_iter().unzip();
+            let sent = request(storage, keys);
+            async move {
+                let (keys, results) = sent.await;
+                futures::stream::iter(items.into_iter().zip(keys).zip(results).map(|((item, key), result)| (item, key, result)))
+            }
         })
         .buffer_unordered(storage.batches_in_flight(concurrency))
         .flatten()
