@@ -6,6 +6,18 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// The value of each lowercase hex digit, `0xff` for any other byte: every
+/// listed key's digest is parsed, a million of them in a large registry.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut i = 0;
+    while i < 16 {
+        table[b"0123456789abcdef"[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
 /// A sha256 digest. Other algorithms are rare in registries (a blob pushed under
 /// sha512 is stored under its sha256 and only *linked* under sha512) and are
 /// handled by the layout as "alternate links", not with this type.
@@ -39,11 +51,18 @@ impl Digest {
     /// as they appear in storage paths. Uppercase is refused: the registry never
     /// writes it, and a path with it is not one the registry can serve.
     pub fn from_hex(hex_str: &str) -> Option<Self> {
-        if hex_str.len() != 64 || !hex_str.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        let hex = hex_str.as_bytes();
+        if hex.len() != 64 {
             return None;
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(hex_str, &mut out).ok()?;
+        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            let (hi, lo) = (HEX_VALUE[pair[0] as usize], HEX_VALUE[pair[1] as usize]);
+            if (hi | lo) > 0xf {
+                return None;
+            }
+            *byte = hi << 4 | lo;
+        }
         Some(Digest(out))
     }
 

@@ -503,6 +503,9 @@ pub struct Inventory {
     /// Sorted by name once the listing is finished.
     pub repositories: Vec<Repository>,
     repo_ids: HashMap<String, u32>,
+    /// The repository of the last key inserted (an id into `repositories`
+    /// while listing).
+    last_repo: u32,
     staging: Staging,
     pub strays: Vec<StrayKey>,
     pub empty_dirs: EmptyDirs,
@@ -670,7 +673,11 @@ impl Inventory {
     }
 
     fn repo_id(&mut self, name: &str) -> u32 {
-        match self.repo_ids.get(name) {
+        // keys come in runs from one directory: most are the last one's
+        if self.repositories.get(self.last_repo as usize).is_some_and(|r| r.name == name) {
+            return self.last_repo;
+        }
+        let id = match self.repo_ids.get(name) {
             Some(id) => *id,
             None => {
                 let id = u32::try_from(self.repositories.len()).expect("fewer than 4 billion repositories");
@@ -678,7 +685,9 @@ impl Inventory {
                 self.repo_ids.insert(name.to_string(), id);
                 id
             }
-        }
+        };
+        self.last_repo = id;
+        id
     }
 
     /// Sorts what the listing added and releases what only building needed.
@@ -705,6 +714,7 @@ impl Inventory {
         }
         self.empty_dirs.renumber(&new_id);
         self.repo_ids = HashMap::new();
+        self.last_repo = u32::MAX;
         self.empty_dirs.shrink_to_fit();
         self.digests.shrink_to_fit();
         self.blob_sizes.shrink_to_fit();

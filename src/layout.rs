@@ -87,9 +87,22 @@ pub fn classify(key: &str) -> KeyKind<'_> {
     KeyKind::Other(OtherReason::StrayInRegistryRoot)
 }
 
+/// The components of `path` split at `/`, at most `N` of them (the first `N`
+/// when there are more): every fixed-shape key has fewer, and a `Vec` per
+/// key was an allocation per listed key.
+fn components<const N: usize>(path: &str) -> ([&str; N], usize) {
+    let mut parts = [""; N];
+    let mut n = 0;
+    for part in path.split('/').take(N) {
+        parts[n] = part;
+        n += 1;
+    }
+    (parts, n)
+}
+
 fn classify_blob(path: &str) -> KeyKind<'_> {
-    let parts: Vec<&str> = path.split('/').collect();
-    if let ["sha256", prefix, hex, "data"] = parts.as_slice() {
+    let (parts, n) = components::<5>(path);
+    if let ["sha256", prefix, hex, "data"] = &parts[..n] {
         if let Some(d) = Digest::from_hex(hex) {
             if hex.starts_with(prefix) && prefix.len() == 2 {
                 return KeyKind::BlobData(d);
@@ -123,9 +136,12 @@ fn classify_repository_key(path: &str) -> KeyKind<'_> {
     let Some((repo, meta)) = split_repository_path(path) else {
         return KeyKind::Other(OtherReason::StrayInRepositories);
     };
-    let parts: Vec<&str> = meta.split('/').collect();
+    // 8: one more than the longest fixed shape, so that a longer key matches
+    // none of them (only an upload's, which may be of any depth)
+    let (parts, n) = components::<8>(meta);
+    let parts = &parts[..n];
     let unknown = KeyKind::Other(OtherReason::UnknownRepositoryMetadata);
-    match parts.as_slice() {
+    match parts {
         ["_manifests", "revisions", "sha256", hex, "link"] => match Digest::from_hex(hex) {
             Some(digest) => KeyKind::Revision { repo, digest },
             None => unknown,

@@ -42,10 +42,17 @@ pub async fn list_registry(
         Some(rest) => rest,
         None => futures::stream::iter(plan.partitions).map(list).flatten_unordered(concurrency.max(1)).boxed(),
     };
+    // the count shown moves by thousands: a bar update per key was a few
+    // percent of the listing
+    let mut unshown = 0;
     while let Some(item) = stream.next().await {
         inventory.insert(item?);
-        progress.listed_key();
+        unshown += 1;
+        if unshown == 4096 {
+            progress.listed_keys(std::mem::take(&mut unshown));
+        }
     }
+    progress.listed_keys(unshown);
     Ok(())
 }
 

@@ -31,8 +31,8 @@ impl Progress {
         self.bar.set_message(format!("{prefixes} prefixes"));
     }
 
-    pub fn listed_key(&self) {
-        self.bar.inc(1);
+    pub fn listed_keys(&self, n: u64) {
+        self.bar.inc(n);
     }
 
     pub fn start_phase(&self, what: &str, total: u64) {
