@@ -10,13 +10,15 @@
 //! results when already read) and kept with everything they reference.
 //!
 //! A filesystem names layer links and tag history without a stat
-//! (`listing::LAYOUT_LEAVES_BY_NAME`). Of those, only two kinds can be a
-//! write that matters: one the plan would delete (rewritten since the fence,
-//! it is a push or tag move in flight), and one the inventory does not hold
-//! (written since the listing). Those are stat'ed; any other was kept by the
-//! plan together with what it names, and a rewrite changes nothing. Revision
-//! links and tags' `current/link` are stat'ed as before: a tag moved onto an
-//! old manifest rewrites its `current/link` in place.
+//! (`listing::LAYOUT_LEAVES_BY_NAME`). Of those, only links to a digest the
+//! plan deletes something of can matter (what is withdrawn are deletions of
+//! the digests recent writes name), and of these only two kinds can be a
+//! write: one the plan would delete (rewritten since the fence, it is a push
+//! or tag move in flight), and one the inventory does not hold (written since
+//! the listing). Those are stat'ed; any other was kept by the plan together
+//! with what it names, and a rewrite changes nothing. Revision links and
+//! tags' `current/link` are stat'ed as before: a tag moved onto an old
+//! manifest rewrites its `current/link` in place.
 //!
 //! What remains is the window between this listing and the delete of each
 //! key: a client that checks a garbage layer by HEAD in that window and then
@@ -189,6 +191,7 @@ async fn list_recent(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: 
     // revision's `link` and tag's `current/link` instead of reading the
     // directories, and names layer links and tag history.
     let mut stream = futures::stream::iter(partitions).map(|p| storage.list_probing(&p, listing::LAYOUT_LEAVES_BY_NAME)).flatten_unordered(opts.concurrency.max(1));
+    let planned = PlannedDigests::of(inv, plan);
     let mut to_stat = Vec::new();
     while let Some(item) = stream.next().await {
         let meta = item.map_err(RecheckError::Storage)?;
@@ -196,7 +199,9 @@ async fn list_recent(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: 
             outcome.keys_listed += 1;
         }
         if !meta.is_stated() {
-            to_stat.extend(Named::to_stat(inv, plan, meta.key));
+            if named_link_digest(&meta.key).is_none_or(|d| planned.may_hold(&d)) {
+                to_stat.extend(Named::to_stat(inv, plan, meta.key));
+            }
         } else if secs_ceil(meta.last_modified_ms) > opts.fence {
             recent.note(&meta.key);
         }
@@ -222,6 +227,60 @@ async fn list_recent(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: 
         recent.manifests.extend(links.into_iter().filter_map(|(repo, d)| Some((repo, d?))));
     }
     Ok(recent)
+}
+
+/// The digests the plan deletes anything of (a blob, a revision, a layer
+/// link, a tag history entry), as a Bloom filter: a named link to any other
+/// digest cannot matter to the re-check, which withdraws only deletions of
+/// the digests recent links name (a tag moved onto one rewrites its
+/// `current/link` too, which is stat'ed). Most named links are such, and are
+/// passed over without looking them up in the inventory; a false positive
+/// costs that lookup and perhaps a stat, never a missed write.
+struct PlannedDigests {
+    bits: Vec<u64>,
+    mask: u64,
+}
+
+impl PlannedDigests {
+    fn of(inv: &Inventory, plan: &Plan) -> Self {
+        // 16 bits a digest, two probes: about 1.4% false positives
+        let len = (plan.deletions.len() * 16).next_power_of_two().max(64);
+        let mut filter = PlannedDigests { bits: vec![0; len / 64], mask: len as u64 - 1 };
+        for d in &plan.deletions {
+            let id = match d.target(inv) {
+                Target::Blob(id) | Target::Revision { digest: id, .. } | Target::LayerLink { digest: id, .. } | Target::TagIndex { digest: id, .. } => id,
+                Target::TagCurrent { .. } | Target::Upload { .. } => continue,
+            };
+            filter.insert(inv.digests.get(id));
+        }
+        filter
+    }
+
+    fn insert(&mut self, d: &Digest) {
+        for bit in self.probes(d) {
+            self.bits[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+    }
+
+    /// Two bit positions from two independent parts of the digest (sha256
+    /// output: uniform; a crafted one can only cost a lookup).
+    fn probes(&self, d: &Digest) -> [u64; 2] {
+        let b = d.as_bytes();
+        let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        [word(0) & self.mask, word(8) & self.mask]
+    }
+
+    fn may_hold(&self, d: &Digest) -> bool {
+        self.probes(d).iter().all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
+}
+
+/// The digest of a named link key, `…/sha256/<hex>/link`, read from its
+/// end; `None` for any other shape (looked at in full by `Named::to_stat`).
+fn named_link_digest(key: &str) -> Option<Digest> {
+    let dir = key.strip_suffix("/link")?;
+    let hex = dir.get(dir.len().checked_sub(64)?..)?;
+    dir[..dir.len() - 64].ends_with("/sha256/").then(|| Digest::from_hex(hex))?
 }
 
 /// A link the listing named without a stat that must be stat'ed: one the
@@ -394,4 +453,31 @@ fn withdraw(inv: &Inventory, plan: &mut Plan, kept: &HashMap<DigestId, usize>, r
     outcome.withdrawn = (before - plan.deletions.len()) as u64;
     outcome.withdrawn_bytes = withdrawn_bytes;
     plan.empty_repositories.retain(|r| !recent.repositories.contains(r));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_link_keys_give_their_digest() {
+        let d = Digest::from_bytes([0xab; 32]);
+        for key in [layout::layer_link_key("team/app", &d), layout::tag_index_key("team/app", "v1", &d)] {
+            assert_eq!(named_link_digest(&key), Some(d), "{key}");
+        }
+        let hex = d.to_string()[7..].to_string();
+        for key in ["link".to_string(), format!("x/{hex}/link"), format!("x/sha512/{hex}/link"), format!("x/sha256/{}/link", hex.to_uppercase()), format!("x/sha256/{hex}/data")] {
+            assert_eq!(named_link_digest(&key), None, "{key}");
+        }
+    }
+
+    #[test]
+    fn the_planned_digests_filter_holds_every_digest_put_in_and_few_others() {
+        let digest = |n: u32, salt: u8| Digest::from_bytes(Sha256::digest([&n.to_le_bytes()[..], &[salt]].concat()).into());
+        let mut filter = PlannedDigests { bits: vec![0; 16_384 / 64], mask: 16_383 };
+        (0..1000).for_each(|n| filter.insert(&digest(n, 0)));
+        assert!((0..1000).all(|n| filter.may_hold(&digest(n, 0))));
+        let false_positives = (0..10_000).filter(|n| filter.may_hold(&digest(*n, 1))).count();
+        assert!(false_positives < 500, "{false_positives} of 10,000");
+    }
 }
