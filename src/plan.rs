@@ -223,10 +223,11 @@ impl Plan {
         self.deletions.iter().filter(|d| d.reason() == Reason::UnreferencedBlob)
     }
 
-    /// Whether the plan deletes `target`: a binary search, the deletions
-    /// being sorted by sweep phase and target (`plan` sorts them, and taking
-    /// some out keeps the order), and a target's kind saying its phase.
-    pub fn deletes(&self, inv: &Inventory, target: Target) -> bool {
+    /// Where the plan deletes `target`, if it does: a binary search, the
+    /// deletions being sorted by sweep phase and target (`plan` sorts them,
+    /// and taking some out keeps the order), and a target's kind saying its
+    /// phase.
+    pub fn find(&self, inv: &Inventory, target: Target) -> Option<usize> {
         let phase = match target {
             Target::Blob(_) => Reason::UnreferencedBlob.phase(),
             Target::LayerLink { .. } => Reason::DanglingLayerLink.phase(),
@@ -234,7 +235,7 @@ impl Plan {
             Target::TagCurrent { .. } | Target::TagIndex { .. } => Reason::DanglingTag.phase(),
             Target::Upload { .. } => Reason::StaleUpload.phase(),
         };
-        self.deletions.binary_search_by(|d| (d.reason().phase(), d.target(inv)).cmp(&(phase, target))).is_ok()
+        self.deletions.binary_search_by(|d| (d.reason().phase(), d.target(inv)).cmp(&(phase, target))).ok()
     }
 }
 

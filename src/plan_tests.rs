@@ -507,10 +507,10 @@ fn random_registries_never_lose_what_tags_reach() {
                     assert!(!deleted_keys.contains(&link), "seed {seed}: revision link of kept {d:?} deleted");
                 }
             }
-            // `Plan::deletes` (the re-check's lookup) finds every deletion
+            // `Plan::find` (the re-check's lookup) finds every deletion
             // and nothing else the inventory holds
-            for x in &p.deletions {
-                assert!(p.deletes(&p.inv, x.target(&p.inv)), "seed {seed}: {x:?} not found");
+            for (i, x) in p.deletions.iter().enumerate() {
+                assert_eq!(p.find(&p.inv, x.target(&p.inv)), Some(i), "seed {seed}: {x:?}");
             }
             for (ri, repo) in p.inv.repositories.iter().enumerate() {
                 let r = ri as u32;
@@ -519,7 +519,7 @@ fn random_registries_never_lose_what_tags_reach() {
                 let history = repo.history.iter().map(|h| Target::TagIndex { repo: r, tag: h.tag, digest: h.link.digest });
                 for target in links.chain(layers).chain(history) {
                     let key = p.inv.key_of(&target);
-                    assert_eq!(p.deletes(&p.inv, target), deleted_keys.contains(&key), "seed {seed}: {key}");
+                    assert_eq!(p.find(&p.inv, target).is_some(), deleted_keys.contains(&key), "seed {seed}: {key}");
                 }
             }
             // dry-run equivalence: planning is deterministic

@@ -192,7 +192,7 @@ async fn list_recent(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: 
     // directories, and names layer links and tag history.
     let mut stream = futures::stream::iter(partitions).map(|p| storage.list_probing(&p, listing::LAYOUT_LEAVES_BY_NAME)).flatten_unordered(opts.concurrency.max(1));
     let planned = PlannedDigests::of(inv, plan);
-    let mut to_stat = Vec::new();
+    let mut to_stat = ToStat::default();
     while let Some(item) = stream.next().await {
         let meta = item.map_err(RecheckError::Storage)?;
         if !meta.key.ends_with('/') {
@@ -200,17 +200,14 @@ async fn list_recent(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: 
         }
         if !meta.is_stated() {
             if named_link_digest(&meta.key).is_none_or(|d| planned.may_hold(&d)) {
-                to_stat.extend(Named::to_stat(inv, plan, meta.key));
+                to_stat.add(inv, plan, meta.key);
             }
         } else if secs_ceil(meta.last_modified_ms) > opts.fence {
             recent.note(&meta.key);
         }
     }
     drop(stream);
-    // by directory (a filesystem's batches share the one they stat in)
-    to_stat.sort_unstable();
-    let keys = to_stat.into_iter().map(|named| ((), named.key(inv)));
-    let mut stats = stat_many(storage, keys, opts.concurrency);
+    let mut stats = stat_many(storage, to_stat.keys(inv, plan), opts.concurrency);
     while let Some(((), key, result)) = stats.next().await {
         match result {
             Ok(meta) if secs_ceil(meta.last_modified_ms) > opts.fence => recent.note(&key),
@@ -276,7 +273,7 @@ impl PlannedDigests {
 }
 
 /// The digest of a named link key, `…/sha256/<hex>/link`, read from its
-/// end; `None` for any other shape (looked at in full by `Named::to_stat`).
+/// end; `None` for any other shape (looked at in full by `ToStat::add`).
 fn named_link_digest(key: &str) -> Option<Digest> {
     let dir = key.strip_suffix("/link")?;
     let hex = dir.get(dir.len().checked_sub(64)?..)?;
@@ -284,16 +281,17 @@ fn named_link_digest(key: &str) -> Option<Digest> {
 }
 
 /// A link the listing named without a stat that must be stat'ed: one the
-/// plan deletes (by its target, rendered when stat'ed), or one the inventory
-/// does not hold.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Named {
-    Planned(Target),
-    Unknown(String),
+/// plan deletes (its place in the plan's deletions: 4 bytes, its key
+/// rendered when stat'ed; there may be as many as the plan has deletions),
+/// or one the inventory does not hold.
+#[derive(Debug, Default)]
+struct ToStat {
+    planned: Vec<u32>,
+    unknown: Vec<String>,
 }
 
-impl Named {
-    fn to_stat(inv: &Inventory, plan: &Plan, key: String) -> Option<Named> {
+impl ToStat {
+    fn add(&mut self, inv: &Inventory, plan: &Plan, key: String) {
         let target = match layout::classify(&key) {
             KeyKind::LayerLink { repo, digest } => (|| {
                 let r = inv.repository_id(repo)?;
@@ -309,19 +307,20 @@ impl Named {
                 Some(Target::TagIndex { repo: r, tag: t, digest: d })
             })(),
             // a digest directory named like no digest: nothing a push writes
-            _ => return None,
+            _ => return,
         };
         match target {
-            Some(target) => plan.deletes(inv, target).then_some(Named::Planned(target)),
-            None => Some(Named::Unknown(key)),
+            Some(target) => self.planned.extend(plan.find(inv, target).map(|i| i as u32)),
+            None => self.unknown.push(key),
         }
     }
 
-    fn key(self, inv: &Inventory) -> String {
-        match self {
-            Named::Planned(target) => inv.key_of(&target),
-            Named::Unknown(key) => key,
-        }
+    /// The keys, the planned ones in the plan's order (by directory, which
+    /// a filesystem's batches share).
+    fn keys<'a>(mut self, inv: &'a Inventory, plan: &'a Plan) -> impl Iterator<Item = ((), String)> + Send + 'a {
+        self.planned.sort_unstable();
+        let planned = self.planned.into_iter().map(move |i| inv.key_of(&plan.deletions[i as usize].target(inv)));
+        planned.chain(self.unknown).map(|key| ((), key))
     }
 }
 
