@@ -128,13 +128,16 @@ impl Collector {
 /// Parses manifest bytes into the digests they reference. Never fails: what it
 /// cannot understand it pins.
 pub fn parse(bytes: &[u8]) -> References {
-    let raw: RawManifest = match serde_json::from_slice::<serde_json::Value>(bytes) {
-        Ok(serde_json::Value::Object(map)) => match serde_json::from_value(serde_json::Value::Object(map)) {
-            Ok(raw) => raw,
-            // JSON, but a field has a type we do not expect: pin by scan.
-            Err(_) => return pinned(bytes, ManifestKind::Unknown),
-        },
-        _ => return pinned(bytes, ManifestKind::Unparseable),
+    // Only an object is a manifest (serde would also fill the struct from an
+    // array, by position).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return pinned(bytes, ManifestKind::Unparseable);
+    }
+    let raw: RawManifest = match serde_json::from_slice(bytes) {
+        Ok(raw) => raw,
+        // JSON, but a field has a type we do not expect (or comes twice): pin by scan.
+        Err(e) if e.is_data() => return pinned(bytes, ManifestKind::Unknown),
+        Err(_) => return pinned(bytes, ManifestKind::Unparseable),
     };
 
     let mut c = Collector::default();
@@ -298,6 +301,16 @@ mod tests {
 
         assert_eq!(parse(b"").kind, ManifestKind::Unparseable);
         assert_eq!(parse(&[0xff, 0x00, 0x12]).kind, ManifestKind::Unparseable);
+
+        // JSON but not an object: not read by position into the fields
+        let array = format!(r#"[2, "application/vnd.oci.image.manifest.v1+json", {{"digest":"sha256:{}"}}]"#, hex('3'));
+        let r = parse(array.as_bytes());
+        assert_eq!((r.kind, r.blobs), (ManifestKind::Unparseable, vec![dg('3')]));
+
+        // a field twice: which one counts is anyone's guess, so both are kept
+        let twice = format!(r#"{{"config":{{"digest":"sha256:{}"}},"layers":[],"config":{{"digest":"sha256:{}"}}}}"#, hex('4'), hex('5'));
+        let r = parse(twice.as_bytes());
+        assert_eq!((r.kind, r.blobs), (ManifestKind::Unknown, vec![dg('4'), dg('5')]));
     }
 
     #[test]
