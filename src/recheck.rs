@@ -192,7 +192,7 @@ async fn list_recent(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: 
     // directories, and names layer links and tag history.
     let mut stream = futures::stream::iter(partitions).map(|p| storage.list_probing(&p, listing::LAYOUT_LEAVES_BY_NAME)).flatten_unordered(opts.concurrency.max(1));
     let planned = PlannedDigests::of(inv, plan);
-    let mut to_stat = ToStat::default();
+    let mut to_stat = ToStat::new(plan);
     while let Some(item) = stream.next().await {
         let meta = item.map_err(RecheckError::Storage)?;
         if !meta.key.ends_with('/') {
@@ -240,8 +240,8 @@ struct PlannedDigests {
 
 impl PlannedDigests {
     fn of(inv: &Inventory, plan: &Plan) -> Self {
-        // 16 bits a digest, two probes: about 1.4% false positives
-        let len = (plan.deletions.len() * 16).next_power_of_two().max(64);
+        // 8 to 16 bits a digest, two probes: at most 5% false positives
+        let len = (plan.deletions.len() * 8).next_power_of_two().max(64);
         let mut filter = PlannedDigests { bits: vec![0; len / 64], mask: len as u64 - 1 };
         for d in &plan.deletions {
             let id = match d.target(inv) {
@@ -280,17 +280,21 @@ fn named_link_digest(key: &str) -> Option<Digest> {
     dir[..dir.len() - 64].ends_with("/sha256/").then(|| Digest::from_hex(hex))?
 }
 
-/// A link the listing named without a stat that must be stat'ed: one the
-/// plan deletes (its place in the plan's deletions: 4 bytes, its key
-/// rendered when stat'ed; there may be as many as the plan has deletions),
-/// or one the inventory does not hold.
-#[derive(Debug, Default)]
+/// The links the listing named without a stat that must be stat'ed: those
+/// the plan deletes (a bit per planned deletion, in the plan's order: under
+/// `--delete-untagged` at 1M keys they may be 250,000, and a list of them
+/// set the run's peak memory), and those the inventory does not hold.
+#[derive(Debug)]
 struct ToStat {
-    planned: Vec<u32>,
+    planned: Vec<u64>,
     unknown: Vec<String>,
 }
 
 impl ToStat {
+    fn new(plan: &Plan) -> Self {
+        ToStat { planned: vec![0; plan.deletions.len().div_ceil(64)], unknown: Vec::new() }
+    }
+
     fn add(&mut self, inv: &Inventory, plan: &Plan, key: String) {
         let target = match layout::classify(&key) {
             KeyKind::LayerLink { repo, digest } => (|| {
@@ -310,16 +314,26 @@ impl ToStat {
             _ => return,
         };
         match target {
-            Some(target) => self.planned.extend(plan.find(inv, target).map(|i| i as u32)),
+            Some(target) => {
+                if let Some(i) = plan.find(inv, target) {
+                    self.planned[i / 64] |= 1 << (i % 64);
+                }
+            }
             None => self.unknown.push(key),
         }
     }
 
     /// The keys, the planned ones in the plan's order (by directory, which
     /// a filesystem's batches share).
-    fn keys<'a>(mut self, inv: &'a Inventory, plan: &'a Plan) -> impl Iterator<Item = ((), String)> + Send + 'a {
-        self.planned.sort_unstable();
-        let planned = self.planned.into_iter().map(move |i| inv.key_of(&plan.deletions[i as usize].target(inv)));
+    fn keys<'a>(self, inv: &'a Inventory, plan: &'a Plan) -> impl Iterator<Item = ((), String)> + Send + 'a {
+        let places = self.planned.into_iter().enumerate().flat_map(|(w, mut word)| {
+            std::iter::from_fn(move || {
+                let bit = (word != 0).then(|| word.trailing_zeros() as usize)?;
+                word &= word - 1;
+                Some(w * 64 + bit)
+            })
+        });
+        let planned = places.map(move |i| inv.key_of(&plan.deletions[i].target(inv)));
         planned.chain(self.unknown).map(|key| ((), key))
     }
 }
