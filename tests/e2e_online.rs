@@ -234,14 +234,34 @@ fn options(delete_untagged: bool, min_age: Duration) -> GcOptions {
     }
 }
 
+/// A collection over `storage` with `hook`'s writes made `when` it says.
+fn collect_with_writes(storage: Box<dyn Storage>, hook: Hook, when: When, opts: GcOptions) -> Report {
+    let storage = Box::new(WritesDuringRun::new(storage, hook, when));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(gc::run(storage, opts, &Progress::new(false), None)).expect("collection runs")
+}
+
+/// A registry on disk seeded for these tests, everything in it two hours old:
+/// the default --min-age 1h fence lets the collector work, and the pushes
+/// during the run are young.
+fn seeded_on_disk() -> (tempfile::TempDir, Registry, Online) {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let o = seed(reg.url());
+    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+    (dir, reg, o)
+}
+
+fn on_disk(dir: &Path) -> Box<dyn Storage> {
+    open_storage(&dir.display().to_string(), &Default::default()).unwrap()
+}
+
 fn collect_while_pushing(storage: Box<dyn Storage>, base: &str, o: &Online, opts: GcOptions) -> (Report, Vec<(String, String)>) {
     let pushed = Arc::new(Mutex::new(Vec::new()));
     let (base_s, garbage, by_digest, moving_to, sink) =
         (base.to_string(), o.garbage.clone(), o.garbage_by_digest.clone(), o.moving_to.clone(), pushed.clone());
     let hook: Hook = Box::new(move || *sink.lock().unwrap() = pushes_during_the_run(&base_s, &garbage, &by_digest, &moving_to));
-    let storage = Box::new(WritesDuringRun::new(storage, hook, When::FirstRead));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let report = rt.block_on(gc::run(storage, opts, &Progress::new(false), None)).expect("collection runs");
+    let report = collect_with_writes(storage, hook, When::FirstRead, opts);
     let pushed = pushed.lock().unwrap().clone();
     assert!(!pushed.is_empty(), "the pushes ran during the mark phase");
     (report, pushed)
@@ -271,14 +291,8 @@ fn assert_rescued(report: &Report) {
 #[test]
 fn pushes_during_a_collection_on_disk_survive_in_both_modes() {
     for delete_untagged in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let reg = Registry::start(dir.path());
-        let o = seed(reg.url());
-        // everything before the run is two hours old: the default --min-age 1h
-        // fence lets the collector work, and the pushes during it are young
-        tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
-        let storage = open_storage(&dir.path().display().to_string(), &Default::default()).unwrap();
-        let (report, pushed) = collect_while_pushing(storage, reg.url(), &o, options(delete_untagged, Duration::from_secs(3600)));
+        let (dir, reg, o) = seeded_on_disk();
+        let (report, pushed) = collect_while_pushing(on_disk(dir.path()), reg.url(), &o, options(delete_untagged, Duration::from_secs(3600)));
         assert_rescued(&report);
         assert!(report.deleted_keys > 0, "the run collected the real garbage: {}", report.summary());
         assert_everything_pulls(reg.url(), &o, &pushed, delete_untagged);
@@ -293,10 +307,7 @@ fn pushes_during_a_collection_on_disk_survive_in_both_modes() {
 /// keeps the blob; and another layer of garbage linked into a new repository.
 #[test]
 fn a_layer_uploaded_again_just_before_the_recheck_stays() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = Registry::start(dir.path());
-    let o = seed(reg.url());
-    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+    let (dir, reg, o) = seeded_on_disk();
     let base = reg.url().to_string();
     // and a layer of the deleted image into a repository that never had it
     let moved = o.garbage.layers[1].clone();
@@ -305,10 +316,7 @@ fn a_layer_uploaded_again_just_before_the_recheck_stays() {
         http::upload_blob(&base, "app", &layer_blob("online-relinked").bytes);
         http::upload_blob(&base, "elsewhere", &moved.bytes);
     });
-    let inner = open_storage(&dir.path().display().to_string(), &Default::default()).unwrap();
-    let storage = Box::new(WritesDuringRun::new(inner, hook, When::ReCheck));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let report = rt.block_on(gc::run(storage, options(false, Duration::from_secs(3600)), &Progress::new(false), None)).expect("collection runs");
+    let report = collect_with_writes(on_disk(dir.path()), hook, When::ReCheck, options(false, Duration::from_secs(3600)));
     // the blob and its layer link
     assert!(report.recheck.recent_keys >= 1 && report.recheck.withdrawn >= 2, "{:?}: {}", report.recheck, report.summary());
     assert!(http::blob_exists(reg.url(), "app", &o.relinked), "a layer uploaded again before the re-check was deleted");
@@ -322,9 +330,8 @@ fn a_layer_uploaded_again_just_before_the_recheck_stays() {
 fn check_second_run_is_quiet(root: &Path, delete_untagged: bool) {
     tree::age_tree(root, Duration::from_secs(2 * 3600));
     let reg = Registry::start(root);
-    let storage = open_storage(&root.display().to_string(), &Default::default()).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let report = rt.block_on(gc::run(storage, options(delete_untagged, Duration::from_secs(3600)), &Progress::new(false), None)).unwrap();
+    let report = rt.block_on(gc::run(on_disk(root), options(delete_untagged, Duration::from_secs(3600)), &Progress::new(false), None)).unwrap();
     assert!(report.failures.is_empty());
     for (repo, reference) in [("app", "again"), ("fresh", "v1"), ("app", "moving"), ("base", "v1")] {
         http::pull_verify(reg.url(), repo, reference).unwrap_or_else(|e| panic!("{repo}:{reference} after a second run: {e}"));
@@ -353,18 +360,12 @@ fn pushes_during_a_collection_on_s3_survive() {
 /// registry accepts it), is named in the report so that it can be pushed again.
 #[test]
 fn a_push_during_the_sweep_that_the_sweep_breaks_is_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = Registry::start(dir.path());
-    let o = seed(reg.url());
-    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+    let (dir, reg, o) = seeded_on_disk();
     let (base, garbage) = (reg.url().to_string(), o.garbage.clone());
     let repushed = Arc::new(Mutex::new(String::new()));
     let sink = repushed.clone();
     let hook: Hook = Box::new(move || *sink.lock().unwrap() = push_like_client(&base, "app", &garbage, "during-sweep").digest);
-    let inner = open_storage(&dir.path().display().to_string(), &Default::default()).unwrap();
-    let storage = Box::new(WritesDuringRun::new(inner, hook, When::FirstBlobDelete));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let report = rt.block_on(gc::run(storage, options(false, Duration::from_secs(3600)), &Progress::new(false), None)).unwrap();
+    let report = collect_with_writes(on_disk(dir.path()), hook, When::FirstBlobDelete, options(false, Duration::from_secs(3600)));
     let digest = repushed.lock().unwrap().clone();
     assert!(!digest.is_empty(), "the push ran during the sweep");
     let named: std::collections::BTreeSet<(String, String)> =
