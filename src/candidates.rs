@@ -5,10 +5,10 @@
 //! collection's listing therefore names blobs, layer links and tag history
 //! entries by their directories without stat'ing them
 //! (`listing::LAYOUT_LEAVES_BY_NAME`); most are kept, and the plan needs the
-//! size and age only of what it would delete. So the plan is made twice. The first takes every unstated object
-//! to be old, which can only add deletions (the fence spares young objects
-//! and what young links name; it never deletes more): it names every
-//! deletion any fence could leave in. Those are stat'ed here. The plan that
+//! size and age only of what it would delete. So the plan is made twice. The
+//! first takes every unstated object to be old, which can only add deletions
+//! (the fence spares young objects and what young links name; it never
+//! deletes more): it names every deletion any fence could leave in. Those are stat'ed here. The plan that
 //! is swept is then made with what the stats said, and anything still
 //! unstated counts as young there: a mistake in this reasoning keeps
 //! garbage, it cannot delete a live blob.
@@ -35,10 +35,9 @@ pub struct CandidatesError(pub StorageError);
 
 /// A planned deletion whose object was listed by name only: a blob, a
 /// repository's layer link, or a tag history entry. Eight bytes, as a planned
-/// `Deletion` is, so that
-/// the candidates' plan is turned into these in place: under
-/// `--delete-untagged` at 1M keys they are 382,000, and holding both at once
-/// would set the run's peak memory.
+/// `Deletion` is, so that the candidates' plan is turned into these in place:
+/// under `--delete-untagged` at 1M keys they are 382,000, and holding both at
+/// once would set the run's peak memory.
 #[derive(Debug, Clone, Copy)]
 struct Unstated {
     /// The layer link's repository, the history entry's with `HISTORY` set,

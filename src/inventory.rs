@@ -160,7 +160,13 @@ impl Repository {
 
     /// The layer link to `d`, if the repository has one.
     pub fn layer(&self, d: DigestId) -> Option<&Link> {
-        self.layers.binary_search_by_key(&d, |l| l.digest).ok().map(|i| &self.layers[i])
+        self.layer_place(d).map(|i| &self.layers[i])
+    }
+
+    /// Where the layer link to `d` is in `layers` (sorted by digest id, one
+    /// per digest).
+    fn layer_place(&self, d: DigestId) -> Option<usize> {
+        self.layers.binary_search_by_key(&d, |l| l.digest).ok()
     }
 
     /// The id of the tag named `name` (tags are sorted by name).
@@ -611,9 +617,9 @@ impl Inventory {
 
     /// Records what a stat said of a layer link listed by name.
     pub fn stat_layer_link(&mut self, repo: u32, digest: DigestId, t: Secs) {
-        let layers = &mut self.repositories[repo as usize].layers;
-        if let Ok(i) = layers.binary_search_by_key(&digest, |l| l.digest) {
-            layers[i].modified = t;
+        let r = &mut self.repositories[repo as usize];
+        if let Some(i) = r.layer_place(digest) {
+            r.layers[i].modified = t;
         }
     }
 
@@ -633,7 +639,10 @@ impl Inventory {
 
     /// Takes a layer link listed by name out: its directory holds no `link`.
     pub fn forget_layer_link(&mut self, repo: u32, digest: DigestId) {
-        self.repositories[repo as usize].layers.retain(|l| l.digest != digest);
+        let r = &mut self.repositories[repo as usize];
+        if let Some(i) = r.layer_place(digest) {
+            r.layers.remove(i);
+        }
     }
 
     /// Takes a tag history entry listed by name out: its directory holds no
