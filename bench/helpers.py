@@ -254,8 +254,16 @@ def fmt(v, spec="") -> str:
     return str(v)
 
 
+def cpu_s(run: dict) -> float | None:
+    """User plus system CPU seconds (GNU time's): on a machine with more
+    cores, wall time moves towards this for a tool that runs in parallel."""
+    if run.get("user_s") is None or run.get("sys_s") is None:
+        return None
+    return run["user_s"] + run["sys_s"]
+
+
 def rows_for(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
-    head = ["tool", "backend", "mode", "cache", "wall s", "LIST", "GET", "HEAD", "PUT", "COPY", "POST", "DELETE",
+    head = ["tool", "backend", "mode", "cache", "wall s", "CPU s", "LIST", "GET", "HEAD", "PUT", "COPY", "POST", "DELETE",
             "DEL_BATCH (keys)", "total req", "peak RSS MiB", "keys before→after", "blobs deleted", "exit"]
     rows = []
     for r in runs:
@@ -270,7 +278,7 @@ def rows_for(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
 
         batch = "n/a" if not req else (f"{req.get('DELETE_BATCH', 0)} ({r.get('batch_keys', 0)})" if not self_rep else "–")
         rows.append([
-            r["tool"], r["backend"], r["mode"], r.get("cache", "–"), fmt(r.get("wall_s"), ".2f"),
+            r["tool"], r["backend"], r["mode"], r.get("cache", "–"), fmt(r.get("wall_s"), ".2f"), fmt(cpu_s(r), ".2f"),
             c("LIST"), c("GET"), c("HEAD"), c("PUT"), c("COPY"), c("POST"), c("DELETE"), batch,
             (fmt(r.get("requests_total")) + ("*" if self_rep else "")) if req else "n/a",
             fmt(r["max_rss_kb"] / 1024, ".1f") if r.get("max_rss_kb") else "–",
@@ -280,12 +288,13 @@ def rows_for(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def ratio_rows(pairs: list[dict]) -> tuple[list[str], list[list[str]]]:
-    head = ["backend", "mode", "cache", "vs", "time ref/gc", "requests ref/gc", "RSS ref/gc", "same blobs left"]
+    head = ["backend", "mode", "cache", "vs", "time ref/gc", "CPU ref/gc", "requests ref/gc", "RSS ref/gc", "same blobs left"]
     rows = []
     for p in pairs:
         same = p["compare"]
         s = "yes" if same["same_blobs"] else f"NO (+{same['only_registry_gc_count']} gc, +{same['only_reference_count']} ref)"
         rows.append([p["backend"], p["mode"], p["cache"], p["vs"], fmt(p["time_ratio"], ".1f") + ("×" if p["time_ratio"] else ""),
+                     fmt(p["cpu_ratio"], ".1f") + ("×" if p["cpu_ratio"] else ""),
                      fmt(p["requests_ratio"], ".1f") + ("×" if p["requests_ratio"] else ""),
                      fmt(p["rss_ratio"], ".1f") + ("×" if p["rss_ratio"] else ""), s])
     return head, rows
@@ -326,6 +335,7 @@ def cmd_collect(a) -> int:
             pairs.append({
                 "backend": backend, "mode": mode, "cache": cache, "vs": vs,
                 "time_ratio": ratio(ref.get("wall_s"), gc.get("wall_s")),
+                "cpu_ratio": ratio(cpu_s(ref), cpu_s(gc)),
                 "requests_ratio": ratio(ref.get("requests_total"), gc.get("requests_total"))
                 if ref.get("requests_source") != "self-reported" and gc.get("requests_source") != "self-reported" else None,
                 "rss_ratio": ratio(ref.get("max_rss_kb"), gc.get("max_rss_kb")),
