@@ -7,6 +7,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
+use crate::bits::Bits;
 use crate::digest::Digest;
 
 /// An index into the `DigestTable`.
@@ -69,28 +70,20 @@ impl DigestTable {
 
 /// One bit per digest id.
 #[derive(Debug, Default, Clone)]
-pub struct DigestSet {
-    words: Vec<u64>,
-}
+pub struct DigestSet(Bits);
 
 impl DigestSet {
     pub fn with_len(n: usize) -> Self {
-        DigestSet { words: vec![0; n.div_ceil(64)] }
+        DigestSet(Bits::with_len(n))
     }
 
     /// Adds `id`; returns whether it was new.
     pub fn insert(&mut self, id: DigestId) -> bool {
-        let (w, b) = (id as usize / 64, id % 64);
-        if w >= self.words.len() {
-            self.words.resize(w + 1, 0);
-        }
-        let new = self.words[w] & (1 << b) == 0;
-        self.words[w] |= 1 << b;
-        new
+        self.0.insert(id as usize)
     }
 
     pub fn contains(&self, id: DigestId) -> bool {
-        self.words.get(id as usize / 64).is_some_and(|w| w & (1 << (id % 64)) != 0)
+        self.0.contains(id as usize)
     }
 }
 

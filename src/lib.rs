@@ -9,6 +9,7 @@
 //! listing) -> [`guard`] (plans that look like mistakes) -> [`sweep`] (batched deletes) ->
 //! [`report`]. [`gc`] runs them in order; [`cli`] is the command line.
 
+pub mod bits;
 pub mod cache;
 pub mod candidates;
 pub mod cli;

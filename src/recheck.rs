@@ -30,6 +30,7 @@ use std::collections::{HashMap, HashSet};
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 
+use crate::bits::Bits;
 use crate::digest::Digest;
 use crate::digest_table::DigestId;
 use crate::inventory::{secs_ceil, Inventory, Secs};
@@ -286,13 +287,13 @@ fn named_link_digest(key: &str) -> Option<Digest> {
 /// set the run's peak memory), and those the inventory does not hold.
 #[derive(Debug)]
 struct ToStat {
-    planned: Vec<u64>,
+    planned: Bits,
     unknown: Vec<String>,
 }
 
 impl ToStat {
     fn new(plan: &Plan) -> Self {
-        ToStat { planned: vec![0; plan.deletions.len().div_ceil(64)], unknown: Vec::new() }
+        ToStat { planned: Bits::with_len(plan.deletions.len()), unknown: Vec::new() }
     }
 
     fn add(&mut self, inv: &Inventory, plan: &Plan, key: String) {
@@ -316,7 +317,7 @@ impl ToStat {
         match target {
             Some(target) => {
                 if let Some(i) = plan.find(inv, target) {
-                    self.planned[i / 64] |= 1 << (i % 64);
+                    self.planned.insert(i);
                 }
             }
             None => self.unknown.push(key),
@@ -326,14 +327,7 @@ impl ToStat {
     /// The keys, the planned ones in the plan's order (by directory, which
     /// a filesystem's batches share).
     fn keys<'a>(self, inv: &'a Inventory, plan: &'a Plan) -> impl Iterator<Item = ((), String)> + Send + 'a {
-        let places = self.planned.into_iter().enumerate().flat_map(|(w, mut word)| {
-            std::iter::from_fn(move || {
-                let bit = (word != 0).then(|| word.trailing_zeros() as usize)?;
-                word &= word - 1;
-                Some(w * 64 + bit)
-            })
-        });
-        let planned = places.map(move |i| inv.key_of(&plan.deletions[i].target(inv)));
+        let planned = self.planned.into_indexes().map(move |i| inv.key_of(&plan.deletions[i].target(inv)));
         planned.chain(self.unknown).map(|key| ((), key))
     }
 }
