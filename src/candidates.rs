@@ -8,10 +8,10 @@
 //! size and age only of what it would delete. So the plan is made twice. The
 //! first takes every unstated object to be old, which can only add deletions
 //! (the fence spares young objects and what young links name; it never
-//! deletes more): it names every deletion any fence could leave in. Those are stat'ed here. The plan that
-//! is swept is then made with what the stats said, and anything still
-//! unstated counts as young there: a mistake in this reasoning keeps
-//! garbage, it cannot delete a live blob.
+//! deletes more): it names every deletion any fence could leave in. Those
+//! are stat'ed here. The plan that is swept is then made with what the stats
+//! said, and anything still unstated counts as young there: a mistake in
+//! this reasoning keeps garbage, it cannot delete a live blob.
 //!
 //! A named blob or link whose file is missing (an empty digest directory left
 //! by a blob deleted through the API, or by a killed sweep), or is not a file,
