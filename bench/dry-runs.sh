@@ -34,6 +34,8 @@ rounds=2
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "dry-runs: $*" >&2; exit 1; }
+# shellcheck source=bench/common.sh
+. "$here/common.sh"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -70,20 +72,8 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf -- "$work"' EXIT
-# The reference reads its storage from a config file; no cache section, so
-# that it answers from storage, not memory.
-cat >"$work/config.yml" <<EOF
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $tree
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:0
-EOF
+ref_config "$work/config.yml" "  filesystem:
+    rootdirectory: \"$tree\""
 
 disk=$(df --output=source "$tree" | tail -1)
 disk=${disk#/dev/}
@@ -94,9 +84,7 @@ rows=$work/rows
 measure() {
     local tool=$1 mode=$2 cache=$3 before after n
     shift 3
-    if [ "$cache" = cold ]; then
-        sync && echo 3 >/proc/sys/vm/drop_caches
-    fi
+    [ "$cache" = cold ] && prepare_cache cold
     before=$(reads)
     /usr/bin/time -f '%e %U %S %M' -o "$work/time" "$@" >/dev/null 2>"$work/stderr" \
         || die "$tool failed: $* (see its output: $(tail -3 "$work/stderr"))"
@@ -108,27 +96,21 @@ measure() {
     echo "  $tool $mode $cache: $wall s" >&2
 }
 
-warm() {
-    echo "warming the page cache ($tree)" >&2
-    find "$tree" -type f -print0 | xargs -0 cat >/dev/null
-}
-
 caches=(warm)
 [ "$cold" = 1 ] && caches+=(cold)
 for mode in "${mode_list[@]}"; do
-    case "$mode" in
-        default) gc_flag=(); ref_flag=() ;;
-        untagged) gc_flag=(--delete-untagged); ref_flag=(--delete-untagged) ;;
-    esac
+    gc_flag=()
+    [ "$mode" = untagged ] && gc_flag=(--delete-untagged)
+    mapfile -t ref_flag < <(ref_flags "$mode")
     for cache in "${caches[@]}"; do
         n=$rounds
         # a cold run before leaves the cache part empty
-        [ "$cache" = warm ] && warm
+        [ "$cache" = warm ] && echo "warming the page cache ($tree)" >&2 && warm "$tree"
         [ "$cache" = cold ] && n=1
         for _ in $(seq "$n"); do
             measure registry-gc "$mode" "$cache" "$bin" gc --dry-run --min-age 0s -q "${gc_flag[@]}" "$tree"
             [ "$offline" = 1 ] && measure registry-gc-offline "$mode" "$cache" "$bin" gc --dry-run --min-age 0s -q --offline "${gc_flag[@]}" "$tree"
-            measure reference "$mode" "$cache" env -u AWS_CA_BUNDLE docker-registry garbage-collect --dry-run "${ref_flag[@]}" "$work/config.yml"
+            measure reference "$mode" "$cache" env -u AWS_CA_BUNDLE docker-registry "${ref_flag[@]}" --dry-run "$work/config.yml"
         done
     done
 done

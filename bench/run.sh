@@ -53,6 +53,8 @@ workbase=${TMPDIR:-/tmp}
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "bench: $*" >&2; exit 1; }
 say() { printf '\n== %s\n' "$*" >&2; }
+# shellcheck source=bench/common.sh
+. "$here/common.sh"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -275,41 +277,8 @@ gc_flags() { # MODE
     [ -n "$concurrency" ] && f+=(--concurrency "$concurrency")
     printf '%s\n' "${f[@]}"
 }
-ref_flags() { # MODE
-    printf '%s\n' garbage-collect
-    [ "$1" = untagged ] && printf '%s\n' --delete-untagged
-    return 0
-}
-
-ref_config() { # FILE DRIVER-SECTION (indented under storage:)
-    cat >"$1" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-$2
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:0
-EOF
-}
-
-warm() { # DIR: read the tree's metadata and small files into the page cache
-    find "$1" >/dev/null
-    find "$1" -type f -size -65k -print0 | xargs -0 -r cat >/dev/null
-}
 
 # ---- filesystem ---------------------------------------------------------------
-prepare_cache() { # CACHE DIR: drop the page cache, or warm it with DIR
-    if [ "$1" = cold ]; then sync; echo 3 >/proc/sys/vm/drop_caches; else warm "$2"; fi
-}
-
 fs_gc_run() { # MODE CACHE TOOL: registry-gc (TOOL registry-gc-offline: --offline) on its own copy
     local mode=$1 cache=$2 tool=$3 dir=$work/fs/$1-$2-$3 d
     mkdir -p "$work/fs"
