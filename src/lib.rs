@@ -6,8 +6,9 @@
 //! [`inventory`] (one streamed listing) -> [`mark`] (tag links and manifests) ->
 //! [`plan`] (pure: what to delete and why; [`candidates`] sizes and ages what a
 //! filesystem's listing only named) -> [`recheck`] (what changed since the
-//! listing) -> [`guard`] (plans that look like mistakes) -> [`sweep`] (batched deletes) ->
-//! [`report`]. [`gc`] runs them in order; [`cli`] is the command line.
+//! listing) -> [`guard`] (plans that look like mistakes) -> [`sweep`]
+//! (batched deletes, in [`phases`]) -> [`report`]. [`gc`] runs them in order;
+//! [`cli`] is the command line.
 
 pub mod bits;
 pub mod cache;
@@ -29,6 +30,7 @@ pub mod listing;
 pub mod manifest;
 pub mod mark;
 pub mod metrics;
+pub mod phases;
 pub mod plan;
 pub mod progress;
 pub mod recheck;

@@ -68,6 +68,8 @@ impl Reason {
     /// once its data is gone. Stale uploads are bound to neither and go with
     /// the first phase: each phase ends in a partial batch, and that one
     /// usually has room for them (a DELETE fewer than a phase of their own).
+    /// The sweep fills what room is left with later deletions that wait for
+    /// nothing still to come (`phases`).
     pub fn phase(self) -> u8 {
         match self {
             Reason::UntaggedManifest
@@ -216,6 +218,10 @@ pub struct Plan {
     /// Objects that would have been deleted but are younger than `--min-age`.
     pub spared_young: u64,
     pub warnings: Vec<Warning>,
+    /// Blobs the plan deletes that no manifest link it deletes names or
+    /// reaches: the sweep may delete them with its first phase (`phases`).
+    /// Empty in a plan made by hand: then every blob waits for that phase.
+    pub early_blobs: DigestSet,
 }
 
 impl Plan {
@@ -499,7 +505,42 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
     out.empty_dir_parents.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
 
     out.deletions.sort_unstable_by_key(|d| (d.reason().phase(), d.target(inv)));
+    out.early_blobs = early_blobs(inv, marks, &out.deletions);
     out
+}
+
+/// The deleted blobs that wait for no manifest link. While a revision link,
+/// a tag or a tag history entry stands, the registry may serve the manifest
+/// it names and, through it, its config, layers, children (and theirs) and
+/// subject: those blobs go only after the first phase has removed the links
+/// (a tag history entry is not served, but is kept to the same rule).
+fn early_blobs(inv: &Inventory, marks: &Marks, deletions: &[Deletion]) -> DigestSet {
+    let mut reached = DigestSet::with_len(inv.digests.len());
+    let mut stack: Vec<DigestId> = Vec::new();
+    for d in deletions.iter().filter(|d| d.reason().phase() == 0) {
+        match d.target(inv) {
+            Target::Revision { digest, .. } | Target::TagIndex { digest, .. } => stack.push(digest),
+            Target::TagCurrent { repo, tag } => stack.extend(marks.tag_targets[repo as usize][tag as usize].known()),
+            Target::Blob(_) | Target::LayerLink { .. } | Target::Upload { .. } => {}
+        }
+    }
+    while let Some(d) = stack.pop() {
+        if !reached.insert(d) {
+            continue;
+        }
+        if let Some(refs) = marks.manifest(d) {
+            stack.extend(refs.blobs.iter().chain(refs.children).chain(marks.other_algorithm_blobs(d)).chain(&refs.subject));
+        }
+    }
+    let mut early = DigestSet::with_len(inv.digests.len());
+    for d in deletions {
+        if let Target::Blob(id) = d.target(inv) {
+            if !reached.contains(id) {
+                early.insert(id);
+            }
+        }
+    }
+    early
 }
 
 /// A tag's history entries (the repository's history is sorted by tag).

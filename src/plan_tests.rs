@@ -6,6 +6,7 @@ use super::*;
 use crate::digest::Digest;
 use crate::manifest::{ManifestKind, References};
 use crate::mark::TagLink;
+use crate::phases::Phases;
 use crate::storage::ObjectMeta;
 
 const NOW: i64 = 1_000_000_000_000;
@@ -408,6 +409,122 @@ fn sweep_phases_put_manifest_links_before_blobs_before_layer_links() {
     );
 }
 
+/// The phase each deletion's key is swept in, checking on the way that every
+/// deletion is swept once and no batch is larger than `batch`.
+fn swept_phases(p: &Planned, batch: usize) -> (BTreeMap<String, usize>, usize) {
+    let phases = Phases::of(&p.inv, &p.plan, batch);
+    let mut out = BTreeMap::new();
+    let mut requests = 0;
+    for ph in 0..phases.len() {
+        for chunk in phases.batches(ph, &p.plan) {
+            assert!(!chunk.is_empty() && chunk.len() <= batch);
+            requests += 1;
+            for d in chunk {
+                assert!(out.insert(p.inv.key_of(&d.target(&p.inv)), ph).is_none(), "swept twice");
+            }
+        }
+    }
+    assert_eq!(out.len(), p.deletions.len());
+    assert_eq!(requests, phases.batch_count());
+    (out, requests)
+}
+
+#[test]
+fn later_phases_fill_the_room_in_earlier_batches_with_what_waits_for_nothing() {
+    let mut fx = Fx::default();
+    // default mode: a stale upload, three garbage blobs with their layer
+    // links, and a layer link whose blob was gone before the run
+    fx.put(layout::upload_key("r", "old", "data"), NOW - 8 * 24 * HOUR);
+    for b in [dg(10), dg(11), dg(12)] {
+        fx.blob(b).layer_link("r", b);
+    }
+    fx.layer_link("r", dg(13));
+    let p = fx.plan(false);
+    assert_eq!(p.deletions.len(), 8);
+    let (phase, requests) = swept_phases(&p, 2);
+    // by reason alone: 1 + 2 + 2 batches of two; the floor is 4
+    assert_eq!(requests, 4);
+    let blob_phases: Vec<usize> = [10, 11, 12].iter().map(|n| phase[&layout::blob_data_key(&dg(*n))]).collect();
+    assert_eq!(blob_phases, vec![0, 1, 1], "one blob fills the upload's batch");
+    for n in [10, 11, 12] {
+        assert!(phase[&layout::blob_data_key(&dg(n))] < phase[&layout::layer_link_key("r", &dg(n))]);
+    }
+
+    // --delete-untagged: an untagged image's layer waits for its revision
+    // link (and so does the manifest's own blob); an orphan blob does not
+    let mut fx = Fx::default();
+    fx.image(dg(1), &[dg(10)]).revision("r", dg(1));
+    fx.blob(dg(20));
+    let p = fx.plan(true);
+    let (phase, requests) = swept_phases(&p, 2);
+    assert_eq!(requests, 2);
+    assert_eq!(phase[&layout::revision_key("r", &dg(1))], 0);
+    assert_eq!(phase[&layout::blob_data_key(&dg(20))], 0);
+    assert_eq!(phase[&layout::blob_data_key(&dg(10))], 1);
+    assert_eq!(phase[&layout::blob_data_key(&dg(1))], 1);
+
+    // a layer link fills the blobs' batch only when its blob was gone
+    let mut fx = Fx::default();
+    fx.blob(dg(10)).layer_link("r", dg(10)).layer_link("r", dg(11));
+    let p = fx.plan(false);
+    let (phase, requests) = swept_phases(&p, 3);
+    assert_eq!(requests, 2);
+    assert_eq!(phase[&layout::layer_link_key("r", &dg(11))], 0);
+    assert_eq!(phase[&layout::layer_link_key("r", &dg(10))], 1);
+}
+
+/// Checks on one plan that the sweep's phases delete no blob before a link the
+/// plan deletes that can still lead the registry to it (computed here from
+/// the fixture), no layer link before its blob, and take no more requests
+/// than phases by reason alone.
+fn assert_swept_in_order(fx: &Fx, p: &Planned, seed: u64) {
+    let deleted = deleted_blobs(p);
+    for batch in [1, 2, 3, 5] {
+        let (phase, requests) = swept_phases(p, batch);
+        let mut by_reason = [0usize; 3];
+        p.deletions.iter().for_each(|d| by_reason[d.reason().phase() as usize] += 1);
+        assert!(requests <= by_reason.iter().map(|n| n.div_ceil(batch)).sum(), "seed {seed}: more requests than before");
+        for d in &p.deletions {
+            let target = d.target(&p.inv);
+            let key = p.inv.key_of(&target);
+            let named = match target {
+                Target::Revision { digest, .. } | Target::TagIndex { digest, .. } => Some(*p.inv.digests.get(digest)),
+                Target::TagCurrent { repo, tag } => {
+                    let r = &p.inv.repositories[repo as usize];
+                    match fx.targets.get(&(r.name.clone(), r.tag_name(tag).to_string())) {
+                        Some(TagLink::Digest(d)) => Some(*d),
+                        _ => None,
+                    }
+                }
+                Target::LayerLink { digest, .. } => {
+                    let blob = p.inv.digests.get(digest);
+                    if deleted.contains(blob) {
+                        let blob_key = layout::blob_data_key(blob);
+                        assert!(phase[&blob_key] < phase[&key], "seed {seed} batch {batch}: {key} before its blob");
+                    }
+                    None
+                }
+                Target::Blob(_) | Target::Upload { .. } => None,
+            };
+            let mut reach: Vec<Digest> = named.into_iter().collect();
+            let mut seen = HashSet::new();
+            while let Some(m) = reach.pop() {
+                if !seen.insert(m) {
+                    continue;
+                }
+                if deleted.contains(&m) {
+                    let blob_key = layout::blob_data_key(&m);
+                    assert!(phase[&key] < phase[&blob_key], "seed {seed} batch {batch}: {blob_key} swept with or before {key}");
+                }
+                // a manifest whose blob is gone cannot be served, nor lead anywhere
+                if let Some(r) = fx.manifests.get(&m).filter(|_| fx.has_blob(&m)) {
+                    reach.extend(r.blobs.iter().chain(&r.children).chain(&r.subject));
+                }
+            }
+        }
+    }
+}
+
 /// A small deterministic generator, so that failures reproduce from the seed.
 struct Rng(u64);
 impl Rng {
@@ -442,7 +559,13 @@ fn random_registries_never_lose_what_tags_reach() {
                 // an old blob a push in flight just linked
                 fx.put(layout::layer_link_key(repos[rng.below(3) as usize], &d), NOW);
                 young_blobs.insert(d);
+            } else if rng.below(2) == 0 {
+                fx.layer_link(repos[rng.below(3) as usize], d);
             }
+        }
+        for l in 0..rng.below(3) as u32 {
+            // a layer link whose blob is gone
+            fx.layer_link(repos[rng.below(3) as usize], dg(2000 + l));
         }
         for m in 0..n_manifests {
             let d = dg(m);
@@ -522,6 +645,7 @@ fn random_registries_never_lose_what_tags_reach() {
                     assert_eq!(p.find(&p.inv, target).is_some(), deleted_keys.contains(&key), "seed {seed}: {key}");
                 }
             }
+            assert_swept_in_order(&fx, &p, seed);
             // dry-run equivalence: planning is deterministic
             let again = fx.plan(delete_untagged);
             let keys = |p: &Planned| p.deletions.iter().map(|x| (p.inv.key_of(&x.target(&p.inv)), x.reason())).collect::<Vec<_>>();

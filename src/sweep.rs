@@ -1,4 +1,5 @@
-//! The sweep: executes a plan in batches sized for the backend, phase by phase,
+//! The sweep: executes a plan in batches sized for the backend, phase by phase
+//! (`phases`),
 //! retrying failed keys, treating "not found" as done. Each key is deleted, or
 //! with `--quarantine` moved into the run's quarantine prefix (same phases,
 //! batches, retries and checks).
@@ -10,6 +11,7 @@ use futures::StreamExt;
 
 use crate::inventory::Inventory;
 use crate::layout;
+use crate::phases::Phases;
 use crate::plan::{Deletion, Plan};
 use crate::progress::Progress;
 use crate::quarantine::{self, QuarantineRun};
@@ -84,13 +86,9 @@ pub async fn sweep(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: Sw
     }
     let mut gone = Vec::new();
     progress.start_phase(if run.is_some() { "quarantining" } else { "deleting" }, plan.deletions.len() as u64);
-    let batch = storage.max_delete_batch().max(1);
-    let mut start = 0;
-    while start < plan.deletions.len() {
-        let phase = plan.deletions[start].reason().phase();
-        let end = plan.deletions[start..].iter().position(|d| d.reason().phase() != phase).map_or(plan.deletions.len(), |n| start + n);
-        let group = &plan.deletions[start..end];
-        let mut results = futures::stream::iter(group.chunks(batch))
+    let phases = Phases::of(inv, plan, storage.max_delete_batch());
+    for p in 0..phases.len() {
+        let mut results = futures::stream::iter(phases.batches(p, plan))
             .map(|chunk| remove_batch(storage, inv, chunk, opts.attempts, run))
             .buffer_unordered(opts.concurrency.max(1));
         while let Some(done) = results.next().await {
@@ -104,10 +102,9 @@ pub async fn sweep(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: Sw
         if !outcome.failures.is_empty() {
             // A later phase could delete blobs whose links failed to go; stop and
             // let the next run finish from a consistent state.
-            outcome.stopped_early = end < plan.deletions.len();
+            outcome.stopped_early = p + 1 < phases.len();
             break;
         }
-        start = end;
     }
     if let Some(run) = run {
         if let Err(e) = run.finish(storage, inv, plan, outcome.deleted_keys - gone.len() as u64, &outcome.failures, &gone).await {
@@ -151,7 +148,7 @@ struct BatchOutcome {
 /// left empty. Each batch prunes its own keys' parents: a directory shared with
 /// another batch is removed by whichever empties it last, since removal only
 /// succeeds on an empty directory.
-async fn remove_batch(storage: &dyn Storage, inv: &Inventory, chunk: &[Deletion], attempts: u32, run: Option<&QuarantineRun>) -> BatchOutcome {
+async fn remove_batch(storage: &dyn Storage, inv: &Inventory, chunk: Vec<Deletion>, attempts: u32, run: Option<&QuarantineRun>) -> BatchOutcome {
     let mut pending: Vec<(String, &Deletion)> = chunk.iter().map(|d| (inv.key_of(&d.target(inv)), d)).collect();
     let mut done: Vec<(String, &Deletion)> = Vec::with_capacity(chunk.len());
     let mut failures = Vec::new();

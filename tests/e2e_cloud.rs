@@ -228,9 +228,10 @@ fn a_second_run_costs_little_more_than_its_listing() {
 }
 
 /// Uploads the scenario's tree as it is now to a new root in moto; a dry run
-/// there with `--offline` (the listing alone, no re-check) gives the report;
-/// then a collection must leave what it leaves on disk.
-fn listing_report_then_same_as_disk(sc: &Scenario, test: &str) -> serde_json::Value {
+/// there with `--offline` (the listing alone, no re-check) gives the first
+/// report; then a collection, whose report is the second, must leave what it
+/// leaves on disk.
+fn listing_report_then_same_as_disk(sc: &Scenario, test: &str) -> (serde_json::Value, serde_json::Value) {
     let emulator = Emulator::Moto;
     emulator.require();
     let rt = runtime();
@@ -242,7 +243,7 @@ fn listing_report_then_same_as_disk(sc: &Scenario, test: &str) -> serde_json::Va
     let listed = collector::read_report(report.path());
     assert_eq!(listed["seen"]["keys"].as_u64(), Some(before.len() as u64), "{listed}");
     collect_as_on_disk(&rt, emulator, sc, &root, Mode::Default, report.path());
-    listed
+    (listed, collector::read_report(report.path()))
 }
 
 #[test]
@@ -255,8 +256,13 @@ fn a_registry_of_a_few_pages_is_listed_flat_at_the_floor_and_collected_as_on_dis
         tree::write_key(&sc.root, &tree::layer_link_key("many/links", &digest), digest.as_bytes());
     }
     let keys = tree::keys(&sc.root).len() as u64;
-    let r = listing_report_then_same_as_disk(&sc, "split-pages");
+    let (r, collected) = listing_report_then_same_as_disk(&sc, "split-pages");
     assert!(r["requests"]["list"].as_u64().unwrap() > keys.div_ceil(1000) + 2, "listed by prefixes: {}", r["requests"]);
+    // stale uploads, 8 blobs and 1,506 layer links whose blobs were never
+    // there: three phases by reason, four DELETE; the links wait for nothing
+    // and fill the first two phases' batches
+    assert_eq!(collected["requests"]["delete"], collected["request_floor"]["delete"], "{collected}");
+    assert_eq!(collected["requests"]["delete"].as_u64(), Some(2));
 
     // 2,000 orphan blobs more: the first page ends among them and tells how
     // many there are, about two pages: listed flat, one LIST per page
@@ -265,7 +271,11 @@ fn a_registry_of_a_few_pages_is_listed_flat_at_the_floor_and_collected_as_on_dis
     }
     let keys = tree::keys(&sc.root).len() as u64;
     assert!((3001..4000).contains(&keys), "{keys}");
-    let r = listing_report_then_same_as_disk(&sc, "flat-pages");
+    let (r, collected) = listing_report_then_same_as_disk(&sc, "flat-pages");
+    // 12 upload files, 2,008 blobs, 1,506 links: 1 + 3 + 2 DELETE by reason,
+    // 4 (the floor) once the first phase's batch takes 988 blobs
+    assert_eq!(collected["requests"]["delete"].as_u64(), Some(4), "{collected}");
+    assert_eq!(collected["request_floor"]["delete"].as_u64(), Some(4));
     assert_eq!(r["requests"]["list"].as_u64(), Some(keys.div_ceil(1000)), "one LIST per page: {}", r["requests"]);
     assert_eq!(r["request_floor"]["list"].as_u64(), Some(keys.div_ceil(1000)));
 }
