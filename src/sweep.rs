@@ -1,8 +1,7 @@
 //! The sweep: executes a plan in batches sized for the backend, phase by phase
-//! (`phases`),
-//! retrying failed keys, treating "not found" as done. Each key is deleted, or
-//! with `--quarantine` moved into the run's quarantine prefix (same phases,
-//! batches, retries and checks).
+//! (`phases`), retrying failed keys, treating "not found" as done. Each key is
+//! deleted, or with `--quarantine` moved into the run's quarantine prefix
+//! (same phases, batches, retries and checks).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
