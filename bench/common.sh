@@ -1,5 +1,6 @@
-# Shared by bench/run.sh and bench/dry-runs.sh (sourced): how the reference
-# collector is configured and called, and how the page cache is prepared.
+# Shared by bench/run.sh, bench/dry-runs.sh and bench/validate_generator.sh
+# (sourced): how the reference registry and collector are configured and
+# called, and how the page cache is prepared.
 
 ref_flags() { # MODE
     printf '%s\n' garbage-collect
@@ -7,7 +8,9 @@ ref_flags() { # MODE
     return 0
 }
 
-ref_config() { # FILE DRIVER-SECTION (indented under storage:)
+# FILE DRIVER-SECTION (indented under storage:) [ADDR SECRET]: a registry
+# that serves listens on ADDR; the collector's config needs none.
+ref_config() {
     cat >"$1" <<EOF
 version: 0.1
 log:
@@ -22,8 +25,9 @@ $2
     uploadpurging:
       enabled: false
 http:
-  addr: 127.0.0.1:0
+  addr: "${3:-127.0.0.1:0}"
 EOF
+    if [ -n "${4:-}" ]; then printf '  secret: "%s"\n' "$4" >>"$1"; fi
 }
 
 warm() { # DIR: read the tree's metadata and small files into the page cache

@@ -24,6 +24,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
+# shellcheck source=bench/common.sh
+. "$HERE/common.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/target-bench}
 KEYS=${KEYS:-2000}
 SEED=${SEED:-42}
@@ -61,24 +63,8 @@ rm -rf "$W/gen2"
 echo "== replaying the generator's operations through the real registry"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$W/real"
-cat >"$W/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: "$W/real"
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: "127.0.0.1:$PORT"
-  secret: "gen-registry-validation"
-EOF
+ref_config "$W/config.yml" "  filesystem:
+    rootdirectory: \"$W/real\"" "127.0.0.1:$PORT" gen-registry-validation
 env -u AWS_CA_BUNDLE "$REGISTRY_BIN" serve "$W/config.yml" >"$W/registry.log" 2>&1 &
 REG_PID=$!
 for _ in $(seq 100); do
