@@ -1,10 +1,12 @@
 //! One collection, start to finish: list, mark, plan, sweep, report.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use crate::cache::ManifestCache;
 use crate::candidates;
+use crate::digest_table::DigestId;
 use crate::error::Error;
 use crate::guard::{self, GuardOptions};
 use crate::inventory::Inventory;
@@ -17,7 +19,7 @@ use crate::quarantine::QuarantineRun;
 use crate::report::{self, PhaseSeconds, Report, Seen, Warning, SCHEMA_VERSION};
 use crate::storage::counts::RequestFloor;
 use crate::storage::{system_time_ms, Storage};
-use crate::sweep::{self, SweepAction, SweepOptions};
+use crate::sweep::{self, SweepAction, SweepOptions, SweepOutcome};
 
 #[derive(Debug, Clone)]
 pub struct GcOptions {
@@ -90,7 +92,10 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     // write needs leaves the plan. A dry run does it too, so that it plans what
     // a real run would.
     let recheck_opts = RecheckOptions { fence: plan_opts.fence(), concurrency: opts.concurrency, max_manifest_bytes: opts.max_manifest_bytes };
-    let recheck = if opts.offline {
+    // A plan with nothing in it has nothing a write could need back: a run on
+    // a registry with nothing to collect costs its listing alone.
+    let nothing_to_withdraw = plan.deletions.is_empty() && plan.empty_repositories.is_empty();
+    let recheck = if opts.offline || nothing_to_withdraw {
         RecheckOutcome::default()
     } else {
         progress.start_phase("re-checking repositories", 0);
@@ -115,14 +120,11 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     times.sweep = lap.next();
     // The window the re-check leaves: a manifest put between it and a blob's
     // delete. Look once more, so that such an image is named, not silently broken.
+    // Only a deleted blob can break a manifest: a run that deleted none has
+    // nothing to look for.
     let mut broken_by_race = Vec::new();
-    if let Some(o) = outcome.as_ref().filter(|o| o.deleted_keys > 0 && !opts.offline) {
-        let failed: std::collections::HashSet<&str> = o.failures.iter().map(|f| f.key.as_str()).collect();
-        let deleted: std::collections::HashSet<_> = plan
-            .deleted_blobs()
-            .filter_map(|d| if let plan::Target::Blob(id) = d.target(&inventory) { Some(id) } else { None })
-            .filter(|id| !failed.contains(crate::layout::blob_data_key(inventory.digests.get(*id)).as_str()))
-            .collect();
+    let deleted = outcome.as_ref().filter(|_| !opts.offline).map(|o| blobs_deleted(&inventory, &plan, o)).unwrap_or_default();
+    if !deleted.is_empty() {
         progress.start_phase("checking pushes made during the sweep", 0);
         // The sweep has run: a failure here must not read as "nothing deleted".
         match recheck::check_after_sweep(storage, &inventory, &marks, &plan, &deleted, &recheck_opts).await {
@@ -198,6 +200,15 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         write_report(path, &report, &inventory, &plan)?;
     }
     Ok(report)
+}
+
+/// The blobs the sweep deleted: the plan's, less those whose delete failed.
+fn blobs_deleted(inv: &Inventory, plan: &Plan, outcome: &SweepOutcome) -> HashSet<DigestId> {
+    let failed: HashSet<&str> = outcome.failures.iter().map(|f| f.key.as_str()).collect();
+    plan.deleted_blobs()
+        .filter_map(|d| if let plan::Target::Blob(id) = d.target(inv) { Some(id) } else { None })
+        .filter(|id| !failed.contains(crate::layout::blob_data_key(inv.digests.get(*id)).as_str()))
+        .collect()
 }
 
 /// A stopwatch read at each phase's end.
