@@ -86,10 +86,11 @@ pub async fn sweep(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: Sw
     let mut gone = Vec::new();
     progress.start_phase(if run.is_some() { "quarantining" } else { "deleting" }, plan.deletions.len() as u64);
     let phases = Phases::of(inv, plan, storage.max_delete_batch());
+    let in_flight = batches_in_flight(storage, opts.concurrency);
     for p in 0..phases.len() {
         let mut results = futures::stream::iter(phases.batches(p, plan))
             .map(|chunk| remove_batch(storage, inv, chunk, opts.attempts, run))
-            .buffer_unordered(opts.concurrency.max(1));
+            .buffer_unordered(in_flight);
         while let Some(done) = results.next().await {
             progress.inc(done.deleted);
             outcome.deleted_keys += done.deleted;
@@ -132,6 +133,21 @@ pub async fn sweep(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: Sw
     Ok(outcome)
 }
 
+/// Keys the sweep has in flight at most (each a rendered key, some 270 bytes
+/// of heap with its copies: 64 batches of 256 on a filesystem were 6 MB at the
+/// run's peak, 64 of S3's 1000 would be 25).
+const KEYS_IN_FLIGHT: usize = 8192;
+
+/// Delete batches in flight: as many as the store runs at once for
+/// `concurrency` (a filesystem's blocking threads), and no more than make
+/// `KEYS_IN_FLIGHT` keys. On S3 that is 8 DeleteObjects requests of 1000
+/// keys, 8,000 deletes in flight, which is already more than the 3,500 a
+/// second S3 takes on one prefix before it answers SlowDown.
+fn batches_in_flight(storage: &dyn Storage, concurrency: usize) -> usize {
+    let by_keys = KEYS_IN_FLIGHT / storage.max_delete_batch().max(1);
+    storage.batches_in_flight(concurrency).min(by_keys).max(1)
+}
+
 /// What one batch did.
 struct BatchOutcome {
     deleted: u64,
@@ -148,7 +164,10 @@ struct BatchOutcome {
 /// another batch is removed by whichever empties it last, since removal only
 /// succeeds on an empty directory.
 async fn remove_batch(storage: &dyn Storage, inv: &Inventory, chunk: Vec<Deletion>, attempts: u32, run: Option<&QuarantineRun>) -> BatchOutcome {
-    let mut pending: Vec<(String, &Deletion)> = chunk.iter().map(|d| (inv.key_of(&d.target(inv)), d)).collect();
+    // keys and their deletions side by side, so that each attempt sends the
+    // keys without copying them
+    let mut keys: Vec<String> = chunk.iter().map(|d| inv.key_of(&d.target(inv))).collect();
+    let mut pending: Vec<&Deletion> = chunk.iter().collect();
     let mut done: Vec<(String, &Deletion)> = Vec::with_capacity(chunk.len());
     let mut failures = Vec::new();
     let mut gone = Vec::new();
@@ -156,7 +175,6 @@ async fn remove_batch(storage: &dyn Storage, inv: &Inventory, chunk: Vec<Deletio
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
         }
-        let keys: Vec<String> = pending.iter().map(|(k, _)| k.clone()).collect();
         // Ok(false): the key was not there to move
         let results: Vec<Result<bool, StorageError>> = match run {
             None => storage.delete_batch(&keys).await.into_iter().map(|r| r.map(|()| true)).collect(),
@@ -166,9 +184,9 @@ async fn remove_batch(storage: &dyn Storage, inv: &Inventory, chunk: Vec<Deletio
                 moved.into_iter().map(|r| r.map(|m| m != Moved::SourceMissing)).collect()
             }
         };
-        let mut still = Vec::new();
+        let (mut still_keys, mut still) = (Vec::new(), Vec::new());
         failures.clear();
-        for ((key, d), r) in pending.into_iter().zip(results) {
+        for ((key, d), r) in keys.into_iter().zip(pending).zip(results) {
             match r {
                 Ok(true) => done.push((key, d)),
                 Ok(false) => {
@@ -177,11 +195,12 @@ async fn remove_batch(storage: &dyn Storage, inv: &Inventory, chunk: Vec<Deletio
                 }
                 Err(e) => {
                     failures.push(Failure { key: key.clone(), error: e.to_string() });
-                    still.push((key, d));
+                    still_keys.push(key);
+                    still.push(d);
                 }
             }
         }
-        pending = still;
+        (keys, pending) = (still_keys, still);
         if pending.is_empty() {
             break;
         }
@@ -194,4 +213,29 @@ async fn remove_batch(storage: &dyn Storage, inv: &Inventory, chunk: Vec<Deletio
         dirs_removed = storage.remove_empty_dirs(&dirs).await.unwrap_or(0);
     }
     BatchOutcome { deleted: done.len() as u64, bytes: done.iter().map(|(_, d)| inv.bytes_of(&d.target(inv))).sum(), dirs_removed, failures, gone }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::fs::FsStorage;
+    use crate::storage::object::{ObjectStorage, Service};
+
+    #[test]
+    fn keys_in_flight_stay_bounded_on_every_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FsStorage::open(dir.path()).unwrap();
+        let s3 = object_store::aws::AmazonS3Builder::new().with_bucket_name("b").with_region("us-east-1").build().unwrap();
+        let s3 = ObjectStorage::new(std::sync::Arc::new(s3), Service::S3, "", "s3://b".into());
+        // a filesystem runs as many batches as it has blocking threads for them
+        assert_eq!(batches_in_flight(&fs, 64), fs.batches_in_flight(64));
+        assert_eq!(batches_in_flight(&s3, 64), 8);
+        for storage in [&fs as &dyn Storage, &s3] {
+            for concurrency in [1, 4, 64, 1000] {
+                let n = batches_in_flight(storage, concurrency);
+                assert!(n >= 1 && n <= concurrency.max(1), "{n} for {concurrency}");
+                assert!(n == 1 || n * storage.max_delete_batch() <= KEYS_IN_FLIGHT, "{n} batches of {}", storage.max_delete_batch());
+            }
+        }
+    }
 }
