@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::cache::ManifestCache;
 use crate::candidates;
-use crate::digest_table::DigestId;
+use crate::digest_table::DigestSet;
 use crate::error::Error;
 use crate::guard::{self, GuardOptions};
 use crate::inventory::Inventory;
@@ -123,8 +123,8 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     // Only a deleted blob can break a manifest: a run that deleted none has
     // nothing to look for.
     let mut broken_by_race = Vec::new();
-    let deleted = outcome.as_ref().filter(|_| !opts.offline).map(|o| blobs_deleted(&inventory, &plan, o)).unwrap_or_default();
-    if !deleted.is_empty() {
+    let deleted = outcome.as_ref().filter(|_| !opts.offline).and_then(|o| blobs_deleted(&inventory, &plan, o));
+    if let Some(deleted) = deleted {
         progress.start_phase("checking pushes made during the sweep", 0);
         // The sweep has run: a failure here must not read as "nothing deleted".
         match recheck::check_after_sweep(storage, &inventory, &marks, &plan, &deleted, &recheck_opts).await {
@@ -202,13 +202,17 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     Ok(report)
 }
 
-/// The blobs the sweep deleted: the plan's, less those whose delete failed.
-fn blobs_deleted(inv: &Inventory, plan: &Plan, outcome: &SweepOutcome) -> HashSet<DigestId> {
+/// The blobs the sweep deleted (the plan's, less those whose delete failed),
+/// a bit per digest; `None` if there are none.
+fn blobs_deleted(inv: &Inventory, plan: &Plan, outcome: &SweepOutcome) -> Option<DigestSet> {
     let failed: HashSet<&str> = outcome.failures.iter().map(|f| f.key.as_str()).collect();
-    plan.deleted_blobs()
-        .filter_map(|d| if let plan::Target::Blob(id) = d.target(inv) { Some(id) } else { None })
-        .filter(|id| !failed.contains(crate::layout::blob_data_key(inv.digests.get(*id)).as_str()))
-        .collect()
+    let mut deleted = DigestSet::with_len(inv.digests.len());
+    let mut any = false;
+    let blobs = plan.deleted_blobs().filter_map(|d| if let plan::Target::Blob(id) = d.target(inv) { Some(id) } else { None });
+    for id in blobs.filter(|id| failed.is_empty() || !failed.contains(crate::layout::blob_data_key(inv.digests.get(*id)).as_str())) {
+        any |= deleted.insert(id);
+    }
+    any.then_some(deleted)
 }
 
 /// A stopwatch read at each phase's end.

@@ -32,7 +32,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::bits::Bits;
 use crate::digest::Digest;
-use crate::digest_table::DigestId;
+use crate::digest_table::{DigestId, DigestSet};
 use crate::inventory::{secs_ceil, Inventory, Secs};
 use crate::layout::{self, KeyKind};
 use crate::listing;
@@ -161,7 +161,7 @@ pub async fn check_after_sweep(
     inv: &Inventory,
     marks: &Marks,
     plan: &Plan,
-    deleted: &HashSet<DigestId>,
+    deleted: &DigestSet,
     opts: &RecheckOptions,
 ) -> Result<Vec<BrokenByRace>, RecheckError> {
     let mut outcome = RecheckOutcome::default();
@@ -171,7 +171,7 @@ pub async fn check_after_sweep(
         .iter()
         // a layer link alone is an upload in progress, which the registry will
         // refuse to complete into a manifest now that the blob is gone
-        .filter(|(id, root)| deleted.contains(id) && **root != usize::MAX)
+        .filter(|(id, root)| deleted.contains(**id) && **root != usize::MAX)
         .map(|(id, root)| {
             let (repository, manifest) = match recent.manifests.get(*root) {
                 Some((repo, d)) => (repo.clone(), d.to_string()),
