@@ -259,7 +259,8 @@ pub struct GcArgs {
     #[arg(long, value_name = "FILE")]
     pub metrics: Option<PathBuf>,
 
-    /// Storage requests in flight at once [default: 64].
+    /// Storage requests in flight at once [default: 64]. Deletes keep at most
+    /// 8,192 keys in flight (8 bulk requests on S3)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: Option<u16>,
 
