@@ -352,7 +352,9 @@ async fn read_links(storage: &dyn Storage, recent: &Recent, concurrency: usize) 
 /// Everything the recent roots reach: each manifest, its config and layers,
 /// its children (recursively, as manifests), and the blobs of recent layer
 /// links. Each blob maps to the index in `recent.manifests` of a root that
-/// reaches it (`usize::MAX` for a layer link's blob).
+/// reaches it, or `usize::MAX` for a blob only a layer link names: a push
+/// uploads its layers (writing their links) before its manifest, and the
+/// manifest is what the look after the sweep must name.
 async fn reach(
     storage: &dyn Storage,
     inv: &Inventory,
@@ -372,9 +374,7 @@ async fn reach(
                 continue;
             }
             let id = inv.digests.find(&d);
-            let mut keep = |b: DigestId| {
-                reached.entry(b).or_insert(root);
-            };
+            let mut keep = |b: DigestId| reach_from(&mut reached, b, root);
             if let Some(id) = id {
                 keep(id);
             }
@@ -411,13 +411,22 @@ async fn reach(
             let named = refs.blobs.iter().filter_map(|b| inv.digests.find(b));
             let other = refs.other_algorithm.iter().filter_map(|o| marks.alternate_digests.get(o)).filter_map(|b| inv.digests.find(b));
             for b in named.chain(other) {
-                reached.entry(b).or_insert(root);
+                reach_from(&mut reached, b, root);
             }
             next.extend(refs.children.iter().map(|c| (*c, root)));
         }
         frontier = next;
     }
     Ok(reached)
+}
+
+/// Records that manifest root `root` reaches blob `b`, unless another manifest
+/// already does; a layer link's mark gives way.
+fn reach_from(reached: &mut HashMap<DigestId, usize>, b: DigestId, root: usize) {
+    let by = reached.entry(b).or_insert(root);
+    if *by == usize::MAX {
+        *by = root;
+    }
 }
 
 /// Takes out of the plan every deletion of a kept digest (its blob and the links

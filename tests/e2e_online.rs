@@ -355,6 +355,32 @@ fn pushes_during_a_collection_on_s3_survive() {
     assert_everything_pulls(reg.url(), &o, &pushed, false);
 }
 
+/// A push during the sweep that uploads a garbage layer into a repository
+/// that never linked it (a rebuilt image: new config and manifest, one old
+/// layer) writes the layer's link before its manifest; the sweep then deletes
+/// the layer, and the look after the sweep must name the manifest, not take
+/// the blob for an upload without one.
+#[test]
+fn a_rebuilt_image_pushed_during_the_sweep_is_named_by_its_manifest() {
+    let (dir, reg, o) = seeded_on_disk();
+    let base = reg.url().to_string();
+    let old_layer = o.garbage.layers[0].clone();
+    let rebuilt = Image::from_layers(ImageKind::Docker, "online-rebuilt", vec![old_layer.clone(), layer_blob("online-rebuilt-new")]);
+    let pushed = Arc::new(Mutex::new(String::new()));
+    let sink = pushed.clone();
+    let image = rebuilt.clone();
+    let hook: Hook = Box::new(move || *sink.lock().unwrap() = push_like_client(&base, "rebuilt", &image, "v1").digest);
+    let report = collect_with_writes(on_disk(dir.path()), hook, When::FirstBlobDelete, options(false, Duration::from_secs(3600)));
+    let digest = pushed.lock().unwrap().clone();
+    assert!(!digest.is_empty(), "the push ran during the sweep");
+    let named: Vec<(String, String, String)> =
+        report.broken_by_concurrent_pushes.iter().map(|b| (b.repository.clone(), b.manifest.clone(), b.blob.clone())).collect();
+    assert!(named.contains(&("rebuilt".to_string(), digest.clone(), old_layer.digest.clone())), "{named:?}\n{}", report.summary());
+    assert!(http::pull_verify(reg.url(), "rebuilt", "v1").is_err(), "the old layer was deleted under the new image");
+    push_like_client(reg.url(), "rebuilt", &rebuilt, "v1");
+    http::pull_verify(reg.url(), "rebuilt", "v1").unwrap();
+}
+
 /// The window the re-check leaves, closed by looking again after the sweep: a
 /// manifest put while the sweep runs, naming garbage blobs still there (the
 /// registry accepts it), is named in the report so that it can be pushed again.
