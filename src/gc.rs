@@ -208,8 +208,7 @@ fn blobs_deleted(inv: &Inventory, plan: &Plan, outcome: &SweepOutcome) -> Option
     let failed: HashSet<&str> = outcome.failures.iter().map(|f| f.key.as_str()).collect();
     let mut deleted = DigestSet::with_len(inv.digests.len());
     let mut any = false;
-    let blobs = plan.deleted_blobs().filter_map(|d| if let plan::Target::Blob(id) = d.target(inv) { Some(id) } else { None });
-    for id in blobs.filter(|id| failed.is_empty() || !failed.contains(crate::layout::blob_data_key(inv.digests.get(*id)).as_str())) {
+    for id in plan.deleted_blob_ids(inv).filter(|id| failed.is_empty() || !failed.contains(crate::layout::blob_data_key(inv.digests.get(*id)).as_str())) {
         any |= deleted.insert(id);
     }
     any.then_some(deleted)

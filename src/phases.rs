@@ -50,10 +50,8 @@ impl Phases {
             start = end;
         }
         let mut deleted_blobs = Bits::default();
-        for d in deletions {
-            if let Target::Blob(id) = d.target(inv) {
-                deleted_blobs.insert(id as usize);
-            }
+        for id in plan.deleted_blob_ids(inv) {
+            deleted_blobs.insert(id as usize);
         }
         let waits_for_nothing = |d: &Deletion| match d.target(inv) {
             Target::Blob(id) => plan.early_blobs.contains(id),

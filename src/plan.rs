@@ -229,6 +229,11 @@ impl Plan {
         self.deletions.iter().filter(|d| d.reason() == Reason::UnreferencedBlob)
     }
 
+    /// The ids of the blobs the plan deletes.
+    pub fn deleted_blob_ids<'a>(&'a self, inv: &'a Inventory) -> impl Iterator<Item = DigestId> + 'a {
+        self.deleted_blobs().filter_map(|d| if let Target::Blob(id) = d.target(inv) { Some(id) } else { None })
+    }
+
     /// Where the plan deletes `target`, if it does: a binary search, the
     /// deletions being sorted by sweep phase and target (`plan` sorts them,
     /// and taking some out keeps the order), and a target's kind saying its
@@ -505,7 +510,7 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
     out.empty_dir_parents.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
 
     out.deletions.sort_unstable_by_key(|d| (d.reason().phase(), d.target(inv)));
-    out.early_blobs = early_blobs(inv, marks, &out.deletions);
+    out.early_blobs = early_blobs(inv, marks, &out);
     out
 }
 
@@ -514,10 +519,10 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
 /// it names and, through it, its config, layers, children (and theirs) and
 /// subject: those blobs go only after the first phase has removed the links
 /// (a tag history entry is not served, but is kept to the same rule).
-fn early_blobs(inv: &Inventory, marks: &Marks, deletions: &[Deletion]) -> DigestSet {
+fn early_blobs(inv: &Inventory, marks: &Marks, plan: &Plan) -> DigestSet {
     let mut reached = DigestSet::with_len(inv.digests.len());
     let mut stack: Vec<DigestId> = Vec::new();
-    for d in deletions.iter().filter(|d| d.reason().phase() == 0) {
+    for d in plan.deletions.iter().filter(|d| d.reason().phase() == 0) {
         match d.target(inv) {
             Target::Revision { digest, .. } | Target::TagIndex { digest, .. } => stack.push(digest),
             Target::TagCurrent { repo, tag } => stack.extend(marks.tag_targets[repo as usize][tag as usize].known()),
@@ -533,12 +538,8 @@ fn early_blobs(inv: &Inventory, marks: &Marks, deletions: &[Deletion]) -> Digest
         }
     }
     let mut early = DigestSet::with_len(inv.digests.len());
-    for d in deletions {
-        if let Target::Blob(id) = d.target(inv) {
-            if !reached.contains(id) {
-                early.insert(id);
-            }
-        }
+    for id in plan.deleted_blob_ids(inv).filter(|id| !reached.contains(*id)) {
+        early.insert(id);
     }
     early
 }

@@ -86,7 +86,7 @@ pub async fn sweep(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: Sw
     let mut gone = Vec::new();
     progress.start_phase(if run.is_some() { "quarantining" } else { "deleting" }, plan.deletions.len() as u64);
     let phases = Phases::of(inv, plan, storage.max_delete_batch());
-    let in_flight = batches_in_flight(storage, opts.concurrency);
+    let in_flight = delete_batches_in_flight(storage, opts.concurrency);
     for p in 0..phases.len() {
         let mut results = futures::stream::iter(phases.batches(p, plan))
             .map(|chunk| remove_batch(storage, inv, chunk, opts.attempts, run))
@@ -143,7 +143,7 @@ const KEYS_IN_FLIGHT: usize = 8192;
 /// `KEYS_IN_FLIGHT` keys. On S3 that is 8 DeleteObjects requests of 1000
 /// keys, 8,000 deletes in flight, which is already more than the 3,500 a
 /// second S3 takes on one prefix before it answers SlowDown.
-fn batches_in_flight(storage: &dyn Storage, concurrency: usize) -> usize {
+fn delete_batches_in_flight(storage: &dyn Storage, concurrency: usize) -> usize {
     let by_keys = KEYS_IN_FLIGHT / storage.max_delete_batch().max(1);
     storage.batches_in_flight(concurrency).min(by_keys).max(1)
 }
@@ -228,11 +228,11 @@ mod tests {
         let s3 = object_store::aws::AmazonS3Builder::new().with_bucket_name("b").with_region("us-east-1").build().unwrap();
         let s3 = ObjectStorage::new(std::sync::Arc::new(s3), Service::S3, "", "s3://b".into());
         // a filesystem runs as many batches as it has blocking threads for them
-        assert_eq!(batches_in_flight(&fs, 64), fs.batches_in_flight(64));
-        assert_eq!(batches_in_flight(&s3, 64), 8);
+        assert_eq!(delete_batches_in_flight(&fs, 64), fs.batches_in_flight(64));
+        assert_eq!(delete_batches_in_flight(&s3, 64), 8);
         for storage in [&fs as &dyn Storage, &s3] {
             for concurrency in [1, 4, 64, 1000] {
-                let n = batches_in_flight(storage, concurrency);
+                let n = delete_batches_in_flight(storage, concurrency);
                 assert!(n >= 1 && n <= concurrency.max(1), "{n} for {concurrency}");
                 assert!(n == 1 || n * storage.max_delete_batch() <= KEYS_IN_FLIGHT, "{n} batches of {}", storage.max_delete_batch());
             }
