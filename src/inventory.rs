@@ -516,6 +516,8 @@ pub struct Inventory {
     pub strays: Vec<StrayKey>,
     pub empty_dirs: EmptyDirs,
     pub keys_listed: u64,
+    /// Of those, the keys under `repositories/` (how finely to list them again).
+    pub repository_keys_listed: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -532,6 +534,9 @@ impl Inventory {
         let t = listed_secs(meta.last_modified_ms);
         if !meta.key.ends_with('/') {
             self.keys_listed += 1;
+            if meta.key.starts_with(layout::REPOSITORIES) {
+                self.repository_keys_listed += 1;
+            }
         }
         match layout::classify(&meta.key) {
             KeyKind::EmptyDir { repo, removable } => {

@@ -3,12 +3,12 @@
 //! costs close to one request per page of keys.
 
 use futures::stream::BoxStream;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::inventory::{Inventory, InventoryError};
 use crate::layout;
 use crate::progress::Progress;
-use crate::storage::{ObjectMeta, Probe, Storage, StorageError};
+use crate::storage::{DirListing, ObjectMeta, Probe, Storage, StorageError};
 
 /// `gc`'s probe: of a blob directory only its `data`, of a digest directory
 /// only its `link`, of a tag's directory its `current/link` and its index (on
@@ -129,15 +129,15 @@ impl<'a> ListingPlan<'a> {
                     }
                     let hex_level = storage.list_dir(&algorithm).await?;
                     let children = hex_level.prefixes;
-                    let groups = if fine || blob_pages > COARSE_BLOB_PAGES { children } else { group_by_first_chars(&algorithm, children, 1) };
+                    let groups = if fine || blob_pages > COARSE_BLOB_PAGES { children } else { group_by_first_chars(children, 1) };
                     plan.keep_objects_outside(inv, hex_level.objects, &groups);
                     plan.partitions.extend(groups);
                 }
             } else if prefix == layout::REPOSITORIES {
-                let level = storage.list_dir(prefix).await?;
-                let groups = repository_groups(storage, level.prefixes);
-                plan.keep_objects_outside(inv, level.objects, &groups);
-                plan.partitions.extend(groups);
+                // about as many repository keys as blob keys, in the registries measured
+                let repositories = repository_prefixes(storage, blob_pages).await?;
+                plan.keep_objects(inv, repositories.objects);
+                plan.partitions.extend(repositories.prefixes);
             } else {
                 plan.partitions.push(prefix.clone());
             }
@@ -161,26 +161,109 @@ impl<'a> ListingPlan<'a> {
     }
 }
 
-/// The top-level repository directories as listing prefixes: one each, or
-/// grouped by their first letters when there are many on a paged store.
-fn repository_groups(storage: &dyn Storage, children: Vec<String>) -> Vec<String> {
-    if storage.list_page_size().is_none() || children.len() <= MAX_REPOSITORY_PARTITIONS {
-        children
-    } else {
-        group_by_first_chars(layout::REPOSITORIES, children, 2)
+/// Prefixes whose union is everything under `repositories/`, for listing
+/// concurrently, and the objects read on the way that no prefix covers (keys
+/// directly under `repositories/` or under a namespace the split descended
+/// into: strays, never a registry's own).
+#[derive(Debug, Default)]
+pub struct RepositoryPrefixes {
+    pub prefixes: Vec<String>,
+    pub objects: Vec<ObjectMeta>,
+}
+
+/// A filesystem reads each prefix on one thread: with fewer top-level
+/// repository directories than this, it splits one or two levels further (a
+/// registry whose repositories all sit in one namespace was read by one thread).
+const FS_REPOSITORY_PARTITIONS: usize = 64;
+
+/// A paged store splits below the top-level repository directories when each
+/// would otherwise take at least this many pages one after another (on S3 a
+/// page takes about 0.1 s, and the blobs' 256 prefixes are listed at once):
+/// one request per directory read, and at most one partial page per prefix
+/// listed in its place.
+const PAGES_PER_DIRECTORY_TO_SPLIT: usize = 16;
+
+/// How many levels below `repositories/` a split may descend: a namespace,
+/// then a sub-namespace or a repository's own directories.
+const MAX_SPLIT_DEPTH: usize = 2;
+
+/// Disjoint prefixes covering everything under `repositories/`: its top-level
+/// directories, or, when they are too few to list concurrently (one
+/// namespace holding every repository is common: `<group>/<project>`), the
+/// directories below them, grouped by first letters when there are many on a
+/// paged store. `pages` is how many pages of repository keys there are about
+/// (`usize::MAX` when unknown); it decides whether a paged store descends.
+///
+/// A directory whose name starts with `_` is a repository's own
+/// (`_manifests`, `_layers`, `_uploads`: a repository's name cannot start
+/// with one) and is listed whole, as is any directory with no subdirectory.
+pub async fn repository_prefixes(storage: &dyn Storage, pages: usize) -> Result<RepositoryPrefixes, StorageError> {
+    let top = storage.list_dir(layout::REPOSITORIES).await?;
+    let mut objects = top.objects;
+    let mut dirs = top.prefixes;
+    let mut descended = false;
+    for _ in 0..MAX_SPLIT_DEPTH {
+        let (namespaces, own): (Vec<String>, Vec<String>) = dirs.into_iter().partition(|d| !is_repository_own(d));
+        if namespaces.is_empty() || !worth_splitting(storage, namespaces.len() + own.len(), namespaces.len(), pages) {
+            dirs = namespaces.into_iter().chain(own).collect();
+            break;
+        }
+        let levels: Vec<(String, DirListing)> = futures::stream::iter(namespaces)
+            .map(|dir| async move { storage.list_dir(&dir).await.map(|level| (dir, level)) })
+            .buffered(SPLIT_READS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        dirs = own;
+        for (dir, level) in levels {
+            if level.prefixes.is_empty() {
+                // nothing to split: listed whole (an empty one is reported so)
+                dirs.push(dir);
+            } else {
+                objects.extend(level.objects);
+                dirs.extend(level.prefixes);
+            }
+        }
+        descended = true;
+    }
+    dirs.sort();
+    let prefixes = match storage.list_page_size() {
+        Some(_) if dirs.len() > MAX_REPOSITORY_PARTITIONS => group_by_first_chars(dirs, if descended { 1 } else { 2 }),
+        _ => dirs,
+    };
+    // a group prefix (`org/a`) also covers the objects beside its directories
+    // (`org/abc`): those come again from its listing
+    objects.retain(|o| !prefixes.iter().any(|p| o.key.starts_with(p.as_str())));
+    Ok(RepositoryPrefixes { prefixes, objects })
+}
+
+/// Directory reads in flight while splitting.
+const SPLIT_READS_IN_FLIGHT: usize = 16;
+
+fn is_repository_own(dir: &str) -> bool {
+    dir.trim_end_matches('/').rsplit('/').next().is_some_and(|name| name.starts_with('_'))
+}
+
+/// Whether to read the `namespaces` among `partitions` directories to list
+/// their children instead.
+fn worth_splitting(storage: &dyn Storage, partitions: usize, namespaces: usize, pages: usize) -> bool {
+    match storage.list_page_size() {
+        None => partitions < FS_REPOSITORY_PARTITIONS,
+        Some(_) => namespaces <= MAX_REPOSITORY_PARTITIONS && pages / partitions.max(1) >= PAGES_PER_DIRECTORY_TO_SPLIT,
     }
 }
 
 /// Disjoint prefixes covering everything under `repositories/`, for listing
 /// the repositories again (the online re-check): flat when the first listing
 /// of `keys_listed` keys was a small registry's, split as the first listing
-/// was otherwise.
-pub async fn repository_partitions(storage: &dyn Storage, keys_listed: u64) -> Result<Vec<String>, StorageError> {
-    if storage.list_page_size().is_some_and(|page| keys_listed <= (2 * FLAT_BLOB_PAGES * page) as u64) {
-        return Ok(vec![layout::REPOSITORIES.to_string()]);
+/// was otherwise (from `repository_keys`, the keys it found under
+/// `repositories/`).
+pub async fn repository_partitions(storage: &dyn Storage, keys_listed: u64, repository_keys: u64) -> Result<RepositoryPrefixes, StorageError> {
+    let page = storage.list_page_size();
+    if page.is_some_and(|page| keys_listed <= (2 * FLAT_BLOB_PAGES * page) as u64) {
+        return Ok(RepositoryPrefixes { prefixes: vec![layout::REPOSITORIES.to_string()], objects: Vec::new() });
     }
-    let level = storage.list_dir(layout::REPOSITORIES).await?;
-    Ok(repository_groups(storage, level.prefixes))
+    let pages = page.map_or(usize::MAX, |page| usize::try_from(repository_keys.div_ceil(page as u64)).unwrap_or(usize::MAX));
+    repository_prefixes(storage, pages).await
 }
 
 /// What the first (sorted) page of the whole tree says about the blob keys.
@@ -220,24 +303,26 @@ fn estimate_blob_pages(first: &[ObjectMeta], page_size: usize) -> BlobPages {
     BlobPages::About((blob_keys * 256 / covered).div_ceil(page_size))
 }
 
-/// Groups child prefixes (`parent` + name + `/`) by the first `depth` characters
-/// of their names, as string prefixes. A name shorter than `depth` stays whole.
-/// Each group prefix covers exactly its members, so the groups stay disjoint and
-/// their union is the children's.
-fn group_by_first_chars(parent: &str, children: Vec<String>, depth: usize) -> Vec<String> {
-    let mut groups: Vec<String> = children
+/// Groups directory prefixes (each `<parent>/<name>/`) by their parent and
+/// the first `depth` characters of their names, as string prefixes. A name
+/// shorter than `depth` stays whole. Each group prefix covers exactly its
+/// members among `dirs`, so the groups stay disjoint and their union is the
+/// directories'.
+fn group_by_first_chars(dirs: Vec<String>, depth: usize) -> Vec<String> {
+    let mut groups: Vec<String> = dirs
         .into_iter()
-        .map(|child| {
-            let name = &child[parent.len()..child.len() - 1];
+        .map(|dir| {
+            let parent_len = dir[..dir.len() - 1].rfind('/').map_or(0, |i| i + 1);
+            let name = &dir[parent_len..dir.len() - 1];
             match name.char_indices().nth(depth) {
-                Some((i, _)) => format!("{parent}{}", &name[..i]),
-                None => child,
+                Some((i, _)) => dir[..parent_len + i].to_string(),
+                None => dir,
             }
         })
         .collect();
     groups.sort();
     groups.dedup();
-    // a whole child `a/` and a group `a` would overlap: keep the group
+    // a whole directory `a/` and a group `a` would overlap: keep the group
     let set: std::collections::BTreeSet<String> = groups.iter().filter(|g| !g.ends_with('/')).cloned().collect();
     groups.retain(|g| !g.ends_with('/') || !set.iter().any(|s| g.starts_with(s.as_str())));
     groups
@@ -255,10 +340,32 @@ mod tests {
     fn groups_cover_their_children_exactly_once() {
         let parent = "docker/registry/v2/repositories/";
         let children: Vec<String> = ["a/", "ab/", "abc/", "b/", "team-1/", "team-2/", "x/"].iter().map(|c| format!("{parent}{c}")).collect();
-        let groups = group_by_first_chars(parent, children.clone(), 2);
+        let groups = group_by_first_chars(children.clone(), 2);
         assert_eq!(groups, ["a/", "ab", "b/", "te", "x/"].iter().map(|g| format!("{parent}{g}")).collect::<Vec<_>>());
         for c in &children {
             assert_eq!(groups.iter().filter(|g| c.starts_with(g.as_str())).count(), 1, "{c}");
+        }
+    }
+
+    #[test]
+    fn groups_of_directories_below_several_parents_stay_below_their_own() {
+        let r = layout::REPOSITORIES;
+        let dirs: Vec<String> = ["org/app/", "org/api/", "org/b/", "org/_layers/", "team/app/", "team/x/"].iter().map(|d| format!("{r}{d}")).collect();
+        let groups = group_by_first_chars(dirs.clone(), 1);
+        assert_eq!(groups, ["org/_", "org/a", "org/b/", "team/a", "team/x/"].iter().map(|g| format!("{r}{g}")).collect::<Vec<_>>());
+        for d in &dirs {
+            assert_eq!(groups.iter().filter(|g| d.starts_with(g.as_str())).count(), 1, "{d}");
+        }
+    }
+
+    #[test]
+    fn a_repository_s_own_directories_are_told_from_namespaces() {
+        let r = layout::REPOSITORIES;
+        for own in ["a/_manifests/", "a/b/_layers/", "a/_uploads/"] {
+            assert!(is_repository_own(&format!("{r}{own}")), "{own}");
+        }
+        for namespace in ["a/", "a/b/", "a_b/", "a/b_/"] {
+            assert!(!is_repository_own(&format!("{r}{namespace}")), "{namespace}");
         }
     }
 

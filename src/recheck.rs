@@ -187,11 +187,12 @@ pub async fn check_after_sweep(
 /// The links, tags and uploads under `repositories/` written since the fence.
 async fn list_recent(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: &RecheckOptions, outcome: &mut RecheckOutcome) -> Result<Recent, RecheckError> {
     let mut recent = Recent::default();
-    let partitions = listing::repository_partitions(storage, inv.keys_listed).await.map_err(RecheckError::Storage)?;
+    let split = listing::repository_partitions(storage, inv.keys_listed, inv.repository_keys_listed).await.map_err(RecheckError::Storage)?;
     // Only links, tags and uploads matter here: a filesystem stats each
     // revision's `link` and tag's `current/link` instead of reading the
     // directories, and names layer links and tag history.
-    let mut stream = futures::stream::iter(partitions).map(|p| storage.list_probing(&p, listing::LAYOUT_LEAVES_BY_NAME)).flatten_unordered(opts.concurrency.max(1));
+    let listed = futures::stream::iter(split.prefixes).map(|p| storage.list_probing(&p, listing::LAYOUT_LEAVES_BY_NAME)).flatten_unordered(opts.concurrency.max(1));
+    let mut stream = futures::stream::iter(split.objects.into_iter().map(Ok)).chain(listed);
     let planned = PlannedDigests::of(inv, plan);
     let mut to_stat = ToStat::new(plan);
     while let Some(item) = stream.next().await {

@@ -103,6 +103,7 @@ pub async fn run(storage: &dyn Storage, seed: &dyn Seeder) {
         Ok(_) => panic!("a stream of a missing key opened"),
     }
     probing(storage, seed).await;
+    repository_split(storage, seed).await;
     writes_and_moves(storage, seed).await;
 }
 
@@ -189,6 +190,48 @@ async fn probing(storage: &dyn Storage, seed: &dyn Seeder) {
     let left_out: Vec<&String> = full_keys.difference(&probed_keys).collect();
     assert!(left_out.iter().all(|k| ["r/x/h1/other", "r/t/v1/other"].contains(&k.as_str())), "{left_out:?}");
     let results = storage.delete_batch(&keys.map(String::from)).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+}
+
+/// The prefixes `gc` lists a registry's repositories by, split below a
+/// namespace that holds them all, cover every key under `repositories/`
+/// exactly once with the objects read on the way: names that sort around a
+/// directory's (`app-a/`, `app.c/` and `app/`), a repository inside another,
+/// a sub-namespace, strays beside the directories.
+async fn repository_split(storage: &dyn Storage, seed: &dyn Seeder) {
+    let repositories = "docker/registry/v2/repositories/";
+    let keys: Vec<String> = [
+        "org/app-a/_manifests/revisions/sha256/aa/link",
+        "org/app-a/_layers/sha256/bb/link",
+        "org/app-b/_manifests/tags/latest/current/link",
+        "org/app-b/sub/_layers/sha256/cc/link",
+        "org/app.c/_uploads/u1/data",
+        "org/app/_layers/sha256/dd/link",
+        "org/README",
+        "org/team/one/_layers/sha256/ee/link",
+        "org/team/two/_manifests/revisions/sha256/ff/link",
+        "solo/_manifests/revisions/sha256/ab/link",
+        "stray",
+    ]
+    .iter()
+    .map(|k| format!("{repositories}{k}"))
+    .collect();
+    for k in &keys {
+        seed.put(k, b"sha256:00").await;
+    }
+    // as many pages as can be: every namespace is worth splitting
+    let split = registry_gc::listing::repository_prefixes(storage, usize::MAX).await.expect("split");
+    let whole: Vec<&String> = split.prefixes.iter().filter(|p| [repositories, &format!("{repositories}org/")].contains(&p.as_str())).collect();
+    assert!(whole.is_empty() && split.prefixes.len() >= 6, "not split below the namespace: {:?}", split.prefixes);
+    let mut seen: Vec<String> = split.objects.iter().map(|o| o.key.clone()).collect();
+    for prefix in &split.prefixes {
+        seen.extend(listed(storage, prefix).await);
+    }
+    seen.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(seen, want, "prefixes {:?}", split.prefixes);
+    let results = storage.delete_batch(&keys).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
 }
 
