@@ -233,6 +233,31 @@ async fn repository_split(storage: &dyn Storage, seed: &dyn Seeder) {
     assert_eq!(seen, want, "prefixes {:?}", split.prefixes);
     let results = storage.delete_batch(&keys).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+    // More repositories in the namespace than a paged store lists one by
+    // one: grouped by first letter, and a stray whose name a group's prefix
+    // takes in comes from that group's listing, not a second time.
+    let mut keys: Vec<String> = (0..260).map(|i| format!("{repositories}many/r{i:03}/_layers/sha256/aa/link")).collect();
+    keys.extend(["many/r-stray", "many/s/_uploads/u/data"].map(|k| format!("{repositories}{k}")));
+    futures::stream::iter(&keys).for_each_concurrent(16, |k| async move { seed.put(k, b"sha256:00").await }).await;
+    let split = registry_gc::listing::repository_prefixes(storage, usize::MAX).await.expect("split");
+    if storage.list_page_size().is_some() {
+        assert_eq!(split.prefixes, [format!("{repositories}many/r"), format!("{repositories}many/s/")]);
+    } else {
+        let many = split.prefixes.iter().filter(|p| p.starts_with(&format!("{repositories}many/"))).count();
+        assert_eq!(many, 261, "a filesystem lists each directory: {:?}", split.prefixes);
+    }
+    let mut seen: Vec<String> = split.objects.iter().map(|o| o.key.clone()).collect();
+    for prefix in &split.prefixes {
+        seen.extend(listed(storage, prefix).await);
+    }
+    // a filesystem keeps the directories the first part's keys were in
+    seen.retain(|k| !k.ends_with('/'));
+    seen.sort();
+    keys.sort();
+    assert_eq!(seen, keys);
+    let results = storage.delete_batch(&keys).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
 }
 
 /// Lists `prefix` probing and in full, and checks that every object the
