@@ -516,8 +516,6 @@ pub struct Inventory {
     pub strays: Vec<StrayKey>,
     pub empty_dirs: EmptyDirs,
     pub keys_listed: u64,
-    /// Of those, the keys under `repositories/` (how finely to list them again).
-    pub repository_keys_listed: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -534,9 +532,6 @@ impl Inventory {
         let t = listed_secs(meta.last_modified_ms);
         if !meta.key.ends_with('/') {
             self.keys_listed += 1;
-            if meta.key.starts_with(layout::REPOSITORIES) {
-                self.repository_keys_listed += 1;
-            }
         }
         match layout::classify(&meta.key) {
             KeyKind::EmptyDir { repo, removable } => {
@@ -787,6 +782,26 @@ impl Inventory {
         self.repositories.binary_search_by(|r| r.name.as_str().cmp(name)).ok().map(|i| i as u32)
     }
 
+    /// About how many keys the repositories at or below `name` (a repository
+    /// or namespace path, `team` or `team/app`) were listed with: their links,
+    /// tags, tag history and upload files. After `finish`.
+    pub fn keys_below(&self, name: &str) -> u64 {
+        // the names sorted from `name` up to `name/...`: `/` sorts before `0`,
+        // so `name0` bounds them (names sorting between, as `name-x` or
+        // `name.x`, are skipped by the check)
+        let start = self.repositories.partition_point(|r| r.name.as_str() < name);
+        let end = format!("{name}0");
+        self.repositories[start..]
+            .iter()
+            .take_while(|r| r.name.as_str() < end.as_str())
+            .filter(|r| r.name == name || r.name.strip_prefix(name).is_some_and(|rest| rest.starts_with('/')))
+            .map(|r| {
+                let uploads: usize = r.uploads.iter().map(|u| u.parts.len()).sum();
+                (r.revisions.len() + r.layers.len() + r.tags.len() + r.history.len() + r.alt_links.len() + uploads) as u64 + r.stray_keys
+            })
+            .sum()
+    }
+
     pub fn tag_count(&self) -> usize {
         self.repositories.iter().map(|r| r.tags.len()).sum()
     }
@@ -820,6 +835,26 @@ mod tests {
 
     fn meta(key: String, t: i64) -> ObjectMeta {
         ObjectMeta { key, size: 7, last_modified_ms: t, etag: None }
+    }
+
+    #[test]
+    fn keys_below_a_name_count_its_repositories_and_those_nested_in_it_only() {
+        let mut inv = Inventory::default();
+        let hex = |i: usize| format!("{i:064x}");
+        let repos = [("team", 2), ("team/app", 3), ("team/app/cache", 1), ("team-x", 5), ("team.y", 7), ("teams", 11), ("tea", 13)];
+        for (repo, links) in repos {
+            for i in 0..links {
+                inv.insert(meta(format!("{}{repo}/_layers/sha256/{}/link", layout::REPOSITORIES, hex(i)), 1000));
+            }
+        }
+        inv.insert(meta(format!("{}team/app/_manifests/tags/v1/current/link", layout::REPOSITORIES), 1000));
+        inv.insert(meta(format!("{}team/app/_uploads/u1/data", layout::REPOSITORIES), 1000));
+        inv.finish();
+        assert_eq!(inv.keys_below("team"), 2 + 3 + 1 + 2);
+        assert_eq!(inv.keys_below("team/app"), 3 + 1 + 2);
+        assert_eq!(inv.keys_below("team-x"), 5);
+        assert_eq!(inv.keys_below("te"), 0);
+        assert_eq!(inv.keys_below("nothing"), 0);
     }
 
     #[test]

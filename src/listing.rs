@@ -135,7 +135,7 @@ impl<'a> ListingPlan<'a> {
                 }
             } else if prefix == layout::REPOSITORIES {
                 // about as many repository keys as blob keys, in the registries measured
-                let repositories = repository_prefixes(storage, blob_pages).await?;
+                let repositories = repository_prefixes(storage, RepositorySizes::Total(blob_pages)).await?;
                 plan.keep_objects(inv, repositories.objects);
                 plan.partitions.extend(repositories.prefixes);
             } else {
@@ -171,62 +171,112 @@ pub struct RepositoryPrefixes {
     pub objects: Vec<ObjectMeta>,
 }
 
-/// A filesystem reads each prefix on one thread: with fewer top-level
-/// repository directories than this, it splits one or two levels further (a
+/// A filesystem reads each prefix on one thread: with fewer repository
+/// prefixes than this, it splits every namespace one or two levels further (a
 /// registry whose repositories all sit in one namespace was read by one thread).
 const FS_REPOSITORY_PARTITIONS: usize = 64;
 
-/// A paged store splits below the top-level repository directories when each
-/// would otherwise take at least this many pages one after another (on S3 a
-/// page takes about 0.1 s, and the blobs' 256 prefixes are listed at once):
-/// one request per directory read, and at most one partial page per prefix
-/// listed in its place.
+/// A paged store lists a directory's subdirectories separately instead when
+/// it holds at least this many pages of keys, which it would list one after
+/// another (on S3 a page takes about 0.1 s, and the blobs' 256 prefixes are
+/// listed at once): one request to read the directory, under 7% of its pages,
+/// and at most one partial page for each prefix listed in its place.
 const PAGES_PER_DIRECTORY_TO_SPLIT: usize = 16;
 
 /// How many levels below `repositories/` a split may descend: a namespace,
 /// then a sub-namespace or a repository's own directories.
 const MAX_SPLIT_DEPTH: usize = 2;
 
+/// What is known of how many keys each directory under `repositories/` holds.
+#[derive(Clone, Copy)]
+pub enum RepositorySizes<'a> {
+    /// About this many pages in all (`usize::MAX`: unknown), taken to be
+    /// shared evenly: all the first listing knows.
+    Total(usize),
+    /// What an earlier listing found below each (the re-checks').
+    Listed(&'a Inventory),
+}
+
+impl RepositorySizes<'_> {
+    /// Pages below `dir` (a directory's key), given the estimate for its
+    /// parent and how many directories share it.
+    fn pages_below(&self, dir: &str, parent_pages: usize, siblings: usize, page: usize) -> usize {
+        match self {
+            RepositorySizes::Total(_) => parent_pages / siblings.max(1),
+            RepositorySizes::Listed(inv) => {
+                let name = dir.strip_prefix(layout::REPOSITORIES).unwrap_or(dir).trim_end_matches('/');
+                usize::try_from(inv.keys_below(name).div_ceil(page as u64)).unwrap_or(usize::MAX)
+            }
+        }
+    }
+}
+
 /// Disjoint prefixes covering everything under `repositories/`: its top-level
-/// directories, or, when they are too few to list concurrently (one
-/// namespace holding every repository is common: `<group>/<project>`), the
-/// directories below them, grouped by first letters when there are many on a
-/// paged store. `pages` is how many pages of repository keys there are about
-/// (`usize::MAX` when unknown); it decides whether a paged store descends.
+/// directories, or, where they are too few to list concurrently or one holds
+/// many pages of keys (one namespace holding every repository is common:
+/// `<group>/<project>`), the directories below them, grouped by first letters
+/// when there are many on a paged store. `sizes` decides where a paged store
+/// descends.
 ///
 /// A directory whose name starts with `_` is a repository's own
 /// (`_manifests`, `_layers`, `_uploads`: a repository's name cannot start
 /// with one) and is listed whole, as is any directory with no subdirectory.
-pub async fn repository_prefixes(storage: &dyn Storage, pages: usize) -> Result<RepositoryPrefixes, StorageError> {
+pub async fn repository_prefixes(storage: &dyn Storage, sizes: RepositorySizes<'_>) -> Result<RepositoryPrefixes, StorageError> {
     let top = storage.list_dir(layout::REPOSITORIES).await?;
     let mut objects = top.objects;
-    let mut dirs = top.prefixes;
+    let total = match sizes {
+        RepositorySizes::Total(pages) => pages,
+        RepositorySizes::Listed(_) => usize::MAX,
+    };
+    let page = storage.list_page_size();
+    // each directory with the pages of keys it holds, about
+    let sized = |children: Vec<String>, parent_pages: usize| -> Vec<SizedDir> {
+        let n = children.len();
+        children
+            .into_iter()
+            .map(|d| {
+                let pages = sizes.pages_below(&d, parent_pages, n, page.unwrap_or(1));
+                (d, pages)
+            })
+            .collect()
+    };
+    let mut dirs = sized(top.prefixes, total);
     let mut descended = false;
     for _ in 0..MAX_SPLIT_DEPTH {
-        let (namespaces, own): (Vec<String>, Vec<String>) = dirs.into_iter().partition(|d| !is_repository_own(d));
-        if namespaces.is_empty() || !worth_splitting(storage, namespaces.len() + own.len(), namespaces.len(), pages) {
-            dirs = namespaces.into_iter().chain(own).collect();
+        let (split, whole): (Vec<SizedDir>, Vec<SizedDir>) = match page {
+            // a filesystem reads each prefix on one thread: split every
+            // namespace while there are few prefixes
+            None if dirs.len() < FS_REPOSITORY_PARTITIONS => dirs.into_iter().partition(|(d, _)| !is_repository_own(d)),
+            None => (Vec::new(), dirs),
+            Some(_) => {
+                let (split, whole): (Vec<_>, Vec<_>) = dirs.into_iter().partition(|(d, pages)| !is_repository_own(d) && *pages >= PAGES_PER_DIRECTORY_TO_SPLIT);
+                // never more directory reads than the prefixes a level may have
+                if split.len() > MAX_REPOSITORY_PARTITIONS { (Vec::new(), split.into_iter().chain(whole).collect()) } else { (split, whole) }
+            }
+        };
+        dirs = whole;
+        if split.is_empty() {
             break;
         }
-        let levels: Vec<(String, DirListing)> = futures::stream::iter(namespaces)
-            .map(|dir| async move { storage.list_dir(&dir).await.map(|level| (dir, level)) })
+        let levels: Vec<(String, usize, DirListing)> = futures::stream::iter(split)
+            .map(|(dir, pages)| async move { storage.list_dir(&dir).await.map(|level| (dir, pages, level)) })
             .buffered(SPLIT_READS_IN_FLIGHT)
             .try_collect()
             .await?;
-        dirs = own;
-        for (dir, level) in levels {
+        for (dir, pages, level) in levels {
             if level.prefixes.is_empty() {
                 // nothing to split: listed whole (an empty one is reported so)
-                dirs.push(dir);
+                dirs.push((dir, pages));
             } else {
                 objects.extend(level.objects);
-                dirs.extend(level.prefixes);
+                dirs.extend(sized(level.prefixes, pages));
             }
         }
         descended = true;
     }
+    let mut dirs: Vec<String> = dirs.into_iter().map(|(d, _)| d).collect();
     dirs.sort();
-    let prefixes = match storage.list_page_size() {
+    let prefixes = match page {
         Some(_) if dirs.len() > MAX_REPOSITORY_PARTITIONS => group_by_first_chars(dirs, if descended { 1 } else { 2 }),
         _ => dirs,
     };
@@ -236,6 +286,9 @@ pub async fn repository_prefixes(storage: &dyn Storage, pages: usize) -> Result<
     Ok(RepositoryPrefixes { prefixes, objects })
 }
 
+/// A directory's key, and about how many pages of keys it holds.
+type SizedDir = (String, usize);
+
 /// Directory reads in flight while splitting.
 const SPLIT_READS_IN_FLIGHT: usize = 16;
 
@@ -243,27 +296,15 @@ fn is_repository_own(dir: &str) -> bool {
     dir.trim_end_matches('/').rsplit('/').next().is_some_and(|name| name.starts_with('_'))
 }
 
-/// Whether to read the `namespaces` among `partitions` directories to list
-/// their children instead.
-fn worth_splitting(storage: &dyn Storage, partitions: usize, namespaces: usize, pages: usize) -> bool {
-    match storage.list_page_size() {
-        None => partitions < FS_REPOSITORY_PARTITIONS,
-        Some(_) => namespaces <= MAX_REPOSITORY_PARTITIONS && pages / partitions.max(1) >= PAGES_PER_DIRECTORY_TO_SPLIT,
-    }
-}
-
 /// Disjoint prefixes covering everything under `repositories/`, for listing
-/// the repositories again (the online re-check): flat when the first listing
-/// of `keys_listed` keys was a small registry's, split as the first listing
-/// was otherwise (from `repository_keys`, the keys it found under
-/// `repositories/`).
-pub async fn repository_partitions(storage: &dyn Storage, keys_listed: u64, repository_keys: u64) -> Result<RepositoryPrefixes, StorageError> {
-    let page = storage.list_page_size();
-    if page.is_some_and(|page| keys_listed <= (2 * FLAT_BLOB_PAGES * page) as u64) {
+/// the repositories again (the online re-checks): flat when the first listing
+/// was a small registry's, split where the first listing found many pages of
+/// keys otherwise.
+pub async fn repository_partitions(storage: &dyn Storage, inv: &Inventory) -> Result<RepositoryPrefixes, StorageError> {
+    if storage.list_page_size().is_some_and(|page| inv.keys_listed <= (2 * FLAT_BLOB_PAGES * page) as u64) {
         return Ok(RepositoryPrefixes { prefixes: vec![layout::REPOSITORIES.to_string()], objects: Vec::new() });
     }
-    let pages = page.map_or(usize::MAX, |page| usize::try_from(repository_keys.div_ceil(page as u64)).unwrap_or(usize::MAX));
-    repository_prefixes(storage, pages).await
+    repository_prefixes(storage, RepositorySizes::Listed(inv)).await
 }
 
 /// What the first (sorted) page of the whole tree says about the blob keys.
@@ -305,27 +346,42 @@ fn estimate_blob_pages(first: &[ObjectMeta], page_size: usize) -> BlobPages {
 
 /// Groups directory prefixes (each `<parent>/<name>/`) by their parent and
 /// the first `depth` characters of their names, as string prefixes. A name
-/// shorter than `depth` stays whole. Each group prefix covers exactly its
-/// members among `dirs`, so the groups stay disjoint and their union is the
-/// directories'.
+/// shorter than `depth` stays whole, and so do the members of a group whose
+/// prefix would also take in a directory of another parent (`repositories/o`
+/// beside `repositories/org/app/`, when `org/` was split). Each group prefix
+/// covers exactly its members among `dirs` (and any whole directory of the
+/// same parent it starts), so the prefixes stay disjoint and their union is
+/// the directories'.
 fn group_by_first_chars(dirs: Vec<String>, depth: usize) -> Vec<String> {
-    let mut groups: Vec<String> = dirs
-        .into_iter()
-        .map(|dir| {
-            let parent_len = dir[..dir.len() - 1].rfind('/').map_or(0, |i| i + 1);
-            let name = &dir[parent_len..dir.len() - 1];
-            match name.char_indices().nth(depth) {
-                Some((i, _)) => dir[..parent_len + i].to_string(),
-                None => dir,
-            }
+    fn parent_len(dir: &str) -> usize {
+        dir[..dir.len() - 1].rfind('/').map_or(0, |i| i + 1)
+    }
+    let group_of = |dir: &str| -> Option<String> {
+        let parent = parent_len(dir);
+        let name = &dir[parent..dir.len() - 1];
+        name.char_indices().nth(depth).map(|(i, _)| dir[..parent + i].to_string())
+    };
+    let groups: std::collections::BTreeSet<String> = dirs.iter().filter_map(|d| group_of(d)).collect();
+    let valid: std::collections::BTreeSet<&String> = groups
+        .iter()
+        .filter(|g| {
+            let parent = &g[..parent_len(&format!("{g}/"))];
+            dirs.iter().filter(|d| d.starts_with(g.as_str())).all(|d| d[..parent_len(d)] == *parent)
         })
         .collect();
-    groups.sort();
-    groups.dedup();
-    // a whole directory `a/` and a group `a` would overlap: keep the group
-    let set: std::collections::BTreeSet<String> = groups.iter().filter(|g| !g.ends_with('/')).cloned().collect();
-    groups.retain(|g| !g.ends_with('/') || !set.iter().any(|s| g.starts_with(s.as_str())));
-    groups
+    let mut prefixes: Vec<String> = dirs
+        .into_iter()
+        .map(|dir| match group_of(&dir) {
+            Some(g) if valid.contains(&g) => g,
+            _ => dir,
+        })
+        .collect();
+    prefixes.sort();
+    prefixes.dedup();
+    // a whole directory `a/` and a group `a` of the same parent would overlap:
+    // keep the group
+    prefixes.retain(|p| !p.ends_with('/') || !valid.iter().any(|g| p.starts_with(g.as_str())));
+    prefixes
 }
 
 #[cfg(test)]
@@ -353,6 +409,17 @@ mod tests {
         let dirs: Vec<String> = ["org/app/", "org/api/", "org/b/", "org/_layers/", "team/app/", "team/x/"].iter().map(|d| format!("{r}{d}")).collect();
         let groups = group_by_first_chars(dirs.clone(), 1);
         assert_eq!(groups, ["org/_", "org/a", "org/b/", "team/a", "team/x/"].iter().map(|g| format!("{r}{g}")).collect::<Vec<_>>());
+        for d in &dirs {
+            assert_eq!(groups.iter().filter(|g| d.starts_with(g.as_str())).count(), 1, "{d}");
+        }
+    }
+
+    #[test]
+    fn a_group_never_takes_in_the_directories_of_a_namespace_split_beside_it() {
+        let r = layout::REPOSITORIES;
+        let dirs: Vec<String> = ["ops/", "org/api/", "org/app/", "org/b/", "x1/", "x2/"].iter().map(|d| format!("{r}{d}")).collect();
+        let groups = group_by_first_chars(dirs.clone(), 1);
+        assert_eq!(groups, ["ops/", "org/a", "org/b/", "x"].iter().map(|g| format!("{r}{g}")).collect::<Vec<_>>());
         for d in &dirs {
             assert_eq!(groups.iter().filter(|g| d.starts_with(g.as_str())).count(), 1, "{d}");
         }

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
 use bytes::Bytes;
+use registry_gc::listing::RepositorySizes;
 use registry_gc::storage::{get_many, Leaf, MoveMode, Moved, ObjectMeta, Probe, Storage, StorageError};
 
 /// Writes an object into the backend under test, outside the trait (the trait
@@ -220,7 +221,7 @@ async fn repository_split(storage: &dyn Storage, seed: &dyn Seeder) {
         seed.put(k, b"sha256:00").await;
     }
     // as many pages as can be: every namespace is worth splitting
-    let split = registry_gc::listing::repository_prefixes(storage, usize::MAX).await.expect("split");
+    let split = registry_gc::listing::repository_prefixes(storage, RepositorySizes::Total(usize::MAX)).await.expect("split");
     let whole: Vec<&String> = split.prefixes.iter().filter(|p| [repositories, &format!("{repositories}org/")].contains(&p.as_str())).collect();
     assert!(whole.is_empty() && split.prefixes.len() >= 6, "not split below the namespace: {:?}", split.prefixes);
     let mut seen: Vec<String> = split.objects.iter().map(|o| o.key.clone()).collect();
@@ -240,7 +241,7 @@ async fn repository_split(storage: &dyn Storage, seed: &dyn Seeder) {
     let mut keys: Vec<String> = (0..260).map(|i| format!("{repositories}many/r{i:03}/_layers/sha256/aa/link")).collect();
     keys.extend(["many/r-stray", "many/s/_uploads/u/data"].map(|k| format!("{repositories}{k}")));
     futures::stream::iter(&keys).for_each_concurrent(16, |k| async move { seed.put(k, b"sha256:00").await }).await;
-    let split = registry_gc::listing::repository_prefixes(storage, usize::MAX).await.expect("split");
+    let split = registry_gc::listing::repository_prefixes(storage, RepositorySizes::Total(usize::MAX)).await.expect("split");
     if storage.list_page_size().is_some() {
         assert_eq!(split.prefixes, [format!("{repositories}many/r"), format!("{repositories}many/s/")]);
     } else {
