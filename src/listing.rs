@@ -63,10 +63,11 @@ pub async fn list_registry(
 /// it holds, so the number of prefixes follows the registry's size: a small
 /// registry is listed flat, its first page continued page after page (the
 /// fewest requests; a few seconds of sequential pages at most); a larger one by
-/// the 16 or 256 blob prefixes and the top-level repository directories
-/// (grouped by first letters when there are many). On a filesystem, the finest
-/// split (every `<xx>` directory, every top-level repository) spreads the
-/// directory reads.
+/// the 16 or 256 blob prefixes and the repository directories
+/// (`repository_prefixes`: the top-level ones, split further where they are
+/// few or large, grouped by first letters when there are many). On a
+/// filesystem, the finest split (every `<xx>` directory, every top-level
+/// repository, or those below when they are few) spreads the directory reads.
 struct ListingPlan<'a> {
     partitions: Vec<String>,
     /// The flat listing's pages after the first, for a small registry.
