@@ -393,37 +393,32 @@ mod tests {
         ObjectMeta { key, size: 7, last_modified_ms: t, etag: None }
     }
 
+    /// Groups `dirs` (relative to `repositories/`) by `depth` first
+    /// characters, checks the result is `want`, and that each directory is
+    /// covered by exactly one prefix.
+    fn assert_grouped(dirs: &[&str], depth: usize, want: &[&str]) {
+        let r = layout::REPOSITORIES;
+        let dirs: Vec<String> = dirs.iter().map(|d| format!("{r}{d}")).collect();
+        let groups = group_by_first_chars(dirs.clone(), depth);
+        assert_eq!(groups, want.iter().map(|g| format!("{r}{g}")).collect::<Vec<_>>());
+        for d in &dirs {
+            assert_eq!(groups.iter().filter(|g| d.starts_with(g.as_str())).count(), 1, "{d}");
+        }
+    }
+
     #[test]
     fn groups_cover_their_children_exactly_once() {
-        let parent = "docker/registry/v2/repositories/";
-        let children: Vec<String> = ["a/", "ab/", "abc/", "b/", "team-1/", "team-2/", "x/"].iter().map(|c| format!("{parent}{c}")).collect();
-        let groups = group_by_first_chars(children.clone(), 2);
-        assert_eq!(groups, ["a/", "ab", "b/", "te", "x/"].iter().map(|g| format!("{parent}{g}")).collect::<Vec<_>>());
-        for c in &children {
-            assert_eq!(groups.iter().filter(|g| c.starts_with(g.as_str())).count(), 1, "{c}");
-        }
+        assert_grouped(&["a/", "ab/", "abc/", "b/", "team-1/", "team-2/", "x/"], 2, &["a/", "ab", "b/", "te", "x/"]);
     }
 
     #[test]
     fn groups_of_directories_below_several_parents_stay_below_their_own() {
-        let r = layout::REPOSITORIES;
-        let dirs: Vec<String> = ["org/app/", "org/api/", "org/b/", "org/_layers/", "team/app/", "team/x/"].iter().map(|d| format!("{r}{d}")).collect();
-        let groups = group_by_first_chars(dirs.clone(), 1);
-        assert_eq!(groups, ["org/_", "org/a", "org/b/", "team/a", "team/x/"].iter().map(|g| format!("{r}{g}")).collect::<Vec<_>>());
-        for d in &dirs {
-            assert_eq!(groups.iter().filter(|g| d.starts_with(g.as_str())).count(), 1, "{d}");
-        }
+        assert_grouped(&["org/app/", "org/api/", "org/b/", "org/_layers/", "team/app/", "team/x/"], 1, &["org/_", "org/a", "org/b/", "team/a", "team/x/"]);
     }
 
     #[test]
     fn a_group_never_takes_in_the_directories_of_a_namespace_split_beside_it() {
-        let r = layout::REPOSITORIES;
-        let dirs: Vec<String> = ["ops/", "org/api/", "org/app/", "org/b/", "x1/", "x2/"].iter().map(|d| format!("{r}{d}")).collect();
-        let groups = group_by_first_chars(dirs.clone(), 1);
-        assert_eq!(groups, ["ops/", "org/a", "org/b/", "x"].iter().map(|g| format!("{r}{g}")).collect::<Vec<_>>());
-        for d in &dirs {
-            assert_eq!(groups.iter().filter(|g| d.starts_with(g.as_str())).count(), 1, "{d}");
-        }
+        assert_grouped(&["ops/", "org/api/", "org/app/", "org/b/", "x1/", "x2/"], 1, &["ops/", "org/a", "org/b/", "x"]);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
 use bytes::Bytes;
-use registry_gc::listing::RepositorySizes;
+use registry_gc::listing::{RepositoryPrefixes, RepositorySizes};
 use registry_gc::storage::{get_many, Leaf, MoveMode, Moved, ObjectMeta, Probe, Storage, StorageError};
 
 /// Writes an object into the backend under test, outside the trait (the trait
@@ -224,11 +224,7 @@ async fn repository_split(storage: &dyn Storage, seed: &dyn Seeder) {
     let split = registry_gc::listing::repository_prefixes(storage, RepositorySizes::Total(usize::MAX)).await.expect("split");
     let whole: Vec<&String> = split.prefixes.iter().filter(|p| [repositories, &format!("{repositories}org/")].contains(&p.as_str())).collect();
     assert!(whole.is_empty() && split.prefixes.len() >= 6, "not split below the namespace: {:?}", split.prefixes);
-    let mut seen: Vec<String> = split.objects.iter().map(|o| o.key.clone()).collect();
-    for prefix in &split.prefixes {
-        seen.extend(listed(storage, prefix).await);
-    }
-    seen.sort();
+    let seen = keys_by_split(storage, &split).await;
     let mut want = keys.clone();
     want.sort();
     assert_eq!(seen, want, "prefixes {:?}", split.prefixes);
@@ -248,13 +244,9 @@ async fn repository_split(storage: &dyn Storage, seed: &dyn Seeder) {
         let many = split.prefixes.iter().filter(|p| p.starts_with(&format!("{repositories}many/"))).count();
         assert_eq!(many, 261, "a filesystem lists each directory: {:?}", split.prefixes);
     }
-    let mut seen: Vec<String> = split.objects.iter().map(|o| o.key.clone()).collect();
-    for prefix in &split.prefixes {
-        seen.extend(listed(storage, prefix).await);
-    }
+    let mut seen = keys_by_split(storage, &split).await;
     // a filesystem keeps the directories the first part's keys were in
     seen.retain(|k| !k.ends_with('/'));
-    seen.sort();
     keys.sort();
     assert_eq!(seen, keys);
     // in small batches: Azurite runs a batch's deletes one by one, slower as
@@ -263,6 +255,17 @@ async fn repository_split(storage: &dyn Storage, seed: &dyn Seeder) {
         let results = storage.delete_batch(chunk).await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
     }
+}
+
+/// The keys a split's prefixes list and its strays, sorted, each as often as
+/// it came.
+async fn keys_by_split(storage: &dyn Storage, split: &RepositoryPrefixes) -> Vec<String> {
+    let mut seen: Vec<String> = split.objects.iter().map(|o| o.key.clone()).collect();
+    for prefix in &split.prefixes {
+        seen.extend(listed(storage, prefix).await);
+    }
+    seen.sort();
+    seen
 }
 
 /// Lists `prefix` probing and in full, and checks that every object the
