@@ -160,6 +160,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Every object whose key starts with `prefix` (a plain string prefix), as a
     /// stream (no ordering promised). A prefix with no objects is an empty stream, not an error.
+    /// On stores that page, an object whose key is `prefix` itself is not
+    /// listed (object_store's Azure client leaves it out, so all of them do):
+    /// see `lists`.
     /// Backends with directories also report each empty directory, as a key
     /// ending in `/` with size 0 (object stores have none).
     fn list(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StorageError>>;
@@ -178,7 +181,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
         self.list(prefix)
     }
 
-    /// One level below `prefix` (which ends with `/` or is empty).
+    /// One level below `prefix` (which ends with `/` or is empty; on stores
+    /// that page, any string prefix, with the same exception as `list`).
     async fn list_dir(&self, prefix: &str) -> Result<DirListing, StorageError>;
 
     /// Keys one listing request returns, for stores that page (S3 and GCS 1000,
@@ -282,6 +286,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
         let _ = dirs;
         Ok(0)
     }
+}
+
+/// Whether a listing of `prefix` returns `key`: it starts with the prefix
+/// and is longer (a store that pages never lists the object that is the
+/// prefix itself; such an object comes from its parent's listing instead).
+pub fn lists(prefix: &str, key: &str) -> bool {
+    key.len() > prefix.len() && key.starts_with(prefix)
 }
 
 /// Reads many small objects, `concurrency` of them in flight, in batches of the

@@ -20,7 +20,7 @@ use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::counts::RequestCounts;
 use super::redact::redact;
-use super::{DirListing, FirstPage, MoveMode, Moved, ObjectMeta, Storage, StorageError};
+use super::{lists, DirListing, FirstPage, MoveMode, Moved, ObjectMeta, Storage, StorageError};
 
 /// Everything `ObjectStorage` needs from a store.
 pub trait Backend: ObjectStore + PaginatedListStore {}
@@ -209,7 +209,7 @@ impl ObjectStorage {
             async move {
                 let Some(token) = state else { return Ok(None) };
                 let page = self.page(&prefix, false, token).await?;
-                let items: Vec<Result<ObjectMeta, StorageError>> = page.result.objects.into_iter().map(|m| Ok(self.meta(m))).collect();
+                let items: Vec<Result<ObjectMeta, StorageError>> = page.result.objects.into_iter().map(|m| self.meta(m)).filter(|m| lists(&prefix, &m.key)).map(Ok).collect();
                 let next = page.page_token.map(Some);
                 Ok(Some((futures::stream::iter(items), next)))
             }
@@ -252,7 +252,7 @@ impl Storage for ObjectStorage {
         loop {
             let page = self.page(prefix, true, token).await?;
             listing.prefixes.extend(page.result.common_prefixes.iter().map(|p| format!("{}/", self.key_of(p.as_ref()))));
-            listing.objects.extend(page.result.objects.into_iter().map(|m| self.meta(m)));
+            listing.objects.extend(page.result.objects.into_iter().map(|m| self.meta(m)).filter(|m| lists(prefix, &m.key)));
             match page.page_token {
                 Some(t) => token = Some(t),
                 None => break,
@@ -401,7 +401,7 @@ impl Storage for ObjectStorage {
 
     async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {
         let page = self.page(prefix, false, None).await?;
-        let mut objects: Vec<ObjectMeta> = page.result.objects.into_iter().map(|m| self.meta(m)).collect();
+        let mut objects: Vec<ObjectMeta> = page.result.objects.into_iter().map(|m| self.meta(m)).filter(|m| lists(prefix, &m.key)).collect();
         objects.sort_by(|a, b| a.key.cmp(&b.key));
         let rest = page.page_token.map(|token| self.pages_from(prefix, Some(token)));
         Ok(Some(FirstPage { objects, rest }))

@@ -8,7 +8,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::inventory::{Inventory, InventoryError};
 use crate::layout;
 use crate::progress::Progress;
-use crate::storage::{DirListing, ObjectMeta, Probe, Storage, StorageError};
+use crate::storage::{lists, DirListing, ObjectMeta, Probe, Storage, StorageError};
 
 /// `gc`'s probe: of a blob directory only its `data`, of a digest directory
 /// only its `link`, of a tag's directory its `current/link` and its index (on
@@ -155,7 +155,7 @@ impl<'a> ListingPlan<'a> {
     /// group prefixes: those a group prefix covers will come again from it.
     fn keep_objects_outside(&self, inv: &mut Inventory, objects: Vec<ObjectMeta>, groups: &[String]) {
         for o in objects {
-            if !groups.iter().any(|g| o.key.starts_with(g.as_str())) {
+            if !groups.iter().any(|g| lists(g, &o.key)) {
                 inv.insert(o);
             }
         }
@@ -283,7 +283,7 @@ pub async fn repository_prefixes(storage: &dyn Storage, sizes: RepositorySizes<'
     };
     // a group prefix (`org/a`) also covers the objects beside its directories
     // (`org/abc`): those come again from its listing
-    objects.retain(|o| !prefixes.iter().any(|p| o.key.starts_with(p.as_str())));
+    objects.retain(|o| !prefixes.iter().any(|p| lists(p, &o.key)));
     Ok(RepositoryPrefixes { prefixes, objects })
 }
 
