@@ -191,7 +191,8 @@ async fn list_recent(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: 
     // Only links, tags and uploads matter here: a filesystem stats each
     // revision's `link` and tag's `current/link` instead of reading the
     // directories, and names layer links and tag history.
-    let listed = futures::stream::iter(split.prefixes).map(|p| storage.list_probing(&p, listing::LAYOUT_LEAVES_BY_NAME)).flatten_unordered(opts.concurrency.max(1));
+    let concurrency = opts.concurrency.max(1);
+    let listed = futures::stream::iter(split.prefixes).map(|p| listing::list_partition(storage, &p, Some(listing::LAYOUT_LEAVES_BY_NAME), concurrency)).flatten_unordered(concurrency);
     let mut stream = futures::stream::iter(split.objects.into_iter().map(Ok)).chain(listed);
     let planned = PlannedDigests::of(inv, plan);
     let mut to_stat = ToStat::new(plan);

@@ -10,6 +10,10 @@ use crate::layout;
 use crate::progress::Progress;
 use crate::storage::{lists, DirListing, ObjectMeta, Probe, Storage, StorageError};
 
+pub mod running_split;
+
+use running_split::SplitRule;
+
 /// `gc`'s probe: of a blob directory only its `data`, of a digest directory
 /// only its `link`, of a tag's directory its `current/link` and its index (on
 /// a filesystem, one stat each instead of reading the directories; stray files
@@ -34,10 +38,7 @@ pub async fn list_registry(
 ) -> Result<(), InventoryError> {
     let plan = ListingPlan::make(storage, inventory).await?;
     progress.set_listing_prefixes(plan.partitions.len().max(1) as u64);
-    let list = |prefix: String| match probe {
-        Some(probe) => storage.list_probing(&prefix, probe),
-        None => storage.list(&prefix),
-    };
+    let list = |prefix: String| list_partition(storage, &prefix, probe, concurrency);
     let mut stream = match plan.rest {
         Some(rest) => rest,
         None => futures::stream::iter(plan.partitions).map(list).flatten_unordered(concurrency.max(1)).boxed(),
@@ -54,6 +55,19 @@ pub async fn list_registry(
     }
     progress.listed_keys(unshown);
     Ok(())
+}
+
+/// Lists one prefix of a plan. On a store that pages, a prefix under
+/// `repositories/` splits itself once it has run 16 pages
+/// (`running_split`): the plan sizes its prefixes before anything is listed,
+/// and cannot tell one namespace holding most repositories among many small
+/// ones. Such a store lists every key (`probe` is for filesystems).
+pub fn list_partition<'a>(storage: &'a dyn Storage, prefix: &str, probe: Option<Probe>, concurrency: usize) -> BoxStream<'a, Result<ObjectMeta, StorageError>> {
+    match (storage.list_page_size(), probe) {
+        (Some(page), _) if prefix.starts_with(layout::REPOSITORIES) => running_split::list_splitting(storage, prefix, SplitRule::for_pages(page, concurrency)),
+        (_, Some(probe)) => storage.list_probing(prefix, probe),
+        (_, None) => storage.list(prefix),
+    }
 }
 
 /// How to list the tree: disjoint string prefixes whose union is everything

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures::{StreamExt, TryStreamExt};
 use bytes::Bytes;
 use registry_gc::listing::{RepositoryPrefixes, RepositorySizes};
-use registry_gc::storage::{get_many, Leaf, MoveMode, Moved, ObjectMeta, Probe, Storage, StorageError};
+use registry_gc::storage::{get_many, lists, Leaf, MoveMode, Moved, ObjectMeta, Probe, Storage, StorageError};
 
 /// Writes an object into the backend under test, outside the trait (the trait
 /// has no writes: registry-gc never writes into a registry).
@@ -111,6 +111,7 @@ pub async fn run(storage: &dyn Storage, seed: &dyn Seeder) {
     }
     probing(storage, seed).await;
     repository_split(storage, seed).await;
+    running_split(storage, seed).await;
     writes_and_moves(storage, seed).await;
 }
 
@@ -261,6 +262,50 @@ async fn repository_split(storage: &dyn Storage, seed: &dyn Seeder) {
         let results = storage.delete_batch(chunk).await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
     }
+}
+
+/// A listing that splits itself (`listing::running_split`) returns every key
+/// exactly once whichever key it splits after: after a key in a subdirectory,
+/// in a subdirectory's subdirectory, after the directory's own object, at its
+/// last key; into the fewest prefixes or the most; from a directory or from a
+/// group prefix (`split/a`, read with a delimiter like a directory). Only stores
+/// that page: the split relies on their sorted listings, and a filesystem's
+/// prefixes are never split this way.
+async fn running_split(storage: &dyn Storage, seed: &dyn Seeder) {
+    use registry_gc::listing::running_split::{list_splitting, SplitRule};
+    if storage.list_page_size().is_none() {
+        return;
+    }
+    let keys: Vec<String> = [
+        "a", "a/x/1", "a/x/2", "a/y", "a-b/1", "ab", "ab/_m/1", "ab/_m/2", "ab/c/d/1", "abc/1", "b/1/2/3", "b/1/2/4", "b/2", "big/r1/_l/1", "big/r1/_l/2",
+        "big/r10/1", "big/r2/1", "c", "z/1",
+    ]
+    .iter()
+    .map(|k| format!("split/{k}"))
+    .chain(["split-x", "splits/1"].map(String::from))
+    .collect();
+    futures::stream::iter(&keys).for_each_concurrent(16, |k| async move { seed.put(k, b"x").await }).await;
+    for prefix in ["split/", "split/a"] {
+        // not `split/a` itself: a store that pages lists only keys longer than the prefix
+        let want: Vec<String> = keys.iter().filter(|k| lists(prefix, k)).cloned().collect::<BTreeSet<_>>().into_iter().collect();
+        let mut splits = 0;
+        for keys_per_piece in [1, 1000] {
+            for after_keys in 1..=want.len() {
+                let rule = SplitRule { after_keys, keys_per_piece, max_pieces: 64, max_depth: 3, concurrency: 4 };
+                let before = storage.counts().totals().list;
+                let mut got: Vec<String> = list_splitting(storage, prefix, rule).map_ok(|m| m.key).try_collect().await.unwrap_or_else(|e| panic!("{prefix} after {after_keys}: {e}"));
+                got.sort();
+                assert_eq!(got, want, "{prefix} split after {after_keys} keys, {keys_per_piece} a piece");
+                if storage.counts().totals().list - before > 1 {
+                    splits += 1;
+                }
+            }
+        }
+        // each read the level below its prefix, at least, when it split
+        assert_eq!(splits, 2 * want.len(), "{prefix}: listings that split");
+    }
+    let results = storage.delete_batch(&keys).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
 }
 
 /// The keys a split's prefixes list and its strays, sorted, each as often as
