@@ -42,7 +42,7 @@ impl SplitRule {
     /// (about 1.6 s of sequential requests on S3; a directory read costs one
     /// request, under 7% of them).
     pub fn for_pages(page: usize, concurrency: usize) -> SplitRule {
-        SplitRule { after_keys: 16 * page, keys_per_piece: page, max_pieces: 64, max_depth: 3, concurrency: concurrency.max(1) }
+        SplitRule { after_keys: 16 * page, keys_per_piece: page, max_pieces: 64, max_depth: 4, concurrency: concurrency.max(1) }
     }
 }
 
@@ -61,12 +61,11 @@ struct Piece {
 }
 
 enum State<'a> {
-    /// Before the split: counting keys and checking their order.
-    Head { piece: Piece, inner: Listing<'a>, seen: usize, last: String },
-    /// After it: the running listing finishes the subdirectory `within`, then
-    /// `rest` lists what sorts after it.
-    Finish { inner: Listing<'a>, within: String, rest: Listing<'a> },
-    /// Passed through as it comes.
+    /// Passing keys on, counting them and checking their order, until it
+    /// splits (if `splits`). Under `bound` it is finishing that subdirectory
+    /// for a split made further up: it ends at the first key past it.
+    Head { piece: Piece, inner: Listing<'a>, seen: usize, last: String, bound: Option<String>, splits: bool },
+    /// After the split: the running listing and the separate ones, together.
     Rest(Listing<'a>),
     Done,
 }
@@ -76,61 +75,89 @@ fn list_piece<'a>(storage: &'a dyn Storage, piece: Piece, rule: SplitRule, depth
     if depth >= rule.max_depth || rule.after_keys == 0 {
         return inner;
     }
-    let state = State::Head { piece, inner, seen: 0, last: String::new() };
+    let state = State::Head { piece, inner, seen: 0, last: String::new(), bound: None, splits: true };
     stream::unfold(state, move |state| next(storage, state, rule, depth)).boxed()
 }
 
-async fn next<'a>(storage: &'a dyn Storage, mut state: State<'a>, rule: SplitRule, depth: usize) -> Option<(Result<ObjectMeta, StorageError>, State<'a>)> {
-    loop {
-        match state {
-            State::Head { piece, mut inner, seen, mut last } => {
-                let o = match inner.next().await? {
-                    Ok(o) => o,
-                    Err(e) => return Some((Err(e), State::Done)),
-                };
-                if seen > 0 && o.key <= last {
-                    // not in sorted order: never split (nothing said where
-                    // the rest of a subdirectory's keys would be)
-                    return Some((Ok(o), State::Rest(inner)));
+/// The running listing `inner`, which has just returned `last`, finishing
+/// the subdirectory `within`: it may split again inside it, `depth` levels down.
+fn finish<'a>(storage: &'a dyn Storage, inner: Listing<'a>, within: String, last: String, rule: SplitRule, depth: usize) -> Listing<'a> {
+    let piece = Piece { prefix: within.clone(), children: None };
+    let state = State::Head { piece, inner, seen: 0, last, bound: Some(within), splits: depth < rule.max_depth };
+    stream::unfold(state, move |state| next(storage, state, rule, depth)).boxed()
+}
+
+fn out_of_order(key: &str, after: &str) -> StorageError {
+    StorageError::Remote { key: key.to_string(), reason: format!("listing came out of sorted order: {key} after {after}") }
+}
+
+async fn next<'a>(storage: &'a dyn Storage, state: State<'a>, rule: SplitRule, depth: usize) -> Option<(Result<ObjectMeta, StorageError>, State<'a>)> {
+    match state {
+        State::Head { piece, mut inner, seen, mut last, bound, splits } => {
+            let o = match inner.next().await? {
+                Ok(o) => o,
+                Err(e) => return Some((Err(e), State::Done)),
+            };
+            if let Some(bound) = &bound {
+                if !o.key.starts_with(bound.as_str()) {
+                    // past the subdirectory: what sorts after it is listed
+                    // separately, this listing's later pages are never requested
+                    return (o.key < *bound).then(|| (Err(out_of_order(&o.key, bound)), State::Done));
                 }
-                let seen = seen + 1;
-                if seen < rule.after_keys {
-                    last.clear();
-                    last.push_str(&o.key);
-                    return Some((Ok(o), State::Head { piece, inner, seen, last }));
-                }
-                return match split_after(storage, piece, &o.key, seen, rule, depth).await {
-                    Ok((Some(within), rest)) => Some((Ok(o), State::Finish { inner, within, rest })),
-                    // the last key is the directory's own object: stop here
-                    Ok((None, rest)) => Some((Ok(o), State::Rest(rest))),
-                    Err(e) => Some((Err(e), State::Done)),
+            }
+            if !last.is_empty() && o.key <= last {
+                return match bound {
+                    // a split further up rested on this order
+                    Some(_) => Some((Err(out_of_order(&o.key, &last)), State::Done)),
+                    // never split (nothing says where the rest of a
+                    // subdirectory's keys would be)
+                    None => Some((Ok(o), State::Rest(inner))),
                 };
             }
-            State::Finish { mut inner, within, rest } => match inner.next().await {
-                Some(Ok(o)) if o.key.starts_with(&within) => return Some((Ok(o), State::Finish { inner, within, rest })),
-                Some(Ok(o)) if o.key < within => {
-                    let reason = format!("listing came out of sorted order: {} after keys of {within}", o.key);
-                    return Some((Err(StorageError::Remote { key: within, reason }), State::Done));
-                }
-                Some(Err(e)) => return Some((Err(e), State::Done)),
-                // past the subdirectory (or at the end): the rest lists the
-                // keys after it, this one's later pages are never requested
-                Some(Ok(_)) | None => state = State::Rest(rest),
-            },
-            State::Rest(mut rest) => {
-                let item = rest.next().await?;
-                let done = item.is_err();
-                return Some((item, if done { State::Done } else { State::Rest(rest) }));
+            let seen = seen + 1;
+            if !splits || seen < rule.after_keys {
+                last.clear();
+                last.push_str(&o.key);
+                return Some((Ok(o), State::Head { piece, inner, seen, last, bound, splits }));
             }
-            State::Done => return None,
+            match split_after(storage, piece, &o.key, seen, rule, depth).await {
+                Ok(split) => {
+                    let rest = match split.within {
+                        Some(within) => {
+                            let running = finish(storage, inner, within, o.key.clone(), rule, split.depth + 1);
+                            stream::select(running, split.rest).boxed()
+                        }
+                        // the last key is the directory's own object: this
+                        // listing stops here
+                        None => split.rest,
+                    };
+                    Some((Ok(o), State::Rest(rest)))
+                }
+                Err(e) => Some((Err(e), State::Done)),
+            }
         }
+        State::Rest(mut rest) => {
+            let item = rest.next().await?;
+            let done = item.is_err();
+            Some((item, if done { State::Done } else { State::Rest(rest) }))
+        }
+        State::Done => None,
     }
 }
 
+/// Where a listing splits: the subdirectory its last key is in (which it
+/// finishes), found `depth` levels down, and a listing of what sorts after it.
+struct Split<'a> {
+    within: Option<String>,
+    depth: usize,
+    rest: Listing<'a>,
+}
+
 /// The split of `piece` whose listing has just returned `last`, its `seen`th
-/// key: the subdirectory `last` is in (the running listing finishes it), and a
-/// listing of every key under `piece` that sorts after that subdirectory (or
-/// after `last` itself, when it is the piece's own object).
+/// key: the subdirectory `last` is in (the running listing finishes it,
+/// concurrently with the rest), and a listing of every key under `piece` that
+/// sorts after that subdirectory (or after `last` itself, when it is the
+/// piece's own object).
 async fn split_after<'a>(
     storage: &'a dyn Storage,
     piece: Piece,
@@ -138,7 +165,7 @@ async fn split_after<'a>(
     seen: usize,
     rule: SplitRule,
     depth: usize,
-) -> Result<(Option<String>, Listing<'a>), StorageError> {
+) -> Result<Split<'a>, StorageError> {
     let (mut piece, mut depth) = (piece, depth);
     let (within, after, later, passed, mut objects) = loop {
         let children = match piece.children.take() {
@@ -180,7 +207,7 @@ async fn split_after<'a>(
         .collect();
     let listed = stream::iter(pieces).map(move |p| list_piece(storage, p, rule, depth + 1)).flatten_unordered(rule.concurrency);
     let rest = stream::iter(objects.into_iter().map(Ok)).chain(listed).boxed();
-    Ok((within, rest))
+    Ok(Split { within, depth, rest })
 }
 
 /// What the split leaves to the separate listings: every key sorting after
@@ -367,7 +394,23 @@ mod tests {
         // in order up to the split, after `r/b/2`; then a key of `r/a/`
         let store = InOrder::new(&["r/b/1", "r/b/2", "r/a/1", "r/c/1"]);
         let err = list_splitting(&store, "r/", rule(2)).try_collect::<Vec<_>>().await.unwrap_err();
-        assert!(err.to_string().contains("r/a/1 after keys of r/b/"), "{err}");
+        assert!(err.to_string().contains("r/a/1 after r/b/"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_subdirectory_being_finished_splits_again() {
+        let keys = ["r/a/1", "r/b/x/1", "r/b/x/2", "r/b/y/1", "r/b/z/1", "r/c/1"];
+        let store = InOrder::new(&keys);
+        let mut got: Vec<String> = list_splitting(&store, "r/", rule(2)).map_ok(|m| m.key).try_collect().await.unwrap();
+        got.sort();
+        assert_eq!(got, keys);
+        // the running listing; after `r/b/x/1`, `r/`'s level and `r/c`;
+        // after `r/b/y/1`, two keys into finishing `r/b/`, its level and `r/b/z`
+        assert_eq!(store.counts.totals().list, 5);
+        // and a key out of order inside it, after a split further up rested on the order
+        let store = InOrder::new(&["r/a/1", "r/b/x/1", "r/b/y/1", "r/b/x/2", "r/c/1"]);
+        let err = list_splitting(&store, "r/", SplitRule { after_keys: 2, ..rule(2) }).try_collect::<Vec<_>>().await.unwrap_err();
+        assert!(err.to_string().contains("r/b/x/2 after r/b/y/1"), "{err}");
     }
 
     #[tokio::test]
