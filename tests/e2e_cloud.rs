@@ -71,9 +71,11 @@ fn upload_fresh(rt: &tokio::runtime::Runtime, emulator: Emulator, sc: &Scenario,
 
 /// Collects `root` in `mode` and checks that it holds exactly the keys the same
 /// run leaves on the filesystem; returns the keys left.
-fn collect_as_on_disk(rt: &tokio::runtime::Runtime, emulator: Emulator, sc: &Scenario, root: &str, mode: Mode, report: &Path) -> BTreeSet<String> {
+fn collect_as_on_disk(rt: &tokio::runtime::Runtime, emulator: Emulator, sc: &Scenario, root: &str, mode: Mode, extra: &[&str], report: &Path) -> BTreeSet<String> {
     let expected = filesystem_result(sc, mode);
-    let out = run_on(emulator, root, &flags(mode), report);
+    let mut f = flags(mode);
+    f.extend(extra.iter().map(|x| x.to_string()));
+    let out = run_on(emulator, root, &f, report);
     let after = rt.block_on(emulator.keys(root));
     let missing: Vec<_> = expected.difference(&after).collect();
     let extra: Vec<_> = after.difference(&expected).collect();
@@ -89,7 +91,14 @@ fn collect_as_on_disk(rt: &tokio::runtime::Runtime, emulator: Emulator, sc: &Sce
 /// Collects the scenario's tree in `emulator` in both modes and compares with
 /// the filesystem. Returns the root of the `--delete-untagged` run.
 fn same_as_filesystem(emulator: Emulator, sc: &Scenario) -> String {
+    same_as_filesystem_with(emulator, sc, &[]).0
+}
+
+/// As `same_as_filesystem`, each run with `extra` flags; also returns what the
+/// dry runs wrote to stderr.
+fn same_as_filesystem_with(emulator: Emulator, sc: &Scenario, extra: &[&str]) -> (String, String) {
     emulator.require();
+    let mut logs = String::new();
     let rt = runtime();
     let mut last_root = String::new();
     for mode in Mode::ALL {
@@ -98,19 +107,21 @@ fn same_as_filesystem(emulator: Emulator, sc: &Scenario) -> String {
         // a dry run writes nothing
         let report = tempfile::NamedTempFile::new().unwrap();
         let mut dry = flags(mode);
+        dry.extend(extra.iter().map(|f| f.to_string()));
         dry.push("--dry-run".into());
-        run_on(emulator, &root, &dry, report.path());
+        let out = run_on(emulator, &root, &dry, report.path());
+        logs.push_str(&String::from_utf8_lossy(&out.stderr));
         assert_eq!(rt.block_on(emulator.keys(&root)), before, "{}: dry run changed the bucket", emulator.name());
         let planned = collector::report_deletions(&collector::read_report(report.path()));
 
-        let after = collect_as_on_disk(&rt, emulator, sc, &root, mode, report.path());
+        let after = collect_as_on_disk(&rt, emulator, sc, &root, mode, extra, report.path());
         let deleted: BTreeSet<String> = before.difference(&after).cloned().collect();
         assert_eq!(planned, deleted, "{} {mode:?}: the dry run's plan is what the run did", emulator.name());
         let r = collector::read_report(report.path());
         assert!(r["requests"]["list"].as_u64().unwrap() > 0 && r["requests"]["delete"].as_u64().unwrap() > 0, "{r}");
         last_root = root;
     }
-    last_root
+    (last_root, logs)
 }
 
 #[test]
@@ -123,6 +134,29 @@ fn s3_moto_matches_the_filesystem_and_the_registry_pulls_every_survivor() {
     // and what was collected is gone through the registry too
     let gone = sc.image("app:v1-old");
     assert!(common::http::pull_verify(reg.url(), gone.repo(), gone.digest()).is_err());
+}
+
+/// Listed in pages of three keys, the registry's prefixes run long enough to
+/// split as they go (`listing::running_split`, after 16 pages), and the
+/// listing's other sizings see many pages too: the plans and the collections
+/// are still exactly the filesystem's, and the registry pulls every survivor.
+#[test]
+fn listed_three_keys_a_page_the_listings_split_as_they_go_and_collect_as_on_disk() {
+    let (_dir, sc) = pushed(scenarios::mixed);
+    // more keys in one repository's `_layers` than 16 pages: layer links to
+    // blobs never pushed, which both modes delete
+    for i in 0..60 {
+        let digest = common::images::sha256_digest(format!("never pushed {i}").as_bytes());
+        tree::write_key(&sc.root, &tree::layer_link_key("team/app", &digest), digest.as_bytes());
+    }
+    for emulator in [Emulator::Moto, Emulator::Azurite] {
+        let (root, logs) = same_as_filesystem_with(emulator, &sc, &["-o", "list_page_size=3", "-v"]);
+        assert!(logs.contains("a long listing split"), "{}: no listing split\n{logs}", emulator.name());
+        if emulator == Emulator::Moto {
+            let reg = Registry::start_with_driver(&s3_driver_yaml(&Emulator::Moto.endpoint(), BUCKET, &root));
+            sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged).unwrap_or_else(|e| panic!("through the s3 driver: {e}"));
+        }
+    }
 }
 
 #[test]
@@ -266,7 +300,7 @@ fn listing_report_then_same_as_disk(sc: &Scenario, test: &str) -> (serde_json::V
     run_on(emulator, &root, &dry, report.path());
     let listed = collector::read_report(report.path());
     assert_eq!(listed["seen"]["keys"].as_u64(), Some(before.len() as u64), "{listed}");
-    collect_as_on_disk(&rt, emulator, sc, &root, Mode::Default, report.path());
+    collect_as_on_disk(&rt, emulator, sc, &root, Mode::Default, &[], report.path());
     (listed, collector::read_report(report.path()))
 }
 

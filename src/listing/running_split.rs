@@ -205,6 +205,13 @@ async fn split_after<'a>(
             Piece { prefix: g.prefix, children: Some(DirListing { prefixes: members, objects: taken }) }
         })
         .collect();
+    tracing::info!(
+        prefix = %piece.prefix,
+        after_keys = seen,
+        finishing = within.as_deref().unwrap_or("-"),
+        prefixes = pieces.len(),
+        "a long listing split: what sorts after the directory it is finishing is listed as separate prefixes"
+    );
     let listed = stream::iter(pieces).map(move |p| list_piece(storage, p, rule, depth + 1)).flatten_unordered(rule.concurrency);
     let rest = stream::iter(objects.into_iter().map(Ok)).chain(listed).boxed();
     Ok(Split { within, depth, rest })

@@ -89,6 +89,14 @@ impl Service {
     }
 
     /// Keys one delete request carries.
+    /// Keys one listing request returns at most.
+    pub fn max_list_page(self) -> usize {
+        match self {
+            Service::Azure => 5000,
+            Service::S3 | Service::Gcs => 1000,
+        }
+    }
+
     fn delete_batch(self) -> usize {
         match self {
             Service::S3 => 1000,
@@ -109,6 +117,8 @@ pub struct ObjectStorage {
     /// Concurrent single deletes within one GCS batch, and concurrent copies
     /// within one move batch.
     gcs_delete_concurrency: usize,
+    /// Keys a listing request asks for, when not the service's most.
+    page_size: Option<usize>,
     counts: RequestCounts,
 }
 
@@ -123,7 +133,16 @@ impl ObjectStorage {
     pub fn new(store: Arc<dyn Backend>, service: Service, root: &str, location: String) -> Self {
         let root = root.trim_matches('/');
         let root = if root.is_empty() { String::new() } else { format!("{root}/") };
-        ObjectStorage { store, service, root, location, gcs_delete_concurrency: 16, counts: RequestCounts::default() }
+        ObjectStorage { store, service, root, location, gcs_delete_concurrency: 16, page_size: None, counts: RequestCounts::default() }
+    }
+
+    /// Asks for `keys` a listing page instead of the service's most
+    /// (`list_page_size`): for a store that returns fewer than it is asked,
+    /// so that the listing's sizes and the floor count its real pages, and for
+    /// tests, to list a small registry in many pages.
+    pub fn with_list_page_size(mut self, keys: Option<usize>) -> Self {
+        self.page_size = keys;
+        self
     }
 
     fn full(&self, key: &str) -> String {
@@ -225,6 +244,7 @@ impl ObjectStorage {
         let opts = PaginatedListOptions {
             delimiter: delimiter.then_some(Cow::Borrowed("/")),
             page_token: token,
+            max_keys: self.page_size,
             ..Default::default()
         };
         let prefix_arg = if full.is_empty() { None } else { Some(full.as_str()) };
@@ -393,10 +413,7 @@ impl Storage for ObjectStorage {
     }
 
     fn list_page_size(&self) -> Option<usize> {
-        Some(match self.service {
-            Service::Azure => 5000,
-            Service::S3 | Service::Gcs => 1000,
-        })
+        Some(self.page_size.unwrap_or(self.service.max_list_page()))
     }
 
     async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {

@@ -81,7 +81,28 @@ pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Stor
     if let Some(endpoint) = where_ {
         location.push_str(&format!(" at {endpoint}"));
     }
-    Ok(Box::new(ObjectStorage::new(store, service, &root, location)))
+    let page = list_page_size(options, section_of(service), service.max_list_page())?;
+    Ok(Box::new(ObjectStorage::new(store, service, &root, location).with_list_page_size(page)))
+}
+
+/// The setting every object store takes besides object_store's own: keys a
+/// listing request asks for, 1 up to the service's most (its default).
+const LIST_PAGE_SIZE_KEY: &str = "list_page_size";
+
+fn section_of(service: Service) -> &'static str {
+    match service {
+        Service::S3 => "s3",
+        Service::Azure => "azure",
+        Service::Gcs => "gcs",
+    }
+}
+
+fn list_page_size(options: &BackendOptions, section: &str, most: usize) -> Result<Option<usize>, OpenError> {
+    let Some(o) = options.for_section(section).filter(|o| o.key == LIST_PAGE_SIZE_KEY).last() else { return Ok(None) };
+    match o.value.parse::<usize>() {
+        Ok(n) if (1..=most).contains(&n) => Ok(Some(n)),
+        _ => Err(OpenError::BadOption { source_name: o.source.clone(), key: o.key.clone(), reason: format!("expected a number of keys from 1 to {most}, not {:?}", o.value) }),
+    }
 }
 
 fn open_fs(spec: &str, path: &Path) -> Result<Box<dyn Storage>, OpenError> {
@@ -133,7 +154,7 @@ fn build_s3(spec: &str, bucket: &str, options: &BackendOptions) -> Result<(Arc<d
     let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry_config());
     for o in options.for_section("s3") {
         b = match o.key.as_str() {
-            PROFILE_KEY => b,
+            PROFILE_KEY | LIST_PAGE_SIZE_KEY => b,
             // the registry's s3 driver spells it this way
             "force_path_style" | "forcepathstyle" => b.with_virtual_hosted_style_request(!parse_bool(o)?),
             key => b.with_config(key.parse::<AmazonS3ConfigKey>().map_err(|_| unknown(o, "S3"))?, &o.value),
@@ -200,7 +221,7 @@ fn build_azure(spec: &str, container: &str, options: &BackendOptions) -> Result<
     let mut b = MicrosoftAzureBuilder::from_env().with_container_name(container).with_retry(retry_config());
     let endpoint = endpoint_of(options, "azure", &["endpoint", "azure_endpoint", "azure_storage_endpoint"], &["AZURE_STORAGE_ENDPOINT"]);
     let mut emulator = false;
-    for o in options.for_section("azure") {
+    for o in options.for_section("azure").filter(|o| o.key != LIST_PAGE_SIZE_KEY) {
         let key = o.key.parse::<AzureConfigKey>().map_err(|_| unknown(o, "Azure"))?;
         if matches!(key, AzureConfigKey::UseEmulator) && parse_bool(o)? && endpoint.is_some() {
             // object_store's emulator mode ignores the endpoint; an Azurite on
@@ -230,7 +251,7 @@ fn build_azure(spec: &str, container: &str, options: &BackendOptions) -> Result<
 
 fn build_gcs(spec: &str, bucket: &str, options: &BackendOptions) -> Result<(Arc<dyn Backend>, Option<String>), OpenError> {
     let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket).with_retry(retry_config());
-    for o in options.for_section("gcs") {
+    for o in options.for_section("gcs").filter(|o| o.key != LIST_PAGE_SIZE_KEY) {
         // `endpoint` (as --endpoint sets it) is object_store's `base_url` for GCS
         let key = if o.key == "endpoint" { "base_url" } else { o.key.as_str() };
         b = b.with_config(key.parse::<GoogleConfigKey>().map_err(|_| unknown(o, "GCS"))?, &o.value);
@@ -238,4 +259,37 @@ fn build_gcs(spec: &str, bucket: &str, options: &BackendOptions) -> Result<(Arc<
     let endpoint = endpoint_of(options, "gcs", &["endpoint", "base_url", "google_base_url"], &["GOOGLE_BASE_URL"]);
     let store = b.build().map_err(|e| built(spec, e))?;
     Ok((Arc::new(store), endpoint))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_page_size_is_a_number_of_keys_up_to_the_service_s_most() {
+        let opened = |value: &str, spec: &str| {
+            let mut options = BackendOptions::default();
+            options.push("list_page_size", value, "-o");
+            options.push("endpoint", "http://127.0.0.1:1", "--endpoint");
+            options.push("access_key_id", "k", "-o");
+            options.push("secret_access_key", "s", "-o");
+            options.push("region", "us-east-1", "-o");
+            open_storage(spec, &options)
+        };
+        assert_eq!(opened("3", "s3://b/r").unwrap().list_page_size(), Some(3));
+        assert_eq!(opened("1000", "s3://b/r").unwrap().list_page_size(), Some(1000));
+        for bad in ["0", "1001", "many", "-1"] {
+            let err = opened(bad, "s3://b/r").unwrap_err().to_string();
+            assert!(err.contains("list_page_size") && err.contains("from 1 to 1000"), "{bad}: {err}");
+        }
+        let mut options = BackendOptions::default();
+        options.push_section("azure", "list_page_size", "5000", "--config c.toml [azure]");
+        options.push_section("azure", "use_emulator", "true", "--config c.toml [azure]");
+        assert_eq!(open_storage("az://c/r", &options).unwrap().list_page_size(), Some(5000));
+        // not a setting a filesystem takes, nor one another backend's section gives
+        let mut options = BackendOptions::default();
+        options.push_section("azure", "list_page_size", "7", "--config c.toml [azure]");
+        options.push_section("s3", "region", "us-east-1", "--config c.toml [s3]");
+        assert_eq!(open_storage("s3://b/r", &options).unwrap().list_page_size(), Some(1000));
+    }
 }
