@@ -187,6 +187,7 @@ pub async fn check_after_sweep(
 /// The links, tags and uploads under `repositories/` written since the fence.
 async fn list_recent(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: &RecheckOptions, outcome: &mut RecheckOutcome) -> Result<Recent, RecheckError> {
     let mut recent = Recent::default();
+    storage.limit_list_requests(Some(opts.concurrency.max(1)));
     let split = listing::repository_partitions(storage, inv).await.map_err(RecheckError::Storage)?;
     // Only links, tags and uploads matter here: a filesystem stats each
     // revision's `link` and tag's `current/link` instead of reading the

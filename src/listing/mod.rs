@@ -36,6 +36,8 @@ pub async fn list_registry(
     concurrency: usize,
     progress: &Progress,
 ) -> Result<(), InventoryError> {
+    // every LIST request of the listing, splits' included, within --concurrency
+    storage.limit_list_requests(Some(concurrency.max(1)));
     let plan = ListingPlan::make(storage, inventory).await?;
     progress.set_listing_prefixes(plan.partitions.len().max(1) as u64);
     let list = |prefix: String| list_partition(storage, &prefix, probe, concurrency);

@@ -33,7 +33,8 @@ pub struct SplitRule {
     pub max_pieces: usize,
     /// How many times a listing of a listing's piece may split again.
     pub max_depth: usize,
-    /// Pieces of one split listed at once.
+    /// Pieces of one split listed at once (the store's limit on LIST
+    /// requests in flight, `Storage::limit_list_requests`, bounds them all).
     pub concurrency: usize,
 }
 

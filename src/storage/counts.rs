@@ -13,6 +13,18 @@ pub struct RequestCounts {
     head: AtomicU64,
     put: AtomicU64,
     delete: AtomicU64,
+    /// LIST requests in flight now, and the most there were at once.
+    lists_in_flight: AtomicU64,
+    most_lists_in_flight: AtomicU64,
+}
+
+/// One LIST request in flight, until dropped.
+pub struct ListInFlight<'a>(&'a RequestCounts);
+
+impl Drop for ListInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lists_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Requests per class, in the columns a bill shows. A collection sends no HEAD
@@ -52,6 +64,19 @@ impl RequestCounts {
     pub fn delete(&self, n: u64) {
         self.delete.fetch_add(n, Ordering::Relaxed);
     }
+    /// Counts one LIST request and holds it as in flight while the guard lives.
+    pub fn list_in_flight(&self) -> ListInFlight<'_> {
+        self.list(1);
+        let now = self.lists_in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.most_lists_in_flight.fetch_max(now, Ordering::Relaxed);
+        ListInFlight(self)
+    }
+
+    /// The most LIST requests in flight at once since the last call.
+    pub fn take_most_lists_in_flight(&self) -> u64 {
+        self.most_lists_in_flight.swap(self.lists_in_flight.load(Ordering::Relaxed), Ordering::Relaxed)
+    }
+
     pub fn totals(&self) -> RequestTotals {
         RequestTotals {
             list: self.list.load(Ordering::Relaxed),

@@ -191,6 +191,15 @@ pub trait Storage: Send + Sync + fmt::Debug {
         None
     }
 
+    /// From now on, at most `most` LIST requests in flight at once (`None`:
+    /// no limit, the default), however many listings run: a listing that
+    /// splits itself (`listing::running_split`) adds listings as it goes, and
+    /// `--concurrency` bounds them all. Stores that page; a filesystem's
+    /// walkers are bounded where they are made.
+    fn limit_list_requests(&self, most: Option<usize>) {
+        let _ = most;
+    }
+
     /// The first page of a listing of `prefix` and the rest of it. Only for
     /// stores that page.
     async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {

@@ -119,6 +119,8 @@ pub struct ObjectStorage {
     gcs_delete_concurrency: usize,
     /// Keys a listing request asks for, when not the service's most.
     page_size: Option<usize>,
+    /// Places for LIST requests in flight (`limit_list_requests`).
+    list_places: std::sync::RwLock<Option<Arc<tokio::sync::Semaphore>>>,
     counts: RequestCounts,
 }
 
@@ -133,7 +135,7 @@ impl ObjectStorage {
     pub fn new(store: Arc<dyn Backend>, service: Service, root: &str, location: String) -> Self {
         let root = root.trim_matches('/');
         let root = if root.is_empty() { String::new() } else { format!("{root}/") };
-        ObjectStorage { store, service, root, location, gcs_delete_concurrency: 16, page_size: None, counts: RequestCounts::default() }
+        ObjectStorage { store, service, root, location, gcs_delete_concurrency: 16, page_size: None, list_places: Default::default(), counts: RequestCounts::default() }
     }
 
     /// Asks for `keys` a listing page instead of the service's most
@@ -239,7 +241,12 @@ impl ObjectStorage {
 
     /// One page of a listing: one request.
     async fn page(&self, prefix: &str, delimiter: bool, token: Option<String>) -> Result<object_store::list::PaginatedListResult, StorageError> {
-        self.counts.list(1);
+        let places = self.list_places.read().expect("not poisoned").clone();
+        let _place = match &places {
+            Some(places) => Some(places.acquire().await.expect("never closed")),
+            None => None,
+        };
+        let _in_flight = self.counts.list_in_flight();
         let full = self.full(prefix);
         let opts = PaginatedListOptions {
             delimiter: delimiter.then_some(Cow::Borrowed("/")),
@@ -414,6 +421,10 @@ impl Storage for ObjectStorage {
 
     fn list_page_size(&self) -> Option<usize> {
         Some(self.page_size.unwrap_or(self.service.max_list_page()))
+    }
+
+    fn limit_list_requests(&self, most: Option<usize>) {
+        *self.list_places.write().expect("not poisoned") = most.map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
     }
 
     async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {

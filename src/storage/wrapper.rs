@@ -46,6 +46,10 @@ pub trait StorageWrapper: Send + Sync + std::fmt::Debug {
         self.inner().list_page_size()
     }
 
+    fn limit_list_requests(&self, most: Option<usize>) {
+        self.inner().limit_list_requests(most)
+    }
+
     async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {
         self.inner().list_first_page(prefix).await
     }
@@ -138,6 +142,10 @@ impl<W: StorageWrapper> Storage for W {
 
     fn list_page_size(&self) -> Option<usize> {
         StorageWrapper::list_page_size(self)
+    }
+
+    fn limit_list_requests(&self, most: Option<usize>) {
+        StorageWrapper::limit_list_requests(self, most)
     }
 
     async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {

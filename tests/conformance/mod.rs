@@ -304,6 +304,16 @@ async fn running_split(storage: &dyn Storage, seed: &dyn Seeder) {
         // each read the level below its prefix, at least, when it split
         assert_eq!(splits, 2 * want.len(), "{prefix}: listings that split");
     }
+    // however many listings the splits add, no more LIST requests in flight
+    // than the limit
+    storage.limit_list_requests(Some(2));
+    storage.counts().take_most_lists_in_flight();
+    let rule = SplitRule { after_keys: 1, keys_per_piece: 1, max_pieces: 64, max_depth: 4, concurrency: 16 };
+    let got: Vec<String> = list_splitting(storage, "split/", rule).map_ok(|m| m.key).try_collect().await.expect("limited listing");
+    assert_eq!(got.len(), keys.iter().filter(|k| lists("split/", k)).count());
+    let most = storage.counts().take_most_lists_in_flight();
+    assert!((1..=2).contains(&most), "{most} LIST requests in flight at once");
+    storage.limit_list_requests(None);
     let results = storage.delete_batch(&keys).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
 }
