@@ -88,7 +88,6 @@ impl Service {
         }
     }
 
-    /// Keys one delete request carries.
     /// Keys one listing request returns at most.
     pub fn max_list_page(self) -> usize {
         match self {
@@ -97,6 +96,7 @@ impl Service {
         }
     }
 
+    /// Keys one delete request carries.
     fn delete_batch(self) -> usize {
         match self {
             Service::S3 => 1000,
@@ -230,7 +230,7 @@ impl ObjectStorage {
             async move {
                 let Some(token) = state else { return Ok(None) };
                 let page = self.page(&prefix, false, token).await?;
-                let items: Vec<Result<ObjectMeta, StorageError>> = page.result.objects.into_iter().map(|m| self.meta(m)).filter(|m| lists(&prefix, &m.key)).map(Ok).collect();
+                let items: Vec<Result<ObjectMeta, StorageError>> = page.result.objects.into_iter().map(|m| Ok(self.meta(m))).collect();
                 let next = page.page_token.map(Some);
                 Ok(Some((futures::stream::iter(items), next)))
             }
@@ -255,7 +255,11 @@ impl ObjectStorage {
             ..Default::default()
         };
         let prefix_arg = if full.is_empty() { None } else { Some(full.as_str()) };
-        self.store.list_paginated(prefix_arg, opts).await.map_err(|e| self.error(prefix, e))
+        let mut page = self.store.list_paginated(prefix_arg, opts).await.map_err(|e| self.error(prefix, e))?;
+        // the object that is the prefix itself: object_store's Azure client
+        // leaves it out, so every service does
+        page.result.objects.retain(|m| lists(&full, m.location.as_ref()));
+        Ok(page)
     }
 }
 
@@ -279,7 +283,7 @@ impl Storage for ObjectStorage {
         loop {
             let page = self.page(prefix, true, token).await?;
             listing.prefixes.extend(page.result.common_prefixes.iter().map(|p| format!("{}/", self.key_of(p.as_ref()))));
-            listing.objects.extend(page.result.objects.into_iter().map(|m| self.meta(m)).filter(|m| lists(prefix, &m.key)));
+            listing.objects.extend(page.result.objects.into_iter().map(|m| self.meta(m)));
             match page.page_token {
                 Some(t) => token = Some(t),
                 None => break,
@@ -429,7 +433,7 @@ impl Storage for ObjectStorage {
 
     async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {
         let page = self.page(prefix, false, None).await?;
-        let mut objects: Vec<ObjectMeta> = page.result.objects.into_iter().map(|m| self.meta(m)).filter(|m| lists(prefix, &m.key)).collect();
+        let mut objects: Vec<ObjectMeta> = page.result.objects.into_iter().map(|m| self.meta(m)).collect();
         objects.sort_by(|a, b| a.key.cmp(&b.key));
         let rest = page.page_token.map(|token| self.pages_from(prefix, Some(token)));
         Ok(Some(FirstPage { objects, rest }))
