@@ -187,12 +187,12 @@ pub async fn check_after_sweep(
 /// The links, tags and uploads under `repositories/` written since the fence.
 async fn list_recent(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: &RecheckOptions, outcome: &mut RecheckOutcome) -> Result<Recent, RecheckError> {
     let mut recent = Recent::default();
-    storage.limit_list_requests(Some(opts.concurrency.max(1)));
+    let concurrency = opts.concurrency.max(1);
+    storage.limit_list_requests(Some(concurrency));
     let split = listing::repository_partitions(storage, inv).await.map_err(RecheckError::Storage)?;
     // Only links, tags and uploads matter here: a filesystem stats each
     // revision's `link` and tag's `current/link` instead of reading the
     // directories, and names layer links and tag history.
-    let concurrency = opts.concurrency.max(1);
     let listed = futures::stream::iter(split.prefixes).map(|p| listing::list_partition(storage, &p, Some(listing::LAYOUT_LEAVES_BY_NAME), concurrency)).flatten_unordered(concurrency);
     let mut stream = futures::stream::iter(split.objects.into_iter().map(Ok)).chain(listed);
     let planned = PlannedDigests::of(inv, plan);

@@ -136,6 +136,14 @@ fn s3_moto_matches_the_filesystem_and_the_registry_pulls_every_survivor() {
     assert!(common::http::pull_verify(reg.url(), gone.repo(), gone.digest()).is_err());
 }
 
+/// Writes `n` layer links into `repo` to blobs that were never pushed.
+fn write_links_to_blobs_never_pushed(root: &Path, repo: &str, n: usize) {
+    for i in 0..n {
+        let digest = common::images::sha256_digest(format!("never pushed {i}").as_bytes());
+        tree::write_key(root, &tree::layer_link_key(repo, &digest), digest.as_bytes());
+    }
+}
+
 /// Listed in pages of three keys, the registry's prefixes run long enough to
 /// split as they go (`listing::running_split`, after 16 pages), and the
 /// listing's other sizings see many pages too: the plans and the collections
@@ -143,12 +151,9 @@ fn s3_moto_matches_the_filesystem_and_the_registry_pulls_every_survivor() {
 #[test]
 fn listed_three_keys_a_page_the_listings_split_as_they_go_and_collect_as_on_disk() {
     let (_dir, sc) = pushed(scenarios::mixed);
-    // more keys in one repository's `_layers` than 16 pages: layer links to
-    // blobs never pushed, which both modes delete
-    for i in 0..60 {
-        let digest = common::images::sha256_digest(format!("never pushed {i}").as_bytes());
-        tree::write_key(&sc.root, &tree::layer_link_key("team/app", &digest), digest.as_bytes());
-    }
+    // more keys in one repository's `_layers` than 16 pages, which both
+    // modes delete
+    write_links_to_blobs_never_pushed(&sc.root, "team/app", 60);
     // not fake-gcs-server: its XML listing ignores max-keys (one page, always)
     for emulator in [Emulator::Moto, Emulator::Azurite] {
         let (root, logs) = same_as_filesystem_with(emulator, &sc, &["-o", "list_page_size=3", "-v"]);
@@ -310,10 +315,7 @@ fn a_registry_of_a_few_pages_is_listed_flat_at_the_floor_and_collected_as_on_dis
     let (_dir, sc) = pushed(scenarios::mixed);
     // 1,500 layer links (to blobs that are not there): a first page that gets
     // past the few blobs says nothing of the repositories, so they are split
-    for i in 0..1500 {
-        let digest = common::images::sha256_digest(format!("never pushed {i}").as_bytes());
-        tree::write_key(&sc.root, &tree::layer_link_key("many/links", &digest), digest.as_bytes());
-    }
+    write_links_to_blobs_never_pushed(&sc.root, "many/links", 1500);
     let keys = tree::keys(&sc.root).len() as u64;
     let (r, collected) = listing_report_then_same_as_disk(&sc, "split-pages");
     assert!(r["requests"]["list"].as_u64().unwrap() > keys.div_ceil(1000) + 2, "listed by prefixes: {}", r["requests"]);
