@@ -89,7 +89,6 @@ struct RawFsLayer {
 /// Sorts descriptor digests into sha256, other algorithms and invalid ones.
 #[derive(Default)]
 struct Collector {
-    sha256: Vec<Digest>,
     other_algorithm: Vec<String>,
     invalid: Vec<String>,
 }
@@ -98,10 +97,7 @@ impl Collector {
     fn take(&mut self, digest: Option<&String>) -> Option<Digest> {
         let text = digest?;
         match text.parse::<Digest>() {
-            Ok(d) => {
-                self.sha256.push(d);
-                Some(d)
-            }
+            Ok(d) => Some(d),
             Err(_) => {
                 let valid_other = text
                     .split_once(':')
@@ -117,11 +113,7 @@ impl Collector {
     }
 
     fn take_all(&mut self, descriptors: &Option<Vec<RawDescriptor>>) -> Vec<Digest> {
-        let start = self.sha256.len();
-        for d in descriptors.iter().flatten() {
-            self.take(d.digest.as_ref());
-        }
-        self.sha256.split_off(start)
+        descriptors.iter().flatten().filter_map(|d| self.take(d.digest.as_ref())).collect()
     }
 }
 
@@ -140,32 +132,34 @@ pub fn parse(bytes: &[u8]) -> References {
         Err(_) => return pinned(bytes, ManifestKind::Unparseable),
     };
 
-    let mut c = Collector::default();
+    // Which kinds' fields are present. The registry reads a manifest by its
+    // `schemaVersion` and `mediaType` and ignores fields it does not know, so
+    // an image manifest may carry an index's `manifests` or a schema1
+    // `fsLayers` and still be served as an image: the kind is not decided by
+    // the first field found. References are taken from every field there is,
+    // and a manifest with the fields of two kinds is a shape we do not know:
+    // pinned by scan.
     let schema1 = raw.fs_layers.is_some()
         || raw.schema_version.as_ref().and_then(|v| v.as_i64()) == Some(1)
         || matches!(raw.media_type.as_deref(), Some(DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED));
-    let (kind, blobs, children) = if schema1 {
-        for layer in raw.fs_layers.iter().flatten() {
-            c.take(layer.blob_sum.as_ref());
-        }
-        let blobs = std::mem::take(&mut c.sha256);
-        (ManifestKind::Schema1, blobs, Vec::new())
-    } else if raw.manifests.is_some() {
-        let children = c.take_all(&raw.manifests);
-        (ManifestKind::Index, Vec::new(), children)
-    } else if raw.config.is_some() || raw.layers.is_some() {
-        let mut blobs = Vec::new();
-        if let Some(config) = &raw.config {
-            blobs.extend(c.take(config.digest.as_ref()));
-        }
-        blobs.extend(c.take_all(&raw.layers));
-        (ManifestKind::Image, blobs, Vec::new())
-    } else if raw.blobs.is_some() {
-        let blobs = c.take_all(&raw.blobs);
-        (ManifestKind::Artifact, blobs, Vec::new())
-    } else {
-        return pinned(bytes, ManifestKind::Unknown);
+    let index = raw.manifests.is_some();
+    let image = raw.config.is_some() || raw.layers.is_some();
+    let artifact = raw.blobs.is_some();
+    let kind = match (schema1, index, image, artifact) {
+        (true, false, false, false) => ManifestKind::Schema1,
+        (false, true, false, false) => ManifestKind::Index,
+        (false, false, true, false) => ManifestKind::Image,
+        (false, false, false, true) => ManifestKind::Artifact,
+        (false, false, false, false) => return pinned(bytes, ManifestKind::Unknown),
+        _ => ManifestKind::Unknown,
     };
+
+    let mut c = Collector::default();
+    let mut blobs: Vec<Digest> = raw.fs_layers.iter().flatten().filter_map(|l| c.take(l.blob_sum.as_ref())).collect();
+    blobs.extend(raw.config.as_ref().and_then(|config| c.take(config.digest.as_ref())));
+    blobs.extend(c.take_all(&raw.layers));
+    blobs.extend(c.take_all(&raw.blobs));
+    let children = c.take_all(&raw.manifests);
     let subject = raw.subject.as_ref().and_then(|s| c.take(s.digest.as_ref()));
 
     let mut refs = References {
@@ -176,10 +170,11 @@ pub fn parse(bytes: &[u8]) -> References {
         other_algorithm: c.other_algorithm,
         invalid: c.invalid,
     };
-    // A media type we do not know may carry references in fields we do not read.
+    // A media type we do not know may carry references in fields we do not
+    // read; so may a mix of two kinds' fields.
     let unknown_type = raw.media_type.as_deref().is_some_and(|m| !KNOWN_MEDIA_TYPES.contains(&m));
-    if unknown_type {
-        let extra = Digest::scan_all(bytes);
+    if unknown_type || kind == ManifestKind::Unknown {
+        let extra = mentioned_digests(bytes);
         refs.blobs.extend(extra.iter().copied());
         refs.children.extend(extra);
         refs.blobs.sort();
@@ -191,7 +186,7 @@ pub fn parse(bytes: &[u8]) -> References {
 }
 
 fn pinned(bytes: &[u8], kind: ManifestKind) -> References {
-    let all = Digest::scan_all(bytes);
+    let all = mentioned_digests(bytes);
     References {
         kind,
         blobs: all.clone(),
@@ -199,6 +194,71 @@ fn pinned(bytes: &[u8], kind: ManifestKind) -> References {
         subject: None,
         other_algorithm: Vec::new(),
         invalid: Vec::new(),
+    }
+}
+
+/// Every `sha256:<hex>` the bytes mention, as text or inside a JSON string
+/// written with escapes (`sha256\u003a…`), which any JSON reader (the
+/// registry's and its clients') decodes to the digest. The strings are
+/// walked, not read into a map, so a key given twice (which Go's reader takes
+/// the last of) is seen both times.
+fn mentioned_digests(bytes: &[u8]) -> Vec<Digest> {
+    let mut all = Digest::scan_all(bytes);
+    if bytes.contains(&b'\\') {
+        let mut strings = Vec::new();
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        // a document cut short still gives the strings before the cut
+        let _ = serde::de::DeserializeSeed::deserialize(JsonStrings(&mut strings), &mut de);
+        all.extend(strings.iter().flat_map(|s| Digest::scan_all(s.as_bytes())));
+        all.sort();
+        all.dedup();
+    }
+    all
+}
+
+/// Collects every string of a JSON document, keys included, decoded.
+struct JsonStrings<'a>(&'a mut Vec<String>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonStrings<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonStrings<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E>(self, s: &str) -> Result<(), E> {
+        self.0.push(s.to_string());
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(JsonStrings(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key_seed(JsonStrings(&mut *self.0))?.is_some() {
+            map.next_value_seed(JsonStrings(&mut *self.0))?;
+        }
+        Ok(())
     }
 }
 
@@ -327,6 +387,68 @@ mod tests {
         let r = parse(m.as_bytes());
         assert_eq!(r.kind, ManifestKind::Image);
         assert!(r.blobs.contains(&dg('1')) && r.blobs.contains(&dg('2')));
+    }
+
+    /// The registry reads a manifest by its `schemaVersion` and `mediaType`
+    /// and ignores fields it does not know (2.8's only check is that an OCI
+    /// image has no `manifests` and an index no `config` or `layers`), so it
+    /// serves an image carrying `fsLayers`, and a schema2 image carrying
+    /// `manifests`, as an image. Such a mix is no kind we know: every field's
+    /// references are kept, and every digest the bytes mention.
+    #[test]
+    fn fields_of_two_kinds_keep_the_references_of_both() {
+        let config_layers = format!(r#""config":{{"digest":"sha256:{}"}},"layers":[{{"digest":"sha256:{}"}}]"#, hex('a'), hex('b'));
+        for (mt, extra) in [
+            (OCI_MANIFEST, r#""fsLayers":[]"#.to_string()),
+            (DOCKER_SCHEMA2, r#""manifests":[]"#.to_string()),
+            (OCI_MANIFEST, format!(r#""blobs":[{{"digest":"sha256:{}"}}]"#, hex('c'))),
+            (DOCKER_SCHEMA1, String::new()),
+        ] {
+            let fields = [config_layers.as_str(), extra.as_str()].iter().filter(|f| !f.is_empty()).copied().collect::<Vec<_>>().join(",");
+            let m = format!(r#"{{"schemaVersion":2,"mediaType":"{mt}",{fields},"annotations":{{"x":"sha256:{}"}}}}"#, hex('d'));
+            let r = parse(m.as_bytes());
+            assert_eq!(r.kind, ManifestKind::Unknown, "{m}");
+            assert!(r.is_pinned_by_scan());
+            for d in [dg('a'), dg('b'), dg('d')] {
+                assert!(r.blobs.contains(&d) && r.children.contains(&d), "{d} not kept from {m}");
+            }
+            if extra.contains("blobs") {
+                assert!(r.blobs.contains(&dg('c')));
+            }
+        }
+
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"digest":"sha256:{}"}}],"fsLayers":[{{"blobSum":"sha256:{}"}}],"subject":{{"digest":"sha256:{}"}}}}"#,
+            hex('e'), hex('f'), hex('1')
+        );
+        let r = parse(index.as_bytes());
+        assert_eq!(r.kind, ManifestKind::Unknown);
+        assert!(r.children.contains(&dg('e')) && r.blobs.contains(&dg('f')), "{r:?}");
+        assert_eq!(r.subject, Some(dg('1')));
+
+        // one kind's fields alone, whatever the media type says, are that kind
+        let m = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","config":{{"digest":"sha256:{}"}},"layers":[]}}"#, hex('2'));
+        assert_eq!((parse(m.as_bytes()).kind, parse(m.as_bytes()).blobs), (ManifestKind::Image, vec![dg('2')]));
+    }
+
+    /// `sha256\u003a<hex>` is `sha256:<hex>` to any JSON reader: a manifest
+    /// pinned by scan (here for a key given twice, of which Go's reader takes
+    /// the last) keeps a digest written that way, in either copy of the key.
+    #[test]
+    fn a_digest_written_with_json_escapes_is_pinned_too() {
+        for (first, second) in [(hex('a'), format!(r"sha256\u003a{}", hex('b'))), (format!(r"sha256\u003a{}", hex('b')), hex('a'))] {
+            let first = if first.starts_with("sha256") { first } else { format!("sha256:{first}") };
+            let second = if second.starts_with("sha256") { second } else { format!("sha256:{second}") };
+            let m = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","layers":[{{"digest":"{first}"}}],"layers":[{{"digest":"{second}"}}]}}"#);
+            let r = parse(m.as_bytes());
+            assert_eq!(r.kind, ManifestKind::Unknown, "{m}");
+            assert_eq!(r.blobs, vec![dg('a'), dg('b')], "{m}");
+        }
+        // under a media type we do not know, and in a document cut short
+        let m = format!(r#"{{"mediaType":"application/x-future","config":{{"digest":"sha256:{}"}},"extra":"sha256\u003A{}"}}"#, hex('1'), hex('2'));
+        assert!(parse(m.as_bytes()).blobs.contains(&dg('2')));
+        let cut = format!(r#"{{"layers":[{{"digest":"\u0073ha256:{}"}}],"config":{{"#, hex('3'));
+        assert_eq!(parse(cut.as_bytes()).blobs, vec![dg('3')]);
     }
 
     #[test]

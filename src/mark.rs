@@ -410,7 +410,11 @@ async fn read_manifests(
         marks.manifest_bytes_read += bytes.len() as u64;
         let refs = manifest::parse(&bytes);
         if refs.is_pinned_by_scan() {
-            let msg = format!("manifest could not be parsed ({:?}); keeping every digest it mentions ({})", refs.kind, refs.blobs.len());
+            let msg = match refs.kind {
+                ManifestKind::Unknown => "manifest has a shape registry-gc does not know (the fields of no kind, or of two)",
+                _ => "manifest could not be parsed (Unparseable)",
+            };
+            let msg = format!("{msg}; keeping every digest it mentions ({})", refs.blobs.len());
             marks.warnings.push(Warning::new(&key, &msg));
         }
         for bad in &refs.invalid {

@@ -235,3 +235,52 @@ fn an_aws_profile_without_the_feature_is_a_usage_error_naming_the_setting() {
     let err = stderr(&out);
     assert!(err.contains("[s3]") && err.contains("`aws-profile` feature"), "{err}");
 }
+
+/// The registry reads a manifest by its `schemaVersion` and `mediaType` and
+/// ignores fields it does not know, so it takes (and serves as an image) an
+/// OCI image carrying a schema1 `fsLayers`, a Docker image carrying an
+/// index's `manifests`, and an index carrying `fsLayers`. Such a manifest is
+/// no kind registry-gc knows: it is named, and everything it mentions is
+/// kept, in both modes; the run still collects what is garbage.
+#[test]
+fn manifests_with_another_kinds_fields_keep_what_they_name() {
+    use common::http;
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let base = reg.url();
+    let descriptor = |media_type: &str, bytes: &[u8]| json!({"mediaType": media_type, "digest": http::upload_blob(base, "mixed", bytes), "size": bytes.len()});
+    let image = |media_type: &str, seed: &str, extra: (&str, serde_json::Value)| {
+        let mut m = json!({
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": descriptor("application/vnd.oci.image.config.v1+json", format!("{{\"config\":\"{seed}\"}}").as_bytes()),
+            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", format!("layer of {seed}").as_bytes())],
+        });
+        m[extra.0] = extra.1;
+        serde_json::to_vec(&m).unwrap()
+    };
+    const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
+    const DOCKER: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    http::put_manifest(base, "mixed", "oci-fslayers", OCI, &image(OCI, "oci", ("fsLayers", json!([]))));
+    http::put_manifest(base, "mixed", "docker-manifests", DOCKER, &image(DOCKER, "docker", ("manifests", json!([]))));
+    let child = image(OCI, "child", ("annotations", json!({})));
+    let child_digest = http::put_manifest(base, "mixed", &common::images::sha256_digest(&child), OCI, &child);
+    let index = json!({"schemaVersion": 2, "mediaType": INDEX, "fsLayers": [],
+        "manifests": [{"mediaType": OCI, "digest": child_digest, "size": child.len(), "platform": {"os": "linux", "architecture": "amd64"}}]});
+    http::put_manifest(base, "mixed", "index-fslayers", INDEX, &serde_json::to_vec(&index).unwrap());
+    let orphan = http::upload_blob(base, "mixed", b"a layer nothing names");
+    drop(reg);
+    tree::age_tree(dir.path(), Duration::from_secs(7200));
+
+    for flags in [&["--force"][..], &["--force", "--delete-untagged"][..]] {
+        let out = gc(dir.path(), flags, 0);
+        let reg = Registry::start(dir.path());
+        for tag in ["oci-fslayers", "docker-manifests", "index-fslayers"] {
+            http::pull_verify(reg.url(), "mixed", tag).unwrap_or_else(|e| panic!("mixed:{tag} after gc {flags:?}: {e}\n{}", stdout(&out)));
+        }
+        assert!(stdout(&out).contains("manifest has a shape registry-gc does not know"), "{}", stdout(&out));
+        assert!(!http::blob_exists(reg.url(), "mixed", &orphan), "the orphan layer is garbage and goes");
+    }
+}
