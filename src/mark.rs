@@ -136,6 +136,9 @@ pub struct Marks {
     /// turned out to hold no `data`: missing, not vanished (see
     /// `Inventory::forget_blob`).
     pub missing_blobs: Vec<DigestId>,
+    /// (manifest, subject) for each `subject` the listing did not see: a
+    /// referrer pushed before its subject, which may arrive during the run.
+    foreign_subjects: Vec<(DigestId, Digest)>,
 }
 
 impl Marks {
@@ -212,6 +215,17 @@ impl Marks {
         self.entries.len()
     }
 
+    /// The manifests read that name a `subject` (signatures, SBOMs,
+    /// attestations), by that subject's digest, seen by the listing or not.
+    pub fn referrers_by_subject(&self, inv: &Inventory) -> HashMap<Digest, Vec<DigestId>> {
+        let mut by_subject: HashMap<Digest, Vec<DigestId>> = HashMap::new();
+        let named = self.entries.iter().filter(|e| e.subject != NO_SUBJECT).map(|e| (e.digest, *inv.digests.get(e.subject)));
+        for (referrer, subject) in named.chain(self.foreign_subjects.iter().copied()) {
+            by_subject.entry(subject).or_default().push(referrer);
+        }
+        by_subject
+    }
+
     /// Blobs a manifest names under another algorithm, resolved to stored blobs.
     pub fn other_algorithm_blobs(&self, id: DigestId) -> &[DigestId] {
         self.other_algorithm.get(&id).map_or(&[], Vec::as_slice)
@@ -230,6 +244,9 @@ impl Marks {
         self.refs.extend(refs.children.iter().filter_map(stored));
         let children = self.refs.len() as u32 - start - blobs;
         let subject = refs.subject.as_ref().and_then(|d| inv.digests.find(d)).unwrap_or(NO_SUBJECT);
+        if let (Some(d), NO_SUBJECT) = (refs.subject, subject) {
+            self.foreign_subjects.push((id, d));
+        }
         self.unsorted |= self.entries.last().is_some_and(|e| e.digest >= id);
         self.entries.push(Entry { digest: id, kind: refs.kind, subject, start, blobs, children });
         let others: Vec<DigestId> =

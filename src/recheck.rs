@@ -353,8 +353,10 @@ async fn read_links(storage: &dyn Storage, recent: &Recent, concurrency: usize) 
 }
 
 /// Everything the recent roots reach: each manifest, its config and layers,
-/// its children (recursively, as manifests), and the blobs of recent layer
-/// links. Each blob maps to the index in `recent.manifests` of a root that
+/// its children (recursively, as manifests), the manifests that name it as
+/// their `subject` (as the plan keeps a kept manifest's referrers: a tag moved
+/// onto an untagged image during the run keeps its signature), and the blobs
+/// of recent layer links. Each blob maps to the index in `recent.manifests` of a root that
 /// reaches it, or `usize::MAX` for a blob only a layer link names: a push
 /// uploads its layers (writing their links) before its manifest, and the
 /// manifest is what the look after the sweep must name.
@@ -369,6 +371,7 @@ async fn reach(
     let mut reached: HashMap<DigestId, usize> = recent.blobs.iter().filter_map(|d| inv.digests.find(d)).map(|id| (id, usize::MAX)).collect();
     let mut visited: HashSet<Digest> = HashSet::new();
     let mut frontier: Vec<(Digest, usize)> = recent.manifests.iter().enumerate().map(|(i, (_, d))| (*d, i)).collect();
+    let referrers = if frontier.is_empty() { HashMap::new() } else { marks.referrers_by_subject(inv) };
     while !frontier.is_empty() {
         let mut to_read = Vec::new();
         let mut next = Vec::new();
@@ -376,6 +379,7 @@ async fn reach(
             if !visited.insert(d) {
                 continue;
             }
+            next.extend(referrers.get(&d).into_iter().flatten().map(|r| (*inv.digests.get(*r), root)));
             let id = inv.digests.find(&d);
             let mut keep = |b: DigestId| reach_from(&mut reached, b, root);
             if let Some(id) = id {

@@ -409,3 +409,44 @@ fn a_push_during_the_sweep_that_the_sweep_breaks_is_named() {
     push_like_client(reg.url(), "app", &o.garbage, "during-sweep");
     http::pull_verify(reg.url(), "app", "during-sweep").unwrap();
 }
+
+/// Under `--delete-untagged` a kept image keeps its referrers (signatures,
+/// SBOMs: manifests naming it as their `subject`), and so must an image that
+/// a tag put during the run makes kept: the re-check follows referrers as
+/// the plan does. Two untagged images, each with an untagged signature, both
+/// garbage when the run looks: one is tagged during the run, and the other,
+/// whose signature was pushed before it (OCI allows a referrer first), is
+/// pushed with a tag during the run. Both signatures still pull afterwards;
+/// a third signed image left untagged goes, signature and all.
+#[test]
+fn an_image_tagged_during_the_run_keeps_its_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let base = reg.url().to_string();
+    let by_digest = |image: &Image| push_like_client(&base, "signed", image, &image.digest());
+    let signed = by_digest(&Image::oci("referrers-tagged-later", 1));
+    let signature = by_digest(&Image::cosign_signature("signed", &signed.digest).with_subject(&signed));
+    let arrives = Image::oci("referrers-pushed-later", 1);
+    let arrives_digest = arrives.digest();
+    let subject = common::images::Descriptor::new(arrives.media_type(), &arrives_digest, arrives.manifest_bytes().len() as u64);
+    let early = by_digest(&Image::cosign_signature("signed", &arrives_digest).with_subject_descriptor(subject));
+    let dropped = by_digest(&Image::oci("referrers-left-untagged", 1));
+    let dropped_signature = by_digest(&Image::cosign_signature("signed", &dropped.digest).with_subject(&dropped));
+    push_like_client(&base, "base", &Image::docker("referrers-kept", 1), "v1");
+    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+
+    let (hook_base, hook_signed) = (base.clone(), signed.clone());
+    let hook: Hook = Box::new(move || {
+        http::put_manifest(&hook_base, "signed", "v1", &hook_signed.media_type, &hook_signed.bytes);
+        push_like_client(&hook_base, "signed", &arrives, "v2");
+    });
+    let report = collect_with_writes(on_disk(dir.path()), hook, When::FirstRead, options(true, Duration::from_secs(3600)));
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    for reference in ["v1", "v2", signature.digest.as_str(), early.digest.as_str()] {
+        http::pull_verify(reg.url(), "signed", reference).unwrap_or_else(|e| panic!("signed@{reference} after the run: {e}\n{}", report.summary()));
+    }
+    http::pull_verify(reg.url(), "base", "v1").unwrap();
+    for gone in [&dropped, &dropped_signature] {
+        assert!(http::pull_verify(reg.url(), "signed", &gone.digest).is_err(), "{} is garbage and goes", gone.digest);
+    }
+}
