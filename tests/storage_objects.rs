@@ -26,6 +26,10 @@ impl conformance::Seeder for BucketSeeder {
     fn takes_writes(&self) -> bool {
         self.emulator != Emulator::FakeGcs
     }
+
+    async fn put_directory_marker(&self, key: &str) -> bool {
+        self.emulator.put_directory_marker(&format!("{}/{key}", self.root)).await
+    }
 }
 
 async fn conformance_on(emulator: Emulator) {

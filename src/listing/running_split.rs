@@ -10,7 +10,14 @@
 //! sorted by their bytes. The head of a listing, up to the split, is checked
 //! to be in that order (a listing that is not is never split), and a key that
 //! sorts before the subdirectory being finished is an error: a key it missed
-//! would be a live object deleted.
+//! would be a live object deleted. Two things make the keys seen differ from
+//! the keys the store sorted, and both are allowed for:
+//! - object_store drops the trailing `/` of a directory marker (the empty
+//!   `dir/` object the S3 console, s3fs, gcsfuse and rclone write), so `d/`,
+//!   sorted after `d-x/1`, comes as `d`;
+//! - Azure is reported to sort by UTF-16 code units, which orders a character
+//!   from U+E000 to U+FFFF after one above U+FFFF where bytes put it before: a
+//!   level whose names hold such a character is not split.
 
 use std::collections::BinaryHeap;
 
@@ -88,13 +95,26 @@ fn finish<'a>(storage: &'a dyn Storage, inner: Listing<'a>, within: String, last
     stream::unfold(state, move |state| next(storage, state, rule, depth)).boxed()
 }
 
+/// Whether a store listing by bytes can have returned `key` after `last`:
+/// `key` sorts after it, or `key` is a directory marker `key/` whose `/`
+/// object_store dropped (`d/` sorts after `d-x/1`, and comes as `d`).
+fn in_store_order(key: &str, last: &str) -> bool {
+    key > last || (last.len() > key.len() && last.starts_with(key) && last.as_bytes()[key.len()] < b'/')
+}
+
+/// Whether `name` holds a character that bytes and UTF-16 code units sort
+/// differently (U+E000 and above: UTF-8 lead bytes 0xEE to 0xF4).
+fn sorts_differently_in_utf16(name: &str) -> bool {
+    name.bytes().any(|b| b >= 0xEE)
+}
+
 fn out_of_order(key: &str, after: &str) -> StorageError {
     StorageError::Remote { key: key.to_string(), reason: format!("listing came out of sorted order: {key} after {after}") }
 }
 
 async fn next<'a>(storage: &'a dyn Storage, state: State<'a>, rule: SplitRule, depth: usize) -> Option<(Result<ObjectMeta, StorageError>, State<'a>)> {
     match state {
-        State::Head { piece, mut inner, seen, mut last, bound, splits } => {
+        State::Head { mut piece, mut inner, seen, mut last, bound, splits } => {
             let o = match inner.next().await? {
                 Ok(o) => o,
                 Err(e) => return Some((Err(e), State::Done)),
@@ -103,10 +123,10 @@ async fn next<'a>(storage: &'a dyn Storage, state: State<'a>, rule: SplitRule, d
                 if !o.key.starts_with(bound.as_str()) {
                     // past the subdirectory: what sorts after it is listed
                     // separately, this listing's later pages are never requested
-                    return (o.key < *bound).then(|| (Err(out_of_order(&o.key, bound)), State::Done));
+                    return (!in_store_order(&o.key, bound)).then(|| (Err(out_of_order(&o.key, bound)), State::Done));
                 }
             }
-            if !last.is_empty() && o.key <= last {
+            if !last.is_empty() && !in_store_order(&o.key, &last) {
                 return match bound {
                     // a split further up rested on this order
                     Some(_) => Some((Err(out_of_order(&o.key, &last)), State::Done)),
@@ -121,8 +141,14 @@ async fn next<'a>(storage: &'a dyn Storage, state: State<'a>, rule: SplitRule, d
                 last.push_str(&o.key);
                 return Some((Ok(o), State::Head { piece, inner, seen, last, bound, splits }));
             }
-            match split_after(storage, piece, &o.key, seen, rule, depth).await {
-                Ok(split) => {
+            match split_after(storage, &mut piece, &o.key, seen, rule, depth).await {
+                // names the byte order may not hold for: listed on, unsplit
+                Ok(None) => {
+                    last.clear();
+                    last.push_str(&o.key);
+                    Some((Ok(o), State::Head { piece, inner, seen, last, bound, splits: false }))
+                }
+                Ok(Some(split)) => {
                     let rest = match split.within {
                         Some(within) => {
                             let running = finish(storage, inner, within, o.key.clone(), rule, split.depth + 1);
@@ -161,19 +187,27 @@ struct Split<'a> {
 /// piece's own object).
 async fn split_after<'a>(
     storage: &'a dyn Storage,
-    piece: Piece,
+    running: &mut Piece,
     last: &str,
     seen: usize,
     rule: SplitRule,
     depth: usize,
-) -> Result<Split<'a>, StorageError> {
-    let (mut piece, mut depth) = (piece, depth);
+) -> Result<Option<Split<'a>>, StorageError> {
+    let (mut piece, mut depth) = (Piece { prefix: running.prefix.clone(), children: running.children.take() }, depth);
     let (within, after, later, passed, mut objects) = loop {
         let children = match piece.children.take() {
             Some(children) => children,
             None => storage.list_dir(&piece.prefix).await?,
         };
-        let within = children.prefixes.iter().find(|d| last.starts_with(d.as_str())).cloned();
+        let names = children.prefixes.iter().map(String::as_str).chain(children.objects.iter().map(|o| o.key.as_str()));
+        if names.into_iter().any(sorts_differently_in_utf16) {
+            return Ok(None);
+        }
+        // the subdirectory `last` is in; or, when `last` is no object of
+        // this level but `last/` is a subdirectory, `last` is that
+        // subdirectory's marker (its `/` dropped), which sorts first in it
+        let marker = |d: &String| d.len() == last.len() + 1 && d.starts_with(last) && !children.objects.iter().any(|o| o.key == last);
+        let within = children.prefixes.iter().find(|d| last.starts_with(d.as_str()) || marker(d)).cloned();
         let after = After { boundary: within.clone().unwrap_or_else(|| last.to_string()), directory: within.is_some() };
         let later: Vec<String> = children.prefixes.iter().filter(|d| after.holds(d)).cloned().collect();
         let passed = children.prefixes.len() - later.len();
@@ -215,7 +249,7 @@ async fn split_after<'a>(
     );
     let listed = stream::iter(pieces).map(move |p| list_piece(storage, p, rule, depth + 1)).flatten_unordered(rule.concurrency);
     let rest = stream::iter(objects.into_iter().map(Ok)).chain(listed).boxed();
-    Ok(Split { within, depth, rest })
+    Ok(Some(Split { within, depth, rest }))
 }
 
 /// What the split leaves to the separate listings: every key sorting after
@@ -330,8 +364,9 @@ mod tests {
             InOrder { keys: keys.iter().map(|k| k.to_string()).collect(), counts: RequestCounts::default() }
         }
 
+        /// As object_store reports it: a directory marker `d/` as `d`.
         fn meta(key: &str) -> ObjectMeta {
-            ObjectMeta { key: key.to_string(), size: 1, last_modified_ms: 0, etag: None }
+            ObjectMeta { key: key.strip_suffix('/').unwrap_or(key).to_string(), size: 1, last_modified_ms: 0, etag: None }
         }
     }
 
@@ -432,6 +467,60 @@ mod tests {
         // the running listing, `r/`'s level, and `r/b`, `r/d`, `r/e`
         // listed separately (`r/c` came with the level), none split again
         assert_eq!(store.counts.totals().list, 5);
+    }
+
+    /// Directory markers (`d/`, empty objects the S3 console, s3fs and
+    /// gcsfuse write) come without their `/`, so `r/b/` sorted after
+    /// `r/b-x/1` comes as `r/b`, which looks out of order, and `r/b` as the
+    /// last key before a split is `r/b/`'s own, not an object before
+    /// `r/b-x/`. Split after every key, every key comes once, no error.
+    #[tokio::test]
+    async fn directory_markers_whose_slash_object_store_drops() {
+        let keys = ["r/a/1", "r/a/2", "r/b-x/1", "r/b/", "r/b/1", "r/b/2", "r/b/c-d/1", "r/b/c/", "r/b/c/1", "r/b0/1", "r/c/"];
+        // a directory's own marker is not listed with it (`lists`), and the
+        // level read folds it into the directory: some markers are not seen
+        let must: Vec<String> = keys.iter().filter(|k| !k.ends_with('/')).map(|k| k.to_string()).collect();
+        for after_keys in 1..=keys.len() {
+            for max_depth in [1, 3] {
+                let store = InOrder::new(&keys);
+                let r = SplitRule { max_depth, ..rule(after_keys) };
+                let got: Vec<String> = list_splitting(&store, "r/", r).map_ok(|m| m.key).try_collect().await.unwrap_or_else(|e| panic!("after {after_keys}: {e}"));
+                let mut unique = got.clone();
+                unique.sort();
+                unique.dedup();
+                assert_eq!(unique.len(), got.len(), "after {after_keys}, depth {max_depth}: a key twice in {got:?}");
+                assert!(must.iter().all(|k| got.contains(k)), "after {after_keys}, depth {max_depth}: {got:?}");
+                assert!(got.iter().all(|k| keys.contains(&k.as_str()) || keys.contains(&format!("{k}/").as_str())), "{got:?}");
+            }
+        }
+        // a real object `r/b` beside the directory `r/b/` is no marker: what
+        // sorts after it (`r/b-x/`) is listed separately
+        let keys = ["r/a/1", "r/b", "r/b-x/1", "r/b/1"];
+        let store = InOrder::new(&keys);
+        let got: Vec<String> = list_splitting(&store, "r/", SplitRule { max_depth: 1, ..rule(2) }).map_ok(|m| m.key).try_collect().await.unwrap();
+        assert_eq!(got.len(), 4, "{got:?}");
+    }
+
+    /// Azure is reported to sort by UTF-16 code units: `～` (U+FF5E) after
+    /// the emoji, where bytes put it before. A level whose names hold a
+    /// character from U+E000 up is not split: every key comes once.
+    #[tokio::test]
+    async fn a_level_that_utf16_sorts_differently_is_not_split() {
+        let utf16_order = ["r/a/1", "r/😀/1", "r/😀/2", "r/😁/1", "r/～/1"];
+        for after_keys in 1..=utf16_order.len() {
+            let store = InOrder::new(&utf16_order);
+            let mut got: Vec<String> = list_splitting(&store, "r/", rule(after_keys)).map_ok(|m| m.key).try_collect().await.unwrap();
+            got.sort();
+            let mut want = utf16_order.map(String::from).to_vec();
+            want.sort();
+            assert_eq!(got, want, "after {after_keys}");
+        }
+        // the same names below the U+E000 line split as before
+        let keys = ["r/a/1", "r/é/1", "r/é/2", "r/ü/1"];
+        let store = InOrder::new(&keys);
+        let got: Vec<String> = list_splitting(&store, "r/", rule(2)).map_ok(|m| m.key).try_collect().await.unwrap();
+        assert_eq!(got.len(), 4);
+        assert!(store.counts.totals().list > 2, "not split");
     }
 
     fn dirs(names: &[&str]) -> Vec<String> {

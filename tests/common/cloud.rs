@@ -201,6 +201,28 @@ impl Emulator {
         }
     }
 
+    /// Writes an empty directory marker `key` (ending in `/`), as the S3
+    /// console, s3fs and gcsfuse do: outside object_store, whose paths drop
+    /// a trailing `/`. Moto and LocalStack take an unsigned PUT, and
+    /// fake-gcs-server a JSON upload; `false` for Azurite, which wants a
+    /// signed request.
+    pub async fn put_directory_marker(self, key: &str) -> bool {
+        assert!(key.ends_with('/'));
+        let (url, content_type) = match self {
+            Emulator::Moto | Emulator::LocalStack => (format!("{}/{BUCKET}/{key}", self.endpoint()), None),
+            Emulator::FakeGcs => (format!("{}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name={}", self.endpoint(), urlencode(key)), Some("application/octet-stream")),
+            Emulator::Azurite => return false,
+        };
+        let method = if content_type.is_some() { "POST" } else { "PUT" };
+        let headers: Vec<(&str, &str)> = content_type.map(|c| ("Content-Type", c)).into_iter().collect();
+        let resp = tokio::task::spawn_blocking(move || super::http::send(method, &url, &headers, Some(b"")))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("marker {key}: {e}"));
+        assert_eq!(resp.status, 200, "marker {key}: {}", resp.text());
+        true
+    }
+
     /// Copies a registry tree written on disk (`fs_root/docker/registry/v2/...`)
     /// key for key under `root/` in the bucket.
     pub async fn upload_tree(self, fs_root: &Path, root: &str) -> usize {
