@@ -178,6 +178,31 @@ fn a_plan_over_the_delete_share_is_refused_without_force() {
     sc.pull_verify_survivors(reg.url(), Mode::Default).unwrap();
 }
 
+/// The blob store missing (a volume not mounted, `repositories/` restored
+/// without `blobs/`): every tag and revision link looks dangling. The run is
+/// refused, nothing is deleted, and once the blobs are back every image pulls.
+#[test]
+fn a_registry_whose_blobs_are_missing_is_refused_without_force() {
+    let (_dir, sc) = pushed(scenarios::mixed);
+    let copy = collector::aged_copy(&sc);
+    let blobs = copy.path().join("docker/registry/v2/blobs");
+    let away = copy.path().join("blobs-not-mounted");
+    std::fs::rename(&blobs, &away).unwrap();
+    std::fs::create_dir(&blobs).unwrap();
+    let before = tree::snapshot(copy.path());
+    for mode in [&[][..], &["--delete-untagged"][..]] {
+        let out = gc(copy.path(), mode, 3);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("no blob was found but") && stderr.contains("not mounted") && stderr.contains("nothing was deleted"), "{stderr}");
+        assert_eq!(tree::snapshot(copy.path()), before, "a refused run deletes nothing");
+    }
+    std::fs::remove_dir(&blobs).unwrap();
+    std::fs::rename(&away, &blobs).unwrap();
+    gc(copy.path(), &["--force"], 0);
+    let reg = Registry::start(copy.path());
+    sc.pull_verify_survivors(reg.url(), Mode::Default).unwrap();
+}
+
 #[test]
 fn offline_skips_both_looks_and_deletes_what_an_online_run_does() {
     let (_dir, sc) = pushed(scenarios::mixed);
