@@ -61,8 +61,7 @@ impl References {
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
+#[derive(Default)]
 struct RawManifest {
     schema_version: Option<serde_json::Value>,
     media_type: Option<String>,
@@ -74,17 +73,128 @@ struct RawManifest {
     fs_layers: Option<Vec<RawFsLayer>>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
+#[derive(Default)]
 struct RawDescriptor {
     digest: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
+#[derive(Default)]
 struct RawFsLayer {
     blob_sum: Option<String>,
 }
+
+// The registry and its clients read manifests with Go's encoding/json, which
+// matches a key to a field exactly or else ignoring case (Unicode simple
+// folding: `Layers`, `LAYERS` and `layerſ` are all `layers`), the last of
+// keys given twice winning. So the structs are read by hand: a key that is
+// a field only ignoring case, like one given twice, is a data error, and the
+// manifest is pinned by scan (`parse`) rather than read without the
+// references Go would find there.
+
+/// Which of `names` the key `key` is: exactly, or `Err` when only ignoring
+/// case as Go does; `None` for a key that is no field.
+fn field<E: serde::de::Error>(key: &str, names: &[&'static str]) -> Result<Option<usize>, E> {
+    if let Some(i) = names.iter().position(|n| *n == key) {
+        return Ok(Some(i));
+    }
+    let fold = |c: char| match c {
+        '\u{17F}' => 's',
+        '\u{212A}' => 'k',
+        c => c.to_ascii_lowercase(),
+    };
+    let same_ignoring_case = |n: &str| key.chars().map(fold).eq(n.chars().map(fold));
+    match names.iter().find(|n| same_ignoring_case(n)) {
+        Some(n) => Err(E::custom(format_args!("key {key:?} is the field {n:?} to Go's JSON reader, which ignores case"))),
+        None => Ok(None),
+    }
+}
+
+/// Reads a JSON object's fields `names` in turn with `read(name, map)`,
+/// skipping other keys; a field given twice is an error (`field`'s rules).
+fn read_fields<'de, A: serde::de::MapAccess<'de>>(
+    mut map: A,
+    names: &[&'static str],
+    mut read: impl FnMut(&'static str, &mut A) -> Result<(), A::Error>,
+) -> Result<(), A::Error> {
+    let mut seen = 0u32;
+    while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+        match field(&key, names)? {
+            Some(i) if seen & (1 << i) != 0 => return Err(serde::de::Error::duplicate_field(names[i])),
+            Some(i) => {
+                seen |= 1 << i;
+                read(names[i], &mut map)?;
+            }
+            None => {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An object's key, borrowed from the bytes unless it has escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> serde::de::Visitor<'de> for Text {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(s.to_string())))
+            }
+        }
+        de.deserialize_str(Text)
+    }
+}
+
+/// A `Deserialize` for a struct read by `read_fields` from a JSON object.
+macro_rules! object_from_fields {
+    ($ty:ident, $what:literal, [$($name:literal => $field:ident),+ $(,)?]) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+                struct Fields;
+                impl<'de> serde::de::Visitor<'de> for Fields {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<$ty, A::Error> {
+                        let mut out = $ty::default();
+                        read_fields(map, &[$($name),+], |name, map| {
+                            match name {
+                                $($name => out.$field = map.next_value()?,)+
+                                _ => unreachable!("a name read_fields was not given"),
+                            }
+                            Ok(())
+                        })?;
+                        Ok(out)
+                    }
+                }
+                de.deserialize_map(Fields)
+            }
+        }
+    };
+}
+
+object_from_fields!(RawManifest, "a manifest object", [
+    "schemaVersion" => schema_version,
+    "mediaType" => media_type,
+    "config" => config,
+    "layers" => layers,
+    "manifests" => manifests,
+    "blobs" => blobs,
+    "subject" => subject,
+    "fsLayers" => fs_layers,
+]);
+object_from_fields!(RawDescriptor, "a descriptor object", ["digest" => digest]);
+object_from_fields!(RawFsLayer, "an fsLayers entry", ["blobSum" => blob_sum]);
 
 /// Sorts descriptor digests into sha256, other algorithms and invalid ones.
 #[derive(Default)]
@@ -429,6 +539,35 @@ mod tests {
         // one kind's fields alone, whatever the media type says, are that kind
         let m = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","config":{{"digest":"sha256:{}"}},"layers":[]}}"#, hex('2'));
         assert_eq!((parse(m.as_bytes()).kind, parse(m.as_bytes()).blobs), (ManifestKind::Image, vec![dg('2')]));
+    }
+
+    /// Go's JSON reader, the registry's and its clients', takes a key for a
+    /// field ignoring case: `"Layers"` are the layers, a descriptor's
+    /// `"Digest"` its digest. Such a manifest is pinned by scan, keeping what
+    /// Go reads in it; so is one whose key is a field only under Unicode
+    /// folding (`layerſ`, with U+017F). Other keys are no field, whatever
+    /// their case.
+    #[test]
+    fn a_field_spelt_in_another_case_is_what_go_reads_so_the_manifest_is_pinned() {
+        let config = format!(r#""config":{{"digest":"sha256:{}"}}"#, hex('a'));
+        for layers in ["Layers", "LAYERS", r"layer\u017f", "layerſ"] {
+            let m = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}",{config},"{layers}":[{{"digest":"sha256:{}"}}]}}"#, hex('b'));
+            let r = parse(m.as_bytes());
+            assert_eq!(r.kind, ManifestKind::Unknown, "{m}");
+            assert!(r.blobs.contains(&dg('a')) && r.blobs.contains(&dg('b')), "{m}: {r:?}");
+        }
+        let index = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"Digest":"sha256:{}"}}]}}"#, hex('c'));
+        let r = parse(index.as_bytes());
+        assert_eq!(r.kind, ManifestKind::Unknown);
+        assert!(r.children.contains(&dg('c')));
+        let schema1 = format!(r#"{{"schemaVersion":1,"fsLayers":[{{"BlobSum":"sha256:{}"}}]}}"#, hex('d'));
+        assert!(parse(schema1.as_bytes()).blobs.contains(&dg('d')));
+        // keys that are no field, in any case, change nothing
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}",{config},"layers":[],"Annotations":{{"Layers":"x"}},"ArtifactType":"y","layersX":[]}}"#
+        );
+        let r = parse(m.as_bytes());
+        assert_eq!((r.kind, r.blobs), (ManifestKind::Image, vec![dg('a')]));
     }
 
     /// `sha256\u003a<hex>` is `sha256:<hex>` to any JSON reader: a manifest

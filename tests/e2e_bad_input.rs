@@ -239,11 +239,13 @@ fn an_aws_profile_without_the_feature_is_a_usage_error_naming_the_setting() {
 /// The registry reads a manifest by its `schemaVersion` and `mediaType` and
 /// ignores fields it does not know, so it takes (and serves as an image) an
 /// OCI image carrying a schema1 `fsLayers`, a Docker image carrying an
-/// index's `manifests`, and an index carrying `fsLayers`. Such a manifest is
-/// no kind registry-gc knows: it is named, and everything it mentions is
-/// kept, in both modes; the run still collects what is garbage.
+/// index's `manifests`, and an index carrying `fsLayers`. And Go's JSON
+/// reader takes a key for a field ignoring case: an image's `"Layers"`, an
+/// index's child descriptor's `"Digest"`. Each such manifest is no kind
+/// registry-gc knows: it is named, and everything it mentions is kept, in
+/// both modes; the run still collects what is garbage.
 #[test]
-fn manifests_with_another_kinds_fields_keep_what_they_name() {
+fn manifests_go_reads_otherwise_than_their_kind_keep_what_they_name() {
     use common::http;
     use serde_json::json;
     let dir = tempfile::tempdir().unwrap();
@@ -270,6 +272,16 @@ fn manifests_with_another_kinds_fields_keep_what_they_name() {
     let index = json!({"schemaVersion": 2, "mediaType": INDEX, "fsLayers": [],
         "manifests": [{"mediaType": OCI, "digest": child_digest, "size": child.len(), "platform": {"os": "linux", "architecture": "amd64"}}]});
     http::put_manifest(base, "mixed", "index-fslayers", INDEX, &serde_json::to_vec(&index).unwrap());
+    let mut cased = serde_json::from_slice::<serde_json::Value>(&image(OCI, "cased", ("annotations", json!({})))).unwrap();
+    let cased_layer = cased["layers"][0]["digest"].as_str().unwrap().to_string();
+    cased["Layers"] = cased["layers"].take();
+    cased.as_object_mut().unwrap().remove("layers");
+    http::put_manifest(base, "mixed", "oci-cased-layers", OCI, &serde_json::to_vec(&cased).unwrap());
+    let child2 = image(OCI, "child-2", ("annotations", json!({})));
+    let child2_digest = http::put_manifest(base, "mixed", &common::images::sha256_digest(&child2), OCI, &child2);
+    let index = json!({"schemaVersion": 2, "mediaType": INDEX,
+        "manifests": [{"mediaType": OCI, "Digest": child2_digest, "size": child2.len(), "platform": {"os": "linux", "architecture": "amd64"}}]});
+    http::put_manifest(base, "mixed", "index-cased-digest", INDEX, &serde_json::to_vec(&index).unwrap());
     let orphan = http::upload_blob(base, "mixed", b"a layer nothing names");
     drop(reg);
     tree::age_tree(dir.path(), Duration::from_secs(7200));
@@ -277,9 +289,15 @@ fn manifests_with_another_kinds_fields_keep_what_they_name() {
     for flags in [&["--force"][..], &["--force", "--delete-untagged"][..]] {
         let out = gc(dir.path(), flags, 0);
         let reg = Registry::start(dir.path());
-        for tag in ["oci-fslayers", "docker-manifests", "index-fslayers"] {
+        // (the harness reads descriptors as registry-gc did: the index whose
+        // child says "Digest" is fetched, and its child pulled by digest)
+        http::get_manifest(reg.url(), "mixed", "index-cased-digest").unwrap_or_else(|e| panic!("mixed:index-cased-digest after gc {flags:?}: {e}"));
+        for tag in ["oci-fslayers", "docker-manifests", "index-fslayers", "oci-cased-layers", child2_digest.as_str()] {
             http::pull_verify(reg.url(), "mixed", tag).unwrap_or_else(|e| panic!("mixed:{tag} after gc {flags:?}: {e}\n{}", stdout(&out)));
         }
+        // what only Go's reading of "Layers" names (a reader that ignores the
+        // key would not ask for it)
+        assert!(http::blob_exists(reg.url(), "mixed", &cased_layer), "the layer of \"Layers\" was deleted: {}", stdout(&out));
         assert!(stdout(&out).contains("manifest has a shape registry-gc does not know"), "{}", stdout(&out));
         assert!(!http::blob_exists(reg.url(), "mixed", &orphan), "the orphan layer is garbage and goes");
     }
