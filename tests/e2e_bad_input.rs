@@ -122,10 +122,22 @@ fn symlinks_out_of_the_root_or_broken_stop_the_run_before_any_deletion() {
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("data"), b"not the registry's").unwrap();
     type Make<'a> = Box<dyn Fn(&std::path::Path) + 'a>;
-    let cases: [(&str, Make); 3] = [
+    // a blob directory named for an orphan digest, linked to a kept blob's
+    // directory: deleting the orphan's data through it would delete the kept
+    // blob's
+    let kept = tree::blob_key_for_digest(&sc.image("alpine:3.19").image.blobs[0]);
+    let kept_dir = kept.trim_end_matches("/data").to_string();
+    let alias = move |v2: &std::path::Path| {
+        let orphan = "ab".repeat(32);
+        std::fs::create_dir_all(v2.join("blobs/sha256/ab")).unwrap();
+        symlink(v2.join(&kept_dir), v2.join(format!("blobs/sha256/ab/{orphan}"))).unwrap();
+    };
+    let cases: [(&str, Make); 5] = [
         ("outside", Box::new(|v2: &std::path::Path| symlink(outside.path(), v2.join("repositories/library/elsewhere")).unwrap())),
         ("broken", Box::new(|v2: &std::path::Path| symlink(v2.join("nowhere"), v2.join("blobs/sha256/dangling")).unwrap())),
         ("loop", Box::new(|v2: &std::path::Path| symlink(v2.join("repositories/team"), v2.join("repositories/team/app/loop")).unwrap())),
+        ("a second path to a blob directory", Box::new(alias)),
+        ("a repository aliased", Box::new(|v2: &std::path::Path| symlink(v2.join("repositories/team/app"), v2.join("repositories/alias")).unwrap())),
     ];
     for (name, make) in cases {
         let copy = aged_copy(&sc);

@@ -318,7 +318,22 @@ impl FsStorage {
         if ft == FileType::Symlink {
             let real = self.inside_root(&key, &dir_path.join(name))?;
             let md = fs::metadata(&real).map_err(|e| io_error(&key, e))?;
-            return Ok(if md.is_dir() { Entry::Dir { name: name.into(), real: Some(real) } } else { Entry::File(meta_of(key, &md)) });
+            if !md.is_dir() {
+                // deleting it unlinks the link, never its target
+                return Ok(Entry::File(meta_of(key, &md)));
+            }
+            // A directory the listing also reads where it is would be listed
+            // twice, under two names that mean different things (a blob
+            // directory named for one digest holding another's data), and a
+            // delete through the link would remove the target's file. Links
+            // to directories outside the registry tree (`blobs` moved beside
+            // it) are the supported kind.
+            let tree = self.root.join(crate::layout::V2.trim_end_matches('/'));
+            if fs::canonicalize(&tree).is_ok_and(|tree| real.starts_with(tree)) {
+                let reason = format!("points to {}, inside the registry tree: a second path to a directory listed where it is", real.display());
+                return Err(StorageError::Symlink { key, reason });
+            }
+            return Ok(Entry::Dir { name: name.into(), real: Some(real) });
         }
         let st = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_error(&key, e.into()))?;
         match FileType::from_raw_mode(st.st_mode) {
