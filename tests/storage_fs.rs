@@ -142,6 +142,23 @@ async fn remove_empty_dirs_leaves_non_empty_ones() {
     assert!(!dir.path().join("a/e").exists());
 }
 
+/// A directory link swapped in after the listing (`a` now leading out of the
+/// root) does not take the removal of `a/empty` out of the root with it; a
+/// top-level directory goes like any other.
+#[tokio::test]
+async fn remove_empty_dirs_stays_beneath_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::create_dir(outside.path().join("empty")).unwrap();
+    symlink(outside.path(), dir.path().join("a")).unwrap();
+    fs::create_dir(dir.path().join("top")).unwrap();
+    let storage = FsStorage::open(dir.path()).unwrap();
+    let removed = storage.remove_empty_dirs(&["a/empty/".into(), "top".into()]).await.unwrap();
+    assert_eq!(removed, 1);
+    assert!(outside.path().join("empty").is_dir(), "an empty directory outside the root was removed");
+    assert!(!dir.path().join("top").exists());
+}
+
 #[tokio::test]
 async fn empty_directories_are_listed_with_a_trailing_slash_and_missing_ones_are_not() {
     let dir = tempfile::tempdir().unwrap();

@@ -735,8 +735,17 @@ impl Storage for FsStorage {
                 if path == this.root {
                     continue;
                 }
-                // not empty, already gone, or not a directory: leave it be
-                if fs::remove_dir(&path).is_ok() {
+                // The parent resolved beneath the root, as a delete's is: a
+                // link swapped in since the listing must not take this out of
+                // it. Not empty, already gone, not a directory, or a parent
+                // that does not resolve: left be.
+                let removed_here = match dir.trim_end_matches('/').rsplit_once('/') {
+                    Some((parent, name)) => this
+                        .open_beneath(parent, OFlags::PATH | OFlags::DIRECTORY)
+                        .is_some_and(|parent| rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR).is_ok()),
+                    None => rustix::fs::unlinkat(this.root_fd.as_fd(), dir.trim_end_matches('/'), AtFlags::REMOVEDIR).is_ok(),
+                };
+                if removed_here {
                     removed += 1;
                 }
             }
