@@ -142,6 +142,40 @@ async fn remove_empty_dirs_leaves_non_empty_ones() {
     assert!(!dir.path().join("a/e").exists());
 }
 
+/// Files removed while a directory is listed (the registry clearing
+/// finished uploads) are not there to list: the listing goes on without
+/// them, never stopping the run for a file that is gone.
+#[test]
+fn files_removed_during_a_listing_are_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "kept/file", b"1");
+    let uploads = dir.path().join("_uploads");
+    fs::create_dir(&uploads).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (stop, uploads) = (stop.clone(), uploads.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let files: Vec<PathBuf> = (0..64).map(|i| uploads.join(format!("{n}-{i}"))).collect();
+                files.iter().for_each(|f| fs::write(f, b"x").unwrap());
+                files.iter().for_each(|f| fs::remove_file(f).unwrap());
+                n += 1;
+            }
+        })
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let storage = FsStorage::open(dir.path()).unwrap();
+    let result: Result<(), StorageError> = (0..300).try_for_each(|_| {
+        let keys = rt.block_on(list_all(&storage))?;
+        assert!(keys.contains(&"kept/file".to_string()), "{keys:?}");
+        Ok(())
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
+    result.expect("a listing while files come and go");
+}
+
 /// A directory link swapped in after the listing (`a` now leading out of the
 /// root) does not take the removal of `a/empty` out of the root with it; a
 /// top-level directory goes like any other.

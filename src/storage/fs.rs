@@ -400,7 +400,14 @@ impl FsStorage {
             if filter.is_some_and(|f| !name.starts_with(f)) {
                 continue;
             }
-            out.push(self.resolve_entry(dir, dir_path, prefix, name, entry.file_type())?);
+            match self.resolve_entry(dir, dir_path, prefix, name, entry.file_type()) {
+                Ok(entry) => out.push(entry),
+                // removed since the directory was read (an upload the
+                // registry finished and cleared): there is nothing to list,
+                // as for a subdirectory gone before it is opened
+                Err(StorageError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }
