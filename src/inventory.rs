@@ -158,6 +158,10 @@ impl Repository {
         self.revisions.binary_search_by_key(&d, |l| l.digest).is_ok()
     }
 
+    pub fn has_layer_link(&self, d: DigestId) -> bool {
+        self.layers.binary_search_by_key(&d, |l| l.digest).is_ok()
+    }
+
     /// The layer link to `d`, if the repository has one.
     pub fn layer(&self, d: DigestId) -> Option<&Link> {
         self.layer_place(d).map(|i| &self.layers[i])

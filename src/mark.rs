@@ -375,8 +375,22 @@ async fn read_manifests(
     marks: &mut Marks,
 ) -> Result<(), MarkError> {
     let mut seen = DigestSet::with_len(inv.digests.len());
-    let ids: Vec<DigestId> =
+    let mut ids: Vec<DigestId> =
         inv.repositories.iter().flat_map(|r| &r.revisions).map(|l| l.digest).filter(|id| inv.has_blob(*id) && seen.insert(*id)).collect();
+    // 2.8 also serves a manifest through its repository's `_layers` link
+    // (2.1.0 linked manifests there instead of as revisions): a tag's target
+    // with no revision but such a link is read too, and what it references
+    // is kept. It may be no manifest at all (a tag naming a layer): one too
+    // large to be one is kept unread.
+    let revisions = ids.len();
+    let served_by_layer_link = inv.repositories.iter().zip(&marks.tag_targets).flat_map(|(r, targets)| {
+        targets.iter().filter_map(|t| t.known()).filter(move |id| !r.has_revision(*id) && r.has_layer_link(*id))
+    });
+    ids.extend(served_by_layer_link.filter(|id| inv.has_blob(*id) && seen.insert(*id)).collect::<Vec<_>>());
+    let mut legacy = DigestSet::with_len(inv.digests.len());
+    for id in &ids[revisions..] {
+        legacy.insert(*id);
+    }
     progress.start_phase("reading manifests", ids.len() as u64);
     let mut reads = match &opts.cache {
         // Without a cache (on a filesystem, or turned off), reads in the
@@ -414,6 +428,7 @@ async fn read_manifests(
                 continue;
             }
             Err(StorageError::NotFound { .. }) => return Err(MarkError::Vanished { key }),
+            Err(StorageError::TooLarge { .. }) if legacy.contains(id) => continue,
             Err(e @ StorageError::TooLarge { .. }) => return Err(MarkError::TooLarge(e)),
             Err(e) => return Err(MarkError::Read(e)),
         };

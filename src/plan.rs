@@ -351,10 +351,15 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
         for l in repo.layers.iter().filter(|l| young(l.modified)) {
             kept.insert(l.digest);
         }
-        // A tag pointing at a digest with no revision here cannot be served, but
-        // its blob is not ours to judge garbage: keep it.
-        for t in targets {
-            if let Some(id) = t.known() {
+        // A tag pointing at a digest with no revision here cannot be served
+        // by v3, but its blob is not ours to judge garbage: keep it. 2.8
+        // serves it through a `_layers` link (what 2.1.0 wrote for
+        // manifests), and then what it references, read in the mark phase,
+        // is kept with it.
+        for id in targets.iter().filter_map(|t| t.known()) {
+            if repo.has_layer_link(id) {
+                keep_manifest(marks, &mut kept, id);
+            } else {
                 kept.insert(id);
             }
         }

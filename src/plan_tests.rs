@@ -689,3 +689,23 @@ fn a_packed_deletion_gives_back_its_target_and_reason() {
     }
     assert_eq!(std::mem::size_of::<Deletion>(), 8);
 }
+
+/// 2.8 serves a manifest through its repository's `_layers` link as well as
+/// its revision link (2.1.0 linked manifests into `_layers`): a tag naming
+/// such a manifest keeps what it references, in both modes. Without the link
+/// (no way for any registry to serve it) the manifest blob alone is kept.
+#[test]
+fn a_manifest_served_through_its_layer_link_keeps_what_it_references() {
+    let (m, config, layer) = (dg(1), dg(2), dg(3));
+    for delete_untagged in [false, true] {
+        let mut fx = Fx::default();
+        fx.image(m, &[config, layer]).layer_link("old", m).layer_link("old", config).layer_link("old", layer).tag("old", "v1", m);
+        let p = fx.plan(delete_untagged);
+        assert!(deleted_blobs(&p).is_empty(), "-m {delete_untagged}: {:?}", deleted_blobs(&p));
+
+        let mut fx = Fx::default();
+        fx.image(m, &[config, layer]).layer_link("old", config).layer_link("old", layer).tag("old", "v1", m);
+        let p = fx.plan(delete_untagged);
+        assert_eq!(deleted_blobs(&p), HashSet::from([config, layer]), "-m {delete_untagged}");
+    }
+}

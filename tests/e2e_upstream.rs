@@ -187,3 +187,35 @@ fn trailing_newline_links() {
     let (_tree, sc) = both_modes(scenarios::trailing_newline_links);
     assert_registry_cannot_serve(&sc);
 }
+
+/// 2.1.0 linked pushed manifests into `_layers` instead of as revisions, and
+/// 2.8 still serves a manifest found that way (its manifest store looks in
+/// both); 2.8's own collector enumerates revisions only and deletes it. The
+/// image kept here: a tagged image whose revision link is replaced by a
+/// `_layers` link, which 2.8 pulls before and after a collection in both modes.
+#[test]
+fn a_manifest_linked_as_a_layer_as_2_1_0_did_stays_pullable() {
+    use common::http;
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let image = Image::docker("linked-as-a-layer", 2);
+    for b in image.blobs() {
+        http::upload_blob(reg.url(), "legacy", &b.bytes);
+    }
+    let digest = http::put_manifest(reg.url(), "legacy", "v1", image.media_type(), &image.manifest_bytes());
+    let orphan = http::upload_blob(reg.url(), "legacy", b"a layer nothing names");
+    drop(reg);
+    let revision = tree::v2_dir(dir.path()).join(format!("repositories/legacy/_manifests/revisions/sha256/{}", &digest[7..]));
+    std::fs::remove_dir_all(&revision).unwrap();
+    tree::write_link(dir.path(), &format!("repositories/legacy/_layers/sha256/{}/link", &digest[7..]), &digest);
+    tree::age_tree(dir.path(), Duration::from_secs(7200));
+    let reg = Registry::start(dir.path());
+    common::http::pull_verify(reg.url(), "legacy", "v1").expect("2.8 serves a manifest through its _layers link");
+    drop(reg);
+    for flags in [&["--force"][..], &["--force", "--delete-untagged"][..]] {
+        gc(dir.path(), flags, 0);
+        let reg = Registry::start(dir.path());
+        http::pull_verify(reg.url(), "legacy", "v1").unwrap_or_else(|e| panic!("legacy:v1 after gc {flags:?}: {e}"));
+        assert!(!http::blob_exists(reg.url(), "legacy", &orphan), "the orphan layer is garbage and goes");
+    }
+}
