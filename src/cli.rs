@@ -383,8 +383,8 @@ impl GcArgs {
         let options = GcOptions {
             dry_run: self.dry_run || gc.dry_run.unwrap_or(false),
             delete_untagged: self.delete_untagged || gc.delete_untagged.unwrap_or(false),
-            min_age_ms: min_age.as_millis() as i64,
-            upload_max_age_ms: upload_max_age.as_millis() as i64,
+            min_age_ms: crate::storage::duration_ms(min_age),
+            upload_max_age_ms: crate::storage::duration_ms(upload_max_age),
             delete_empty_repositories: self.delete_empty_repos || gc.delete_empty_repos.unwrap_or(false),
             concurrency: self.concurrency.or(gc.concurrency).unwrap_or(64).max(1) as usize,
             max_manifest_bytes: self.max_manifest_size.or(gc.max_manifest_size).unwrap_or(64 * 1024 * 1024),

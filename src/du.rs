@@ -404,8 +404,8 @@ async fn run(args: &DuArgs, quiet: bool) -> Result<String, Error> {
     }
     let opts = |delete_untagged| PlanOptions {
         delete_untagged,
-        min_age_ms: min_age.as_millis() as i64,
-        upload_max_age_ms: upload_max_age.as_millis() as i64,
+        min_age_ms: crate::storage::duration_ms(min_age),
+        upload_max_age_ms: crate::storage::duration_ms(upload_max_age),
         delete_empty_repositories: false,
         now_ms: system_time_ms(now),
         // `inspect::load` lists with every size and age

@@ -319,14 +319,14 @@ impl PlanOptions {
     /// truncated to the second: an object written at 10.9 s shows as 10 s, and
     /// must still count as newer than a fence at 10.3 s.
     pub fn fence(&self) -> Secs {
-        let floor = (self.now_ms - self.min_age_ms).max(0) / 1000;
+        let floor = self.now_ms.saturating_sub(self.min_age_ms).max(0) / 1000;
         Secs::try_from((floor - 1).max(0)).unwrap_or(Secs::MAX)
     }
 }
 
 pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
     let fence = opts.fence();
-    let upload_cutoff: Secs = Secs::try_from((opts.now_ms - opts.upload_max_age_ms).max(0) / 1000).unwrap_or(Secs::MAX);
+    let upload_cutoff: Secs = Secs::try_from(opts.now_ms.saturating_sub(opts.upload_max_age_ms).max(0) / 1000).unwrap_or(Secs::MAX);
     let young = |t: Secs| t > fence && !(opts.unstated_are_old && t == NOT_STATED);
     let mut out = Plan { remove_empty_repositories: opts.delete_empty_repositories, kept_blob_bytes: Some(0), ..Plan::default() };
 

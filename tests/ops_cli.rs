@@ -224,6 +224,22 @@ fn the_exposition_checker_refuses_what_the_collector_refuses() {
     }
 }
 
+/// An age too long for any clock (an operator writing "never") keeps
+/// everything young: nothing is deleted, not everything (a wrapped conversion
+/// made it negative, every object old). Likewise for purge's `--older-than`.
+#[test]
+fn an_age_past_any_clock_protects_everything() {
+    let reg = sample_copy();
+    let root = reg.path().display().to_string();
+    for age in ["1000000000y", "100y"] {
+        let out = run(&["gc", "-m", "--min-age", age, "--upload-max-age", age, &root]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("nothing to delete"), "--min-age {age}: {}", text(&out.stdout));
+    }
+    let out = run(&["gc", "-m", "--dry-run", "--min-age", "0s", "--upload-max-age", "0s", &root]);
+    assert!(!text(&out.stdout).contains("nothing to delete"), "the sample has garbage: {}", text(&out.stdout));
+}
+
 #[test]
 fn metrics_textfile_of_a_real_run_matches_its_report() {
     let reg = sample_copy();

@@ -47,7 +47,7 @@ pub async fn purge(
     dry_run: bool,
     concurrency: usize,
 ) -> Result<PurgeOutcome, QuarantineError> {
-    let fence = system_time_ms(now) - older_than.as_millis() as i64;
+    let fence = system_time_ms(now).saturating_sub(crate::storage::duration_ms(older_than));
     let mut out = PurgeOutcome { storage: storage.describe(), dry_run, ..Default::default() };
     for run in list_runs(storage, concurrency).await? {
         if run.time_ms() >= fence {

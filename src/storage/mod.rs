@@ -368,7 +368,14 @@ fn in_batches<'a, T: Send + 'a, R: Send + 'a>(
 
 pub fn system_time_ms(t: SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
+        Ok(d) => duration_ms(d),
+        Err(e) => -duration_ms(e.duration()),
     }
+}
+
+/// A duration in milliseconds, saturating: an age past what an `i64` holds
+/// (`--min-age 1000000000y`, meant as "never") stays the longest age, never
+/// wrapping into a negative one that would make everything old.
+pub fn duration_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
