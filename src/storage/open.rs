@@ -29,6 +29,8 @@ pub enum OpenError {
     BadOption { source_name: String, key: String, reason: String },
     #[error("STORAGE {spec:?}: {reason}")]
     Backend { spec: String, reason: String },
+    #[error("{source_name}: {key} names the {what}, which STORAGE names ({spec:?}); a second name would send every request to another {what} than the one reported")]
+    TargetInOptions { source_name: String, key: String, what: &'static str, spec: String },
     #[cfg(not(feature = "aws-profile"))]
     #[error(
         "{source_name}: AWS profiles need the `aws-profile` feature, and this registry-gc was built without it; \
@@ -141,6 +143,10 @@ fn built(spec: &str, e: object_store::Error) -> OpenError {
     OpenError::Backend { spec: spec.to_string(), reason }
 }
 
+fn target_in_options(spec: &str, o: &BackendOption, what: &'static str) -> OpenError {
+    OpenError::TargetInOptions { source_name: o.source.clone(), key: o.key.clone(), what, spec: spec.to_string() }
+}
+
 fn endpoint_of(options: &BackendOptions, section: &str, keys: &[&str], env: &[&str]) -> Option<String> {
     let configured = options.for_section(section).filter(|o| keys.contains(&o.key.as_str())).last().map(|o| o.value.clone());
     configured.or_else(|| env.iter().find_map(|k| std::env::var(k).ok()))
@@ -157,7 +163,10 @@ fn build_s3(spec: &str, bucket: &str, options: &BackendOptions) -> Result<(Arc<d
             PROFILE_KEY | LIST_PAGE_SIZE_KEY => b,
             // the registry's s3 driver spells it this way
             "force_path_style" | "forcepathstyle" => b.with_virtual_hosted_style_request(!parse_bool(o)?),
-            key => b.with_config(key.parse::<AmazonS3ConfigKey>().map_err(|_| unknown(o, "S3"))?, &o.value),
+            key => match key.parse::<AmazonS3ConfigKey>().map_err(|_| unknown(o, "S3"))? {
+                AmazonS3ConfigKey::Bucket => return Err(target_in_options(spec, o, "bucket")),
+                key => b.with_config(key, &o.value),
+            },
         };
     }
     #[cfg(feature = "aws-profile")]
@@ -223,6 +232,9 @@ fn build_azure(spec: &str, container: &str, options: &BackendOptions) -> Result<
     let mut emulator = false;
     for o in options.for_section("azure").filter(|o| o.key != LIST_PAGE_SIZE_KEY) {
         let key = o.key.parse::<AzureConfigKey>().map_err(|_| unknown(o, "Azure"))?;
+        if matches!(key, AzureConfigKey::ContainerName) {
+            return Err(target_in_options(spec, o, "container"));
+        }
         if matches!(key, AzureConfigKey::UseEmulator) && parse_bool(o)? && endpoint.is_some() {
             // object_store's emulator mode ignores the endpoint; an Azurite on
             // another address is the same thing spelled out
@@ -254,7 +266,10 @@ fn build_gcs(spec: &str, bucket: &str, options: &BackendOptions) -> Result<(Arc<
     for o in options.for_section("gcs").filter(|o| o.key != LIST_PAGE_SIZE_KEY) {
         // `endpoint` (as --endpoint sets it) is object_store's `base_url` for GCS
         let key = if o.key == "endpoint" { "base_url" } else { o.key.as_str() };
-        b = b.with_config(key.parse::<GoogleConfigKey>().map_err(|_| unknown(o, "GCS"))?, &o.value);
+        b = match key.parse::<GoogleConfigKey>().map_err(|_| unknown(o, "GCS"))? {
+            GoogleConfigKey::Bucket => return Err(target_in_options(spec, o, "bucket")),
+            key => b.with_config(key, &o.value),
+        };
     }
     let endpoint = endpoint_of(options, "gcs", &["endpoint", "base_url", "google_base_url"], &["GOOGLE_BASE_URL"]);
     let store = b.build().map_err(|e| built(spec, e))?;
@@ -291,5 +306,25 @@ mod tests {
         options.push_section("azure", "list_page_size", "7", "--config c.toml [azure]");
         options.push_section("s3", "region", "us-east-1", "--config c.toml [s3]");
         assert_eq!(open_storage("s3://b/r", &options).unwrap().list_page_size(), Some(1000));
+    }
+
+    /// STORAGE names the bucket or container: a setting naming another
+    /// (object_store takes `bucket`, `aws_bucket`, `container_name`, ... as
+    /// settings too) would send every request there while the summary and
+    /// the report named STORAGE's. It is refused, naming where it came from.
+    #[test]
+    fn a_setting_naming_another_bucket_is_refused() {
+        for (spec, section, key) in [
+            ("s3://staging/reg", "s3", "bucket"),
+            ("s3://staging/reg", "s3", "aws_bucket_name"),
+            ("az://staging/reg", "azure", "container_name"),
+            ("gs://staging/reg", "gcs", "bucket"),
+            ("gs://staging/reg", "gcs", "google_bucket_name"),
+        ] {
+            let mut options = BackendOptions::default();
+            options.push_section(section, key, "prod", "--config c.toml");
+            let err = open_storage(spec, &options).err().unwrap_or_else(|| panic!("{spec} {key}: opened")).to_string();
+            assert!(err.contains("--config c.toml") && err.contains(key) && err.contains("staging"), "{err}");
+        }
     }
 }
