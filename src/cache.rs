@@ -63,8 +63,18 @@ impl ManifestCache {
         let Some(parent) = path.parent() else { return };
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(parent)?;
+            // a new file, never one already there: a link planted under this
+            // name (a cache directory others can write) is removed, not
+            // written through; one planted again in between fails the write
             let tmp = parent.join(format!(".{}.{}.tmp", d.hex(), std::process::id()));
-            let mut f = std::fs::File::create(&tmp)?;
+            let create = || std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp);
+            let mut f = match create() {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    std::fs::remove_file(&tmp)?;
+                    create()?
+                }
+                other => other?,
+            };
             f.write_all(bytes)?;
             f.sync_data()?;
             std::fs::rename(&tmp, &path)
@@ -96,5 +106,23 @@ mod tests {
         assert!(cache.get(&d).is_none());
         assert!(!cache.path(&d).exists());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Writing an entry never follows a link: with its temporary name
+    /// planted as a link to a file elsewhere, that file is left as it was.
+    #[test]
+    fn a_planted_link_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"untouched").unwrap();
+        let cache = ManifestCache::open(&dir.path().join("cache")).unwrap();
+        let body = br#"{"schemaVersion":2}"#;
+        let d = Digest::from_bytes(Sha256::digest(body).into());
+        let parent = cache.path(&d).parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(&parent).unwrap();
+        std::os::unix::fs::symlink(&victim, parent.join(format!(".{}.{}.tmp", d.hex(), std::process::id()))).unwrap();
+        cache.put(&d, body);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+        assert_eq!(&cache.get(&d).unwrap()[..], body, "cached all the same");
     }
 }
