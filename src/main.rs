@@ -10,7 +10,7 @@ use registry_gc::cache::ManifestCache;
 use registry_gc::cli::{Cli, Command, GcArgs, LogFormat};
 use registry_gc::error::{Error, Exit};
 use registry_gc::progress::Progress;
-use registry_gc::storage::open::open_storage;
+use registry_gc::storage::open::{open_storage, shown_spec};
 use registry_gc::{gc, generate, metrics, report::Report};
 
 /// `--log-format json`: messages go through the JSON log too, so that stderr
@@ -75,7 +75,7 @@ struct Known {
 async fn gc_command(args: &GcArgs, quiet: bool) -> Exit {
     let started = Instant::now();
     let mut known =
-        Known { storage: args.storage.storage.clone().unwrap_or_default(), dry_run: args.dry_run, metrics: args.metrics.clone() };
+        Known { storage: shown_spec(&args.storage.storage.clone().unwrap_or_default()), dry_run: args.dry_run, metrics: args.metrics.clone() };
     let result = run_gc(args, quiet, &mut known).await;
     let exit = match &result {
         Ok(report) if !report.failures.is_empty() => {
@@ -120,7 +120,7 @@ async fn gc_command(args: &GcArgs, quiet: bool) -> Exit {
 
 async fn run_gc(args: &GcArgs, quiet: bool, known: &mut Known) -> Result<Report, Error> {
     let mut settings = args.resolve()?;
-    known.storage = settings.storage.clone();
+    known.storage = shown_spec(&settings.storage);
     known.dry_run = settings.options.dry_run;
     known.metrics = settings.metrics.clone();
     let storage = open_storage(&settings.storage, &settings.backend)?;

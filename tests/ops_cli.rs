@@ -309,6 +309,15 @@ fn metrics_are_written_when_the_run_fails() {
     let samples = check_exposition(&std::fs::read_to_string(&prom).unwrap()).unwrap();
     assert_eq!(value(&samples, "registry_gc_last_run_exit_code", None), 2.0);
 
+    // keys in STORAGE: refused, and shown nowhere, the textfile's label included
+    let out = run(&["gc", "--metrics", p, "s3://AKIAEXAMPLE:wJalrSECRETKEY@bucket/root"]);
+    assert_ne!(out.status.code(), Some(0));
+    let body = std::fs::read_to_string(&prom).unwrap();
+    for shown in [text(&out.stderr), text(&out.stdout), body] {
+        assert!(!shown.contains("AKIAEXAMPLE") && !shown.contains("wJalrSECRETKEY"), "{shown}");
+    }
+    assert!(text(&out.stderr).contains("credentials in STORAGE are not used"), "{}", text(&out.stderr));
+
     // a textfile that cannot be written fails a run that otherwise succeeded
     let reg = sample_copy();
     let out = run(&["-q", "gc", "--dry-run", "--min-age", "0s", "--metrics", "/nonexistent-dir/m.prom", reg.path().to_str().unwrap()]);

@@ -46,26 +46,56 @@ pub enum OpenError {
     Profile(#[from] super::aws_profile::ProfileError),
 }
 
+/// STORAGE as it may be shown (errors, metrics): a URL's user, password and
+/// query replaced by `***`, since that is where someone would put a key or a
+/// SAS token (which STORAGE does not take: `open_storage` refuses them).
+pub fn shown_spec(spec: &str) -> String {
+    let Ok(mut url) = url::Url::parse(spec) else { return spec.to_string() };
+    if !spec.contains("://") || (url.username().is_empty() && url.password().is_none() && url.query().is_none()) {
+        return spec.to_string();
+    }
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    if !url.username().is_empty() {
+        let _ = url.set_username("***");
+    }
+    if url.query().is_some() {
+        url.set_query(Some("***"));
+    }
+    url.to_string()
+}
+
 /// Opens `spec`: a directory path, a `file://` URL, or an object store URL.
 pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Storage>, OpenError> {
     let Some((scheme, _)) = spec.split_once("://") else {
         return open_fs(spec, Path::new(spec));
     };
-    let url = url::Url::parse(spec).map_err(|e| OpenError::BadUrl { spec: spec.to_string(), reason: e.to_string() })?;
+    let url = url::Url::parse(spec).map_err(|e| OpenError::BadUrl { spec: shown_spec(spec), reason: e.to_string() })?;
+    // Credentials or a query in STORAGE would be ignored, and the run would
+    // go on with whatever others it finds: refused, and never echoed.
+    if !url.username().is_empty() || url.password().is_some() {
+        let reason = "credentials in STORAGE are not used; give them as settings (-o, --config) or in the environment".into();
+        return Err(OpenError::BadUrl { spec: shown_spec(spec), reason });
+    }
+    if url.query().is_some() {
+        let reason = "a query in STORAGE is not used; a SAS token is -o sas_token=... (or AZURE_STORAGE_SAS_TOKEN)".into();
+        return Err(OpenError::BadUrl { spec: shown_spec(spec), reason });
+    }
     let service = match scheme {
         "file" => {
             let path = url
                 .to_file_path()
-                .map_err(|()| OpenError::BadUrl { spec: spec.to_string(), reason: "not an absolute local path".into() })?;
+                .map_err(|()| OpenError::BadUrl { spec: shown_spec(spec), reason: "not an absolute local path".into() })?;
             return open_fs(spec, &path);
         }
         "s3" | "s3a" => Service::S3,
         "az" | "azure" => Service::Azure,
         "gs" | "gcs" => Service::Gcs,
-        other => return Err(OpenError::UnsupportedScheme { spec: spec.to_string(), scheme: other.to_string() }),
+        other => return Err(OpenError::UnsupportedScheme { spec: shown_spec(spec), scheme: other.to_string() }),
     };
     let bucket = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| OpenError::BadUrl {
-        spec: spec.to_string(),
+        spec: shown_spec(spec),
         reason: "no bucket or container name".into(),
     })?;
     let root = url.path().trim_matches('/').to_string();
@@ -108,7 +138,7 @@ fn list_page_size(options: &BackendOptions, section: &str, most: usize) -> Resul
 }
 
 fn open_fs(spec: &str, path: &Path) -> Result<Box<dyn Storage>, OpenError> {
-    let fs = FsStorage::open(path).map_err(|source| OpenError::Root { spec: spec.to_string(), source })?;
+    let fs = FsStorage::open(path).map_err(|source| OpenError::Root { spec: shown_spec(spec), source })?;
     Ok(Box::new(fs))
 }
 
@@ -140,11 +170,11 @@ fn built(spec: &str, e: object_store::Error) -> OpenError {
     if reason.contains("Account must be specified") {
         reason.push_str(" (set AZURE_STORAGE_ACCOUNT_NAME, [azure] account_name in --config, or -o account_name=NAME; -o use_emulator=true for Azurite)");
     }
-    OpenError::Backend { spec: spec.to_string(), reason }
+    OpenError::Backend { spec: shown_spec(spec), reason }
 }
 
 fn target_in_options(spec: &str, o: &BackendOption, what: &'static str) -> OpenError {
-    OpenError::TargetInOptions { source_name: o.source.clone(), key: o.key.clone(), what, spec: spec.to_string() }
+    OpenError::TargetInOptions { source_name: o.source.clone(), key: o.key.clone(), what, spec: shown_spec(spec) }
 }
 
 fn endpoint_of(options: &BackendOptions, section: &str, keys: &[&str], env: &[&str]) -> Option<String> {
@@ -306,6 +336,21 @@ mod tests {
         options.push_section("azure", "list_page_size", "7", "--config c.toml [azure]");
         options.push_section("s3", "region", "us-east-1", "--config c.toml [s3]");
         assert_eq!(open_storage("s3://b/r", &options).unwrap().list_page_size(), Some(1000));
+    }
+
+    /// Keys or a SAS token in STORAGE are refused (they would be ignored), and
+    /// the message shows them as `***`; so does `shown_spec`, which metrics use.
+    #[test]
+    fn secrets_in_storage_are_refused_and_never_shown() {
+        for spec in ["s3://AKIAEXAMPLE:wJalrSECRETKEY@bucket/root", "az://container/root?sv=2024&sig=SASSECRET", "gs://user@bucket/r"] {
+            let err = open_storage(spec, &BackendOptions::default()).err().unwrap_or_else(|| panic!("{spec}: opened")).to_string();
+            for secret in ["AKIAEXAMPLE", "wJalrSECRETKEY", "SASSECRET", "user@"] {
+                assert!(!err.contains(secret) && !shown_spec(spec).contains(secret), "{spec}: {err}");
+            }
+            assert!(err.contains("not used") && err.contains("***"), "{err}");
+        }
+        assert_eq!(shown_spec("s3://bucket/root"), "s3://bucket/root");
+        assert_eq!(shown_spec("/srv/registry"), "/srv/registry");
     }
 
     /// STORAGE names the bucket or container: a setting naming another
