@@ -244,8 +244,16 @@ impl Params<'_> {
         }
     }
 
+    /// The root as the driver uses it: a key prefix, taken literally. A `.`,
+    /// `..` or empty segment would not come through a URL as it is (URLs
+    /// resolve dot segments), and the store's paths have no empty ones: such
+    /// a root is refused rather than turned into another prefix.
     fn root(&self) -> Result<String, RegistryConfigError> {
-        Ok(self.string("rootdirectory")?.map(|r| r.trim_matches('/').to_string()).unwrap_or_default())
+        let root = self.string("rootdirectory")?.map(|r| r.trim_matches('/').to_string()).unwrap_or_default();
+        if !root.is_empty() && root.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+            return Err(self.bad("rootdirectory", "a prefix with an empty, . or .. segment would not be the driver's prefix here; registry-gc refuses it (give STORAGE instead)"));
+        }
+        Ok(root)
     }
 
     fn option(&self, out: &mut Vec<RegistryOption>, key: &'static str, value: String, from: &str) {
@@ -263,11 +271,16 @@ pub fn go_bool(s: &str) -> Option<bool> {
     }
 }
 
+/// STORAGE for the bucket and root: the root's characters that a URL path
+/// would take otherwise (`%`, `#`, `?`, spaces, ...) percent-encoded, which
+/// `open_storage` decodes back to the exact prefix.
 fn url(scheme: &str, bucket: &str, root: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+    const PATH: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}').add(b'\\').add(b'^').add(b'|').add(b'[').add(b']');
     if root.is_empty() {
         format!("{scheme}://{bucket}")
     } else {
-        format!("{scheme}://{bucket}/{root}")
+        format!("{scheme}://{bucket}/{}", utf8_percent_encode(root, PATH))
     }
 }
 
@@ -402,6 +415,29 @@ http:
         assert_eq!(s.url, "/var/lib/registry");
         let s = parse("storage:\n  filesystem:\n  delete: {enabled: true}\n", "c.yml", env(&[])).unwrap();
         assert_eq!(s.url, "/var/lib/registry");
+    }
+
+    /// The root is a key prefix taken literally by the driver: one with
+    /// characters a URL reads otherwise comes through STORAGE as it is, and
+    /// one with `.`, `..` or empty segments (which a URL would resolve into
+    /// another prefix) is refused, naming the setting.
+    #[test]
+    fn a_root_comes_through_exactly_or_is_refused() {
+        use crate::config::BackendOptions;
+        use crate::storage::open::open_storage;
+        for root in ["reg#prod", "reg?x=1", "my registry", "a%20b", "ü/x"] {
+            let text = format!("storage:\n  s3:\n    bucket: b\n    region: us-east-1\n    rootdirectory: \"/{root}/\"\n");
+            let s = parse(&text, "c.yml", env(&[])).unwrap();
+            let mut options = BackendOptions::default();
+            options.push_section("s3", "endpoint", "http://127.0.0.1:1", "test");
+            let storage = open_storage(&s.url, &options).unwrap_or_else(|e| panic!("{root}: {e}"));
+            assert_eq!(storage.describe().split(" at ").next(), Some(format!("s3://b/{root}").as_str()), "{root}: {}", s.url);
+        }
+        for root in ["/a/../b", "/a/./b", "/a//b"] {
+            let text = format!("storage:\n  s3:\n    bucket: b\n    rootdirectory: \"{root}\"\n");
+            let err = parse(&text, "c.yml", env(&[])).unwrap_err().to_string();
+            assert!(err.contains("storage.s3.rootdirectory") && err.contains("segment"), "{root}: {err}");
+        }
     }
 
     #[test]

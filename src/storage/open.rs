@@ -98,7 +98,8 @@ pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Stor
         spec: shown_spec(spec),
         reason: "no bucket or container name".into(),
     })?;
-    let root = url.path().trim_matches('/').to_string();
+    // the path as written: a root with a space or a `#` comes percent-encoded
+    let root = percent_encoding::percent_decode_str(url.path()).decode_utf8_lossy().trim_matches('/').to_string();
     let (store, where_) = match service {
         Service::S3 => build_s3(spec, bucket, options)?,
         Service::Azure => build_azure(spec, bucket, options)?,
