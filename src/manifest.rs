@@ -265,10 +265,20 @@ pub fn parse(bytes: &[u8]) -> References {
     };
 
     let mut c = Collector::default();
-    let mut blobs: Vec<Digest> = raw.fs_layers.iter().flatten().filter_map(|l| c.take(l.blob_sum.as_ref())).collect();
+    // one allocation each, of the size needed: a manifest's references are
+    // short-lived, and a run parses tens of thousands between the long-lived
+    // vectors the marks grow (which odd-sized leftovers would fragment)
+    let descriptors = |d: &Option<Vec<RawDescriptor>>| d.as_ref().map_or(0, Vec::len);
+    let mut blobs = Vec::with_capacity(
+        raw.fs_layers.as_ref().map_or(0, Vec::len) + usize::from(raw.config.is_some()) + descriptors(&raw.layers) + descriptors(&raw.blobs),
+    );
+    for layer in raw.fs_layers.iter().flatten() {
+        blobs.extend(c.take(layer.blob_sum.as_ref()));
+    }
     blobs.extend(raw.config.as_ref().and_then(|config| c.take(config.digest.as_ref())));
-    blobs.extend(c.take_all(&raw.layers));
-    blobs.extend(c.take_all(&raw.blobs));
+    for d in raw.layers.iter().chain(&raw.blobs).flatten() {
+        blobs.extend(c.take(d.digest.as_ref()));
+    }
     let children = c.take_all(&raw.manifests);
     let subject = raw.subject.as_ref().and_then(|s| c.take(s.digest.as_ref()));
 
