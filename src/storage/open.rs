@@ -204,9 +204,32 @@ fn build_s3(spec: &str, bucket: &str, options: &BackendOptions) -> Result<(Arc<d
     if let Some(choice) = &profile {
         b = super::aws_profile::apply(b, choice)?;
     }
-    let endpoint = endpoint_of(options, "s3", &["endpoint", "aws_endpoint", "endpoint_url", "aws_endpoint_url"], &["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]);
+    let mut endpoint = endpoint_of(options, "s3", &["endpoint", "aws_endpoint", "endpoint_url", "aws_endpoint_url"], &["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]);
+    // object_store takes an endpoint given with virtual-hosted addressing for
+    // the bucket's own (it adds no bucket to it): the bucket goes in front of
+    // the host, as the registry's driver addresses it with forcepathstyle off
+    let virtual_hosted = b.get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest).is_some_and(|v| v == "true");
+    if let (true, Some(given)) = (virtual_hosted, b.get_config_value(&AmazonS3ConfigKey::Endpoint)) {
+        let bucket_endpoint = bucket_host(&given, bucket).map_err(|reason| OpenError::Backend { spec: shown_spec(spec), reason })?;
+        b = b.with_endpoint(&bucket_endpoint);
+        endpoint = Some(bucket_endpoint);
+    }
     let store = b.build().map_err(|e| built(spec, e))?;
     Ok((Arc::new(store), endpoint))
+}
+
+/// `endpoint` with `bucket.` in front of its host, unless it is there already.
+fn bucket_host(endpoint: &str, bucket: &str) -> Result<String, String> {
+    let mut url = url::Url::parse(endpoint).map_err(|e| format!("endpoint {endpoint}: {e}"))?;
+    let host = url.host_str().unwrap_or_default().to_string();
+    if host.starts_with(&format!("{bucket}.")) {
+        return Ok(endpoint.to_string());
+    }
+    let named = matches!(url.host(), Some(url::Host::Domain(_)));
+    if !named || url.set_host(Some(&format!("{bucket}.{host}"))).is_err() {
+        return Err(format!("virtual-hosted addressing puts the bucket in the endpoint's host name, and {endpoint} has none; use path-style addressing"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 /// The S3 setting that names an AWS profile: `[s3] profile` in --config,
@@ -337,6 +360,29 @@ mod tests {
         options.push_section("azure", "list_page_size", "7", "--config c.toml [azure]");
         options.push_section("s3", "region", "us-east-1", "--config c.toml [s3]");
         assert_eq!(open_storage("s3://b/r", &options).unwrap().list_page_size(), Some(1000));
+    }
+
+    /// With virtual-hosted addressing an endpoint names the bucket's own host
+    /// (object_store adds no bucket to it): the bucket is put in front of the
+    /// host, once; an endpoint without a host name is refused.
+    #[test]
+    fn virtual_hosted_addressing_puts_the_bucket_in_the_endpoint() {
+        let opened = |endpoint: &str| {
+            let mut options = BackendOptions::default();
+            options.push("endpoint", endpoint, "--endpoint");
+            options.push("virtual_hosted_style_request", "true", "--virtual-hosted-style");
+            options.push("region", "us-east-1", "-o");
+            open_storage("s3://reg-bucket/root", &options)
+        };
+        for (given, used) in [
+            ("https://minio.internal:9000", "https://reg-bucket.minio.internal:9000"),
+            ("https://reg-bucket.r2.example", "https://reg-bucket.r2.example"),
+        ] {
+            let storage = opened(given).unwrap_or_else(|e| panic!("{given}: {e}"));
+            assert_eq!(storage.describe(), format!("s3://reg-bucket/root at {used}"));
+        }
+        let err = opened("http://127.0.0.1:9000").err().unwrap_or_else(|| panic!("an address has no host name to put the bucket in")).to_string();
+        assert!(err.contains("path-style"), "{err}");
     }
 
     /// Keys or a SAS token in STORAGE are refused (they would be ignored), and
