@@ -746,13 +746,7 @@ impl Storage for FsStorage {
                 // link swapped in since the listing must not take this out of
                 // it. Not empty, already gone, not a directory, or a parent
                 // that does not resolve: left be.
-                let removed_here = match dir.trim_end_matches('/').rsplit_once('/') {
-                    Some((parent, name)) => this
-                        .open_beneath(parent, OFlags::PATH | OFlags::DIRECTORY)
-                        .is_some_and(|parent| rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR).is_ok()),
-                    None => rustix::fs::unlinkat(this.root_fd.as_fd(), dir.trim_end_matches('/'), AtFlags::REMOVEDIR).is_ok(),
-                };
-                if removed_here {
+                if this.unlink_beneath(dir, AtFlags::REMOVEDIR).is_some_and(|r| r.is_ok()) {
                     removed += 1;
                 }
             }
@@ -835,18 +829,27 @@ impl FsStorage {
         Ok(Bytes::copy_from_slice(scratch))
     }
 
+    /// `unlinkat` of `key`'s last component (a trailing `/` aside) in its
+    /// parent opened beneath the root, so that no link, even one swapped in
+    /// since the listing, takes it out of the root; `None` when the parent
+    /// does not resolve there.
+    fn unlink_beneath(&self, key: &str, flags: AtFlags) -> Option<rustix::io::Result<()>> {
+        match key.trim_end_matches('/').rsplit_once('/') {
+            Some((parent, name)) => self.open_beneath(parent, OFlags::PATH | OFlags::DIRECTORY).map(|fd| rustix::fs::unlinkat(&fd, name, flags)),
+            None => Some(rustix::fs::unlinkat(self.root_fd.as_fd(), key.trim_end_matches('/'), flags)),
+        }
+    }
+
     fn delete_one(&self, key: &str) -> Result<(), StorageError> {
         let path = self.path_of(key)?;
         self.counts.delete(1);
         // The parent must resolve inside the root: a directory link that points
         // elsewhere must not turn a delete here into a delete there.
-        if let (Some((parent_key, name)), true) = (key.rsplit_once('/'), !key.ends_with('/')) {
-            if let Some(parent) = self.open_beneath(parent_key, OFlags::PATH | OFlags::DIRECTORY) {
-                return match rustix::fs::unlinkat(&parent, name, AtFlags::empty()) {
-                    Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
-                    Err(e) => Err(io_error(key, e.into())),
-                };
-            }
+        if let Some(result) = (!key.ends_with('/')).then(|| self.unlink_beneath(key, AtFlags::empty())).flatten() {
+            return match result {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                Err(e) => Err(io_error(key, e.into())),
+            };
         }
         if let Some(parent) = path.parent() {
             match self.inside_root(key, parent) {
