@@ -26,7 +26,10 @@ fn main() {
         }
     };
     if tree::v2_dir(&root).exists() && !tree::keys(&root).is_empty() {
-        eprintln!("{} already holds a registry tree; choose an empty directory", root.display());
+        eprintln!(
+            "{} already holds a registry tree; choose an empty directory",
+            root.display()
+        );
         std::process::exit(2);
     }
     let mut reg = Registry::start(&root);
@@ -49,11 +52,22 @@ fn main() {
             r.label,
             r.repo(),
             &r.digest()[..19],
-            if r.survives(Mode::Default) { "keep" } else { "drop" },
-            if r.survives(Mode::DeleteUntagged) { "keep" } else { "drop" },
+            if r.survives(Mode::Default) {
+                "keep"
+            } else {
+                "drop"
+            },
+            if r.survives(Mode::DeleteUntagged) {
+                "keep"
+            } else {
+                "drop"
+            },
         );
     }
-    for (mode, name) in [(Mode::Default, "default"), (Mode::DeleteUntagged, "delete-untagged")] {
+    for (mode, name) in [
+        (Mode::Default, "default"),
+        (Mode::DeleteUntagged, "delete-untagged"),
+    ] {
         let e = sc.expectation(mode);
         println!("expected deleted blobs ({name}): {}", e.deleted_blobs.len());
         for d in &e.deleted_blobs {

@@ -9,7 +9,9 @@ pub struct Bits {
 impl Bits {
     /// Room for indexes below `n` without growing.
     pub fn with_len(n: usize) -> Self {
-        Bits { words: vec![0; n.div_ceil(64)] }
+        Bits {
+            words: vec![0; n.div_ceil(64)],
+        }
     }
 
     /// Adds `i` (growing to hold it); returns whether it was new.
@@ -24,18 +26,23 @@ impl Bits {
     }
 
     pub fn contains(&self, i: usize) -> bool {
-        self.words.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+        self.words
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 
     /// The indexes in the set, in increasing order, without a list of them.
     pub fn into_indexes(self) -> impl Iterator<Item = usize> {
-        self.words.into_iter().enumerate().flat_map(|(w, mut word)| {
-            std::iter::from_fn(move || {
-                let bit = (word != 0).then(|| word.trailing_zeros() as usize)?;
-                word &= word - 1;
-                Some(w * 64 + bit)
+        self.words
+            .into_iter()
+            .enumerate()
+            .flat_map(|(w, mut word)| {
+                std::iter::from_fn(move || {
+                    let bit = (word != 0).then(|| word.trailing_zeros() as usize)?;
+                    word &= word - 1;
+                    Some(w * 64 + bit)
+                })
             })
-        })
     }
 }
 
@@ -51,7 +58,10 @@ mod tests {
         assert!(s.insert(700));
         assert!(s.insert(63) && s.insert(64) && s.insert(0));
         assert!(s.contains(3) && s.contains(700) && !s.contains(4) && !s.contains(100_000));
-        assert_eq!(s.into_indexes().collect::<Vec<_>>(), vec![0, 3, 63, 64, 700]);
+        assert_eq!(
+            s.into_indexes().collect::<Vec<_>>(),
+            vec![0, 3, 63, 64, 700]
+        );
         assert_eq!(Bits::default().into_indexes().count(), 0);
     }
 }

@@ -23,13 +23,19 @@ impl ManifestCache {
         let base = std::env::var_os("XDG_CACHE_HOME")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| Path::new(&h).join(".cache")))?;
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(|h| Path::new(&h).join(".cache"))
+            })?;
         Some(base.join("registry-gc"))
     }
 
     pub fn open(dir: &Path) -> std::io::Result<ManifestCache> {
         std::fs::create_dir_all(dir.join("manifests/sha256"))?;
-        Ok(ManifestCache { dir: dir.to_path_buf() })
+        Ok(ManifestCache {
+            dir: dir.to_path_buf(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -67,7 +73,12 @@ impl ManifestCache {
             // name (a cache directory others can write) is removed, not
             // written through; one planted again in between fails the write
             let tmp = parent.join(format!(".{}.{}.tmp", d.hex(), std::process::id()));
-            let create = || std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp);
+            let create = || {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp)
+            };
             let mut f = match create() {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     std::fs::remove_file(&tmp)?;
@@ -90,7 +101,8 @@ mod tests {
 
     #[test]
     fn returns_only_intact_content() {
-        let dir = std::env::temp_dir().join(format!("registry-gc-cache-test-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("registry-gc-cache-test-{}", std::process::id()));
         let cache = ManifestCache::open(&dir).unwrap();
         let body = br#"{"schemaVersion":2}"#;
         let d = Digest::from_bytes(Sha256::digest(body).into());
@@ -120,7 +132,11 @@ mod tests {
         let d = Digest::from_bytes(Sha256::digest(body).into());
         let parent = cache.path(&d).parent().unwrap().to_path_buf();
         std::fs::create_dir_all(&parent).unwrap();
-        std::os::unix::fs::symlink(&victim, parent.join(format!(".{}.{}.tmp", d.hex(), std::process::id()))).unwrap();
+        std::os::unix::fs::symlink(
+            &victim,
+            parent.join(format!(".{}.{}.tmp", d.hex(), std::process::id())),
+        )
+        .unwrap();
         cache.put(&d, body);
         assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
         assert_eq!(&cache.get(&d).unwrap()[..], body, "cached all the same");

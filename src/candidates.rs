@@ -53,7 +53,8 @@ const BLOB: u32 = u32::MAX;
 const HISTORY: u32 = 1 << 30;
 
 const _: () = assert!(
-    std::mem::size_of::<Unstated>() == std::mem::size_of::<Deletion>() && std::mem::align_of::<Unstated>() == std::mem::align_of::<Deletion>(),
+    std::mem::size_of::<Unstated>() == std::mem::size_of::<Deletion>()
+        && std::mem::align_of::<Unstated>() == std::mem::align_of::<Deletion>(),
     "the candidates' plan is turned into `Unstated`s in place"
 );
 
@@ -61,13 +62,24 @@ impl Unstated {
     fn of(inv: &Inventory, target: Target) -> Option<Unstated> {
         let repository = |r: u32| &inv.repositories[r as usize];
         match target {
-            Target::Blob(id) if inv.blob(id).is_some_and(|b| !b.is_stated()) => Some(Unstated { repo: BLOB, id }),
-            Target::LayerLink { repo, digest } if repository(repo).layer(digest).is_some_and(|l| l.modified == NOT_STATED) => {
+            Target::Blob(id) if inv.blob(id).is_some_and(|b| !b.is_stated()) => {
+                Some(Unstated { repo: BLOB, id })
+            }
+            Target::LayerLink { repo, digest }
+                if repository(repo)
+                    .layer(digest)
+                    .is_some_and(|l| l.modified == NOT_STATED) =>
+            {
                 Some(Unstated { repo, id: digest })
             }
             Target::TagIndex { repo, tag, digest } => {
                 let entry = repository(repo).history_entry(tag, digest)?;
-                (repository(repo).history[entry as usize].link.modified == NOT_STATED).then_some(Unstated { repo: repo | HISTORY, id: entry })
+                (repository(repo).history[entry as usize].link.modified == NOT_STATED).then_some(
+                    Unstated {
+                        repo: repo | HISTORY,
+                        id: entry,
+                    },
+                )
             }
             _ => None,
         }
@@ -79,9 +91,16 @@ impl Unstated {
             r if r & HISTORY != 0 => {
                 let repo = r & !HISTORY;
                 let h = inv.repositories[repo as usize].history[self.id as usize];
-                Target::TagIndex { repo, tag: h.tag, digest: h.link.digest }
+                Target::TagIndex {
+                    repo,
+                    tag: h.tag,
+                    digest: h.link.digest,
+                }
             }
-            repo => Target::LayerLink { repo, digest: self.id },
+            repo => Target::LayerLink {
+                repo,
+                digest: self.id,
+            },
         }
     }
 
@@ -116,7 +135,11 @@ pub async fn stat(
     concurrency: usize,
 ) -> Result<(), CandidatesError> {
     // in place: the plan's vector becomes this one (`Vec`'s in-place collect)
-    let mut unstated: Vec<Unstated> = candidates.deletions.into_iter().filter_map(|d| Unstated::of(inv, d.target(inv))).collect();
+    let mut unstated: Vec<Unstated> = candidates
+        .deletions
+        .into_iter()
+        .filter_map(|d| Unstated::of(inv, d.target(inv)))
+        .collect();
     // by directory, so that a filesystem's batches share the one they stat
     // in: blobs by their prefix, links by repository (a tag's history
     // entries are together in it)
@@ -124,17 +147,34 @@ pub async fn stat(
         BLOB => (0, u32::from(inv.digests.get(u.id).as_bytes()[0]), u.id),
         repo => (1, repo, u.id),
     });
-    let mut missing: Vec<(Unstated, String)> =
-        missing_blobs.iter().map(|id| (Unstated { repo: BLOB, id: *id }, parent_of(&inv.key_of(&Target::Blob(*id))))).collect();
+    let mut missing: Vec<(Unstated, String)> = missing_blobs
+        .iter()
+        .map(|id| {
+            (
+                Unstated {
+                    repo: BLOB,
+                    id: *id,
+                },
+                parent_of(&inv.key_of(&Target::Blob(*id))),
+            )
+        })
+        .collect();
     let key = |inv: &Inventory, u: &Unstated| inv.key_of(&u.target(inv));
-    stat_each(storage, inv, unstated, concurrency, key, |inv, which, key, result| {
-        match result {
-            Ok(meta) => which.record(inv, meta.size, secs_ceil(meta.last_modified_ms)),
-            Err(StorageError::NotFound { .. }) => missing.push((which, parent_of(&key))),
-            Err(e) => return Err(CandidatesError(e)),
-        }
-        Ok(())
-    })
+    stat_each(
+        storage,
+        inv,
+        unstated,
+        concurrency,
+        key,
+        |inv, which, key, result| {
+            match result {
+                Ok(meta) => which.record(inv, meta.size, secs_ceil(meta.last_modified_ms)),
+                Err(StorageError::NotFound { .. }) => missing.push((which, parent_of(&key))),
+                Err(e) => return Err(CandidatesError(e)),
+            }
+            Ok(())
+        },
+    )
     .await?;
     // Files missing from their directories: the object is not there, and its
     // directory is an empty one, as old as it is. A directory gone too was
@@ -142,15 +182,24 @@ pub async fn stat(
     // a history entry out moves those after it, which are then done.
     missing.reverse();
     let dir = |_: &Inventory, (_, dir): &(Unstated, String)| dir.clone();
-    stat_each(storage, inv, missing, concurrency, dir, |inv, (which, dir), _, result| {
-        match result {
-            Ok(meta) => inv.add_empty_dir(dir.trim_end_matches('/'), secs_ceil(meta.last_modified_ms)),
-            Err(StorageError::NotFound { .. }) => {}
-            Err(e) => return Err(CandidatesError(e)),
-        }
-        which.forget(inv);
-        Ok(())
-    })
+    stat_each(
+        storage,
+        inv,
+        missing,
+        concurrency,
+        dir,
+        |inv, (which, dir), _, result| {
+            match result {
+                Ok(meta) => {
+                    inv.add_empty_dir(dir.trim_end_matches('/'), secs_ceil(meta.last_modified_ms))
+                }
+                Err(StorageError::NotFound { .. }) => {}
+                Err(e) => return Err(CandidatesError(e)),
+            }
+            which.forget(inv);
+            Ok(())
+        },
+    )
     .await
 }
 
@@ -165,7 +214,12 @@ async fn stat_each<T>(
     items: Vec<T>,
     concurrency: usize,
     key: impl Fn(&Inventory, &T) -> String,
-    mut apply: impl FnMut(&mut Inventory, T, String, Result<ObjectMeta, StorageError>) -> Result<(), CandidatesError>,
+    mut apply: impl FnMut(
+        &mut Inventory,
+        T,
+        String,
+        Result<ObjectMeta, StorageError>,
+    ) -> Result<(), CandidatesError>,
 ) -> Result<(), CandidatesError> {
     let batch = storage.max_get_batch().max(1);
     let in_flight = storage.batches_in_flight(concurrency);
@@ -180,7 +234,9 @@ async fn stat_each<T>(
                 (chunk, keys, results)
             });
         }
-        let Some((chunk, keys, results)) = out.next().await else { return Ok(()) };
+        let Some((chunk, keys, results)) = out.next().await else {
+            return Ok(());
+        };
         for ((item, key), result) in chunk.into_iter().zip(keys).zip(results) {
             apply(inv, item, key, result)?;
         }
@@ -190,5 +246,6 @@ async fn stat_each<T>(
 /// `blobs/sha256/ab/<digest>/` of `blobs/sha256/ab/<digest>/data`: a
 /// directory, asked for as one.
 fn parent_of(key: &str) -> String {
-    key.rsplit_once('/').map_or(String::new(), |(dir, _)| format!("{dir}/"))
+    key.rsplit_once('/')
+        .map_or(String::new(), |(dir, _)| format!("{dir}/"))
 }

@@ -170,7 +170,14 @@ impl StorageArgs {
         let from_registry = match &self.registry_config {
             Some(path) => {
                 if file.storage.url.is_some() {
-                    return Err(ConfigError::TwoStorages { path: self.config.clone().unwrap_or_default().display().to_string() });
+                    return Err(ConfigError::TwoStorages {
+                        path: self
+                            .config
+                            .clone()
+                            .unwrap_or_default()
+                            .display()
+                            .to_string(),
+                    });
                 }
                 let r = crate::registry_config::load(path, std::env::vars())?;
                 if let Some(section) = r.section {
@@ -182,7 +189,12 @@ impl StorageArgs {
             }
             None => None,
         };
-        let storage = self.storage.clone().or(file.storage.url.clone()).or(from_registry).ok_or(ConfigError::NoStorage)?;
+        let storage = self
+            .storage
+            .clone()
+            .or(file.storage.url.clone())
+            .or(from_registry)
+            .ok_or(ConfigError::NoStorage)?;
         if let Some(p) = &self.config {
             backend.extend_from_section("s3", &file.s3, p);
             backend.extend_from_section("azure", &file.azure, p);
@@ -201,12 +213,19 @@ impl StorageArgs {
             backend.push("allow_http", "true", "--allow-http");
         }
         if self.virtual_hosted_style {
-            backend.push("virtual_hosted_style_request", "true", "--virtual-hosted-style");
+            backend.push(
+                "virtual_hosted_style_request",
+                "true",
+                "--virtual-hosted-style",
+            );
         }
         for kv in &self.storage_options {
             let (k, v) = kv.split_once('=').ok_or_else(|| ConfigError::File {
                 path: "-o".into(),
-                reason: format!("{:?} is not KEY=VALUE", kv.split('=').next().unwrap_or_default()),
+                reason: format!(
+                    "{:?} is not KEY=VALUE",
+                    kv.split('=').next().unwrap_or_default()
+                ),
             })?;
             backend.push(k.trim(), v, &format!("-o {}", k.trim()));
         }
@@ -296,7 +315,10 @@ pub struct GcArgs {
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim_end_matches('%').parse().map_err(|_| format!("{s:?} is not a percentage"))?;
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage"))?;
     if (0.0..=100.0).contains(&v) {
         Ok(v)
     } else {
@@ -329,13 +351,20 @@ impl RestoreArgs {
     pub fn resolve(&self) -> Result<(StorageSettings, Option<String>), ConfigError> {
         let file = self.storage.config_file()?;
         let (storage_arg, run_id) = match (&self.storage.storage, &self.run_id) {
-            (Some(one), None) if !self.list && file.storage.url.is_some() => (None, Some(one.clone())),
+            (Some(one), None) if !self.list && file.storage.url.is_some() => {
+                (None, Some(one.clone()))
+            }
             (s, r) => (s.clone(), r.clone()),
         };
         if !self.list && run_id.is_none() {
-            return Err(ConfigError::Missing { what: "RUN-ID (or --list)".into() });
+            return Err(ConfigError::Missing {
+                what: "RUN-ID (or --list)".into(),
+            });
         }
-        let args = StorageArgs { storage: storage_arg, ..self.storage.clone() };
+        let args = StorageArgs {
+            storage: storage_arg,
+            ..self.storage.clone()
+        };
         Ok((args.resolve(&file)?, run_id))
     }
 }
@@ -377,17 +406,26 @@ impl GcArgs {
         let StorageSettings { storage, backend } = self.storage.resolve(&file)?;
         let path = self.storage.config.clone().unwrap_or_default();
         let gc = &file.gc;
-        let min_age = self.min_age.or(file.duration(&path, "min_age", &gc.min_age)?).unwrap_or(Duration::from_secs(3600));
-        let upload_max_age =
-            self.upload_max_age.or(file.duration(&path, "upload_max_age", &gc.upload_max_age)?).unwrap_or(Duration::from_secs(7 * 86400));
+        let min_age = self
+            .min_age
+            .or(file.duration(&path, "min_age", &gc.min_age)?)
+            .unwrap_or(Duration::from_secs(3600));
+        let upload_max_age = self
+            .upload_max_age
+            .or(file.duration(&path, "upload_max_age", &gc.upload_max_age)?)
+            .unwrap_or(Duration::from_secs(7 * 86400));
         let options = GcOptions {
             dry_run: self.dry_run || gc.dry_run.unwrap_or(false),
             delete_untagged: self.delete_untagged || gc.delete_untagged.unwrap_or(false),
             min_age_ms: crate::storage::duration_ms(min_age),
             upload_max_age_ms: crate::storage::duration_ms(upload_max_age),
-            delete_empty_repositories: self.delete_empty_repos || gc.delete_empty_repos.unwrap_or(false),
+            delete_empty_repositories: self.delete_empty_repos
+                || gc.delete_empty_repos.unwrap_or(false),
             concurrency: self.concurrency.or(gc.concurrency).unwrap_or(64).max(1) as usize,
-            max_manifest_bytes: self.max_manifest_size.or(gc.max_manifest_size).unwrap_or(64 * 1024 * 1024),
+            max_manifest_bytes: self
+                .max_manifest_size
+                .or(gc.max_manifest_size)
+                .unwrap_or(64 * 1024 * 1024),
             cache_dir: if self.no_cache || gc.no_cache.unwrap_or(false) {
                 None
             } else {
@@ -396,11 +434,16 @@ impl GcArgs {
             guard: GuardOptions {
                 max_delete_percent: match self.max_delete_percent {
                     Some(p) => p,
-                    None => gc.max_delete_percent.map(|p| parse_percent(&p.to_string())).transpose().map_err(|reason| ConfigError::Value {
-                        path: path.display().to_string(),
-                        key: "max_delete_percent".into(),
-                        reason,
-                    })?.unwrap_or(50.0),
+                    None => gc
+                        .max_delete_percent
+                        .map(|p| parse_percent(&p.to_string()))
+                        .transpose()
+                        .map_err(|reason| ConfigError::Value {
+                            path: path.display().to_string(),
+                            key: "max_delete_percent".into(),
+                            reason,
+                        })?
+                        .unwrap_or(50.0),
                 },
                 force: self.force || gc.force.unwrap_or(false),
             },
@@ -409,7 +452,14 @@ impl GcArgs {
         };
         let default_cache = !self.no_cache && !gc.no_cache.unwrap_or(false);
         let metrics = self.metrics.clone().or(gc.metrics.clone());
-        Ok(GcSettings { storage, options, report: self.report.clone().or(gc.report.clone()), metrics, backend, default_cache })
+        Ok(GcSettings {
+            storage,
+            options,
+            report: self.report.clone().or(gc.report.clone()),
+            metrics,
+            backend,
+            default_cache,
+        })
     }
 }
 
@@ -433,8 +483,18 @@ mod tests {
         assert_eq!(s.options.min_age_ms, 3_600_000);
         assert_eq!(s.options.upload_max_age_ms, 7 * 24 * 3_600_000);
         assert_eq!(s.options.concurrency, 64);
-        assert_eq!(s.options.guard, GuardOptions { max_delete_percent: 50.0, force: false });
-        assert!(!s.options.dry_run && !s.options.delete_untagged && !s.options.delete_empty_repositories);
+        assert_eq!(
+            s.options.guard,
+            GuardOptions {
+                max_delete_percent: 50.0,
+                force: false
+            }
+        );
+        assert!(
+            !s.options.dry_run
+                && !s.options.delete_untagged
+                && !s.options.delete_empty_repositories
+        );
     }
 
     #[test]
@@ -447,9 +507,20 @@ mod tests {
     #[test]
     fn guard_limits_are_percentages() {
         let s = resolve(&["--max-delete-percent", "80%", "--force", "x"]).unwrap();
-        assert_eq!(s.options.guard, GuardOptions { max_delete_percent: 80.0, force: true });
-        assert!(Cli::try_parse_from(["registry-gc", "gc", "--max-delete-percent", "120", "x"]).is_err());
-        assert!(Cli::try_parse_from(["registry-gc", "gc", "--max-delete-percent", "lots", "x"]).is_err());
+        assert_eq!(
+            s.options.guard,
+            GuardOptions {
+                max_delete_percent: 80.0,
+                force: true
+            }
+        );
+        assert!(
+            Cli::try_parse_from(["registry-gc", "gc", "--max-delete-percent", "120", "x"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["registry-gc", "gc", "--max-delete-percent", "lots", "x"])
+                .is_err()
+        );
     }
 
     #[test]
@@ -473,10 +544,24 @@ mod tests {
         assert_eq!(s.options.min_age_ms, 7_200_000);
         assert_eq!(s.options.concurrency, 8);
         assert!(s.options.delete_untagged);
-        let s = resolve(&["--config", f, "--min-age", "5m", "--region", "us-east-2", "gs://other"]).unwrap();
+        let s = resolve(&[
+            "--config",
+            f,
+            "--min-age",
+            "5m",
+            "--region",
+            "us-east-2",
+            "gs://other",
+        ])
+        .unwrap();
         assert_eq!(s.storage, "gs://other");
         assert_eq!(s.options.min_age_ms, 300_000);
-        let region: Vec<_> = s.backend.for_section("s3").filter(|o| o.key == "region").map(|o| o.value.as_str()).collect();
+        let region: Vec<_> = s
+            .backend
+            .for_section("s3")
+            .filter(|o| o.key == "region")
+            .map(|o| o.value.as_str())
+            .collect();
         assert_eq!(region, vec!["eu-west-1", "us-east-2"], "later entries win");
 
         std::fs::write(&file, "[gc]\nmin_age = \"soon\"\n").unwrap();
@@ -493,23 +578,49 @@ mod tests {
         let y = yml.to_str().unwrap();
         let s = resolve(&["--registry-config", y, "--region", "us-east-2"]).unwrap();
         assert_eq!(s.storage, "s3://b/r");
-        let region: Vec<_> = s.backend.for_section("s3").filter(|o| o.key == "region").map(|o| o.value.as_str()).collect();
-        assert_eq!(region, vec!["eu-west-1", "us-east-2"], "the flag comes later and wins");
-        assert_eq!(s.backend.for_section("azure").count(), 1, "only the flag applies to other backends");
+        let region: Vec<_> = s
+            .backend
+            .for_section("s3")
+            .filter(|o| o.key == "region")
+            .map(|o| o.value.as_str())
+            .collect();
+        assert_eq!(
+            region,
+            vec!["eu-west-1", "us-east-2"],
+            "the flag comes later and wins"
+        );
+        assert_eq!(
+            s.backend.for_section("azure").count(),
+            1,
+            "only the flag applies to other backends"
+        );
         // STORAGE and --registry-config are two answers to one question
-        assert!(Cli::try_parse_from(["registry-gc", "gc", "--registry-config", y, "/var/lib/registry"]).is_err());
+        assert!(Cli::try_parse_from([
+            "registry-gc",
+            "gc",
+            "--registry-config",
+            y,
+            "/var/lib/registry"
+        ])
+        .is_err());
         let toml = dir.join("c.toml");
         std::fs::write(&toml, "[storage]\nurl = \"/x\"\n").unwrap();
-        let err = resolve(&["--registry-config", y, "--config", toml.to_str().unwrap()]).unwrap_err().to_string();
+        let err = resolve(&["--registry-config", y, "--config", toml.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--registry-config and [storage] url"), "{err}");
         std::fs::write(&yml, "storage:\n  swift:\n    container: c\n").unwrap();
         let err = resolve(&["--registry-config", y]).unwrap_err().to_string();
-        assert!(err.contains("\"swift\" is not supported") && err.contains(y), "{err}");
+        assert!(
+            err.contains("\"swift\" is not supported") && err.contains(y),
+            "{err}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     fn tempfile_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("registry-gc-cli-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("registry-gc-cli-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
@@ -520,27 +631,52 @@ mod tests {
         assert!(resolve(&["--quarantine", "x"]).unwrap().options.quarantine);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("q.toml");
-        std::fs::write(&file, "[storage]\nurl = \"s3://b/r\"\n[gc]\nquarantine = true\n").unwrap();
+        std::fs::write(
+            &file,
+            "[storage]\nurl = \"s3://b/r\"\n[gc]\nquarantine = true\n",
+        )
+        .unwrap();
         let f = file.to_str().unwrap();
         assert!(resolve(&["--config", f]).unwrap().options.quarantine);
         assert!(!resolve(&["--config", f]).unwrap().options.offline);
-        assert!(resolve(&["--offline", "--config", f]).unwrap().options.offline);
-        std::fs::write(&file, "[storage]\nurl = \"s3://b/r\"\n[gc]\noffline = true\n").unwrap();
+        assert!(
+            resolve(&["--offline", "--config", f])
+                .unwrap()
+                .options
+                .offline
+        );
+        std::fs::write(
+            &file,
+            "[storage]\nurl = \"s3://b/r\"\n[gc]\noffline = true\n",
+        )
+        .unwrap();
         assert!(resolve(&["--config", f]).unwrap().options.offline);
 
         let restore = |args: &[&str]| {
             let mut full = vec!["registry-gc", "restore"];
             full.extend_from_slice(args);
             match Cli::try_parse_from(full).map(|c| c.command) {
-                Ok(Command::Restore(r)) => r.resolve().map(|(s, run)| (s.storage, run)).map_err(|e| e.to_string()),
+                Ok(Command::Restore(r)) => r
+                    .resolve()
+                    .map(|(s, run)| (s.storage, run))
+                    .map_err(|e| e.to_string()),
                 Ok(_) => unreachable!("parsed as restore"),
                 Err(e) => Err(e.to_string()),
             }
         };
-        assert_eq!(restore(&["/srv/reg", "RUN1"]), Ok(("/srv/reg".to_string(), Some("RUN1".to_string()))));
-        assert_eq!(restore(&["--list", "/srv/reg"]), Ok(("/srv/reg".to_string(), None)));
+        assert_eq!(
+            restore(&["/srv/reg", "RUN1"]),
+            Ok(("/srv/reg".to_string(), Some("RUN1".to_string())))
+        );
+        assert_eq!(
+            restore(&["--list", "/srv/reg"]),
+            Ok(("/srv/reg".to_string(), None))
+        );
         // with the storage in --config, the lone argument is the run
-        assert_eq!(restore(&["--config", f, "RUN1"]), Ok(("s3://b/r".to_string(), Some("RUN1".to_string()))));
+        assert_eq!(
+            restore(&["--config", f, "RUN1"]),
+            Ok(("s3://b/r".to_string(), Some("RUN1".to_string())))
+        );
         assert!(restore(&["/srv/reg"]).unwrap_err().contains("RUN-ID"));
         assert!(restore(&["--list", "/srv/reg", "RUN1"]).is_err());
     }

@@ -61,12 +61,18 @@ pub enum ConfigError {
     #[error("--config {path}: {reason}")]
     File { path: String, reason: String },
     #[error("--config {path}: [gc] {key}: {reason}")]
-    Value { path: String, key: String, reason: String },
+    Value {
+        path: String,
+        key: String,
+        reason: String,
+    },
     #[error("no STORAGE given: pass it as an argument, set [storage] url in --config, or use --registry-config")]
     NoStorage,
     #[error(transparent)]
     Registry(#[from] crate::registry_config::RegistryConfigError),
-    #[error("--registry-config and [storage] url in --config {path} both name the storage; keep one")]
+    #[error(
+        "--registry-config and [storage] url in --config {path} both name the storage; keep one"
+    )]
     TwoStorages { path: String },
     #[error("missing {what}")]
     Missing { what: String },
@@ -75,11 +81,22 @@ pub enum ConfigError {
 impl ConfigFile {
     pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File { path: shown.clone(), reason: e.to_string() })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File { path: shown, reason: e.to_string().trim().to_string() })
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: shown,
+            reason: e.to_string().trim().to_string(),
+        })
     }
 
-    pub fn duration(&self, path: &Path, key: &str, value: &Option<String>) -> Result<Option<Duration>, ConfigError> {
+    pub fn duration(
+        &self,
+        path: &Path,
+        key: &str,
+        value: &Option<String>,
+    ) -> Result<Option<Duration>, ConfigError> {
         value
             .as_deref()
             .map(|v| {
@@ -115,31 +132,53 @@ pub struct BackendOption {
 impl BackendOptions {
     pub fn push(&mut self, key: &str, value: &str, source: &str) {
         let (key, value, source) = (key.to_string(), value.to_string(), source.to_string());
-        self.entries.push(BackendOption { section: None, key, value, source });
+        self.entries.push(BackendOption {
+            section: None,
+            key,
+            value,
+            source,
+        });
     }
 
     /// Adds an entry for one backend only (`s3`, `azure`, `gcs`).
     pub fn push_section(&mut self, section: &'static str, key: &str, value: &str, source: &str) {
         let (key, value, source) = (key.to_string(), value.to_string(), source.to_string());
-        self.entries.push(BackendOption { section: Some(section), key, value, source });
+        self.entries.push(BackendOption {
+            section: Some(section),
+            key,
+            value,
+            source,
+        });
     }
 
     /// Adds a config file section's entries.
-    pub fn extend_from_section(&mut self, name: &'static str, section: &BTreeMap<String, toml::Value>, file: &Path) {
+    pub fn extend_from_section(
+        &mut self,
+        name: &'static str,
+        section: &BTreeMap<String, toml::Value>,
+        file: &Path,
+    ) {
         for (k, v) in section {
             let value = match v {
                 toml::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
             let source = format!("--config {} [{name}]", file.display());
-            self.entries.push(BackendOption { section: Some(name), key: k.clone(), value, source });
+            self.entries.push(BackendOption {
+                section: Some(name),
+                key: k.clone(),
+                value,
+                source,
+            });
         }
     }
 
     /// The options that apply to the backend of config file section `name`.
     pub fn for_section(&self, name: &str) -> impl Iterator<Item = &BackendOption> {
         let name = name.to_string();
-        self.entries.iter().filter(move |o| o.section.is_none_or(|s| s == name))
+        self.entries
+            .iter()
+            .filter(move |o| o.section.is_none_or(|s| s == name))
     }
 }
 
@@ -166,10 +205,24 @@ mod tests {
         assert_eq!(c.gc.concurrency, Some(128));
         let mut o = BackendOptions::default();
         o.extend_from_section("s3", &c.s3, Path::new("f.toml"));
-        o.extend_from_section("azure", &BTreeMap::from([("use_emulator".to_string(), toml::Value::Boolean(true))]), Path::new("f.toml"));
+        o.extend_from_section(
+            "azure",
+            &BTreeMap::from([("use_emulator".to_string(), toml::Value::Boolean(true))]),
+            Path::new("f.toml"),
+        );
         o.push("region", "eu-west-1", "--region");
-        let s3: Vec<_> = o.for_section("s3").map(|e| (e.key.as_str(), e.value.as_str())).collect();
-        assert_eq!(s3, vec![("endpoint", "http://127.0.0.1:9000"), ("force_path_style", "true"), ("region", "eu-west-1")]);
+        let s3: Vec<_> = o
+            .for_section("s3")
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+            .collect();
+        assert_eq!(
+            s3,
+            vec![
+                ("endpoint", "http://127.0.0.1:9000"),
+                ("force_path_style", "true"),
+                ("region", "eu-west-1")
+            ]
+        );
         assert_eq!(o.for_section("azure").count(), 2);
         assert!(toml::from_str::<ConfigFile>("[gc]\nmin_agee = \"1h\"").is_err());
         assert!(toml::from_str::<ConfigFile>("[swift]\nx = 1").is_err());

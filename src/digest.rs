@@ -104,7 +104,9 @@ impl FromStr for Digest {
     /// (distribution #2650 aborts on that; we do not).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
-        let hex_part = t.strip_prefix("sha256:").ok_or_else(|| DigestError::Algorithm(s.to_string()))?;
+        let hex_part = t
+            .strip_prefix("sha256:")
+            .ok_or_else(|| DigestError::Algorithm(s.to_string()))?;
         Digest::from_hex(hex_part).ok_or_else(|| DigestError::Hex(s.to_string()))
     }
 }
@@ -148,8 +150,13 @@ mod tests {
 
     #[test]
     fn refuses_other_algorithms_uppercase_and_short_hex() {
-        assert!(matches!(format!("sha512:{HEX}").parse::<Digest>(), Err(DigestError::Algorithm(_))));
-        assert!(format!("sha256:{}", HEX.to_uppercase()).parse::<Digest>().is_err());
+        assert!(matches!(
+            format!("sha512:{HEX}").parse::<Digest>(),
+            Err(DigestError::Algorithm(_))
+        ));
+        assert!(format!("sha256:{}", HEX.to_uppercase())
+            .parse::<Digest>()
+            .is_err());
         assert!("sha256:abcd".parse::<Digest>().is_err());
         assert!(Digest::from_hex(&HEX[..63]).is_none());
         assert!(Digest::from_hex(&format!("{}g", &HEX[..63])).is_none());

@@ -24,7 +24,9 @@ pub struct DigestTable {
 
 impl std::fmt::Debug for DigestTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DigestTable").field("len", &self.digests.len()).finish()
+        f.debug_struct("DigestTable")
+            .field("len", &self.digests.len())
+            .finish()
     }
 }
 
@@ -39,14 +41,17 @@ impl DigestTable {
         let id = DigestId::try_from(self.digests.len()).expect("fewer than 4 billion digests");
         self.digests.push(d);
         let (digests, hasher) = (&self.digests, &self.hasher);
-        self.index.insert_unique(hash, id, |&id| hasher.hash_one(digests[id as usize]));
+        self.index
+            .insert_unique(hash, id, |&id| hasher.hash_one(digests[id as usize]));
         id
     }
 
     /// The id of `d`, if the listing saw it.
     pub fn find(&self, d: &Digest) -> Option<DigestId> {
         let hash = self.hasher.hash_one(d);
-        self.index.find(hash, |&id| self.digests[id as usize] == *d).copied()
+        self.index
+            .find(hash, |&id| self.digests[id as usize] == *d)
+            .copied()
     }
 
     pub fn get(&self, id: DigestId) -> &Digest {
@@ -64,7 +69,8 @@ impl DigestTable {
     pub fn shrink_to_fit(&mut self) {
         self.digests.shrink_to_fit();
         let (digests, hasher) = (&self.digests, &self.hasher);
-        self.index.shrink_to_fit(|&id| hasher.hash_one(digests[id as usize]));
+        self.index
+            .shrink_to_fit(|&id| hasher.hash_one(digests[id as usize]));
     }
 }
 

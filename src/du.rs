@@ -163,10 +163,20 @@ impl Holders {
 /// The blobs a repository holds (see the module documentation), deduplicated.
 fn held_by(inv: &Inventory, marks: &Marks, ri: usize) -> Vec<DigestId> {
     let repo = &inv.repositories[ri];
-    let mut ids: Vec<DigestId> = repo.revisions.iter().chain(&repo.layers).map(|l| l.digest).collect();
+    let mut ids: Vec<DigestId> = repo
+        .revisions
+        .iter()
+        .chain(&repo.layers)
+        .map(|l| l.digest)
+        .collect();
     for l in &repo.revisions {
         if let Some(refs) = marks.manifest(l.digest) {
-            ids.extend(refs.blobs.iter().chain(refs.children).chain(marks.other_algorithm_blobs(l.digest)));
+            ids.extend(
+                refs.blobs
+                    .iter()
+                    .chain(refs.children)
+                    .chain(marks.other_algorithm_blobs(l.digest)),
+            );
         }
     }
     for t in marks.tag_targets.get(ri).into_iter().flatten() {
@@ -183,8 +193,13 @@ fn held_by(inv: &Inventory, marks: &Marks, ri: usize) -> Vec<DigestId> {
 /// `delete_untagged`, on the same inventory and marks.
 pub fn usage(inv: &Inventory, marks: &Marks, default_plan: &Plan, untagged_plan: &Plan) -> Usage {
     let n = inv.digests.len();
-    let held: Vec<Vec<DigestId>> = (0..inv.repositories.len()).map(|ri| held_by(inv, marks, ri)).collect();
-    let mut holders = Holders { count: vec![0; n], sole: vec![u32::MAX; n] };
+    let held: Vec<Vec<DigestId>> = (0..inv.repositories.len())
+        .map(|ri| held_by(inv, marks, ri))
+        .collect();
+    let mut holders = Holders {
+        count: vec![0; n],
+        sole: vec![u32::MAX; n],
+    };
     for (ri, ids) in held.iter().enumerate() {
         for id in ids {
             holders.count[*id as usize] += 1;
@@ -242,16 +257,35 @@ pub fn usage(inv: &Inventory, marks: &Marks, default_plan: &Plan, untagged_plan:
         }
     }
 
-    totals.gc = attribute(inv, &holders, default_plan, &mut repos, |r, b| r.gc_frees_bytes += b);
-    totals.gc_untagged = attribute(inv, &holders, untagged_plan, &mut repos, |r, b| r.gc_untagged_frees_bytes += b);
+    totals.gc = attribute(inv, &holders, default_plan, &mut repos, |r, b| {
+        r.gc_frees_bytes += b
+    });
+    totals.gc_untagged = attribute(inv, &holders, untagged_plan, &mut repos, |r, b| {
+        r.gc_untagged_frees_bytes += b
+    });
 
-    repos.sort_by(|a, b| b.exclusive_bytes.cmp(&a.exclusive_bytes).then_with(|| a.repository.cmp(&b.repository)));
-    Usage { schema_version: SCHEMA_VERSION, repositories: repos, totals, ..Usage::default() }
+    repos.sort_by(|a, b| {
+        b.exclusive_bytes
+            .cmp(&a.exclusive_bytes)
+            .then_with(|| a.repository.cmp(&b.repository))
+    });
+    Usage {
+        schema_version: SCHEMA_VERSION,
+        repositories: repos,
+        totals,
+        ..Usage::default()
+    }
 }
 
 /// Adds each planned deletion's bytes to its only holder, or to the shared or
 /// orphan total. `repos` is still in inventory order here.
-fn attribute(inv: &Inventory, holders: &Holders, plan: &Plan, repos: &mut [RepoUsage], add: impl Fn(&mut RepoUsage, u64)) -> Frees {
+fn attribute(
+    inv: &Inventory,
+    holders: &Holders,
+    plan: &Plan,
+    repos: &mut [RepoUsage],
+    add: impl Fn(&mut RepoUsage, u64),
+) -> Frees {
     let mut f = Frees::default();
     for d in &plan.deletions {
         let target = d.target(inv);
@@ -283,8 +317,23 @@ fn attribute(inv: &Inventory, holders: &Holders, plan: &Plan, repos: &mut [RepoU
 impl Usage {
     /// The aligned table: one line per repository, then the registry-wide lines.
     pub fn table(&self, raw_bytes: bool) -> String {
-        let size = |b: u64| if raw_bytes { b.to_string() } else { human_bytes(b) };
-        let headers = ["REPOSITORY", "TAGS", "MANIFESTS", "EXCLUSIVE", "SHARED", "UPLOADS", "GC FREES", "GC -m FREES"];
+        let size = |b: u64| {
+            if raw_bytes {
+                b.to_string()
+            } else {
+                human_bytes(b)
+            }
+        };
+        let headers = [
+            "REPOSITORY",
+            "TAGS",
+            "MANIFESTS",
+            "EXCLUSIVE",
+            "SHARED",
+            "UPLOADS",
+            "GC FREES",
+            "GC -m FREES",
+        ];
         let mut align = vec![Align::Right; headers.len()];
         align[0] = Align::Left;
         let mut rows: Vec<Vec<String>> = self
@@ -346,8 +395,16 @@ impl Usage {
         out
     }
 
-    pub const CSV_COLUMNS: [&'static str; 8] =
-        ["repository", "tags", "manifests", "exclusive_bytes", "shared_bytes", "upload_bytes", "gc_frees_bytes", "gc_untagged_frees_bytes"];
+    pub const CSV_COLUMNS: [&'static str; 8] = [
+        "repository",
+        "tags",
+        "manifests",
+        "exclusive_bytes",
+        "shared_bytes",
+        "upload_bytes",
+        "gc_frees_bytes",
+        "gc_untagged_frees_bytes",
+    ];
 
     /// One line per repository, raw bytes, under a header of `CSV_COLUMNS`.
     pub fn csv(&self) -> String {
@@ -386,9 +443,14 @@ async fn run(args: &DuArgs, quiet: bool) -> Result<String, Error> {
     let file = args.storage.config_file()?;
     let settings = args.storage.resolve(&file)?;
     let path = args.storage.config.clone().unwrap_or_default();
-    let min_age = args.min_age.or(file.duration(&path, "min_age", &file.gc.min_age)?).unwrap_or(Duration::from_secs(3600));
-    let upload_max_age =
-        args.upload_max_age.or(file.duration(&path, "upload_max_age", &file.gc.upload_max_age)?).unwrap_or(Duration::from_secs(7 * 86400));
+    let min_age = args
+        .min_age
+        .or(file.duration(&path, "min_age", &file.gc.min_age)?)
+        .unwrap_or(Duration::from_secs(3600));
+    let upload_max_age = args
+        .upload_max_age
+        .or(file.duration(&path, "upload_max_age", &file.gc.upload_max_age)?)
+        .unwrap_or(Duration::from_secs(7 * 86400));
     let read = args.read.resolve(&file);
     let no_cache = args.no_cache || file.gc.no_cache.unwrap_or(false);
 
@@ -396,7 +458,11 @@ async fn run(args: &DuArgs, quiet: bool) -> Result<String, Error> {
     let storage = storage.as_ref();
     let now = SystemTime::now();
     let progress = Progress::new(!quiet);
-    let cache = inspect::cache_for(storage, args.cache_dir.clone().or(file.gc.cache_dir.clone()), no_cache);
+    let cache = inspect::cache_for(
+        storage,
+        args.cache_dir.clone().or(file.gc.cache_dir.clone()),
+        no_cache,
+    );
     let (inv, marks, warnings) = inspect::load(storage, &read, cache, &progress).await?;
     progress.finish();
     for w in &warnings {
@@ -451,14 +517,24 @@ mod tests {
 
     impl Fx {
         fn new() -> Fx {
-            Fx { objects: Vec::new(), manifests: Vec::new(), tags: Vec::new() }
+            Fx {
+                objects: Vec::new(),
+                manifests: Vec::new(),
+                tags: Vec::new(),
+            }
         }
         fn blob(&mut self, d: Digest, size: u64) -> &mut Self {
             self.objects.push((layout::blob_data_key(&d), size));
             self
         }
         /// A manifest blob (size 1) linked in `repo` with its blobs linked as layers.
-        fn image(&mut self, repo: &str, m: Digest, blobs: &[Digest], tag: Option<&str>) -> &mut Self {
+        fn image(
+            &mut self,
+            repo: &str,
+            m: Digest,
+            blobs: &[Digest],
+            tag: Option<&str>,
+        ) -> &mut Self {
             self.blob(m, 1);
             self.objects.push((layout::revision_key(repo, &m), 71));
             for b in blobs {
@@ -474,7 +550,12 @@ mod tests {
         fn usage(&self) -> Usage {
             let mut inv = Inventory::default();
             for (key, size) in &self.objects {
-                inv.insert(ObjectMeta { key: key.clone(), size: *size, last_modified_ms: OLD, etag: None });
+                inv.insert(ObjectMeta {
+                    key: key.clone(),
+                    size: *size,
+                    last_modified_ms: OLD,
+                    etag: None,
+                });
             }
             inv.finish();
             let mut marks = Marks::default();
@@ -504,12 +585,20 @@ mod tests {
                 now_ms: NOW,
                 unstated_are_old: false,
             };
-            usage(&inv, &marks, &plan::plan(&inv, &marks, &opts(false)), &plan::plan(&inv, &marks, &opts(true)))
+            usage(
+                &inv,
+                &marks,
+                &plan::plan(&inv, &marks, &opts(false)),
+                &plan::plan(&inv, &marks, &opts(true)),
+            )
         }
     }
 
     fn repo<'a>(u: &'a Usage, name: &str) -> &'a RepoUsage {
-        u.repositories.iter().find(|r| r.repository == name).unwrap()
+        u.repositories
+            .iter()
+            .find(|r| r.repository == name)
+            .unwrap()
     }
 
     #[test]
@@ -524,7 +613,10 @@ mod tests {
         assert_eq!((a.exclusive_bytes, a.shared_bytes), (201, 1000));
         assert_eq!((b.exclusive_bytes, b.shared_bytes), (31, 1000));
         assert_eq!((a.tags, a.manifests), (1, 1));
-        assert_eq!(u.repositories[0].repository, "a", "sorted by exclusive bytes");
+        assert_eq!(
+            u.repositories[0].repository, "a",
+            "sorted by exclusive bytes"
+        );
         assert_eq!(u.totals.shared_bytes, 1000);
         assert_eq!(u.totals.exclusive_bytes, 232);
         assert_eq!(u.totals.blob_bytes, 1232);
@@ -535,7 +627,10 @@ mod tests {
     fn would_free_is_attributed_to_the_only_holder_else_shared_or_orphan() {
         let mut fx = Fx::new();
         let (base, old_top, new_top, orphan) = (dg(10), dg(11), dg(12), dg(13));
-        fx.blob(base, 1000).blob(old_top, 200).blob(new_top, 30).blob(orphan, 5);
+        fx.blob(base, 1000)
+            .blob(old_top, 200)
+            .blob(new_top, 30)
+            .blob(orphan, 5);
         fx.image("a", dg(1), &[base, new_top], Some("v1"));
         fx.image("a", dg(2), &[base, old_top], None); // untagged: -m frees it and old_top
         fx.image("b", dg(3), &[base], None); // untagged in b; base still kept by a
@@ -543,7 +638,15 @@ mod tests {
         fx.image("d", dg(5), &[dg(20)], None);
         let u = fx.usage();
         // default mode: only the orphan blob goes
-        assert_eq!(u.totals.gc, Frees { bytes: 5, attributed_bytes: 0, shared_bytes: 0, orphan_bytes: 5 });
+        assert_eq!(
+            u.totals.gc,
+            Frees {
+                bytes: 5,
+                attributed_bytes: 0,
+                shared_bytes: 0,
+                orphan_bytes: 5
+            }
+        );
         assert_eq!(u.totals.orphan_bytes, 5);
         assert!(u.repositories.iter().all(|r| r.gc_frees_bytes == 0));
         // -m: a's untagged manifest and its exclusive layer, b's manifest; c's and d's
@@ -553,8 +656,20 @@ mod tests {
         assert_eq!(repo(&u, "c").gc_untagged_frees_bytes, 1);
         assert_eq!(repo(&u, "d").gc_untagged_frees_bytes, 1);
         let t = &u.totals;
-        assert_eq!(t.exclusive_bytes + t.orphan_bytes + t.shared_bytes, t.blob_bytes, "the total line adds up: {t:?}");
-        assert_eq!(u.totals.gc_untagged, Frees { bytes: 5 + 201 + 1 + 1 + 1 + 7, attributed_bytes: 204, shared_bytes: 7, orphan_bytes: 5 });
+        assert_eq!(
+            t.exclusive_bytes + t.orphan_bytes + t.shared_bytes,
+            t.blob_bytes,
+            "the total line adds up: {t:?}"
+        );
+        assert_eq!(
+            u.totals.gc_untagged,
+            Frees {
+                bytes: 5 + 201 + 1 + 1 + 1 + 7,
+                attributed_bytes: 204,
+                shared_bytes: 7,
+                orphan_bytes: 5
+            }
+        );
     }
 
     #[test]
@@ -565,8 +680,14 @@ mod tests {
         let u = fx.usage();
         let t = u.table(false);
         let lines: Vec<&str> = t.lines().collect();
-        assert!(lines[0].starts_with("REPOSITORY") && lines[0].ends_with("GC -m FREES"), "{t}");
-        assert!(lines[1].starts_with("team/app") && lines[1].contains("2.0 KiB"), "{t}");
+        assert!(
+            lines[0].starts_with("REPOSITORY") && lines[0].ends_with("GC -m FREES"),
+            "{t}"
+        );
+        assert!(
+            lines[1].starts_with("team/app") && lines[1].contains("2.0 KiB"),
+            "{t}"
+        );
         assert!(u.table(true).contains("2049"), "raw bytes");
         assert_eq!(u.csv(), "repository,tags,manifests,exclusive_bytes,shared_bytes,upload_bytes,gc_frees_bytes,gc_untagged_frees_bytes\nteam/app,1,1,2049,0,0,0,0\n");
     }

@@ -3,10 +3,10 @@
 use crate::candidates::CandidatesError;
 use crate::config::ConfigError;
 use crate::guard::Refusal;
-use crate::recheck::RecheckError;
 use crate::inventory::InventoryError;
 use crate::mark::MarkError;
 use crate::quarantine::QuarantineError;
+use crate::recheck::RecheckError;
 use crate::storage::open::OpenError;
 use crate::storage::StorageError;
 use crate::sweep::SweepError;
@@ -52,7 +52,10 @@ pub enum Error {
     #[error(transparent)]
     Quarantine(#[from] QuarantineError),
     #[error("--report {path}: {source}")]
-    Report { path: String, source: std::io::Error },
+    Report {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
@@ -66,24 +69,38 @@ impl Error {
             Error::Open(OpenError::Root { .. } | OpenError::Backend { .. }) => Exit::Error,
             Error::Open(_) => Exit::Usage,
             Error::Inventory(InventoryError::NotARegistry { .. }) => Exit::Refused,
-            Error::Inventory(InventoryError::Listing(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
+            Error::Inventory(InventoryError::Listing(
+                StorageError::Symlink { .. } | StorageError::Refused { .. },
+            )) => Exit::Refused,
             Error::Inventory(InventoryError::Listing(_)) => Exit::Error,
-            Error::Mark(MarkError::Read(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
+            Error::Mark(MarkError::Read(
+                StorageError::Symlink { .. } | StorageError::Refused { .. },
+            )) => Exit::Refused,
             Error::Mark(_) => Exit::Error,
-            Error::Candidates(CandidatesError(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
+            Error::Candidates(CandidatesError(
+                StorageError::Symlink { .. } | StorageError::Refused { .. },
+            )) => Exit::Refused,
             Error::Candidates(_) => Exit::Error,
-            Error::Recheck(RecheckError::Storage(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
+            Error::Recheck(RecheckError::Storage(
+                StorageError::Symlink { .. } | StorageError::Refused { .. },
+            )) => Exit::Refused,
             Error::Recheck(_) => Exit::Error,
             Error::Refused(_) => Exit::Refused,
             Error::Sweep(SweepError::OutsideRegistryTree { .. }) => Exit::Refused,
             Error::Sweep(SweepError::QuarantineRecord(_)) => Exit::Error,
-            Error::Quarantine(QuarantineError::BadRunId { .. } | QuarantineError::NoSuchRun { .. }) => Exit::Usage,
+            Error::Quarantine(
+                QuarantineError::BadRunId { .. } | QuarantineError::NoSuchRun { .. },
+            ) => Exit::Usage,
             Error::Quarantine(QuarantineError::OutsideRegistryTree { .. }) => Exit::Refused,
-            Error::Quarantine(QuarantineError::Storage(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
+            Error::Quarantine(QuarantineError::Storage(
+                StorageError::Symlink { .. } | StorageError::Refused { .. },
+            )) => Exit::Refused,
             Error::Quarantine(_) => Exit::Error,
             Error::Report { .. } => Exit::Error,
             Error::Usage(_) => Exit::Usage,
-            Error::Read(crate::inspect::ReadError(StorageError::Symlink { .. } | StorageError::Refused { .. })) => Exit::Refused,
+            Error::Read(crate::inspect::ReadError(
+                StorageError::Symlink { .. } | StorageError::Refused { .. },
+            )) => Exit::Refused,
             Error::Read(_) => Exit::Error,
         }
     }

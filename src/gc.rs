@@ -14,8 +14,8 @@ use crate::listing;
 use crate::mark::{self, MarkOptions};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::progress::Progress;
-use crate::recheck::{self, RecheckOptions, RecheckOutcome};
 use crate::quarantine::QuarantineRun;
+use crate::recheck::{self, RecheckOptions, RecheckOutcome};
 use crate::report::{self, PhaseSeconds, Report, Seen, Warning, SCHEMA_VERSION};
 use crate::storage::counts::RequestFloor;
 use crate::storage::{system_time_ms, Storage};
@@ -43,7 +43,12 @@ pub struct GcOptions {
 
 /// Runs one collection. With `report_path`, the JSON report (every deletion
 /// with its key, reason and size) is written there, streamed from the plan.
-pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress, report_path: Option<&Path>) -> Result<Report, Error> {
+pub async fn run(
+    storage: Box<dyn Storage>,
+    opts: GcOptions,
+    progress: &Progress,
+    report_path: Option<&Path>,
+) -> Result<Report, Error> {
     let started = Instant::now();
     let now = SystemTime::now();
     let storage = storage.as_ref();
@@ -51,19 +56,36 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     let mut lap = Lap(Instant::now());
 
     let mut inventory = Inventory::default();
-    listing::list_registry(storage, &mut inventory, Some(listing::LAYOUT_LEAVES_BY_NAME), opts.concurrency, progress).await?;
+    listing::list_registry(
+        storage,
+        &mut inventory,
+        Some(listing::LAYOUT_LEAVES_BY_NAME),
+        opts.concurrency,
+        progress,
+    )
+    .await?;
     inventory.finish();
     times.listing = lap.next();
 
     let mut warnings = Vec::new();
-    let cache = opts.cache_dir.as_deref().and_then(|dir| match ManifestCache::open(dir) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            warnings.push(Warning::new(&dir.display().to_string(), &format!("manifest cache not usable, reading every manifest: {e}")));
-            None
-        }
-    });
-    let mark_opts = MarkOptions { concurrency: opts.concurrency, max_manifest_bytes: opts.max_manifest_bytes, cache };
+    let cache = opts
+        .cache_dir
+        .as_deref()
+        .and_then(|dir| match ManifestCache::open(dir) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                warnings.push(Warning::new(
+                    &dir.display().to_string(),
+                    &format!("manifest cache not usable, reading every manifest: {e}"),
+                ));
+                None
+            }
+        });
+    let mark_opts = MarkOptions {
+        concurrency: opts.concurrency,
+        max_manifest_bytes: opts.max_manifest_bytes,
+        cache,
+    };
     let marks = mark::mark(storage, &inventory, &mark_opts, progress).await?;
     for id in &marks.missing_blobs {
         inventory.forget_blob(*id);
@@ -82,8 +104,22 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     // listings leave nothing unstated, and nothing is asked.
     if inventory.has_unstated() || !marks.missing_blobs.is_empty() {
         progress.start_phase("reading the size and age of what would be deleted", 0);
-        let candidates = plan::plan(&inventory, &marks, &PlanOptions { unstated_are_old: true, ..plan_opts });
-        candidates::stat(storage, &mut inventory, candidates, &marks.missing_blobs, opts.concurrency).await?;
+        let candidates = plan::plan(
+            &inventory,
+            &marks,
+            &PlanOptions {
+                unstated_are_old: true,
+                ..plan_opts
+            },
+        );
+        candidates::stat(
+            storage,
+            &mut inventory,
+            candidates,
+            &marks.missing_blobs,
+            opts.concurrency,
+        )
+        .await?;
     }
     times.stat = lap.next();
     let mut plan = plan::plan(&inventory, &marks, &plan_opts);
@@ -91,7 +127,11 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
     // The registry may have been written to since the listing: what a recent
     // write needs leaves the plan. A dry run does it too, so that it plans what
     // a real run would.
-    let recheck_opts = RecheckOptions { fence: plan_opts.fence(), concurrency: opts.concurrency, max_manifest_bytes: opts.max_manifest_bytes };
+    let recheck_opts = RecheckOptions {
+        fence: plan_opts.fence(),
+        concurrency: opts.concurrency,
+        max_manifest_bytes: opts.max_manifest_bytes,
+    };
     // A plan with nothing in it has nothing a write could need back: a run on
     // a registry with nothing to collect costs its listing alone.
     let nothing_to_withdraw = plan.deletions.is_empty() && plan.empty_repositories.is_empty();
@@ -106,7 +146,10 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         if !opts.dry_run {
             return Err(refusal.into());
         }
-        warnings.push(Warning::new(&storage.describe(), &format!("a real run would refuse: {refusal}")));
+        warnings.push(Warning::new(
+            &storage.describe(),
+            &format!("a real run would refuse: {refusal}"),
+        ));
     }
     // The sweep checks every key before its first delete (invariant 5); a dry
     // run refuses the same plans.
@@ -114,42 +157,83 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         sweep::check_plan(&inventory, &plan)?;
     }
 
-    let action = if opts.quarantine { SweepAction::Quarantine(QuarantineRun::new(now, &opts)) } else { SweepAction::Delete };
-    let sweep_opts = SweepOptions { concurrency: opts.concurrency, attempts: 3, action };
-    let outcome = if opts.dry_run { None } else { Some(sweep::sweep(storage, &inventory, &plan, sweep_opts, progress).await?) };
+    let action = if opts.quarantine {
+        SweepAction::Quarantine(QuarantineRun::new(now, &opts))
+    } else {
+        SweepAction::Delete
+    };
+    let sweep_opts = SweepOptions {
+        concurrency: opts.concurrency,
+        attempts: 3,
+        action,
+    };
+    let outcome = if opts.dry_run {
+        None
+    } else {
+        Some(sweep::sweep(storage, &inventory, &plan, sweep_opts, progress).await?)
+    };
     times.sweep = lap.next();
     // The window the re-check leaves: a manifest put between it and a blob's
     // delete. Look once more, so that such an image is named, not silently broken.
     // Only a deleted blob can break a manifest: a run that deleted none has
     // nothing to look for.
     let mut broken_by_race = Vec::new();
-    let deleted = outcome.as_ref().filter(|_| !opts.offline).and_then(|o| blobs_deleted(&inventory, &plan, o));
+    let deleted = outcome
+        .as_ref()
+        .filter(|_| !opts.offline)
+        .and_then(|o| blobs_deleted(&inventory, &plan, o));
     if let Some(deleted) = deleted {
         progress.start_phase("checking pushes made during the sweep", 0);
         // The sweep has run: a failure here must not read as "nothing deleted".
-        match recheck::check_after_sweep(storage, &inventory, &marks, &plan, &deleted, &recheck_opts).await {
+        match recheck::check_after_sweep(
+            storage,
+            &inventory,
+            &marks,
+            &plan,
+            &deleted,
+            &recheck_opts,
+        )
+        .await
+        {
             Ok(broken) => broken_by_race = broken,
             Err(e) => {
                 let cause = match e {
                     recheck::RecheckError::Storage(e) => e.to_string(),
                     other => other.to_string(),
                 };
-                warnings.push(Warning::new(&storage.describe(), &format!("could not check for pushes made during the sweep: {cause}")));
+                warnings.push(Warning::new(
+                    &storage.describe(),
+                    &format!("could not check for pushes made during the sweep: {cause}"),
+                ));
             }
         }
     }
     times.check_after_sweep = lap.next();
     progress.finish();
 
-    for r in inventory.repositories.iter().filter(|r| !crate::layout::is_conventional_repository_name(&r.name)) {
-        let msg = "repository name does not follow distribution's grammar; collected like any other";
-        warnings.push(Warning::new(&crate::layout::repository_prefix(&r.name), msg));
+    for r in inventory
+        .repositories
+        .iter()
+        .filter(|r| !crate::layout::is_conventional_repository_name(&r.name))
+    {
+        let msg =
+            "repository name does not follow distribution's grammar; collected like any other";
+        warnings.push(Warning::new(
+            &crate::layout::repository_prefix(&r.name),
+            msg,
+        ));
     }
     warnings.extend(marks.warnings.iter().cloned());
     warnings.extend(plan.warnings.iter().cloned());
     let floor = storage.list_page_size().map(|page| RequestFloor {
         list: inventory.keys_listed.div_ceil(page as u64).max(1),
-        get: inventory.repositories.iter().flat_map(|r| &r.tags).filter(|t| t.current.is_some()).count() as u64 + marks.manifests_read() as u64,
+        get: inventory
+            .repositories
+            .iter()
+            .flat_map(|r| &r.tags)
+            .filter(|t| t.current.is_some())
+            .count() as u64
+            + marks.manifests_read() as u64,
         delete: (plan.deletions.len() as u64).div_ceil(storage.bulk_delete_size() as u64),
     });
     let seen = Seen {
@@ -159,7 +243,11 @@ pub async fn run(storage: Box<dyn Storage>, opts: GcOptions, progress: &Progress
         tags: inventory.tag_count() as u64,
         blobs: inventory.blob_count() as u64,
         blob_bytes: inventory.blob_bytes(),
-        uploads: inventory.repositories.iter().map(|r| r.uploads.len() as u64).sum(),
+        uploads: inventory
+            .repositories
+            .iter()
+            .map(|r| r.uploads.len() as u64)
+            .sum(),
     };
     let report = Report {
         schema_version: SCHEMA_VERSION,
@@ -208,7 +296,10 @@ fn blobs_deleted(inv: &Inventory, plan: &Plan, outcome: &SweepOutcome) -> Option
     let failed: HashSet<&str> = outcome.failures.iter().map(|f| f.key.as_str()).collect();
     let mut deleted = DigestSet::with_len(inv.digests.len());
     let mut any = false;
-    for id in plan.deleted_blob_ids(inv).filter(|id| failed.is_empty() || !failed.contains(crate::layout::blob_data_key(inv.digests.get(*id)).as_str())) {
+    for id in plan.deleted_blob_ids(inv).filter(|id| {
+        failed.is_empty()
+            || !failed.contains(crate::layout::blob_data_key(inv.digests.get(*id)).as_str())
+    }) {
         any |= deleted.insert(id);
     }
     any.then_some(deleted)
@@ -228,7 +319,10 @@ impl Lap {
 }
 
 fn write_report(path: &Path, report: &Report, inv: &Inventory, plan: &Plan) -> Result<(), Error> {
-    let fail = |source| Error::Report { path: path.display().to_string(), source };
+    let fail = |source| Error::Report {
+        path: path.display().to_string(),
+        source,
+    };
     let file = std::fs::File::create(path).map_err(fail)?;
     let mut out = std::io::BufWriter::new(file);
     let deletions = plan.deletions.iter().map(|d| {

@@ -30,7 +30,10 @@ fn fix_bash_hyphenated_name(name: &str, script: &str) -> String {
     if loop_spelling == arm_spelling {
         return script.to_string();
     }
-    script.replace(&format!("{arm_spelling}__subcmd__"), &format!("{loop_spelling}__subcmd__"))
+    script.replace(
+        &format!("{arm_spelling}__subcmd__"),
+        &format!("{loop_spelling}__subcmd__"),
+    )
 }
 
 /// Writes the man page (roff, section 1): the top-level page, then each
@@ -46,11 +49,21 @@ pub fn man(out: &mut dyn Write) -> std::io::Result<()> {
     man.render_description_section(out)?;
     man.render_options_section(out)?;
     man.render_subcommands_section(out)?;
-    for sub in cmd.get_subcommands().filter(|s| s.get_arguments().any(|a| !a.is_global_set())) {
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| s.get_arguments().any(|a| !a.is_global_set()))
+    {
         // clap takes headings as &'static str (without its `string` feature); one
         // short string per command, once per process
-        let heading: &'static str = Box::leak(format!("{} options", sub.get_name()).into_boxed_str());
-        let sub = sub.clone().mut_args(|a| if a.is_global_set() { a.hide(true) } else { a.help_heading(heading) });
+        let heading: &'static str =
+            Box::leak(format!("{} options", sub.get_name()).into_boxed_str());
+        let sub = sub.clone().mut_args(|a| {
+            if a.is_global_set() {
+                a.hide(true)
+            } else {
+                a.help_heading(heading)
+            }
+        });
         clap_mangen::Man::new(sub).render_options_section(out)?;
     }
     man.render_extra_section(out)?;

@@ -50,8 +50,15 @@ pub struct ReadSettings {
 impl ReadArgs {
     pub fn resolve(&self, file: &ConfigFile) -> ReadSettings {
         ReadSettings {
-            concurrency: self.concurrency.or(file.gc.concurrency).unwrap_or(64).max(1) as usize,
-            max_manifest_bytes: self.max_manifest_size.or(file.gc.max_manifest_size).unwrap_or(64 * 1024 * 1024),
+            concurrency: self
+                .concurrency
+                .or(file.gc.concurrency)
+                .unwrap_or(64)
+                .max(1) as usize,
+            max_manifest_bytes: self
+                .max_manifest_size
+                .or(file.gc.max_manifest_size)
+                .unwrap_or(64 * 1024 * 1024),
         }
     }
 }
@@ -63,7 +70,13 @@ pub fn cache_for(storage: &dyn Storage, dir: Option<PathBuf>, no_cache: bool) ->
         return None;
     }
     // Manifests are worth caching only when reading them costs a request.
-    dir.or_else(|| if storage.list_page_size().is_some() { ManifestCache::default_dir() } else { None })
+    dir.or_else(|| {
+        if storage.list_page_size().is_some() {
+            ManifestCache::default_dir()
+        } else {
+            None
+        }
+    })
 }
 
 /// A read that `du` or `fsck` needed failed: the command could not complete.
@@ -84,14 +97,23 @@ pub async fn load(
     listing::list_registry(storage, &mut inventory, None, read.concurrency, progress).await?;
     inventory.finish();
     let mut warnings = Vec::new();
-    let cache = cache_dir.as_deref().and_then(|dir| match ManifestCache::open(dir) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            warnings.push(Warning::new(&dir.display().to_string(), &format!("manifest cache not usable, reading every manifest: {e}")));
-            None
-        }
-    });
-    let mark_opts = MarkOptions { concurrency: read.concurrency, max_manifest_bytes: read.max_manifest_bytes, cache };
+    let cache = cache_dir
+        .as_deref()
+        .and_then(|dir| match ManifestCache::open(dir) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                warnings.push(Warning::new(
+                    &dir.display().to_string(),
+                    &format!("manifest cache not usable, reading every manifest: {e}"),
+                ));
+                None
+            }
+        });
+    let mark_opts = MarkOptions {
+        concurrency: read.concurrency,
+        max_manifest_bytes: read.max_manifest_bytes,
+        cache,
+    };
     let marks = mark::mark(storage, &inventory, &mark_opts, progress).await?;
     Ok((inventory, marks, warnings))
 }

@@ -155,7 +155,9 @@ pub struct Repository {
 
 impl Repository {
     pub fn has_revision(&self, d: DigestId) -> bool {
-        self.revisions.binary_search_by_key(&d, |l| l.digest).is_ok()
+        self.revisions
+            .binary_search_by_key(&d, |l| l.digest)
+            .is_ok()
     }
 
     pub fn has_layer_link(&self, d: DigestId) -> bool {
@@ -189,7 +191,10 @@ impl Repository {
 
     /// The place in `history` of tag `tag`'s entry for `digest`.
     pub fn history_entry(&self, tag: u32, digest: DigestId) -> Option<u32> {
-        self.history.binary_search_by_key(&(tag, digest), |h| (h.tag, h.link.digest)).ok().map(|i| i as u32)
+        self.history
+            .binary_search_by_key(&(tag, digest), |h| (h.tag, h.link.digest))
+            .ok()
+            .map(|i| i as u32)
     }
 
     /// Part `part` of upload `upload`, numbered across the repository's uploads.
@@ -219,9 +224,11 @@ impl Repository {
 
     /// The MD5 of tag `tag`'s `current/link` content, when the listing gave it.
     pub fn tag_md5(&self, tag: u32) -> Option<[u8; 16]> {
-        self.tag_md5s.binary_search_by_key(&tag, |(t, _)| *t).ok().map(|i| self.tag_md5s[i].1)
+        self.tag_md5s
+            .binary_search_by_key(&tag, |(t, _)| *t)
+            .ok()
+            .map(|i| self.tag_md5s[i].1)
     }
-
 }
 
 /// What the listing found, staged until `finish` hands each repository its
@@ -276,30 +283,59 @@ impl Staging {
         let hasher = &self.hasher;
         let hash = Self::tag_hash(hasher, repo, name);
         let (tags, names) = (&self.tags, &self.tag_names);
-        if let Some(i) = self.tag_index.find(hash, |&i| tags[i as usize].repo == repo && tags[i as usize].name(names) == name) {
+        if let Some(i) = self.tag_index.find(hash, |&i| {
+            tags[i as usize].repo == repo && tags[i as usize].name(names) == name
+        }) {
             return *i;
         }
         let i = u32::try_from(self.tags.len()).expect("fewer than 4 billion tags");
         let start = u32::try_from(self.tag_names.len()).ok();
-        let end = start.and_then(|s| s.checked_add(u32::try_from(name.len()).ok()?)).expect("tag names of fewer than 4 GiB in all");
+        let end = start
+            .and_then(|s| s.checked_add(u32::try_from(name.len()).ok()?))
+            .expect("tag names of fewer than 4 GiB in all");
         self.tag_names.push_str(name);
-        self.tags.push(StagedTag { repo, name: [start.unwrap_or_default(), end], current: None });
+        self.tags.push(StagedTag {
+            repo,
+            name: [start.unwrap_or_default(), end],
+            current: None,
+        });
         let (tags, names) = (&self.tags, &self.tag_names);
-        self.tag_index.insert_unique(hash, i, |&i| Self::tag_hash(hasher, tags[i as usize].repo, tags[i as usize].name(names)));
+        self.tag_index.insert_unique(hash, i, |&i| {
+            Self::tag_hash(hasher, tags[i as usize].repo, tags[i as usize].name(names))
+        });
         i
     }
 
     /// Hands each repository its links, tags (sorted by name) and tag history
     /// (sorted by tag, then digest), deduplicated, each vector allocated once.
     fn distribute(self, repositories: &mut [Repository]) {
-        let Staging { revisions, layers, tags, tag_names, tag_index, hasher: _, tag_md5s, history } = self;
+        let Staging {
+            revisions,
+            layers,
+            tags,
+            tag_names,
+            tag_index,
+            hasher: _,
+            tag_md5s,
+            history,
+        } = self;
         drop(tag_index);
-        hand_out(revisions, |a, b| a.digest == b.digest, |r, links| repositories[r as usize].revisions = links);
-        hand_out(layers, |a, b| a.digest == b.digest, |r, links| repositories[r as usize].layers = links);
+        hand_out(
+            revisions,
+            |a, b| a.digest == b.digest,
+            |r, links| repositories[r as usize].revisions = links,
+        );
+        hand_out(
+            layers,
+            |a, b| a.digest == b.digest,
+            |r, links| repositories[r as usize].layers = links,
+        );
         // a tag's id is its place among its repository's tags, sorted by name
         let name = |i: u32| tags[i as usize].name(&tag_names);
         let mut order: Vec<u32> = (0..tags.len() as u32).collect();
-        order.sort_unstable_by(|a, b| (tags[*a as usize].repo, name(*a)).cmp(&(tags[*b as usize].repo, name(*b))));
+        order.sort_unstable_by(|a, b| {
+            (tags[*a as usize].repo, name(*a)).cmp(&(tags[*b as usize].repo, name(*b)))
+        });
         let mut local_id = vec![0u32; tags.len()];
         for run in order.chunk_by(|a, b| tags[*a as usize].repo == tags[*b as usize].repo) {
             let mut names = String::with_capacity(run.iter().map(|i| name(*i).len()).sum());
@@ -308,7 +344,10 @@ impl Staging {
                 local_id[*staged as usize] = local as u32;
                 names.push_str(name(*staged));
                 // fits: no longer than all staged names, whose ends fit in u32
-                repo_tags.push(Tag { name_end: names.len() as u32, current: tags[*staged as usize].current });
+                repo_tags.push(Tag {
+                    name_end: names.len() as u32,
+                    current: tags[*staged as usize].current,
+                });
             }
             let repo = &mut repositories[tags[run[0] as usize].repo as usize];
             repo.tags = repo_tags;
@@ -317,29 +356,57 @@ impl Staging {
         drop((order, tag_names));
         let tag_repo: Vec<u32> = tags.into_iter().map(|t| t.repo).collect();
         // a tag listed twice with two different ETags proves nothing: it is read
-        let mut md5s: Vec<(u32, (u32, [u8; 16]))> =
-            tag_md5s.into_iter().map(|(t, md5)| (tag_repo[t as usize], (local_id[t as usize], md5))).collect();
+        let mut md5s: Vec<(u32, (u32, [u8; 16]))> = tag_md5s
+            .into_iter()
+            .map(|(t, md5)| (tag_repo[t as usize], (local_id[t as usize], md5)))
+            .collect();
         md5s.sort_unstable();
         md5s.dedup();
-        let ambiguous: Vec<(u32, u32)> = md5s.windows(2).filter(|w| (w[0].0, w[0].1 .0) == (w[1].0, w[1].1 .0)).map(|w| (w[0].0, w[0].1 .0)).collect();
+        let ambiguous: Vec<(u32, u32)> = md5s
+            .windows(2)
+            .filter(|w| (w[0].0, w[0].1 .0) == (w[1].0, w[1].1 .0))
+            .map(|w| (w[0].0, w[0].1 .0))
+            .collect();
         md5s.retain(|(r, (t, _))| ambiguous.binary_search(&(*r, *t)).is_err());
-        hand_out(md5s, |a, b| a.0 == b.0, |r, m| repositories[r as usize].tag_md5s = m);
-        let history = history.into_iter().map(|(t, link)| (tag_repo[t as usize], TagHistory { tag: local_id[t as usize], link })).collect();
-        hand_out(history, |a, b| (a.tag, a.link.digest) == (b.tag, b.link.digest), |r, h| repositories[r as usize].history = h);
+        hand_out(
+            md5s,
+            |a, b| a.0 == b.0,
+            |r, m| repositories[r as usize].tag_md5s = m,
+        );
+        let history = history
+            .into_iter()
+            .map(|(t, link)| {
+                (
+                    tag_repo[t as usize],
+                    TagHistory {
+                        tag: local_id[t as usize],
+                        link,
+                    },
+                )
+            })
+            .collect();
+        hand_out(
+            history,
+            |a, b| (a.tag, a.link.digest) == (b.tag, b.link.digest),
+            |r, h| repositories[r as usize].history = h,
+        );
     }
 }
 
 /// Sorts staged `(repository, item)` pairs, drops duplicates (`same`, keeping
 /// the first in sort order), and gives each repository its items in a vector of
 /// exactly their number.
-fn hand_out<T: Ord + Copy>(mut staged: Vec<(u32, T)>, same: impl Fn(&T, &T) -> bool, mut give: impl FnMut(u32, Vec<T>)) {
+fn hand_out<T: Ord + Copy>(
+    mut staged: Vec<(u32, T)>,
+    same: impl Fn(&T, &T) -> bool,
+    mut give: impl FnMut(u32, Vec<T>),
+) {
     staged.sort_unstable();
     staged.dedup_by(|b, a| a.0 == b.0 && same(&a.1, &b.1));
     for run in staged.chunk_by(|a, b| a.0 == b.0) {
         give(run[0].0, run.iter().map(|(_, item)| *item).collect());
     }
 }
-
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StrayKey {
@@ -392,7 +459,10 @@ impl EmptyDirs {
     fn push(&mut self, key: &str, modified: Secs, removable: bool, repo: Option<(u32, &str)>) {
         let mut flags = if removable { REMOVABLE } else { 0 };
         let in_repo = repo.and_then(|(id, name)| {
-            let rest = key.strip_prefix(layout::REPOSITORIES)?.strip_prefix(name)?.strip_prefix('/')?;
+            let rest = key
+                .strip_prefix(layout::REPOSITORIES)?
+                .strip_prefix(name)?
+                .strip_prefix('/')?;
             Some((id, rest))
         });
         let rest = if let Some((id, rest)) = in_repo {
@@ -416,9 +486,16 @@ impl EmptyDirs {
         } else {
             key
         };
-        let tail = rest.len().checked_sub(64).filter(|i| rest.is_char_boundary(*i)).map(|i| (&rest[..i], &rest.as_bytes()[i..]));
+        let tail = rest
+            .len()
+            .checked_sub(64)
+            .filter(|i| rest.is_char_boundary(*i))
+            .map(|i| (&rest[..i], &rest.as_bytes()[i..]));
         match tail {
-            Some((head, hex)) if (head.is_empty() || head.ends_with('/')) && hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+            Some((head, hex))
+                if (head.is_empty() || head.ends_with('/'))
+                    && hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+            {
                 let mut bytes = [0u8; 32];
                 hex::decode_to_slice(hex, &mut bytes).expect("64 hex digits");
                 flags |= HEX_TAIL;
@@ -427,7 +504,8 @@ impl EmptyDirs {
             }
             _ => self.text.extend_from_slice(rest.as_bytes()),
         }
-        self.ends.push(u32::try_from(self.text.len()).expect("empty directory keys under 4 GiB"));
+        self.ends
+            .push(u32::try_from(self.text.len()).expect("empty directory keys under 4 GiB"));
         self.modified.push(modified);
         self.flags.push(flags);
     }
@@ -474,7 +552,11 @@ impl EmptyDirs {
         }
         key.push_str(std::str::from_utf8(rest).expect("stored from a str, cut at a char boundary"));
         key.push_str(&tail);
-        EmptyDir { key, modified: self.modified[i], removable: flags & REMOVABLE != 0 }
+        EmptyDir {
+            key,
+            modified: self.modified[i],
+            removable: flags & REMOVABLE != 0,
+        }
     }
 
     /// Whether the `i`th directory is removable and when it was modified,
@@ -488,7 +570,8 @@ impl EmptyDirs {
         for i in 0..self.len() {
             if self.flags[i] & REPO_ID != 0 {
                 let start = self.bounds(i).start;
-                let old = u32::from_le_bytes(self.text[start..start + 4].try_into().expect("4 bytes"));
+                let old =
+                    u32::from_le_bytes(self.text[start..start + 4].try_into().expect("4 bytes"));
                 self.text[start..start + 4].copy_from_slice(&new_id[old as usize].to_le_bytes());
             }
         }
@@ -541,7 +624,8 @@ impl Inventory {
             KeyKind::EmptyDir { repo, removable } => {
                 // a repository that is only empty directories still exists, empty
                 let repo = repo.map(|name| (self.repo_id(name), name));
-                self.empty_dirs.push(meta.key.trim_end_matches('/'), t, removable, repo);
+                self.empty_dirs
+                    .push(meta.key.trim_end_matches('/'), t, removable, repo);
             }
             KeyKind::BlobData(d) => {
                 let id = self.intern(d);
@@ -553,7 +637,10 @@ impl Inventory {
                 }
             }
             KeyKind::Revision { repo, digest } => {
-                let link = Link { digest: self.intern(digest), modified: t };
+                let link = Link {
+                    digest: self.intern(digest),
+                    modified: t,
+                };
                 let r = self.repo_id(repo);
                 self.staging.revisions.push((r, link));
             }
@@ -567,36 +654,67 @@ impl Inventory {
                 }
             }
             KeyKind::TagIndex { repo, tag, digest } => {
-                let link = Link { digest: self.intern(digest), modified: t };
+                let link = Link {
+                    digest: self.intern(digest),
+                    modified: t,
+                };
                 let r = self.repo_id(repo);
                 let i = self.staging.tag(r, tag);
                 self.staging.history.push((i, link));
             }
             KeyKind::LayerLink { repo, digest } => {
-                let link = Link { digest: self.intern(digest), modified: t };
+                let link = Link {
+                    digest: self.intern(digest),
+                    modified: t,
+                };
                 let r = self.repo_id(repo);
                 self.staging.layers.push((r, link));
             }
-            KeyKind::AltLink { repo, what, algorithm, encoded } => {
-                let link = AltLink { what, algorithm: algorithm.to_string(), encoded: encoded.to_string(), modified: t };
+            KeyKind::AltLink {
+                repo,
+                what,
+                algorithm,
+                encoded,
+            } => {
+                let link = AltLink {
+                    what,
+                    algorithm: algorithm.to_string(),
+                    encoded: encoded.to_string(),
+                    modified: t,
+                };
                 self.repo(repo).alt_links.push(link);
             }
             KeyKind::Upload { repo, uuid, part } => {
-                let part = UploadPart { part: part.to_string(), size: meta.size, modified: t };
+                let part = UploadPart {
+                    part: part.to_string(),
+                    size: meta.size,
+                    modified: t,
+                };
                 let r = self.repo(repo);
                 match r.uploads.iter_mut().find(|u| u.uuid == uuid) {
                     Some(u) => u.parts.push(part),
-                    None => r.uploads.push(Upload { uuid: uuid.to_string(), parts: vec![part] }),
+                    None => r.uploads.push(Upload {
+                        uuid: uuid.to_string(),
+                        parts: vec![part],
+                    }),
                 }
             }
             KeyKind::Other(reason) => {
                 if reason == OtherReason::UnknownRepositoryMetadata {
-                    if let Some((repo, _)) = meta.key.strip_prefix(layout::REPOSITORIES).and_then(layout::split_repository_path) {
+                    if let Some((repo, _)) = meta
+                        .key
+                        .strip_prefix(layout::REPOSITORIES)
+                        .and_then(layout::split_repository_path)
+                    {
                         let repo = repo.to_string();
                         self.repo(&repo).stray_keys += 1;
                     }
                 }
-                self.strays.push(StrayKey { key: meta.key, size: meta.size, reason });
+                self.strays.push(StrayKey {
+                    key: meta.key,
+                    size: meta.size,
+                    reason,
+                });
             }
         }
     }
@@ -630,7 +748,9 @@ impl Inventory {
     /// Records what a stat said of a tag history entry listed by name
     /// (`entry`: its place in the repository's `history`).
     pub fn stat_history_entry(&mut self, repo: u32, entry: u32, t: Secs) {
-        self.repositories[repo as usize].history[entry as usize].link.modified = t;
+        self.repositories[repo as usize].history[entry as usize]
+            .link
+            .modified = t;
     }
 
     /// Takes a blob listed by name out: its directory turned out to hold no
@@ -652,7 +772,9 @@ impl Inventory {
     /// Takes a tag history entry listed by name out: its directory holds no
     /// `link`. The entries after it move up one place.
     pub fn forget_history_entry(&mut self, repo: u32, entry: u32) {
-        self.repositories[repo as usize].history.remove(entry as usize);
+        self.repositories[repo as usize]
+            .history
+            .remove(entry as usize);
     }
 
     /// Records, after `finish`, a directory found without the file its name
@@ -660,7 +782,9 @@ impl Inventory {
     /// have reported it (a removal that finds it not empty leaves it).
     pub fn add_empty_dir(&mut self, key: &str, modified: Secs) {
         let dir = format!("{key}/");
-        let KeyKind::EmptyDir { repo, removable } = layout::classify(&dir) else { return };
+        let KeyKind::EmptyDir { repo, removable } = layout::classify(&dir) else {
+            return;
+        };
         let repo = match repo {
             Some(name) => match self.repository_id(name) {
                 Some(id) => Some((id, name)),
@@ -687,14 +811,22 @@ impl Inventory {
 
     fn repo_id(&mut self, name: &str) -> u32 {
         // keys come in runs from one directory: most are the last one's
-        if self.repositories.get(self.last_repo as usize).is_some_and(|r| r.name == name) {
+        if self
+            .repositories
+            .get(self.last_repo as usize)
+            .is_some_and(|r| r.name == name)
+        {
             return self.last_repo;
         }
         let id = match self.repo_ids.get(name) {
             Some(id) => *id,
             None => {
-                let id = u32::try_from(self.repositories.len()).expect("fewer than 4 billion repositories");
-                self.repositories.push(Repository { name: name.to_string(), ..Repository::default() });
+                let id = u32::try_from(self.repositories.len())
+                    .expect("fewer than 4 billion repositories");
+                self.repositories.push(Repository {
+                    name: name.to_string(),
+                    ..Repository::default()
+                });
                 self.repo_ids.insert(name.to_string(), id);
                 id
             }
@@ -736,7 +868,8 @@ impl Inventory {
 
     /// The `i`th empty directory, its key rendered.
     pub fn empty_dir(&self, i: usize) -> EmptyDir {
-        self.empty_dirs.get(i, |repo| self.repositories[repo as usize].name.as_str())
+        self.empty_dirs
+            .get(i, |repo| self.repositories[repo as usize].name.as_str())
     }
 
     pub fn blob(&self, id: DigestId) -> Option<BlobInfo> {
@@ -746,7 +879,10 @@ impl Inventory {
             UNSIZED_BLOB => 0,
             size => u64::from(size),
         };
-        Some(BlobInfo { size, modified: self.blob_times[id as usize] })
+        Some(BlobInfo {
+            size,
+            modified: self.blob_times[id as usize],
+        })
     }
 
     /// Every blob with data, by id.
@@ -778,12 +914,16 @@ impl Inventory {
     }
 
     pub fn repository(&self, name: &str) -> Option<&Repository> {
-        self.repository_id(name).map(|i| &self.repositories[i as usize])
+        self.repository_id(name)
+            .map(|i| &self.repositories[i as usize])
     }
 
     /// The id of the repository named `name` (after `finish`).
     pub fn repository_id(&self, name: &str) -> Option<u32> {
-        self.repositories.binary_search_by(|r| r.name.as_str().cmp(name)).ok().map(|i| i as u32)
+        self.repositories
+            .binary_search_by(|r| r.name.as_str().cmp(name))
+            .ok()
+            .map(|i| i as u32)
     }
 
     /// About how many keys the repositories at or below `name` (a repository
@@ -793,15 +933,28 @@ impl Inventory {
         // the names sorted from `name` up to `name/...`: `/` sorts before `0`,
         // so `name0` bounds them (names sorting between, as `name-x` or
         // `name.x`, are skipped by the check)
-        let start = self.repositories.partition_point(|r| r.name.as_str() < name);
+        let start = self
+            .repositories
+            .partition_point(|r| r.name.as_str() < name);
         let end = format!("{name}0");
         self.repositories[start..]
             .iter()
             .take_while(|r| r.name.as_str() < end.as_str())
-            .filter(|r| r.name == name || r.name.strip_prefix(name).is_some_and(|rest| rest.starts_with('/')))
+            .filter(|r| {
+                r.name == name
+                    || r.name
+                        .strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
             .map(|r| {
                 let uploads: usize = r.uploads.iter().map(|u| u.parts.len()).sum();
-                (r.revisions.len() + r.layers.len() + r.tags.len() + r.history.len() + r.alt_links.len() + uploads) as u64 + r.stray_keys
+                (r.revisions.len()
+                    + r.layers.len()
+                    + r.tags.len()
+                    + r.history.len()
+                    + r.alt_links.len()
+                    + uploads) as u64
+                    + r.stray_keys
             })
             .sum()
     }
@@ -813,7 +966,11 @@ impl Inventory {
     /// Distinct manifests linked as revisions anywhere.
     pub fn manifest_count(&self) -> usize {
         let mut seen = crate::digest_table::DigestSet::with_len(self.digests.len());
-        self.repositories.iter().flat_map(|r| &r.revisions).filter(|l| seen.insert(l.digest)).count()
+        self.repositories
+            .iter()
+            .flat_map(|r| &r.revisions)
+            .filter(|l| seen.insert(l.digest))
+            .count()
     }
 }
 
@@ -838,21 +995,50 @@ mod tests {
     use super::*;
 
     fn meta(key: String, t: i64) -> ObjectMeta {
-        ObjectMeta { key, size: 7, last_modified_ms: t, etag: None }
+        ObjectMeta {
+            key,
+            size: 7,
+            last_modified_ms: t,
+            etag: None,
+        }
     }
 
     #[test]
     fn keys_below_a_name_count_its_repositories_and_those_nested_in_it_only() {
         let mut inv = Inventory::default();
         let hex = |i: usize| format!("{i:064x}");
-        let repos = [("team", 2), ("team/app", 3), ("team/app/cache", 1), ("team-x", 5), ("team.y", 7), ("teams", 11), ("tea", 13)];
+        let repos = [
+            ("team", 2),
+            ("team/app", 3),
+            ("team/app/cache", 1),
+            ("team-x", 5),
+            ("team.y", 7),
+            ("teams", 11),
+            ("tea", 13),
+        ];
         for (repo, links) in repos {
             for i in 0..links {
-                inv.insert(meta(format!("{}{repo}/_layers/sha256/{}/link", layout::REPOSITORIES, hex(i)), 1000));
+                inv.insert(meta(
+                    format!(
+                        "{}{repo}/_layers/sha256/{}/link",
+                        layout::REPOSITORIES,
+                        hex(i)
+                    ),
+                    1000,
+                ));
             }
         }
-        inv.insert(meta(format!("{}team/app/_manifests/tags/v1/current/link", layout::REPOSITORIES), 1000));
-        inv.insert(meta(format!("{}team/app/_uploads/u1/data", layout::REPOSITORIES), 1000));
+        inv.insert(meta(
+            format!(
+                "{}team/app/_manifests/tags/v1/current/link",
+                layout::REPOSITORIES
+            ),
+            1000,
+        ));
+        inv.insert(meta(
+            format!("{}team/app/_uploads/u1/data", layout::REPOSITORIES),
+            1000,
+        ));
         inv.finish();
         assert_eq!(inv.keys_below("team"), 2 + 3 + 1 + 2);
         assert_eq!(inv.keys_below("team/app"), 3 + 1 + 2);
@@ -863,7 +1049,10 @@ mod tests {
 
     #[test]
     fn etags_shaped_like_md5() {
-        let md5 = [0x9e, 0x10, 0x7d, 0x9d, 0x37, 0x2b, 0xb6, 0x82, 0x6b, 0xd8, 0x1d, 0x35, 0x42, 0xa4, 0x19, 0xd6];
+        let md5 = [
+            0x9e, 0x10, 0x7d, 0x9d, 0x37, 0x2b, 0xb6, 0x82, 0x6b, 0xd8, 0x1d, 0x35, 0x42, 0xa4,
+            0x19, 0xd6,
+        ];
         assert_eq!(etag_md5("\"9e107d9d372bb6826bd81d3542a419d6\""), Some(md5));
         assert_eq!(etag_md5("nhB9nTcrtoJr2B01QqQZ1g=="), Some(md5));
         assert_eq!(etag_md5("\"9e107d9d372bb6826bd81d3542a419d6-2\""), None); // multipart
@@ -889,20 +1078,47 @@ mod tests {
         inv.insert(meta(layout::layer_link_key("a", &d), 5000));
         inv.insert(meta(layout::upload_key("a", "u1", "data"), 6000));
         inv.insert(meta(layout::upload_key("a", "u1", "startedat"), 9000));
-        inv.insert(meta(format!("{}a/_manifests/revisions/sha256/zz/link", layout::REPOSITORIES), 7000));
+        inv.insert(meta(
+            format!(
+                "{}a/_manifests/revisions/sha256/zz/link",
+                layout::REPOSITORIES
+            ),
+            7000,
+        ));
         inv.insert(meta(format!("{}blobs/sha256/aa/tmp-123", layout::V2), 8000));
         inv.insert(meta(layout::revision_key("a/b", &d), 2000)); // listed twice
         inv.finish();
 
         assert_eq!(inv.keys_listed, 10);
         let id = inv.digests.find(&d).unwrap();
-        assert_eq!(inv.blob(id), Some(BlobInfo { size: 7, modified: 1 }));
+        assert_eq!(
+            inv.blob(id),
+            Some(BlobInfo {
+                size: 7,
+                modified: 1
+            })
+        );
         let ab = inv.repository("a/b").unwrap();
-        assert_eq!(ab.revisions, vec![Link { digest: id, modified: 2 }]);
+        assert_eq!(
+            ab.revisions,
+            vec![Link {
+                digest: id,
+                modified: 2
+            }]
+        );
         assert!(ab.has_revision(id));
         assert_eq!(ab.tag_name(0), "v1");
         assert_eq!(ab.tags[0].current, Some(3));
-        assert_eq!(ab.history, vec![TagHistory { tag: 0, link: Link { digest: id, modified: 4 } }]);
+        assert_eq!(
+            ab.history,
+            vec![TagHistory {
+                tag: 0,
+                link: Link {
+                    digest: id,
+                    modified: 4
+                }
+            }]
+        );
         let a = inv.repository("a").unwrap();
         assert_eq!(a.layers[0].modified, 5);
         assert_eq!(a.uploads[0].newest(), 9);
@@ -915,24 +1131,50 @@ mod tests {
     #[test]
     fn blob_sizes_of_four_gib_and_more_are_kept_whole() {
         let mut inv = Inventory::default();
-        let sizes = [0, 7, u64::from(u32::MAX) - 2, u64::from(LARGE_BLOB), u64::from(NO_BLOB), 5 << 30];
-        let digests: Vec<Digest> = (0..sizes.len() as u8).map(|n| Digest::from_bytes([n; 32])).collect();
+        let sizes = [
+            0,
+            7,
+            u64::from(u32::MAX) - 2,
+            u64::from(LARGE_BLOB),
+            u64::from(NO_BLOB),
+            5 << 30,
+        ];
+        let digests: Vec<Digest> = (0..sizes.len() as u8)
+            .map(|n| Digest::from_bytes([n; 32]))
+            .collect();
         for (d, size) in digests.iter().zip(sizes) {
-            inv.insert(ObjectMeta { key: layout::blob_data_key(d), size, last_modified_ms: 1000, etag: None });
+            inv.insert(ObjectMeta {
+                key: layout::blob_data_key(d),
+                size,
+                last_modified_ms: 1000,
+                etag: None,
+            });
         }
-        inv.insert(meta(layout::layer_link_key("r", &Digest::from_bytes([99; 32])), 1000));
+        inv.insert(meta(
+            layout::layer_link_key("r", &Digest::from_bytes([99; 32])),
+            1000,
+        ));
         inv.finish();
         for (d, size) in digests.iter().zip(sizes) {
-            assert_eq!(inv.blob(inv.digests.find(d).unwrap()), Some(BlobInfo { size, modified: 1 }));
+            assert_eq!(
+                inv.blob(inv.digests.find(d).unwrap()),
+                Some(BlobInfo { size, modified: 1 })
+            );
         }
-        assert_eq!(inv.blob(inv.digests.find(&Digest::from_bytes([99; 32])).unwrap()), None);
+        assert_eq!(
+            inv.blob(inv.digests.find(&Digest::from_bytes([99; 32])).unwrap()),
+            None
+        );
         assert_eq!(inv.blob_count(), sizes.len());
         assert_eq!(inv.blob_bytes(), Some(sizes.iter().sum::<u64>()));
     }
 
     #[test]
     fn a_tag_md5_is_kept_only_when_its_listings_agree() {
-        let with_etag = |repo: &str, tag: &str, etag: &str| ObjectMeta { etag: Some(etag.to_string()), ..meta(layout::tag_current_key(repo, tag), 1000) };
+        let with_etag = |repo: &str, tag: &str, etag: &str| ObjectMeta {
+            etag: Some(etag.to_string()),
+            ..meta(layout::tag_current_key(repo, tag), 1000)
+        };
         let (a, b) = ("a".repeat(32), "b".repeat(32));
         let mut inv = Inventory::default();
         inv.insert(with_etag("r", "same", &format!("\"{a}\"")));
@@ -944,7 +1186,11 @@ mod tests {
         let r = &inv.repositories[0];
         let md5 = |name: &str| r.tag_md5(r.tag_names().position(|t| t == name).unwrap() as u32);
         assert_eq!(md5("same"), Some([0xaa; 16]));
-        assert_eq!(md5("differs"), None, "two ETags for one link prove nothing: it is read");
+        assert_eq!(
+            md5("differs"),
+            None,
+            "two ETags for one link prove nothing: it is read"
+        );
         assert_eq!(md5("none"), None);
     }
 
@@ -952,14 +1198,38 @@ mod tests {
     fn empty_directories_keep_their_keys() {
         let mut inv = Inventory::default();
         let keys = [
-            format!("{}a/b/_manifests/revisions/sha256/{}/", layout::REPOSITORIES, "c".repeat(64)),
+            format!(
+                "{}a/b/_manifests/revisions/sha256/{}/",
+                layout::REPOSITORIES,
+                "c".repeat(64)
+            ),
             format!("{}a/_uploads/", layout::REPOSITORIES),
             format!("{}blobs/sha256/ab/", layout::V2),
-            format!("{}blobs/sha256/ab/{}/", layout::V2, "0123456789abcdef".repeat(4)),
-            format!("{}x/_layers/sha256/{}/", layout::REPOSITORIES, "A".repeat(64)),
-            format!("{}x/_layers/sha256/x{}/", layout::REPOSITORIES, "a".repeat(64)),
-            format!("{}x/_layers/sha256/{}/", layout::REPOSITORIES, "d".repeat(64)),
-            format!("{}0-first/_manifests/revisions/sha256/{}/", layout::REPOSITORIES, "e".repeat(64)),
+            format!(
+                "{}blobs/sha256/ab/{}/",
+                layout::V2,
+                "0123456789abcdef".repeat(4)
+            ),
+            format!(
+                "{}x/_layers/sha256/{}/",
+                layout::REPOSITORIES,
+                "A".repeat(64)
+            ),
+            format!(
+                "{}x/_layers/sha256/x{}/",
+                layout::REPOSITORIES,
+                "a".repeat(64)
+            ),
+            format!(
+                "{}x/_layers/sha256/{}/",
+                layout::REPOSITORIES,
+                "d".repeat(64)
+            ),
+            format!(
+                "{}0-first/_manifests/revisions/sha256/{}/",
+                layout::REPOSITORIES,
+                "e".repeat(64)
+            ),
             format!("{}{}/", layout::REPOSITORIES, "b".repeat(64)),
             format!("{}é{}/", layout::REPOSITORIES, "c".repeat(63)),
         ];
@@ -969,15 +1239,23 @@ mod tests {
         inv.finish();
         assert_eq!(inv.keys_listed, 0);
         assert_eq!(inv.empty_dirs.len(), keys.len());
-        let got: Vec<EmptyDir> = (0..inv.empty_dirs.len()).map(|i| inv.empty_dir(i)).collect();
+        let got: Vec<EmptyDir> = (0..inv.empty_dirs.len())
+            .map(|i| inv.empty_dir(i))
+            .collect();
         for (i, (d, k)) in got.iter().zip(&keys).enumerate() {
             assert_eq!(d.key, k.trim_end_matches('/'));
             assert_eq!(d.modified, i as Secs + 1);
-            assert_eq!(inv.empty_dirs.removable_and_modified(i), (d.removable, d.modified));
+            assert_eq!(
+                inv.empty_dirs.removable_and_modified(i),
+                (d.removable, d.modified)
+            );
         }
         assert!(got[0].removable);
         for (d, k) in got.iter().zip(&keys) {
-            assert!(matches!(layout::classify(k), KeyKind::EmptyDir { removable, .. } if removable == d.removable), "{k}");
+            assert!(
+                matches!(layout::classify(k), KeyKind::EmptyDir { removable, .. } if removable == d.removable),
+                "{k}"
+            );
         }
     }
 

@@ -24,18 +24,34 @@ pub enum KeyKind<'a> {
     /// `repositories/<repo>/_manifests/tags/<tag>/current/link`: must be read.
     TagCurrent { repo: &'a str, tag: &'a str },
     /// `repositories/<repo>/_manifests/tags/<tag>/index/sha256/<hex>/link`.
-    TagIndex { repo: &'a str, tag: &'a str, digest: Digest },
+    TagIndex {
+        repo: &'a str,
+        tag: &'a str,
+        digest: Digest,
+    },
     /// `repositories/<repo>/_layers/sha256/<hex>/link`.
     LayerLink { repo: &'a str, digest: Digest },
     /// A link under a non-sha256 algorithm (`_layers/sha512/<hex>/link`): its path
     /// digest is not the stored blob's digest, so its content must be read.
-    AltLink { repo: &'a str, what: AltLinkKind, algorithm: &'a str, encoded: &'a str },
+    AltLink {
+        repo: &'a str,
+        what: AltLinkKind,
+        algorithm: &'a str,
+        encoded: &'a str,
+    },
     /// `repositories/<repo>/_uploads/<uuid>/<part>`.
-    Upload { repo: &'a str, uuid: &'a str, part: &'a str },
+    Upload {
+        repo: &'a str,
+        uuid: &'a str,
+        part: &'a str,
+    },
     /// An empty directory (filesystems only; the key ends with `/`). `removable`
     /// when it lies below the structural directories the registry expects;
     /// `repo` when it belongs to a repository's metadata.
-    EmptyDir { repo: Option<&'a str>, removable: bool },
+    EmptyDir {
+        repo: Option<&'a str>,
+        removable: bool,
+    },
     /// Anything else: reported, never deleted.
     Other(OtherReason),
 }
@@ -64,7 +80,9 @@ impl OtherReason {
         match self {
             OtherReason::OutsideRegistryTree => "outside docker/registry/v2",
             OtherReason::StrayInBlobs => "not a blob data file",
-            OtherReason::StrayInRepositories => "stray file in repositories (not under a _ metadata directory)",
+            OtherReason::StrayInRepositories => {
+                "stray file in repositories (not under a _ metadata directory)"
+            }
             OtherReason::UnknownRepositoryMetadata => "unrecognised key in repository metadata",
             OtherReason::StrayInRegistryRoot => "stray key beside blobs/ and repositories/",
         }
@@ -146,21 +164,31 @@ fn classify_repository_key(path: &str) -> KeyKind<'_> {
             Some(digest) => KeyKind::Revision { repo, digest },
             None => unknown,
         },
-        ["_manifests", "revisions", alg, encoded, "link"] if *alg != "sha256" => {
-            KeyKind::AltLink { repo, what: AltLinkKind::Revision, algorithm: alg, encoded }
-        }
-        ["_manifests", "tags", tag, "current", "link"] if !tag.is_empty() => KeyKind::TagCurrent { repo, tag },
-        ["_manifests", "tags", tag, "index", "sha256", hex, "link"] if !tag.is_empty() => match Digest::from_hex(hex) {
-            Some(digest) => KeyKind::TagIndex { repo, tag, digest },
-            None => unknown,
+        ["_manifests", "revisions", alg, encoded, "link"] if *alg != "sha256" => KeyKind::AltLink {
+            repo,
+            what: AltLinkKind::Revision,
+            algorithm: alg,
+            encoded,
         },
+        ["_manifests", "tags", tag, "current", "link"] if !tag.is_empty() => {
+            KeyKind::TagCurrent { repo, tag }
+        }
+        ["_manifests", "tags", tag, "index", "sha256", hex, "link"] if !tag.is_empty() => {
+            match Digest::from_hex(hex) {
+                Some(digest) => KeyKind::TagIndex { repo, tag, digest },
+                None => unknown,
+            }
+        }
         ["_layers", "sha256", hex, "link"] => match Digest::from_hex(hex) {
             Some(digest) => KeyKind::LayerLink { repo, digest },
             None => unknown,
         },
-        ["_layers", alg, encoded, "link"] if *alg != "sha256" => {
-            KeyKind::AltLink { repo, what: AltLinkKind::Layer, algorithm: alg, encoded }
-        }
+        ["_layers", alg, encoded, "link"] if *alg != "sha256" => KeyKind::AltLink {
+            repo,
+            what: AltLinkKind::Layer,
+            algorithm: alg,
+            encoded,
+        },
         ["_uploads", uuid, ..] if parts.len() >= 3 && !uuid.is_empty() => {
             let part = &meta["_uploads/".len() + uuid.len() + 1..];
             KeyKind::Upload { repo, uuid, part }
@@ -173,19 +201,36 @@ fn classify_empty_dir(dir: &str) -> KeyKind<'_> {
     if let Some(blob_dir) = dir.strip_prefix("blobs/sha256/") {
         // `<xx>` or `<xx>/<hex>`: what a deleted blob leaves
         let removable = !blob_dir.is_empty() && blob_dir.split('/').count() <= 2;
-        return KeyKind::EmptyDir { repo: None, removable };
+        return KeyKind::EmptyDir {
+            repo: None,
+            removable,
+        };
     }
     let Some(repo_path) = dir.strip_prefix("repositories/") else {
-        return KeyKind::EmptyDir { repo: None, removable: false };
+        return KeyKind::EmptyDir {
+            repo: None,
+            removable: false,
+        };
     };
     let Some((repo, meta)) = split_repository_path(repo_path) else {
-        return KeyKind::EmptyDir { repo: None, removable: false };
+        return KeyKind::EmptyDir {
+            repo: None,
+            removable: false,
+        };
     };
     let meta = format!("{meta}/");
-    let removable = ["_manifests/revisions/sha256/", "_manifests/tags/", "_layers/sha256/", "_uploads/"]
-        .iter()
-        .any(|boundary| meta.len() > boundary.len() && meta.starts_with(boundary));
-    KeyKind::EmptyDir { repo: Some(repo), removable }
+    let removable = [
+        "_manifests/revisions/sha256/",
+        "_manifests/tags/",
+        "_layers/sha256/",
+        "_uploads/",
+    ]
+    .iter()
+    .any(|boundary| meta.len() > boundary.len() && meta.starts_with(boundary));
+    KeyKind::EmptyDir {
+        repo: Some(repo),
+        removable,
+    }
 }
 
 /// Whether the subdirectories of `dir` (a key ending in `/`) are digest
@@ -194,7 +239,10 @@ fn classify_empty_dir(dir: &str) -> KeyKind<'_> {
 /// `_manifests/tags/<tag>/index/sha256/`. Anything else in such a directory
 /// classifies as unknown metadata, whatever it is.
 pub fn holds_link_dirs(dir: &str) -> bool {
-    let Some((_, meta)) = dir.strip_prefix(REPOSITORIES).and_then(split_repository_path) else {
+    let Some((_, meta)) = dir
+        .strip_prefix(REPOSITORIES)
+        .and_then(split_repository_path)
+    else {
         return false;
     };
     match meta.split('/').collect::<Vec<_>>().as_slice() {
@@ -215,11 +263,25 @@ pub fn subdir_leaf(dir: &str) -> Option<Leaf> {
     if holds_link_dirs(dir) {
         return Some(Leaf::file("link"));
     }
-    if let Some((_, "_manifests/tags/")) = dir.strip_prefix(REPOSITORIES).and_then(split_repository_path) {
-        return Some(Leaf { file: "current/link", then_list: Some("index/sha256"), stat: true });
+    if let Some((_, "_manifests/tags/")) = dir
+        .strip_prefix(REPOSITORIES)
+        .and_then(split_repository_path)
+    {
+        return Some(Leaf {
+            file: "current/link",
+            then_list: Some("index/sha256"),
+            stat: true,
+        });
     }
-    let prefix = dir.strip_prefix(BLOBS)?.strip_prefix("sha256/")?.strip_suffix('/')?;
-    (prefix.len() == 2 && prefix.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(Leaf::file("data"))
+    let prefix = dir
+        .strip_prefix(BLOBS)?
+        .strip_prefix("sha256/")?
+        .strip_suffix('/')?;
+    (prefix.len() == 2
+        && prefix
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    .then_some(Leaf::file("data"))
 }
 
 /// `subdir_leaf` for the collection's listings, which need the size and age
@@ -232,14 +294,30 @@ pub fn subdir_leaf(dir: &str) -> Option<Leaf> {
 /// manifest deleted through the API) must not be taken for one.
 pub fn subdir_leaf_by_name(dir: &str) -> Option<Leaf> {
     let leaf = subdir_leaf(dir)?;
-    let revisions = || dir.strip_prefix(REPOSITORIES).and_then(split_repository_path).is_some_and(|(_, meta)| meta == "_manifests/revisions/sha256/");
-    Some(if leaf == Leaf::file("data") || (leaf == Leaf::file("link") && !revisions()) { Leaf::named(leaf.file) } else { leaf })
+    let revisions = || {
+        dir.strip_prefix(REPOSITORIES)
+            .and_then(split_repository_path)
+            .is_some_and(|(_, meta)| meta == "_manifests/revisions/sha256/")
+    };
+    Some(
+        if leaf == Leaf::file("data") || (leaf == Leaf::file("link") && !revisions()) {
+            Leaf::named(leaf.file)
+        } else {
+            leaf
+        },
+    )
 }
 
 /// Whether `dir` (a directory key without trailing `/`) lies below the structural
 /// directories the registry expects, so that it may be removed when empty.
 pub fn is_removable_empty_dir(dir: &str) -> bool {
-    matches!(classify(&format!("{dir}/")), KeyKind::EmptyDir { removable: true, .. })
+    matches!(
+        classify(&format!("{dir}/")),
+        KeyKind::EmptyDir {
+            removable: true,
+            ..
+        }
+    )
 }
 
 /// Whether a repository name follows distribution's grammar. Names that do not
@@ -249,8 +327,9 @@ pub fn is_conventional_repository_name(name: &str) -> bool {
     name.len() <= 255
         && name.split('/').enumerate().all(|(i, c)| {
             !c.is_empty()
-                && (c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
-                    || (i == 0 && c.contains(':')))
+                && (c.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+                }) || (i == 0 && c.contains(':')))
                 && c.as_bytes()[0].is_ascii_alphanumeric()
         })
 }
@@ -265,7 +344,10 @@ pub fn repository_prefix(repo: &str) -> String {
 }
 
 pub fn revision_key(repo: &str, d: &Digest) -> String {
-    format!("{REPOSITORIES}{repo}/_manifests/revisions/sha256/{}/link", d.hex())
+    format!(
+        "{REPOSITORIES}{repo}/_manifests/revisions/sha256/{}/link",
+        d.hex()
+    )
 }
 
 pub fn tag_current_key(repo: &str, tag: &str) -> String {
@@ -273,7 +355,10 @@ pub fn tag_current_key(repo: &str, tag: &str) -> String {
 }
 
 pub fn tag_index_key(repo: &str, tag: &str, d: &Digest) -> String {
-    format!("{REPOSITORIES}{repo}/_manifests/tags/{tag}/index/sha256/{}/link", d.hex())
+    format!(
+        "{REPOSITORIES}{repo}/_manifests/tags/{tag}/index/sha256/{}/link",
+        d.hex()
+    )
 }
 
 pub fn layer_link_key(repo: &str, d: &Digest) -> String {
@@ -301,11 +386,17 @@ pub fn upload_key(repo: &str, uuid: &str, part: &str) -> String {
 pub fn dirs_left_empty_by(key: &str) -> Vec<String> {
     let stop: String = match classify(key) {
         KeyKind::BlobData(_) => format!("{BLOBS}sha256"),
-        KeyKind::Revision { repo, .. } => format!("{REPOSITORIES}{repo}/_manifests/revisions/sha256"),
-        KeyKind::TagCurrent { repo, .. } | KeyKind::TagIndex { repo, .. } => format!("{REPOSITORIES}{repo}/_manifests/tags"),
+        KeyKind::Revision { repo, .. } => {
+            format!("{REPOSITORIES}{repo}/_manifests/revisions/sha256")
+        }
+        KeyKind::TagCurrent { repo, .. } | KeyKind::TagIndex { repo, .. } => {
+            format!("{REPOSITORIES}{repo}/_manifests/tags")
+        }
         KeyKind::LayerLink { repo, .. } => format!("{REPOSITORIES}{repo}/_layers/sha256"),
         KeyKind::Upload { repo, .. } => format!("{REPOSITORIES}{repo}/_uploads"),
-        KeyKind::AltLink { .. } | KeyKind::EmptyDir { .. } | KeyKind::Other(_) => return Vec::new(),
+        KeyKind::AltLink { .. } | KeyKind::EmptyDir { .. } | KeyKind::Other(_) => {
+            return Vec::new()
+        }
     };
     let mut dirs = Vec::new();
     let mut current = key;
@@ -359,36 +450,76 @@ mod tests {
 
     #[test]
     fn classifies_blob_data() {
-        assert_eq!(classify(&format!("{V2}blobs/sha256/44/{HEX}/data")), KeyKind::BlobData(d()));
+        assert_eq!(
+            classify(&format!("{V2}blobs/sha256/44/{HEX}/data")),
+            KeyKind::BlobData(d())
+        );
         assert_eq!(classify(&blob_data_key(&d())), KeyKind::BlobData(d()));
         // wrong two-char prefix, stray temp file, missing data
-        assert_eq!(classify(&format!("{V2}blobs/sha256/45/{HEX}/data")), KeyKind::Other(OtherReason::StrayInBlobs));
-        assert_eq!(classify(&format!("{V2}blobs/sha256/44/{HEX}/data.tmp")), KeyKind::Other(OtherReason::StrayInBlobs));
-        assert_eq!(classify(&format!("{V2}blobs/sha256/44/{HEX}")), KeyKind::Other(OtherReason::StrayInBlobs));
+        assert_eq!(
+            classify(&format!("{V2}blobs/sha256/45/{HEX}/data")),
+            KeyKind::Other(OtherReason::StrayInBlobs)
+        );
+        assert_eq!(
+            classify(&format!("{V2}blobs/sha256/44/{HEX}/data.tmp")),
+            KeyKind::Other(OtherReason::StrayInBlobs)
+        );
+        assert_eq!(
+            classify(&format!("{V2}blobs/sha256/44/{HEX}")),
+            KeyKind::Other(OtherReason::StrayInBlobs)
+        );
     }
 
     #[test]
     fn classifies_repository_links_including_nested_names() {
         let key = format!("{V2}repositories/team/app/cache/_manifests/revisions/sha256/{HEX}/link");
-        assert_eq!(classify(&key), KeyKind::Revision { repo: "team/app/cache", digest: d() });
+        assert_eq!(
+            classify(&key),
+            KeyKind::Revision {
+                repo: "team/app/cache",
+                digest: d()
+            }
+        );
         assert_eq!(
             classify(&tag_current_key("library/alpine", "3.19")),
-            KeyKind::TagCurrent { repo: "library/alpine", tag: "3.19" }
+            KeyKind::TagCurrent {
+                repo: "library/alpine",
+                tag: "3.19"
+            }
         );
         assert_eq!(
             classify(&tag_index_key("a", "latest", &d())),
-            KeyKind::TagIndex { repo: "a", tag: "latest", digest: d() }
+            KeyKind::TagIndex {
+                repo: "a",
+                tag: "latest",
+                digest: d()
+            }
         );
-        assert_eq!(classify(&layer_link_key("a/b", &d())), KeyKind::LayerLink { repo: "a/b", digest: d() });
+        assert_eq!(
+            classify(&layer_link_key("a/b", &d())),
+            KeyKind::LayerLink {
+                repo: "a/b",
+                digest: d()
+            }
+        );
         let upload = format!("{V2}repositories/a/_uploads/0b2c/hashstates/sha256/0");
         assert_eq!(
             classify(&upload),
-            KeyKind::Upload { repo: "a", uuid: "0b2c", part: "hashstates/sha256/0" }
+            KeyKind::Upload {
+                repo: "a",
+                uuid: "0b2c",
+                part: "hashstates/sha256/0"
+            }
         );
         let alt = format!("{V2}repositories/a/_layers/sha512/abcd/link");
         assert_eq!(
             classify(&alt),
-            KeyKind::AltLink { repo: "a", what: AltLinkKind::Layer, algorithm: "sha512", encoded: "abcd" }
+            KeyKind::AltLink {
+                repo: "a",
+                what: AltLinkKind::Layer,
+                algorithm: "sha512",
+                encoded: "abcd"
+            }
         );
     }
 
@@ -399,7 +530,10 @@ mod tests {
             format!("{V2}repositories/a/README"),
             format!("{V2}repositories/_bad/_layers/sha256/{HEX}/link"),
             format!("{V2}repositories/a/_manifests/revisions/sha256/{HEX}/link.tmp"),
-            format!("{V2}repositories/a/_manifests/revisions/sha256/{}/link", HEX.to_uppercase()),
+            format!(
+                "{V2}repositories/a/_manifests/revisions/sha256/{}/link",
+                HEX.to_uppercase()
+            ),
             format!("{V2}repositories/a/_manifests/tags/t/current/link2"),
             format!("{V2}repositories/a/_other/x"),
             format!("{V2}repositories//a/_layers/sha256/{HEX}/link"),
@@ -411,9 +545,21 @@ mod tests {
 
     #[test]
     fn builders_round_trip_through_classify() {
-        assert_eq!(classify(&revision_key("x/y", &d())), KeyKind::Revision { repo: "x/y", digest: d() });
+        assert_eq!(
+            classify(&revision_key("x/y", &d())),
+            KeyKind::Revision {
+                repo: "x/y",
+                digest: d()
+            }
+        );
         let alt = alt_link_key("x", AltLinkKind::Revision, "sha512", "ff");
-        assert!(matches!(classify(&alt), KeyKind::AltLink { what: AltLinkKind::Revision, .. }));
+        assert!(matches!(
+            classify(&alt),
+            KeyKind::AltLink {
+                what: AltLinkKind::Revision,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -422,7 +568,9 @@ mod tests {
             KeyKind::EmptyDir { removable, .. } => removable,
             other => panic!("{k}: {other:?}"),
         };
-        assert!(removable(&format!("repositories/a/b/_manifests/revisions/sha256/{HEX}/")));
+        assert!(removable(&format!(
+            "repositories/a/b/_manifests/revisions/sha256/{HEX}/"
+        )));
         assert!(removable("repositories/a/_manifests/tags/v1/"));
         assert!(removable("repositories/a/_manifests/tags/v1/index/sha256/"));
         assert!(removable(&format!("repositories/a/_layers/sha256/{HEX}/")));
@@ -444,7 +592,10 @@ mod tests {
         }
         assert_eq!(
             classify(&format!("{V2}repositories/team/app/_manifests/tags/")),
-            KeyKind::EmptyDir { repo: Some("team/app"), removable: false }
+            KeyKind::EmptyDir {
+                repo: Some("team/app"),
+                removable: false
+            }
         );
     }
 
@@ -452,7 +603,10 @@ mod tests {
     fn empty_dirs_stop_at_structural_directories() {
         assert_eq!(
             dirs_left_empty_by(&blob_data_key(&d())),
-            vec![format!("{V2}blobs/sha256/44/{HEX}"), format!("{V2}blobs/sha256/44")]
+            vec![
+                format!("{V2}blobs/sha256/44/{HEX}"),
+                format!("{V2}blobs/sha256/44")
+            ]
         );
         assert_eq!(
             dirs_left_empty_by(&tag_index_key("a/b", "v1", &d())),
@@ -465,7 +619,9 @@ mod tests {
         );
         assert_eq!(
             dirs_left_empty_by(&revision_key("a", &d())),
-            vec![format!("{V2}repositories/a/_manifests/revisions/sha256/{HEX}")]
+            vec![format!(
+                "{V2}repositories/a/_manifests/revisions/sha256/{HEX}"
+            )]
         );
         assert!(dirs_left_empty_by("elsewhere/x").is_empty());
     }
@@ -480,7 +636,11 @@ mod tests {
 
     #[test]
     fn only_digest_directories_parents_hold_link_dirs() {
-        for dir in ["team/app/_layers/sha256/", "team/app/_manifests/revisions/sha256/", "app/_manifests/tags/v1/index/sha256/"] {
+        for dir in [
+            "team/app/_layers/sha256/",
+            "team/app/_manifests/revisions/sha256/",
+            "app/_manifests/tags/v1/index/sha256/",
+        ] {
             assert!(holds_link_dirs(&format!("{REPOSITORIES}{dir}")), "{dir}");
         }
         // a repository, a tag, `current/`, another algorithm, uploads, blobs, paths without the slash
@@ -503,18 +663,55 @@ mod tests {
 
     #[test]
     fn blob_prefixes_hold_data_dirs_digest_directories_link_dirs_and_tags_their_current_link() {
-        assert_eq!(subdir_leaf(&format!("{BLOBS}sha256/4f/")), Some(Leaf::file("data")));
-        assert_eq!(subdir_leaf(&format!("{REPOSITORIES}team/app/_layers/sha256/")), Some(Leaf::file("link")));
-        assert_eq!(subdir_leaf(&format!("{REPOSITORIES}team/app/_manifests/tags/v1/index/sha256/")), Some(Leaf::file("link")));
-        let tag = Leaf { file: "current/link", then_list: Some("index/sha256"), stat: true };
-        assert_eq!(subdir_leaf(&format!("{REPOSITORIES}team/app/_manifests/tags/")), Some(tag));
+        assert_eq!(
+            subdir_leaf(&format!("{BLOBS}sha256/4f/")),
+            Some(Leaf::file("data"))
+        );
+        assert_eq!(
+            subdir_leaf(&format!("{REPOSITORIES}team/app/_layers/sha256/")),
+            Some(Leaf::file("link"))
+        );
+        assert_eq!(
+            subdir_leaf(&format!(
+                "{REPOSITORIES}team/app/_manifests/tags/v1/index/sha256/"
+            )),
+            Some(Leaf::file("link"))
+        );
+        let tag = Leaf {
+            file: "current/link",
+            then_list: Some("index/sha256"),
+            stat: true,
+        };
+        assert_eq!(
+            subdir_leaf(&format!("{REPOSITORIES}team/app/_manifests/tags/")),
+            Some(tag)
+        );
         // the collection's listings name blobs, layer links and tag history only
         let named = subdir_leaf_by_name;
-        assert_eq!(named(&format!("{BLOBS}sha256/4f/")), Some(Leaf::named("data")));
-        assert_eq!(named(&format!("{REPOSITORIES}team/app/_layers/sha256/")), Some(Leaf::named("link")));
-        assert_eq!(named(&format!("{REPOSITORIES}team/app/_manifests/revisions/sha256/")), Some(Leaf::file("link")));
-        assert_eq!(named(&format!("{REPOSITORIES}team/app/_manifests/tags/v1/index/sha256/")), Some(Leaf::named("link")));
-        assert_eq!(named(&format!("{REPOSITORIES}team/app/_manifests/tags/")), Some(tag));
+        assert_eq!(
+            named(&format!("{BLOBS}sha256/4f/")),
+            Some(Leaf::named("data"))
+        );
+        assert_eq!(
+            named(&format!("{REPOSITORIES}team/app/_layers/sha256/")),
+            Some(Leaf::named("link"))
+        );
+        assert_eq!(
+            named(&format!(
+                "{REPOSITORIES}team/app/_manifests/revisions/sha256/"
+            )),
+            Some(Leaf::file("link"))
+        );
+        assert_eq!(
+            named(&format!(
+                "{REPOSITORIES}team/app/_manifests/tags/v1/index/sha256/"
+            )),
+            Some(Leaf::named("link"))
+        );
+        assert_eq!(
+            named(&format!("{REPOSITORIES}team/app/_manifests/tags/")),
+            Some(tag)
+        );
         assert_eq!(named(&format!("{V2}blobs/sha256/4f/abc/")), None);
         for dir in [
             "blobs/",

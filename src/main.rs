@@ -34,7 +34,11 @@ fn main() -> ExitCode {
     // when the page cache is cold; more only contend for the two allocator arenas
     // and the CPUs when it is warm (measured at 1M keys: 32 threads cost 3 MiB
     // more and no time), and each costs a stack and a directory buffer.
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(16).build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             say(&format!("cannot start the async runtime: {e}"));
@@ -43,13 +47,15 @@ fn main() -> ExitCode {
     };
     let exit = match &cli.command {
         Command::Gc(args) => runtime.block_on(gc_command(args, cli.quiet)),
-        Command::Completions { shell } => match generate::completions(*shell, &mut std::io::stdout()) {
-            Ok(()) => Exit::Success,
-            Err(e) => {
-                say(&format!("cannot write the completion script: {e}"));
-                Exit::Error
+        Command::Completions { shell } => {
+            match generate::completions(*shell, &mut std::io::stdout()) {
+                Ok(()) => Exit::Success,
+                Err(e) => {
+                    say(&format!("cannot write the completion script: {e}"));
+                    Exit::Error
+                }
             }
-        },
+        }
         Command::Man => match generate::man(&mut std::io::stdout()) {
             Ok(()) => Exit::Success,
             Err(e) => {
@@ -59,8 +65,12 @@ fn main() -> ExitCode {
         },
         Command::Du(args) => runtime.block_on(registry_gc::du::command(args, cli.quiet)),
         Command::Fsck(args) => runtime.block_on(registry_gc::fsck::command(args, cli.quiet)),
-        Command::Restore(args) => runtime.block_on(registry_gc::quarantine::restore_command(args, cli.quiet)),
-        Command::Purge(args) => runtime.block_on(registry_gc::quarantine::purge_command(args, cli.quiet)),
+        Command::Restore(args) => {
+            runtime.block_on(registry_gc::quarantine::restore_command(args, cli.quiet))
+        }
+        Command::Purge(args) => {
+            runtime.block_on(registry_gc::quarantine::purge_command(args, cli.quiet))
+        }
     };
     ExitCode::from(exit as u8)
 }
@@ -74,17 +84,26 @@ struct Known {
 
 async fn gc_command(args: &GcArgs, quiet: bool) -> Exit {
     let started = Instant::now();
-    let mut known =
-        Known { storage: shown_spec(&args.storage.storage.clone().unwrap_or_default()), dry_run: args.dry_run, metrics: args.metrics.clone() };
+    let mut known = Known {
+        storage: shown_spec(&args.storage.storage.clone().unwrap_or_default()),
+        dry_run: args.dry_run,
+        metrics: args.metrics.clone(),
+    };
     let result = run_gc(args, quiet, &mut known).await;
     let exit = match &result {
         Ok(report) if !report.failures.is_empty() => {
-            say(&format!("{} deletions failed; run again to finish", report.failures.len()));
+            say(&format!(
+                "{} deletions failed; run again to finish",
+                report.failures.len()
+            ));
             Exit::Incomplete
         }
         Ok(report) if !report.broken_by_concurrent_pushes.is_empty() => {
-            let images: std::collections::BTreeSet<String> =
-                report.broken_by_concurrent_pushes.iter().map(|b| format!("{}@{}", b.repository, b.manifest)).collect();
+            let images: std::collections::BTreeSet<String> = report
+                .broken_by_concurrent_pushes
+                .iter()
+                .map(|b| format!("{}@{}", b.repository, b.manifest))
+                .collect();
             say(&format!(
                 "{} images pushed during the sweep name blobs it deleted; push them again: {}",
                 images.len(),
@@ -125,12 +144,21 @@ async fn run_gc(args: &GcArgs, quiet: bool, known: &mut Known) -> Result<Report,
     known.metrics = settings.metrics.clone();
     let storage = open_storage(&settings.storage, &settings.backend)?;
     // Manifests are worth caching only when reading them costs a request.
-    if settings.options.cache_dir.is_none() && settings.default_cache && storage.list_page_size().is_some() {
+    if settings.options.cache_dir.is_none()
+        && settings.default_cache
+        && storage.list_page_size().is_some()
+    {
         settings.options.cache_dir = ManifestCache::default_dir();
     }
     let progress = Progress::new(!quiet);
     tracing::info!(storage = %storage.describe(), dry_run = settings.options.dry_run, delete_untagged = settings.options.delete_untagged, "collection starting");
-    let report = gc::run(storage, settings.options, &progress, settings.report.as_deref()).await?;
+    let report = gc::run(
+        storage,
+        settings.options,
+        &progress,
+        settings.report.as_deref(),
+    )
+    .await?;
     tracing::info!(
         storage = %report.storage,
         deleted_keys = report.deleted_keys,
@@ -154,8 +182,11 @@ fn init_logging(verbose: u8, format: LogFormat) {
         1 => "info,aws_config=warn",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REGISTRY_GC_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REGISTRY_GC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => {

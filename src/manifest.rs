@@ -18,8 +18,15 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// The short-lived OCI 1.1 draft artifact manifest (`blobs` + `subject`).
 pub const OCI_ARTIFACT: &str = "application/vnd.oci.artifact.manifest.v1+json";
 
-const KNOWN_MEDIA_TYPES: &[&str] =
-    &[DOCKER_SCHEMA2, DOCKER_LIST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, OCI_MANIFEST, OCI_INDEX, OCI_ARTIFACT];
+const KNOWN_MEDIA_TYPES: &[&str] = &[
+    DOCKER_SCHEMA2,
+    DOCKER_LIST,
+    DOCKER_SCHEMA1,
+    DOCKER_SCHEMA1_SIGNED,
+    OCI_MANIFEST,
+    OCI_INDEX,
+    OCI_ARTIFACT,
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -104,7 +111,9 @@ fn field<E: serde::de::Error>(key: &str, names: &[&'static str]) -> Result<Optio
     };
     let same_ignoring_case = |n: &str| key.chars().map(fold).eq(n.chars().map(fold));
     match names.iter().find(|n| same_ignoring_case(n)) {
-        Some(n) => Err(E::custom(format_args!("key {key:?} is the field {n:?} to Go's JSON reader, which ignores case"))),
+        Some(n) => Err(E::custom(format_args!(
+            "key {key:?} is the field {n:?} to Go's JSON reader, which ignores case"
+        ))),
         None => Ok(None),
     }
 }
@@ -119,7 +128,9 @@ fn read_fields<'de, A: serde::de::MapAccess<'de>>(
     let mut seen = 0u32;
     while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
         match field(&key, names)? {
-            Some(i) if seen & (1 << i) != 0 => return Err(serde::de::Error::duplicate_field(names[i])),
+            Some(i) if seen & (1 << i) != 0 => {
+                return Err(serde::de::Error::duplicate_field(names[i]))
+            }
             Some(i) => {
                 seen |= 1 << i;
                 read(names[i], &mut map)?;
@@ -209,9 +220,9 @@ impl Collector {
         match text.parse::<Digest>() {
             Ok(d) => Some(d),
             Err(_) => {
-                let valid_other = text
-                    .split_once(':')
-                    .is_some_and(|(alg, enc)| !alg.is_empty() && !enc.is_empty() && alg != "sha256");
+                let valid_other = text.split_once(':').is_some_and(|(alg, enc)| {
+                    !alg.is_empty() && !enc.is_empty() && alg != "sha256"
+                });
                 if valid_other {
                     self.other_algorithm.push(text.clone());
                 } else {
@@ -223,7 +234,11 @@ impl Collector {
     }
 
     fn take_all(&mut self, descriptors: &Option<Vec<RawDescriptor>>) -> Vec<Digest> {
-        descriptors.iter().flatten().filter_map(|d| self.take(d.digest.as_ref())).collect()
+        descriptors
+            .iter()
+            .flatten()
+            .filter_map(|d| self.take(d.digest.as_ref()))
+            .collect()
     }
 }
 
@@ -251,7 +266,10 @@ pub fn parse(bytes: &[u8]) -> References {
     // pinned by scan.
     let schema1 = raw.fs_layers.is_some()
         || raw.schema_version.as_ref().and_then(|v| v.as_i64()) == Some(1)
-        || matches!(raw.media_type.as_deref(), Some(DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED));
+        || matches!(
+            raw.media_type.as_deref(),
+            Some(DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED)
+        );
     let index = raw.manifests.is_some();
     let image = raw.config.is_some() || raw.layers.is_some();
     let artifact = raw.blobs.is_some();
@@ -270,12 +288,19 @@ pub fn parse(bytes: &[u8]) -> References {
     // vectors the marks grow (which odd-sized leftovers would fragment)
     let descriptors = |d: &Option<Vec<RawDescriptor>>| d.as_ref().map_or(0, Vec::len);
     let mut blobs = Vec::with_capacity(
-        raw.fs_layers.as_ref().map_or(0, Vec::len) + usize::from(raw.config.is_some()) + descriptors(&raw.layers) + descriptors(&raw.blobs),
+        raw.fs_layers.as_ref().map_or(0, Vec::len)
+            + usize::from(raw.config.is_some())
+            + descriptors(&raw.layers)
+            + descriptors(&raw.blobs),
     );
     for layer in raw.fs_layers.iter().flatten() {
         blobs.extend(c.take(layer.blob_sum.as_ref()));
     }
-    blobs.extend(raw.config.as_ref().and_then(|config| c.take(config.digest.as_ref())));
+    blobs.extend(
+        raw.config
+            .as_ref()
+            .and_then(|config| c.take(config.digest.as_ref())),
+    );
     for d in raw.layers.iter().chain(&raw.blobs).flatten() {
         blobs.extend(c.take(d.digest.as_ref()));
     }
@@ -292,7 +317,10 @@ pub fn parse(bytes: &[u8]) -> References {
     };
     // A media type we do not know may carry references in fields we do not
     // read; so may a mix of two kinds' fields.
-    let unknown_type = raw.media_type.as_deref().is_some_and(|m| !KNOWN_MEDIA_TYPES.contains(&m));
+    let unknown_type = raw
+        .media_type
+        .as_deref()
+        .is_some_and(|m| !KNOWN_MEDIA_TYPES.contains(&m));
     if unknown_type || kind == ManifestKind::Unknown {
         let extra = mentioned_digests(bytes);
         refs.blobs.extend(extra.iter().copied());
@@ -399,7 +427,9 @@ mod tests {
             let m = format!(
                 r#"{{"schemaVersion":2,"mediaType":"{mt}","config":{{"mediaType":"x","size":1,"digest":"sha256:{}"}},
                 "layers":[{{"digest":"sha256:{}","size":2}},{{"digest":"sha256:{}","size":3}}]}}"#,
-                hex('a'), hex('b'), hex('c')
+                hex('a'),
+                hex('b'),
+                hex('c')
             );
             let r = parse(m.as_bytes());
             assert_eq!(r.kind, ManifestKind::Image);
@@ -415,7 +445,10 @@ mod tests {
             r#"{{"schemaVersion":2,"artifactType":"application/spdx+json",
             "config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:{}","size":2}},
             "layers":[{{"digest":"sha256:{}"}}],"subject":{{"digest":"sha256:{}"}},"annotations":{{"x":"sha256:{}"}}}}"#,
-            hex('1'), hex('2'), hex('3'), hex('4')
+            hex('1'),
+            hex('2'),
+            hex('3'),
+            hex('4')
         );
         let r = parse(m.as_bytes());
         assert_eq!(r.kind, ManifestKind::Image);
@@ -428,7 +461,8 @@ mod tests {
         for mt in [DOCKER_LIST, OCI_INDEX] {
             let m = format!(
                 r#"{{"schemaVersion":2,"mediaType":"{mt}","manifests":[{{"digest":"sha256:{}","platform":{{"os":"linux"}}}},{{"digest":"sha256:{}"}}]}}"#,
-                hex('d'), hex('e')
+                hex('d'),
+                hex('e')
             );
             let r = parse(m.as_bytes());
             assert_eq!(r.kind, ManifestKind::Index);
@@ -442,7 +476,8 @@ mod tests {
         let m = format!(
             r#"{{"schemaVersion":1,"name":"a","tag":"t","fsLayers":[{{"blobSum":"sha256:{}"}},{{"blobSum":"sha256:{}"}}],
             "history":[],"signatures":[{{"protected":"x"}}]}}"#,
-            hex('5'), hex('6')
+            hex('5'),
+            hex('6')
         );
         let r = parse(m.as_bytes());
         assert_eq!(r.kind, ManifestKind::Schema1);
@@ -453,7 +488,8 @@ mod tests {
     fn draft_artifact_manifest() {
         let m = format!(
             r#"{{"mediaType":"{OCI_ARTIFACT}","blobs":[{{"digest":"sha256:{}"}}],"subject":{{"digest":"sha256:{}"}}}}"#,
-            hex('7'), hex('8')
+            hex('7'),
+            hex('8')
         );
         let r = parse(m.as_bytes());
         assert_eq!(r.kind, ManifestKind::Artifact);
@@ -474,7 +510,11 @@ mod tests {
         assert_eq!(r.kind, ManifestKind::Unknown);
         assert_eq!(r.blobs, vec![dg('c')]);
 
-        let truncated = &format!(r#"{{"config":{{"digest":"sha256:{}"}},"layers":[{{"digest":"sha256:{}"#, hex('d'), hex('e'))[..];
+        let truncated = &format!(
+            r#"{{"config":{{"digest":"sha256:{}"}},"layers":[{{"digest":"sha256:{}"#,
+            hex('d'),
+            hex('e')
+        )[..];
         let r = parse(truncated.as_bytes());
         assert_eq!(r.kind, ManifestKind::Unparseable);
         assert_eq!(r.blobs, vec![dg('d'), dg('e')]);
@@ -483,26 +523,43 @@ mod tests {
         assert_eq!(parse(&[0xff, 0x00, 0x12]).kind, ManifestKind::Unparseable);
 
         // JSON but not an object: not read by position into the fields
-        let array = format!(r#"[2, "application/vnd.oci.image.manifest.v1+json", {{"digest":"sha256:{}"}}]"#, hex('3'));
+        let array = format!(
+            r#"[2, "application/vnd.oci.image.manifest.v1+json", {{"digest":"sha256:{}"}}]"#,
+            hex('3')
+        );
         let r = parse(array.as_bytes());
-        assert_eq!((r.kind, r.blobs), (ManifestKind::Unparseable, vec![dg('3')]));
+        assert_eq!(
+            (r.kind, r.blobs),
+            (ManifestKind::Unparseable, vec![dg('3')])
+        );
 
         // a field twice: which one counts is anyone's guess, so both are kept
-        let twice = format!(r#"{{"config":{{"digest":"sha256:{}"}},"layers":[],"config":{{"digest":"sha256:{}"}}}}"#, hex('4'), hex('5'));
+        let twice = format!(
+            r#"{{"config":{{"digest":"sha256:{}"}},"layers":[],"config":{{"digest":"sha256:{}"}}}}"#,
+            hex('4'),
+            hex('5')
+        );
         let r = parse(twice.as_bytes());
-        assert_eq!((r.kind, r.blobs), (ManifestKind::Unknown, vec![dg('4'), dg('5')]));
+        assert_eq!(
+            (r.kind, r.blobs),
+            (ManifestKind::Unknown, vec![dg('4'), dg('5')])
+        );
     }
 
     #[test]
     fn unknown_shape_or_media_type_pins_everything() {
-        let m = format!(r#"{{"mediaType":"application/x-future","things":[{{"digest":"sha256:{}"}}]}}"#, hex('f'));
+        let m = format!(
+            r#"{{"mediaType":"application/x-future","things":[{{"digest":"sha256:{}"}}]}}"#,
+            hex('f')
+        );
         let r = parse(m.as_bytes());
         assert_eq!(r.kind, ManifestKind::Unknown);
         assert_eq!(r.blobs, vec![dg('f')]);
 
         let m = format!(
             r#"{{"mediaType":"application/x-future","config":{{"digest":"sha256:{}"}},"extra":"sha256:{}"}}"#,
-            hex('1'), hex('2')
+            hex('1'),
+            hex('2')
         );
         let r = parse(m.as_bytes());
         assert_eq!(r.kind, ManifestKind::Image);
@@ -517,20 +574,38 @@ mod tests {
     /// references are kept, and every digest the bytes mention.
     #[test]
     fn fields_of_two_kinds_keep_the_references_of_both() {
-        let config_layers = format!(r#""config":{{"digest":"sha256:{}"}},"layers":[{{"digest":"sha256:{}"}}]"#, hex('a'), hex('b'));
+        let config_layers = format!(
+            r#""config":{{"digest":"sha256:{}"}},"layers":[{{"digest":"sha256:{}"}}]"#,
+            hex('a'),
+            hex('b')
+        );
         for (mt, extra) in [
             (OCI_MANIFEST, r#""fsLayers":[]"#.to_string()),
             (DOCKER_SCHEMA2, r#""manifests":[]"#.to_string()),
-            (OCI_MANIFEST, format!(r#""blobs":[{{"digest":"sha256:{}"}}]"#, hex('c'))),
+            (
+                OCI_MANIFEST,
+                format!(r#""blobs":[{{"digest":"sha256:{}"}}]"#, hex('c')),
+            ),
             (DOCKER_SCHEMA1, String::new()),
         ] {
-            let fields = [config_layers.as_str(), extra.as_str()].iter().filter(|f| !f.is_empty()).copied().collect::<Vec<_>>().join(",");
-            let m = format!(r#"{{"schemaVersion":2,"mediaType":"{mt}",{fields},"annotations":{{"x":"sha256:{}"}}}}"#, hex('d'));
+            let fields = [config_layers.as_str(), extra.as_str()]
+                .iter()
+                .filter(|f| !f.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(",");
+            let m = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{mt}",{fields},"annotations":{{"x":"sha256:{}"}}}}"#,
+                hex('d')
+            );
             let r = parse(m.as_bytes());
             assert_eq!(r.kind, ManifestKind::Unknown, "{m}");
             assert!(r.is_pinned_by_scan());
             for d in [dg('a'), dg('b'), dg('d')] {
-                assert!(r.blobs.contains(&d) && r.children.contains(&d), "{d} not kept from {m}");
+                assert!(
+                    r.blobs.contains(&d) && r.children.contains(&d),
+                    "{d} not kept from {m}"
+                );
             }
             if extra.contains("blobs") {
                 assert!(r.blobs.contains(&dg('c')));
@@ -539,16 +614,27 @@ mod tests {
 
         let index = format!(
             r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"digest":"sha256:{}"}}],"fsLayers":[{{"blobSum":"sha256:{}"}}],"subject":{{"digest":"sha256:{}"}}}}"#,
-            hex('e'), hex('f'), hex('1')
+            hex('e'),
+            hex('f'),
+            hex('1')
         );
         let r = parse(index.as_bytes());
         assert_eq!(r.kind, ManifestKind::Unknown);
-        assert!(r.children.contains(&dg('e')) && r.blobs.contains(&dg('f')), "{r:?}");
+        assert!(
+            r.children.contains(&dg('e')) && r.blobs.contains(&dg('f')),
+            "{r:?}"
+        );
         assert_eq!(r.subject, Some(dg('1')));
 
         // one kind's fields alone, whatever the media type says, are that kind
-        let m = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","config":{{"digest":"sha256:{}"}},"layers":[]}}"#, hex('2'));
-        assert_eq!((parse(m.as_bytes()).kind, parse(m.as_bytes()).blobs), (ManifestKind::Image, vec![dg('2')]));
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","config":{{"digest":"sha256:{}"}},"layers":[]}}"#,
+            hex('2')
+        );
+        assert_eq!(
+            (parse(m.as_bytes()).kind, parse(m.as_bytes()).blobs),
+            (ManifestKind::Image, vec![dg('2')])
+        );
     }
 
     /// Go's JSON reader, the registry's and its clients', takes a key for a
@@ -561,16 +647,28 @@ mod tests {
     fn a_field_spelt_in_another_case_is_what_go_reads_so_the_manifest_is_pinned() {
         let config = format!(r#""config":{{"digest":"sha256:{}"}}"#, hex('a'));
         for layers in ["Layers", "LAYERS", r"layer\u017f", "layerſ"] {
-            let m = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}",{config},"{layers}":[{{"digest":"sha256:{}"}}]}}"#, hex('b'));
+            let m = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}",{config},"{layers}":[{{"digest":"sha256:{}"}}]}}"#,
+                hex('b')
+            );
             let r = parse(m.as_bytes());
             assert_eq!(r.kind, ManifestKind::Unknown, "{m}");
-            assert!(r.blobs.contains(&dg('a')) && r.blobs.contains(&dg('b')), "{m}: {r:?}");
+            assert!(
+                r.blobs.contains(&dg('a')) && r.blobs.contains(&dg('b')),
+                "{m}: {r:?}"
+            );
         }
-        let index = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"Digest":"sha256:{}"}}]}}"#, hex('c'));
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"Digest":"sha256:{}"}}]}}"#,
+            hex('c')
+        );
         let r = parse(index.as_bytes());
         assert_eq!(r.kind, ManifestKind::Unknown);
         assert!(r.children.contains(&dg('c')));
-        let schema1 = format!(r#"{{"schemaVersion":1,"fsLayers":[{{"BlobSum":"sha256:{}"}}]}}"#, hex('d'));
+        let schema1 = format!(
+            r#"{{"schemaVersion":1,"fsLayers":[{{"BlobSum":"sha256:{}"}}]}}"#,
+            hex('d')
+        );
         assert!(parse(schema1.as_bytes()).blobs.contains(&dg('d')));
         // keys that are no field, in any case, change nothing
         let m = format!(
@@ -585,27 +683,54 @@ mod tests {
     /// the last) keeps a digest written that way, in either copy of the key.
     #[test]
     fn a_digest_written_with_json_escapes_is_pinned_too() {
-        for (first, second) in [(hex('a'), format!(r"sha256\u003a{}", hex('b'))), (format!(r"sha256\u003a{}", hex('b')), hex('a'))] {
-            let first = if first.starts_with("sha256") { first } else { format!("sha256:{first}") };
-            let second = if second.starts_with("sha256") { second } else { format!("sha256:{second}") };
-            let m = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","layers":[{{"digest":"{first}"}}],"layers":[{{"digest":"{second}"}}]}}"#);
+        for (first, second) in [
+            (hex('a'), format!(r"sha256\u003a{}", hex('b'))),
+            (format!(r"sha256\u003a{}", hex('b')), hex('a')),
+        ] {
+            let first = if first.starts_with("sha256") {
+                first
+            } else {
+                format!("sha256:{first}")
+            };
+            let second = if second.starts_with("sha256") {
+                second
+            } else {
+                format!("sha256:{second}")
+            };
+            let m = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","layers":[{{"digest":"{first}"}}],"layers":[{{"digest":"{second}"}}]}}"#
+            );
             let r = parse(m.as_bytes());
             assert_eq!(r.kind, ManifestKind::Unknown, "{m}");
             assert_eq!(r.blobs, vec![dg('a'), dg('b')], "{m}");
         }
         // under a media type we do not know, and in a document cut short
-        let m = format!(r#"{{"mediaType":"application/x-future","config":{{"digest":"sha256:{}"}},"extra":"sha256\u003A{}"}}"#, hex('1'), hex('2'));
+        let m = format!(
+            r#"{{"mediaType":"application/x-future","config":{{"digest":"sha256:{}"}},"extra":"sha256\u003A{}"}}"#,
+            hex('1'),
+            hex('2')
+        );
         assert!(parse(m.as_bytes()).blobs.contains(&dg('2')));
-        let cut = format!(r#"{{"layers":[{{"digest":"\u0073ha256:{}"}}],"config":{{"#, hex('3'));
+        let cut = format!(
+            r#"{{"layers":[{{"digest":"\u0073ha256:{}"}}],"config":{{"#,
+            hex('3')
+        );
         assert_eq!(parse(cut.as_bytes()).blobs, vec![dg('3')]);
     }
 
     #[test]
     fn other_algorithms_and_invalid_digests_are_kept_aside() {
-        let m = format!(r#"{{"layers":[{{"digest":"sha512:{}"}},{{"digest":"nonsense"}},{{"digest":"sha256:{}"}}]}}"#, "ab".repeat(64), hex('9'));
+        let m = format!(
+            r#"{{"layers":[{{"digest":"sha512:{}"}},{{"digest":"nonsense"}},{{"digest":"sha256:{}"}}]}}"#,
+            "ab".repeat(64),
+            hex('9')
+        );
         let r = parse(m.as_bytes());
         assert_eq!(r.blobs, vec![dg('9')]);
-        assert_eq!(r.other_algorithm, vec![format!("sha512:{}", "ab".repeat(64))]);
+        assert_eq!(
+            r.other_algorithm,
+            vec![format!("sha512:{}", "ab".repeat(64))]
+        );
         assert_eq!(r.invalid, vec!["nonsense".to_string()]);
     }
 }

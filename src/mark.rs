@@ -163,10 +163,18 @@ impl Marks {
     /// Sets every tag's target from what its link says (`link_of(repository,
     /// tag)`): how tests build marks without reading links.
     #[cfg(test)]
-    pub(crate) fn set_tag_links(&mut self, inv: &Inventory, link_of: impl Fn(&str, &str) -> TagLink) {
+    pub(crate) fn set_tag_links(
+        &mut self,
+        inv: &Inventory,
+        link_of: impl Fn(&str, &str) -> TagLink,
+    ) {
         self.tag_targets = Vec::with_capacity(inv.repositories.len());
         for r in &inv.repositories {
-            let row = r.tag_names().map(|t| link_of(&r.name, t)).map(|l| self.tag_target(inv, l)).collect();
+            let row = r
+                .tag_names()
+                .map(|t| link_of(&r.name, t))
+                .map(|l| self.tag_target(inv, l))
+                .collect();
             self.tag_targets.push(row);
         }
     }
@@ -198,7 +206,12 @@ impl Marks {
         };
         let (s, b, c) = (e.start as usize, e.blobs as usize, e.children as usize);
         let subject = Some(e.subject).filter(|s| *s != NO_SUBJECT);
-        Some(ManifestRefs { kind: e.kind, blobs: &self.refs[s..s + b], children: &self.refs[s + b..s + b + c], subject })
+        Some(ManifestRefs {
+            kind: e.kind,
+            blobs: &self.refs[s..s + b],
+            children: &self.refs[s + b..s + b + c],
+            subject,
+        })
     }
 
     /// Sorts the entries by digest, for lookups by binary search. Called once
@@ -219,7 +232,11 @@ impl Marks {
     /// attestations), by that subject's digest, seen by the listing or not.
     pub fn referrers_by_subject(&self, inv: &Inventory) -> HashMap<Digest, Vec<DigestId>> {
         let mut by_subject: HashMap<Digest, Vec<DigestId>> = HashMap::new();
-        let named = self.entries.iter().filter(|e| e.subject != NO_SUBJECT).map(|e| (e.digest, *inv.digests.get(e.subject)));
+        let named = self
+            .entries
+            .iter()
+            .filter(|e| e.subject != NO_SUBJECT)
+            .map(|e| (e.digest, *inv.digests.get(e.subject)));
         for (referrer, subject) in named.chain(self.foreign_subjects.iter().copied()) {
             by_subject.entry(subject).or_default().push(referrer);
         }
@@ -235,7 +252,11 @@ impl Marks {
     pub fn record(&mut self, inv: &Inventory, id: DigestId, refs: &References) {
         let stored = |d: &Digest| inv.digests.find(d).filter(|id| inv.has_blob(*id));
         if !refs.is_pinned_by_scan() {
-            let missing = refs.blobs.iter().chain(&refs.children).filter(|d| stored(d).is_none());
+            let missing = refs
+                .blobs
+                .iter()
+                .chain(&refs.children)
+                .filter(|d| stored(d).is_none());
             self.missing_refs.extend(missing.map(|d| (id, *d)));
         }
         let start = self.refs.len() as u32;
@@ -243,14 +264,29 @@ impl Marks {
         let blobs = self.refs.len() as u32 - start;
         self.refs.extend(refs.children.iter().filter_map(stored));
         let children = self.refs.len() as u32 - start - blobs;
-        let subject = refs.subject.as_ref().and_then(|d| inv.digests.find(d)).unwrap_or(NO_SUBJECT);
+        let subject = refs
+            .subject
+            .as_ref()
+            .and_then(|d| inv.digests.find(d))
+            .unwrap_or(NO_SUBJECT);
         if let (Some(d), NO_SUBJECT) = (refs.subject, subject) {
             self.foreign_subjects.push((id, d));
         }
         self.unsorted |= self.entries.last().is_some_and(|e| e.digest >= id);
-        self.entries.push(Entry { digest: id, kind: refs.kind, subject, start, blobs, children });
-        let others: Vec<DigestId> =
-            refs.other_algorithm.iter().filter_map(|o| self.alternate_digests.get(o)).filter_map(stored).collect();
+        self.entries.push(Entry {
+            digest: id,
+            kind: refs.kind,
+            subject,
+            start,
+            blobs,
+            children,
+        });
+        let others: Vec<DigestId> = refs
+            .other_algorithm
+            .iter()
+            .filter_map(|o| self.alternate_digests.get(o))
+            .filter_map(stored)
+            .collect();
         if !others.is_empty() {
             self.other_algorithm.insert(id, others);
         }
@@ -272,9 +308,18 @@ pub enum MarkError {
     DigestMismatch { key: String, len: usize },
 }
 
-pub async fn mark(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, progress: &Progress) -> Result<Marks, MarkError> {
+pub async fn mark(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    opts: &MarkOptions,
+    progress: &Progress,
+) -> Result<Marks, MarkError> {
     let mut marks = Marks {
-        tag_targets: inv.repositories.iter().map(|r| vec![TagTarget::None; r.tags.len()]).collect(),
+        tag_targets: inv
+            .repositories
+            .iter()
+            .map(|r| vec![TagTarget::None; r.tags.len()])
+            .collect(),
         ..Marks::default()
     };
     read_tags(storage, inv, opts, &mut marks).await?;
@@ -294,7 +339,12 @@ fn tags_known_by_etag(inv: &Inventory, marks: &mut Marks) -> Vec<(usize, usize)>
     use md5::{Digest as _, Md5};
     let mut unknown = Vec::new();
     for (ri, r) in inv.repositories.iter().enumerate() {
-        let by_md5: HashMap<[u8; 16], Digest> = if r.tags.iter().enumerate().any(|(ti, t)| t.current.is_some() && r.tag_md5(ti as u32).is_some()) {
+        let by_md5: HashMap<[u8; 16], Digest> = if r
+            .tags
+            .iter()
+            .enumerate()
+            .any(|(ti, t)| t.current.is_some() && r.tag_md5(ti as u32).is_some())
+        {
             r.revisions
                 .iter()
                 .map(|l| {
@@ -305,7 +355,12 @@ fn tags_known_by_etag(inv: &Inventory, marks: &mut Marks) -> Vec<(usize, usize)>
         } else {
             HashMap::new()
         };
-        for (ti, _) in r.tags.iter().enumerate().filter(|(_, t)| t.current.is_some()) {
+        for (ti, _) in r
+            .tags
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.current.is_some())
+        {
             match r.tag_md5(ti as u32).and_then(|m| by_md5.get(&m)) {
                 Some(d) => {
                     marks.tags_matched_by_etag += 1;
@@ -318,16 +373,32 @@ fn tags_known_by_etag(inv: &Inventory, marks: &mut Marks) -> Vec<(usize, usize)>
     unknown
 }
 
-async fn read_tags(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, marks: &mut Marks) -> Result<(), MarkError> {
+async fn read_tags(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    opts: &MarkOptions,
+    marks: &mut Marks,
+) -> Result<(), MarkError> {
     let tags = tags_known_by_etag(inv, marks);
-    let keys = tags.into_iter().map(|(ri, ti)| ((ri, ti), layout::tag_current_key(&inv.repositories[ri].name, inv.repositories[ri].tag_name(ti as u32))));
+    let keys = tags.into_iter().map(|(ri, ti)| {
+        (
+            (ri, ti),
+            layout::tag_current_key(
+                &inv.repositories[ri].name,
+                inv.repositories[ri].tag_name(ti as u32),
+            ),
+        )
+    });
     let mut reads = get_many(storage, keys, LINK_READ_LIMIT, opts.concurrency);
     while let Some(((ri, ti), key, result)) = reads.next().await {
         let link = match result {
             Ok(bytes) => match Digest::from_link(&bytes) {
                 Some(d) => TagLink::Digest(d),
                 None => {
-                    let reason = format!("tag link does not hold a sha256 digest: {:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(80)]));
+                    let reason = format!(
+                        "tag link does not hold a sha256 digest: {:?}",
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(80)])
+                    );
                     marks.warnings.push(Warning::new(&key, &reason));
                     TagLink::Junk(reason)
                 }
@@ -344,19 +415,38 @@ async fn read_tags(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, m
     Ok(())
 }
 
-async fn read_alternate_links(storage: &dyn Storage, inv: &Inventory, opts: &MarkOptions, marks: &mut Marks) -> Result<(), MarkError> {
-    let links = inv.repositories.iter().flat_map(|r| r.alt_links.iter().map(move |l| (l, layout::alt_link_key(&r.name, l.what, &l.algorithm, &l.encoded))));
+async fn read_alternate_links(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    opts: &MarkOptions,
+    marks: &mut Marks,
+) -> Result<(), MarkError> {
+    let links = inv.repositories.iter().flat_map(|r| {
+        r.alt_links.iter().map(move |l| {
+            (
+                l,
+                layout::alt_link_key(&r.name, l.what, &l.algorithm, &l.encoded),
+            )
+        })
+    });
     let mut reads = get_many(storage, links, LINK_READ_LIMIT, opts.concurrency);
     while let Some((link, key, result)) = reads.next().await {
         match result {
             Ok(bytes) => match Digest::from_link(&bytes) {
                 Some(d) => {
-                    marks.alternate_digests.insert(format!("{}:{}", link.algorithm, link.encoded), d);
+                    marks
+                        .alternate_digests
+                        .insert(format!("{}:{}", link.algorithm, link.encoded), d);
                 }
-                None => marks.warnings.push(Warning::new(&key, "alternate-algorithm link does not hold a sha256 digest")),
+                None => marks.warnings.push(Warning::new(
+                    &key,
+                    "alternate-algorithm link does not hold a sha256 digest",
+                )),
             },
             Err(StorageError::NotFound { .. }) => {}
-            Err(e @ StorageError::TooLarge { .. }) => marks.warnings.push(Warning::new(&key, &e.to_string())),
+            Err(e @ StorageError::TooLarge { .. }) => {
+                marks.warnings.push(Warning::new(&key, &e.to_string()))
+            }
             Err(e) => return Err(MarkError::Read(e)),
         }
     }
@@ -375,18 +465,34 @@ async fn read_manifests(
     marks: &mut Marks,
 ) -> Result<(), MarkError> {
     let mut seen = DigestSet::with_len(inv.digests.len());
-    let mut ids: Vec<DigestId> =
-        inv.repositories.iter().flat_map(|r| &r.revisions).map(|l| l.digest).filter(|id| inv.has_blob(*id) && seen.insert(*id)).collect();
+    let mut ids: Vec<DigestId> = inv
+        .repositories
+        .iter()
+        .flat_map(|r| &r.revisions)
+        .map(|l| l.digest)
+        .filter(|id| inv.has_blob(*id) && seen.insert(*id))
+        .collect();
     // 2.8 also serves a manifest through its repository's `_layers` link
     // (2.1.0 linked manifests there instead of as revisions): a tag's target
     // with no revision but such a link is read too, and what it references
     // is kept. It may be no manifest at all (a tag naming a layer): one too
     // large to be one is kept unread.
     let revisions = ids.len();
-    let served_by_layer_link = inv.repositories.iter().zip(&marks.tag_targets).flat_map(|(r, targets)| {
-        targets.iter().filter_map(|t| t.known()).filter(move |id| !r.has_revision(*id) && r.has_layer_link(*id))
-    });
-    ids.extend(served_by_layer_link.filter(|id| inv.has_blob(*id) && seen.insert(*id)).collect::<Vec<_>>());
+    let served_by_layer_link =
+        inv.repositories
+            .iter()
+            .zip(&marks.tag_targets)
+            .flat_map(|(r, targets)| {
+                targets
+                    .iter()
+                    .filter_map(|t| t.known())
+                    .filter(move |id| !r.has_revision(*id) && r.has_layer_link(*id))
+            });
+    ids.extend(
+        served_by_layer_link
+            .filter(|id| inv.has_blob(*id) && seen.insert(*id))
+            .collect::<Vec<_>>(),
+    );
     let mut legacy = DigestSet::with_len(inv.digests.len());
     for id in &ids[revisions..] {
         legacy.insert(*id);
@@ -396,15 +502,21 @@ async fn read_manifests(
         // Without a cache (on a filesystem, or turned off), reads in the
         // store's batches.
         None => {
-            let keys = ids.into_iter().map(|id| (id, layout::blob_data_key(inv.digests.get(id))));
-            get_many(storage, keys, opts.max_manifest_bytes, opts.concurrency).map(|(id, key, result)| (id, key, result, false)).boxed()
+            let keys = ids
+                .into_iter()
+                .map(|id| (id, layout::blob_data_key(inv.digests.get(id))));
+            get_many(storage, keys, opts.max_manifest_bytes, opts.concurrency)
+                .map(|(id, key, result)| (id, key, result, false))
+                .boxed()
         }
         Some(cache) => futures::stream::iter(ids)
             .map(move |id| async move {
                 let digest = *inv.digests.get(id);
                 let key = layout::blob_data_key(&digest);
                 let lookup = cache.clone();
-                if let Ok(Some(bytes)) = tokio::task::spawn_blocking(move || lookup.get(&digest)).await {
+                if let Ok(Some(bytes)) =
+                    tokio::task::spawn_blocking(move || lookup.get(&digest)).await
+                {
                     return (id, key, Ok(bytes), true);
                 }
                 let result = storage.get(&key, opts.max_manifest_bytes).await;
@@ -437,7 +549,10 @@ async fn read_manifests(
         // would keep only the references before the cut. Cached entries were
         // checked when the cache returned them.
         if !cached && Sha256::digest(&bytes).as_slice() != inv.digests.get(id).as_bytes() {
-            return Err(MarkError::DigestMismatch { key, len: bytes.len() });
+            return Err(MarkError::DigestMismatch {
+                key,
+                len: bytes.len(),
+            });
         }
         marks.manifest_bytes_read += bytes.len() as u64;
         let refs = manifest::parse(&bytes);
@@ -446,11 +561,17 @@ async fn read_manifests(
                 ManifestKind::Unknown => "manifest has a shape registry-gc does not know (the fields of no kind, or of two)",
                 _ => "manifest could not be parsed (Unparseable)",
             };
-            let msg = format!("{msg}; keeping every digest it mentions ({})", refs.blobs.len());
+            let msg = format!(
+                "{msg}; keeping every digest it mentions ({})",
+                refs.blobs.len()
+            );
             marks.warnings.push(Warning::new(&key, &msg));
         }
         for bad in &refs.invalid {
-            marks.warnings.push(Warning::new(&key, &format!("manifest names an invalid digest {bad:?}")));
+            marks.warnings.push(Warning::new(
+                &key,
+                &format!("manifest names an invalid digest {bad:?}"),
+            ));
         }
         marks.record(inv, id, &refs);
     }

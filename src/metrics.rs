@@ -54,7 +54,9 @@ impl Out {
 
 /// A label value in the exposition format: backslash, double quote and newline escaped.
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn number(v: f64) -> String {
@@ -67,10 +69,28 @@ fn number(v: f64) -> String {
 
 /// The textfile for one run.
 pub fn render(m: &RunMetrics) -> String {
-    let mut o = Out { text: String::new(), labels: format!("storage=\"{}\",dry_run=\"{}\"", escape(m.storage), m.dry_run) };
-    let finished = m.finished.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    o.gauge("registry_gc_last_run_timestamp_seconds", "When the last run ended, in seconds since the epoch.", finished);
-    o.gauge("registry_gc_last_run_duration_seconds", "How long the last run took.", m.duration_seconds);
+    let mut o = Out {
+        text: String::new(),
+        labels: format!(
+            "storage=\"{}\",dry_run=\"{}\"",
+            escape(m.storage),
+            m.dry_run
+        ),
+    };
+    let finished = m
+        .finished
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    o.gauge(
+        "registry_gc_last_run_timestamp_seconds",
+        "When the last run ended, in seconds since the epoch.",
+        finished,
+    );
+    o.gauge(
+        "registry_gc_last_run_duration_seconds",
+        "How long the last run took.",
+        m.duration_seconds,
+    );
     o.gauge(
         "registry_gc_last_run_success",
         "1 if the last run completed with every deletion done (or was a clean dry run), else 0.",
@@ -84,13 +104,20 @@ pub fn render(m: &RunMetrics) -> String {
     let Some(r) = m.report else {
         return o.text;
     };
-    o.gauge("registry_gc_last_run_deleted_keys", "Keys deleted by the last run (0 in a dry run).", r.deleted_keys as f64);
+    o.gauge(
+        "registry_gc_last_run_deleted_keys",
+        "Keys deleted by the last run (0 in a dry run).",
+        r.deleted_keys as f64,
+    );
     o.gauge(
         "registry_gc_last_run_bytes_freed",
         "Bytes of blobs and uploads deleted by the last run (0 in a dry run).",
         r.bytes_freed as f64,
     );
-    o.family("registry_gc_last_run_planned_keys", "Keys the last run deleted or, in a dry run, would delete, by reason.");
+    o.family(
+        "registry_gc_last_run_planned_keys",
+        "Keys the last run deleted or, in a dry run, would delete, by reason.",
+    );
     for reason in Reason::ALL {
         o.sample(
             "registry_gc_last_run_planned_keys",
@@ -98,7 +125,10 @@ pub fn render(m: &RunMetrics) -> String {
             r.planned.get(&reason).map_or(0, |c| c.count) as f64,
         );
     }
-    o.family("registry_gc_last_run_planned_bytes", "Bytes the last run deleted or, in a dry run, would delete, by reason.");
+    o.family(
+        "registry_gc_last_run_planned_bytes",
+        "Bytes the last run deleted or, in a dry run, would delete, by reason.",
+    );
     for reason in Reason::ALL {
         o.sample(
             "registry_gc_last_run_planned_bytes",
@@ -106,12 +136,29 @@ pub fn render(m: &RunMetrics) -> String {
             r.planned.get(&reason).map_or(0, |c| c.bytes) as f64,
         );
     }
-    o.family("registry_gc_last_run_requests", "Storage requests the last run sent, by class.");
+    o.family(
+        "registry_gc_last_run_requests",
+        "Storage requests the last run sent, by class.",
+    );
     let q = &r.requests;
-    for (class, n) in [("list", q.list), ("get", q.get), ("head", q.head), ("put", q.put), ("delete", q.delete)] {
-        o.sample("registry_gc_last_run_requests", Some(("class", class)), n as f64);
+    for (class, n) in [
+        ("list", q.list),
+        ("get", q.get),
+        ("head", q.head),
+        ("put", q.put),
+        ("delete", q.delete),
+    ] {
+        o.sample(
+            "registry_gc_last_run_requests",
+            Some(("class", class)),
+            n as f64,
+        );
     }
-    o.gauge("registry_gc_last_run_failures", "Deletions that failed in the last run (the next run retries them).", r.failures.len() as f64);
+    o.gauge(
+        "registry_gc_last_run_failures",
+        "Deletions that failed in the last run (the next run retries them).",
+        r.failures.len() as f64,
+    );
     o.gauge(
         "registry_gc_last_run_recheck_withdrawn",
         "Deletions the re-check before the sweep withdrew because writes during the run need them.",
@@ -122,26 +169,70 @@ pub fn render(m: &RunMetrics) -> String {
         "Blobs the last sweep deleted that a manifest pushed during it names (push those images again).",
         r.broken_by_concurrent_pushes.len() as f64,
     );
-    o.gauge("registry_gc_last_run_warnings", "Warnings of the last run (unparseable manifests, junk links, ...).", r.warnings.len() as f64);
-    o.gauge("registry_gc_last_run_stray_keys", "Keys outside the registry layout, skipped by the last run.", r.strays.len() as f64);
+    o.gauge(
+        "registry_gc_last_run_warnings",
+        "Warnings of the last run (unparseable manifests, junk links, ...).",
+        r.warnings.len() as f64,
+    );
+    o.gauge(
+        "registry_gc_last_run_stray_keys",
+        "Keys outside the registry layout, skipped by the last run.",
+        r.strays.len() as f64,
+    );
     o.gauge(
         "registry_gc_last_run_spared_by_min_age",
         "Objects the last run kept because they were younger than --min-age.",
         r.spared_by_min_age as f64,
     );
-    o.gauge("registry_gc_keys", "Keys in the registry's storage when the last run listed it.", r.seen.keys as f64);
-    o.gauge("registry_gc_repositories", "Repositories seen by the last run.", r.seen.repositories as f64);
-    o.gauge("registry_gc_manifests", "Manifest revisions seen by the last run.", r.seen.manifests as f64);
-    o.gauge("registry_gc_tags", "Tags seen by the last run.", r.seen.tags as f64);
-    o.gauge("registry_gc_blobs", "Blobs seen by the last run.", r.seen.blobs as f64);
+    o.gauge(
+        "registry_gc_keys",
+        "Keys in the registry's storage when the last run listed it.",
+        r.seen.keys as f64,
+    );
+    o.gauge(
+        "registry_gc_repositories",
+        "Repositories seen by the last run.",
+        r.seen.repositories as f64,
+    );
+    o.gauge(
+        "registry_gc_manifests",
+        "Manifest revisions seen by the last run.",
+        r.seen.manifests as f64,
+    );
+    o.gauge(
+        "registry_gc_tags",
+        "Tags seen by the last run.",
+        r.seen.tags as f64,
+    );
+    o.gauge(
+        "registry_gc_blobs",
+        "Blobs seen by the last run.",
+        r.seen.blobs as f64,
+    );
     // sizes a run did not measure (a filesystem sizes only what it deletes) are left out, not zero
     if let Some(bytes) = r.seen.blob_bytes {
-        o.gauge("registry_gc_blob_bytes", "Bytes of blobs seen by the last run.", bytes as f64);
+        o.gauge(
+            "registry_gc_blob_bytes",
+            "Bytes of blobs seen by the last run.",
+            bytes as f64,
+        );
     }
-    o.gauge("registry_gc_uploads", "Upload directories seen by the last run.", r.seen.uploads as f64);
-    o.gauge("registry_gc_kept_blobs", "Blobs the last run kept.", r.kept_blobs as f64);
+    o.gauge(
+        "registry_gc_uploads",
+        "Upload directories seen by the last run.",
+        r.seen.uploads as f64,
+    );
+    o.gauge(
+        "registry_gc_kept_blobs",
+        "Blobs the last run kept.",
+        r.kept_blobs as f64,
+    );
     if let Some(bytes) = r.kept_blob_bytes {
-        o.gauge("registry_gc_kept_blob_bytes", "Bytes of blobs the last run kept.", bytes as f64);
+        o.gauge(
+            "registry_gc_kept_blob_bytes",
+            "Bytes of blobs the last run kept.",
+            bytes as f64,
+        );
     }
     o.gauge(
         "registry_gc_empty_repositories",
@@ -173,8 +264,14 @@ pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path.file_name().ok_or_else(|| std::io::Error::other("not a file name"))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(text.as_bytes())?;
@@ -203,8 +300,22 @@ mod tests {
             offline: false,
             started_at: "2026-01-01T00:00:00Z".into(),
             duration_seconds: 1.5,
-            seen: Seen { keys: 10, repositories: 2, manifests: 3, tags: 4, blobs: 5, blob_bytes: Some(600), uploads: 1 },
-            planned: BTreeMap::from([(Reason::UnreferencedBlob, CountBytes { count: 2, bytes: 300 })]),
+            seen: Seen {
+                keys: 10,
+                repositories: 2,
+                manifests: 3,
+                tags: 4,
+                blobs: 5,
+                blob_bytes: Some(600),
+                uploads: 1,
+            },
+            planned: BTreeMap::from([(
+                Reason::UnreferencedBlob,
+                CountBytes {
+                    count: 2,
+                    bytes: 300,
+                },
+            )]),
             deleted_keys: 2,
             bytes_freed: 300,
             kept_blobs: 3,
@@ -244,15 +355,35 @@ mod tests {
         };
         let text = render(&m);
         let l = r#"storage="/srv/a \"b\"\\c",dry_run="false""#;
-        assert!(text.contains(&format!("registry_gc_last_run_timestamp_seconds{{{l}}} 1700000000\n")), "{text}");
-        assert!(text.contains(&format!("registry_gc_last_run_duration_seconds{{{l}}} 1.5\n")));
+        assert!(
+            text.contains(&format!(
+                "registry_gc_last_run_timestamp_seconds{{{l}}} 1700000000\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "registry_gc_last_run_duration_seconds{{{l}}} 1.5\n"
+        )));
         assert!(text.contains(&format!("registry_gc_last_run_success{{{l}}} 1\n")));
-        assert!(text.contains(&format!("registry_gc_last_run_planned_keys{{{l},reason=\"unreferenced-blob\"}} 2\n")));
-        assert!(text.contains(&format!("registry_gc_last_run_planned_keys{{{l},reason=\"stale-upload\"}} 0\n")), "every reason, zero too");
+        assert!(text.contains(&format!(
+            "registry_gc_last_run_planned_keys{{{l},reason=\"unreferenced-blob\"}} 2\n"
+        )));
+        assert!(
+            text.contains(&format!(
+                "registry_gc_last_run_planned_keys{{{l},reason=\"stale-upload\"}} 0\n"
+            )),
+            "every reason, zero too"
+        );
         assert!(text.contains(&format!("registry_gc_blobs{{{l}}} 5\n")));
-        assert!(text.contains("# HELP registry_gc_last_run_requests ") && text.contains("# TYPE registry_gc_last_run_requests gauge\n"));
+        assert!(
+            text.contains("# HELP registry_gc_last_run_requests ")
+                && text.contains("# TYPE registry_gc_last_run_requests gauge\n")
+        );
         let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
-        assert_eq!(helps, text.lines().filter(|l| l.starts_with("# TYPE ")).count());
+        assert_eq!(
+            helps,
+            text.lines().filter(|l| l.starts_with("# TYPE ")).count()
+        );
         // the names of the reasons are the report's
         for reason in Reason::ALL {
             assert_eq!(serde_json::to_value(reason).unwrap(), reason_name(reason));
@@ -261,11 +392,24 @@ mod tests {
 
     #[test]
     fn a_failed_run_reports_what_is_known() {
-        let m = RunMetrics { storage: "", dry_run: true, finished: SystemTime::now(), duration_seconds: 0.25, exit_code: 1, report: None };
+        let m = RunMetrics {
+            storage: "",
+            dry_run: true,
+            finished: SystemTime::now(),
+            duration_seconds: 0.25,
+            exit_code: 1,
+            report: None,
+        };
         let text = render(&m);
-        assert!(text.contains("registry_gc_last_run_success{storage=\"\",dry_run=\"true\"} 0\n"), "{text}");
+        assert!(
+            text.contains("registry_gc_last_run_success{storage=\"\",dry_run=\"true\"} 0\n"),
+            "{text}"
+        );
         assert!(text.contains("registry_gc_last_run_exit_code{storage=\"\",dry_run=\"true\"} 1\n"));
-        assert!(!text.contains("registry_gc_blobs"), "nothing is claimed about the registry");
+        assert!(
+            !text.contains("registry_gc_blobs"),
+            "nothing is claimed about the registry"
+        );
     }
 
     #[test]
@@ -276,7 +420,11 @@ mod tests {
         write_atomic(&path, "a 1\n").unwrap();
         write_atomic(&path, "a 2\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a 2\n");
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "only the .prom file is left");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "only the .prom file is left"
+        );
         assert!(write_atomic(&dir.join("missing/x.prom"), "a 1\n").is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -45,8 +45,14 @@ impl Phases {
         let mut start = 0;
         while start < deletions.len() {
             let phase = deletions[start].reason().phase();
-            let end = deletions[start..].iter().position(|d| d.reason().phase() != phase).map_or(deletions.len(), |n| start + n);
-            phases.push(Phase { own: start..end, taken: Vec::new() });
+            let end = deletions[start..]
+                .iter()
+                .position(|d| d.reason().phase() != phase)
+                .map_or(deletions.len(), |n| start + n);
+            phases.push(Phase {
+                own: start..end,
+                taken: Vec::new(),
+            });
             start = end;
         }
         let mut deleted_blobs = Bits::default();
@@ -62,7 +68,11 @@ impl Phases {
         let mut moved_out = vec![0; phases.len()];
         for p in 0..phases.len() {
             let size = phases[p].own.len() - moved_out[p];
-            let mut room = if size == 0 { 0 } else { (batch - size % batch) % batch };
+            let mut room = if size == 0 {
+                0
+            } else {
+                (batch - size % batch) % batch
+            };
             for q in p + 1..phases.len() {
                 for i in phases[q].own.clone() {
                     if room == 0 {
@@ -77,8 +87,17 @@ impl Phases {
                 }
             }
         }
-        let phases = phases.into_iter().zip(moved_out).filter(|(p, out)| p.own.len() - out + p.taken.len() > 0).map(|(p, _)| p).collect();
-        Phases { phases, moved, batch }
+        let phases = phases
+            .into_iter()
+            .zip(moved_out)
+            .filter(|(p, out)| p.own.len() - out + p.taken.len() > 0)
+            .map(|(p, _)| p)
+            .collect();
+        Phases {
+            phases,
+            moved,
+            batch,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -91,12 +110,24 @@ impl Phases {
 
     /// Phase `p`'s batches, in order: its own deletions that stayed, then
     /// those it took from later phases (in its last batch).
-    pub fn batches<'a>(&'a self, p: usize, plan: &'a Plan) -> impl Iterator<Item = Vec<Deletion>> + Send + 'a {
+    pub fn batches<'a>(
+        &'a self,
+        p: usize,
+        plan: &'a Plan,
+    ) -> impl Iterator<Item = Vec<Deletion>> + Send + 'a {
         let phase = &self.phases[p];
-        let mut indexes = phase.own.clone().filter(|i| !self.moved.contains(*i)).chain(phase.taken.iter().copied());
+        let mut indexes = phase
+            .own
+            .clone()
+            .filter(|i| !self.moved.contains(*i))
+            .chain(phase.taken.iter().copied());
         let batch = self.batch;
         std::iter::from_fn(move || {
-            let chunk: Vec<Deletion> = indexes.by_ref().take(batch).map(|i| plan.deletions[i]).collect();
+            let chunk: Vec<Deletion> = indexes
+                .by_ref()
+                .take(batch)
+                .map(|i| plan.deletions[i])
+                .collect();
             (!chunk.is_empty()).then_some(chunk)
         })
     }
@@ -104,11 +135,18 @@ impl Phases {
     /// How many batches (requests, on a store that deletes in bulk) the
     /// sweep sends, retries aside.
     pub fn batch_count(&self) -> usize {
-        (0..self.phases.len()).map(|p| self.size(p).div_ceil(self.batch)).sum()
+        (0..self.phases.len())
+            .map(|p| self.size(p).div_ceil(self.batch))
+            .sum()
     }
 
     fn size(&self, p: usize) -> usize {
         let phase = &self.phases[p];
-        phase.own.clone().filter(|i| !self.moved.contains(*i)).count() + phase.taken.len()
+        phase
+            .own
+            .clone()
+            .filter(|i| !self.moved.contains(*i))
+            .count()
+            + phase.taken.len()
     }
 }

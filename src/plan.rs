@@ -29,7 +29,9 @@ pub struct PlanOptions {
 }
 
 /// Why a key is deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reason {
     /// Revision link of a manifest no tag reaches (`--delete-untagged`).
@@ -102,11 +104,28 @@ impl Reason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Target {
     Blob(DigestId),
-    Revision { repo: u32, digest: DigestId },
-    TagCurrent { repo: u32, tag: u32 },
-    TagIndex { repo: u32, tag: u32, digest: DigestId },
-    LayerLink { repo: u32, digest: DigestId },
-    Upload { repo: u32, upload: u32, part: u32 },
+    Revision {
+        repo: u32,
+        digest: DigestId,
+    },
+    TagCurrent {
+        repo: u32,
+        tag: u32,
+    },
+    TagIndex {
+        repo: u32,
+        tag: u32,
+        digest: DigestId,
+    },
+    LayerLink {
+        repo: u32,
+        digest: DigestId,
+    },
+    Upload {
+        repo: u32,
+        upload: u32,
+        part: u32,
+    },
 }
 
 /// One key to delete, in 8 bytes: a plan holds one per key (443,000 at a
@@ -129,12 +148,23 @@ impl Deletion {
             Target::TagCurrent { repo, tag } => (2, repo, tag),
             Target::TagIndex { repo, tag, digest } => {
                 let entry = inv.repositories[repo as usize].history_entry(tag, digest);
-                (3, repo, entry.expect("a tag history entry the listing found"))
+                (
+                    3,
+                    repo,
+                    entry.expect("a tag history entry the listing found"),
+                )
             }
             Target::LayerLink { repo, digest } => (4, repo, digest),
-            Target::Upload { repo, upload, part } => (5, repo, inv.repositories[repo as usize].upload_part_number(upload, part)),
+            Target::Upload { repo, upload, part } => (
+                5,
+                repo,
+                inv.repositories[repo as usize].upload_part_number(upload, part),
+            ),
         };
-        assert!(repo < 1 << REPO_BITS, "a registry of fewer than 2^26 repositories");
+        assert!(
+            repo < 1 << REPO_BITS,
+            "a registry of fewer than 2^26 repositories"
+        );
         Deletion([kind << 29 | (reason as u32) << REPO_BITS | repo, id])
     }
 
@@ -147,7 +177,11 @@ impl Deletion {
             2 => Target::TagCurrent { repo, tag: id },
             3 => {
                 let h = inv.repositories[repo as usize].history[id as usize];
-                Target::TagIndex { repo, tag: h.tag, digest: h.link.digest }
+                Target::TagIndex {
+                    repo,
+                    tag: h.tag,
+                    digest: h.link.digest,
+                }
             }
             4 => Target::LayerLink { repo, digest: id },
             _ => {
@@ -166,7 +200,11 @@ impl Deletion {
 
 impl std::fmt::Debug for Deletion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Deletion").field("kind", &(self.0[0] >> 29)).field("id", &self.0[1]).field("reason", &self.reason()).finish()
+        f.debug_struct("Deletion")
+            .field("kind", &(self.0[0] >> 29))
+            .field("id", &self.0[1])
+            .field("reason", &self.reason())
+            .finish()
     }
 }
 
@@ -175,7 +213,9 @@ impl Inventory {
     pub fn bytes_of(&self, target: &Target) -> u64 {
         match *target {
             Target::Blob(d) => self.blob(d).map_or(0, |b| b.size),
-            Target::Upload { repo, upload, part } => self.repositories[repo as usize].uploads[upload as usize].parts[part as usize].size,
+            Target::Upload { repo, upload, part } => {
+                self.repositories[repo as usize].uploads[upload as usize].parts[part as usize].size
+            }
             _ => 0,
         }
     }
@@ -186,11 +226,23 @@ impl Inventory {
         let tag = |r: u32, t: u32| self.repositories[r as usize].tag_name(t);
         match *target {
             Target::Blob(d) => layout::blob_data_key(self.digests.get(d)),
-            Target::Revision { repo: r, digest } => layout::revision_key(repo(r), self.digests.get(digest)),
+            Target::Revision { repo: r, digest } => {
+                layout::revision_key(repo(r), self.digests.get(digest))
+            }
             Target::TagCurrent { repo: r, tag: t } => layout::tag_current_key(repo(r), tag(r, t)),
-            Target::TagIndex { repo: r, tag: t, digest } => layout::tag_index_key(repo(r), tag(r, t), self.digests.get(digest)),
-            Target::LayerLink { repo: r, digest } => layout::layer_link_key(repo(r), self.digests.get(digest)),
-            Target::Upload { repo: r, upload, part } => {
+            Target::TagIndex {
+                repo: r,
+                tag: t,
+                digest,
+            } => layout::tag_index_key(repo(r), tag(r, t), self.digests.get(digest)),
+            Target::LayerLink { repo: r, digest } => {
+                layout::layer_link_key(repo(r), self.digests.get(digest))
+            }
+            Target::Upload {
+                repo: r,
+                upload,
+                part,
+            } => {
                 let u = &self.repositories[r as usize].uploads[upload as usize];
                 layout::upload_key(repo(r), &u.uuid, &u.parts[part as usize].part)
             }
@@ -226,12 +278,23 @@ pub struct Plan {
 
 impl Plan {
     pub fn deleted_blobs(&self) -> impl Iterator<Item = &Deletion> {
-        self.deletions.iter().filter(|d| d.reason() == Reason::UnreferencedBlob)
+        self.deletions
+            .iter()
+            .filter(|d| d.reason() == Reason::UnreferencedBlob)
     }
 
     /// The ids of the blobs the plan deletes.
-    pub fn deleted_blob_ids<'a>(&'a self, inv: &'a Inventory) -> impl Iterator<Item = DigestId> + 'a {
-        self.deleted_blobs().filter_map(|d| if let Target::Blob(id) = d.target(inv) { Some(id) } else { None })
+    pub fn deleted_blob_ids<'a>(
+        &'a self,
+        inv: &'a Inventory,
+    ) -> impl Iterator<Item = DigestId> + 'a {
+        self.deleted_blobs().filter_map(|d| {
+            if let Target::Blob(id) = d.target(inv) {
+                Some(id)
+            } else {
+                None
+            }
+        })
     }
 
     /// Where the plan deletes `target`, if it does: a binary search, the
@@ -246,7 +309,9 @@ impl Plan {
             Target::TagCurrent { .. } | Target::TagIndex { .. } => Reason::DanglingTag.phase(),
             Target::Upload { .. } => Reason::StaleUpload.phase(),
         };
-        self.deletions.binary_search_by(|d| (d.reason().phase(), d.target(inv)).cmp(&(phase, target))).ok()
+        self.deletions
+            .binary_search_by(|d| (d.reason().phase(), d.target(inv)).cmp(&(phase, target)))
+            .ok()
     }
 }
 
@@ -256,7 +321,12 @@ impl Plan {
 fn keep_manifest(marks: &Marks, kept: &mut DigestSet, d: DigestId) {
     kept.insert(d);
     if let Some(refs) = marks.manifest(d) {
-        for b in refs.blobs.iter().chain(refs.children).chain(marks.other_algorithm_blobs(d)) {
+        for b in refs
+            .blobs
+            .iter()
+            .chain(refs.children)
+            .chain(marks.other_algorithm_blobs(d))
+        {
             kept.insert(*b);
         }
     }
@@ -268,16 +338,22 @@ fn keep_manifest(marks: &Marks, kept: &mut DigestSet, d: DigestId) {
 /// revisions younger than the fence, and revisions that could not be parsed.
 /// Returns also whether the repository had to be kept whole because a tag link
 /// could not be read.
-fn kept_in_repository(repo: &Repository, targets: &[TagTarget], marks: &Marks, opts: &PlanOptions, young: impl Fn(Secs) -> bool) -> (Vec<DigestId>, bool) {
+fn kept_in_repository(
+    repo: &Repository,
+    targets: &[TagTarget],
+    marks: &Marks,
+    opts: &PlanOptions,
+    young: impl Fn(Secs) -> bool,
+) -> (Vec<DigestId>, bool) {
     let uncertain = targets.iter().any(|t| matches!(t, TagTarget::Junk(_)));
     if !opts.delete_untagged || uncertain {
-        return (repo.revisions.iter().map(|l| l.digest).collect(), uncertain && opts.delete_untagged);
+        return (
+            repo.revisions.iter().map(|l| l.digest).collect(),
+            uncertain && opts.delete_untagged,
+        );
     }
     let mut referrers: HashMap<DigestId, Vec<DigestId>> = HashMap::new();
-    let mut roots: Vec<DigestId> = targets
-        .iter()
-        .filter_map(|t| t.known())
-        .collect();
+    let mut roots: Vec<DigestId> = targets.iter().filter_map(|t| t.known()).collect();
     for l in &repo.revisions {
         if let Some(refs) = marks.manifest(l.digest) {
             if let Some(subject) = refs.subject {
@@ -293,7 +369,12 @@ fn kept_in_repository(repo: &Repository, targets: &[TagTarget], marks: &Marks, o
     }
     // A tag written since the fence is evidence of a push or a tag move in
     // flight: what its history names stays.
-    roots.extend(repo.history.iter().filter(|h| young(h.link.modified)).map(|h| h.link.digest));
+    roots.extend(
+        repo.history
+            .iter()
+            .filter(|h| young(h.link.modified))
+            .map(|h| h.link.digest),
+    );
     let mut kept = DigestSet::default();
     let mut out = Vec::new();
     while let Some(d) = roots.pop() {
@@ -326,9 +407,15 @@ impl PlanOptions {
 
 pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
     let fence = opts.fence();
-    let upload_cutoff: Secs = Secs::try_from(opts.now_ms.saturating_sub(opts.upload_max_age_ms).max(0) / 1000).unwrap_or(Secs::MAX);
+    let upload_cutoff: Secs =
+        Secs::try_from(opts.now_ms.saturating_sub(opts.upload_max_age_ms).max(0) / 1000)
+            .unwrap_or(Secs::MAX);
     let young = |t: Secs| t > fence && !(opts.unstated_are_old && t == NOT_STATED);
-    let mut out = Plan { remove_empty_repositories: opts.delete_empty_repositories, kept_blob_bytes: Some(0), ..Plan::default() };
+    let mut out = Plan {
+        remove_empty_repositories: opts.delete_empty_repositories,
+        kept_blob_bytes: Some(0),
+        ..Plan::default()
+    };
 
     // 1. What each repository keeps, and the blobs all kept manifests reach.
     let mut kept = DigestSet::with_len(inv.digests.len());
@@ -373,10 +460,17 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
         if kept.contains(id) || spared {
             out.spared_young += u64::from(spared);
             out.kept_blobs += 1;
-            out.kept_blob_bytes = out.kept_blob_bytes.zip(info.known_size()).map(|(a, b)| a + b);
+            out.kept_blob_bytes = out
+                .kept_blob_bytes
+                .zip(info.known_size())
+                .map(|(a, b)| a + b);
         } else {
             deleted_blobs.insert(id);
-            out.deletions.push(Deletion::new(inv, Target::Blob(id), Reason::UnreferencedBlob));
+            out.deletions.push(Deletion::new(
+                inv,
+                Target::Blob(id),
+                Reason::UnreferencedBlob,
+            ));
         }
     }
     let present_after = |d: DigestId| inv.has_blob(d) && !deleted_blobs.contains(d);
@@ -387,15 +481,16 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
         let repo_kept = &kept_by_repo[ri];
         let targets = &marks.tag_targets[ri];
         let mut spared = 0u64;
-        let mut remove = |deletions: &mut Vec<Deletion>, target: Target, reason: Reason, t: Secs| {
-            if young(t) {
-                spared += 1;
-                false
-            } else {
-                deletions.push(Deletion::new(inv, target, reason));
-                true
-            }
-        };
+        let mut remove =
+            |deletions: &mut Vec<Deletion>, target: Target, reason: Reason, t: Secs| {
+                if young(t) {
+                    spared += 1;
+                    false
+                } else {
+                    deletions.push(Deletion::new(inv, target, reason));
+                    true
+                }
+            };
         let collected = |d: DigestId| opts.delete_untagged && repo_kept.binary_search(&d).is_err();
         let deletions = &mut out.deletions;
 
@@ -409,7 +504,15 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
                 None
             };
             if let Some(reason) = reason {
-                if remove(deletions, Target::Revision { repo: r, digest: l.digest }, reason, l.modified) {
+                if remove(
+                    deletions,
+                    Target::Revision {
+                        repo: r,
+                        digest: l.digest,
+                    },
+                    reason,
+                    l.modified,
+                ) {
                     revisions_left -= 1;
                 }
             }
@@ -424,12 +527,27 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
                 TagTarget::Unknown(_) => Some(None),
                 _ => None,
             };
-            let all_old = tag.current.is_none_or(|m| !young(m)) && history.iter().all(|h| !young(h.link.modified));
+            let all_old = tag.current.is_none_or(|m| !young(m))
+                && history.iter().all(|h| !young(h.link.modified));
             if let (Some(cur), Some(cur_t)) = (current, tag.current) {
                 if !cur.is_some_and(present_after) && all_old {
-                    remove(deletions, Target::TagCurrent { repo: r, tag: t }, Reason::DanglingTag, cur_t);
+                    remove(
+                        deletions,
+                        Target::TagCurrent { repo: r, tag: t },
+                        Reason::DanglingTag,
+                        cur_t,
+                    );
                     for h in history {
-                        remove(deletions, Target::TagIndex { repo: r, tag: t, digest: h.link.digest }, Reason::DanglingTag, h.link.modified);
+                        remove(
+                            deletions,
+                            Target::TagIndex {
+                                repo: r,
+                                tag: t,
+                                digest: h.link.digest,
+                            },
+                            Reason::DanglingTag,
+                            h.link.modified,
+                        );
                     }
                     continue;
                 }
@@ -447,7 +565,16 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
                     None
                 };
                 let removed = match reason {
-                    Some(reason) => remove(deletions, Target::TagIndex { repo: r, tag: t, digest: d }, reason, h.link.modified),
+                    Some(reason) => remove(
+                        deletions,
+                        Target::TagIndex {
+                            repo: r,
+                            tag: t,
+                            digest: d,
+                        },
+                        reason,
+                        h.link.modified,
+                    ),
                     None => false,
                 };
                 if !removed {
@@ -461,7 +588,17 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
 
         let mut layers_left = repo.layers.len();
         for l in &repo.layers {
-            if !present_after(l.digest) && remove(deletions, Target::LayerLink { repo: r, digest: l.digest }, Reason::DanglingLayerLink, l.modified) {
+            if !present_after(l.digest)
+                && remove(
+                    deletions,
+                    Target::LayerLink {
+                        repo: r,
+                        digest: l.digest,
+                    },
+                    Reason::DanglingLayerLink,
+                    l.modified,
+                )
+            {
                 layers_left -= 1;
             }
         }
@@ -471,7 +608,11 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
             let newest = upload.newest();
             if newest < upload_cutoff && !young(newest) {
                 for (pi, part) in upload.parts.iter().enumerate() {
-                    let target = Target::Upload { repo: r, upload: ui as u32, part: pi as u32 };
+                    let target = Target::Upload {
+                        repo: r,
+                        upload: ui as u32,
+                        part: pi as u32,
+                    };
                     remove(deletions, target, Reason::StaleUpload, part.modified);
                 }
             } else {
@@ -512,9 +653,11 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
         }
     }
     out.empty_dir_parents = parents.into_iter().collect();
-    out.empty_dir_parents.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    out.empty_dir_parents
+        .sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
 
-    out.deletions.sort_unstable_by_key(|d| (d.reason().phase(), d.target(inv)));
+    out.deletions
+        .sort_unstable_by_key(|d| (d.reason().phase(), d.target(inv)));
     out.early_blobs = early_blobs(inv, marks, &out);
     out
 }
@@ -530,7 +673,9 @@ fn early_blobs(inv: &Inventory, marks: &Marks, plan: &Plan) -> DigestSet {
     for d in plan.deletions.iter().filter(|d| d.reason().phase() == 0) {
         match d.target(inv) {
             Target::Revision { digest, .. } | Target::TagIndex { digest, .. } => stack.push(digest),
-            Target::TagCurrent { repo, tag } => stack.extend(marks.tag_targets[repo as usize][tag as usize].known()),
+            Target::TagCurrent { repo, tag } => {
+                stack.extend(marks.tag_targets[repo as usize][tag as usize].known())
+            }
             Target::Blob(_) | Target::LayerLink { .. } | Target::Upload { .. } => {}
         }
     }
@@ -539,11 +684,20 @@ fn early_blobs(inv: &Inventory, marks: &Marks, plan: &Plan) -> DigestSet {
             continue;
         }
         if let Some(refs) = marks.manifest(d) {
-            stack.extend(refs.blobs.iter().chain(refs.children).chain(marks.other_algorithm_blobs(d)).chain(&refs.subject));
+            stack.extend(
+                refs.blobs
+                    .iter()
+                    .chain(refs.children)
+                    .chain(marks.other_algorithm_blobs(d))
+                    .chain(&refs.subject),
+            );
         }
     }
     let mut early = DigestSet::with_len(inv.digests.len());
-    for id in plan.deleted_blob_ids(inv).filter(|id| !reached.contains(*id)) {
+    for id in plan
+        .deleted_blob_ids(inv)
+        .filter(|id| !reached.contains(*id))
+    {
         early.insert(id);
     }
     early

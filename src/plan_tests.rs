@@ -62,12 +62,14 @@ impl Fx {
         for b in blobs {
             self.blob(*b);
         }
-        self.manifests.insert(m, refs(ManifestKind::Image, blobs, &[], None));
+        self.manifests
+            .insert(m, refs(ManifestKind::Image, blobs, &[], None));
         self
     }
     fn index(&mut self, m: Digest, children: &[Digest]) -> &mut Self {
         self.blob(m);
-        self.manifests.insert(m, refs(ManifestKind::Index, &[], children, None));
+        self.manifests
+            .insert(m, refs(ManifestKind::Index, &[], children, None));
         self
     }
     fn referrer(&mut self, m: Digest, blobs: &[Digest], subject: Digest) -> &mut Self {
@@ -86,7 +88,8 @@ impl Fx {
     fn tag(&mut self, repo: &str, tag: &str, d: Digest) -> &mut Self {
         self.put(layout::tag_current_key(repo, tag), OLD);
         self.put(layout::tag_index_key(repo, tag, &d), OLD);
-        self.targets.insert((repo.into(), tag.into()), TagLink::Digest(d));
+        self.targets
+            .insert((repo.into(), tag.into()), TagLink::Digest(d));
         self
     }
     /// Revisions per repository, from the keys.
@@ -105,12 +108,24 @@ impl Fx {
     fn plan_with(&self, opts: &PlanOptions) -> Planned {
         let mut inv = Inventory::default();
         for (key, t) in &self.objects {
-            inv.insert(ObjectMeta { key: key.clone(), size: 10, last_modified_ms: *t, etag: None });
+            inv.insert(ObjectMeta {
+                key: key.clone(),
+                size: 10,
+                last_modified_ms: *t,
+                etag: None,
+            });
         }
         inv.finish();
         let mut marks = Marks::default();
-        marks.set_tag_links(&inv, |repo, tag| self.targets.get(&(repo.to_string(), tag.to_string())).cloned().unwrap_or(TagLink::None));
-        marks.alternate_digests.extend(self.alternates.iter().cloned());
+        marks.set_tag_links(&inv, |repo, tag| {
+            self.targets
+                .get(&(repo.to_string(), tag.to_string()))
+                .cloned()
+                .unwrap_or(TagLink::None)
+        });
+        marks
+            .alternate_digests
+            .extend(self.alternates.iter().cloned());
         for (d, r) in &self.manifests {
             if let Some(id) = inv.digests.find(d).filter(|id| inv.has_blob(*id)) {
                 marks.record(&inv, id, r);
@@ -132,8 +147,20 @@ fn opts(delete_untagged: bool) -> PlanOptions {
     }
 }
 
-fn refs(kind: ManifestKind, blobs: &[Digest], children: &[Digest], subject: Option<Digest>) -> References {
-    References { kind, blobs: blobs.to_vec(), children: children.to_vec(), subject, other_algorithm: vec![], invalid: vec![] }
+fn refs(
+    kind: ManifestKind,
+    blobs: &[Digest],
+    children: &[Digest],
+    subject: Option<Digest>,
+) -> References {
+    References {
+        kind,
+        blobs: blobs.to_vec(),
+        children: children.to_vec(),
+        subject,
+        other_algorithm: vec![],
+        invalid: vec![],
+    }
 }
 
 fn deleted_blobs(p: &Planned) -> HashSet<Digest> {
@@ -147,7 +174,12 @@ fn deleted_blobs(p: &Planned) -> HashSet<Digest> {
 
 /// The keys deleted for `reason`, sorted.
 fn keys_with(p: &Planned, reason: Reason) -> Vec<String> {
-    let mut keys: Vec<String> = p.deletions.iter().filter(|d| d.reason() == reason).map(|d| p.inv.key_of(&d.target(&p.inv))).collect();
+    let mut keys: Vec<String> = p
+        .deletions
+        .iter()
+        .filter(|d| d.reason() == reason)
+        .map(|d| p.inv.key_of(&d.target(&p.inv)))
+        .collect();
     keys.sort();
     keys
 }
@@ -159,12 +191,19 @@ fn set(ds: &[Digest]) -> HashSet<Digest> {
 #[test]
 fn default_mode_keeps_every_revision_and_deletes_orphans_and_their_layer_links() {
     let mut fx = Fx::default();
-    fx.image(dg(1), &[dg(10), dg(11)]).revision("r", dg(1)).tag("r", "v1", dg(1));
+    fx.image(dg(1), &[dg(10), dg(11)])
+        .revision("r", dg(1))
+        .tag("r", "v1", dg(1));
     fx.image(dg(2), &[dg(20)]).revision("r", dg(2)); // untagged but linked
-    fx.blob(dg(99)).layer_link("r", dg(99)).layer_link("r", dg(10)); // orphan blob, pushed then abandoned
+    fx.blob(dg(99))
+        .layer_link("r", dg(99))
+        .layer_link("r", dg(10)); // orphan blob, pushed then abandoned
     let p = fx.plan(false);
     assert_eq!(deleted_blobs(&p), set(&[dg(99)]));
-    assert_eq!(keys_with(&p, Reason::DanglingLayerLink), vec![layout::layer_link_key("r", &dg(99))]);
+    assert_eq!(
+        keys_with(&p, Reason::DanglingLayerLink),
+        vec![layout::layer_link_key("r", &dg(99))]
+    );
     assert!(keys_with(&p, Reason::UntaggedManifest).is_empty());
     assert_eq!(p.kept_blobs, 5);
 }
@@ -172,14 +211,22 @@ fn default_mode_keeps_every_revision_and_deletes_orphans_and_their_layer_links()
 #[test]
 fn delete_untagged_collects_untagged_revisions_their_history_and_exclusive_layers() {
     let mut fx = Fx::default();
-    fx.image(dg(1), &[dg(10), dg(12)]).revision("r", dg(1)).tag("r", "v1", dg(1));
+    fx.image(dg(1), &[dg(10), dg(12)])
+        .revision("r", dg(1))
+        .tag("r", "v1", dg(1));
     fx.image(dg(2), &[dg(20), dg(12)]).revision("r", dg(2));
     // the tag used to point at dg(2): its history entry must go with it
     fx.put(layout::tag_index_key("r", "v1", &dg(2)), OLD);
     let p = fx.plan(true);
     assert_eq!(deleted_blobs(&p), set(&[dg(2), dg(20)]));
-    assert_eq!(keys_with(&p, Reason::UntaggedManifest), vec![layout::revision_key("r", &dg(2))]);
-    assert_eq!(keys_with(&p, Reason::UntaggedTagIndex), vec![layout::tag_index_key("r", "v1", &dg(2))]);
+    assert_eq!(
+        keys_with(&p, Reason::UntaggedManifest),
+        vec![layout::revision_key("r", &dg(2))]
+    );
+    assert_eq!(
+        keys_with(&p, Reason::UntaggedTagIndex),
+        vec![layout::tag_index_key("r", "v1", &dg(2))]
+    );
     // the default mode keeps it all
     assert!(fx.plan(false).deletions.is_empty());
 }
@@ -189,7 +236,9 @@ fn delete_untagged_keeps_children_of_tagged_indexes_unlike_distribution_2_8() {
     let mut fx = Fx::default();
     fx.image(dg(1), &[dg(10)]).revision("r", dg(1));
     fx.image(dg(2), &[dg(20)]).revision("r", dg(2));
-    fx.index(dg(3), &[dg(1), dg(2)]).revision("r", dg(3)).tag("r", "latest", dg(3));
+    fx.index(dg(3), &[dg(1), dg(2)])
+        .revision("r", dg(3))
+        .tag("r", "latest", dg(3));
     let p = fx.plan(true);
     assert!(p.deletions.is_empty(), "{:?}", p.deletions);
 }
@@ -199,14 +248,18 @@ fn nested_indexes_keep_grandchildren() {
     let mut fx = Fx::default();
     fx.image(dg(1), &[dg(10)]).revision("r", dg(1));
     fx.index(dg(2), &[dg(1)]).revision("r", dg(2));
-    fx.index(dg(3), &[dg(2)]).revision("r", dg(3)).tag("r", "t", dg(3));
+    fx.index(dg(3), &[dg(2)])
+        .revision("r", dg(3))
+        .tag("r", "t", dg(3));
     assert!(fx.plan(true).deletions.is_empty());
 }
 
 #[test]
 fn untagged_referrers_follow_their_subject() {
     let mut fx = Fx::default();
-    fx.image(dg(1), &[dg(10)]).revision("r", dg(1)).tag("r", "v1", dg(1));
+    fx.image(dg(1), &[dg(10)])
+        .revision("r", dg(1))
+        .tag("r", "v1", dg(1));
     fx.referrer(dg(2), &[dg(20)], dg(1)).revision("r", dg(2)); // signature of a kept image
     fx.referrer(dg(3), &[dg(30)], dg(2)).revision("r", dg(3)); // signature of the signature
     fx.image(dg(4), &[dg(40)]).revision("r", dg(4)); // untagged image
@@ -219,7 +272,9 @@ fn untagged_referrers_follow_their_subject() {
 fn referrers_of_index_children_are_kept() {
     let mut fx = Fx::default();
     fx.image(dg(1), &[dg(10)]).revision("r", dg(1));
-    fx.index(dg(2), &[dg(1)]).revision("r", dg(2)).tag("r", "t", dg(2));
+    fx.index(dg(2), &[dg(1)])
+        .revision("r", dg(2))
+        .tag("r", "t", dg(2));
     fx.referrer(dg(3), &[dg(30)], dg(1)).revision("r", dg(3));
     assert!(fx.plan(true).deletions.is_empty());
 }
@@ -227,10 +282,15 @@ fn referrers_of_index_children_are_kept() {
 #[test]
 fn collection_is_per_repository_but_blobs_are_global() {
     let mut fx = Fx::default();
-    fx.image(dg(1), &[dg(10)]).revision("a", dg(1)).tag("a", "t", dg(1));
+    fx.image(dg(1), &[dg(10)])
+        .revision("a", dg(1))
+        .tag("a", "t", dg(1));
     fx.revision("b", dg(1)); // same manifest, untagged in b
     let p = fx.plan(true);
-    assert_eq!(keys_with(&p, Reason::UntaggedManifest), vec![layout::revision_key("b", &dg(1))]);
+    assert_eq!(
+        keys_with(&p, Reason::UntaggedManifest),
+        vec![layout::revision_key("b", &dg(1))]
+    );
     assert!(deleted_blobs(&p).is_empty());
 }
 
@@ -241,28 +301,50 @@ fn index_child_without_revision_keeps_its_blob_but_not_its_layers() {
     let mut fx = Fx::default();
     fx.image(dg(1), &[dg(10)]).revision("r", dg(1));
     fx.image(dg(2), &[dg(20)]); // no revision link any more
-    fx.index(dg(3), &[dg(1), dg(2)]).revision("r", dg(3)).tag("r", "test", dg(3));
+    fx.index(dg(3), &[dg(1), dg(2)])
+        .revision("r", dg(3))
+        .tag("r", "test", dg(3));
     for mode in [false, true] {
-        assert_eq!(deleted_blobs(&fx.plan(mode)), set(&[dg(20)]), "delete_untagged={mode}");
+        assert_eq!(
+            deleted_blobs(&fx.plan(mode)),
+            set(&[dg(20)]),
+            "delete_untagged={mode}"
+        );
     }
 }
 
 #[test]
 fn dangling_links_and_tags_are_cleaned() {
     let mut fx = Fx::default();
-    fx.image(dg(1), &[dg(10)]).revision("r", dg(1)).tag("r", "ok", dg(1));
+    fx.image(dg(1), &[dg(10)])
+        .revision("r", dg(1))
+        .tag("r", "ok", dg(1));
     // manifest dg(2) and layer dg(20) are gone from blobs, their links remain
-    fx.revision("r", dg(2)).tag("r", "broken", dg(2)).layer_link("r", dg(20));
+    fx.revision("r", dg(2))
+        .tag("r", "broken", dg(2))
+        .layer_link("r", dg(20));
     fx.put(layout::tag_index_key("r", "ok", &dg(2)), OLD);
     for mode in [false, true] {
         let p = fx.plan(mode);
-        assert_eq!(keys_with(&p, Reason::DanglingRevision), vec![layout::revision_key("r", &dg(2))]);
+        assert_eq!(
+            keys_with(&p, Reason::DanglingRevision),
+            vec![layout::revision_key("r", &dg(2))]
+        );
         assert_eq!(
             keys_with(&p, Reason::DanglingTag),
-            vec![layout::tag_current_key("r", "broken"), layout::tag_index_key("r", "broken", &dg(2))]
+            vec![
+                layout::tag_current_key("r", "broken"),
+                layout::tag_index_key("r", "broken", &dg(2))
+            ]
         );
-        assert_eq!(keys_with(&p, Reason::DanglingTagIndex), vec![layout::tag_index_key("r", "ok", &dg(2))]);
-        assert_eq!(keys_with(&p, Reason::DanglingLayerLink), vec![layout::layer_link_key("r", &dg(20))]);
+        assert_eq!(
+            keys_with(&p, Reason::DanglingTagIndex),
+            vec![layout::tag_index_key("r", "ok", &dg(2))]
+        );
+        assert_eq!(
+            keys_with(&p, Reason::DanglingLayerLink),
+            vec![layout::layer_link_key("r", &dg(20))]
+        );
         assert!(deleted_blobs(&p).is_empty());
     }
 }
@@ -285,37 +367,73 @@ fn a_young_layer_link_keeps_an_old_unreferenced_blob() {
     // A client re-pushing a layer that is garbage finds it by HEAD (or mounts
     // it) and writes a fresh `_layers` link; its manifest comes next.
     let mut fx = Fx::default();
-    fx.image(dg(1), &[dg(10)]).revision("r", dg(1)).tag("r", "v1", dg(1));
+    fx.image(dg(1), &[dg(10)])
+        .revision("r", dg(1))
+        .tag("r", "v1", dg(1));
     fx.blob(dg(20)).blob(dg(21));
     fx.put(layout::layer_link_key("r", &dg(20)), NOW - 60_000);
     fx.put(layout::layer_link_key("r", &dg(21)), OLD);
     for delete_untagged in [false, true] {
         let p = fx.plan(delete_untagged);
-        assert_eq!(deleted_blobs(&p), set(&[dg(21)]), "untagged={delete_untagged}");
-        assert_eq!(keys_with(&p, Reason::DanglingLayerLink), vec![layout::layer_link_key("r", &dg(21))]);
+        assert_eq!(
+            deleted_blobs(&p),
+            set(&[dg(21)]),
+            "untagged={delete_untagged}"
+        );
+        assert_eq!(
+            keys_with(&p, Reason::DanglingLayerLink),
+            vec![layout::layer_link_key("r", &dg(21))]
+        );
     }
 }
 
 #[test]
 fn objects_listed_by_name_only_are_old_to_the_candidates_plan_and_young_to_the_swept_one() {
     let mut fx = Fx::default();
-    fx.image(dg(1), &[dg(10)]).revision("r", dg(1)).tag("r", "v1", dg(1));
+    fx.image(dg(1), &[dg(10)])
+        .revision("r", dg(1))
+        .tag("r", "v1", dg(1));
     fx.image(dg(2), &[dg(11)]).revision("r", dg(2));
-    for key in [layout::blob_data_key(&dg(10)), layout::blob_data_key(&dg(20)), layout::layer_link_key("r", &dg(20))] {
+    for key in [
+        layout::blob_data_key(&dg(10)),
+        layout::blob_data_key(&dg(20)),
+        layout::layer_link_key("r", &dg(20)),
+    ] {
         fx.put(key, ObjectMeta::NOT_STATED);
     }
     fx.blob(dg(11)).blob(dg(21));
     for delete_untagged in [false, true] {
-        let candidates = fx.plan_with(&PlanOptions { unstated_are_old: true, ..opts(delete_untagged) });
+        let candidates = fx.plan_with(&PlanOptions {
+            unstated_are_old: true,
+            ..opts(delete_untagged)
+        });
         let swept = fx.plan(delete_untagged);
         // the candidates' plan deletes the unstated garbage blob and its link
-        assert!(deleted_blobs(&candidates).contains(&dg(20)), "untagged={delete_untagged}");
-        assert_eq!(keys_with(&candidates, Reason::DanglingLayerLink), vec![layout::layer_link_key("r", &dg(20))]);
+        assert!(
+            deleted_blobs(&candidates).contains(&dg(20)),
+            "untagged={delete_untagged}"
+        );
+        assert_eq!(
+            keys_with(&candidates, Reason::DanglingLayerLink),
+            vec![layout::layer_link_key("r", &dg(20))]
+        );
         // the swept plan spares them until stat'ed, and never deletes more
-        assert!(!deleted_blobs(&swept).contains(&dg(20)) && deleted_blobs(&swept).contains(&dg(21)));
+        assert!(
+            !deleted_blobs(&swept).contains(&dg(20)) && deleted_blobs(&swept).contains(&dg(21))
+        );
         assert!(keys_with(&swept, Reason::DanglingLayerLink).is_empty());
-        let all: BTreeSet<_> = candidates.deletions.iter().map(|d| d.target(&candidates.inv)).collect();
-        assert!(swept.deletions.iter().all(|d| all.contains(&d.target(&swept.inv))), "untagged={delete_untagged}");
+        let all: BTreeSet<_> = candidates
+            .deletions
+            .iter()
+            .map(|d| d.target(&candidates.inv))
+            .collect();
+        assert!(
+            swept
+                .deletions
+                .iter()
+                .all(|d| all.contains(&d.target(&swept.inv))),
+            "untagged={delete_untagged}"
+        );
         // a kept blob of unknown size: no total
         assert_eq!(swept.kept_blob_bytes, None);
     }
@@ -324,7 +442,9 @@ fn objects_listed_by_name_only_are_old_to_the_candidates_plan_and_young_to_the_s
 #[test]
 fn a_young_tag_history_entry_keeps_its_manifest_in_delete_untagged_mode() {
     let mut fx = Fx::default();
-    fx.image(dg(1), &[dg(10)]).revision("r", dg(1)).tag("r", "v1", dg(1));
+    fx.image(dg(1), &[dg(10)])
+        .revision("r", dg(1))
+        .tag("r", "v1", dg(1));
     fx.image(dg(2), &[dg(20)]).revision("r", dg(2));
     // `v1` was just moved to dg(2): its history entry is new, the current link
     // read earlier still said dg(1)
@@ -339,7 +459,8 @@ fn junk_tag_link_keeps_the_whole_repository_in_delete_untagged_mode() {
     let mut fx = Fx::default();
     fx.image(dg(1), &[dg(10)]).revision("r", dg(1));
     fx.put(layout::tag_current_key("r", "bad"), OLD);
-    fx.targets.insert(("r".into(), "bad".into()), TagLink::Junk("x".into()));
+    fx.targets
+        .insert(("r".into(), "bad".into()), TagLink::Junk("x".into()));
     let p = fx.plan(true);
     assert!(p.deletions.is_empty());
     assert_eq!(p.warnings.len(), 1);
@@ -349,7 +470,10 @@ fn junk_tag_link_keeps_the_whole_repository_in_delete_untagged_mode() {
 fn unparseable_revision_is_kept_and_pins_what_it_mentions() {
     let mut fx = Fx::default();
     fx.blob(dg(1)).blob(dg(10)).revision("r", dg(1));
-    fx.manifests.insert(dg(1), refs(ManifestKind::Unparseable, &[dg(10)], &[dg(10)], None));
+    fx.manifests.insert(
+        dg(1),
+        refs(ManifestKind::Unparseable, &[dg(10)], &[dg(10)], None),
+    );
     let p = fx.plan(true);
     assert!(p.deletions.is_empty(), "{:?}", p.deletions);
 }
@@ -369,13 +493,22 @@ fn alternate_algorithm_references_resolve_through_links() {
 fn stale_uploads_go_and_fresh_ones_stay() {
     let mut fx = Fx::default();
     fx.put(layout::upload_key("r", "old", "data"), NOW - 8 * 24 * HOUR);
-    fx.put(layout::upload_key("r", "old", "startedat"), NOW - 8 * 24 * HOUR);
-    fx.put(layout::upload_key("r", "busy", "startedat"), NOW - 8 * 24 * HOUR);
+    fx.put(
+        layout::upload_key("r", "old", "startedat"),
+        NOW - 8 * 24 * HOUR,
+    );
+    fx.put(
+        layout::upload_key("r", "busy", "startedat"),
+        NOW - 8 * 24 * HOUR,
+    );
     fx.put(layout::upload_key("r", "busy", "data"), NOW - 2 * HOUR); // still receiving chunks
     let p = fx.plan(false);
     assert_eq!(
         keys_with(&p, Reason::StaleUpload),
-        vec![layout::upload_key("r", "old", "data"), layout::upload_key("r", "old", "startedat")]
+        vec![
+            layout::upload_key("r", "old", "data"),
+            layout::upload_key("r", "old", "startedat")
+        ]
     );
     assert!(p.empty_repositories.is_empty());
 }
@@ -383,8 +516,12 @@ fn stale_uploads_go_and_fresh_ones_stay() {
 #[test]
 fn repositories_left_with_nothing_are_reported_empty() {
     let mut fx = Fx::default();
-    fx.image(dg(1), &[dg(10)]).revision("gone", dg(1)).layer_link("gone", dg(10));
-    fx.image(dg(2), &[dg(20)]).revision("stays", dg(2)).tag("stays", "t", dg(2));
+    fx.image(dg(1), &[dg(10)])
+        .revision("gone", dg(1))
+        .layer_link("gone", dg(10));
+    fx.image(dg(2), &[dg(20)])
+        .revision("stays", dg(2))
+        .tag("stays", "t", dg(2));
     let p = fx.plan(true);
     assert_eq!(p.empty_repositories, vec!["gone".to_string()]);
 }
@@ -392,10 +529,16 @@ fn repositories_left_with_nothing_are_reported_empty() {
 #[test]
 fn sweep_phases_put_manifest_links_before_blobs_before_layer_links() {
     let mut fx = Fx::default();
-    fx.image(dg(1), &[dg(10)]).revision("r", dg(1)).layer_link("r", dg(10));
+    fx.image(dg(1), &[dg(10)])
+        .revision("r", dg(1))
+        .layer_link("r", dg(10));
     fx.put(layout::upload_key("r", "old", "data"), NOW - 8 * 24 * HOUR);
     let p = fx.plan(true);
-    let phases: Vec<(u8, Reason)> = p.deletions.iter().map(|d| (d.reason().phase(), d.reason())).collect();
+    let phases: Vec<(u8, Reason)> = p
+        .deletions
+        .iter()
+        .map(|d| (d.reason().phase(), d.reason()))
+        .collect();
     assert_eq!(
         phases,
         vec![
@@ -420,7 +563,10 @@ fn swept_phases(p: &Planned, batch: usize) -> (BTreeMap<String, usize>, usize) {
             assert!(!chunk.is_empty() && chunk.len() <= batch);
             requests += 1;
             for d in chunk {
-                assert!(out.insert(p.inv.key_of(&d.target(&p.inv)), ph).is_none(), "swept twice");
+                assert!(
+                    out.insert(p.inv.key_of(&d.target(&p.inv)), ph).is_none(),
+                    "swept twice"
+                );
             }
         }
     }
@@ -444,10 +590,19 @@ fn later_phases_fill_the_room_in_earlier_batches_with_what_waits_for_nothing() {
     let (phase, requests) = swept_phases(&p, 2);
     // by reason alone: 1 + 2 + 2 batches of two; the floor is 4
     assert_eq!(requests, 4);
-    let blob_phases: Vec<usize> = [10, 11, 12].iter().map(|n| phase[&layout::blob_data_key(&dg(*n))]).collect();
-    assert_eq!(blob_phases, vec![0, 1, 1], "one blob fills the upload's batch");
+    let blob_phases: Vec<usize> = [10, 11, 12]
+        .iter()
+        .map(|n| phase[&layout::blob_data_key(&dg(*n))])
+        .collect();
+    assert_eq!(
+        blob_phases,
+        vec![0, 1, 1],
+        "one blob fills the upload's batch"
+    );
     for n in [10, 11, 12] {
-        assert!(phase[&layout::blob_data_key(&dg(n))] < phase[&layout::layer_link_key("r", &dg(n))]);
+        assert!(
+            phase[&layout::blob_data_key(&dg(n))] < phase[&layout::layer_link_key("r", &dg(n))]
+        );
     }
 
     // --delete-untagged: an untagged image's layer waits for its revision
@@ -465,7 +620,9 @@ fn later_phases_fill_the_room_in_earlier_batches_with_what_waits_for_nothing() {
 
     // a layer link fills the blobs' batch only when its blob was gone
     let mut fx = Fx::default();
-    fx.blob(dg(10)).layer_link("r", dg(10)).layer_link("r", dg(11));
+    fx.blob(dg(10))
+        .layer_link("r", dg(10))
+        .layer_link("r", dg(11));
     let p = fx.plan(false);
     let (phase, requests) = swept_phases(&p, 3);
     assert_eq!(requests, 2);
@@ -482,16 +639,26 @@ fn assert_swept_in_order(fx: &Fx, p: &Planned, seed: u64) {
     for batch in [1, 2, 3, 5] {
         let (phase, requests) = swept_phases(p, batch);
         let mut by_reason = [0usize; 3];
-        p.deletions.iter().for_each(|d| by_reason[d.reason().phase() as usize] += 1);
-        assert!(requests <= by_reason.iter().map(|n| n.div_ceil(batch)).sum(), "seed {seed}: more requests than before");
+        p.deletions
+            .iter()
+            .for_each(|d| by_reason[d.reason().phase() as usize] += 1);
+        assert!(
+            requests <= by_reason.iter().map(|n| n.div_ceil(batch)).sum(),
+            "seed {seed}: more requests than before"
+        );
         for d in &p.deletions {
             let target = d.target(&p.inv);
             let key = p.inv.key_of(&target);
             let named = match target {
-                Target::Revision { digest, .. } | Target::TagIndex { digest, .. } => Some(*p.inv.digests.get(digest)),
+                Target::Revision { digest, .. } | Target::TagIndex { digest, .. } => {
+                    Some(*p.inv.digests.get(digest))
+                }
                 Target::TagCurrent { repo, tag } => {
                     let r = &p.inv.repositories[repo as usize];
-                    match fx.targets.get(&(r.name.clone(), r.tag_name(tag).to_string())) {
+                    match fx
+                        .targets
+                        .get(&(r.name.clone(), r.tag_name(tag).to_string()))
+                    {
                         Some(TagLink::Digest(d)) => Some(*d),
                         _ => None,
                     }
@@ -500,7 +667,10 @@ fn assert_swept_in_order(fx: &Fx, p: &Planned, seed: u64) {
                     let blob = p.inv.digests.get(digest);
                     if deleted.contains(blob) {
                         let blob_key = layout::blob_data_key(blob);
-                        assert!(phase[&blob_key] < phase[&key], "seed {seed} batch {batch}: {key} before its blob");
+                        assert!(
+                            phase[&blob_key] < phase[&key],
+                            "seed {seed} batch {batch}: {key} before its blob"
+                        );
                     }
                     None
                 }
@@ -514,7 +684,10 @@ fn assert_swept_in_order(fx: &Fx, p: &Planned, seed: u64) {
                 }
                 if deleted.contains(&m) {
                     let blob_key = layout::blob_data_key(&m);
-                    assert!(phase[&key] < phase[&blob_key], "seed {seed} batch {batch}: {blob_key} swept with or before {key}");
+                    assert!(
+                        phase[&key] < phase[&blob_key],
+                        "seed {seed} batch {batch}: {blob_key} swept with or before {key}"
+                    );
                 }
                 // a manifest whose blob is gone cannot be served, nor lead anywhere
                 if let Some(r) = fx.manifests.get(&m).filter(|_| fx.has_blob(&m)) {
@@ -553,11 +726,19 @@ fn random_registries_never_lose_what_tags_reach() {
         let mut young_blobs = HashSet::new();
         for l in 0..n_layers {
             let d = dg(1000 + l);
-            let t = if rng.below(8) == 0 { young_blobs.insert(d); NOW } else { OLD };
+            let t = if rng.below(8) == 0 {
+                young_blobs.insert(d);
+                NOW
+            } else {
+                OLD
+            };
             fx.put(layout::blob_data_key(&d), t);
             if rng.below(8) == 0 {
                 // an old blob a push in flight just linked
-                fx.put(layout::layer_link_key(repos[rng.below(3) as usize], &d), NOW);
+                fx.put(
+                    layout::layer_link_key(repos[rng.below(3) as usize], &d),
+                    NOW,
+                );
                 young_blobs.insert(d);
             } else if rng.below(2) == 0 {
                 fx.layer_link(repos[rng.below(3) as usize], d);
@@ -571,10 +752,14 @@ fn random_registries_never_lose_what_tags_reach() {
             let d = dg(m);
             let kind = rng.below(4);
             if kind == 0 && m > 0 {
-                let children: Vec<Digest> = (0..1 + rng.below(3)).map(|_| dg(rng.below(m as u64) as u32)).collect();
+                let children: Vec<Digest> = (0..1 + rng.below(3))
+                    .map(|_| dg(rng.below(m as u64) as u32))
+                    .collect();
                 fx.index(d, &children);
             } else {
-                let layers: Vec<Digest> = (0..1 + rng.below(4)).map(|_| dg(1000 + rng.below(n_layers as u64) as u32)).collect();
+                let layers: Vec<Digest> = (0..1 + rng.below(4))
+                    .map(|_| dg(1000 + rng.below(n_layers as u64) as u32))
+                    .collect();
                 let subject = (kind == 1 && m > 0).then(|| dg(rng.below(m as u64) as u32));
                 fx.image(d, &layers);
                 fx.manifests.get_mut(&d).unwrap().subject = subject;
@@ -598,14 +783,24 @@ fn random_registries_never_lose_what_tags_reach() {
             for d in &young_blobs {
                 assert!(!deleted.contains(d), "seed {seed}: young blob deleted");
             }
-            let deleted_keys: HashSet<String> = p.deletions.iter().map(|x| p.inv.key_of(&x.target(&p.inv))).collect();
+            let deleted_keys: HashSet<String> = p
+                .deletions
+                .iter()
+                .map(|x| p.inv.key_of(&x.target(&p.inv)))
+                .collect();
             for (name, revisions) in fx.revisions() {
                 // independently computed: what this repository serves
                 let mut reach: Vec<Digest> = if delete_untagged {
                     fx.targets
                         .iter()
                         .filter(|((r, _), _)| *r == name)
-                        .filter_map(|(_, t)| if let TagLink::Digest(d) = t { Some(*d) } else { None })
+                        .filter_map(|(_, t)| {
+                            if let TagLink::Digest(d) = t {
+                                Some(*d)
+                            } else {
+                                None
+                            }
+                        })
                         .collect()
                 } else {
                     revisions.iter().copied().collect()
@@ -627,28 +822,54 @@ fn random_registries_never_lose_what_tags_reach() {
                         }
                     }
                     let link = layout::revision_key(&name, &d);
-                    assert!(!deleted_keys.contains(&link), "seed {seed}: revision link of kept {d:?} deleted");
+                    assert!(
+                        !deleted_keys.contains(&link),
+                        "seed {seed}: revision link of kept {d:?} deleted"
+                    );
                 }
             }
             // `Plan::find` (the re-check's lookup) finds every deletion
             // and nothing else the inventory holds
             for (i, x) in p.deletions.iter().enumerate() {
-                assert_eq!(p.find(&p.inv, x.target(&p.inv)), Some(i), "seed {seed}: {x:?}");
+                assert_eq!(
+                    p.find(&p.inv, x.target(&p.inv)),
+                    Some(i),
+                    "seed {seed}: {x:?}"
+                );
             }
             for (ri, repo) in p.inv.repositories.iter().enumerate() {
                 let r = ri as u32;
-                let links = repo.revisions.iter().map(|l| Target::Revision { repo: r, digest: l.digest });
-                let layers = repo.layers.iter().map(|l| Target::LayerLink { repo: r, digest: l.digest });
-                let history = repo.history.iter().map(|h| Target::TagIndex { repo: r, tag: h.tag, digest: h.link.digest });
+                let links = repo.revisions.iter().map(|l| Target::Revision {
+                    repo: r,
+                    digest: l.digest,
+                });
+                let layers = repo.layers.iter().map(|l| Target::LayerLink {
+                    repo: r,
+                    digest: l.digest,
+                });
+                let history = repo.history.iter().map(|h| Target::TagIndex {
+                    repo: r,
+                    tag: h.tag,
+                    digest: h.link.digest,
+                });
                 for target in links.chain(layers).chain(history) {
                     let key = p.inv.key_of(&target);
-                    assert_eq!(p.find(&p.inv, target).is_some(), deleted_keys.contains(&key), "seed {seed}: {key}");
+                    assert_eq!(
+                        p.find(&p.inv, target).is_some(),
+                        deleted_keys.contains(&key),
+                        "seed {seed}: {key}"
+                    );
                 }
             }
             assert_swept_in_order(&fx, &p, seed);
             // dry-run equivalence: planning is deterministic
             let again = fx.plan(delete_untagged);
-            let keys = |p: &Planned| p.deletions.iter().map(|x| (p.inv.key_of(&x.target(&p.inv)), x.reason())).collect::<Vec<_>>();
+            let keys = |p: &Planned| {
+                p.deletions
+                    .iter()
+                    .map(|x| (p.inv.key_of(&x.target(&p.inv)), x.reason()))
+                    .collect::<Vec<_>>()
+            };
             assert_eq!(keys(&p), keys(&again));
         }
     }
@@ -660,12 +881,26 @@ fn a_packed_deletion_gives_back_its_target_and_reason() {
     // inventory: a real one, with several of each in the second repository
     let mut inv = Inventory::default();
     let d = |n: u32| Digest::from_hex(&format!("{n:064x}")).unwrap();
-    let mut put = |key: String| inv.insert(ObjectMeta { key, size: 3, last_modified_ms: 0, etag: None });
+    let mut put = |key: String| {
+        inv.insert(ObjectMeta {
+            key,
+            size: 3,
+            last_modified_ms: 0,
+            etag: None,
+        })
+    };
     put(layout::tag_current_key("a", "latest"));
     for (tag, n) in [("v1", 1), ("v1", 2), ("v2", 2), ("v3", 7)] {
         put(layout::tag_index_key("b", tag, &d(n)));
     }
-    for (uuid, part) in [("u1", "data"), ("u1", "startedat"), ("u2", "data"), ("u2", "hashstates/sha256/0"), ("u2", "startedat"), ("u3", "data")] {
+    for (uuid, part) in [
+        ("u1", "data"),
+        ("u1", "startedat"),
+        ("u2", "data"),
+        ("u2", "hashstates/sha256/0"),
+        ("u2", "startedat"),
+        ("u3", "data"),
+    ] {
         put(layout::upload_key("b", uuid, part));
     }
     inv.finish();
@@ -673,12 +908,26 @@ fn a_packed_deletion_gives_back_its_target_and_reason() {
     let mut targets = vec![
         Target::Blob(u32::MAX),
         Target::Revision { repo: 1, digest: 7 },
-        Target::TagCurrent { repo: 0, tag: u32::MAX },
-        Target::LayerLink { repo: 1, digest: u32::MAX },
+        Target::TagCurrent {
+            repo: 0,
+            tag: u32::MAX,
+        },
+        Target::LayerLink {
+            repo: 1,
+            digest: u32::MAX,
+        },
     ];
-    targets.extend(b.history.iter().map(|h| Target::TagIndex { repo: 1, tag: h.tag, digest: h.link.digest }));
+    targets.extend(b.history.iter().map(|h| Target::TagIndex {
+        repo: 1,
+        tag: h.tag,
+        digest: h.link.digest,
+    }));
     for (ui, u) in b.uploads.iter().enumerate() {
-        targets.extend((0..u.parts.len()).map(|pi| Target::Upload { repo: 1, upload: ui as u32, part: pi as u32 }));
+        targets.extend((0..u.parts.len()).map(|pi| Target::Upload {
+            repo: 1,
+            upload: ui as u32,
+            part: pi as u32,
+        }));
     }
     assert_eq!(targets.len(), 4 + 4 + 6);
     for target in targets {
@@ -699,13 +948,28 @@ fn a_manifest_served_through_its_layer_link_keeps_what_it_references() {
     let (m, config, layer) = (dg(1), dg(2), dg(3));
     for delete_untagged in [false, true] {
         let mut fx = Fx::default();
-        fx.image(m, &[config, layer]).layer_link("old", m).layer_link("old", config).layer_link("old", layer).tag("old", "v1", m);
+        fx.image(m, &[config, layer])
+            .layer_link("old", m)
+            .layer_link("old", config)
+            .layer_link("old", layer)
+            .tag("old", "v1", m);
         let p = fx.plan(delete_untagged);
-        assert!(deleted_blobs(&p).is_empty(), "-m {delete_untagged}: {:?}", deleted_blobs(&p));
+        assert!(
+            deleted_blobs(&p).is_empty(),
+            "-m {delete_untagged}: {:?}",
+            deleted_blobs(&p)
+        );
 
         let mut fx = Fx::default();
-        fx.image(m, &[config, layer]).layer_link("old", config).layer_link("old", layer).tag("old", "v1", m);
+        fx.image(m, &[config, layer])
+            .layer_link("old", config)
+            .layer_link("old", layer)
+            .tag("old", "v1", m);
         let p = fx.plan(delete_untagged);
-        assert_eq!(deleted_blobs(&p), HashSet::from([config, layer]), "-m {delete_untagged}");
+        assert_eq!(
+            deleted_blobs(&p),
+            HashSet::from([config, layer]),
+            "-m {delete_untagged}"
+        );
     }
 }

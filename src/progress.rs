@@ -16,18 +16,27 @@ impl Progress {
     /// A progress display on stderr if it is a terminal and `enabled`.
     pub fn new(enabled: bool) -> Self {
         let visible = enabled && std::io::stderr().is_terminal();
-        let target = if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+        let target = if visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
         let bar = ProgressBar::with_draw_target(None, target);
         bar.enable_steady_tick(Duration::from_millis(120));
         Progress { bar }
     }
 
     pub fn hidden() -> Self {
-        Progress { bar: ProgressBar::hidden() }
+        Progress {
+            bar: ProgressBar::hidden(),
+        }
     }
 
     pub fn set_listing_prefixes(&self, prefixes: u64) {
-        self.bar.set_style(ProgressStyle::with_template("{spinner} listing {pos} keys ({msg}) {elapsed}").expect("valid template"));
+        self.bar.set_style(
+            ProgressStyle::with_template("{spinner} listing {pos} keys ({msg}) {elapsed}")
+                .expect("valid template"),
+        );
         self.bar.set_message(format!("{prefixes} prefixes"));
     }
 
@@ -40,7 +49,11 @@ impl Progress {
         self.bar.set_length(total);
         self.bar.set_position(0);
         let template = format!("{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} {{elapsed}}");
-        self.bar.set_style(ProgressStyle::with_template(&template).expect("valid template").progress_chars("=> "));
+        self.bar.set_style(
+            ProgressStyle::with_template(&template)
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
     }
 
     pub fn inc(&self, n: u64) {

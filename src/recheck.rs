@@ -122,7 +122,9 @@ impl Recent {
                 self.repositories.insert(repo.to_string());
                 self.uploads.insert((repo.to_string(), uuid.to_string()));
             }
-            KeyKind::EmptyDir { repo: Some(repo), .. } => {
+            KeyKind::EmptyDir {
+                repo: Some(repo), ..
+            } => {
                 self.repositories.insert(repo.to_string());
             }
             _ => self.keys -= 1,
@@ -132,7 +134,13 @@ impl Recent {
 
 /// Lists the repositories again and withdraws from `plan` every deletion a
 /// write since the fence needs. Any error means the sweep must not start.
-pub async fn recheck(storage: &dyn Storage, inv: &Inventory, marks: &Marks, plan: &mut Plan, opts: &RecheckOptions) -> Result<RecheckOutcome, RecheckError> {
+pub async fn recheck(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    marks: &Marks,
+    plan: &mut Plan,
+    opts: &RecheckOptions,
+) -> Result<RecheckOutcome, RecheckError> {
     let mut outcome = RecheckOutcome::default();
     let recent = list_recent(storage, inv, plan, opts, &mut outcome).await?;
     if recent.keys == 0 {
@@ -177,23 +185,46 @@ pub async fn check_after_sweep(
                 Some((repo, d)) => (repo.clone(), d.to_string()),
                 None => (String::new(), String::new()), // a layer link's blob: no manifest names it yet
             };
-            BrokenByRace { repository, manifest, blob: inv.digests.get(*id).to_string() }
+            BrokenByRace {
+                repository,
+                manifest,
+                blob: inv.digests.get(*id).to_string(),
+            }
         })
         .collect();
-    broken.sort_by(|a, b| (&a.repository, &a.manifest, &a.blob).cmp(&(&b.repository, &b.manifest, &b.blob)));
+    broken.sort_by(|a, b| {
+        (&a.repository, &a.manifest, &a.blob).cmp(&(&b.repository, &b.manifest, &b.blob))
+    });
     Ok(broken)
 }
 
 /// The links, tags and uploads under `repositories/` written since the fence.
-async fn list_recent(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: &RecheckOptions, outcome: &mut RecheckOutcome) -> Result<Recent, RecheckError> {
+async fn list_recent(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    plan: &Plan,
+    opts: &RecheckOptions,
+    outcome: &mut RecheckOutcome,
+) -> Result<Recent, RecheckError> {
     let mut recent = Recent::default();
     let concurrency = opts.concurrency.max(1);
     storage.limit_list_requests(Some(concurrency));
-    let split = listing::repository_partitions(storage, inv).await.map_err(RecheckError::Storage)?;
+    let split = listing::repository_partitions(storage, inv)
+        .await
+        .map_err(RecheckError::Storage)?;
     // Only links, tags and uploads matter here: a filesystem stats each
     // revision's `link` and tag's `current/link` instead of reading the
     // directories, and names layer links and tag history.
-    let listed = futures::stream::iter(split.prefixes).map(|p| listing::list_partition(storage, &p, Some(listing::LAYOUT_LEAVES_BY_NAME), concurrency)).flatten_unordered(concurrency);
+    let listed = futures::stream::iter(split.prefixes)
+        .map(|p| {
+            listing::list_partition(
+                storage,
+                &p,
+                Some(listing::LAYOUT_LEAVES_BY_NAME),
+                concurrency,
+            )
+        })
+        .flatten_unordered(concurrency);
     let mut stream = futures::stream::iter(split.objects.into_iter().map(Ok)).chain(listed);
     let planned = PlannedDigests::of(inv, plan);
     let mut to_stat = ToStat::new(plan);
@@ -225,7 +256,9 @@ async fn list_recent(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: 
     outcome.recent_keys = recent.keys;
     if recent.keys > 0 {
         let links = read_links(storage, &recent, opts.concurrency).await?;
-        recent.manifests.extend(links.into_iter().filter_map(|(repo, d)| Some((repo, d?))));
+        recent
+            .manifests
+            .extend(links.into_iter().filter_map(|(repo, d)| Some((repo, d?))));
     }
     Ok(recent)
 }
@@ -246,10 +279,16 @@ impl PlannedDigests {
     fn of(inv: &Inventory, plan: &Plan) -> Self {
         // 8 to 16 bits a digest, two probes: at most 5% false positives
         let len = (plan.deletions.len() * 8).next_power_of_two().max(64);
-        let mut filter = PlannedDigests { bits: vec![0; len / 64], mask: len as u64 - 1 };
+        let mut filter = PlannedDigests {
+            bits: vec![0; len / 64],
+            mask: len as u64 - 1,
+        };
         for d in &plan.deletions {
             let id = match d.target(inv) {
-                Target::Blob(id) | Target::Revision { digest: id, .. } | Target::LayerLink { digest: id, .. } | Target::TagIndex { digest: id, .. } => id,
+                Target::Blob(id)
+                | Target::Revision { digest: id, .. }
+                | Target::LayerLink { digest: id, .. }
+                | Target::TagIndex { digest: id, .. } => id,
                 Target::TagCurrent { .. } | Target::Upload { .. } => continue,
             };
             filter.insert(inv.digests.get(id));
@@ -272,7 +311,9 @@ impl PlannedDigests {
     }
 
     fn may_hold(&self, d: &Digest) -> bool {
-        self.probes(d).iter().all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+        self.probes(d)
+            .iter()
+            .all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
     }
 }
 
@@ -281,7 +322,9 @@ impl PlannedDigests {
 fn named_link_digest(key: &str) -> Option<Digest> {
     let dir = key.strip_suffix("/link")?;
     let hex = dir.get(dir.len().checked_sub(64)?..)?;
-    dir[..dir.len() - 64].ends_with("/sha256/").then(|| Digest::from_hex(hex))?
+    dir[..dir.len() - 64]
+        .ends_with("/sha256/")
+        .then(|| Digest::from_hex(hex))?
 }
 
 /// The links the listing named without a stat that must be stat'ed: those
@@ -296,7 +339,10 @@ struct ToStat {
 
 impl ToStat {
     fn new(plan: &Plan) -> Self {
-        ToStat { planned: Bits::with_len(plan.deletions.len()), unknown: Vec::new() }
+        ToStat {
+            planned: Bits::with_len(plan.deletions.len()),
+            unknown: Vec::new(),
+        }
     }
 
     fn add(&mut self, inv: &Inventory, plan: &Plan, key: String) {
@@ -312,7 +358,11 @@ impl ToStat {
                 let repository = &inv.repositories[r as usize];
                 let (t, d) = (repository.tag_id(tag)?, inv.digests.find(&digest)?);
                 repository.history_entry(t, d)?;
-                Some(Target::TagIndex { repo: r, tag: t, digest: d })
+                Some(Target::TagIndex {
+                    repo: r,
+                    tag: t,
+                    digest: d,
+                })
             })(),
             // a digest directory named like no digest: nothing a push writes
             _ => return,
@@ -329,8 +379,15 @@ impl ToStat {
 
     /// The keys, the planned ones in the plan's order (by directory, which
     /// a filesystem's batches share).
-    fn keys<'a>(self, inv: &'a Inventory, plan: &'a Plan) -> impl Iterator<Item = ((), String)> + Send + 'a {
-        let planned = self.planned.into_indexes().map(move |i| inv.key_of(&plan.deletions[i].target(inv)));
+    fn keys<'a>(
+        self,
+        inv: &'a Inventory,
+        plan: &'a Plan,
+    ) -> impl Iterator<Item = ((), String)> + Send + 'a {
+        let planned = self
+            .planned
+            .into_indexes()
+            .map(move |i| inv.key_of(&plan.deletions[i].target(inv)));
         planned.chain(self.unknown).map(|key| ((), key))
     }
 }
@@ -338,17 +395,23 @@ impl ToStat {
 /// Reads the recent tag current links and alternate-algorithm links: the
 /// digests they hold, with their repository (`None` for a link gone since, or
 /// holding junk, which keeps nothing more than the plan already does).
-async fn read_links(storage: &dyn Storage, recent: &Recent, concurrency: usize) -> Result<Vec<(String, Option<Digest>)>, RecheckError> {
+async fn read_links(
+    storage: &dyn Storage,
+    recent: &Recent,
+    concurrency: usize,
+) -> Result<Vec<(String, Option<Digest>)>, RecheckError> {
     let keys = recent
         .tag_links
         .iter()
         .map(|(r, t)| (r.clone(), layout::tag_current_key(r, t)))
         .chain(recent.alt_links.iter().cloned());
-    let reads = get_many(storage, keys, crate::mark::LINK_READ_LIMIT, concurrency).map(|(repo, _, result)| match result {
-        Ok(bytes) => Ok((repo, Digest::from_link(&bytes))),
-        Err(StorageError::NotFound { .. } | StorageError::TooLarge { .. }) => Ok((repo, None)),
-        Err(e) => Err(RecheckError::Storage(e)),
-    });
+    let reads = get_many(storage, keys, crate::mark::LINK_READ_LIMIT, concurrency).map(
+        |(repo, _, result)| match result {
+            Ok(bytes) => Ok((repo, Digest::from_link(&bytes))),
+            Err(StorageError::NotFound { .. } | StorageError::TooLarge { .. }) => Ok((repo, None)),
+            Err(e) => Err(RecheckError::Storage(e)),
+        },
+    );
     reads.collect::<Vec<_>>().await.into_iter().collect()
 }
 
@@ -368,10 +431,24 @@ async fn reach(
     opts: &RecheckOptions,
     outcome: &mut RecheckOutcome,
 ) -> Result<HashMap<DigestId, usize>, RecheckError> {
-    let mut reached: HashMap<DigestId, usize> = recent.blobs.iter().filter_map(|d| inv.digests.find(d)).map(|id| (id, usize::MAX)).collect();
+    let mut reached: HashMap<DigestId, usize> = recent
+        .blobs
+        .iter()
+        .filter_map(|d| inv.digests.find(d))
+        .map(|id| (id, usize::MAX))
+        .collect();
     let mut visited: HashSet<Digest> = HashSet::new();
-    let mut frontier: Vec<(Digest, usize)> = recent.manifests.iter().enumerate().map(|(i, (_, d))| (*d, i)).collect();
-    let referrers = if frontier.is_empty() { HashMap::new() } else { marks.referrers_by_subject(inv) };
+    let mut frontier: Vec<(Digest, usize)> = recent
+        .manifests
+        .iter()
+        .enumerate()
+        .map(|(i, (_, d))| (*d, i))
+        .collect();
+    let referrers = if frontier.is_empty() {
+        HashMap::new()
+    } else {
+        marks.referrers_by_subject(inv)
+    };
     while !frontier.is_empty() {
         let mut to_read = Vec::new();
         let mut next = Vec::new();
@@ -379,7 +456,13 @@ async fn reach(
             if !visited.insert(d) {
                 continue;
             }
-            next.extend(referrers.get(&d).into_iter().flatten().map(|r| (*inv.digests.get(*r), root)));
+            next.extend(
+                referrers
+                    .get(&d)
+                    .into_iter()
+                    .flatten()
+                    .map(|r| (*inv.digests.get(*r), root)),
+            );
             let id = inv.digests.find(&d);
             let mut keep = |b: DigestId| reach_from(&mut reached, b, root);
             if let Some(id) = id {
@@ -388,17 +471,27 @@ async fn reach(
             match id.and_then(|id| marks.manifest(id)) {
                 Some(refs) => {
                     refs.blobs.iter().copied().for_each(&mut keep);
-                    id.map(|id| marks.other_algorithm_blobs(id)).unwrap_or_default().iter().copied().for_each(&mut keep);
+                    id.map(|id| marks.other_algorithm_blobs(id))
+                        .unwrap_or_default()
+                        .iter()
+                        .copied()
+                        .for_each(&mut keep);
                     next.extend(refs.children.iter().map(|c| (*inv.digests.get(*c), root)));
                 }
                 // A blob too large to be a manifest (a layer an unknown manifest
                 // mentions) is kept as it is, unread.
-                None if id.and_then(|id| inv.blob(id)).is_some_and(|b| b.size > opts.max_manifest_bytes) => {}
+                None if id
+                    .and_then(|id| inv.blob(id))
+                    .is_some_and(|b| b.size > opts.max_manifest_bytes) => {}
                 None => to_read.push((d, root)),
             }
         }
-        let keys = to_read.into_iter().map(|(d, root)| ((d, root), layout::blob_data_key(&d)));
-        let reads = get_many(storage, keys, opts.max_manifest_bytes, opts.concurrency).collect::<Vec<_>>().await;
+        let keys = to_read
+            .into_iter()
+            .map(|(d, root)| ((d, root), layout::blob_data_key(&d)));
+        let reads = get_many(storage, keys, opts.max_manifest_bytes, opts.concurrency)
+            .collect::<Vec<_>>()
+            .await;
         for ((d, root), key, result) in reads {
             let bytes = match result {
                 Ok(bytes) => bytes,
@@ -416,7 +509,11 @@ async fn reach(
             outcome.manifests_read += 1;
             let refs = manifest::parse(&bytes);
             let named = refs.blobs.iter().filter_map(|b| inv.digests.find(b));
-            let other = refs.other_algorithm.iter().filter_map(|o| marks.alternate_digests.get(o)).filter_map(|b| inv.digests.find(b));
+            let other = refs
+                .other_algorithm
+                .iter()
+                .filter_map(|o| marks.alternate_digests.get(o))
+                .filter_map(|b| inv.digests.find(b));
             for b in named.chain(other) {
                 reach_from(&mut reached, b, root);
             }
@@ -439,24 +536,43 @@ fn reach_from(reached: &mut HashMap<DigestId, usize>, b: DigestId, root: usize) 
 /// Takes out of the plan every deletion of a kept digest (its blob and the links
 /// naming it, in any repository), of a recently written tag, and of an upload
 /// written to since the fence.
-fn withdraw(inv: &Inventory, plan: &mut Plan, kept: &HashMap<DigestId, usize>, recent: &Recent, outcome: &mut RecheckOutcome) {
+fn withdraw(
+    inv: &Inventory,
+    plan: &mut Plan,
+    kept: &HashMap<DigestId, usize>,
+    recent: &Recent,
+    outcome: &mut RecheckOutcome,
+) {
     let repo_name = |r: u32| inv.repositories[r as usize].name.as_str();
     let tag_touched = |r: u32, t: u32| {
         let repo = &inv.repositories[r as usize];
-        recent.tags.contains(&(repo.name.clone(), repo.tag_name(t).to_string()))
+        recent
+            .tags
+            .contains(&(repo.name.clone(), repo.tag_name(t).to_string()))
     };
     // Uploads by repository, so that the check does not build a key per deletion.
     let mut uploads: HashMap<&str, HashSet<&str>> = HashMap::new();
     for (repo, uuid) in &recent.uploads {
-        uploads.entry(repo.as_str()).or_default().insert(uuid.as_str());
+        uploads
+            .entry(repo.as_str())
+            .or_default()
+            .insert(uuid.as_str());
     }
     let needed = |target: &Target| match *target {
-        Target::Blob(d) | Target::Revision { digest: d, .. } | Target::LayerLink { digest: d, .. } => kept.contains_key(&d),
-        Target::TagIndex { repo, tag, digest } => kept.contains_key(&digest) || tag_touched(repo, tag),
+        Target::Blob(d)
+        | Target::Revision { digest: d, .. }
+        | Target::LayerLink { digest: d, .. } => kept.contains_key(&d),
+        Target::TagIndex { repo, tag, digest } => {
+            kept.contains_key(&digest) || tag_touched(repo, tag)
+        }
         Target::TagCurrent { repo, tag } => tag_touched(repo, tag),
-        Target::Upload { repo, upload, .. } => uploads
-            .get(repo_name(repo))
-            .is_some_and(|u| u.contains(inv.repositories[repo as usize].uploads[upload as usize].uuid.as_str())),
+        Target::Upload { repo, upload, .. } => uploads.get(repo_name(repo)).is_some_and(|u| {
+            u.contains(
+                inv.repositories[repo as usize].uploads[upload as usize]
+                    .uuid
+                    .as_str(),
+            )
+        }),
     };
     let before = plan.deletions.len();
     let mut withdrawn_bytes = 0;
@@ -475,7 +591,8 @@ fn withdraw(inv: &Inventory, plan: &mut Plan, kept: &HashMap<DigestId, usize>, r
     });
     outcome.withdrawn = (before - plan.deletions.len()) as u64;
     outcome.withdrawn_bytes = withdrawn_bytes;
-    plan.empty_repositories.retain(|r| !recent.repositories.contains(r));
+    plan.empty_repositories
+        .retain(|r| !recent.repositories.contains(r));
 }
 
 #[cfg(test)]
@@ -485,22 +602,38 @@ mod tests {
     #[test]
     fn named_link_keys_give_their_digest() {
         let d = Digest::from_bytes([0xab; 32]);
-        for key in [layout::layer_link_key("team/app", &d), layout::tag_index_key("team/app", "v1", &d)] {
+        for key in [
+            layout::layer_link_key("team/app", &d),
+            layout::tag_index_key("team/app", "v1", &d),
+        ] {
             assert_eq!(named_link_digest(&key), Some(d), "{key}");
         }
         let hex = d.to_string()[7..].to_string();
-        for key in ["link".to_string(), format!("x/{hex}/link"), format!("x/sha512/{hex}/link"), format!("x/sha256/{}/link", hex.to_uppercase()), format!("x/sha256/{hex}/data")] {
+        for key in [
+            "link".to_string(),
+            format!("x/{hex}/link"),
+            format!("x/sha512/{hex}/link"),
+            format!("x/sha256/{}/link", hex.to_uppercase()),
+            format!("x/sha256/{hex}/data"),
+        ] {
             assert_eq!(named_link_digest(&key), None, "{key}");
         }
     }
 
     #[test]
     fn the_planned_digests_filter_holds_every_digest_put_in_and_few_others() {
-        let digest = |n: u32, salt: u8| Digest::from_bytes(Sha256::digest([&n.to_le_bytes()[..], &[salt]].concat()).into());
-        let mut filter = PlannedDigests { bits: vec![0; 16_384 / 64], mask: 16_383 };
+        let digest = |n: u32, salt: u8| {
+            Digest::from_bytes(Sha256::digest([&n.to_le_bytes()[..], &[salt]].concat()).into())
+        };
+        let mut filter = PlannedDigests {
+            bits: vec![0; 16_384 / 64],
+            mask: 16_383,
+        };
         (0..1000).for_each(|n| filter.insert(&digest(n, 0)));
         assert!((0..1000).all(|n| filter.may_hold(&digest(n, 0))));
-        let false_positives = (0..10_000).filter(|n| filter.may_hold(&digest(*n, 1))).count();
+        let false_positives = (0..10_000)
+            .filter(|n| filter.may_hold(&digest(*n, 1)))
+            .count();
         assert!(false_positives < 500, "{false_positives} of 10,000");
     }
 }

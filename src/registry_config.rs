@@ -43,7 +43,12 @@ pub enum RegistryConfigError {
     )]
     Unsupported { path: String, driver: String },
     #[error("--registry-config {path}: storage.{driver}.{key} is not set (nor {env})")]
-    Missing { path: String, driver: String, key: String, env: String },
+    Missing {
+        path: String,
+        driver: String,
+        key: String,
+        env: String,
+    },
     #[error("{origin}: {reason}")]
     Param { origin: String, reason: String },
 }
@@ -71,33 +76,61 @@ pub struct RegistryStorage {
 }
 
 /// Reads `path` and applies the `REGISTRY_STORAGE*` variables of `env`.
-pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<RegistryStorage, RegistryConfigError> {
+pub fn load(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<RegistryStorage, RegistryConfigError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| RegistryConfigError::File { path: shown.clone(), reason: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| RegistryConfigError::File {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
     parse(&text, &shown, env)
 }
 
 /// [`load`] on the text of a config file named `path` (for messages).
-pub fn parse(text: &str, path: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<RegistryStorage, RegistryConfigError> {
-    let file_err = |reason: String| RegistryConfigError::File { path: path.to_string(), reason };
-    let mut doc: Value = serde_norway::from_str(text).map_err(|e| file_err(format!("not YAML: {e}")))?;
-    doc.apply_merge().map_err(|e| file_err(format!("not YAML: {e}")))?;
+pub fn parse(
+    text: &str,
+    path: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<RegistryStorage, RegistryConfigError> {
+    let file_err = |reason: String| RegistryConfigError::File {
+        path: path.to_string(),
+        reason,
+    };
+    let mut doc: Value =
+        serde_norway::from_str(text).map_err(|e| file_err(format!("not YAML: {e}")))?;
+    doc.apply_merge()
+        .map_err(|e| file_err(format!("not YAML: {e}")))?;
     let storage = match &doc {
         Value::Mapping(m) => m.get("storage").cloned().unwrap_or(Value::Null),
         Value::Null => Value::Null,
-        _ => return Err(file_err("not a registry configuration (expected a mapping at the top)".into())),
+        _ => {
+            return Err(file_err(
+                "not a registry configuration (expected a mapping at the top)".into(),
+            ))
+        }
     };
-    let mut storage = storage_section(storage).map_err(|reason| RegistryConfigError::Storage { path: path.to_string(), reason })?;
+    let mut storage = storage_section(storage).map_err(|reason| RegistryConfigError::Storage {
+        path: path.to_string(),
+        reason,
+    })?;
 
-    let mut vars: Vec<(String, String)> =
-        env.into_iter().filter(|(k, _)| k == "REGISTRY_STORAGE" || k.starts_with("REGISTRY_STORAGE_")).collect();
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k == "REGISTRY_STORAGE" || k.starts_with("REGISTRY_STORAGE_"))
+        .collect();
     vars.sort();
     // which driver parameters the environment set: (driver, key) in lowercase
     let mut from_env: BTreeMap<(String, String), String> = BTreeMap::new();
     for (var, value) in &vars {
-        let env_err = |reason: String| RegistryConfigError::Env { var: var.clone(), reason };
+        let env_err = |reason: String| RegistryConfigError::Env {
+            var: var.clone(),
+            reason,
+        };
         // an empty value is YAML null, as for the registry
-        let payload: Value = serde_norway::from_str(value).map_err(|e| env_err(format!("not a YAML value: {e}")))?;
+        let payload: Value =
+            serde_norway::from_str(value).map_err(|e| env_err(format!("not a YAML value: {e}")))?;
         let segments: Vec<&str> = var["REGISTRY_STORAGE".len()..].split('_').skip(1).collect();
         if segments.is_empty() {
             storage = storage_section(payload).map_err(env_err)?;
@@ -109,7 +142,13 @@ pub fn parse(text: &str, path: &str, env: impl IntoIterator<Item = (String, Stri
         }
         overwrite(&mut storage, &segments, payload);
         if segments.len() >= 2 {
-            from_env.insert((segments[0].to_ascii_lowercase(), segments[1].to_ascii_lowercase()), var.clone());
+            from_env.insert(
+                (
+                    segments[0].to_ascii_lowercase(),
+                    segments[1].to_ascii_lowercase(),
+                ),
+                var.clone(),
+            );
         }
     }
 
@@ -117,7 +156,10 @@ pub fn parse(text: &str, path: &str, env: impl IntoIterator<Item = (String, Stri
         .iter()
         .map(|(k, _)| match k {
             Value::String(s) => Ok(s.clone()),
-            other => Err(RegistryConfigError::Storage { path: path.to_string(), reason: format!("{other:?} is not a driver name") }),
+            other => Err(RegistryConfigError::Storage {
+                path: path.to_string(),
+                reason: format!("{other:?} is not a driver name"),
+            }),
         })
         .filter(|k| !matches!(k, Ok(k) if NOT_DRIVERS.contains(&k.as_str())))
         .collect::<Result<_, _>>()?;
@@ -126,13 +168,17 @@ pub fn parse(text: &str, path: &str, env: impl IntoIterator<Item = (String, Stri
         [] => {
             return Err(RegistryConfigError::Storage {
                 path: path.to_string(),
-                reason: "no storage driver configured (and no REGISTRY_STORAGE in the environment)".into(),
+                reason: "no storage driver configured (and no REGISTRY_STORAGE in the environment)"
+                    .into(),
             })
         }
         many => {
             return Err(RegistryConfigError::Storage {
                 path: path.to_string(),
-                reason: format!("must name exactly one storage driver; found {}", many.join(", ")),
+                reason: format!(
+                    "must name exactly one storage driver; found {}",
+                    many.join(", ")
+                ),
             })
         }
     };
@@ -146,10 +192,17 @@ pub fn parse(text: &str, path: &str, env: impl IntoIterator<Item = (String, Stri
             })
         }
     };
-    let p = Params { path, driver: &driver, params: &params, from_env: &from_env };
+    let p = Params {
+        path,
+        driver: &driver,
+        params: &params,
+        from_env: &from_env,
+    };
     match driver.as_str() {
         "filesystem" => Ok(RegistryStorage {
-            url: p.string("rootdirectory")?.unwrap_or_else(|| DEFAULT_FS_ROOT.to_string()),
+            url: p
+                .string("rootdirectory")?
+                .unwrap_or_else(|| DEFAULT_FS_ROOT.to_string()),
             section: None,
             options: Vec::new(),
             driver,
@@ -157,7 +210,10 @@ pub fn parse(text: &str, path: &str, env: impl IntoIterator<Item = (String, Stri
         "s3" | "s3aws" => s3(&p),
         "azure" => azure(&p),
         "gcs" => gcs(&p),
-        _ => Err(RegistryConfigError::Unsupported { path: path.to_string(), driver }),
+        _ => Err(RegistryConfigError::Unsupported {
+            path: path.to_string(),
+            driver,
+        }),
     }
 }
 
@@ -167,7 +223,10 @@ fn storage_section(v: Value) -> Result<Mapping, String> {
     match v {
         Value::Mapping(m) => Ok(m),
         Value::Null => Ok(Mapping::new()),
-        Value::String(s) => Ok(Mapping::from_iter([(Value::String(s), Value::Mapping(Mapping::new()))])),
+        Value::String(s) => Ok(Mapping::from_iter([(
+            Value::String(s),
+            Value::Mapping(Mapping::new()),
+        )])),
         _ => Err("expected a mapping of storage drivers or a driver name".into()),
     }
 }
@@ -178,15 +237,22 @@ fn storage_section(v: Value) -> Result<Mapping, String> {
 fn overwrite(map: &mut Mapping, path: &[&str], payload: Value) {
     let head = path[0];
     if path.len() > 1 {
-        let existing =
-            map.iter().find(|(k, v)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(head)) && v.is_mapping()).map(|(k, _)| k.clone());
+        let existing = map
+            .iter()
+            .find(|(k, v)| {
+                k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(head)) && v.is_mapping()
+            })
+            .map(|(k, _)| k.clone());
         if let Some(Value::Mapping(inner)) = existing.and_then(|k| map.get_mut(&k)) {
             overwrite(inner, &path[1..], payload);
             return;
         }
         let mut inner = Mapping::new();
         overwrite(&mut inner, &path[1..], payload);
-        map.insert(Value::String(head.to_ascii_lowercase()), Value::Mapping(inner));
+        map.insert(
+            Value::String(head.to_ascii_lowercase()),
+            Value::Mapping(inner),
+        );
     } else {
         map.insert(Value::String(head.to_ascii_lowercase()), payload);
     }
@@ -201,14 +267,23 @@ struct Params<'a> {
 
 impl Params<'_> {
     fn origin(&self, key: &str) -> String {
-        match self.from_env.get(&(self.driver.to_ascii_lowercase(), key.to_string())) {
+        match self
+            .from_env
+            .get(&(self.driver.to_ascii_lowercase(), key.to_string()))
+        {
             Some(var) => var.clone(),
-            None => format!("--registry-config {} storage.{}.{key}", self.path, self.driver),
+            None => format!(
+                "--registry-config {} storage.{}.{key}",
+                self.path, self.driver
+            ),
         }
     }
 
     fn bad(&self, key: &str, reason: &str) -> RegistryConfigError {
-        RegistryConfigError::Param { origin: self.origin(key), reason: reason.to_string() }
+        RegistryConfigError::Param {
+            origin: self.origin(key),
+            reason: reason.to_string(),
+        }
     }
 
     /// A scalar parameter as text; `None` when absent, null or empty (the
@@ -225,21 +300,29 @@ impl Params<'_> {
     }
 
     fn required(&self, key: &str) -> Result<String, RegistryConfigError> {
-        self.string(key)?.ok_or_else(|| RegistryConfigError::Missing {
-            path: self.path.to_string(),
-            driver: self.driver.to_string(),
-            key: key.to_string(),
-            env: format!("REGISTRY_STORAGE_{}_{}", self.driver.to_ascii_uppercase(), key.to_ascii_uppercase()),
-        })
+        self.string(key)?
+            .ok_or_else(|| RegistryConfigError::Missing {
+                path: self.path.to_string(),
+                driver: self.driver.to_string(),
+                key: key.to_string(),
+                env: format!(
+                    "REGISTRY_STORAGE_{}_{}",
+                    self.driver.to_ascii_uppercase(),
+                    key.to_ascii_uppercase()
+                ),
+            })
     }
 
     fn bool(&self, key: &str) -> Result<Option<bool>, RegistryConfigError> {
         match self.params.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(Value::String(s)) => {
-                go_bool(s).map(Some).ok_or_else(|| self.bad(key, &format!("{s:?} is not a boolean (true/false, yes/no, on/off)")))
-            }
+            Some(Value::String(s)) => go_bool(s).map(Some).ok_or_else(|| {
+                self.bad(
+                    key,
+                    &format!("{s:?} is not a boolean (true/false, yes/no, on/off)"),
+                )
+            }),
             Some(_) => Err(self.bad(key, "expected a boolean (true/false, yes/no, on/off)")),
         }
     }
@@ -249,15 +332,26 @@ impl Params<'_> {
     /// resolve dot segments), and the store's paths have no empty ones: such
     /// a root is refused rather than turned into another prefix.
     fn root(&self) -> Result<String, RegistryConfigError> {
-        let root = self.string("rootdirectory")?.map(|r| r.trim_matches('/').to_string()).unwrap_or_default();
-        if !root.is_empty() && root.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        let root = self
+            .string("rootdirectory")?
+            .map(|r| r.trim_matches('/').to_string())
+            .unwrap_or_default();
+        if !root.is_empty()
+            && root
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+        {
             return Err(self.bad("rootdirectory", "a prefix with an empty, . or .. segment would not be the driver's prefix here; registry-gc refuses it (give STORAGE instead)"));
         }
         Ok(root)
     }
 
     fn option(&self, out: &mut Vec<RegistryOption>, key: &'static str, value: String, from: &str) {
-        out.push(RegistryOption { key, value, origin: self.origin(from) });
+        out.push(RegistryOption {
+            key,
+            value,
+            origin: self.origin(from),
+        });
     }
 }
 
@@ -265,8 +359,10 @@ impl Params<'_> {
 /// to a bool (YAML 1.1), or a string Go's `strconv.ParseBool` accepts.
 pub fn go_bool(s: &str) -> Option<bool> {
     match s {
-        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" | "t" | "T" | "1" => Some(true),
-        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False" | "FALSE" | "f" | "F" | "0" => Some(false),
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" | "t"
+        | "T" | "1" => Some(true),
+        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False" | "FALSE"
+        | "f" | "F" | "0" => Some(false),
         _ => None,
     }
 }
@@ -276,7 +372,22 @@ pub fn go_bool(s: &str) -> Option<bool> {
 /// `open_storage` decodes back to the exact prefix.
 fn url(scheme: &str, bucket: &str, root: &str) -> String {
     use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-    const PATH: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}').add(b'\\').add(b'^').add(b'|').add(b'[').add(b']');
+    const PATH: &AsciiSet = &CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'<')
+        .add(b'>')
+        .add(b'?')
+        .add(b'`')
+        .add(b'{')
+        .add(b'}')
+        .add(b'\\')
+        .add(b'^')
+        .add(b'|')
+        .add(b'[')
+        .add(b']');
     if root.is_empty() {
         format!("{scheme}://{bucket}")
     } else {
@@ -295,7 +406,11 @@ fn s3(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
     if let Some(e) = &endpoint {
         // the AWS SDK the registry uses takes the endpoint's own scheme, and
         // `secure` only when it has none
-        let full = if e.contains("://") { e.clone() } else { format!("{}://{e}", if secure { "https" } else { "http" }) };
+        let full = if e.contains("://") {
+            e.clone()
+        } else {
+            format!("{}://{e}", if secure { "https" } else { "http" })
+        };
         if secure && full.starts_with("http://") {
             p.option(&mut options, "allow_http", "true".into(), "regionendpoint");
         }
@@ -310,9 +425,19 @@ fn s3(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
         Some(b) => b,
         None => endpoint.is_some(),
     };
-    p.option(&mut options, "virtual_hosted_style_request", (!path_style).to_string(), "forcepathstyle");
+    p.option(
+        &mut options,
+        "virtual_hosted_style_request",
+        (!path_style).to_string(),
+        "forcepathstyle",
+    );
     if p.bool("skipverify")? == Some(true) {
-        p.option(&mut options, "allow_invalid_certificates", "true".into(), "skipverify");
+        p.option(
+            &mut options,
+            "allow_invalid_certificates",
+            "true".into(),
+            "skipverify",
+        );
     }
     // the registry uses the pair only when both are set; otherwise the SDK's
     // default chain (environment, web identity, instance metadata)
@@ -323,7 +448,12 @@ fn s3(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
             p.option(&mut options, "token", t, "sessiontoken");
         }
     }
-    Ok(RegistryStorage { driver: p.driver.to_string(), url: url("s3", &bucket, &p.root()?), section: Some("s3"), options })
+    Ok(RegistryStorage {
+        driver: p.driver.to_string(),
+        url: url("s3", &bucket, &p.root()?),
+        section: Some("s3"),
+        options,
+    })
 }
 
 fn azure(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
@@ -343,20 +473,38 @@ fn azure(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
         let Some(a) = &account else {
             return Err(p.bad("realm", "needs accountname to build the account's URL"));
         };
-        p.option(&mut options, "endpoint", format!("https://{a}.blob.{realm}"), "realm");
+        p.option(
+            &mut options,
+            "endpoint",
+            format!("https://{a}.blob.{realm}"),
+            "realm",
+        );
     }
     // distribution 3: `credentials: {type: client_secret, clientid, tenantid, secret}`;
     // `default_credentials` and `shared_key` need nothing more here
     if let Some(Value::Mapping(c)) = p.params.get("credentials") {
         if c.get("type").and_then(Value::as_str) == Some("client_secret") {
-            for (from, to) in [("clientid", "client_id"), ("tenantid", "tenant_id"), ("secret", "client_secret")] {
+            for (from, to) in [
+                ("clientid", "client_id"),
+                ("tenantid", "tenant_id"),
+                ("secret", "client_secret"),
+            ] {
                 if let Some(v) = c.get(from).and_then(Value::as_str) {
-                    options.push(RegistryOption { key: to, value: v.to_string(), origin: format!("{}.{from}", p.origin("credentials")) });
+                    options.push(RegistryOption {
+                        key: to,
+                        value: v.to_string(),
+                        origin: format!("{}.{from}", p.origin("credentials")),
+                    });
                 }
             }
         }
     }
-    Ok(RegistryStorage { driver: p.driver.to_string(), url: url("az", &container, &p.root()?), section: Some("azure"), options })
+    Ok(RegistryStorage {
+        driver: p.driver.to_string(),
+        url: url("az", &container, &p.root()?),
+        section: Some("azure"),
+        options,
+    })
 }
 
 fn gcs(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
@@ -369,12 +517,18 @@ fn gcs(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
     match p.params.get("credentials") {
         None | Some(Value::Null) => {}
         Some(Value::Mapping(c)) => {
-            let json = serde_json::to_string(c).map_err(|_| p.bad("credentials", "not a service-account key"))?;
+            let json = serde_json::to_string(c)
+                .map_err(|_| p.bad("credentials", "not a service-account key"))?;
             p.option(&mut options, "service_account_key", json, "credentials");
         }
         Some(_) => return Err(p.bad("credentials", "expected a mapping (a service-account key)")),
     }
-    Ok(RegistryStorage { driver: p.driver.to_string(), url: url("gs", &bucket, &p.root()?), section: Some("gcs"), options })
+    Ok(RegistryStorage {
+        driver: p.driver.to_string(),
+        url: url("gs", &bucket, &p.root()?),
+        section: Some("gcs"),
+        options,
+    })
 }
 
 #[cfg(test)]
@@ -382,11 +536,16 @@ mod tests {
     use super::*;
 
     fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
-        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn opts(s: &RegistryStorage) -> Vec<(&str, &str)> {
-        s.options.iter().map(|o| (o.key, o.value.as_str())).collect()
+        s.options
+            .iter()
+            .map(|o| (o.key, o.value.as_str()))
+            .collect()
     }
 
     const FULL: &str = r#"
@@ -410,10 +569,18 @@ http:
     #[test]
     fn filesystem_root_and_its_default() {
         let s = parse(FULL, "config.yml", env(&[])).unwrap();
-        assert_eq!((s.driver.as_str(), s.url.as_str(), s.section), ("filesystem", "/srv/registry", None));
+        assert_eq!(
+            (s.driver.as_str(), s.url.as_str(), s.section),
+            ("filesystem", "/srv/registry", None)
+        );
         let s = parse("storage: filesystem\n", "c.yml", env(&[])).unwrap();
         assert_eq!(s.url, "/var/lib/registry");
-        let s = parse("storage:\n  filesystem:\n  delete: {enabled: true}\n", "c.yml", env(&[])).unwrap();
+        let s = parse(
+            "storage:\n  filesystem:\n  delete: {enabled: true}\n",
+            "c.yml",
+            env(&[]),
+        )
+        .unwrap();
         assert_eq!(s.url, "/var/lib/registry");
     }
 
@@ -431,12 +598,20 @@ http:
             let mut options = BackendOptions::default();
             options.push_section("s3", "endpoint", "http://127.0.0.1:1", "test");
             let storage = open_storage(&s.url, &options).unwrap_or_else(|e| panic!("{root}: {e}"));
-            assert_eq!(storage.describe().split(" at ").next(), Some(format!("s3://b/{root}").as_str()), "{root}: {}", s.url);
+            assert_eq!(
+                storage.describe().split(" at ").next(),
+                Some(format!("s3://b/{root}").as_str()),
+                "{root}: {}",
+                s.url
+            );
         }
         for root in ["/a/../b", "/a/./b", "/a//b"] {
             let text = format!("storage:\n  s3:\n    bucket: b\n    rootdirectory: \"{root}\"\n");
             let err = parse(&text, "c.yml", env(&[])).unwrap_err().to_string();
-            assert!(err.contains("storage.s3.rootdirectory") && err.contains("segment"), "{root}: {err}");
+            assert!(
+                err.contains("storage.s3.rootdirectory") && err.contains("segment"),
+                "{root}: {err}"
+            );
         }
     }
 
@@ -471,17 +646,37 @@ storage:
                 ("secret_access_key", "s3cr3t"),
             ]
         );
-        assert_eq!(s.options[5].origin, "--registry-config c.yml storage.s3.accesskey");
+        assert_eq!(
+            s.options[5].origin,
+            "--registry-config c.yml storage.s3.accesskey"
+        );
 
         // AWS proper: virtual-hosted, https, the default credential chain
-        let s = parse("storage:\n  s3aws:\n    bucket: b\n    region: us-east-2\n    accesskey: onlyhalf\n", "c.yml", env(&[])).unwrap();
+        let s = parse(
+            "storage:\n  s3aws:\n    bucket: b\n    region: us-east-2\n    accesskey: onlyhalf\n",
+            "c.yml",
+            env(&[]),
+        )
+        .unwrap();
         assert_eq!(s.url, "s3://b");
-        assert_eq!(opts(&s), vec![("region", "us-east-2"), ("virtual_hosted_style_request", "true")]);
+        assert_eq!(
+            opts(&s),
+            vec![
+                ("region", "us-east-2"),
+                ("virtual_hosted_style_request", "true")
+            ]
+        );
         // an endpoint with its own scheme keeps it; forcepathstyle overrides the default
         let s =
             parse("storage:\n  s3:\n    bucket: b\n    regionendpoint: https://r2.example\n    forcepathstyle: false\n", "c.yml", env(&[]))
                 .unwrap();
-        assert_eq!(opts(&s), vec![("endpoint", "https://r2.example"), ("virtual_hosted_style_request", "true")]);
+        assert_eq!(
+            opts(&s),
+            vec![
+                ("endpoint", "https://r2.example"),
+                ("virtual_hosted_style_request", "true")
+            ]
+        );
     }
 
     #[test]
@@ -491,11 +686,19 @@ storage:
         assert_eq!((s.url.as_str(), s.section), ("az://reg/r", Some("azure")));
         assert_eq!(
             opts(&s),
-            vec![("account_name", "acct"), ("access_key", "a2V5"), ("endpoint", "https://acct.blob.core.chinacloudapi.cn")]
+            vec![
+                ("account_name", "acct"),
+                ("access_key", "a2V5"),
+                ("endpoint", "https://acct.blob.core.chinacloudapi.cn")
+            ]
         );
         let s = parse("storage:\n  azure:\n    accountname: acct\n    container: reg\n    realm: core.windows.net\n", "c.yml", env(&[]))
             .unwrap();
-        assert_eq!(opts(&s), vec![("account_name", "acct")], "the public cloud needs no endpoint");
+        assert_eq!(
+            opts(&s),
+            vec![("account_name", "acct")],
+            "the public cloud needs no endpoint"
+        );
         let text = "storage:\n  azure:\n    container: reg\n    serviceurl: http://127.0.0.1:10000/devstoreaccount1\n    credentials:\n      type: client_secret\n      clientid: cid\n      tenantid: tid\n      secret: sec\n";
         let s = parse(text, "c.yml", env(&[])).unwrap();
         assert_eq!(
@@ -510,23 +713,39 @@ storage:
 
         let text = "storage:\n  gcs:\n    bucket: gb\n    keyfile: /etc/sa.json\n    rootdirectory: /gcs/prefix\n    chunksize: 5242880\n";
         let s = parse(text, "c.yml", env(&[])).unwrap();
-        assert_eq!((s.url.as_str(), s.section), ("gs://gb/gcs/prefix", Some("gcs")));
+        assert_eq!(
+            (s.url.as_str(), s.section),
+            ("gs://gb/gcs/prefix", Some("gcs"))
+        );
         assert_eq!(opts(&s), vec![("service_account_path", "/etc/sa.json")]);
         let text = "storage:\n  gcs:\n    bucket: gb\n    credentials:\n      type: service_account\n      client_email: a@b\n";
         let s = parse(text, "c.yml", env(&[])).unwrap();
         let key: serde_json::Value = serde_json::from_str(&s.options[0].value).unwrap();
-        assert_eq!((s.options[0].key, key["client_email"].as_str()), ("service_account_key", Some("a@b")));
+        assert_eq!(
+            (s.options[0].key, key["client_email"].as_str()),
+            ("service_account_key", Some("a@b"))
+        );
     }
 
     #[test]
     fn environment_overrides_like_the_registry() {
         // a value in the file, overridden
-        let s = parse(FULL, "c.yml", env(&[("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/elsewhere"), ("REGISTRY_HTTP_ADDR", ":1")]))
-            .unwrap();
+        let s = parse(
+            FULL,
+            "c.yml",
+            env(&[
+                ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/elsewhere"),
+                ("REGISTRY_HTTP_ADDR", ":1"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(s.url, "/elsewhere");
         // REGISTRY_STORAGE replaces the section, before (lexically) the keys that fill it
         let e = env(&[
-            ("REGISTRY_STORAGE_S3_REGIONENDPOINT", "http://127.0.0.1:9000"),
+            (
+                "REGISTRY_STORAGE_S3_REGIONENDPOINT",
+                "http://127.0.0.1:9000",
+            ),
             ("REGISTRY_STORAGE_S3_BUCKET", "from-env"),
             ("REGISTRY_STORAGE", "s3"),
             ("REGISTRY_STORAGE_S3_SECURE", "off"),
@@ -534,15 +753,39 @@ storage:
         let s = parse(FULL, "c.yml", e).unwrap();
         assert_eq!((s.driver.as_str(), s.url.as_str()), ("s3", "s3://from-env"));
         assert!(opts(&s).contains(&("endpoint", "http://127.0.0.1:9000")));
-        assert_eq!(s.options.iter().find(|o| o.key == "endpoint").unwrap().origin, "REGISTRY_STORAGE_S3_REGIONENDPOINT");
+        assert_eq!(
+            s.options
+                .iter()
+                .find(|o| o.key == "endpoint")
+                .unwrap()
+                .origin,
+            "REGISTRY_STORAGE_S3_REGIONENDPOINT"
+        );
         // an existing key matches case-insensitively; a number is text for a string parameter
-        let s = parse("storage:\n  s3:\n    bucket: a\n", "c.yml", env(&[("REGISTRY_STORAGE_S3_BUCKET", "123")])).unwrap();
+        let s = parse(
+            "storage:\n  s3:\n    bucket: a\n",
+            "c.yml",
+            env(&[("REGISTRY_STORAGE_S3_BUCKET", "123")]),
+        )
+        .unwrap();
         assert_eq!(s.url, "s3://123");
         // another driver from the environment makes two: the registry refuses that too
-        let err = parse(FULL, "c.yml", env(&[("REGISTRY_STORAGE_S3_BUCKET", "b")])).unwrap_err().to_string();
-        assert!(err.contains("exactly one storage driver") && err.contains("filesystem") && err.contains("s3"), "{err}");
+        let err = parse(FULL, "c.yml", env(&[("REGISTRY_STORAGE_S3_BUCKET", "b")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("exactly one storage driver")
+                && err.contains("filesystem")
+                && err.contains("s3"),
+            "{err}"
+        );
         // the environment alone is enough, as for the registry
-        let s = parse("version: 0.1\n", "c.yml", env(&[("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/x")])).unwrap();
+        let s = parse(
+            "version: 0.1\n",
+            "c.yml",
+            env(&[("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/x")]),
+        )
+        .unwrap();
         assert_eq!(s.url, "/x");
         // an empty value is null, as for the registry: unset
         let s = parse(
@@ -551,9 +794,21 @@ storage:
             env(&[("REGISTRY_STORAGE_S3_REGIONENDPOINT", "")]),
         )
         .unwrap();
-        assert!(!opts(&s).iter().any(|(k, _)| *k == "endpoint"), "{:?}", opts(&s));
+        assert!(
+            !opts(&s).iter().any(|(k, _)| *k == "endpoint"),
+            "{:?}",
+            opts(&s)
+        );
         // variables that are not storage are ignored, and so are lowercase ones
-        let s = parse(FULL, "c.yml", env(&[("registry_storage_filesystem_rootdirectory", "/no"), ("REGISTRY_STORAGEX", "s3")])).unwrap();
+        let s = parse(
+            FULL,
+            "c.yml",
+            env(&[
+                ("registry_storage_filesystem_rootdirectory", "/no"),
+                ("REGISTRY_STORAGEX", "s3"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(s.url, "/srv/registry");
     }
 
@@ -577,29 +832,61 @@ storage:
             ("'T'", true),
             ("'1'", true),
         ] {
-            let s = parse(&format!("storage:\n  s3:\n    bucket: b\n    secure: {v}\n"), "c.yml", env(&[])).unwrap();
-            assert_eq!(opts(&s).contains(&("allow_http", "true")), !secure, "secure: {v}");
+            let s = parse(
+                &format!("storage:\n  s3:\n    bucket: b\n    secure: {v}\n"),
+                "c.yml",
+                env(&[]),
+            )
+            .unwrap();
+            assert_eq!(
+                opts(&s).contains(&("allow_http", "true")),
+                !secure,
+                "secure: {v}"
+            );
         }
         for v in ["false", "no", "off", "FALSE"] {
-            let s = parse("storage:\n  s3:\n    bucket: b\n", "c.yml", env(&[("REGISTRY_STORAGE_S3_SECURE", v)])).unwrap();
-            assert!(opts(&s).contains(&("allow_http", "true")), "REGISTRY_STORAGE_S3_SECURE={v}");
+            let s = parse(
+                "storage:\n  s3:\n    bucket: b\n",
+                "c.yml",
+                env(&[("REGISTRY_STORAGE_S3_SECURE", v)]),
+            )
+            .unwrap();
+            assert!(
+                opts(&s).contains(&("allow_http", "true")),
+                "REGISTRY_STORAGE_S3_SECURE={v}"
+            );
         }
         // go-yaml makes an unquoted 1 a number, which the driver refuses
-        let err = parse("storage:\n  s3:\n    bucket: b\n    secure: 1\n", "c.yml", env(&[])).unwrap_err().to_string();
+        let err = parse(
+            "storage:\n  s3:\n    bucket: b\n    secure: 1\n",
+            "c.yml",
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(err, "--registry-config c.yml storage.s3.secure: expected a boolean (true/false, yes/no, on/off)");
-        let err = parse("storage:\n  s3:\n    bucket: b\n", "c.yml", env(&[("REGISTRY_STORAGE_S3_SKIPVERIFY", "maybe")]))
-            .unwrap_err()
-            .to_string();
+        let err = parse(
+            "storage:\n  s3:\n    bucket: b\n",
+            "c.yml",
+            env(&[("REGISTRY_STORAGE_S3_SKIPVERIFY", "maybe")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(err, "REGISTRY_STORAGE_S3_SKIPVERIFY: \"maybe\" is not a boolean (true/false, yes/no, on/off)");
     }
 
     #[test]
     fn clear_errors_naming_the_driver_key_and_file() {
-        let err = |text: &str| parse(text, "/etc/docker/registry/config.yml", env(&[])).unwrap_err().to_string();
+        let err = |text: &str| {
+            parse(text, "/etc/docker/registry/config.yml", env(&[]))
+                .unwrap_err()
+                .to_string()
+        };
         for driver in ["swift", "oss", "inmemory"] {
             let e = err(&format!("storage:\n  {driver}:\n    container: x\n"));
             assert!(
-                e.starts_with("--registry-config /etc/docker/registry/config.yml:") && e.contains(&format!("{driver:?} is not supported")),
+                e.starts_with("--registry-config /etc/docker/registry/config.yml:")
+                    && e.contains(&format!("{driver:?} is not supported")),
                 "{e}"
             );
         }
@@ -607,21 +894,32 @@ storage:
             err("storage:\n  gcs:\n    keyfile: /k\n"),
             "--registry-config /etc/docker/registry/config.yml: storage.gcs.bucket is not set (nor REGISTRY_STORAGE_GCS_BUCKET)"
         );
-        assert!(err("storage:\n  azure:\n    accountname: a\n").contains("storage.azure.container is not set"));
-        assert!(err("storage:\n  delete:\n    enabled: true\n").contains("no storage driver configured"));
+        assert!(err("storage:\n  azure:\n    accountname: a\n")
+            .contains("storage.azure.container is not set"));
+        assert!(err("storage:\n  delete:\n    enabled: true\n")
+            .contains("no storage driver configured"));
         assert!(err("storage:\n  s3: [1]\n").contains("s3: expected a mapping"));
-        assert!(err("storage:\n  s3:\n    bucket: [a, b]\n").ends_with("storage.s3.bucket: expected a single value"));
+        assert!(err("storage:\n  s3:\n    bucket: [a, b]\n")
+            .ends_with("storage.s3.bucket: expected a single value"));
         assert!(err("storage: [\n").contains("not YAML"));
         assert!(err("- a\n").contains("not a registry configuration"));
-        let e = load(Path::new("/nonexistent/config.yml"), env(&[])).unwrap_err().to_string();
-        assert!(e.starts_with("--registry-config /nonexistent/config.yml:"), "{e}");
+        let e = load(Path::new("/nonexistent/config.yml"), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--registry-config /nonexistent/config.yml:"),
+            "{e}"
+        );
     }
 
     #[test]
     fn secrets_are_not_in_errors() {
         let text = "storage:\n  s3:\n    bucket: b\n    accesskey: AKIASECRETID\n    secretkey: TOPSECRET\n    secure: 7\n";
         let e = parse(text, "c.yml", env(&[])).unwrap_err().to_string();
-        assert!(!e.contains("TOPSECRET") && !e.contains("AKIASECRETID"), "{e}");
+        assert!(
+            !e.contains("TOPSECRET") && !e.contains("AKIASECRETID"),
+            "{e}"
+        );
     }
 
     #[test]

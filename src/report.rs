@@ -20,7 +20,10 @@ pub struct Warning {
 
 impl Warning {
     pub fn new(key: &str, message: &str) -> Self {
-        Warning { key: key.to_string(), message: message.to_string() }
+        Warning {
+            key: key.to_string(),
+            message: message.to_string(),
+        }
     }
 }
 
@@ -141,7 +144,11 @@ pub fn write_json(
             }
             let mut seq = s.serialize_seq(None)?;
             for (key, reason, bytes) in self.0.borrow_mut().take().into_iter().flatten() {
-                seq.serialize_element(&Row { key: &key, reason, bytes })?;
+                seq.serialize_element(&Row {
+                    key: &key,
+                    reason,
+                    bytes,
+                })?;
             }
             seq.end()
         }
@@ -155,7 +162,11 @@ pub fn write_json(
             map.serialize_entry(&k, &v).map_err(std::io::Error::other)?;
         }
     }
-    map.serialize_entry("deletions", &Deletions(std::cell::RefCell::new(Some(deletions)))).map_err(std::io::Error::other)?;
+    map.serialize_entry(
+        "deletions",
+        &Deletions(std::cell::RefCell::new(Some(deletions))),
+    )
+    .map_err(std::io::Error::other)?;
     SerializeMap::end(map).map_err(std::io::Error::other)
 }
 
@@ -180,7 +191,16 @@ impl Report {
             (true, true) => "would quarantine",
             (false, true) => "quarantined",
         };
-        let _ = writeln!(s, "registry-gc {} on {}", if self.dry_run { "dry run" } else { "collection" }, self.storage);
+        let _ = writeln!(
+            s,
+            "registry-gc {} on {}",
+            if self.dry_run {
+                "dry run"
+            } else {
+                "collection"
+            },
+            self.storage
+        );
         let _ = writeln!(
             s,
             "seen: {} repositories, {} manifests, {} tags, {} blobs{}, {} uploads, {} keys",
@@ -194,15 +214,25 @@ impl Report {
         );
         for reason in Reason::ALL {
             if let Some(c) = self.planned.get(&reason) {
-                let bytes = if c.bytes > 0 { format!(" ({})", human_bytes(c.bytes)) } else { String::new() };
+                let bytes = if c.bytes > 0 {
+                    format!(" ({})", human_bytes(c.bytes))
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(s, "{verb}: {} {}{}", c.count, reason.describe(), bytes);
             }
         }
         if self.planned.is_empty() {
             let _ = writeln!(s, "nothing to delete");
         }
-        let freed = self.planned.get(&Reason::UnreferencedBlob).map_or(0, |c| c.bytes)
-            + self.planned.get(&Reason::StaleUpload).map_or(0, |c| c.bytes);
+        let freed = self
+            .planned
+            .get(&Reason::UnreferencedBlob)
+            .map_or(0, |c| c.bytes)
+            + self
+                .planned
+                .get(&Reason::StaleUpload)
+                .map_or(0, |c| c.bytes);
         let freed_verb = match (self.dry_run, self.quarantine) {
             (true, false) => "would free",
             (false, false) => "freed",
@@ -214,19 +244,31 @@ impl Report {
             s,
             "{}: {}; kept {} blobs{}",
             freed_verb,
-            human_bytes(if self.dry_run { freed } else { self.bytes_freed }),
+            human_bytes(if self.dry_run {
+                freed
+            } else {
+                self.bytes_freed
+            }),
             self.kept_blobs,
             in_parentheses(self.kept_blob_bytes)
         );
         if self.empty_directories > 0 || self.directories_removed > 0 {
             if self.dry_run {
-                let _ = writeln!(s, "would remove: {} empty directories left behind (and those the sweep empties)", self.empty_directories);
+                let _ = writeln!(
+                    s,
+                    "would remove: {} empty directories left behind (and those the sweep empties)",
+                    self.empty_directories
+                );
             } else {
                 let _ = writeln!(s, "removed: {} empty directories", self.directories_removed);
             }
         }
         if self.spared_by_min_age > 0 {
-            let _ = writeln!(s, "spared {} objects younger than --min-age {}s", self.spared_by_min_age, self.min_age_seconds);
+            let _ = writeln!(
+                s,
+                "spared {} objects younger than --min-age {}s",
+                self.spared_by_min_age, self.min_age_seconds
+            );
         }
         if self.offline {
             let _ = writeln!(s, "offline: the registry was declared stopped or read-only; no re-check before the sweep, no look after it");
@@ -241,8 +283,16 @@ impl Report {
             );
         }
         if !self.empty_repositories.is_empty() {
-            let action = if self.empty_repositories_removed && !self.dry_run { "removed" } else { "left" };
-            let _ = writeln!(s, "empty repositories ({action}): {}", self.empty_repositories.join(", "));
+            let action = if self.empty_repositories_removed && !self.dry_run {
+                "removed"
+            } else {
+                "left"
+            };
+            let _ = writeln!(
+                s,
+                "empty repositories ({action}): {}",
+                self.empty_repositories.join(", ")
+            );
         }
         for w in &self.warnings {
             let _ = writeln!(s, "warning: {}: {}", one_line_key(&w.key), w.message);
@@ -250,10 +300,19 @@ impl Report {
         if !self.strays.is_empty() {
             let _ = writeln!(s, "stray keys (skipped): {}", self.strays.len());
             for stray in self.strays.iter().take(20) {
-                let _ = writeln!(s, "  {} ({})", one_line_key(&stray.key), stray.reason.describe());
+                let _ = writeln!(
+                    s,
+                    "  {} ({})",
+                    one_line_key(&stray.key),
+                    stray.reason.describe()
+                );
             }
             if self.strays.len() > 20 {
-                let _ = writeln!(s, "  ... and {} more (see --report)", self.strays.len() - 20);
+                let _ = writeln!(
+                    s,
+                    "  ... and {} more (see --report)",
+                    self.strays.len() - 20
+                );
             }
         }
         for b in &self.broken_by_concurrent_pushes {
@@ -273,9 +332,17 @@ impl Report {
             let _ = writeln!(s, "quarantine run: {run} (undo: registry-gc restore STORAGE {run}; free: registry-gc purge STORAGE --older-than DURATION)");
         }
         let r = &self.requests;
-        let _ = write!(s, "requests: {} list, {} get, {} head, {} put, {} delete", r.list, r.get, r.head, r.put, r.delete);
+        let _ = write!(
+            s,
+            "requests: {} list, {} get, {} head, {} put, {} delete",
+            r.list, r.get, r.head, r.put, r.delete
+        );
         if let Some(f) = &self.request_floor {
-            let _ = write!(s, " (floor: {} list, {} get, {} delete)", f.list, f.get, f.delete);
+            let _ = write!(
+                s,
+                " (floor: {} list, {} get, {} delete)",
+                f.list, f.get, f.delete
+            );
         }
         let _ = writeln!(s, "; {:.2}s", self.duration_seconds);
         let p = &self.phase_seconds;
@@ -285,7 +352,11 @@ impl Report {
         }
         let _ = write!(s, ", plan {:.2}s, re-check {:.2}s", p.plan, p.recheck);
         if !self.dry_run {
-            let _ = write!(s, ", sweep {:.2}s, check after the sweep {:.2}s", p.sweep, p.check_after_sweep);
+            let _ = write!(
+                s,
+                ", sweep {:.2}s, check after the sweep {:.2}s",
+                p.sweep, p.check_after_sweep
+            );
         }
         s.push('\n');
         if self.tags_matched_by_etag > 0 || self.manifest_cache_hits > 0 {
@@ -304,7 +375,16 @@ impl Report {
 /// report keeps the exact key.
 pub fn one_line_key(key: &str) -> std::borrow::Cow<'_, str> {
     if key.chars().any(char::is_control) {
-        key.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect::<String>().into()
+        key.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
     } else {
         key.into()
     }
@@ -312,7 +392,9 @@ pub fn one_line_key(key: &str) -> std::borrow::Cow<'_, str> {
 
 /// ` (1.2 GiB)`, or nothing for bytes not measured.
 fn in_parentheses(bytes: Option<u64>) -> String {
-    bytes.map(|b| format!(" ({})", human_bytes(b))).unwrap_or_default()
+    bytes
+        .map(|b| format!(" ({})", human_bytes(b)))
+        .unwrap_or_default()
 }
 
 pub fn human_bytes(n: u64) -> String {

@@ -71,7 +71,13 @@ pub fn check_plan(inv: &Inventory, plan: &Plan) -> Result<(), SweepError> {
     Ok(())
 }
 
-pub async fn sweep(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: SweepOptions, progress: &Progress) -> Result<SweepOutcome, SweepError> {
+pub async fn sweep(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    plan: &Plan,
+    opts: SweepOptions,
+    progress: &Progress,
+) -> Result<SweepOutcome, SweepError> {
     check_plan(inv, plan)?;
     let mut outcome = SweepOutcome::default();
     let run = match &opts.action {
@@ -80,11 +86,20 @@ pub async fn sweep(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: Sw
         _ => None,
     };
     if let Some(run) = run {
-        run.begin(storage, inv, plan).await.map_err(SweepError::QuarantineRecord)?;
+        run.begin(storage, inv, plan)
+            .await
+            .map_err(SweepError::QuarantineRecord)?;
         outcome.quarantine_run = Some(run.id.clone());
     }
     let mut gone = Vec::new();
-    progress.start_phase(if run.is_some() { "quarantining" } else { "deleting" }, plan.deletions.len() as u64);
+    progress.start_phase(
+        if run.is_some() {
+            "quarantining"
+        } else {
+            "deleting"
+        },
+        plan.deletions.len() as u64,
+    );
     let phases = Phases::of(inv, plan, storage.max_delete_batch());
     let in_flight = delete_batches_in_flight(storage, opts.concurrency);
     for p in 0..phases.len() {
@@ -107,11 +122,24 @@ pub async fn sweep(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: Sw
         }
     }
     if let Some(run) = run {
-        if let Err(e) = run.finish(storage, inv, plan, outcome.deleted_keys - gone.len() as u64, &outcome.failures, &gone).await {
+        if let Err(e) = run
+            .finish(
+                storage,
+                inv,
+                plan,
+                outcome.deleted_keys - gone.len() as u64,
+                &outcome.failures,
+                &gone,
+            )
+            .await
+        {
             // the moves stand and restore still finds every key; the record just
             // does not say how the run ended
             let error = format!("the run's keys were moved but its record was not updated: {e}");
-            outcome.failures.push(Failure { key: quarantine::record_key(&run.id), error });
+            outcome.failures.push(Failure {
+                key: quarantine::record_key(&run.id),
+                error,
+            });
         }
     }
     if !outcome.failures.is_empty() {
@@ -119,14 +147,23 @@ pub async fn sweep(storage: &dyn Storage, inv: &Inventory, plan: &Plan, opts: Sw
     }
     if storage.has_directories() && !plan.empty_dirs.is_empty() {
         for chunk in plan.empty_dirs.chunks(1024) {
-            let dirs: Vec<String> = chunk.iter().map(|i| inv.empty_dir(*i as usize).key).collect();
+            let dirs: Vec<String> = chunk
+                .iter()
+                .map(|i| inv.empty_dir(*i as usize).key)
+                .collect();
             outcome.dirs_removed += storage.remove_empty_dirs(&dirs).await.unwrap_or(0);
         }
-        outcome.dirs_removed += storage.remove_empty_dirs(&plan.empty_dir_parents).await.unwrap_or(0);
+        outcome.dirs_removed += storage
+            .remove_empty_dirs(&plan.empty_dir_parents)
+            .await
+            .unwrap_or(0);
     }
     if plan.remove_empty_repositories && storage.has_directories() {
         for repo in &plan.empty_repositories {
-            outcome.dirs_removed += storage.remove_empty_dirs(&layout::empty_repository_dirs(repo)).await.unwrap_or(0);
+            outcome.dirs_removed += storage
+                .remove_empty_dirs(&layout::empty_repository_dirs(repo))
+                .await
+                .unwrap_or(0);
         }
     }
     progress.finish();
@@ -163,7 +200,13 @@ struct BatchOutcome {
 /// left empty. Each batch prunes its own keys' parents: a directory shared with
 /// another batch is removed by whichever empties it last, since removal only
 /// succeeds on an empty directory.
-async fn remove_batch(storage: &dyn Storage, inv: &Inventory, chunk: Vec<Deletion>, attempts: u32, run: Option<&QuarantineRun>) -> BatchOutcome {
+async fn remove_batch(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    chunk: Vec<Deletion>,
+    attempts: u32,
+    run: Option<&QuarantineRun>,
+) -> BatchOutcome {
     // keys and their deletions side by side, so that each attempt sends the
     // keys without copying them
     let mut keys: Vec<String> = chunk.iter().map(|d| inv.key_of(&d.target(inv))).collect();
@@ -177,11 +220,22 @@ async fn remove_batch(storage: &dyn Storage, inv: &Inventory, chunk: Vec<Deletio
         }
         // Ok(false): the key was not there to move
         let results: Vec<Result<bool, StorageError>> = match run {
-            None => storage.delete_batch(&keys).await.into_iter().map(|r| r.map(|()| true)).collect(),
+            None => storage
+                .delete_batch(&keys)
+                .await
+                .into_iter()
+                .map(|r| r.map(|()| true))
+                .collect(),
             Some(run) => {
-                let moves: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), quarantine::quarantine_key(&run.id, k))).collect();
+                let moves: Vec<(String, String)> = keys
+                    .iter()
+                    .map(|k| (k.clone(), quarantine::quarantine_key(&run.id, k)))
+                    .collect();
                 let moved = storage.move_batch(&moves, MoveMode::Overwrite).await;
-                moved.into_iter().map(|r| r.map(|m| m != Moved::SourceMissing)).collect()
+                moved
+                    .into_iter()
+                    .map(|r| r.map(|m| m != Moved::SourceMissing))
+                    .collect()
             }
         };
         let (mut still_keys, mut still) = (Vec::new(), Vec::new());
@@ -194,7 +248,10 @@ async fn remove_batch(storage: &dyn Storage, inv: &Inventory, chunk: Vec<Deletio
                     done.push((key, d));
                 }
                 Err(e) => {
-                    failures.push(Failure { key: key.clone(), error: e.to_string() });
+                    failures.push(Failure {
+                        key: key.clone(),
+                        error: e.to_string(),
+                    });
                     still_keys.push(key);
                     still.push(d);
                 }
@@ -207,12 +264,21 @@ async fn remove_batch(storage: &dyn Storage, inv: &Inventory, chunk: Vec<Deletio
     }
     let mut dirs_removed = 0;
     if storage.has_directories() && !done.is_empty() {
-        let dirs: BTreeSet<String> = done.iter().flat_map(|(k, _)| layout::dirs_left_empty_by(k)).collect();
+        let dirs: BTreeSet<String> = done
+            .iter()
+            .flat_map(|(k, _)| layout::dirs_left_empty_by(k))
+            .collect();
         let mut dirs: Vec<String> = dirs.into_iter().collect();
         dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
         dirs_removed = storage.remove_empty_dirs(&dirs).await.unwrap_or(0);
     }
-    BatchOutcome { deleted: done.len() as u64, bytes: done.iter().map(|(_, d)| inv.bytes_of(&d.target(inv))).sum(), dirs_removed, failures, gone }
+    BatchOutcome {
+        deleted: done.len() as u64,
+        bytes: done.iter().map(|(_, d)| inv.bytes_of(&d.target(inv))).sum(),
+        dirs_removed,
+        failures,
+        gone,
+    }
 }
 
 #[cfg(test)]
@@ -225,7 +291,11 @@ mod tests {
     fn keys_in_flight_stay_bounded_on_every_backend() {
         let dir = tempfile::tempdir().unwrap();
         let fs = FsStorage::open(dir.path()).unwrap();
-        let s3 = object_store::aws::AmazonS3Builder::new().with_bucket_name("b").with_region("us-east-1").build().unwrap();
+        let s3 = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name("b")
+            .with_region("us-east-1")
+            .build()
+            .unwrap();
         let s3 = ObjectStorage::new(std::sync::Arc::new(s3), Service::S3, "", "s3://b".into());
         // a filesystem runs as many batches as it has blocking threads for them
         assert_eq!(delete_batches_in_flight(&fs, 64), fs.batches_in_flight(64));
@@ -234,7 +304,11 @@ mod tests {
             for concurrency in [1, 4, 64, 1000] {
                 let n = delete_batches_in_flight(storage, concurrency);
                 assert!(n >= 1 && n <= concurrency.max(1), "{n} for {concurrency}");
-                assert!(n == 1 || n * storage.max_delete_batch() <= KEYS_IN_FLIGHT, "{n} batches of {}", storage.max_delete_batch());
+                assert!(
+                    n == 1 || n * storage.max_delete_batch() <= KEYS_IN_FLIGHT,
+                    "{n} batches of {}",
+                    storage.max_delete_batch()
+                );
             }
         }
     }

@@ -53,7 +53,11 @@ pub fn csv_field(s: &str) -> String {
 
 /// One CSV record, with its line ending.
 pub fn csv_line<S: AsRef<str>>(fields: &[S]) -> String {
-    let mut line = fields.iter().map(|f| csv_field(f.as_ref())).collect::<Vec<_>>().join(",");
+    let mut line = fields
+        .iter()
+        .map(|f| csv_field(f.as_ref()))
+        .collect::<Vec<_>>()
+        .join(",");
     line.push('\n');
     line
 }
@@ -64,11 +68,21 @@ mod tests {
 
     #[test]
     fn columns_are_aligned_without_trailing_spaces() {
-        let rows = vec![vec!["a/long-name".to_string(), "1.5 KiB".to_string()], vec!["b".to_string(), "0 B".to_string()]];
+        let rows = vec![
+            vec!["a/long-name".to_string(), "1.5 KiB".to_string()],
+            vec!["b".to_string(), "0 B".to_string()],
+        ];
         let t = render(&["NAME", "SIZE"], &[Align::Left, Align::Right], &rows);
-        assert_eq!(t, "NAME            SIZE\na/long-name  1.5 KiB\nb                0 B\n");
+        assert_eq!(
+            t,
+            "NAME            SIZE\na/long-name  1.5 KiB\nb                0 B\n"
+        );
         // a left-aligned last column is not padded
-        let t = render(&["SIZE", "NAME"], &[Align::Right, Align::Left], &[vec!["1".into(), "x".into()]]);
+        let t = render(
+            &["SIZE", "NAME"],
+            &[Align::Right, Align::Left],
+            &[vec!["1".into(), "x".into()]],
+        );
         assert_eq!(t, "SIZE  NAME\n   1  x\n");
     }
 

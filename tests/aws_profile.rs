@@ -27,7 +27,10 @@ fn sample_registry() -> PathBuf {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// A fresh root in moto holding a copy of the sample registry; returns it and
@@ -58,9 +61,16 @@ struct AwsHome {
 
 impl AwsHome {
     fn new() -> AwsHome {
-        let dir = tempfile::Builder::new().prefix("aws-profile-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("aws-profile-")
+            .tempdir()
+            .unwrap();
         let home = AwsHome { dir };
-        std::fs::write(home.credentials(), "[static]\naws_access_key_id = profile-key\naws_secret_access_key = profile-secret\n").unwrap();
+        std::fs::write(
+            home.credentials(),
+            "[static]\naws_access_key_id = profile-key\naws_secret_access_key = profile-secret\n",
+        )
+        .unwrap();
         let config = format!(
             "[profile static]\nregion = eu-west-3\n\n\
              [profile process]\ncredential_process = {}\n\n\
@@ -89,18 +99,26 @@ impl AwsHome {
     }
 
     fn calls(&self, name: &str) -> usize {
-        std::fs::read_to_string(self.calls_file(name)).map(|s| s.lines().count()).unwrap_or(0)
+        std::fs::read_to_string(self.calls_file(name))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
     }
 
     /// A `credential_process` that records its call and prints `json`.
     fn script(&self, name: &str, json: &str) -> PathBuf {
-        let body = format!("#!/bin/sh\necho called >> '{}'\nprintf '%s\\n' '{json}'\n", self.calls_file(name).display());
+        let body = format!(
+            "#!/bin/sh\necho called >> '{}'\nprintf '%s\\n' '{json}'\n",
+            self.calls_file(name).display()
+        );
         self.write_script(name, &body)
     }
 
     /// A `credential_process` that fails the way a broken token helper does.
     fn failing_script(&self, name: &str, message: &str) -> PathBuf {
-        let body = format!("#!/bin/sh\necho called >> '{}'\necho '{message}' >&2\nexit 3\n", self.calls_file(name).display());
+        let body = format!(
+            "#!/bin/sh\necho called >> '{}'\necho '{message}' >&2\nexit 3\n",
+            self.calls_file(name).display()
+        );
         self.write_script(name, &body)
     }
 
@@ -123,7 +141,12 @@ impl AwsHome {
             }
         }
         cmd.args(args)
-            .args(["--endpoint", &Emulator::Moto.endpoint(), "--allow-http", &Emulator::Moto.url(root)])
+            .args([
+                "--endpoint",
+                &Emulator::Moto.endpoint(),
+                "--allow-http",
+                &Emulator::Moto.url(root),
+            ])
             .env_remove("REGISTRY_GC_LOG")
             // nothing of the machine's own ~/.aws is read
             .env("HOME", self.dir.path())
@@ -149,12 +172,27 @@ fn stderr(out: &Output) -> String {
 }
 
 fn assert_exit(out: &Output, code: i32) {
-    assert_eq!(out.status.code(), Some(code), "stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), stderr(out));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(out)
+    );
 }
 
 /// Flags of a collection on a tree uploaded moments ago (object stores cannot
 /// back-date last-modified); the sample is mostly garbage, past the guard.
-const COLLECT: &[&str] = &["gc", "--delete-untagged", "--min-age", "0s", "--upload-max-age", "0s", "--force", "--no-cache"];
+const COLLECT: &[&str] = &[
+    "gc",
+    "--delete-untagged",
+    "--min-age",
+    "0s",
+    "--upload-max-age",
+    "0s",
+    "--force",
+    "--no-cache",
+];
 
 /// What the same collection leaves of the sample registry on disk.
 fn filesystem_result() -> BTreeSet<String> {
@@ -175,13 +213,29 @@ fn static_keys_of_a_profile_in_the_credentials_file_are_used_with_its_region() {
     // back to the instance metadata service (where nothing answers)
     let out = home.run(&["du"], &root, &[]);
     assert_exit(&out, 1);
-    assert!(stderr(&out).contains("http://127.0.0.1:9/latest/api/token"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("http://127.0.0.1:9/latest/api/token"),
+        "{}",
+        stderr(&out)
+    );
 
-    let out = home.run(&["-v", "--log-format", "json", "du", "--profile", "static"], &root, &[]);
+    let out = home.run(
+        &["-v", "--log-format", "json", "du", "--profile", "static"],
+        &root,
+        &[],
+    );
     assert_exit(&out, 0);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("blobs"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("blobs"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // no --region, AWS_REGION or [s3] region: the profile's
-    assert!(stderr(&out).contains(r#""region":"eu-west-3""#), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(r#""region":"eu-west-3""#),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(keys(&root), before);
 }
 
@@ -190,16 +244,33 @@ fn credential_process_supplies_the_credentials_of_a_whole_collection_once() {
     let home = AwsHome::new();
     let (root, before) = seeded("aws-profile-process");
     let expected = filesystem_result();
-    assert!(expected.len() < before.len(), "the sample has garbage to collect");
+    assert!(
+        expected.len() < before.len(),
+        "the sample has garbage to collect"
+    );
 
     let report = home.dir.path().join("report.json");
     let mut args = COLLECT.to_vec();
-    args.extend(["--profile", "process", "--region", "us-east-1", "--report", report.to_str().unwrap()]);
+    args.extend([
+        "--profile",
+        "process",
+        "--region",
+        "us-east-1",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
     let out = home.run(&args, &root, &[]);
     assert_exit(&out, 0);
-    assert_eq!(keys(&root), expected, "the collection left what the same run leaves on disk");
+    assert_eq!(
+        keys(&root),
+        expected,
+        "the collection left what the same run leaves on disk"
+    );
     let r = read_report(&report);
-    let requests: u64 = ["list", "get", "delete"].iter().map(|c| r["requests"][c].as_u64().unwrap()).sum();
+    let requests: u64 = ["list", "get", "delete"]
+        .iter()
+        .map(|c| r["requests"][c].as_u64().unwrap())
+        .sum();
     assert!(requests > 10, "{r}");
     // aws-config runs the process on every call: the bridge keeps credentials
     // that are far from expiry for the whole run
@@ -211,12 +282,31 @@ fn expired_credentials_are_fetched_again_instead_of_reused() {
     let home = AwsHome::new();
     let (root, before) = seeded("aws-profile-expired");
     let report = home.dir.path().join("report.json");
-    let out = home.run(&["gc", "--dry-run", "--no-cache", "--profile", "expired", "--report", report.to_str().unwrap()], &root, &[]);
+    let out = home.run(
+        &[
+            "gc",
+            "--dry-run",
+            "--no-cache",
+            "--profile",
+            "expired",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &root,
+        &[],
+    );
     assert_exit(&out, 0);
     let r = read_report(&report);
-    let requests: u64 = ["list", "get"].iter().map(|c| r["requests"][c].as_u64().unwrap()).sum();
+    let requests: u64 = ["list", "get"]
+        .iter()
+        .map(|c| r["requests"][c].as_u64().unwrap())
+        .sum();
     // one fetch for each signed request
-    assert!(home.calls("expired") as u64 >= requests && requests > 1, "{} calls for {r}", home.calls("expired"));
+    assert!(
+        home.calls("expired") as u64 >= requests && requests > 1,
+        "{} calls for {r}",
+        home.calls("expired")
+    );
     assert_eq!(keys(&root), before);
 }
 
@@ -225,15 +315,30 @@ fn assume_role_asks_sts_with_the_source_profiles_credentials() {
     let home = AwsHome::new();
     let (root, before) = seeded("aws-profile-assume-role");
     // moto answers STS on the same endpoint as S3
-    let out =
-        home.run(&["du", "--profile", "admin", "--region", "us-east-1"], &root, &[("AWS_ENDPOINT_URL_STS", &Emulator::Moto.endpoint())]);
+    let out = home.run(
+        &["du", "--profile", "admin", "--region", "us-east-1"],
+        &root,
+        &[("AWS_ENDPOINT_URL_STS", &Emulator::Moto.endpoint())],
+    );
     assert_exit(&out, 0);
-    assert_eq!(home.calls("process"), 1, "the source profile's credentials sign the AssumeRole call");
+    assert_eq!(
+        home.calls("process"),
+        1,
+        "the source profile's credentials sign the AssumeRole call"
+    );
 
     // with no STS to answer, the role's credentials cannot be had
-    let out = home.run(&["du", "--profile", "admin", "--region", "us-east-1"], &root, &[("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9")]);
+    let out = home.run(
+        &["du", "--profile", "admin", "--region", "us-east-1"],
+        &root,
+        &[("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9")],
+    );
     assert_exit(&out, 1);
-    assert!(stderr(&out).contains("AWS profile \"admin\" gave no credentials"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("AWS profile \"admin\" gave no credentials"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(keys(&root), before);
 }
 
@@ -241,7 +346,11 @@ fn assume_role_asks_sts_with_the_source_profiles_credentials() {
 fn aws_profile_in_the_environment_selects_the_profile() {
     let home = AwsHome::new();
     let (root, before) = seeded("aws-profile-env");
-    let out = home.run(&["du", "--region", "us-east-1"], &root, &[("AWS_PROFILE", "process")]);
+    let out = home.run(
+        &["du", "--region", "us-east-1"],
+        &root,
+        &[("AWS_PROFILE", "process")],
+    );
     assert_exit(&out, 0);
     assert_eq!(home.calls("process"), 1);
     assert_eq!(keys(&root), before);
@@ -256,21 +365,39 @@ fn an_unknown_profile_is_a_usage_error_naming_it_and_nothing_is_deleted() {
     let out = home.run(&args, &root, &[]);
     assert_exit(&out, 2);
     let err = stderr(&out);
-    assert!(err.contains("--profile") && err.contains("\"no-such-profile\" is not defined"), "{err}");
-    assert!(err.contains(&home.config().display().to_string()), "the files read are named: {err}");
+    assert!(
+        err.contains("--profile") && err.contains("\"no-such-profile\" is not defined"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&home.config().display().to_string()),
+        "the files read are named: {err}"
+    );
     assert_eq!(keys(&root), before);
 
     // the same through AWS_PROFILE and the config file's [s3] section
-    let out = home.run(&args[..args.len() - 2], &root, &[("AWS_PROFILE", "no-such-profile")]);
+    let out = home.run(
+        &args[..args.len() - 2],
+        &root,
+        &[("AWS_PROFILE", "no-such-profile")],
+    );
     assert_exit(&out, 2);
-    assert!(stderr(&out).contains("AWS_PROFILE: AWS profile \"no-such-profile\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("AWS_PROFILE: AWS profile \"no-such-profile\""),
+        "{}",
+        stderr(&out)
+    );
     let config = home.dir.path().join("registry-gc.toml");
     std::fs::write(&config, "[s3]\nprofile = \"no-such-profile\"\n").unwrap();
     let mut with_config = args[..args.len() - 2].to_vec();
     with_config.extend(["--config", config.to_str().unwrap()]);
     let out = home.run(&with_config, &root, &[]);
     assert_exit(&out, 2);
-    assert!(stderr(&out).contains("[s3]: AWS profile \"no-such-profile\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("[s3]: AWS profile \"no-such-profile\""),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(keys(&root), before);
 }
 
@@ -284,7 +411,11 @@ fn a_failing_credential_process_stops_the_run_naming_the_profile_and_nothing_is_
     // the project's code for a run stopped before the sweep (an access error)
     assert_exit(&out, 1);
     let err = stderr(&out);
-    assert!(err.contains("AWS profile \"broken\" gave no credentials") && err.contains("token service unavailable"), "{err}");
+    assert!(
+        err.contains("AWS profile \"broken\" gave no credentials")
+            && err.contains("token service unavailable"),
+        "{err}"
+    );
     assert!(home.calls("broken") >= 1);
     assert_eq!(keys(&root), before);
 }
@@ -292,18 +423,34 @@ fn a_failing_credential_process_stops_the_run_naming_the_profile_and_nothing_is_
 #[test]
 fn a_profile_and_keys_in_the_settings_are_refused_together() {
     let home = AwsHome::new();
-    let out = home.run(&["du", "--profile", "static", "-o", "access_key_id=other"], "never-opened", &[]);
+    let out = home.run(
+        &["du", "--profile", "static", "-o", "access_key_id=other"],
+        "never-opened",
+        &[],
+    );
     assert_exit(&out, 2);
     let err = stderr(&out);
-    assert!(err.contains("--profile names an AWS profile and -o access_key_id gives S3 keys; keep one"), "{err}");
+    assert!(
+        err.contains("--profile names an AWS profile and -o access_key_id gives S3 keys; keep one"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_profile_is_read_from_the_files_the_environment_names() {
     let home = AwsHome::new();
-    let (config, credentials) = (home.config().display().to_string(), home.credentials().display().to_string());
-    let env = Env::from_slice(&[("AWS_CONFIG_FILE", &config), ("AWS_SHARED_CREDENTIALS_FILE", &credentials)]);
-    let choice = |name: &str| ProfileChoice { name: name.into(), source: "--profile".into() };
+    let (config, credentials) = (
+        home.config().display().to_string(),
+        home.credentials().display().to_string(),
+    );
+    let env = Env::from_slice(&[
+        ("AWS_CONFIG_FILE", &config),
+        ("AWS_SHARED_CREDENTIALS_FILE", &credentials),
+    ]);
+    let choice = |name: &str| ProfileChoice {
+        name: name.into(),
+        source: "--profile".into(),
+    };
 
     let settings = read_profile(&choice("static"), &env).unwrap();
     assert_eq!(settings.region.as_deref(), Some("eu-west-3"));
@@ -379,7 +526,11 @@ impl SsoPortal {
             .spawn()
             .expect("python3 starts the fake SSO portal");
         // dropped (and the server killed) if it never says its port
-        let mut portal = SsoPortal { child, port: 0, log };
+        let mut portal = SsoPortal {
+            child,
+            port: 0,
+            log,
+        };
         for _ in 0..200 {
             if let Ok(port) = std::fs::read_to_string(&port_file) {
                 portal.port = port.trim().parse().expect("a port number");
@@ -396,7 +547,9 @@ impl SsoPortal {
 
     /// The requests so far: "path role account token", one per line.
     fn requests(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log).map(|s| s.lines().map(String::from).collect()).unwrap_or_default()
+        std::fs::read_to_string(&self.log)
+            .map(|s| s.lines().map(String::from).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -443,20 +596,41 @@ fn an_sso_profile_gets_role_credentials_from_the_portal_with_the_cached_token() 
     let env = [("AWS_ENDPOINT_URL_SSO", endpoint.as_str())];
 
     home.with_sso_profile(Some(VALID_SSO_TOKEN));
-    let out = home.run(&["du", "--profile", "sso", "--region", "us-east-1"], &root, &env);
+    let out = home.run(
+        &["du", "--profile", "sso", "--region", "us-east-1"],
+        &root,
+        &env,
+    );
     assert_exit(&out, 0);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("blobs"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("blobs"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // one GetRoleCredentials for the whole run, for the profile's role and
     // account, with the token `aws sso login` cached
-    assert_eq!(portal.requests(), [format!("/federation/credentials RegistryGc 123456789012 {VALID_SSO_TOKEN}")]);
+    assert_eq!(
+        portal.requests(),
+        [format!(
+            "/federation/credentials RegistryGc 123456789012 {VALID_SSO_TOKEN}"
+        )]
+    );
 
     // a token the portal no longer accepts: no credentials, the run stops
     // before anything is read, and the message says what to do
     home.with_sso_profile(Some("revoked-token"));
-    let out = home.run(&["du", "--profile", "sso", "--region", "us-east-1"], &root, &env);
+    let out = home.run(
+        &["du", "--profile", "sso", "--region", "us-east-1"],
+        &root,
+        &env,
+    );
     assert_exit(&out, 1);
     let err = stderr(&out);
-    assert!(err.contains("AWS profile \"sso\" gave no credentials") && err.contains("run `aws sso login --profile sso` first"), "{err}");
+    assert!(
+        err.contains("AWS profile \"sso\" gave no credentials")
+            && err.contains("run `aws sso login --profile sso` first"),
+        "{err}"
+    );
     assert_eq!(portal.requests().len(), 2);
 
     // never logged in: no cached token at all, and the portal is not asked
@@ -465,7 +639,11 @@ fn an_sso_profile_gets_role_credentials_from_the_portal_with_the_cached_token() 
     args.extend(["--profile", "sso", "--region", "us-east-1"]);
     let out = home.run(&args, &root, &env);
     assert_exit(&out, 1);
-    assert!(stderr(&out).contains("run `aws sso login --profile sso` first"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("run `aws sso login --profile sso` first"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(portal.requests().len(), 2);
     assert_eq!(keys(&root), before, "nothing deleted without credentials");
 }

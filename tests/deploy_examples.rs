@@ -78,7 +78,11 @@ fn shell_tokens(line: &str) -> Vec<Tok> {
             c if c.is_whitespace() => out.extend(cur.take().map(Tok::Word)),
             ';' | '|' | '&' | '<' | '>' | '(' | ')' => {
                 // `2>` is a redirection, not the word 2
-                if cur.as_deref().is_some_and(|w| w.chars().all(|c| c.is_ascii_digit())) && c == '>' {
+                if cur
+                    .as_deref()
+                    .is_some_and(|w| w.chars().all(|c| c.is_ascii_digit()))
+                    && c == '>'
+                {
                     cur = None;
                 }
                 out.extend(cur.take().map(Tok::Word));
@@ -94,7 +98,9 @@ fn shell_tokens(line: &str) -> Vec<Tok> {
 }
 
 fn is_registry_gc(word: &str) -> bool {
-    Path::new(word).file_name().is_some_and(|n| n == "registry-gc")
+    Path::new(word)
+        .file_name()
+        .is_some_and(|n| n == "registry-gc")
 }
 
 /// Every `registry-gc ...` command in a shell text, up to the next operator.
@@ -130,7 +136,9 @@ fn shell_commands(text: &str) -> Vec<Vec<String>> {
 fn yaml_docs(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
     serde_norway::Deserializer::from_str(&text)
-        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display())))
+        .map(|d| {
+            Value::deserialize(d).unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()))
+        })
         .collect()
 }
 
@@ -142,7 +150,11 @@ fn yaml_commands(v: &Value, out: &mut Vec<Vec<String>>) {
             let list = |k: &str| -> Vec<String> {
                 m.get(k)
                     .and_then(Value::as_sequence)
-                    .map(|s| s.iter().map(|x| x.as_str().expect("a string argument").to_string()).collect())
+                    .map(|s| {
+                        s.iter()
+                            .map(|x| x.as_str().expect("a string argument").to_string())
+                            .collect()
+                    })
                     .unwrap_or_default()
             };
             let command = list("command");
@@ -151,7 +163,10 @@ fn yaml_commands(v: &Value, out: &mut Vec<Vec<String>>) {
             }
             for (k, x) in m {
                 match (k.as_str(), x) {
-                    (Some("run" | "script" | "before_script" | "after_script"), Value::String(s)) => out.extend(shell_commands(s)),
+                    (
+                        Some("run" | "script" | "before_script" | "after_script"),
+                        Value::String(s),
+                    ) => out.extend(shell_commands(s)),
                     (Some("script" | "before_script" | "after_script"), Value::Sequence(items)) => {
                         for s in items.iter().filter_map(Value::as_str) {
                             out.extend(shell_commands(s));
@@ -181,10 +196,22 @@ fn unit_sections(text: &str) -> BTreeMap<String, BTreeMap<String, Vec<String>>> 
             out.entry(name.to_string()).or_default();
             continue;
         }
-        let (k, v) = line.split_once('=').unwrap_or_else(|| panic!("line {}: not KEY=VALUE: {line}", n + 1));
-        let s = section.clone().unwrap_or_else(|| panic!("line {}: a key before any section", n + 1));
-        assert!(k.trim().chars().all(|c| c.is_ascii_alphanumeric()), "line {}: bad key {k:?}", n + 1);
-        out.get_mut(&s).unwrap().entry(k.trim().to_string()).or_default().push(v.trim().to_string());
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("line {}: not KEY=VALUE: {line}", n + 1));
+        let s = section
+            .clone()
+            .unwrap_or_else(|| panic!("line {}: a key before any section", n + 1));
+        assert!(
+            k.trim().chars().all(|c| c.is_ascii_alphanumeric()),
+            "line {}: bad key {k:?}",
+            n + 1
+        );
+        out.get_mut(&s)
+            .unwrap()
+            .entry(k.trim().to_string())
+            .or_default()
+            .push(v.trim().to_string());
     }
     out
 }
@@ -228,18 +255,38 @@ fn commands_of(path: &Path) -> Vec<Vec<String>> {
 fn the_extractor_finds_commands_and_the_parser_refuses_a_drifted_one() {
     let cmds =
         shell_commands("flock -n /l /usr/bin/registry-gc -q gc \\\n  --report \"/a b.json\" /r || logger x # registry-gc not this\n");
-    assert_eq!(cmds, vec![vec!["/usr/bin/registry-gc", "-q", "gc", "--report", "/a b.json", "/r"]]);
-    assert_eq!(shell_commands("registry-gc gc /r 2>/dev/null; echo"), vec![vec!["registry-gc", "gc", "/r"]]);
+    assert_eq!(
+        cmds,
+        vec![vec![
+            "/usr/bin/registry-gc",
+            "-q",
+            "gc",
+            "--report",
+            "/a b.json",
+            "/r"
+        ]]
+    );
+    assert_eq!(
+        shell_commands("registry-gc gc /r 2>/dev/null; echo"),
+        vec![vec!["registry-gc", "gc", "/r"]]
+    );
     assert!(shell_commands("cargo install --path tools/registry-gc").is_empty());
     assert!(Cli::try_parse_from(&cmds[0]).is_ok());
-    assert!(Cli::try_parse_from(["registry-gc", "gc", "--delete-untaged", "/r"]).is_err(), "a misspelt flag is caught");
+    assert!(
+        Cli::try_parse_from(["registry-gc", "gc", "--delete-untaged", "/r"]).is_err(),
+        "a misspelt flag is caught"
+    );
 }
 
 #[test]
 fn every_registry_gc_command_in_every_example_parses() {
     let mut total = 0;
     for path in all_files() {
-        let name = path.strip_prefix(deploy_dir()).unwrap().display().to_string();
+        let name = path
+            .strip_prefix(deploy_dir())
+            .unwrap()
+            .display()
+            .to_string();
         let cmds = commands_of(&path);
         // the cron entry runs the wrapper script and the timer starts the
         // service; both are checked on their own
@@ -260,7 +307,10 @@ fn every_registry_gc_command_in_every_example_parses() {
 #[test]
 fn yaml_examples_parse_and_say_what_they_promise() {
     let mut cronjobs = 0;
-    for path in all_files().into_iter().filter(|p| matches!(ext(p), "yaml" | "yml")) {
+    for path in all_files()
+        .into_iter()
+        .filter(|p| matches!(ext(p), "yaml" | "yml"))
+    {
         let name = path.display().to_string();
         let docs = yaml_docs(&path);
         assert!(!docs.is_empty(), "{name}");
@@ -269,34 +319,83 @@ fn yaml_examples_parse_and_say_what_they_promise() {
                 cronjobs += 1;
                 let spec = &d["spec"];
                 assert_eq!(spec["concurrencyPolicy"].as_str(), Some("Forbid"), "{name}");
-                assert_eq!(spec["schedule"].as_str().map(|s| s.split_whitespace().count()), Some(5), "{name}");
+                assert_eq!(
+                    spec["schedule"]
+                        .as_str()
+                        .map(|s| s.split_whitespace().count()),
+                    Some(5),
+                    "{name}"
+                );
                 let pod = &spec["jobTemplate"]["spec"]["template"]["spec"];
-                assert!(matches!(pod["restartPolicy"].as_str(), Some("Never" | "OnFailure")), "{name}");
-                assert_eq!(pod["serviceAccountName"].as_str(), Some("registry-gc"), "{name}");
+                assert!(
+                    matches!(pod["restartPolicy"].as_str(), Some("Never" | "OnFailure")),
+                    "{name}"
+                );
+                assert_eq!(
+                    pod["serviceAccountName"].as_str(),
+                    Some("registry-gc"),
+                    "{name}"
+                );
                 let sa = docs
                     .iter()
                     .find(|x| x["kind"].as_str() == Some("ServiceAccount"))
                     .unwrap_or_else(|| panic!("{name}: no ServiceAccount"));
-                let annotations = sa["metadata"]["annotations"].as_mapping().unwrap_or_else(|| panic!("{name}: no identity annotation"));
-                let identity = ["eks.amazonaws.com/role-arn", "iam.gke.io/gcp-service-account", "azure.workload.identity/client-id"];
-                assert!(annotations.keys().filter_map(Value::as_str).any(|k| identity.contains(&k)), "{name}");
+                let annotations = sa["metadata"]["annotations"]
+                    .as_mapping()
+                    .unwrap_or_else(|| panic!("{name}: no identity annotation"));
+                let identity = [
+                    "eks.amazonaws.com/role-arn",
+                    "iam.gke.io/gcp-service-account",
+                    "azure.workload.identity/client-id",
+                ];
+                assert!(
+                    annotations
+                        .keys()
+                        .filter_map(Value::as_str)
+                        .any(|k| identity.contains(&k)),
+                    "{name}"
+                );
                 if annotations.contains_key("azure.workload.identity/client-id") {
                     let labels = &spec["jobTemplate"]["spec"]["template"]["metadata"]["labels"];
-                    assert_eq!(labels["azure.workload.identity/use"].as_str(), Some("true"), "{name}: the webhook needs the pod label");
+                    assert_eq!(
+                        labels["azure.workload.identity/use"].as_str(),
+                        Some("true"),
+                        "{name}: the webhook needs the pod label"
+                    );
                 }
                 let mounts = pod["containers"][0]["volumeMounts"].as_sequence().unwrap();
-                assert!(mounts.iter().any(|m| m["mountPath"].as_str() == Some("/etc/docker/registry")), "{name}: the registry's config");
+                assert!(
+                    mounts
+                        .iter()
+                        .any(|m| m["mountPath"].as_str() == Some("/etc/docker/registry")),
+                    "{name}: the registry's config"
+                );
             }
         }
         if name.ends_with("github-actions.yml") {
             let w = &docs[0];
-            assert!(w["on"]["schedule"][0]["cron"].is_string() && w["jobs"]["gc"]["steps"].is_sequence(), "{name}");
-            assert_eq!(w["permissions"]["id-token"].as_str(), Some("write"), "{name}: OIDC");
+            assert!(
+                w["on"]["schedule"][0]["cron"].is_string()
+                    && w["jobs"]["gc"]["steps"].is_sequence(),
+                "{name}"
+            );
+            assert_eq!(
+                w["permissions"]["id-token"].as_str(),
+                Some("write"),
+                "{name}: OIDC"
+            );
         }
         if name.ends_with("gitlab-ci.yml") {
             let job = &docs[0]["registry-gc"];
-            assert!(job["script"].is_sequence() && job["rules"].is_sequence(), "{name}");
-            assert_eq!(job["allow_failure"]["exit_codes"][0].as_u64(), Some(4), "{name}");
+            assert!(
+                job["script"].is_sequence() && job["rules"].is_sequence(),
+                "{name}"
+            );
+            assert_eq!(
+                job["allow_failure"]["exit_codes"][0].as_u64(),
+                Some(4),
+                "{name}"
+            );
         }
     }
     assert_eq!(cronjobs, 3);
@@ -310,20 +409,32 @@ fn systemd_units_verify() {
     let s = unit_sections(&service);
     assert_eq!(s.keys().collect::<Vec<_>>(), ["Service", "Unit"]);
     assert_eq!(s["Service"]["Type"], ["oneshot"]);
-    assert_eq!(s["Service"]["SuccessExitStatus"], ["4"], "exit 4 is not a unit failure");
+    assert_eq!(
+        s["Service"]["SuccessExitStatus"],
+        ["4"],
+        "exit 4 is not a unit failure"
+    );
     let t = unit_sections(&timer);
     assert_eq!(t.keys().collect::<Vec<_>>(), ["Install", "Timer", "Unit"]);
     assert!(t["Timer"].contains_key("OnCalendar"));
 
     let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "systemd-analyze is missing (apt-get install systemd)");
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "systemd-analyze is missing (apt-get install systemd)"
+        );
         return;
     };
     assert!(version.status.success());
     // verify checks that ExecStart's binary exists: point it at the one built here
     let tmp = tempfile::tempdir().unwrap();
     let exe = env!("CARGO_BIN_EXE_registry-gc");
-    std::fs::write(tmp.path().join("registry-gc.service"), service.replace("/usr/local/bin/registry-gc", exe)).unwrap();
+    std::fs::write(
+        tmp.path().join("registry-gc.service"),
+        service.replace("/usr/local/bin/registry-gc", exe),
+    )
+    .unwrap();
     std::fs::write(tmp.path().join("registry-gc.timer"), &timer).unwrap();
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
@@ -332,23 +443,40 @@ fn systemd_units_verify() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && err.trim().is_empty(), "systemd-analyze verify:\n{err}");
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "systemd-analyze verify:\n{err}"
+    );
 }
 
 #[test]
 fn cron_entry_and_wrapper_are_well_formed() {
     let dir = deploy_dir().join("cron");
     let cron = std::fs::read_to_string(dir.join("registry-gc.cron")).unwrap();
-    let jobs: Vec<&str> = cron.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#') && !l.contains('=')).collect();
+    let jobs: Vec<&str> = cron
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#') && !l.contains('='))
+        .collect();
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let fields: Vec<&str> = jobs[0].split_whitespace().collect();
-    assert!(fields.len() > 7 && fields[5] == "root", "five time fields, a user, a command: {fields:?}");
+    assert!(
+        fields.len() > 7 && fields[5] == "root",
+        "five time fields, a user, a command: {fields:?}"
+    );
     assert_eq!(&fields[6..8], ["flock", "-n"], "runs never overlap");
     let wrapper = Path::new(fields.last().unwrap()).file_name().unwrap();
     let script = dir.join(wrapper);
-    assert!(script.is_file(), "the wrapper {} is in deploy/cron", wrapper.to_string_lossy());
+    assert!(
+        script.is_file(),
+        "the wrapper {} is in deploy/cron",
+        wrapper.to_string_lossy()
+    );
     let out = Command::new("sh").arg("-n").arg(&script).output().unwrap();
-    assert!(out.status.success(), "sh -n: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sh -n: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = std::fs::read_to_string(&script).unwrap();
     assert!(text.contains("4)"), "exit 4 is handled on its own");
 }

@@ -49,29 +49,60 @@ fn stray_files_are_reported_and_never_deleted() {
         tree::write_key(copy.path(), k, b"junk");
     }
     tree::age_tree(copy.path(), Duration::from_secs(7200));
-    let fsck = run(&["fsck", "--format", "json", &copy.path().display().to_string()]);
-    let findings: serde_json::Value = serde_json::from_slice(&fsck.stdout).expect("fsck prints JSON");
-    let stray_findings: Vec<&str> =
-        findings["findings"].as_array().unwrap().iter().filter(|f| f["kind"] == "stray-key").map(|f| f["key"].as_str().unwrap()).collect();
+    let fsck = run(&[
+        "fsck",
+        "--format",
+        "json",
+        &copy.path().display().to_string(),
+    ]);
+    let findings: serde_json::Value =
+        serde_json::from_slice(&fsck.stdout).expect("fsck prints JSON");
+    let stray_findings: Vec<&str> = findings["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "stray-key")
+        .map(|f| f["key"].as_str().unwrap())
+        .collect();
     for k in &strays {
-        assert!(stray_findings.contains(&format!("docker/registry/v2/{k}").as_str()), "fsck did not report {k}: {stray_findings:?}");
+        assert!(
+            stray_findings.contains(&format!("docker/registry/v2/{k}").as_str()),
+            "fsck did not report {k}: {stray_findings:?}"
+        );
     }
 
     let report = copy.path().join("r.json");
-    let out = gc(copy.path(), &["--delete-untagged", "--report", report.to_str().unwrap()], 0);
+    let out = gc(
+        copy.path(),
+        &["--delete-untagged", "--report", report.to_str().unwrap()],
+        0,
+    );
     let keys = tree::keys(copy.path());
     for k in &strays {
         assert!(keys.contains(*k), "stray {k} was deleted");
     }
-    assert!(stdout(&out).contains(&format!("stray keys (skipped): {}", seen_by_gc.len())), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("stray keys (skipped): {}", seen_by_gc.len())),
+        "{}",
+        stdout(&out)
+    );
     let r = common::collector::read_report(&report);
-    let reported: Vec<&str> = r["strays"].as_array().unwrap().iter().map(|s| s["key"].as_str().unwrap()).collect();
+    let reported: Vec<&str> = r["strays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
     assert_eq!(reported.len(), seen_by_gc.len(), "{reported:?}");
     for k in &seen_by_gc {
-        assert!(reported.contains(&format!("docker/registry/v2/{k}").as_str()), "gc did not report {k}: {reported:?}");
+        assert!(
+            reported.contains(&format!("docker/registry/v2/{k}").as_str()),
+            "gc did not report {k}: {reported:?}"
+        );
     }
     let reg = Registry::start(copy.path());
-    sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged).unwrap();
+    sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged)
+        .unwrap();
 }
 
 #[test]
@@ -83,8 +114,18 @@ fn junk_tag_link_keeps_its_repository_whole_and_is_named() {
     tree::age_tree(copy.path(), Duration::from_secs(7200));
     let revisions_before = tree::revisions(copy.path())["team/app"].clone();
     let out = gc(copy.path(), &["--delete-untagged"], 0);
-    assert!(stdout(&out).contains(&format!("warning: docker/registry/v2/{key}: tag link does not hold a sha256 digest")), "{}", stdout(&out));
-    assert_eq!(tree::revisions(copy.path())["team/app"], revisions_before, "team/app lost revisions");
+    assert!(
+        stdout(&out).contains(&format!(
+            "warning: docker/registry/v2/{key}: tag link does not hold a sha256 digest"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        tree::revisions(copy.path())["team/app"],
+        revisions_before,
+        "team/app lost revisions"
+    );
     // every manifest of team/app still has its blobs
     let blobs = tree::blob_digests(copy.path());
     for d in &revisions_before {
@@ -102,18 +143,39 @@ fn corrupt_manifests_pin_what_they_mention_and_never_abort() {
     let layer = tree::write_blob(copy.path(), b"a layer only a truncated manifest mentions");
     let truncated = format!("{{\"schemaVersion\":2,\"layers\":[{{\"digest\":\"{layer}\"");
     let broken = tree::write_manifest(copy.path(), "corrupt/repo", Some("t"), truncated.as_bytes());
-    let binary = tree::write_manifest(copy.path(), "corrupt/repo", None, &[0u8, 159, 146, 150, 255, 0, 1]);
+    let binary = tree::write_manifest(
+        copy.path(),
+        "corrupt/repo",
+        None,
+        &[0u8, 159, 146, 150, 255, 0, 1],
+    );
     let orphan = tree::write_blob(copy.path(), b"an orphan nothing mentions");
     tree::age_tree(copy.path(), Duration::from_secs(7200));
     let out = gc(copy.path(), &["--delete-untagged"], 0);
     let blobs = tree::blob_digests(copy.path());
-    for (what, d) in [("truncated manifest", &broken), ("binary manifest", &binary), ("layer it mentions", &layer)] {
+    for (what, d) in [
+        ("truncated manifest", &broken),
+        ("binary manifest", &binary),
+        ("layer it mentions", &layer),
+    ] {
         assert!(blobs.contains(d), "{what} {d} was deleted");
     }
     assert!(!blobs.contains(&orphan));
     let text = stdout(&out);
-    assert!(text.contains(&format!("{}: manifest could not be parsed", tree::blob_key_for_digest(&broken))), "{text}");
-    assert!(text.contains(&format!("{}: manifest could not be parsed", tree::blob_key_for_digest(&binary))), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{}: manifest could not be parsed",
+            tree::blob_key_for_digest(&broken)
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{}: manifest could not be parsed",
+            tree::blob_key_for_digest(&binary)
+        )),
+        "{text}"
+    );
 }
 
 #[test]
@@ -130,22 +192,61 @@ fn symlinks_out_of_the_root_or_broken_stop_the_run_before_any_deletion() {
     let alias = move |v2: &std::path::Path| {
         let orphan = "ab".repeat(32);
         std::fs::create_dir_all(v2.join("blobs/sha256/ab")).unwrap();
-        symlink(v2.join(&kept_dir), v2.join(format!("blobs/sha256/ab/{orphan}"))).unwrap();
+        symlink(
+            v2.join(&kept_dir),
+            v2.join(format!("blobs/sha256/ab/{orphan}")),
+        )
+        .unwrap();
     };
     let cases: [(&str, Make); 5] = [
-        ("outside", Box::new(|v2: &std::path::Path| symlink(outside.path(), v2.join("repositories/library/elsewhere")).unwrap())),
-        ("broken", Box::new(|v2: &std::path::Path| symlink(v2.join("nowhere"), v2.join("blobs/sha256/dangling")).unwrap())),
-        ("loop", Box::new(|v2: &std::path::Path| symlink(v2.join("repositories/team"), v2.join("repositories/team/app/loop")).unwrap())),
+        (
+            "outside",
+            Box::new(|v2: &std::path::Path| {
+                symlink(outside.path(), v2.join("repositories/library/elsewhere")).unwrap()
+            }),
+        ),
+        (
+            "broken",
+            Box::new(|v2: &std::path::Path| {
+                symlink(v2.join("nowhere"), v2.join("blobs/sha256/dangling")).unwrap()
+            }),
+        ),
+        (
+            "loop",
+            Box::new(|v2: &std::path::Path| {
+                symlink(
+                    v2.join("repositories/team"),
+                    v2.join("repositories/team/app/loop"),
+                )
+                .unwrap()
+            }),
+        ),
         ("a second path to a blob directory", Box::new(alias)),
-        ("a repository aliased", Box::new(|v2: &std::path::Path| symlink(v2.join("repositories/team/app"), v2.join("repositories/alias")).unwrap())),
+        (
+            "a repository aliased",
+            Box::new(|v2: &std::path::Path| {
+                symlink(
+                    v2.join("repositories/team/app"),
+                    v2.join("repositories/alias"),
+                )
+                .unwrap()
+            }),
+        ),
     ];
     for (name, make) in cases {
         let copy = aged_copy(&sc);
         make(&tree::v2_dir(copy.path()));
         let before = tree::snapshot(copy.path());
         let out = gc(copy.path(), &["--delete-untagged"], 3);
-        assert!(stderr(&out).contains("symbolic link"), "{name}: {}", stderr(&out));
-        assert!(before == tree::snapshot(copy.path()), "{name}: something was deleted");
+        assert!(
+            stderr(&out).contains("symbolic link"),
+            "{name}: {}",
+            stderr(&out)
+        );
+        assert!(
+            before == tree::snapshot(copy.path()),
+            "{name}: something was deleted"
+        );
     }
     assert!(outside.path().join("data").exists());
 }
@@ -163,7 +264,8 @@ fn symlinked_root_and_directories_inside_it_work() {
     symlink(copy.path(), &root_link).unwrap();
     gc(&root_link, &["--delete-untagged"], 0);
     let reg = Registry::start(copy.path());
-    sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged).unwrap();
+    sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged)
+        .unwrap();
     assert!(v2.join("blobs").is_symlink());
 }
 
@@ -174,14 +276,28 @@ fn unconventional_repository_names_are_collected_like_any_other_and_reported() {
     let (_dir, sc) = mixed();
     let copy = aged_copy(&sc);
     let rec = sc.image("app:old"); // deleted through the API: garbage unless Odd_Name keeps it
-    tree::write_key(copy.path(), &format!("repositories/Odd_Name/_manifests/revisions/sha256/{}/link", &rec.digest()[7..]), rec.digest().as_bytes());
+    tree::write_key(
+        copy.path(),
+        &format!(
+            "repositories/Odd_Name/_manifests/revisions/sha256/{}/link",
+            &rec.digest()[7..]
+        ),
+        rec.digest().as_bytes(),
+    );
     tree::age_tree(copy.path(), Duration::from_secs(7200));
     let out = gc(copy.path(), &[], 0);
-    assert!(stdout(&out).contains("repositories/Odd_Name/: repository name does not follow"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("repositories/Odd_Name/: repository name does not follow"),
+        "{}",
+        stdout(&out)
+    );
     let blobs = tree::blob_digests(copy.path());
     assert!(blobs.contains(rec.digest()));
     for b in &rec.image.blobs {
-        assert!(blobs.contains(b), "layer {b} of a manifest Odd_Name links was deleted");
+        assert!(
+            blobs.contains(b),
+            "layer {b} of a manifest Odd_Name links was deleted"
+        );
     }
 }
 
@@ -189,7 +305,11 @@ fn unconventional_repository_names_are_collected_like_any_other_and_reported() {
 fn wrong_roots_and_bad_arguments_have_clear_errors_and_exit_codes() {
     let empty = tempfile::tempdir().unwrap();
     let out = gc(empty.path(), &[], 3);
-    assert!(stderr(&out).contains("docker/registry/v2/ does not exist there"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("docker/registry/v2/ does not exist there"),
+        "{}",
+        stderr(&out)
+    );
 
     let (_dir, sc) = mixed();
     // pointed one level too deep
@@ -225,7 +345,11 @@ fn nothing_outside_the_registry_tree_is_touched() {
     std::fs::create_dir_all(copy.path().join("docker/registry/v1-leftovers")).unwrap();
     std::fs::write(copy.path().join("docker/registry/v1-leftovers/x"), b"x").unwrap();
     tree::age_tree(copy.path(), Duration::from_secs(7200));
-    gc(copy.path(), &["--delete-untagged", "--delete-empty-repos"], 0);
+    gc(
+        copy.path(),
+        &["--delete-untagged", "--delete-empty-repos"],
+        0,
+    );
     assert!(copy.path().join("config.yml").exists());
     assert!(copy.path().join("docker/registry/v1-leftovers/x").exists());
 }
@@ -235,17 +359,36 @@ fn nothing_outside_the_registry_tree_is_touched() {
 #[cfg(not(feature = "aws-profile"))]
 #[test]
 fn an_aws_profile_without_the_feature_is_a_usage_error_naming_the_setting() {
-    let out = run(&["gc", "--dry-run", "--profile", "prod", "s3://registry-bucket/docker"]);
+    let out = run(&[
+        "gc",
+        "--dry-run",
+        "--profile",
+        "prod",
+        "s3://registry-bucket/docker",
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("--profile") && err.contains("`aws-profile` feature") && err.contains("--features aws-profile"), "{err}");
+    assert!(
+        err.contains("--profile")
+            && err.contains("`aws-profile` feature")
+            && err.contains("--features aws-profile"),
+        "{err}"
+    );
 
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(config.path(), "[s3]\nprofile = \"prod\"\n").unwrap();
-    let out = run(&["du", "--config", config.path().to_str().unwrap(), "s3://registry-bucket/docker"]);
+    let out = run(&[
+        "du",
+        "--config",
+        config.path().to_str().unwrap(),
+        "s3://registry-bucket/docker",
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("[s3]") && err.contains("`aws-profile` feature"), "{err}");
+    assert!(
+        err.contains("[s3]") && err.contains("`aws-profile` feature"),
+        "{err}"
+    );
 }
 
 /// The registry reads a manifest by its `schemaVersion` and `mediaType` and
@@ -277,23 +420,70 @@ fn manifests_go_reads_otherwise_than_their_kind_keep_what_they_name() {
     const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
     const DOCKER: &str = "application/vnd.docker.distribution.manifest.v2+json";
     const INDEX: &str = "application/vnd.oci.image.index.v1+json";
-    http::put_manifest(base, "mixed", "oci-fslayers", OCI, &image(OCI, "oci", ("fsLayers", json!([]))));
-    http::put_manifest(base, "mixed", "docker-manifests", DOCKER, &image(DOCKER, "docker", ("manifests", json!([]))));
+    http::put_manifest(
+        base,
+        "mixed",
+        "oci-fslayers",
+        OCI,
+        &image(OCI, "oci", ("fsLayers", json!([]))),
+    );
+    http::put_manifest(
+        base,
+        "mixed",
+        "docker-manifests",
+        DOCKER,
+        &image(DOCKER, "docker", ("manifests", json!([]))),
+    );
     let child = image(OCI, "child", ("annotations", json!({})));
-    let child_digest = http::put_manifest(base, "mixed", &common::images::sha256_digest(&child), OCI, &child);
+    let child_digest = http::put_manifest(
+        base,
+        "mixed",
+        &common::images::sha256_digest(&child),
+        OCI,
+        &child,
+    );
     let index = json!({"schemaVersion": 2, "mediaType": INDEX, "fsLayers": [],
         "manifests": [{"mediaType": OCI, "digest": child_digest, "size": child.len(), "platform": {"os": "linux", "architecture": "amd64"}}]});
-    http::put_manifest(base, "mixed", "index-fslayers", INDEX, &serde_json::to_vec(&index).unwrap());
-    let mut cased = serde_json::from_slice::<serde_json::Value>(&image(OCI, "cased", ("annotations", json!({})))).unwrap();
+    http::put_manifest(
+        base,
+        "mixed",
+        "index-fslayers",
+        INDEX,
+        &serde_json::to_vec(&index).unwrap(),
+    );
+    let mut cased = serde_json::from_slice::<serde_json::Value>(&image(
+        OCI,
+        "cased",
+        ("annotations", json!({})),
+    ))
+    .unwrap();
     let cased_layer = cased["layers"][0]["digest"].as_str().unwrap().to_string();
     cased["Layers"] = cased["layers"].take();
     cased.as_object_mut().unwrap().remove("layers");
-    http::put_manifest(base, "mixed", "oci-cased-layers", OCI, &serde_json::to_vec(&cased).unwrap());
+    http::put_manifest(
+        base,
+        "mixed",
+        "oci-cased-layers",
+        OCI,
+        &serde_json::to_vec(&cased).unwrap(),
+    );
     let child2 = image(OCI, "child-2", ("annotations", json!({})));
-    let child2_digest = http::put_manifest(base, "mixed", &common::images::sha256_digest(&child2), OCI, &child2);
+    let child2_digest = http::put_manifest(
+        base,
+        "mixed",
+        &common::images::sha256_digest(&child2),
+        OCI,
+        &child2,
+    );
     let index = json!({"schemaVersion": 2, "mediaType": INDEX,
         "manifests": [{"mediaType": OCI, "Digest": child2_digest, "size": child2.len(), "platform": {"os": "linux", "architecture": "amd64"}}]});
-    http::put_manifest(base, "mixed", "index-cased-digest", INDEX, &serde_json::to_vec(&index).unwrap());
+    http::put_manifest(
+        base,
+        "mixed",
+        "index-cased-digest",
+        INDEX,
+        &serde_json::to_vec(&index).unwrap(),
+    );
     let orphan = http::upload_blob(base, "mixed", b"a layer nothing names");
     drop(reg);
     tree::age_tree(dir.path(), Duration::from_secs(7200));
@@ -303,14 +493,34 @@ fn manifests_go_reads_otherwise_than_their_kind_keep_what_they_name() {
         let reg = Registry::start(dir.path());
         // (the harness reads descriptors as registry-gc did: the index whose
         // child says "Digest" is fetched, and its child pulled by digest)
-        http::get_manifest(reg.url(), "mixed", "index-cased-digest").unwrap_or_else(|e| panic!("mixed:index-cased-digest after gc {flags:?}: {e}"));
-        for tag in ["oci-fslayers", "docker-manifests", "index-fslayers", "oci-cased-layers", child2_digest.as_str()] {
-            http::pull_verify(reg.url(), "mixed", tag).unwrap_or_else(|e| panic!("mixed:{tag} after gc {flags:?}: {e}\n{}", stdout(&out)));
+        http::get_manifest(reg.url(), "mixed", "index-cased-digest")
+            .unwrap_or_else(|e| panic!("mixed:index-cased-digest after gc {flags:?}: {e}"));
+        for tag in [
+            "oci-fslayers",
+            "docker-manifests",
+            "index-fslayers",
+            "oci-cased-layers",
+            child2_digest.as_str(),
+        ] {
+            http::pull_verify(reg.url(), "mixed", tag).unwrap_or_else(|e| {
+                panic!("mixed:{tag} after gc {flags:?}: {e}\n{}", stdout(&out))
+            });
         }
         // what only Go's reading of "Layers" names (a reader that ignores the
         // key would not ask for it)
-        assert!(http::blob_exists(reg.url(), "mixed", &cased_layer), "the layer of \"Layers\" was deleted: {}", stdout(&out));
-        assert!(stdout(&out).contains("manifest has a shape registry-gc does not know"), "{}", stdout(&out));
-        assert!(!http::blob_exists(reg.url(), "mixed", &orphan), "the orphan layer is garbage and goes");
+        assert!(
+            http::blob_exists(reg.url(), "mixed", &cased_layer),
+            "the layer of \"Layers\" was deleted: {}",
+            stdout(&out)
+        );
+        assert!(
+            stdout(&out).contains("manifest has a shape registry-gc does not know"),
+            "{}",
+            stdout(&out)
+        );
+        assert!(
+            !http::blob_exists(reg.url(), "mixed", &orphan),
+            "the orphan layer is garbage and goes"
+        );
     }
 }

@@ -17,7 +17,10 @@ use common::scenarios::{self, Scenario};
 use common::tree;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Flags for a collection on a tree written moments ago (object stores cannot
@@ -36,7 +39,11 @@ fn filesystem_result(sc: &Scenario, mode: Mode) -> BTreeSet<String> {
     // as old as the bucket's copy is by the time it is collected
     tree::age_tree(copy.path(), std::time::Duration::from_secs(60));
     let f = flags(mode);
-    gc(copy.path(), &f.iter().map(String::as_str).collect::<Vec<_>>(), 0);
+    gc(
+        copy.path(),
+        &f.iter().map(String::as_str).collect::<Vec<_>>(),
+        0,
+    );
     tree::keys(copy.path())
 }
 
@@ -60,7 +67,12 @@ fn run_on(emulator: Emulator, root: &str, extra: &[String], report: &Path) -> st
 
 /// Copies the scenario's tree key for key into a fresh root on `emulator`;
 /// returns the root and its keys.
-fn upload_fresh(rt: &tokio::runtime::Runtime, emulator: Emulator, sc: &Scenario, label: &str) -> (String, BTreeSet<String>) {
+fn upload_fresh(
+    rt: &tokio::runtime::Runtime,
+    emulator: Emulator,
+    sc: &Scenario,
+    label: &str,
+) -> (String, BTreeSet<String>) {
     let root = Emulator::unique_root(label);
     let n = rt.block_on(emulator.upload_tree(&sc.root, &root));
     let before = rt.block_on(emulator.keys(&root));
@@ -71,7 +83,15 @@ fn upload_fresh(rt: &tokio::runtime::Runtime, emulator: Emulator, sc: &Scenario,
 
 /// Collects `root` in `mode` and checks that it holds exactly the keys the same
 /// run leaves on the filesystem; returns the keys left.
-fn collect_as_on_disk(rt: &tokio::runtime::Runtime, emulator: Emulator, sc: &Scenario, root: &str, mode: Mode, extra: &[&str], report: &Path) -> BTreeSet<String> {
+fn collect_as_on_disk(
+    rt: &tokio::runtime::Runtime,
+    emulator: Emulator,
+    sc: &Scenario,
+    root: &str,
+    mode: Mode,
+    extra: &[&str],
+    report: &Path,
+) -> BTreeSet<String> {
     let expected = filesystem_result(sc, mode);
     let mut f = flags(mode);
     f.extend(extra.iter().map(|x| x.to_string()));
@@ -111,14 +131,28 @@ fn same_as_filesystem_with(emulator: Emulator, sc: &Scenario, extra: &[&str]) ->
         dry.push("--dry-run".into());
         let out = run_on(emulator, &root, &dry, report.path());
         logs.push_str(&String::from_utf8_lossy(&out.stderr));
-        assert_eq!(rt.block_on(emulator.keys(&root)), before, "{}: dry run changed the bucket", emulator.name());
+        assert_eq!(
+            rt.block_on(emulator.keys(&root)),
+            before,
+            "{}: dry run changed the bucket",
+            emulator.name()
+        );
         let planned = collector::report_deletions(&collector::read_report(report.path()));
 
         let after = collect_as_on_disk(&rt, emulator, sc, &root, mode, extra, report.path());
         let deleted: BTreeSet<String> = before.difference(&after).cloned().collect();
-        assert_eq!(planned, deleted, "{} {mode:?}: the dry run's plan is what the run did", emulator.name());
+        assert_eq!(
+            planned,
+            deleted,
+            "{} {mode:?}: the dry run's plan is what the run did",
+            emulator.name()
+        );
         let r = collector::read_report(report.path());
-        assert!(r["requests"]["list"].as_u64().unwrap() > 0 && r["requests"]["delete"].as_u64().unwrap() > 0, "{r}");
+        assert!(
+            r["requests"]["list"].as_u64().unwrap() > 0
+                && r["requests"]["delete"].as_u64().unwrap() > 0,
+            "{r}"
+        );
         last_root = root;
     }
     (last_root, logs)
@@ -128,8 +162,11 @@ fn same_as_filesystem_with(emulator: Emulator, sc: &Scenario, extra: &[&str]) ->
 fn s3_moto_matches_the_filesystem_and_the_registry_pulls_every_survivor() {
     let (_dir, sc) = pushed(scenarios::mixed);
     let root = same_as_filesystem(Emulator::Moto, &sc);
-    let reg = Registry::start_with_driver(&s3_driver_yaml(&Emulator::Moto.endpoint(), BUCKET, &root));
-    let n = sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged).unwrap_or_else(|e| panic!("through the s3 driver: {e}"));
+    let reg =
+        Registry::start_with_driver(&s3_driver_yaml(&Emulator::Moto.endpoint(), BUCKET, &root));
+    let n = sc
+        .pull_verify_survivors(reg.url(), Mode::DeleteUntagged)
+        .unwrap_or_else(|e| panic!("through the s3 driver: {e}"));
     assert!(n >= 10);
     // and what was collected is gone through the registry too
     let gone = sc.image("app:v1-old");
@@ -140,7 +177,11 @@ fn s3_moto_matches_the_filesystem_and_the_registry_pulls_every_survivor() {
 fn write_links_to_blobs_never_pushed(root: &Path, repo: &str, n: usize) {
     for i in 0..n {
         let digest = common::images::sha256_digest(format!("never pushed {i}").as_bytes());
-        tree::write_key(root, &tree::layer_link_key(repo, &digest), digest.as_bytes());
+        tree::write_key(
+            root,
+            &tree::layer_link_key(repo, &digest),
+            digest.as_bytes(),
+        );
     }
 }
 
@@ -156,11 +197,21 @@ fn listed_three_keys_a_page_the_listings_split_as_they_go_and_collect_as_on_disk
     write_links_to_blobs_never_pushed(&sc.root, "team/app", 60);
     // not fake-gcs-server: its XML listing ignores max-keys (one page, always)
     for emulator in [Emulator::Moto, Emulator::Azurite] {
-        let (root, logs) = same_as_filesystem_with(emulator, &sc, &["-o", "list_page_size=3", "-v"]);
-        assert!(logs.contains("a long listing split"), "{}: no listing split\n{logs}", emulator.name());
+        let (root, logs) =
+            same_as_filesystem_with(emulator, &sc, &["-o", "list_page_size=3", "-v"]);
+        assert!(
+            logs.contains("a long listing split"),
+            "{}: no listing split\n{logs}",
+            emulator.name()
+        );
         if emulator == Emulator::Moto {
-            let reg = Registry::start_with_driver(&s3_driver_yaml(&Emulator::Moto.endpoint(), BUCKET, &root));
-            sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged).unwrap_or_else(|e| panic!("through the s3 driver: {e}"));
+            let reg = Registry::start_with_driver(&s3_driver_yaml(
+                &Emulator::Moto.endpoint(),
+                BUCKET,
+                &root,
+            ));
+            sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged)
+                .unwrap_or_else(|e| panic!("through the s3 driver: {e}"));
         }
     }
 }
@@ -182,8 +233,13 @@ fn gcs_fake_gcs_server_matches_the_filesystem() {
 fn s3_localstack_matches_the_filesystem_and_the_registry_pulls_every_survivor() {
     let (_dir, sc) = pushed(scenarios::mixed);
     let root = same_as_filesystem(Emulator::LocalStack, &sc);
-    let reg = Registry::start_with_driver(&s3_driver_yaml(&Emulator::LocalStack.endpoint(), BUCKET, &root));
-    sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged).unwrap_or_else(|e| panic!("through the s3 driver: {e}"));
+    let reg = Registry::start_with_driver(&s3_driver_yaml(
+        &Emulator::LocalStack.endpoint(),
+        BUCKET,
+        &root,
+    ));
+    sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged)
+        .unwrap_or_else(|e| panic!("through the s3 driver: {e}"));
 }
 
 #[test]
@@ -201,12 +257,22 @@ fn a_wrong_credential_or_endpoint_fails_in_one_clear_line_before_any_work() {
     Emulator::Moto.require();
     // nothing listens on port 9: the endpoint is named
     let out = run(&[
-        "gc", "--allow-http", "--endpoint", "http://127.0.0.1:9", "-o", "access_key_id=a", "-o", "secret_access_key=b",
+        "gc",
+        "--allow-http",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "-o",
+        "access_key_id=a",
+        "-o",
+        "secret_access_key=b",
         "s3://registry-gc-test/x",
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot reach s3://registry-gc-test/x at http://127.0.0.1:9"), "{err}");
+    assert!(
+        err.contains("cannot reach s3://registry-gc-test/x at http://127.0.0.1:9"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
     // a bucket that does not exist
@@ -220,14 +286,27 @@ fn a_wrong_credential_or_endpoint_fails_in_one_clear_line_before_any_work() {
     // Azurite checks signatures: a wrong key is refused and named as access
     Emulator::Azurite.require();
     let out = run(&[
-        "gc", "--allow-http", "--endpoint", &Emulator::Azurite.endpoint(), "-o", "account_name=devstoreaccount1",
-        "-o", "access_key=d3Jvbmcga2V5", "az://registry-gc-test/x",
+        "gc",
+        "--allow-http",
+        "--endpoint",
+        &Emulator::Azurite.endpoint(),
+        "-o",
+        "account_name=devstoreaccount1",
+        "-o",
+        "access_key=d3Jvbmcga2V5",
+        "az://registry-gc-test/x",
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("access denied") && err.contains("AuthorizationFailure"), "{err}");
+    assert!(
+        err.contains("access denied") && err.contains("AuthorizationFailure"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(!err.contains("d3Jvbmcga2V5"), "the key must never be printed: {err}");
+    assert!(
+        !err.contains("d3Jvbmcga2V5"),
+        "the key must never be printed: {err}"
+    );
 }
 
 /// Tag links are known from their ETag (the MD5 of `sha256:<hex>` of a revision)
@@ -239,7 +318,11 @@ fn a_second_run_costs_little_more_than_its_listing() {
     let (_dir, sc) = pushed(scenarios::mixed);
     let rt = runtime();
     let tags: u64 = tree::tags(&sc.root).values().map(|t| t.len() as u64).sum();
-    let manifests: u64 = tree::revisions(&sc.root).values().flatten().collect::<BTreeSet<_>>().len() as u64;
+    let manifests: u64 = tree::revisions(&sc.root)
+        .values()
+        .flatten()
+        .collect::<BTreeSet<_>>()
+        .len() as u64;
     for emulator in [Emulator::Moto, Emulator::Azurite, Emulator::FakeGcs] {
         emulator.require();
         let root = Emulator::unique_root(&format!("second-{}", emulator.name()));
@@ -247,25 +330,53 @@ fn a_second_run_costs_little_more_than_its_listing() {
         let cache = tempfile::tempdir().unwrap();
         let report = tempfile::NamedTempFile::new().unwrap();
         let mut f = flags(Mode::Default);
-        f.extend(["--cache-dir".to_string(), cache.path().display().to_string()]);
+        f.extend([
+            "--cache-dir".to_string(),
+            cache.path().display().to_string(),
+        ]);
         run_on(emulator, &root, &f, report.path());
         let first = collector::read_report(report.path());
         let etag_md5 = emulator != Emulator::Azurite;
         let tag_reads = if etag_md5 { 0 } else { tags };
-        assert_eq!(first["requests"]["get"].as_u64(), Some(tag_reads + manifests), "{}: first run {}", emulator.name(), first["requests"]);
+        assert_eq!(
+            first["requests"]["get"].as_u64(),
+            Some(tag_reads + manifests),
+            "{}: first run {}",
+            emulator.name(),
+            first["requests"]
+        );
         assert_eq!(first["requests"]["head"].as_u64(), Some(0));
         assert_eq!(first["requests"]["put"].as_u64(), Some(0));
 
         run_on(emulator, &root, &f, report.path());
         let second = collector::read_report(report.path());
-        assert_eq!(second["requests"]["get"].as_u64(), Some(tag_reads), "{}: second run {}", emulator.name(), second["requests"]);
+        assert_eq!(
+            second["requests"]["get"].as_u64(),
+            Some(tag_reads),
+            "{}: second run {}",
+            emulator.name(),
+            second["requests"]
+        );
         assert_eq!(second["requests"]["delete"].as_u64(), Some(0));
         assert_eq!(second["manifest_cache_hits"].as_u64(), Some(manifests));
-        assert_eq!(second["tags_matched_by_etag"].as_u64(), Some(tags - tag_reads));
+        assert_eq!(
+            second["tags_matched_by_etag"].as_u64(),
+            Some(tags - tag_reads)
+        );
         // nothing to collect: no re-check (nothing a write could need back),
         // no look after the sweep: the listing's pages and nothing more
-        assert_eq!(second["requests"]["list"], second["request_floor"]["list"], "{}: {second}", emulator.name());
-        assert_eq!(second["recheck"]["keys_listed"].as_u64(), Some(0), "{}: {second}", emulator.name());
+        assert_eq!(
+            second["requests"]["list"],
+            second["request_floor"]["list"],
+            "{}: {second}",
+            emulator.name()
+        );
+        assert_eq!(
+            second["recheck"]["keys_listed"].as_u64(),
+            Some(0),
+            "{}: {second}",
+            emulator.name()
+        );
 
         // an abandoned upload, and nothing else: the re-check lists the
         // repositories (one page here), and with no blob deleted nothing can
@@ -273,21 +384,50 @@ fn a_second_run_costs_little_more_than_its_listing() {
         let repo = tree::tags(&sc.root).keys().next().unwrap().clone();
         let upload = tree::upload_dir_key(&repo, "0b9f4f86-5d2c-4b1e-9a43-3c1f2f0e6a11");
         let store = emulator.store();
-        let stale: Vec<String> = ["data", "startedat", "hashstates/sha256/0"].iter().map(|f| format!("{upload}/{f}")).collect();
+        let stale: Vec<String> = ["data", "startedat", "hashstates/sha256/0"]
+            .iter()
+            .map(|f| format!("{upload}/{f}"))
+            .collect();
         rt.block_on(async {
             for key in &stale {
-                emulator.put(store.as_ref(), &format!("{root}/docker/registry/v2/{key}"), b"2020-01-01T00:00:00Z").await;
+                emulator
+                    .put(
+                        store.as_ref(),
+                        &format!("{root}/docker/registry/v2/{key}"),
+                        b"2020-01-01T00:00:00Z",
+                    )
+                    .await;
             }
             // older than the fence's second of margin (see `upload_tree`)
             tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
         });
         run_on(emulator, &root, &f, report.path());
         let third = collector::read_report(report.path());
-        assert_eq!(collector::report_deletions(&third), stale.iter().cloned().collect::<BTreeSet<_>>(), "{}", emulator.name());
-        assert!(third["recheck"]["keys_listed"].as_u64().unwrap() > 0, "{}: {third}", emulator.name());
+        assert_eq!(
+            collector::report_deletions(&third),
+            stale.iter().cloned().collect::<BTreeSet<_>>(),
+            "{}",
+            emulator.name()
+        );
+        assert!(
+            third["recheck"]["keys_listed"].as_u64().unwrap() > 0,
+            "{}: {third}",
+            emulator.name()
+        );
         let floor = third["request_floor"]["list"].as_u64().unwrap();
-        assert_eq!(third["requests"]["list"].as_u64(), Some(floor + 1), "{}: {third}", emulator.name());
-        assert!(rt.block_on(emulator.keys(&root)).iter().all(|k| !k.starts_with(&upload)), "{}", emulator.name());
+        assert_eq!(
+            third["requests"]["list"].as_u64(),
+            Some(floor + 1),
+            "{}: {third}",
+            emulator.name()
+        );
+        assert!(
+            rt.block_on(emulator.keys(&root))
+                .iter()
+                .all(|k| !k.starts_with(&upload)),
+            "{}",
+            emulator.name()
+        );
     }
 }
 
@@ -295,7 +435,10 @@ fn a_second_run_costs_little_more_than_its_listing() {
 /// there with `--offline` (the listing alone, no re-check) gives the first
 /// report; then a collection, whose report is the second, must leave what it
 /// leaves on disk.
-fn listing_report_then_same_as_disk(sc: &Scenario, test: &str) -> (serde_json::Value, serde_json::Value) {
+fn listing_report_then_same_as_disk(
+    sc: &Scenario,
+    test: &str,
+) -> (serde_json::Value, serde_json::Value) {
     let emulator = Emulator::Moto;
     emulator.require();
     let rt = runtime();
@@ -305,7 +448,11 @@ fn listing_report_then_same_as_disk(sc: &Scenario, test: &str) -> (serde_json::V
     dry.extend(["--dry-run", "--offline"].map(String::from));
     run_on(emulator, &root, &dry, report.path());
     let listed = collector::read_report(report.path());
-    assert_eq!(listed["seen"]["keys"].as_u64(), Some(before.len() as u64), "{listed}");
+    assert_eq!(
+        listed["seen"]["keys"].as_u64(),
+        Some(before.len() as u64),
+        "{listed}"
+    );
     collect_as_on_disk(&rt, emulator, sc, &root, Mode::Default, &[], report.path());
     (listed, collector::read_report(report.path()))
 }
@@ -318,11 +465,18 @@ fn a_registry_of_a_few_pages_is_listed_flat_at_the_floor_and_collected_as_on_dis
     write_links_to_blobs_never_pushed(&sc.root, "many/links", 1500);
     let keys = tree::keys(&sc.root).len() as u64;
     let (r, collected) = listing_report_then_same_as_disk(&sc, "split-pages");
-    assert!(r["requests"]["list"].as_u64().unwrap() > keys.div_ceil(1000) + 2, "listed by prefixes: {}", r["requests"]);
+    assert!(
+        r["requests"]["list"].as_u64().unwrap() > keys.div_ceil(1000) + 2,
+        "listed by prefixes: {}",
+        r["requests"]
+    );
     // stale uploads, 8 blobs and 1,506 layer links whose blobs were never
     // there: three phases by reason, four DELETE; the links wait for nothing
     // and fill the first two phases' batches
-    assert_eq!(collected["requests"]["delete"], collected["request_floor"]["delete"], "{collected}");
+    assert_eq!(
+        collected["requests"]["delete"], collected["request_floor"]["delete"],
+        "{collected}"
+    );
     assert_eq!(collected["requests"]["delete"].as_u64(), Some(2));
 
     // 2,000 orphan blobs more: the first page ends among them and tells how
@@ -335,8 +489,20 @@ fn a_registry_of_a_few_pages_is_listed_flat_at_the_floor_and_collected_as_on_dis
     let (r, collected) = listing_report_then_same_as_disk(&sc, "flat-pages");
     // 12 upload files, 2,008 blobs, 1,506 links: 1 + 3 + 2 DELETE by reason,
     // 4 (the floor) once the first phase's batch takes 988 blobs
-    assert_eq!(collected["requests"]["delete"].as_u64(), Some(4), "{collected}");
+    assert_eq!(
+        collected["requests"]["delete"].as_u64(),
+        Some(4),
+        "{collected}"
+    );
     assert_eq!(collected["request_floor"]["delete"].as_u64(), Some(4));
-    assert_eq!(r["requests"]["list"].as_u64(), Some(keys.div_ceil(1000)), "one LIST per page: {}", r["requests"]);
-    assert_eq!(r["request_floor"]["list"].as_u64(), Some(keys.div_ceil(1000)));
+    assert_eq!(
+        r["requests"]["list"].as_u64(),
+        Some(keys.div_ceil(1000)),
+        "one LIST per page: {}",
+        r["requests"]
+    );
+    assert_eq!(
+        r["request_floor"]["list"].as_u64(),
+        Some(keys.div_ceil(1000))
+    );
 }

@@ -22,7 +22,10 @@ const V2: &str = "docker/registry/v2/";
 type Found = (String, String, Vec<String>);
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Runs `registry-gc <args>` and returns (exit code, stdout as JSON when it is JSON).
@@ -31,7 +34,11 @@ fn run_json(args: &[&str]) -> (i32, Value, String) {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
     let code = out.status.code().expect("exited");
-    assert!(code == 0 || code == 5, "registry-gc {args:?} exited {code}\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        code == 0 || code == 5,
+        "registry-gc {args:?} exited {code}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (code, json, stdout)
 }
 
@@ -60,14 +67,27 @@ fn findings(report: &Value) -> BTreeSet<Found> {
         .expect("findings")
         .iter()
         .map(|f| {
-            let images = f["images"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_string()).collect();
-            (f["kind"].as_str().unwrap().to_string(), f["key"].as_str().unwrap().to_string(), images)
+            let images = f["images"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_str().unwrap().to_string())
+                .collect();
+            (
+                f["kind"].as_str().unwrap().to_string(),
+                f["key"].as_str().unwrap().to_string(),
+                images,
+            )
         })
         .collect()
 }
 
 fn finding(kind: &str, key: &str, images: &[&str]) -> Found {
-    (kind.to_string(), format!("{V2}{key}"), images.iter().map(|s| s.to_string()).collect())
+    (
+        kind.to_string(),
+        format!("{V2}{key}"),
+        images.iter().map(|s| s.to_string()).collect(),
+    )
 }
 
 // ---------------------------------------------------------------- du
@@ -85,7 +105,13 @@ struct DuScenario {
 
 /// The manifest, config and layers of a pushed image, but `skip`.
 fn image_bytes(img: &Image, manifest: &common::images::PushedImage, skip: Option<&Blob>) -> u64 {
-    manifest.size() + img.blobs().iter().filter(|b| skip.is_none_or(|s| s.digest != b.digest)).map(|b| b.size()).sum::<u64>()
+    manifest.size()
+        + img
+            .blobs()
+            .iter()
+            .filter(|b| skip.is_none_or(|s| s.digest != b.digest))
+            .map(|b| b.size())
+            .sum::<u64>()
 }
 
 fn du_scenario() -> (tempfile::TempDir, DuScenario) {
@@ -117,17 +143,36 @@ fn du_scenario() -> (tempfile::TempDir, DuScenario) {
         p.finish("du")
     });
     let (one_exclusive, two_exclusive, base, one_untagged, orphan) = sizes.unwrap();
-    (dir, DuScenario { sc, one_exclusive, two_exclusive, base, one_untagged, orphan })
+    (
+        dir,
+        DuScenario {
+            sc,
+            one_exclusive,
+            two_exclusive,
+            base,
+            one_untagged,
+            orphan,
+        },
+    )
 }
 
 fn repo<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["repositories"].as_array().unwrap().iter().find(|r| r["repository"] == name).unwrap_or_else(|| panic!("{name} in {report}"))
+    report["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["repository"] == name)
+        .unwrap_or_else(|| panic!("{name} in {report}"))
 }
 
 /// Bytes of one repository's upload files on disk.
 fn upload_bytes(root: &Path, repo: &str) -> u64 {
     let prefix = format!("repositories/{repo}/_uploads/");
-    tree::keys(root).iter().filter(|k| k.starts_with(&prefix)).map(|k| tree::read_key(root, k).len() as u64).sum()
+    tree::keys(root)
+        .iter()
+        .filter(|k| k.starts_with(&prefix))
+        .map(|k| tree::read_key(root, k).len() as u64)
+        .sum()
 }
 
 #[test]
@@ -145,16 +190,30 @@ fn du_attributes_a_shared_base_layer_and_predicts_what_gc_frees() {
     let table = run(&["du", "--upload-max-age", "1h", &root]);
     let csv = run(&["du", "--format", "csv", "--bytes", &root]);
     let after = tree::snapshot(copy.path());
-    assert!(before == after, "du changed the tree:\n{}", tree::snapshot_diff(&before, &after));
-    assert_eq!(dirs_before, tree::dirs(copy.path()), "du changed directories");
+    assert!(
+        before == after,
+        "du changed the tree:\n{}",
+        tree::snapshot_diff(&before, &after)
+    );
+    assert_eq!(
+        dirs_before,
+        tree::dirs(copy.path()),
+        "du changed directories"
+    );
 
     let (one, two) = (repo(&r, "du/one"), repo(&r, "du/two"));
     assert_eq!(one["exclusive_bytes"], s.one_exclusive, "{r}");
     assert_eq!(one["shared_bytes"], s.base);
     assert_eq!(two["exclusive_bytes"], s.two_exclusive);
     assert_eq!(two["shared_bytes"], s.base);
-    assert_eq!((one["tags"].as_u64(), one["manifests"].as_u64()), (Some(1), Some(2)));
-    assert_eq!((two["tags"].as_u64(), two["manifests"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (one["tags"].as_u64(), one["manifests"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(
+        (two["tags"].as_u64(), two["manifests"].as_u64()),
+        (Some(1), Some(1))
+    );
     assert_eq!(one["upload_bytes"], uploads);
     let t = &r["totals"];
     assert_eq!(t["shared_bytes"], s.base, "the shared layer counts once");
@@ -164,35 +223,66 @@ fn du_attributes_a_shared_base_layer_and_predicts_what_gc_frees() {
     assert_eq!(one["gc_frees_bytes"], uploads);
     assert_eq!(one["gc_untagged_frees_bytes"], uploads + s.one_untagged);
     assert_eq!(t["gc"]["bytes"], s.orphan + uploads);
-    assert_eq!(t["gc_untagged"]["bytes"], s.orphan + uploads + s.one_untagged);
-    assert_eq!(r["repositories"][0]["repository"], "du/two", "sorted by exclusive bytes: {r}");
+    assert_eq!(
+        t["gc_untagged"]["bytes"],
+        s.orphan + uploads + s.one_untagged
+    );
+    assert_eq!(
+        r["repositories"][0]["repository"], "du/two",
+        "sorted by exclusive bytes: {r}"
+    );
 
     let table = String::from_utf8_lossy(&table.stdout);
-    assert!(table.starts_with("REPOSITORY") && table.contains("du/one") && table.contains("KiB"), "{table}");
+    assert!(
+        table.starts_with("REPOSITORY") && table.contains("du/one") && table.contains("KiB"),
+        "{table}"
+    );
     let csv = String::from_utf8_lossy(&csv.stdout);
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
         Some("repository,tags,manifests,exclusive_bytes,shared_bytes,upload_bytes,gc_frees_bytes,gc_untagged_frees_bytes")
     );
-    assert!(csv.contains(&format!("du/one,1,2,{},{},{uploads},", s.one_exclusive, s.base)), "{csv}");
+    assert!(
+        csv.contains(&format!(
+            "du/one,1,2,{},{},{uploads},",
+            s.one_exclusive, s.base
+        )),
+        "{csv}"
+    );
 
     // what a real gc frees, in each mode, on the same tree
-    for (flags, predicted) in [(vec![], &t["gc"]["bytes"]), (vec!["--delete-untagged"], &t["gc_untagged"]["bytes"])] {
+    for (flags, predicted) in [
+        (vec![], &t["gc"]["bytes"]),
+        (vec!["--delete-untagged"], &t["gc_untagged"]["bytes"]),
+    ] {
         let run_copy = aged_copy(&s.sc);
-        let report = run_copy.path().join("..").join(format!("du-gc-{}.json", std::process::id()));
+        let report = run_copy
+            .path()
+            .join("..")
+            .join(format!("du-gc-{}.json", std::process::id()));
         let report_s = report.display().to_string();
         let mut f = flags.clone();
         f.extend(["--upload-max-age", "1h", "--report", &report_s]);
         gc(run_copy.path(), &f, 0);
         let freed = collector::read_report(&report)["bytes_freed"].clone();
-        assert_eq!(&freed, predicted, "{flags:?}: du predicted {predicted}, gc freed {freed}");
+        assert_eq!(
+            &freed, predicted,
+            "{flags:?}: du predicted {predicted}, gc freed {freed}"
+        );
         std::fs::remove_file(report).unwrap();
     }
 
     // --min-age spares as in gc: the tree is two hours old
     let r = du(&root, &["--upload-max-age", "1h", "--min-age", "3h"]);
-    assert_eq!((r["totals"]["gc"]["bytes"].as_u64(), r["totals"]["gc_untagged"]["bytes"].as_u64()), (Some(0), Some(0)), "{r}");
+    assert_eq!(
+        (
+            r["totals"]["gc"]["bytes"].as_u64(),
+            r["totals"]["gc_untagged"]["bytes"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "{r}"
+    );
 }
 
 // ---------------------------------------------------------------- fsck
@@ -207,7 +297,9 @@ struct Damaged {
 
 /// Pushes a small registry: a docker image sharing a base layer with another
 /// repository, an OCI index of two children, an OCI image.
-fn shop(reg: &common::registry::Registry) -> (Scenario, Vec<Image>, Vec<common::images::PushedImage>) {
+fn shop(
+    reg: &common::registry::Registry,
+) -> (Scenario, Vec<Image>, Vec<common::images::PushedImage>) {
     let mut p = Pusher::new(reg);
     let base = layer_blob("shop/base");
     let web_v1 = Image::docker("shop/web-v1", 2).with_layer(base.clone());
@@ -218,19 +310,35 @@ fn shop(reg: &common::registry::Registry) -> (Scenario, Vec<Image>, Vec<common::
     let m_v1 = p.image("shop/web", &web_v1, Some("v1"));
     let m_amd = p.image("shop/web", &amd, None);
     let m_arm = p.image("shop/web", &arm, None);
-    let m_multi =
-        p.index("shop/web", &Index::with_default_platforms(IndexKind::OciIndex, vec![m_amd.clone(), m_arm.clone()]), Some("multi"));
+    let m_multi = p.index(
+        "shop/web",
+        &Index::with_default_platforms(IndexKind::OciIndex, vec![m_amd.clone(), m_arm.clone()]),
+        Some("multi"),
+    );
     let m_v2 = p.image("shop/web", &web_v2, Some("v2"));
     let m_api = p.image("shop/api", &api, Some("v1"));
-    for (label, m) in [("web:v1", &m_v1), ("web:multi", &m_multi), ("web:v2", &m_v2), ("api:v1", &m_api)] {
+    for (label, m) in [
+        ("web:v1", &m_v1),
+        ("web:multi", &m_multi),
+        ("web:v2", &m_v2),
+        ("api:v1", &m_api),
+    ] {
         p.expect(label, m, true, true);
     }
     let sc = p.finish("shop");
-    (sc, vec![web_v1, amd, arm, web_v2, api], vec![m_v1, m_amd, m_arm, m_multi, m_v2, m_api])
+    (
+        sc,
+        vec![web_v1, amd, arm, web_v2, api],
+        vec![m_v1, m_amd, m_arm, m_multi, m_v2, m_api],
+    )
 }
 
 /// Damages an aged copy of the shop registry on disk; returns what fsck must say.
-fn damage(root: &Path, images: &[Image], pushed_images: &[common::images::PushedImage]) -> (BTreeSet<Found>, Found) {
+fn damage(
+    root: &Path,
+    images: &[Image],
+    pushed_images: &[common::images::PushedImage],
+) -> (BTreeSet<Found>, Found) {
     let (web_v1, web_v2, api) = (&images[0], &images[3], &images[4]);
     let m_amd = &pushed_images[1];
     let mut expected = BTreeSet::new();
@@ -238,13 +346,29 @@ fn damage(root: &Path, images: &[Image], pushed_images: &[common::images::Pushed
     // a layer's data removed: web:v1 is broken; its layer link now dangles
     let lost = &web_v1.layers[0];
     tree::remove_key(root, &tree::blob_key(lost.hex()));
-    expected.insert(finding("missing-blob", &tree::blob_key(lost.hex()), &["shop/web:v1"]));
-    expected.insert(finding("dangling-layer-link", &tree::layer_link_key("shop/web", &lost.digest), &[]));
+    expected.insert(finding(
+        "missing-blob",
+        &tree::blob_key(lost.hex()),
+        &["shop/web:v1"],
+    ));
+    expected.insert(finding(
+        "dangling-layer-link",
+        &tree::layer_link_key("shop/web", &lost.digest),
+        &[],
+    ));
 
     // a child manifest's blob removed: the index tagged multi is broken
     tree::remove_key(root, &tree::blob_key(m_amd.hex()));
-    expected.insert(finding("missing-child", &tree::blob_key(m_amd.hex()), &["shop/web:multi"]));
-    expected.insert(finding("revision-manifest-missing", &tree::revision_link_key("shop/web", &m_amd.digest), &["shop/web:multi"]));
+    expected.insert(finding(
+        "missing-child",
+        &tree::blob_key(m_amd.hex()),
+        &["shop/web:multi"],
+    ));
+    expected.insert(finding(
+        "revision-manifest-missing",
+        &tree::revision_link_key("shop/web", &m_amd.digest),
+        &["shop/web:multi"],
+    ));
 
     // junk in a layer link and in a tag link
     let junk_layer = tree::layer_link_key("shop/web", &web_v2.layers[0].digest);
@@ -264,16 +388,23 @@ fn damage(root: &Path, images: &[Image], pushed_images: &[common::images::Pushed
     expected.insert(finding("blob-not-linked", &unlinked, &["shop/api:v1"]));
 
     // stray keys of each kind
-    for key in
-        ["blobs/sha256/aa/tmp-upload-1", "repositories/shop/web/README", "repositories/shop/web/_manifests/notes.txt", "stray-at-root"]
-    {
+    for key in [
+        "blobs/sha256/aa/tmp-upload-1",
+        "repositories/shop/web/README",
+        "repositories/shop/web/_manifests/notes.txt",
+        "stray-at-root",
+    ] {
         tree::write_key(root, key, b"stray");
         expected.insert(finding("stray-key", key, &[]));
     }
 
     // an orphan blob: data and no link
     let orphan = tree::write_blob(root, b"an orphan nobody links");
-    expected.insert(finding("orphan-blob", &tree::blob_key_for_digest(&orphan), &[]));
+    expected.insert(finding(
+        "orphan-blob",
+        &tree::blob_key_for_digest(&orphan),
+        &[],
+    ));
 
     // a blob's bytes corrupted, same length: only --verify-content sees it
     let bad = &api.layers[0];
@@ -295,7 +426,15 @@ fn damaged() -> (tempfile::TempDir, tempfile::TempDir, Damaged) {
     let (images, pushed_images) = parts.unwrap();
     let copy = aged_copy(&sc);
     let (expected, corrupted) = damage(copy.path(), &images, &pushed_images);
-    (dir, copy, Damaged { sc, expected, corrupted })
+    (
+        dir,
+        copy,
+        Damaged {
+            sc,
+            expected,
+            corrupted,
+        },
+    )
 }
 
 #[test]
@@ -305,7 +444,11 @@ fn fsck_on_a_clean_registry_exits_zero_with_no_findings() {
     for extra in [vec![], vec!["--verify-content"], vec!["--strict"]] {
         let (code, r) = fsck(copy.path(), &extra);
         assert_eq!(code, 0, "{extra:?}: {r}");
-        assert_eq!(r["findings"].as_array().map(Vec::len), Some(0), "{extra:?}: {r}");
+        assert_eq!(
+            r["findings"].as_array().map(Vec::len),
+            Some(0),
+            "{extra:?}: {r}"
+        );
     }
     let out = run(&["fsck", &copy.path().display().to_string()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("clean: no findings"));
@@ -319,7 +462,10 @@ fn fsck_on_the_mixed_scenario_finds_no_problems() {
     let (code, r) = fsck(copy.path(), &["--verify-content"]);
     assert_eq!((code, r["problems"].as_u64()), (0, Some(0)), "{r}");
     let kinds: BTreeSet<String> = findings(&r).into_iter().map(|f| f.0).collect();
-    assert!(kinds.contains("orphan-blob"), "the deleted images' blobs are orphans: {r}");
+    assert!(
+        kinds.contains("orphan-blob"),
+        "the deleted images' blobs are orphans: {r}"
+    );
     let (code, r) = fsck(copy.path(), &["--strict"]);
     assert_eq!(code, 5, "--strict counts informational findings: {r}");
 
@@ -327,7 +473,11 @@ fn fsck_on_the_mixed_scenario_finds_no_problems() {
     for mode in common::model::Mode::ALL {
         let collected = collector::collect_and_verify(&sc, mode);
         let (code, r) = fsck(collected.path(), &["--strict", "--verify-content"]);
-        assert_eq!((code, r["findings"].as_array().map(Vec::len)), (0, Some(0)), "{mode:?}: {r}");
+        assert_eq!(
+            (code, r["findings"].as_array().map(Vec::len)),
+            (0, Some(0)),
+            "{mode:?}: {r}"
+        );
     }
 }
 
@@ -342,9 +492,19 @@ fn fsck_names_each_kind_of_damage_and_writes_nothing() {
     let got = findings(&plain);
     let missing: Vec<_> = d.expected.difference(&got).collect();
     let extra: Vec<_> = got.difference(&d.expected).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "not found: {missing:#?}\nunexpected: {extra:#?}");
-    assert!(plain["checked"]["blobs_verified"].is_null(), "plain fsck re-hashes nothing");
-    let problems = d.expected.iter().filter(|f| !["orphan-blob", "stray-key", "dangling-layer-link"].contains(&f.0.as_str())).count();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "not found: {missing:#?}\nunexpected: {extra:#?}"
+    );
+    assert!(
+        plain["checked"]["blobs_verified"].is_null(),
+        "plain fsck re-hashes nothing"
+    );
+    let problems = d
+        .expected
+        .iter()
+        .filter(|f| !["orphan-blob", "stray-key", "dangling-layer-link"].contains(&f.0.as_str()))
+        .count();
     assert_eq!(plain["problems"].as_u64(), Some(problems as u64));
 
     let (code, verified) = fsck(copy.path(), &["--verify-content"]);
@@ -352,15 +512,25 @@ fn fsck_names_each_kind_of_damage_and_writes_nothing() {
     let mut want = d.expected.clone();
     want.insert(d.corrupted.clone());
     assert_eq!(findings(&verified), want);
-    assert_eq!(verified["checked"]["blobs_verified"].as_u64(), Some(tree::blob_digests(copy.path()).len() as u64));
+    assert_eq!(
+        verified["checked"]["blobs_verified"].as_u64(),
+        Some(tree::blob_digests(copy.path()).len() as u64)
+    );
 
     let text = run(&["fsck", &copy.path().display().to_string()]);
     assert_eq!(text.status.code(), Some(5));
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("images with a missing config or layer (1):") && text.contains("shop/web:v1"), "{text}");
+    assert!(
+        text.contains("images with a missing config or layer (1):") && text.contains("shop/web:v1"),
+        "{text}"
+    );
 
     let after = tree::snapshot(copy.path());
-    assert!(before == after, "fsck changed the tree:\n{}", tree::snapshot_diff(&before, &after));
+    assert!(
+        before == after,
+        "fsck changed the tree:\n{}",
+        tree::snapshot_diff(&before, &after)
+    );
     assert_eq!(dirs_before, tree::dirs(copy.path()));
     drop(d.sc);
 }
@@ -390,7 +560,11 @@ fn fsck_and_du_on_s3_moto_agree_with_the_filesystem() {
     let mut want = d.expected.clone();
     want.insert(d.corrupted.clone());
     assert_eq!(findings(&r), want, "moto: {r}");
-    assert_eq!(rt.block_on(emulator.keys(&root)), keys, "fsck changed the bucket");
+    assert_eq!(
+        rt.block_on(emulator.keys(&root)),
+        keys,
+        "fsck changed the bucket"
+    );
 
     // du: same numbers as on disk (objects cannot be back-dated: no fence here)
     let (_dir2, s) = du_scenario();
@@ -404,7 +578,11 @@ fn fsck_and_du_on_s3_moto_agree_with_the_filesystem() {
     assert_eq!(in_bucket["repositories"], on_disk["repositories"]);
     assert_eq!(in_bucket["totals"], on_disk["totals"]);
     assert_eq!(repo(&in_bucket, "du/one")["shared_bytes"], s.base);
-    assert_eq!(rt.block_on(emulator.keys(&root)), keys, "du changed the bucket");
+    assert_eq!(
+        rt.block_on(emulator.keys(&root)),
+        keys,
+        "du changed the bucket"
+    );
 }
 
 #[test]
@@ -413,19 +591,47 @@ fn fsck_that_cannot_complete_exits_one_and_du_takes_gc_settings() {
     let root = sc.root.display().to_string();
     // a manifest over the read limit stops the check: exit 1, not "problems found"
     let out = run(&["fsck", "--max-manifest-size", "16", &root]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("fsck could not complete"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fsck could not complete"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // not a registry: refused like gc
     let empty = tempfile::tempdir().unwrap();
-    assert_eq!(run(&["fsck", &empty.path().display().to_string()]).status.code(), Some(3));
-    assert_eq!(run(&["du", &empty.path().display().to_string()]).status.code(), Some(3));
-    assert_eq!(run(&["du", "--min-age", "soon", &root]).status.code(), Some(2));
+    assert_eq!(
+        run(&["fsck", &empty.path().display().to_string()])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(
+        run(&["du", &empty.path().display().to_string()])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(
+        run(&["du", "--min-age", "soon", &root]).status.code(),
+        Some(2)
+    );
     // [gc] min_age from --config applies to du's "would free" columns
-    let config = sc.root.join("..").join(format!("du-config-{}.toml", std::process::id()));
+    let config = sc
+        .root
+        .join("..")
+        .join(format!("du-config-{}.toml", std::process::id()));
     std::fs::write(&config, "[gc]\nmin_age = \"3h\"\n").unwrap();
     let r = du(&root, &["--config", &config.display().to_string()]);
     assert_eq!(r["min_age_seconds"].as_u64(), Some(3 * 3600), "{r}");
-    let r = du(&root, &["--config", &config.display().to_string(), "--min-age", "0s"]);
+    let r = du(
+        &root,
+        &["--config", &config.display().to_string(), "--min-age", "0s"],
+    );
     assert_eq!(r["min_age_seconds"].as_u64(), Some(0), "the flag wins: {r}");
     std::fs::remove_file(config).unwrap();
 }

@@ -45,7 +45,12 @@ struct WritesDuringRun {
 
 impl WritesDuringRun {
     fn new(inner: Box<dyn Storage>, hook: Hook, when: When) -> Self {
-        WritesDuringRun { inner, hook: HookSlot(Mutex::new(Some(hook))), when, stated: AtomicBool::new(false) }
+        WritesDuringRun {
+            inner,
+            hook: HookSlot(Mutex::new(Some(hook))),
+            when,
+            stated: AtomicBool::new(false),
+        }
     }
 }
 
@@ -67,7 +72,9 @@ impl WritesDuringRun {
         }
         let hook = self.hook.0.lock().unwrap().take();
         if let Some(hook) = hook {
-            tokio::task::spawn_blocking(hook).await.expect("the pushes made during the run failed");
+            tokio::task::spawn_blocking(hook)
+                .await
+                .expect("the pushes made during the run failed");
         }
     }
 }
@@ -90,7 +97,10 @@ impl StorageWrapper for WritesDuringRun {
         self.inner.get(key, limit).await
     }
     async fn delete_batch(&self, keys: &[String]) -> Vec<Result<(), StorageError>> {
-        if keys.iter().any(|k| k.starts_with("docker/registry/v2/blobs/")) {
+        if keys
+            .iter()
+            .any(|k| k.starts_with("docker/registry/v2/blobs/"))
+        {
             self.fire(When::FirstBlobDelete).await;
         }
         self.inner.delete_batch(keys).await
@@ -178,35 +188,70 @@ fn seed(base: &str) -> Online {
         artifact_type: None,
         tag: None,
     };
-    Online { garbage, garbage_by_digest, orphan, relinked, moving_from, moving_to }
+    Online {
+        garbage,
+        garbage_by_digest,
+        orphan,
+        relinked,
+        moving_from,
+        moving_to,
+    }
 }
 
 /// The writes made while registry-gc is between its listing and its plan.
 /// Returns the references that must pull afterwards.
-fn pushes_during_the_run(base: &str, garbage: &Image, garbage_by_digest: &Image, moving_to: &PushedImage) -> Vec<(String, String)> {
+fn pushes_during_the_run(
+    base: &str,
+    garbage: &Image,
+    garbage_by_digest: &Image,
+    moving_to: &PushedImage,
+) -> Vec<(String, String)> {
     // The garbage image again: its layers are still linked in `app`, so a
     // client uploads nothing and only puts the manifest.
     let again = push_like_client(base, "app", garbage, "again");
     // One of its layers into a repository that never had it: uploaded again,
     // which leaves the (old) blob data as it was and links it.
-    let fresh = Image::from_layers(ImageKind::Docker, "online-fresh", vec![garbage.layers[0].clone(), layer_blob("online-new")]);
+    let fresh = Image::from_layers(
+        ImageKind::Docker,
+        "online-fresh",
+        vec![garbage.layers[0].clone(), layer_blob("online-new")],
+    );
     push_like_client(base, "fresh", &fresh, "v1");
     // The tag moved onto the untagged manifest.
-    http::put_manifest(base, "app", "moving", &moving_to.media_type, &moving_to.bytes);
+    http::put_manifest(
+        base,
+        "app",
+        "moving",
+        &moving_to.media_type,
+        &moving_to.bytes,
+    );
     // A garbage layer uploaded again (a client that does not ask first): the
     // registry rewrites its layer link, which the plan would delete; the
     // manifest naming it is not put yet.
     http::upload_blob(base, "app", &layer_blob("online-relinked").bytes);
     // A manifest put by digest only (as a multi-arch child is, before its
     // index) naming a garbage layer: nothing but its new revision link says so.
-    let child = Image::from_layers(ImageKind::Docker, "online-child", vec![garbage_by_digest.layers[0].clone(), layer_blob("online-child")]);
+    let child = Image::from_layers(
+        ImageKind::Docker,
+        "online-child",
+        vec![
+            garbage_by_digest.layers[0].clone(),
+            layer_blob("online-child"),
+        ],
+    );
     for b in child.blobs() {
         if !http::blob_exists(base, "app", &b.digest) {
             http::upload_blob(base, "app", &b.bytes);
         }
     }
     let child_bytes = child.manifest_bytes();
-    let child_digest = http::put_manifest(base, "app", &sha256_digest(&child_bytes), child.media_type(), &child_bytes);
+    let child_digest = http::put_manifest(
+        base,
+        "app",
+        &sha256_digest(&child_bytes),
+        child.media_type(),
+        &child_bytes,
+    );
     vec![
         ("app".into(), child_digest),
         ("app".into(), "again".into()),
@@ -228,17 +273,29 @@ fn options(delete_untagged: bool, min_age: Duration) -> GcOptions {
         max_manifest_bytes: 64 << 20,
         cache_dir: None,
         // these small registries are mostly garbage
-        guard: GuardOptions { force: true, ..GuardOptions::default() },
+        guard: GuardOptions {
+            force: true,
+            ..GuardOptions::default()
+        },
         quarantine: false,
         offline: false,
     }
 }
 
 /// A collection over `storage` with `hook`'s writes made `when` it says.
-fn collect_with_writes(storage: Box<dyn Storage>, hook: Hook, when: When, opts: GcOptions) -> Report {
+fn collect_with_writes(
+    storage: Box<dyn Storage>,
+    hook: Hook,
+    when: When,
+    opts: GcOptions,
+) -> Report {
     let storage = Box::new(WritesDuringRun::new(storage, hook, when));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    rt.block_on(gc::run(storage, opts, &Progress::new(false), None)).expect("collection runs")
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(gc::run(storage, opts, &Progress::new(false), None))
+        .expect("collection runs")
 }
 
 /// A registry on disk seeded for these tests, everything in it two hours old:
@@ -256,18 +313,35 @@ fn on_disk(dir: &Path) -> Box<dyn Storage> {
     open_storage(&dir.display().to_string(), &Default::default()).unwrap()
 }
 
-fn collect_while_pushing(storage: Box<dyn Storage>, base: &str, o: &Online, opts: GcOptions) -> (Report, Vec<(String, String)>) {
+fn collect_while_pushing(
+    storage: Box<dyn Storage>,
+    base: &str,
+    o: &Online,
+    opts: GcOptions,
+) -> (Report, Vec<(String, String)>) {
     let pushed = Arc::new(Mutex::new(Vec::new()));
-    let (base_s, garbage, by_digest, moving_to, sink) =
-        (base.to_string(), o.garbage.clone(), o.garbage_by_digest.clone(), o.moving_to.clone(), pushed.clone());
-    let hook: Hook = Box::new(move || *sink.lock().unwrap() = pushes_during_the_run(&base_s, &garbage, &by_digest, &moving_to));
+    let (base_s, garbage, by_digest, moving_to, sink) = (
+        base.to_string(),
+        o.garbage.clone(),
+        o.garbage_by_digest.clone(),
+        o.moving_to.clone(),
+        pushed.clone(),
+    );
+    let hook: Hook = Box::new(move || {
+        *sink.lock().unwrap() = pushes_during_the_run(&base_s, &garbage, &by_digest, &moving_to)
+    });
     let report = collect_with_writes(storage, hook, When::FirstRead, opts);
     let pushed = pushed.lock().unwrap().clone();
     assert!(!pushed.is_empty(), "the pushes ran during the mark phase");
     (report, pushed)
 }
 
-fn assert_everything_pulls(base: &str, o: &Online, pushed: &[(String, String)], delete_untagged: bool) {
+fn assert_everything_pulls(
+    base: &str,
+    o: &Online,
+    pushed: &[(String, String)],
+    delete_untagged: bool,
+) {
     let mut refs: Vec<(String, String)> = vec![("base".into(), "v1".into())];
     if !delete_untagged {
         // untagged by the move: collected under --delete-untagged, kept otherwise
@@ -275,16 +349,28 @@ fn assert_everything_pulls(base: &str, o: &Online, pushed: &[(String, String)], 
     }
     refs.extend(pushed.iter().cloned());
     for (repo, reference) in refs {
-        http::pull_verify(base, &repo, &reference).unwrap_or_else(|e| panic!("{repo}:{reference} after an online collection: {e}"));
+        http::pull_verify(base, &repo, &reference)
+            .unwrap_or_else(|e| panic!("{repo}:{reference} after an online collection: {e}"));
     }
-    assert!(!http::blob_exists(base, "app", &o.orphan), "the orphan layer is garbage and goes");
-    assert!(http::blob_exists(base, "app", &o.relinked), "a layer uploaded again during the run was deleted");
+    assert!(
+        !http::blob_exists(base, "app", &o.orphan),
+        "the orphan layer is garbage and goes"
+    );
+    assert!(
+        http::blob_exists(base, "app", &o.relinked),
+        "a layer uploaded again during the run was deleted"
+    );
 }
 
 fn assert_rescued(report: &Report) {
     assert!(report.recheck.recent_keys > 0, "{report:?}");
     // the re-pushed garbage image: its manifest, config and two layers
-    assert!(report.recheck.withdrawn >= 4, "withdrawn {}: {}", report.recheck.withdrawn, report.summary());
+    assert!(
+        report.recheck.withdrawn >= 4,
+        "withdrawn {}: {}",
+        report.recheck.withdrawn,
+        report.summary()
+    );
     assert!(report.failures.is_empty(), "{:?}", report.failures);
 }
 
@@ -292,9 +378,18 @@ fn assert_rescued(report: &Report) {
 fn pushes_during_a_collection_on_disk_survive_in_both_modes() {
     for delete_untagged in [false, true] {
         let (dir, reg, o) = seeded_on_disk();
-        let (report, pushed) = collect_while_pushing(on_disk(dir.path()), reg.url(), &o, options(delete_untagged, Duration::from_secs(3600)));
+        let (report, pushed) = collect_while_pushing(
+            on_disk(dir.path()),
+            reg.url(),
+            &o,
+            options(delete_untagged, Duration::from_secs(3600)),
+        );
         assert_rescued(&report);
-        assert!(report.deleted_keys > 0, "the run collected the real garbage: {}", report.summary());
+        assert!(
+            report.deleted_keys > 0,
+            "the run collected the real garbage: {}",
+            report.summary()
+        );
         assert_everything_pulls(reg.url(), &o, &pushed, delete_untagged);
         check_second_run_is_quiet(dir.path(), delete_untagged);
     }
@@ -316,12 +411,31 @@ fn a_layer_uploaded_again_just_before_the_recheck_stays() {
         http::upload_blob(&base, "app", &layer_blob("online-relinked").bytes);
         http::upload_blob(&base, "elsewhere", &moved.bytes);
     });
-    let report = collect_with_writes(on_disk(dir.path()), hook, When::ReCheck, options(false, Duration::from_secs(3600)));
+    let report = collect_with_writes(
+        on_disk(dir.path()),
+        hook,
+        When::ReCheck,
+        options(false, Duration::from_secs(3600)),
+    );
     // the blob and its layer link
-    assert!(report.recheck.recent_keys >= 1 && report.recheck.withdrawn >= 2, "{:?}: {}", report.recheck, report.summary());
-    assert!(http::blob_exists(reg.url(), "app", &o.relinked), "a layer uploaded again before the re-check was deleted");
-    assert!(http::blob_exists(reg.url(), "elsewhere", &moved_digest), "a layer linked into a new repository before the re-check was deleted");
-    assert!(!http::blob_exists(reg.url(), "app", &o.orphan), "the orphan layer is garbage and goes");
+    assert!(
+        report.recheck.recent_keys >= 1 && report.recheck.withdrawn >= 2,
+        "{:?}: {}",
+        report.recheck,
+        report.summary()
+    );
+    assert!(
+        http::blob_exists(reg.url(), "app", &o.relinked),
+        "a layer uploaded again before the re-check was deleted"
+    );
+    assert!(
+        http::blob_exists(reg.url(), "elsewhere", &moved_digest),
+        "a layer linked into a new repository before the re-check was deleted"
+    );
+    assert!(
+        !http::blob_exists(reg.url(), "app", &o.orphan),
+        "the orphan layer is garbage and goes"
+    );
     http::pull_verify(reg.url(), "base", "v1").unwrap();
 }
 
@@ -330,11 +444,27 @@ fn a_layer_uploaded_again_just_before_the_recheck_stays() {
 fn check_second_run_is_quiet(root: &Path, delete_untagged: bool) {
     tree::age_tree(root, Duration::from_secs(2 * 3600));
     let reg = Registry::start(root);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let report = rt.block_on(gc::run(on_disk(root), options(delete_untagged, Duration::from_secs(3600)), &Progress::new(false), None)).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = rt
+        .block_on(gc::run(
+            on_disk(root),
+            options(delete_untagged, Duration::from_secs(3600)),
+            &Progress::new(false),
+            None,
+        ))
+        .unwrap();
     assert!(report.failures.is_empty());
-    for (repo, reference) in [("app", "again"), ("fresh", "v1"), ("app", "moving"), ("base", "v1")] {
-        http::pull_verify(reg.url(), repo, reference).unwrap_or_else(|e| panic!("{repo}:{reference} after a second run: {e}"));
+    for (repo, reference) in [
+        ("app", "again"),
+        ("fresh", "v1"),
+        ("app", "moving"),
+        ("base", "v1"),
+    ] {
+        http::pull_verify(reg.url(), repo, reference)
+            .unwrap_or_else(|e| panic!("{repo}:{reference} after a second run: {e}"));
     }
 }
 
@@ -343,14 +473,19 @@ fn pushes_during_a_collection_on_s3_survive() {
     let emulator = Emulator::Moto;
     emulator.require();
     let root = Emulator::unique_root("online");
-    let reg = Registry::start_with_driver(&s3_driver_yaml(&emulator.endpoint(), common::cloud::BUCKET, &root));
+    let reg = Registry::start_with_driver(&s3_driver_yaml(
+        &emulator.endpoint(),
+        common::cloud::BUCKET,
+        &root,
+    ));
     let o = seed(reg.url());
     // Object stores cannot back-date objects: the fence is the start of the
     // run (--min-age 0s), so what was pushed before is old and what is pushed
     // during the run is young.
     std::thread::sleep(Duration::from_millis(2100));
     let storage = open_storage(&emulator.url(&root), &emulator.backend_options()).unwrap();
-    let (report, pushed) = collect_while_pushing(storage, reg.url(), &o, options(false, Duration::ZERO));
+    let (report, pushed) =
+        collect_while_pushing(storage, reg.url(), &o, options(false, Duration::ZERO));
     assert_rescued(&report);
     assert_everything_pulls(reg.url(), &o, &pushed, false);
 }
@@ -365,18 +500,43 @@ fn a_rebuilt_image_pushed_during_the_sweep_is_named_by_its_manifest() {
     let (dir, reg, o) = seeded_on_disk();
     let base = reg.url().to_string();
     let old_layer = o.garbage.layers[0].clone();
-    let rebuilt = Image::from_layers(ImageKind::Docker, "online-rebuilt", vec![old_layer.clone(), layer_blob("online-rebuilt-new")]);
+    let rebuilt = Image::from_layers(
+        ImageKind::Docker,
+        "online-rebuilt",
+        vec![old_layer.clone(), layer_blob("online-rebuilt-new")],
+    );
     let pushed = Arc::new(Mutex::new(String::new()));
     let sink = pushed.clone();
     let image = rebuilt.clone();
-    let hook: Hook = Box::new(move || *sink.lock().unwrap() = push_like_client(&base, "rebuilt", &image, "v1").digest);
-    let report = collect_with_writes(on_disk(dir.path()), hook, When::FirstBlobDelete, options(false, Duration::from_secs(3600)));
+    let hook: Hook = Box::new(move || {
+        *sink.lock().unwrap() = push_like_client(&base, "rebuilt", &image, "v1").digest
+    });
+    let report = collect_with_writes(
+        on_disk(dir.path()),
+        hook,
+        When::FirstBlobDelete,
+        options(false, Duration::from_secs(3600)),
+    );
     let digest = pushed.lock().unwrap().clone();
     assert!(!digest.is_empty(), "the push ran during the sweep");
-    let named: Vec<(String, String, String)> =
-        report.broken_by_concurrent_pushes.iter().map(|b| (b.repository.clone(), b.manifest.clone(), b.blob.clone())).collect();
-    assert!(named.contains(&("rebuilt".to_string(), digest.clone(), old_layer.digest.clone())), "{named:?}\n{}", report.summary());
-    assert!(http::pull_verify(reg.url(), "rebuilt", "v1").is_err(), "the old layer was deleted under the new image");
+    let named: Vec<(String, String, String)> = report
+        .broken_by_concurrent_pushes
+        .iter()
+        .map(|b| (b.repository.clone(), b.manifest.clone(), b.blob.clone()))
+        .collect();
+    assert!(
+        named.contains(&(
+            "rebuilt".to_string(),
+            digest.clone(),
+            old_layer.digest.clone()
+        )),
+        "{named:?}\n{}",
+        report.summary()
+    );
+    assert!(
+        http::pull_verify(reg.url(), "rebuilt", "v1").is_err(),
+        "the old layer was deleted under the new image"
+    );
     push_like_client(reg.url(), "rebuilt", &rebuilt, "v1");
     http::pull_verify(reg.url(), "rebuilt", "v1").unwrap();
 }
@@ -390,18 +550,41 @@ fn a_push_during_the_sweep_that_the_sweep_breaks_is_named() {
     let (base, garbage) = (reg.url().to_string(), o.garbage.clone());
     let repushed = Arc::new(Mutex::new(String::new()));
     let sink = repushed.clone();
-    let hook: Hook = Box::new(move || *sink.lock().unwrap() = push_like_client(&base, "app", &garbage, "during-sweep").digest);
-    let report = collect_with_writes(on_disk(dir.path()), hook, When::FirstBlobDelete, options(false, Duration::from_secs(3600)));
+    let hook: Hook = Box::new(move || {
+        *sink.lock().unwrap() = push_like_client(&base, "app", &garbage, "during-sweep").digest
+    });
+    let report = collect_with_writes(
+        on_disk(dir.path()),
+        hook,
+        When::FirstBlobDelete,
+        options(false, Duration::from_secs(3600)),
+    );
     let digest = repushed.lock().unwrap().clone();
     assert!(!digest.is_empty(), "the push ran during the sweep");
-    let named: std::collections::BTreeSet<(String, String)> =
-        report.broken_by_concurrent_pushes.iter().map(|b| (b.repository.clone(), b.manifest.clone())).collect();
-    assert_eq!(named, [("app".to_string(), digest.clone())].into(), "{}", report.summary());
-    let blobs: std::collections::BTreeSet<String> = report.broken_by_concurrent_pushes.iter().map(|b| b.blob.clone()).collect();
-    let mut needed: std::collections::BTreeSet<String> = o.garbage.blob_digests().into_iter().collect();
+    let named: std::collections::BTreeSet<(String, String)> = report
+        .broken_by_concurrent_pushes
+        .iter()
+        .map(|b| (b.repository.clone(), b.manifest.clone()))
+        .collect();
+    assert_eq!(
+        named,
+        [("app".to_string(), digest.clone())].into(),
+        "{}",
+        report.summary()
+    );
+    let blobs: std::collections::BTreeSet<String> = report
+        .broken_by_concurrent_pushes
+        .iter()
+        .map(|b| b.blob.clone())
+        .collect();
+    let mut needed: std::collections::BTreeSet<String> =
+        o.garbage.blob_digests().into_iter().collect();
     needed.insert(digest.clone());
     // its manifest blob at least (once deleted, what it named cannot be read)
-    assert!(blobs.contains(&digest) && blobs.is_subset(&needed), "{blobs:?}");
+    assert!(
+        blobs.contains(&digest) && blobs.is_subset(&needed),
+        "{blobs:?}"
+    );
     assert!(report.summary().contains("push the image again"));
     // and it really is broken: what the report says is what a pull finds
     assert!(http::pull_verify(reg.url(), "app", "during-sweep").is_err());
@@ -425,28 +608,56 @@ fn an_image_tagged_during_the_run_keeps_its_signature() {
     let base = reg.url().to_string();
     let by_digest = |image: &Image| push_like_client(&base, "signed", image, &image.digest());
     let signed = by_digest(&Image::oci("referrers-tagged-later", 1));
-    let signature = by_digest(&Image::cosign_signature("signed", &signed.digest).with_subject(&signed));
+    let signature =
+        by_digest(&Image::cosign_signature("signed", &signed.digest).with_subject(&signed));
     let arrives = Image::oci("referrers-pushed-later", 1);
     let arrives_digest = arrives.digest();
-    let subject = common::images::Descriptor::new(arrives.media_type(), &arrives_digest, arrives.manifest_bytes().len() as u64);
-    let early = by_digest(&Image::cosign_signature("signed", &arrives_digest).with_subject_descriptor(subject));
+    let subject = common::images::Descriptor::new(
+        arrives.media_type(),
+        &arrives_digest,
+        arrives.manifest_bytes().len() as u64,
+    );
+    let early = by_digest(
+        &Image::cosign_signature("signed", &arrives_digest).with_subject_descriptor(subject),
+    );
     let dropped = by_digest(&Image::oci("referrers-left-untagged", 1));
-    let dropped_signature = by_digest(&Image::cosign_signature("signed", &dropped.digest).with_subject(&dropped));
+    let dropped_signature =
+        by_digest(&Image::cosign_signature("signed", &dropped.digest).with_subject(&dropped));
     push_like_client(&base, "base", &Image::docker("referrers-kept", 1), "v1");
     tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
 
     let (hook_base, hook_signed) = (base.clone(), signed.clone());
     let hook: Hook = Box::new(move || {
-        http::put_manifest(&hook_base, "signed", "v1", &hook_signed.media_type, &hook_signed.bytes);
+        http::put_manifest(
+            &hook_base,
+            "signed",
+            "v1",
+            &hook_signed.media_type,
+            &hook_signed.bytes,
+        );
         push_like_client(&hook_base, "signed", &arrives, "v2");
     });
-    let report = collect_with_writes(on_disk(dir.path()), hook, When::FirstRead, options(true, Duration::from_secs(3600)));
+    let report = collect_with_writes(
+        on_disk(dir.path()),
+        hook,
+        When::FirstRead,
+        options(true, Duration::from_secs(3600)),
+    );
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     for reference in ["v1", "v2", signature.digest.as_str(), early.digest.as_str()] {
-        http::pull_verify(reg.url(), "signed", reference).unwrap_or_else(|e| panic!("signed@{reference} after the run: {e}\n{}", report.summary()));
+        http::pull_verify(reg.url(), "signed", reference).unwrap_or_else(|e| {
+            panic!(
+                "signed@{reference} after the run: {e}\n{}",
+                report.summary()
+            )
+        });
     }
     http::pull_verify(reg.url(), "base", "v1").unwrap();
     for gone in [&dropped, &dropped_signature] {
-        assert!(http::pull_verify(reg.url(), "signed", &gone.digest).is_err(), "{} is garbage and goes", gone.digest);
+        assert!(
+            http::pull_verify(reg.url(), "signed", &gone.digest).is_err(),
+            "{} is garbage and goes",
+            gone.digest
+        );
     }
 }

@@ -22,7 +22,10 @@ use object_store::ObjectStoreExt;
 const QUARANTINE: &str = "registry-gc-quarantine";
 
 fn flags(extra: &[&str]) -> Vec<String> {
-    let mut f: Vec<String> = mode_flags(Mode::DeleteUntagged).into_iter().map(String::from).collect();
+    let mut f: Vec<String> = mode_flags(Mode::DeleteUntagged)
+        .into_iter()
+        .map(String::from)
+        .collect();
     // small scenarios, mostly garbage: past the guard's share
     f.extend(["--min-age", "0s", "--upload-max-age", "1h", "--force"].map(String::from));
     f.extend(extra.iter().map(|s| s.to_string()));
@@ -36,15 +39,24 @@ fn strs(v: &[String]) -> Vec<&str> {
 /// Runs `registry-gc <args>` expecting `code`, returning stdout.
 fn expect(args: &[&str], code: i32) -> (String, String) {
     let out = run(args);
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-    assert_eq!(out.status.code(), Some(code), "registry-gc {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "registry-gc {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     (stdout, stderr)
 }
 
 /// The run directories under the quarantine prefix.
 fn runs_on_disk(root: &Path) -> BTreeSet<String> {
     match std::fs::read_dir(root.join(QUARANTINE)) {
-        Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
         Err(_) => BTreeSet::new(),
     }
 }
@@ -68,23 +80,54 @@ fn quarantine_restore_and_purge_on_disk_with_the_real_registry() {
     // a dry run with --quarantine writes nothing
     let dirs_before = tree::dirs(root);
     gc(root, &strs(&flags(&["--quarantine", "--dry-run"])), 0);
-    assert!(before == tree::snapshot(root), "{}", tree::snapshot_diff(&before, &tree::snapshot(root)));
+    assert!(
+        before == tree::snapshot(root),
+        "{}",
+        tree::snapshot_diff(&before, &tree::snapshot(root))
+    );
     assert_eq!(dirs_before, tree::dirs(root));
-    assert!(!root.join(QUARANTINE).exists(), "a dry run created the quarantine");
+    assert!(
+        !root.join(QUARANTINE).exists(),
+        "a dry run created the quarantine"
+    );
 
     // the real run: the registry tree ends exactly as after a plain collection
     let report = root.join("../quarantine-report.json");
     let report_s = report.display().to_string();
-    let out = gc(root, &strs(&flags(&["--quarantine", "--report", &report_s])), 0);
+    let out = gc(
+        root,
+        &strs(&flags(&["--quarantine", "--report", &report_s])),
+        0,
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("quarantined:") && stdout.contains("quarantine run:"), "{stdout}");
-    assert_eq!(tree::keys(root), plain_keys, "registry keys differ from a plain collection");
-    assert_eq!(tree::dirs(root), plain_dirs, "registry directories differ from a plain collection");
-    let top: BTreeSet<String> = std::fs::read_dir(root).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(top, BTreeSet::from(["docker".to_string(), QUARANTINE.to_string()]));
+    assert!(
+        stdout.contains("quarantined:") && stdout.contains("quarantine run:"),
+        "{stdout}"
+    );
+    assert_eq!(
+        tree::keys(root),
+        plain_keys,
+        "registry keys differ from a plain collection"
+    );
+    assert_eq!(
+        tree::dirs(root),
+        plain_dirs,
+        "registry directories differ from a plain collection"
+    );
+    let top: BTreeSet<String> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        top,
+        BTreeSet::from(["docker".to_string(), QUARANTINE.to_string()])
+    );
     let r = collector::read_report(&report);
     std::fs::remove_file(&report).unwrap();
-    let run_id = r["quarantine_run"].as_str().expect("the report names the run").to_string();
+    let run_id = r["quarantine_run"]
+        .as_str()
+        .expect("the report names the run")
+        .to_string();
     assert_eq!(runs_on_disk(root), BTreeSet::from([run_id.clone()]));
     assert!(stdout.contains(&run_id));
 
@@ -92,13 +135,18 @@ fn quarantine_restore_and_purge_on_disk_with_the_real_registry() {
     // and times (a rename), and its record says so
     let run_dir = root.join(QUARANTINE).join(&run_id);
     let moved = tree::snapshot(&run_dir);
-    let deleted: BTreeSet<String> = before.keys().filter(|k| !plain_keys.contains(*k)).cloned().collect();
+    let deleted: BTreeSet<String> = before
+        .keys()
+        .filter(|k| !plain_keys.contains(*k))
+        .cloned()
+        .collect();
     assert!(deleted.len() > 20, "{}", deleted.len());
     assert_eq!(moved.keys().cloned().collect::<BTreeSet<_>>(), deleted);
     for (k, state) in &moved {
         assert_eq!(&before[k], state, "{k}");
     }
-    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("run.json")).unwrap()).unwrap();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("run.json")).unwrap()).unwrap();
     assert_eq!(record["state"], "complete");
     assert_eq!(record["run_id"], run_id.as_str());
     assert_eq!(record["options"]["delete_untagged"], true);
@@ -106,16 +154,27 @@ fn quarantine_restore_and_purge_on_disk_with_the_real_registry() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["key"].as_str().unwrap().strip_prefix("docker/registry/v2/").unwrap().to_string())
+        .map(|e| {
+            e["key"]
+                .as_str()
+                .unwrap()
+                .strip_prefix("docker/registry/v2/")
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(recorded, deleted);
     assert_eq!(record["moved_keys"].as_u64(), Some(deleted.len() as u64));
 
     // the registry serves every kept image and not the collected ones
     let mut reg = Registry::start(root);
-    sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged).unwrap_or_else(|e| panic!("after quarantine: {e}"));
+    sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged)
+        .unwrap_or_else(|e| panic!("after quarantine: {e}"));
     let gone = sc.image("app:v1-old");
-    assert!(common::http::pull_verify(reg.url(), gone.repo(), gone.digest()).is_err(), "app:v1-old still pulls");
+    assert!(
+        common::http::pull_verify(reg.url(), gone.repo(), gone.digest()).is_err(),
+        "app:v1-old still pulls"
+    );
     reg.stop();
 
     // a second collection sees nothing to do and no strays: the quarantine is not part of the registry
@@ -125,61 +184,115 @@ fn quarantine_restore_and_purge_on_disk_with_the_real_registry() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to delete"));
     let r2 = collector::read_report(&report2);
     std::fs::remove_file(&report2).unwrap();
-    assert!(r2["strays"].as_array().unwrap().is_empty(), "{}", r2["strays"]);
-    assert!(moved == tree::snapshot(&run_dir), "the second collection touched the quarantine");
+    assert!(
+        r2["strays"].as_array().unwrap().is_empty(),
+        "{}",
+        r2["strays"]
+    );
+    assert!(
+        moved == tree::snapshot(&run_dir),
+        "the second collection touched the quarantine"
+    );
 
     // --list shows the run with its keys
     let (list, _) = expect(&["restore", "--list", &root_s], 0);
-    let line = list.lines().find(|l| l.starts_with(&run_id)).unwrap_or_else(|| panic!("{list}"));
-    assert!(line.contains("complete") && line.split_whitespace().nth(2) == Some(&deleted.len().to_string()), "{line}");
+    let line = list
+        .lines()
+        .find(|l| l.starts_with(&run_id))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        line.contains("complete")
+            && line.split_whitespace().nth(2) == Some(&deleted.len().to_string()),
+        "{line}"
+    );
 
     // restore: every key back, byte for byte, with its mtime
     let (out, _) = expect(&["restore", &root_s, &run_id], 0);
-    assert!(out.contains(&format!("restored: {} keys", deleted.len())), "{out}");
+    assert!(
+        out.contains(&format!("restored: {} keys", deleted.len())),
+        "{out}"
+    );
     let after = tree::snapshot(root);
-    assert!(before == after, "restore is not byte for byte:\n{}", tree::snapshot_diff(&before, &after));
+    assert!(
+        before == after,
+        "restore is not byte for byte:\n{}",
+        tree::snapshot_diff(&before, &after)
+    );
     assert!(tree::snapshot(&run_dir).is_empty());
     let reg = Registry::start(root);
-    common::http::pull_verify(reg.url(), gone.repo(), gone.digest()).unwrap_or_else(|e| panic!("app:v1-old after restore: {e}"));
-    sc.pull_verify_present(reg.url()).unwrap_or_else(|e| panic!("after restore: {e}"));
+    common::http::pull_verify(reg.url(), gone.repo(), gone.digest())
+        .unwrap_or_else(|e| panic!("app:v1-old after restore: {e}"));
+    sc.pull_verify_present(reg.url())
+        .unwrap_or_else(|e| panic!("after restore: {e}"));
     drop(reg);
 
     // idempotent
     let (out, _) = expect(&["restore", &root_s, &run_id], 0);
-    assert!(out.contains("restored: 0 keys") && out.contains(&format!("already in place: {} keys", deleted.len())), "{out}");
+    assert!(
+        out.contains("restored: 0 keys")
+            && out.contains(&format!("already in place: {} keys", deleted.len())),
+        "{out}"
+    );
     assert!(before == tree::snapshot(root));
 
     // a run that does not exist, or an id that is not one: one clear line, exit 2
     let (_, err) = expect(&["restore", &root_s, "20990101T000000Z-000000"], 2);
-    assert!(err.contains("no quarantined run \"20990101T000000Z-000000\"") && err.trim().lines().count() == 1, "{err}");
+    assert!(
+        err.contains("no quarantined run \"20990101T000000Z-000000\"")
+            && err.trim().lines().count() == 1,
+        "{err}"
+    );
     let (_, err) = expect(&["restore", &root_s, "../docker"], 2);
     assert!(err.contains("not a run id"), "{err}");
 
     // purge: only the runs older than the duration. The first run is dated ten
     // days back through its record; a second run is new.
     let record_path = run_dir.join("run.json");
-    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
     assert_eq!(record["state"], "restored");
     let old = record["started_at_ms"].as_i64().unwrap() - 10 * 86_400_000;
     record["started_at_ms"] = old.into();
     std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
     std::thread::sleep(Duration::from_millis(1100)); // a new run id
-    let out = gc(root, &strs(&flags(&["--quarantine", "--report", &report_s])), 0);
+    let out = gc(
+        root,
+        &strs(&flags(&["--quarantine", "--report", &report_s])),
+        0,
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("quarantine run:"));
-    let run2 = collector::read_report(&report)["quarantine_run"].as_str().unwrap().to_string();
+    let run2 = collector::read_report(&report)["quarantine_run"]
+        .as_str()
+        .unwrap()
+        .to_string();
     std::fs::remove_file(&report).unwrap();
     assert_ne!(run2, run_id);
-    assert_eq!(runs_on_disk(root), BTreeSet::from([run_id.clone(), run2.clone()]));
+    assert_eq!(
+        runs_on_disk(root),
+        BTreeSet::from([run_id.clone(), run2.clone()])
+    );
     let run2_files = tree::snapshot(&root.join(QUARANTINE).join(&run2));
     assert_eq!(run2_files.len(), deleted.len());
 
     let (out, _) = expect(&["purge", "--older-than", "7d", "--dry-run", &root_s], 0);
-    assert!(out.contains(&format!("would purge: run {run_id}")) && !out.contains(&run2), "{out}");
-    assert_eq!(runs_on_disk(root), BTreeSet::from([run_id.clone(), run2.clone()]));
+    assert!(
+        out.contains(&format!("would purge: run {run_id}")) && !out.contains(&run2),
+        "{out}"
+    );
+    assert_eq!(
+        runs_on_disk(root),
+        BTreeSet::from([run_id.clone(), run2.clone()])
+    );
     let (out, _) = expect(&["purge", "--older-than", "7d", &root_s], 0);
-    assert!(out.contains(&format!("purged: run {run_id}")) && out.contains("kept 1 newer runs"), "{out}");
+    assert!(
+        out.contains(&format!("purged: run {run_id}")) && out.contains("kept 1 newer runs"),
+        "{out}"
+    );
     assert_eq!(runs_on_disk(root), BTreeSet::from([run2.clone()]));
-    assert!(run2_files == tree::snapshot(&root.join(QUARANTINE).join(&run2)), "purge touched the new run");
+    assert!(
+        run2_files == tree::snapshot(&root.join(QUARANTINE).join(&run2)),
+        "purge touched the new run"
+    );
     assert_eq!(tree::keys(root), plain_keys, "purge touched the registry");
     let (list, _) = expect(&["restore", "--list", &root_s], 0);
     assert!(list.contains(&run2) && !list.contains(&run_id), "{list}");
@@ -187,7 +300,10 @@ fn quarantine_restore_and_purge_on_disk_with_the_real_registry() {
     // a short duration takes the rest, directories and all
     std::thread::sleep(Duration::from_millis(1100));
     expect(&["purge", "--older-than", "1s", &root_s], 0);
-    assert!(!root.join(QUARANTINE).exists(), "the empty quarantine prefix is left");
+    assert!(
+        !root.join(QUARANTINE).exists(),
+        "the empty quarantine prefix is left"
+    );
     assert_eq!(tree::keys(root), plain_keys);
 }
 
@@ -202,8 +318,15 @@ fn an_interrupted_quarantine_is_restored_from_its_record() {
     let before = tree::snapshot(root);
     let report = root.join("../interrupted-report.json");
     let report_s = report.display().to_string();
-    gc(root, &strs(&flags(&["--quarantine", "--report", &report_s])), 0);
-    let run_id = collector::read_report(&report)["quarantine_run"].as_str().unwrap().to_string();
+    gc(
+        root,
+        &strs(&flags(&["--quarantine", "--report", &report_s])),
+        0,
+    );
+    let run_id = collector::read_report(&report)["quarantine_run"]
+        .as_str()
+        .unwrap()
+        .to_string();
     std::fs::remove_file(&report).unwrap();
     // undo half of the moves by hand and mark the record as still moving: the
     // state a killed run leaves
@@ -215,7 +338,8 @@ fn an_interrupted_quarantine_is_restored_from_its_record() {
         std::fs::rename(tree::key_path(&run_dir, k), to).unwrap();
     }
     let record_path = run_dir.join("run.json");
-    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
     record["state"] = "moving".into();
     std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
     let (list, _) = expect(&["restore", "--list", &root_s], 0);
@@ -224,10 +348,15 @@ fn an_interrupted_quarantine_is_restored_from_its_record() {
     let (out, _) = expect(&["restore", &root_s, &run_id], 0);
     let half = moved.len().div_ceil(2);
     assert!(
-        out.contains(&format!("restored: {} keys", moved.len() - half)) && out.contains(&format!("already in place: {half} keys")),
+        out.contains(&format!("restored: {} keys", moved.len() - half))
+            && out.contains(&format!("already in place: {half} keys")),
         "{out}"
     );
-    assert!(before == tree::snapshot(root), "{}", tree::snapshot_diff(&before, &tree::snapshot(root)));
+    assert!(
+        before == tree::snapshot(root),
+        "{}",
+        tree::snapshot_diff(&before, &tree::snapshot(root))
+    );
 }
 
 /// The live key wins: a key the registry has again (a blob pushed again since
@@ -240,22 +369,44 @@ fn restore_never_replaces_a_key_the_registry_has_again() {
     let root_s = root.display().to_string();
     let report = root.join("../live-report.json");
     let report_s = report.display().to_string();
-    gc(root, &strs(&flags(&["--quarantine", "--report", &report_s])), 0);
-    let run_id = collector::read_report(&report)["quarantine_run"].as_str().unwrap().to_string();
+    gc(
+        root,
+        &strs(&flags(&["--quarantine", "--report", &report_s])),
+        0,
+    );
+    let run_id = collector::read_report(&report)["quarantine_run"]
+        .as_str()
+        .unwrap()
+        .to_string();
     std::fs::remove_file(&report).unwrap();
     let run_dir = root.join(QUARANTINE).join(&run_id);
-    let blob = tree::keys(&run_dir).into_iter().find(|k| k.starts_with("blobs/")).unwrap();
+    let blob = tree::keys(&run_dir)
+        .into_iter()
+        .find(|k| k.starts_with("blobs/"))
+        .unwrap();
     // the registry writes the same content again (content-addressed)
     let bytes = tree::read_key(&run_dir, &blob);
     tree::write_key(root, &blob, &bytes);
     let live_mtime = tree::snapshot(root)[&blob].mtime;
 
     let (out, _) = expect(&["restore", &root_s, &run_id], 0);
-    assert!(out.contains("kept the registry's current key (1 keys") && out.contains(&blob), "{out}");
-    assert_eq!(tree::snapshot(root)[&blob].mtime, live_mtime, "the live key was replaced");
+    assert!(
+        out.contains("kept the registry's current key (1 keys") && out.contains(&blob),
+        "{out}"
+    );
+    assert_eq!(
+        tree::snapshot(root)[&blob].mtime,
+        live_mtime,
+        "the live key was replaced"
+    );
     assert_eq!(tree::keys(&run_dir), BTreeSet::from([blob.clone()]));
     let (list, _) = expect(&["restore", "--list", &root_s], 0);
-    assert!(list.lines().any(|l| l.starts_with(&run_id) && l.contains("restored") && l.split_whitespace().nth(2) == Some("1")), "{list}");
+    assert!(
+        list.lines().any(|l| l.starts_with(&run_id)
+            && l.contains("restored")
+            && l.split_whitespace().nth(2) == Some("1")),
+        "{list}"
+    );
 }
 
 /// Keys under `prefix` in the emulator's bucket, relative to it.
@@ -263,14 +414,27 @@ async fn bucket_keys(emulator: Emulator, prefix: &str) -> BTreeSet<String> {
     emulator
         .store()
         .list(Some(&ObjectPath::from(prefix)))
-        .map_ok(|m| m.location.as_ref().strip_prefix(prefix).unwrap().trim_start_matches('/').to_string())
+        .map_ok(|m| {
+            m.location
+                .as_ref()
+                .strip_prefix(prefix)
+                .unwrap()
+                .trim_start_matches('/')
+                .to_string()
+        })
         .try_collect()
         .await
         .unwrap()
 }
 
 /// `registry-gc CMD <emulator flags> EXTRA STORAGE TAIL`.
-fn cloud_args(emulator: Emulator, cmd: &str, extra: &[&str], root: &str, tail: &[&str]) -> Vec<String> {
+fn cloud_args(
+    emulator: Emulator,
+    cmd: &str,
+    extra: &[&str],
+    root: &str,
+    tail: &[&str],
+) -> Vec<String> {
     let mut args = vec![cmd.to_string()];
     args.extend(emulator.gc_args());
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -285,66 +449,172 @@ fn quarantine_on_cloud(emulator: Emulator) {
     let (plain_keys, _) = {
         // the plain collection's result with the cloud flags
         let copy = aged_copy(&sc);
-        gc(copy.path(), &["--delete-untagged", "--min-age", "0s", "--upload-max-age", "0s"], 0);
+        gc(
+            copy.path(),
+            &[
+                "--delete-untagged",
+                "--min-age",
+                "0s",
+                "--upload-max-age",
+                "0s",
+            ],
+            0,
+        );
         (tree::keys(copy.path()), ())
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let root = Emulator::unique_root(&format!("quarantine-{}", emulator.name()));
     rt.block_on(emulator.upload_tree(&sc.root, &root));
     let before = rt.block_on(emulator.keys(&root));
-    let flags = ["--delete-untagged", "--min-age", "0s", "--upload-max-age", "0s", "--force"];
+    let flags = [
+        "--delete-untagged",
+        "--min-age",
+        "0s",
+        "--upload-max-age",
+        "0s",
+        "--force",
+    ];
 
     // dry run: nothing written
-    let args = cloud_args(emulator, "gc", &[&flags[..], &["--quarantine", "--dry-run"]].concat(), &root, &[]);
+    let args = cloud_args(
+        emulator,
+        "gc",
+        &[&flags[..], &["--quarantine", "--dry-run"]].concat(),
+        &root,
+        &[],
+    );
     expect(&strs(&args), 0);
     assert_eq!(rt.block_on(emulator.keys(&root)), before);
-    assert!(rt.block_on(bucket_keys(emulator, &format!("{root}/{QUARANTINE}"))).is_empty());
+    assert!(rt
+        .block_on(bucket_keys(emulator, &format!("{root}/{QUARANTINE}")))
+        .is_empty());
 
     let report = tempfile::NamedTempFile::new().unwrap();
     let report_s = report.path().display().to_string();
-    let args = cloud_args(emulator, "gc", &[&flags[..], &["--quarantine", "--report", &report_s]].concat(), &root, &[]);
+    let args = cloud_args(
+        emulator,
+        "gc",
+        &[&flags[..], &["--quarantine", "--report", &report_s]].concat(),
+        &root,
+        &[],
+    );
     expect(&strs(&args), 0);
     let r = collector::read_report(report.path());
     let run_id = r["quarantine_run"].as_str().unwrap().to_string();
     assert!(r["requests"]["put"].as_u64().unwrap() > 0);
     let after = rt.block_on(emulator.keys(&root));
-    assert_eq!(after, plain_keys, "{}: registry keys differ from a plain collection on disk", emulator.name());
+    assert_eq!(
+        after,
+        plain_keys,
+        "{}: registry keys differ from a plain collection on disk",
+        emulator.name()
+    );
     let deleted: BTreeSet<String> = before.difference(&after).cloned().collect();
     let run_prefix = format!("{root}/{QUARANTINE}/{run_id}");
     let mut in_run = rt.block_on(bucket_keys(emulator, &run_prefix));
     assert!(in_run.remove("run.json"), "no run record");
-    let in_run: BTreeSet<String> = in_run.into_iter().map(|k| k.strip_prefix("docker/registry/v2/").unwrap().to_string()).collect();
-    assert_eq!(in_run, deleted, "{}: the run holds what was collected", emulator.name());
+    let in_run: BTreeSet<String> = in_run
+        .into_iter()
+        .map(|k| k.strip_prefix("docker/registry/v2/").unwrap().to_string())
+        .collect();
+    assert_eq!(
+        in_run,
+        deleted,
+        "{}: the run holds what was collected",
+        emulator.name()
+    );
 
     // a second collection does not see it
-    let args = cloud_args(emulator, "gc", &[&flags[..], &["--report", &report_s]].concat(), &root, &[]);
+    let args = cloud_args(
+        emulator,
+        "gc",
+        &[&flags[..], &["--report", &report_s]].concat(),
+        &root,
+        &[],
+    );
     let (out, _) = expect(&strs(&args), 0);
     assert!(out.contains("nothing to delete"), "{out}");
-    assert!(collector::read_report(report.path())["strays"].as_array().unwrap().is_empty());
+    assert!(collector::read_report(report.path())["strays"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 
-    let (list, _) = expect(&strs(&cloud_args(emulator, "restore", &["--list"], &root, &[])), 0);
-    assert!(list.lines().any(|l| l.starts_with(&run_id) && l.contains("complete")), "{list}");
+    let (list, _) = expect(
+        &strs(&cloud_args(emulator, "restore", &["--list"], &root, &[])),
+        0,
+    );
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&run_id) && l.contains("complete")),
+        "{list}"
+    );
 
     // restore: the keys and their bytes
-    let (out, _) = expect(&strs(&cloud_args(emulator, "restore", &[], &root, &[&run_id])), 0);
-    assert!(out.contains(&format!("restored: {} keys", deleted.len())), "{out}");
-    assert_eq!(rt.block_on(emulator.keys(&root)), before, "{}: restore", emulator.name());
+    let (out, _) = expect(
+        &strs(&cloud_args(emulator, "restore", &[], &root, &[&run_id])),
+        0,
+    );
+    assert!(
+        out.contains(&format!("restored: {} keys", deleted.len())),
+        "{out}"
+    );
+    assert_eq!(
+        rt.block_on(emulator.keys(&root)),
+        before,
+        "{}: restore",
+        emulator.name()
+    );
     let store = emulator.store();
     for k in &deleted {
         let got = rt.block_on(async {
-            store.get(&ObjectPath::from(format!("{root}/docker/registry/v2/{k}"))).await.unwrap().bytes().await.unwrap()
+            store
+                .get(&ObjectPath::from(format!("{root}/docker/registry/v2/{k}")))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
         });
         assert_eq!(&got[..], &tree::read_key(&sc.root, k)[..], "{k}");
     }
-    assert_eq!(rt.block_on(bucket_keys(emulator, &run_prefix)), BTreeSet::from(["run.json".to_string()]));
+    assert_eq!(
+        rt.block_on(bucket_keys(emulator, &run_prefix)),
+        BTreeSet::from(["run.json".to_string()])
+    );
 
     // purge: a run newer than the duration stays, then it goes
-    let (out, _) = expect(&strs(&cloud_args(emulator, "purge", &["--older-than", "1h"], &root, &[])), 0);
-    assert!(out.contains("purged: 0 runs") && out.contains("kept 1 newer runs"), "{out}");
+    let (out, _) = expect(
+        &strs(&cloud_args(
+            emulator,
+            "purge",
+            &["--older-than", "1h"],
+            &root,
+            &[],
+        )),
+        0,
+    );
+    assert!(
+        out.contains("purged: 0 runs") && out.contains("kept 1 newer runs"),
+        "{out}"
+    );
     std::thread::sleep(Duration::from_millis(1100));
-    let (out, _) = expect(&strs(&cloud_args(emulator, "purge", &["--older-than", "1s"], &root, &[])), 0);
+    let (out, _) = expect(
+        &strs(&cloud_args(
+            emulator,
+            "purge",
+            &["--older-than", "1s"],
+            &root,
+            &[],
+        )),
+        0,
+    );
     assert!(out.contains(&format!("purged: run {run_id}")), "{out}");
-    assert!(rt.block_on(bucket_keys(emulator, &format!("{root}/{QUARANTINE}"))).is_empty());
+    assert!(rt
+        .block_on(bucket_keys(emulator, &format!("{root}/{QUARANTINE}")))
+        .is_empty());
     assert_eq!(rt.block_on(emulator.keys(&root)), before);
 }
 
@@ -365,14 +635,25 @@ fn fake_gcs_refuses_quarantine_clearly_and_nothing_moves() {
     let emulator = Emulator::FakeGcs;
     emulator.require();
     let (_dir, sc) = pushed(scenarios::deletion_has_effect);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let root = Emulator::unique_root("quarantine-gcs");
     rt.block_on(emulator.upload_tree(&sc.root, &root));
     let before = rt.block_on(emulator.keys(&root));
-    let args = cloud_args(emulator, "gc", &["--min-age", "0s", "--force", "--quarantine"], &root, &[]);
+    let args = cloud_args(
+        emulator,
+        "gc",
+        &["--min-age", "0s", "--force", "--quarantine"],
+        &root,
+        &[],
+    );
     let (_, err) = expect(&strs(&args), 1);
     assert!(
-        err.contains("cannot write the quarantine run record") && err.contains("XML API") && err.contains("nothing was moved"),
+        err.contains("cannot write the quarantine run record")
+            && err.contains("XML API")
+            && err.contains("nothing was moved"),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -391,7 +672,14 @@ fn no_record_no_moves() {
     let before = tree::snapshot(root);
     let out = gc(root, &strs(&flags(&["--quarantine"])), 1);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot write the quarantine run record") && err.contains("nothing was moved"), "{err}");
+    assert!(
+        err.contains("cannot write the quarantine run record") && err.contains("nothing was moved"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(before == tree::snapshot(root), "{}", tree::snapshot_diff(&before, &tree::snapshot(root)));
+    assert!(
+        before == tree::snapshot(root),
+        "{}",
+        tree::snapshot_diff(&before, &tree::snapshot(root))
+    );
 }

@@ -31,7 +31,11 @@ fn assert_registry_cannot_serve(sc: &Scenario) {
     let unservable: Vec<_> = sc.images.iter().filter(|r| !r.servable).collect();
     assert!(!unservable.is_empty());
     for r in unservable {
-        assert!(common::http::pull_verify(reg.url(), r.repo(), r.digest()).is_err(), "{} is servable after all", r.label);
+        assert!(
+            common::http::pull_verify(reg.url(), r.repo(), r.digest()).is_err(),
+            "{} is servable after all",
+            r.label
+        );
     }
 }
 
@@ -50,7 +54,11 @@ fn delete_manifest_if_tag_not_found() {
 #[test]
 fn missing_manifests_directory() {
     let (_tree, sc) = both_modes(scenarios::missing_manifests);
-    assert_eq!(sc.expected_kept_blobs(Mode::Default).len(), 0, "every blob is garbage");
+    assert_eq!(
+        sc.expected_kept_blobs(Mode::Default).len(),
+        0,
+        "every blob is garbage"
+    );
 }
 
 #[test]
@@ -67,7 +75,9 @@ fn deletion_with_shared_layer() {
 #[test]
 fn orphan_blob_deleted() {
     let (_tree, sc) = both_modes(scenarios::orphan_blob_deleted);
-    assert!(sc.orphan_blobs.is_subset(&sc.expected_deleted_blobs(Mode::Default)));
+    assert!(sc
+        .orphan_blobs
+        .is_subset(&sc.expected_deleted_blobs(Mode::Default)));
 }
 
 #[test]
@@ -103,7 +113,11 @@ fn index_with_dangling_references() {
         let repo = "deletemanifests";
         let i1 = p.image(repo, &Image::oci("dangling/1", 2), None);
         let i2 = p.image(repo, &Image::oci("dangling/2", 2), None);
-        let ii = p.index(repo, &Index::with_default_platforms(IndexKind::OciIndex, vec![i1.clone(), i2.clone()]), Some("test"));
+        let ii = p.index(
+            repo,
+            &Index::with_default_platforms(IndexKind::OciIndex, vec![i1.clone(), i2.clone()]),
+            Some("test"),
+        );
         p.delete(&i2);
         p.expect("image1", &i1, true, true);
         p.expect("image2", &i2, false, false);
@@ -113,8 +127,14 @@ fn index_with_dangling_references() {
     let i2 = sc.image("image2");
     for mode in Mode::ALL {
         let deleted = sc.expected_deleted_blobs(mode);
-        assert!(i2.image.blobs.iter().all(|b| deleted.contains(b)), "{mode:?}");
-        assert!(!deleted.contains(i2.digest()), "the index still references the child's manifest blob");
+        assert!(
+            i2.image.blobs.iter().all(|b| deleted.contains(b)),
+            "{mode:?}"
+        );
+        assert!(
+            !deleted.contains(i2.digest()),
+            "the index still references the child's manifest blob"
+        );
     }
 }
 
@@ -127,16 +147,26 @@ fn index_untagged_later() {
         let repo = "deletemanifests";
         let i1 = p.image(repo, &Image::oci("untaglater/1", 2), None);
         let i2 = p.image(repo, &Image::oci("untaglater/2", 2), None);
-        let ii = p.index(repo, &Index::with_default_platforms(IndexKind::OciIndex, vec![i1.clone(), i2.clone()]), Some("test"));
+        let ii = p.index(
+            repo,
+            &Index::with_default_platforms(IndexKind::OciIndex, vec![i1.clone(), i2.clone()]),
+            Some("test"),
+        );
         p.expect("image1", &i1, true, true);
         p.expect("image2", &i2, true, true);
         p.expect("index", &ii, true, true);
         p.finish("index_untagged_later")
     });
     let copy = collect_and_verify(&sc, Mode::DeleteUntagged);
-    assert_eq!(tree::blob_digests(copy.path()), tree::blob_digests(&sc.root));
+    assert_eq!(
+        tree::blob_digests(copy.path()),
+        tree::blob_digests(&sc.root)
+    );
     // untag (distribution's Tags().Untag removes the tag directory)
-    tree::remove_dir(copy.path(), "repositories/deletemanifests/_manifests/tags/test");
+    tree::remove_dir(
+        copy.path(),
+        "repositories/deletemanifests/_manifests/tags/test",
+    );
     tree::age_tree(copy.path(), Duration::from_secs(7200));
     gc(copy.path(), &["--delete-untagged", "--force"], 0);
     assert!(tree::blob_digests(copy.path()).is_empty());
@@ -149,7 +179,9 @@ fn index_untagged_later() {
 fn unused_layer_links() {
     let (_tree, sc) = both_modes(scenarios::unused_layer_links);
     let copy = collect_and_verify(&sc, Mode::DeleteUntagged);
-    assert!(tree::layer_links(copy.path()).values().all(|l| l.is_empty()));
+    assert!(tree::layer_links(copy.path())
+        .values()
+        .all(|l| l.is_empty()));
 }
 
 /// TestGCWithUnknownRepository (and the layout doc's "repo without tags/", which
@@ -202,20 +234,38 @@ fn a_manifest_linked_as_a_layer_as_2_1_0_did_stays_pullable() {
     for b in image.blobs() {
         http::upload_blob(reg.url(), "legacy", &b.bytes);
     }
-    let digest = http::put_manifest(reg.url(), "legacy", "v1", image.media_type(), &image.manifest_bytes());
+    let digest = http::put_manifest(
+        reg.url(),
+        "legacy",
+        "v1",
+        image.media_type(),
+        &image.manifest_bytes(),
+    );
     let orphan = http::upload_blob(reg.url(), "legacy", b"a layer nothing names");
     drop(reg);
-    let revision = tree::v2_dir(dir.path()).join(format!("repositories/legacy/_manifests/revisions/sha256/{}", &digest[7..]));
+    let revision = tree::v2_dir(dir.path()).join(format!(
+        "repositories/legacy/_manifests/revisions/sha256/{}",
+        &digest[7..]
+    ));
     std::fs::remove_dir_all(&revision).unwrap();
-    tree::write_link(dir.path(), &format!("repositories/legacy/_layers/sha256/{}/link", &digest[7..]), &digest);
+    tree::write_link(
+        dir.path(),
+        &format!("repositories/legacy/_layers/sha256/{}/link", &digest[7..]),
+        &digest,
+    );
     tree::age_tree(dir.path(), Duration::from_secs(7200));
     let reg = Registry::start(dir.path());
-    common::http::pull_verify(reg.url(), "legacy", "v1").expect("2.8 serves a manifest through its _layers link");
+    common::http::pull_verify(reg.url(), "legacy", "v1")
+        .expect("2.8 serves a manifest through its _layers link");
     drop(reg);
     for flags in [&["--force"][..], &["--force", "--delete-untagged"][..]] {
         gc(dir.path(), flags, 0);
         let reg = Registry::start(dir.path());
-        http::pull_verify(reg.url(), "legacy", "v1").unwrap_or_else(|e| panic!("legacy:v1 after gc {flags:?}: {e}"));
-        assert!(!http::blob_exists(reg.url(), "legacy", &orphan), "the orphan layer is garbage and goes");
+        http::pull_verify(reg.url(), "legacy", "v1")
+            .unwrap_or_else(|e| panic!("legacy:v1 after gc {flags:?}: {e}"));
+        assert!(
+            !http::blob_exists(reg.url(), "legacy", &orphan),
+            "the orphan layer is garbage and goes"
+        );
     }
 }

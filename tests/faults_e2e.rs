@@ -21,7 +21,11 @@ use common::scenarios::{self, Scenario};
 use common::tree;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// bench/proxy.py in front of moto, on a free port; killed (by its own pid) on drop.
@@ -48,8 +52,15 @@ impl Proxy {
             .expect("python3 bench/proxy.py");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(port) = std::fs::read_to_string(&port_file).ok().and_then(|s| s.trim().parse().ok()) {
-                return Proxy { child, port, _dir: dir };
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                return Proxy {
+                    child,
+                    port,
+                    _dir: dir,
+                };
             }
             if let Ok(Some(st)) = child.try_wait() {
                 panic!("bench/proxy.py exited at start: {st}");
@@ -64,7 +75,8 @@ impl Proxy {
     }
 
     fn counts(&self) -> serde_json::Value {
-        let r = common::http::send("GET", &format!("{}/__counts", self.endpoint()), &[], None).expect("proxy counts");
+        let r = common::http::send("GET", &format!("{}/__counts", self.endpoint()), &[], None)
+            .expect("proxy counts");
         serde_json::from_slice(&r.body).unwrap()
     }
 }
@@ -89,7 +101,18 @@ fn s3_args(endpoint: &str, root: &str, cache: &Path) -> Vec<String> {
         // a hung request times out after 5 s and is retried, rather than after 30 s
         args.extend(["-o", "timeout=5s"].map(String::from));
     }
-    args.extend(["--delete-untagged", "--min-age", "0s", "--upload-max-age", "0s", "--force", "--cache-dir"].map(String::from));
+    args.extend(
+        [
+            "--delete-untagged",
+            "--min-age",
+            "0s",
+            "--upload-max-age",
+            "0s",
+            "--force",
+            "--cache-dir",
+        ]
+        .map(String::from),
+    );
     args.push(cache.display().to_string());
     args.push(Emulator::Moto.url(root));
     args
@@ -102,13 +125,21 @@ fn run_s3(endpoint: &str, root: &str) -> std::process::Output {
 }
 
 fn show(o: &std::process::Output) -> String {
-    format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn assert_same(got: &BTreeSet<String>, want: &BTreeSet<String>, what: &str) {
     let extra: Vec<_> = got.difference(want).collect();
     let missing: Vec<_> = want.difference(got).collect();
-    assert!(extra.is_empty() && missing.is_empty(), "{what}: left but not in the clean result: {extra:#?}\nmissing: {missing:#?}");
+    assert!(
+        extra.is_empty() && missing.is_empty(),
+        "{what}: left but not in the clean result: {extra:#?}\nmissing: {missing:#?}"
+    );
 }
 
 /// Uploads the scenario's tree under a fresh root and collects it cleanly
@@ -122,8 +153,11 @@ fn s3_clean_result(rt: &tokio::runtime::Runtime, sc: &Scenario) -> BTreeSet<Stri
 }
 
 fn pull_survivors_through_s3(sc: &Scenario, root: &str, what: &str) {
-    let reg = Registry::start_with_driver(&s3_driver_yaml(&Emulator::Moto.endpoint(), BUCKET, root));
-    let n = sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged).unwrap_or_else(|e| panic!("{what}: through the s3 driver: {e}"));
+    let reg =
+        Registry::start_with_driver(&s3_driver_yaml(&Emulator::Moto.endpoint(), BUCKET, root));
+    let n = sc
+        .pull_verify_survivors(reg.url(), Mode::DeleteUntagged)
+        .unwrap_or_else(|e| panic!("{what}: through the s3 driver: {e}"));
     assert!(n >= 10, "{what}: only {n} images pulled");
 }
 
@@ -140,12 +174,27 @@ fn s3_through_a_faulty_proxy_ends_correct_or_fails_safely_and_a_rerun_converges(
         rt.block_on(Emulator::Moto.upload_tree(&sc.root, &root));
         let before = rt.block_on(Emulator::Moto.keys(&root));
         let proxy = Proxy::start(
-            &["--latency-ms", "0", "--fault-rate", "0.15", "--fault-seed", &seed.to_string(), "--hang-seconds", "8"].map(String::from),
+            &[
+                "--latency-ms",
+                "0",
+                "--fault-rate",
+                "0.15",
+                "--fault-seed",
+                &seed.to_string(),
+                "--hang-seconds",
+                "8",
+            ]
+            .map(String::from),
         );
         let out = run_s3(&proxy.endpoint(), &root);
         let faults = proxy.counts()["faults"].clone();
         drop(proxy);
-        let injected: u64 = faults.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+        let injected: u64 = faults
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
         assert!(injected > 0, "seed {seed}: no fault injected");
         let after = rt.block_on(Emulator::Moto.keys(&root));
         let what = format!("seed {seed} (faults {faults})");
@@ -153,18 +202,34 @@ fn s3_through_a_faulty_proxy_ends_correct_or_fails_safely_and_a_rerun_converges(
             // object_store's retries got through: the clean result
             Some(0) => assert_same(&after, &clean, &format!("{what}: exit 0")),
             // stopped before the sweep: nothing deleted
-            Some(1) => assert_same(&after, &before, &format!("{what}: exit 1 must delete nothing; {}", show(&out))),
+            Some(1) => assert_same(
+                &after,
+                &before,
+                &format!("{what}: exit 1 must delete nothing; {}", show(&out)),
+            ),
             // some deletions failed: nothing beyond the clean run's deletions
             Some(4) => {
                 let lost: Vec<_> = clean.difference(&after).collect();
-                assert!(lost.is_empty(), "{what}: exit 4 deleted what a clean run keeps: {lost:#?}");
+                assert!(
+                    lost.is_empty(),
+                    "{what}: exit 4 deleted what a clean run keeps: {lost:#?}"
+                );
             }
             _ => panic!("{what}: {}", show(&out)),
         }
         outcomes.push(out.status.code().unwrap());
         let rerun = run_s3(&Emulator::Moto.endpoint(), &root);
-        assert_eq!(rerun.status.code(), Some(0), "{what}: rerun: {}", show(&rerun));
-        assert_same(&rt.block_on(Emulator::Moto.keys(&root)), &clean, &format!("{what}: after the rerun"));
+        assert_eq!(
+            rerun.status.code(),
+            Some(0),
+            "{what}: rerun: {}",
+            show(&rerun)
+        );
+        assert_same(
+            &rt.block_on(Emulator::Moto.keys(&root)),
+            &clean,
+            &format!("{what}: after the rerun"),
+        );
         last_root = root;
     }
     eprintln!("exit codes through the faulty proxy: {outcomes:?}");
@@ -172,7 +237,12 @@ fn s3_through_a_faulty_proxy_ends_correct_or_fails_safely_and_a_rerun_converges(
 }
 
 /// Kills the process with SIGKILL once `ready` says so, then waits for it.
-fn kill_when(mut child: Child, ready: impl Fn() -> bool, extra_delay: Duration, limit: Duration) -> bool {
+fn kill_when(
+    mut child: Child,
+    ready: impl Fn() -> bool,
+    extra_delay: Duration,
+    limit: Duration,
+) -> bool {
     let start = Instant::now();
     while !ready() {
         if child.try_wait().unwrap().is_some() {
@@ -213,21 +283,47 @@ fn s3_kill_9_during_the_sweep_then_a_rerun_reaches_the_clean_result() {
         let proxy = Proxy::start(&["--latency-ms", "150"].map(String::from));
         let cache = tempfile::tempdir().unwrap();
         let args = s3_args(&proxy.endpoint(), &root, cache.path());
-        let child =
-            Command::new(binary()).args(&args).env_remove("REGISTRY_GC_LOG").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let child = Command::new(binary())
+            .args(&args)
+            .env_remove("REGISTRY_GC_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let after_batches = draw(seed, 1, 3);
         let delay = Duration::from_millis(draw(seed, 2, 200));
-        let deletes = || proxy.counts()["requests"]["DELETE_BATCH"].as_u64().unwrap_or(0);
-        let killed = kill_when(child, || deletes() > after_batches, delay, Duration::from_secs(120));
+        let deletes = || {
+            proxy.counts()["requests"]["DELETE_BATCH"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        let killed = kill_when(
+            child,
+            || deletes() > after_batches,
+            delay,
+            Duration::from_secs(120),
+        );
         let what = format!("seed {seed}: killed after {after_batches} delete requests + {delay:?}");
         let after = rt.block_on(Emulator::Moto.keys(&root));
         let lost: Vec<_> = clean.difference(&after).collect();
-        assert!(lost.is_empty(), "{what}: deleted what a clean run keeps: {lost:#?}");
+        assert!(
+            lost.is_empty(),
+            "{what}: deleted what a clean run keeps: {lost:#?}"
+        );
         killed_mid_sweep += (killed && after != before && after != clean) as u32;
         drop(proxy);
         let rerun = run_s3(&Emulator::Moto.endpoint(), &root);
-        assert_eq!(rerun.status.code(), Some(0), "{what}: rerun: {}", show(&rerun));
-        assert_same(&rt.block_on(Emulator::Moto.keys(&root)), &clean, &format!("{what}: after the rerun"));
+        assert_eq!(
+            rerun.status.code(),
+            Some(0),
+            "{what}: rerun: {}",
+            show(&rerun)
+        );
+        assert_same(
+            &rt.block_on(Emulator::Moto.keys(&root)),
+            &clean,
+            &format!("{what}: after the rerun"),
+        );
         if seed % 2 == 0 {
             pull_survivors_through_s3(&sc, &root, &what);
         }
@@ -250,7 +346,13 @@ fn filesystem_kill_9_at_random_points_then_a_rerun_reaches_the_clean_result() {
         tree::age_tree(root, Duration::from_secs(2 * 3600));
     };
     // thousands of orphans: far past the guard's share
-    let flags = ["--delete-untagged", "--upload-max-age", "1h", "--quiet", "--force"];
+    let flags = [
+        "--delete-untagged",
+        "--upload-max-age",
+        "1h",
+        "--quiet",
+        "--force",
+    ];
     let clean_copy = aged_copy(&sc);
     with_orphans(clean_copy.path());
     let before_n = tree::keys(clean_copy.path()).len();
@@ -268,27 +370,45 @@ fn filesystem_kill_9_at_random_points_then_a_rerun_reaches_the_clean_result() {
         let mut args: Vec<String> = vec!["gc".into()];
         args.extend(flags.map(String::from));
         args.push(copy.path().display().to_string());
-        let child = Command::new(binary()).args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let child = Command::new(binary())
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         // stratified: seed i kills somewhere in the i-th eighth of a clean run
-        let at = duration.mul_f64((seed as f64 + draw(seed, 3, 1000) as f64 / 1000.0) / seeds as f64);
+        let at =
+            duration.mul_f64((seed as f64 + draw(seed, 3, 1000) as f64 / 1000.0) / seeds as f64);
         let killed = kill_when(child, || true, at, duration * 4);
         let what = format!("seed {seed}: killed {at:?} into a run of about {duration:?}");
         let after = tree::keys(copy.path());
         let lost: Vec<_> = clean.difference(&after).collect();
-        assert!(lost.is_empty(), "{what}: deleted what a clean run keeps: {lost:#?}");
+        assert!(
+            lost.is_empty(),
+            "{what}: deleted what a clean run keeps: {lost:#?}"
+        );
         mid_sweep += (killed && after.len() != before_n && after != clean) as u32;
         if killed && pulled < 2 && after.len() != before_n {
             // a registry interrupted mid-sweep still serves every survivor
             let reg = Registry::start(copy.path());
-            sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged).unwrap_or_else(|e| panic!("{what}: before the rerun: {e}"));
+            sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged)
+                .unwrap_or_else(|e| panic!("{what}: before the rerun: {e}"));
             pulled += 1;
         }
         gc(copy.path(), &flags, 0);
-        assert_same(&tree::keys(copy.path()), &clean, &format!("{what}: after the rerun"));
+        assert_same(
+            &tree::keys(copy.path()),
+            &clean,
+            &format!("{what}: after the rerun"),
+        );
         if seed % 3 == 0 {
             let reg = Registry::start(copy.path());
-            sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged).unwrap_or_else(|e| panic!("{what}: after the rerun: {e}"));
+            sc.pull_verify_survivors(reg.url(), Mode::DeleteUntagged)
+                .unwrap_or_else(|e| panic!("{what}: after the rerun: {e}"));
         }
     }
-    assert!(mid_sweep >= 1, "no kill of {seeds} landed inside the sweep (a clean run takes {duration:?})");
+    assert!(
+        mid_sweep >= 1,
+        "no kill of {seeds} landed inside the sweep (a clean run takes {duration:?})"
+    );
 }

@@ -13,7 +13,10 @@ use common::scenarios::{self, Scenario};
 use common::tree;
 
 fn tempdir(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(prefix).tempdir().expect("tempdir")
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("tempdir")
 }
 
 /// Copies `sc.root` to a fresh dir, runs the reference GC there, and returns the copy.
@@ -49,16 +52,27 @@ fn mixed_scenario_matches_reference_gc_default_mode() {
     eprintln!("{}", sc.summary());
 
     // The model is exactly what the registry wrote.
-    sc.check_tree(None).unwrap_or_else(|e| panic!("model vs tree:\n{e}"));
+    sc.check_tree(None)
+        .unwrap_or_else(|e| panic!("model vs tree:\n{e}"));
     // Tags as the API lists them agree with the model.
     for (repo, tags) in scenarios::model_tags(&sc.model) {
-        assert_eq!(common::http::list_tags(reg.url(), &repo), tags, "tags of {repo}");
+        assert_eq!(
+            common::http::list_tags(reg.url(), &repo),
+            tags,
+            "tags of {repo}"
+        );
     }
     // Everything that should exist before GC pulls byte for byte.
-    let n = sc.pull_verify_present(reg.url()).unwrap_or_else(|e| panic!("{e}"));
+    let n = sc
+        .pull_verify_present(reg.url())
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(n >= 20, "only {n} pulls");
     // Deleted images are really gone from the API.
-    for r in sc.images.iter().filter(|r| !sc.present().iter().any(|p| p.label == r.label)) {
+    for r in sc
+        .images
+        .iter()
+        .filter(|r| !sc.present().iter().any(|p| p.label == r.label))
+    {
         assert!(
             common::http::pull_verify(reg.url(), r.repo(), r.digest()).is_err(),
             "[{}] deleted but still pullable",
@@ -68,26 +82,43 @@ fn mixed_scenario_matches_reference_gc_default_mode() {
     // Abandoned uploads are on disk.
     let uploads = tree::uploads(root.path());
     for (repo, uuid) in &sc.uploads {
-        assert!(uploads.get(repo).map(|u| u.contains(uuid)).unwrap_or(false), "upload {repo}/{uuid} missing");
+        assert!(
+            uploads.get(repo).map(|u| u.contains(uuid)).unwrap_or(false),
+            "upload {repo}/{uuid} missing"
+        );
     }
     reg.stop();
 
     // Reference collector, default mode, on a copy.
     let before = tree::snapshot(root.path());
     let copy = reference_gc_on_copy(&sc, false);
-    assert_eq!(before, tree::snapshot(root.path()), "the original tree changed");
+    assert_eq!(
+        before,
+        tree::snapshot(root.path()),
+        "the original tree changed"
+    );
     let exp = sc.expectation(Mode::Default);
     assert!(!exp.deleted_blobs.is_empty());
-    assert_blobs_eq("reference GC default mode", &exp.kept_blobs, &tree::blob_digests(copy.path()));
+    assert_blobs_eq(
+        "reference GC default mode",
+        &exp.kept_blobs,
+        &tree::blob_digests(copy.path()),
+    );
     // The reference collector touches only blobs in default mode.
     let revs = tree::revisions(copy.path());
     for (repo, want) in &exp.kept_revisions {
-        assert_eq!(revs.get(repo).cloned().unwrap_or_default(), *want, "revisions of {repo}");
+        assert_eq!(
+            revs.get(repo).cloned().unwrap_or_default(),
+            *want,
+            "revisions of {repo}"
+        );
     }
 
     // Every survivor pulls through a registry started on the collected copy.
     let reg2 = Registry::start(copy.path());
-    let n = sc.pull_verify_survivors(reg2.url(), Mode::Default).unwrap_or_else(|e| panic!("after GC: {e}"));
+    let n = sc
+        .pull_verify_survivors(reg2.url(), Mode::Default)
+        .unwrap_or_else(|e| panic!("after GC: {e}"));
     eprintln!("after reference GC (default): {n} pulls verified");
     drop(reg2);
 
@@ -98,15 +129,24 @@ fn mixed_scenario_matches_reference_gc_default_mode() {
     // The moved tag's history still names the old revision, which -m collects.
     let b1 = sc.image("app:v1-old");
     assert_eq!(
-        exp_m.dangling_tag_index.get("team/app").and_then(|t| t.get("v1")),
+        exp_m
+            .dangling_tag_index
+            .get("team/app")
+            .and_then(|t| t.get("v1")),
         Some(&BTreeSet::from([b1.digest().to_string()]))
     );
     assert!(exp_m.dangling_layer_links["team/app"].contains(&b1.image.blobs[0]));
     let kept_by_ref = tree::blob_digests(copy_m.path());
     let extra: Vec<_> = kept_by_ref.difference(&exp_m.kept_blobs).collect();
-    assert!(extra.is_empty(), "2.8.2 -m kept blobs the expectations delete: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "2.8.2 -m kept blobs the expectations delete: {extra:?}"
+    );
     let lost: BTreeSet<String> = exp_m.kept_blobs.difference(&kept_by_ref).cloned().collect();
-    assert!(!lost.is_empty(), "2.8.2 -m is expected to lose index children / referrers here");
+    assert!(
+        !lost.is_empty(),
+        "2.8.2 -m is expected to lose index children / referrers here"
+    );
     let lost_images: Vec<&str> = sc
         .survivors(Mode::DeleteUntagged)
         .into_iter()
@@ -127,8 +167,10 @@ fn small_scenarios_match_reference_gc_default_mode() {
     assert!(common::http::pull_verify(reg.url(), list.repo(), "test").is_err());
     let sc = scenarios::merge("small", parts);
     eprintln!("{}", sc.summary());
-    sc.check_tree(None).unwrap_or_else(|e| panic!("model vs tree:\n{e}"));
-    sc.pull_verify_present(reg.url()).unwrap_or_else(|e| panic!("{e}"));
+    sc.check_tree(None)
+        .unwrap_or_else(|e| panic!("model vs tree:\n{e}"));
+    sc.pull_verify_present(reg.url())
+        .unwrap_or_else(|e| panic!("{e}"));
     reg.stop();
 
     let copy = reference_gc_on_copy(&sc, false);
@@ -136,12 +178,22 @@ fn small_scenarios_match_reference_gc_default_mode() {
     // The list whose children were DELETEd keeps the child manifest blobs but not the
     // children's configs and layers: the registry can no longer serve the children.
     let list = sc.image("tagged_list_with_deleted_references/list");
-    let children_blobs: BTreeSet<String> = list.image.children.iter().flat_map(|c| c.blobs.iter().cloned()).collect();
+    let children_blobs: BTreeSet<String> = list
+        .image
+        .children
+        .iter()
+        .flat_map(|c| c.blobs.iter().cloned())
+        .collect();
     assert_eq!(children_blobs.len(), 6);
     assert!(children_blobs.is_subset(&exp.deleted_blobs));
-    assert_blobs_eq("reference GC default mode (small)", &exp.kept_blobs, &tree::blob_digests(copy.path()));
+    assert_blobs_eq(
+        "reference GC default mode (small)",
+        &exp.kept_blobs,
+        &tree::blob_digests(copy.path()),
+    );
     let reg2 = Registry::start(copy.path());
-    sc.pull_verify_survivors(reg2.url(), Mode::Default).unwrap_or_else(|e| panic!("after GC: {e}"));
+    sc.pull_verify_survivors(reg2.url(), Mode::Default)
+        .unwrap_or_else(|e| panic!("after GC: {e}"));
 }
 
 #[test]
@@ -151,7 +203,8 @@ fn disk_edit_scenarios_build_and_match_the_model() {
     let parts = scenarios::all_disk_edits(&reg);
     let sc = scenarios::merge("disk", parts);
     eprintln!("{}", sc.summary());
-    sc.check_tree(None).unwrap_or_else(|e| panic!("model vs tree:\n{e}"));
+    sc.check_tree(None)
+        .unwrap_or_else(|e| panic!("model vs tree:\n{e}"));
     // The trailing-newline link is really there.
     let k = tree::tag_current_link_key("newline/repo", "latest");
     assert_eq!(tree::read_key(root.path(), &k).last(), Some(&b'\n'));
@@ -164,7 +217,9 @@ fn disk_edit_scenarios_build_and_match_the_model() {
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
     tree::set_mtime_recursive(root.path(), old);
     let snap = tree::snapshot(root.path());
-    assert!(snap.values().all(|f| f.mtime <= old + std::time::Duration::from_secs(1)));
+    assert!(snap
+        .values()
+        .all(|f| f.mtime <= old + std::time::Duration::from_secs(1)));
     assert!(snap.contains_key(&tree::blob_key(big.image.hex())));
 }
 
@@ -178,9 +233,17 @@ fn dry_run_of_reference_gc_writes_nothing() {
     let keys_before = tree::keys(root.path());
     let cfg = RegistryConfig::for_root(root.path());
     let out = run_reference_gc(cfg.path(), false, true);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let after = tree::snapshot(root.path());
-    assert!(before == after, "dry run changed the tree:\n{}", tree::snapshot_diff(&before, &after));
+    assert!(
+        before == after,
+        "dry run changed the tree:\n{}",
+        tree::snapshot_diff(&before, &after)
+    );
     assert_eq!(keys_before, tree::keys(root.path()));
     assert!(!sc.expected_deleted_blobs(Mode::Default).is_empty());
 }

@@ -16,7 +16,10 @@ fn run(args: &[&str]) -> Output {
     Command::new(binary())
         .args(args)
         .env_remove("REGISTRY_GC_LOG")
-        .env("XDG_CACHE_HOME", std::env::temp_dir().join("registry-gc-tests-cache"))
+        .env(
+            "XDG_CACHE_HOME",
+            std::env::temp_dir().join("registry-gc-tests-cache"),
+        )
         .output()
         .expect("run registry-gc")
 }
@@ -27,12 +30,18 @@ fn text(b: &[u8]) -> String {
 
 /// A writable copy of the sample registry (a tree the real registry wrote).
 fn sample_copy() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("ops-cli-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("ops-cli-")
+        .tempdir()
+        .unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sample-registry");
     copy_dir(&src, dir.path());
     // an hour old, so that `--min-age 0s` (whose fence keeps a second of margin)
     // sees nothing as written during the run
-    age(dir.path(), std::time::SystemTime::now() - std::time::Duration::from_secs(3600));
+    age(
+        dir.path(),
+        std::time::SystemTime::now() - std::time::Duration::from_secs(3600),
+    );
     dir
 }
 
@@ -87,7 +96,11 @@ fn check_exposition(text: &str) -> Result<Vec<Sample>, String> {
         let err = |m: &str| format!("line {}: {m}: {line:?}", n + 1);
         if let Some(rest) = line.strip_prefix("# ") {
             let mut parts = rest.splitn(3, ' ');
-            let (kw, name, arg) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let (kw, name, arg) = (
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+            );
             if !is_name(name, true) {
                 return Err(err("bad metric name"));
             }
@@ -134,12 +147,18 @@ fn check_exposition(text: &str) -> Result<Vec<Sample>, String> {
             let mut chars = body.char_indices().peekable();
             let end;
             loop {
-                let start = chars.peek().map(|(i, _)| *i).ok_or_else(|| err("unterminated labels"))?;
+                let start = chars
+                    .peek()
+                    .map(|(i, _)| *i)
+                    .ok_or_else(|| err("unterminated labels"))?;
                 if body[start..].starts_with('}') {
                     end = start + 1;
                     break;
                 }
-                let eq = body[start..].find('=').ok_or_else(|| err("label without ="))? + start;
+                let eq = body[start..]
+                    .find('=')
+                    .ok_or_else(|| err("label without ="))?
+                    + start;
                 let lname = &body[start..eq];
                 if !is_name(lname, false) || lname.starts_with("__") {
                     return Err(err("bad label name"));
@@ -179,12 +198,16 @@ fn check_exposition(text: &str) -> Result<Vec<Sample>, String> {
         } else {
             rest
         };
-        let value_str = value_part.strip_prefix(' ').ok_or_else(|| err("no space before the value"))?;
+        let value_str = value_part
+            .strip_prefix(' ')
+            .ok_or_else(|| err("no space before the value"))?;
         let value = match value_str {
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
             "NaN" => f64::NAN,
-            v => v.parse::<f64>().map_err(|_| err("value is not a number (or has a timestamp)"))?,
+            v => v
+                .parse::<f64>()
+                .map_err(|_| err("value is not a number (or has a timestamp)"))?,
         };
         if !series.insert(format!("{name}{labels:?}")) {
             return Err(err("repeated series"));
@@ -197,7 +220,9 @@ fn check_exposition(text: &str) -> Result<Vec<Sample>, String> {
 fn value(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
     let found: Vec<f64> = samples
         .iter()
-        .filter(|(n, l, _)| n == name && label.is_none_or(|(k, v)| l.get(k).map(String::as_str) == Some(v)))
+        .filter(|(n, l, _)| {
+            n == name && label.is_none_or(|(k, v)| l.get(k).map(String::as_str) == Some(v))
+        })
         .map(|(_, _, v)| *v)
         .collect();
     assert_eq!(found.len(), 1, "{name} {label:?}: {found:?}");
@@ -234,10 +259,27 @@ fn an_age_past_any_clock_protects_everything() {
     for age in ["1000000000y", "100y"] {
         let out = run(&["gc", "-m", "--min-age", age, "--upload-max-age", age, &root]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        assert!(text(&out.stdout).contains("nothing to delete"), "--min-age {age}: {}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains("nothing to delete"),
+            "--min-age {age}: {}",
+            text(&out.stdout)
+        );
     }
-    let out = run(&["gc", "-m", "--dry-run", "--min-age", "0s", "--upload-max-age", "0s", &root]);
-    assert!(!text(&out.stdout).contains("nothing to delete"), "the sample has garbage: {}", text(&out.stdout));
+    let out = run(&[
+        "gc",
+        "-m",
+        "--dry-run",
+        "--min-age",
+        "0s",
+        "--upload-max-age",
+        "0s",
+        &root,
+    ]);
+    assert!(
+        !text(&out.stdout).contains("nothing to delete"),
+        "the sample has garbage: {}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -247,41 +289,95 @@ fn metrics_textfile_of_a_real_run_matches_its_report() {
     let prom = out_dir.path().join("registry_gc.prom");
     let report = out_dir.path().join("report.json");
     let root = reg.path().display().to_string();
-    let out = run(&["-q", "gc", "-m", "--min-age", "0s", "--metrics", prom.to_str().unwrap(), "--report", report.to_str().unwrap(), &root]);
+    let out = run(&[
+        "-q",
+        "gc",
+        "-m",
+        "--min-age",
+        "0s",
+        "--metrics",
+        prom.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        &root,
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let body = std::fs::read_to_string(&prom).unwrap();
     let samples = check_exposition(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
 
-    assert!(samples.iter().all(|(_, l, _)| l["storage"] == root && l["dry_run"] == "false"), "every series is labelled");
+    assert!(
+        samples
+            .iter()
+            .all(|(_, l, _)| l["storage"] == root && l["dry_run"] == "false"),
+        "every series is labelled"
+    );
     assert_eq!(value(&samples, "registry_gc_last_run_success", None), 1.0);
     assert_eq!(value(&samples, "registry_gc_last_run_exit_code", None), 0.0);
-    assert_eq!(value(&samples, "registry_gc_last_run_deleted_keys", None), r["deleted_keys"].as_f64().unwrap());
-    assert!(r["deleted_keys"].as_u64().unwrap() > 0, "the run deleted something");
-    assert_eq!(value(&samples, "registry_gc_last_run_bytes_freed", None), r["bytes_freed"].as_f64().unwrap());
+    assert_eq!(
+        value(&samples, "registry_gc_last_run_deleted_keys", None),
+        r["deleted_keys"].as_f64().unwrap()
+    );
+    assert!(
+        r["deleted_keys"].as_u64().unwrap() > 0,
+        "the run deleted something"
+    );
+    assert_eq!(
+        value(&samples, "registry_gc_last_run_bytes_freed", None),
+        r["bytes_freed"].as_f64().unwrap()
+    );
     for (reason, c) in r["planned"].as_object().unwrap() {
         assert_eq!(
-            value(&samples, "registry_gc_last_run_planned_keys", Some(("reason", reason))),
+            value(
+                &samples,
+                "registry_gc_last_run_planned_keys",
+                Some(("reason", reason))
+            ),
             c["count"].as_f64().unwrap(),
             "{reason}"
         );
         assert_eq!(
-            value(&samples, "registry_gc_last_run_planned_bytes", Some(("reason", reason))),
+            value(
+                &samples,
+                "registry_gc_last_run_planned_bytes",
+                Some(("reason", reason))
+            ),
             c["bytes"].as_f64().unwrap(),
             "{reason}"
         );
     }
     for class in ["list", "get", "head", "put", "delete"] {
-        assert_eq!(value(&samples, "registry_gc_last_run_requests", Some(("class", class))), r["requests"][class].as_f64().unwrap());
+        assert_eq!(
+            value(
+                &samples,
+                "registry_gc_last_run_requests",
+                Some(("class", class))
+            ),
+            r["requests"][class].as_f64().unwrap()
+        );
     }
-    for (metric, field) in
-        [("blobs", "blobs"), ("manifests", "manifests"), ("tags", "tags"), ("repositories", "repositories"), ("keys", "keys")]
-    {
-        assert_eq!(value(&samples, &format!("registry_gc_{metric}"), None), r["seen"][field].as_f64().unwrap(), "{metric}");
+    for (metric, field) in [
+        ("blobs", "blobs"),
+        ("manifests", "manifests"),
+        ("tags", "tags"),
+        ("repositories", "repositories"),
+        ("keys", "keys"),
+    ] {
+        assert_eq!(
+            value(&samples, &format!("registry_gc_{metric}"), None),
+            r["seen"][field].as_f64().unwrap(),
+            "{metric}"
+        );
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     assert!((now - value(&samples, "registry_gc_last_run_timestamp_seconds", None)).abs() < 300.0);
-    let names: Vec<_> = std::fs::read_dir(out_dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
 }
 
@@ -292,37 +388,79 @@ fn metrics_are_written_when_the_run_fails() {
     let p = prom.to_str().unwrap();
     // refused: not a registry (exit 3)
     let not_registry = tempfile::tempdir().unwrap();
-    let out = run(&["-q", "gc", "--dry-run", "--metrics", p, not_registry.path().to_str().unwrap()]);
+    let out = run(&[
+        "-q",
+        "gc",
+        "--dry-run",
+        "--metrics",
+        p,
+        not_registry.path().to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let body = std::fs::read_to_string(&prom).unwrap();
     let samples = check_exposition(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
     assert_eq!(value(&samples, "registry_gc_last_run_success", None), 0.0);
     assert_eq!(value(&samples, "registry_gc_last_run_exit_code", None), 3.0);
     assert!(samples.iter().all(|(_, l, _)| l["dry_run"] == "true"));
-    assert!(!samples.iter().any(|(n, _, _)| n == "registry_gc_blobs"), "nothing claimed about the registry:\n{body}");
+    assert!(
+        !samples.iter().any(|(n, _, _)| n == "registry_gc_blobs"),
+        "nothing claimed about the registry:\n{body}"
+    );
 
     // bad settings (exit 2): still a textfile, replacing the last one
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[gc]\nmin_age = \"soon\"\n").unwrap();
-    let out = run(&["gc", "--config", bad.to_str().unwrap(), "--metrics", p, "/x"]);
+    let out = run(&[
+        "gc",
+        "--config",
+        bad.to_str().unwrap(),
+        "--metrics",
+        p,
+        "/x",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let samples = check_exposition(&std::fs::read_to_string(&prom).unwrap()).unwrap();
     assert_eq!(value(&samples, "registry_gc_last_run_exit_code", None), 2.0);
 
     // keys in STORAGE: refused, and shown nowhere, the textfile's label included
-    let out = run(&["gc", "--metrics", p, "s3://AKIAEXAMPLE:wJalrSECRETKEY@bucket/root"]);
+    let out = run(&[
+        "gc",
+        "--metrics",
+        p,
+        "s3://AKIAEXAMPLE:wJalrSECRETKEY@bucket/root",
+    ]);
     assert_ne!(out.status.code(), Some(0));
     let body = std::fs::read_to_string(&prom).unwrap();
     for shown in [text(&out.stderr), text(&out.stdout), body] {
-        assert!(!shown.contains("AKIAEXAMPLE") && !shown.contains("wJalrSECRETKEY"), "{shown}");
+        assert!(
+            !shown.contains("AKIAEXAMPLE") && !shown.contains("wJalrSECRETKEY"),
+            "{shown}"
+        );
     }
-    assert!(text(&out.stderr).contains("credentials in STORAGE are not used"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("credentials in STORAGE are not used"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // a textfile that cannot be written fails a run that otherwise succeeded
     let reg = sample_copy();
-    let out = run(&["-q", "gc", "--dry-run", "--min-age", "0s", "--metrics", "/nonexistent-dir/m.prom", reg.path().to_str().unwrap()]);
+    let out = run(&[
+        "-q",
+        "gc",
+        "--dry-run",
+        "--min-age",
+        "0s",
+        "--metrics",
+        "/nonexistent-dir/m.prom",
+        reg.path().to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("--metrics /nonexistent-dir/m.prom"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--metrics /nonexistent-dir/m.prom"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 // ---------------------------------------------------------------- logs
@@ -331,14 +469,35 @@ fn metrics_are_written_when_the_run_fails() {
 fn json_logs_are_one_object_per_line() {
     let reg = sample_copy();
     let root = reg.path().to_str().unwrap();
-    let out = run(&["-v", "--log-format", "json", "gc", "--dry-run", "--min-age", "0s", root]);
+    let out = run(&[
+        "-v",
+        "--log-format",
+        "json",
+        "gc",
+        "--dry-run",
+        "--min-age",
+        "0s",
+        root,
+    ]);
     assert_eq!(out.status.code(), Some(0));
     let err = text(&out.stderr);
-    let lines: Vec<serde_json::Value> =
-        err.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON object: {l:?}: {e}"))).collect();
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON object: {l:?}: {e}"))
+        })
+        .collect();
     assert!(lines.len() >= 2, "{err}");
-    assert!(lines.iter().all(|l| l.is_object() && l["level"].is_string() && l["timestamp"].is_string()), "{err}");
-    let done = lines.iter().find(|l| l["fields"]["message"] == "collection finished").unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.is_object() && l["level"].is_string() && l["timestamp"].is_string()),
+        "{err}"
+    );
+    let done = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "collection finished")
+        .unwrap_or_else(|| panic!("{err}"));
     assert_eq!(done["fields"]["storage"], format!("file://{root}"));
     // the summary still goes to stdout, apart from the logs
     assert!(text(&out.stdout).contains("registry-gc dry run on"));
@@ -350,13 +509,27 @@ fn json_logs_are_one_object_per_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     let l: serde_json::Value = serde_json::from_str(err.trim()).unwrap();
     assert_eq!(l["level"], "ERROR");
-    assert!(l["fields"]["message"].as_str().unwrap().contains("/nonexistent-registry-root"));
+    assert!(l["fields"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/nonexistent-registry-root"));
 
     // the default is text
     let out = run(&["-v", "gc", "--dry-run", "--min-age", "0s", root]);
-    let first = text(&out.stderr).lines().next().unwrap_or_default().to_string();
-    assert!(first.contains("collection starting") && serde_json::from_str::<serde_json::Value>(&first).is_err(), "{first}");
-    assert_eq!(run(&["--log-format", "xml", "gc", root]).status.code(), Some(2));
+    let first = text(&out.stderr)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        first.contains("collection starting")
+            && serde_json::from_str::<serde_json::Value>(&first).is_err(),
+        "{first}"
+    );
+    assert_eq!(
+        run(&["--log-format", "xml", "gc", root]).status.code(),
+        Some(2)
+    );
 }
 
 // ---------------------------------------------------------------- completions and man
@@ -368,7 +541,11 @@ fn bash_completion_parses_and_completes_commands_and_gc_flags() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("registry-gc.bash");
     std::fs::write(&script, &out.stdout).unwrap();
-    let check = Command::new("bash").arg("-n").arg(&script).output().expect("bash");
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .expect("bash");
     assert!(check.status.success(), "bash -n: {}", text(&check.stderr));
 
     // what bash does on TAB: the function `complete -p` names, with COMP_WORDS
@@ -382,21 +559,34 @@ fn bash_completion_parses_and_completes_commands_and_gc_flags() {
             script.display(),
             quoted.join(" ")
         );
-        let out = Command::new("bash").arg("-c").arg(&prog).output().expect("bash");
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(&prog)
+            .output()
+            .expect("bash");
         assert!(out.status.success(), "{}", text(&out.stderr));
         text(&out.stdout).lines().map(String::from).collect()
     };
     assert_eq!(complete(&["registry-gc", "g"]), vec!["gc"]);
     assert_eq!(complete(&["registry-gc", "gc", "--met"]), vec!["--metrics"]);
-    assert_eq!(complete(&["registry-gc", "gc", "--registry-c"]), vec!["--registry-config"]);
-    assert_eq!(complete(&["registry-gc", "--log-format", ""]), vec!["text", "json"]);
+    assert_eq!(
+        complete(&["registry-gc", "gc", "--registry-c"]),
+        vec!["--registry-config"]
+    );
+    assert_eq!(
+        complete(&["registry-gc", "--log-format", ""]),
+        vec!["text", "json"]
+    );
     assert!(complete(&["registry-gc", "completions", ""]).contains(&"zsh".to_string()));
 
     for shell in ["zsh", "fish", "elvish", "powershell"] {
         let out = run(&["completions", shell]);
         assert_eq!(out.status.code(), Some(0), "{shell}");
         let s = text(&out.stdout);
-        assert!(s.contains("registry-gc") && s.contains("registry-config") && s.contains("metrics"), "{shell}");
+        assert!(
+            s.contains("registry-gc") && s.contains("registry-config") && s.contains("metrics"),
+            "{shell}"
+        );
     }
     assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(2));
 }
@@ -405,7 +595,11 @@ fn bash_completion_parses_and_completes_commands_and_gc_flags() {
 fn gc_flags() -> Vec<String> {
     let cmd = registry_gc::cli::Cli::command();
     let gc = cmd.find_subcommand("gc").expect("gc");
-    let flags: Vec<String> = gc.get_arguments().filter_map(|a| a.get_long()).map(|l| format!("--{l}")).collect();
+    let flags: Vec<String> = gc
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .map(|l| format!("--{l}"))
+        .collect();
     assert!(flags.len() > 15, "{flags:?}");
     flags
 }
@@ -415,12 +609,25 @@ fn man_page_has_every_gc_flag_and_renders() {
     let out = run(&["man"]);
     assert_eq!(out.status.code(), Some(0));
     let roff = text(&out.stdout);
-    assert_eq!(roff.lines().filter(|l| l.starts_with(".TH registry-gc 1 ")).count(), 1, "one title:\n{roff}");
+    assert_eq!(
+        roff.lines()
+            .filter(|l| l.starts_with(".TH registry-gc 1 "))
+            .count(),
+        1,
+        "one title:\n{roff}"
+    );
     let plain = roff.replace("\\-", "-");
-    for f in gc_flags().iter().chain(["--log-format", "--verbose", "--quiet"].map(String::from).iter()) {
+    for f in gc_flags().iter().chain(
+        ["--log-format", "--verbose", "--quiet"]
+            .map(String::from)
+            .iter(),
+    ) {
         assert!(plain.contains(f.as_str()), "the man page lacks {f}");
     }
-    assert!(plain.contains(".SH \"GC OPTIONS\"") || plain.contains(".SH GC OPTIONS"), "gc has its own section");
+    assert!(
+        plain.contains(".SH \"GC OPTIONS\"") || plain.contains(".SH GC OPTIONS"),
+        "gc has its own section"
+    );
     assert!(plain.contains("Exit codes"));
 
     // rendered by groff when the machine has it (the roff checks above hold either way)
@@ -431,9 +638,18 @@ fn man_page_has_every_gc_flag_and_renders() {
         .spawn();
     if let Ok(mut child) = groff {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(roff.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(roff.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success() && out.stderr.is_empty(), "groff warnings:\n{}", text(&out.stderr));
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "groff warnings:\n{}",
+            text(&out.stderr)
+        );
         let page = Command::new("sh")
             .arg("-c")
             .arg("groff -man -Tutf8 -P-cbou")
@@ -441,7 +657,12 @@ fn man_page_has_every_gc_flag_and_renders() {
             .output()
             .unwrap();
         let rendered = text(&page.stdout);
-        assert!(rendered.contains("GC OPTIONS") && rendered.contains("--registry-config") && rendered.contains("--metrics"), "{rendered}");
+        assert!(
+            rendered.contains("GC OPTIONS")
+                && rendered.contains("--registry-config")
+                && rendered.contains("--metrics"),
+            "{rendered}"
+        );
     }
 }
 
@@ -459,8 +680,16 @@ fn field_paths(v: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) 
     match v {
         serde_json::Value::Object(m) => {
             for (k, x) in m {
-                let k = if prefix == "planned" { "<reason>" } else { k.as_str() };
-                let p = if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+                let k = if prefix == "planned" {
+                    "<reason>"
+                } else {
+                    k.as_str()
+                };
+                let p = if prefix.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 out.insert(p.clone());
                 field_paths(x, &p, out);
             }
@@ -476,29 +705,58 @@ fn field_paths(v: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) 
 
 #[test]
 fn report_schema_doc_lists_every_field() {
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report-schema.md")).unwrap();
-    let documented: BTreeSet<String> =
-        doc.lines().filter_map(|l| l.strip_prefix("| `")).filter_map(|l| l.split_once('`').map(|(f, _)| f.to_string())).collect();
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report-schema.md"),
+    )
+    .unwrap();
+    let documented: BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(f, _)| f.to_string()))
+        .collect();
 
     // a real run that fills every array: deletions, a stray, planned reasons
     let reg = sample_copy();
     std::fs::write(reg.path().join("docker/registry/v2/junk"), "x").unwrap();
     let report = reg.path().join("report.json");
-    let out = run(&["-q", "gc", "--dry-run", "-m", "--min-age", "0s", "--report", report.to_str().unwrap(), reg.path().to_str().unwrap()]);
+    let out = run(&[
+        "-q",
+        "gc",
+        "--dry-run",
+        "-m",
+        "--min-age",
+        "0s",
+        "--report",
+        report.to_str().unwrap(),
+        reg.path().to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let mut actual = BTreeSet::new();
     field_paths(&r, "", &mut actual);
     for arr in ["strays", "deletions"] {
-        assert!(!r[arr].as_array().unwrap().is_empty(), "{arr} must have elements for their fields to be compared");
+        assert!(
+            !r[arr].as_array().unwrap().is_empty(),
+            "{arr} must have elements for their fields to be compared"
+        );
     }
     // the parts a filesystem dry run leaves empty or null, from the same types
-    let failure = registry_gc::report::Failure { key: "k".into(), error: "e".into() };
+    let failure = registry_gc::report::Failure {
+        key: "k".into(),
+        error: "e".into(),
+    };
     let warning = registry_gc::report::Warning::new("k", "m");
     let floor = registry_gc::storage::counts::RequestFloor::default();
-    let broken = registry_gc::recheck::BrokenByRace { repository: "r".into(), manifest: "m".into(), blob: "b".into() };
+    let broken = registry_gc::recheck::BrokenByRace {
+        repository: "r".into(),
+        manifest: "m".into(),
+        blob: "b".into(),
+    };
     for (name, v) in [
-        ("broken_by_concurrent_pushes[]", serde_json::to_value(broken).unwrap()),
+        (
+            "broken_by_concurrent_pushes[]",
+            serde_json::to_value(broken).unwrap(),
+        ),
         ("failures[]", serde_json::to_value(failure).unwrap()),
         ("warnings[]", serde_json::to_value(warning).unwrap()),
         ("request_floor", serde_json::to_value(floor).unwrap()),
@@ -514,5 +772,8 @@ fn report_schema_doc_lists_every_field() {
          in the report, not documented: {undocumented:?}\ndocumented, not in the report: {gone:?}"
     );
     let version = r["schema_version"].as_u64().unwrap();
-    assert!(doc.starts_with(&format!("# The JSON report, schema version {version}\n")), "the doc is for schema version {version}");
+    assert!(
+        doc.starts_with(&format!("# The JSON report, schema version {version}\n")),
+        "the doc is for schema version {version}"
+    );
 }

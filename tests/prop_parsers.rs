@@ -90,7 +90,12 @@ fn valid_manifests() -> Vec<Vec<u8>> {
 /// Every digest the parser says the manifest references.
 fn referenced(bytes: &[u8]) -> Vec<Digest> {
     let r = manifest::parse(bytes);
-    r.blobs.iter().chain(&r.children).chain(r.subject.iter()).copied().collect()
+    r.blobs
+        .iter()
+        .chain(&r.children)
+        .chain(r.subject.iter())
+        .copied()
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -246,7 +251,10 @@ fn huge_inputs_cost_memory_in_proportion_to_their_size() {
             v.extend_from_slice(b"\"}");
             v
         }),
-        ("junk full of digests", digest_text.as_bytes().repeat(N / digest_text.len())),
+        (
+            "junk full of digests",
+            digest_text.as_bytes().repeat(N / digest_text.len()),
+        ),
         ("binary", (0..N).map(|i| (i * 7919 % 251) as u8).collect()),
     ];
     for (what, input) in shapes {
@@ -257,7 +265,11 @@ fn huge_inputs_cost_memory_in_proportion_to_their_size() {
         // the parse holds what it reads into the lenient struct (a descriptor's
         // digest string per descriptor) and what a scan pins; anything beyond
         // a small multiple of the input would mean growth not tied to it
-        assert!(peak <= 20 * input.len(), "{what}: {} input bytes, {peak} bytes allocated at peak", input.len());
+        assert!(
+            peak <= 20 * input.len(),
+            "{what}: {} input bytes, {peak} bytes allocated at peak",
+            input.len()
+        );
         eprintln!("{what}: {} input bytes, {peak} bytes at peak", input.len());
         if what == "array of descriptors" {
             // the counter sees the parse at all: every digest string is held

@@ -56,7 +56,10 @@ async fn symlink_out_of_the_root_stops_the_listing() {
     symlink(outside.path(), dir.path().join("a/out")).unwrap();
     let storage = FsStorage::open(dir.path()).unwrap();
     let err = list_all(&storage).await.unwrap_err();
-    assert!(matches!(&err, StorageError::Symlink { key, reason } if key == "a/out" && reason.contains("outside")), "{err}");
+    assert!(
+        matches!(&err, StorageError::Symlink { key, reason } if key == "a/out" && reason.contains("outside")),
+        "{err}"
+    );
     // and a delete through it is refused
     let r = storage.delete_batch(&["a/out/secret".to_string()]).await;
     assert!(matches!(&r[0], Err(StorageError::Symlink { .. })), "{r:?}");
@@ -85,13 +88,26 @@ async fn reads_follow_links_inside_the_root_and_refuse_links_out_of_it() {
     assert_eq!(&storage.get("sub/abs/x", 100).await.unwrap()[..], b"inside");
     for key in ["sub/out-rel/secret", "sub/out-abs/secret"] {
         let err = storage.get(key, 100).await.unwrap_err();
-        assert!(matches!(&err, StorageError::Symlink { reason, .. } if reason.contains("outside")), "{key}: {err}");
+        assert!(
+            matches!(&err, StorageError::Symlink { reason, .. } if reason.contains("outside")),
+            "{key}: {err}"
+        );
         let r = storage.delete_batch(&[key.to_string()]).await;
-        assert!(matches!(&r[0], Err(StorageError::Symlink { .. })), "{key}: {r:?}");
+        assert!(
+            matches!(&r[0], Err(StorageError::Symlink { .. })),
+            "{key}: {r:?}"
+        );
     }
     assert!(outside.path().join("secret").exists());
     // a read never returns more than its limit, whatever the file's size
-    assert!(matches!(storage.get("real/x", 3).await, Err(StorageError::TooLarge { size: 6, limit: 3, .. })));
+    assert!(matches!(
+        storage.get("real/x", 3).await,
+        Err(StorageError::TooLarge {
+            size: 6,
+            limit: 3,
+            ..
+        })
+    ));
     // and a delete through a link inside the root removes the file it names
     assert!(storage.delete_batch(&["sub/rel/x".to_string()]).await[0].is_ok());
     assert!(!dir.path().join("real/x").exists());
@@ -104,14 +120,20 @@ async fn broken_symlink_and_loop_are_errors_naming_the_key() {
     symlink(dir.path().join("nowhere"), dir.path().join("a/broken")).unwrap();
     let storage = FsStorage::open(dir.path()).unwrap();
     let err = list_all(&storage).await.unwrap_err();
-    assert!(matches!(&err, StorageError::Symlink { key, reason } if key == "a/broken" && reason.contains("broken")), "{err}");
+    assert!(
+        matches!(&err, StorageError::Symlink { key, reason } if key == "a/broken" && reason.contains("broken")),
+        "{err}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a/b", b"1");
     symlink(dir.path().join("a"), dir.path().join("a/loop")).unwrap();
     let storage = FsStorage::open(dir.path()).unwrap();
     let err = list_all(&storage).await.unwrap_err();
-    assert!(matches!(&err, StorageError::Symlink { reason, .. } if reason.contains("loop")), "{err}");
+    assert!(
+        matches!(&err, StorageError::Symlink { reason, .. } if reason.contains("loop")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -123,11 +145,23 @@ async fn keys_that_would_escape_the_root_are_refused() {
     let storage = FsStorage::open(&root).unwrap();
     for key in ["../victim", "/etc/passwd", "a/../../victim"] {
         let r = storage.delete_batch(&[key.to_string()]).await;
-        assert!(matches!(&r[0], Err(StorageError::Refused { .. })), "{key}: {r:?}");
-        assert!(matches!(storage.get(key, 100).await, Err(StorageError::Refused { .. })), "{key}");
+        assert!(
+            matches!(&r[0], Err(StorageError::Refused { .. })),
+            "{key}: {r:?}"
+        );
+        assert!(
+            matches!(
+                storage.get(key, 100).await,
+                Err(StorageError::Refused { .. })
+            ),
+            "{key}"
+        );
     }
     assert!(dir.path().join("victim").exists());
-    assert_eq!(storage.remove_empty_dirs(&["..".to_string()]).await.ok(), None);
+    assert_eq!(
+        storage.remove_empty_dirs(&["..".to_string()]).await.ok(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -136,7 +170,10 @@ async fn remove_empty_dirs_leaves_non_empty_ones() {
     write(dir.path(), "a/b/c/file", b"1");
     fs::create_dir_all(dir.path().join("a/e/f")).unwrap();
     let storage = FsStorage::open(dir.path()).unwrap();
-    let removed = storage.remove_empty_dirs(&["a/e/f".into(), "a/e".into(), "a/b/c".into(), "a".into()]).await.unwrap();
+    let removed = storage
+        .remove_empty_dirs(&["a/e/f".into(), "a/e".into(), "a/b/c".into(), "a".into()])
+        .await
+        .unwrap();
     assert_eq!(removed, 2);
     assert!(dir.path().join("a/b/c/file").exists());
     assert!(!dir.path().join("a/e").exists());
@@ -157,14 +194,18 @@ fn files_removed_during_a_listing_are_passed_over() {
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let files: Vec<PathBuf> = (0..64).map(|i| uploads.join(format!("{n}-{i}"))).collect();
+                let files: Vec<PathBuf> =
+                    (0..64).map(|i| uploads.join(format!("{n}-{i}"))).collect();
                 files.iter().for_each(|f| fs::write(f, b"x").unwrap());
                 files.iter().for_each(|f| fs::remove_file(f).unwrap());
                 n += 1;
             }
         })
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let storage = FsStorage::open(dir.path()).unwrap();
     let result: Result<(), StorageError> = (0..300).try_for_each(|_| {
         let keys = rt.block_on(list_all(&storage))?;
@@ -187,9 +228,15 @@ async fn remove_empty_dirs_stays_beneath_the_root() {
     symlink(outside.path(), dir.path().join("a")).unwrap();
     fs::create_dir(dir.path().join("top")).unwrap();
     let storage = FsStorage::open(dir.path()).unwrap();
-    let removed = storage.remove_empty_dirs(&["a/empty/".into(), "top".into()]).await.unwrap();
+    let removed = storage
+        .remove_empty_dirs(&["a/empty/".into(), "top".into()])
+        .await
+        .unwrap();
     assert_eq!(removed, 1);
-    assert!(outside.path().join("empty").is_dir(), "an empty directory outside the root was removed");
+    assert!(
+        outside.path().join("empty").is_dir(),
+        "an empty directory outside the root was removed"
+    );
     assert!(!dir.path().join("top").exists());
 }
 
@@ -203,7 +250,12 @@ async fn empty_directories_are_listed_with_a_trailing_slash_and_missing_ones_are
     let mut keys = list_all(&storage).await.unwrap();
     keys.sort();
     assert_eq!(keys, vec!["a/empty/deeper/", "a/file", "b/"]);
-    let none: Vec<String> = storage.list("missing/").map_ok(|m| m.key).try_collect().await.unwrap();
+    let none: Vec<String> = storage
+        .list("missing/")
+        .map_ok(|m| m.key)
+        .try_collect()
+        .await
+        .unwrap();
     assert!(none.is_empty());
 }
 
@@ -223,7 +275,11 @@ async fn probing_stats_the_leaf_of_probed_subdirectories_and_reads_everything_el
     write(root, "x/link", b"in the probed directory itself");
     write(root, "y/h6/link", b"not probed");
     write(root, "y/h6/stray", b"listed");
-    write(root, "z/h8/data", b"z's subdirectories are probed for another leaf");
+    write(
+        root,
+        "z/h8/data",
+        b"z's subdirectories are probed for another leaf",
+    );
     write(root, "z/h8/link", b"left out");
     let storage = FsStorage::open(root).unwrap();
     let probe = Probe {
@@ -237,7 +293,18 @@ async fn probing_stats_the_leaf_of_probed_subdirectories_and_reads_everything_el
     let (keys, _) = conformance::probed_as_listed(&storage, "", probe).await;
     assert_eq!(
         keys,
-        ["target", "x/h1/link", "x/h2/other", "x/h3/link/inner", "x/h4/", "x/h5/link", "x/link", "y/h6/link", "y/h6/stray", "z/h8/data"]
+        [
+            "target",
+            "x/h1/link",
+            "x/h2/other",
+            "x/h3/link/inner",
+            "x/h4/",
+            "x/h5/link",
+            "x/link",
+            "y/h6/link",
+            "y/h6/stray",
+            "z/h8/data"
+        ]
     );
 
     // a leaf that is a link out of the root is read in full, and refused
@@ -245,8 +312,15 @@ async fn probing_stats_the_leaf_of_probed_subdirectories_and_reads_everything_el
     fs::write(outside.path().join("secret"), b"s").unwrap();
     fs::create_dir_all(root.join("x/h7")).unwrap();
     symlink(outside.path().join("secret"), root.join("x/h7/link")).unwrap();
-    let err = storage.list_probing("", probe).try_collect::<Vec<_>>().await.unwrap_err();
-    assert!(matches!(&err, StorageError::Symlink { key, .. } if key == "x/h7/link"), "{err}");
+    let err = storage
+        .list_probing("", probe)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StorageError::Symlink { key, .. } if key == "x/h7/link"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -256,14 +330,30 @@ async fn probing_a_leaf_with_a_directory_to_list_skips_the_directories_between()
     // shaped like a repository's tags: `<tag>/current/link`, `<tag>/index/sha256/<hex>/link`
     write(root, "t/v1/current/link", b"current");
     write(root, "t/v1/index/sha256/h1/link", b"indexed");
-    write(root, "t/v1/index/sha256/h1/stray", b"left out: h1 has its link");
-    write(root, "t/v1/index/sha256/h2/other", b"h2 has no link: read in full");
+    write(
+        root,
+        "t/v1/index/sha256/h1/stray",
+        b"left out: h1 has its link",
+    );
+    write(
+        root,
+        "t/v1/index/sha256/h2/other",
+        b"h2 has no link: read in full",
+    );
     write(root, "t/v1/current/link~", b"left out: beside the leaf");
     write(root, "t/v1/stray", b"left out: beside current and index");
     fs::create_dir_all(root.join("t/v1/index/sha256/h3")).unwrap(); // empty: reported
-    write(root, "t/v2/current/link", b"no index: the tag is read in full");
+    write(
+        root,
+        "t/v2/current/link",
+        b"no index: the tag is read in full",
+    );
     write(root, "t/v2/other", b"listed");
-    write(root, "t/v3/index/sha256/h4/link", b"no current link: read in full");
+    write(
+        root,
+        "t/v3/index/sha256/h4/link",
+        b"no current link: read in full",
+    );
     write(root, "t/v3/other", b"listed");
     write(root, "elsewhere/sha256/h5/link", b"reached through a link");
     write(root, "t/v4/current/link", b"current");
@@ -271,7 +361,11 @@ async fn probing_a_leaf_with_a_directory_to_list_skips_the_directories_between()
     let storage = FsStorage::open(root).unwrap();
     let probe = Probe {
         leaf_of: |dir| match dir {
-            "t/" => Some(Leaf { file: "current/link", then_list: Some("index/sha256"), stat: true }),
+            "t/" => Some(Leaf {
+                file: "current/link",
+                then_list: Some("index/sha256"),
+                stat: true,
+            }),
             d if d.ends_with("/index/sha256/") => Some(Leaf::file("link")),
             _ => None,
         },
@@ -300,8 +394,15 @@ async fn probing_a_leaf_with_a_directory_to_list_skips_the_directories_between()
     fs::create_dir_all(outside.path().join("sha256")).unwrap();
     write(root, "t/v5/current/link", b"current");
     symlink(outside.path(), root.join("t/v5/index")).unwrap();
-    let err = storage.list_probing("t/", probe).try_collect::<Vec<_>>().await.unwrap_err();
-    assert!(matches!(&err, StorageError::Symlink { key, .. } if key == "t/v5/index"), "{err}");
+    let err = storage
+        .list_probing("t/", probe)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StorageError::Symlink { key, .. } if key == "t/v5/index"),
+        "{err}"
+    );
 }
 
 /// A named leaf is listed from its directory's name alone: no stat, no HEAD,
@@ -314,16 +415,37 @@ async fn named_leaves_are_listed_unstated_and_stat_batch_says_what_is_there() {
     fs::create_dir_all(root.join("b/ab/d2")).unwrap(); // emptied: no data
     write(root, "b/ab/d3/junk", b"no data either");
     write(root, "b/cd/d4/data", b"4");
-    write(root, "b/cd/d6/data/junk", b"a directory where the blob's data would be");
-    write(root, "b/cd/stray", b"a file among the digest directories: listed and stat'ed");
+    write(
+        root,
+        "b/cd/d6/data/junk",
+        b"a directory where the blob's data would be",
+    );
+    write(
+        root,
+        "b/cd/stray",
+        b"a file among the digest directories: listed and stat'ed",
+    );
     symlink(root.join("b/ab/d1/data"), root.join("b/cd/d5")).unwrap();
     let storage = FsStorage::open(root).unwrap();
-    let probe = Probe { leaf_of: |dir| (dir == "b/ab/" || dir == "b/cd/").then_some(Leaf::named("data")) };
+    let probe = Probe {
+        leaf_of: |dir| (dir == "b/ab/" || dir == "b/cd/").then_some(Leaf::named("data")),
+    };
     let heads = storage.counts().totals().head;
-    let mut listed: Vec<_> = storage.list_probing("b/", probe).try_collect().await.unwrap();
+    let mut listed: Vec<_> = storage
+        .list_probing("b/", probe)
+        .try_collect()
+        .await
+        .unwrap();
     listed.sort_by(|a, b| a.key.cmp(&b.key));
-    assert_eq!(storage.counts().totals().head, heads, "a named leaf costs no stat");
-    let shown: Vec<(&str, bool)> = listed.iter().map(|m| (m.key.as_str(), m.is_stated())).collect();
+    assert_eq!(
+        storage.counts().totals().head,
+        heads,
+        "a named leaf costs no stat"
+    );
+    let shown: Vec<(&str, bool)> = listed
+        .iter()
+        .map(|m| (m.key.as_str(), m.is_stated()))
+        .collect();
     assert_eq!(
         shown,
         [
@@ -337,22 +459,56 @@ async fn named_leaves_are_listed_unstated_and_stat_batch_says_what_is_there() {
         ]
     );
 
-    let keys: Vec<String> =
-        ["b/ab/d1/data", "b/ab/d2/data", "b/ab/d3/data", "b/cd/d4/data", "b/ab/d2/", "b/cd/d5", "b/cd/d6/data", "b/cd/d4/"].map(String::from).into();
+    let keys: Vec<String> = [
+        "b/ab/d1/data",
+        "b/ab/d2/data",
+        "b/ab/d3/data",
+        "b/cd/d4/data",
+        "b/ab/d2/",
+        "b/cd/d5",
+        "b/cd/d6/data",
+        "b/cd/d4/",
+    ]
+    .map(String::from)
+    .into();
     let results = storage.stat_batch(&keys).await;
     assert_eq!(storage.counts().totals().head, heads + 8);
     assert_eq!(results[0].as_ref().map(|m| m.size).ok(), Some(12));
-    assert!(results[1].as_ref().is_err_and(StorageError::is_not_found), "{:?}", results[1]);
-    assert!(results[2].as_ref().is_err_and(StorageError::is_not_found), "{:?}", results[2]);
+    assert!(
+        results[1].as_ref().is_err_and(StorageError::is_not_found),
+        "{:?}",
+        results[1]
+    );
+    assert!(
+        results[2].as_ref().is_err_and(StorageError::is_not_found),
+        "{:?}",
+        results[2]
+    );
     assert_eq!(results[3].as_ref().map(|m| m.size).ok(), Some(1));
     // a directory, for the age of one whose file is missing
-    let d2_mtime = fs::metadata(root.join("b/ab/d2")).unwrap().modified().unwrap();
-    let d2_ms = d2_mtime.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    assert_eq!(results[4].as_ref().map(|m| m.last_modified_ms).ok(), Some(d2_ms));
+    let d2_mtime = fs::metadata(root.join("b/ab/d2"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let d2_ms = d2_mtime
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert_eq!(
+        results[4].as_ref().map(|m| m.last_modified_ms).ok(),
+        Some(d2_ms)
+    );
     // a link inside the root: what it points at
-    assert_eq!(results[5].as_ref().map(|m| (m.key.as_str(), m.size)).ok(), Some(("b/cd/d5", 12)));
+    assert_eq!(
+        results[5].as_ref().map(|m| (m.key.as_str(), m.size)).ok(),
+        Some(("b/cd/d5", 12))
+    );
     // a directory asked for as an object is not one, as in a listing
-    assert!(results[6].as_ref().is_err_and(StorageError::is_not_found), "{:?}", results[6]);
+    assert!(
+        results[6].as_ref().is_err_and(StorageError::is_not_found),
+        "{:?}",
+        results[6]
+    );
     assert!(results[7].is_ok(), "{:?}", results[7]);
 
     // a link out of the root, or broken, is an error naming the key
@@ -362,6 +518,9 @@ async fn named_leaves_are_listed_unstated_and_stat_batch_says_what_is_there() {
     symlink(root.join("nowhere"), root.join("b/ab/d3/data")).unwrap();
     let results = storage.stat_batch(&keys[1..3]).await;
     for (key, result) in keys[1..3].iter().zip(&results) {
-        assert!(matches!(result, Err(StorageError::Symlink { key: k, .. }) if k == key), "{key}: {result:?}");
+        assert!(
+            matches!(result, Err(StorageError::Symlink { key: k, .. }) if k == key),
+            "{key}: {result:?}"
+        );
     }
 }

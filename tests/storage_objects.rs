@@ -20,7 +20,9 @@ struct BucketSeeder {
 #[async_trait::async_trait]
 impl conformance::Seeder for BucketSeeder {
     async fn put(&self, key: &str, bytes: &[u8]) {
-        self.emulator.put(self.store.as_ref(), &format!("{}/{key}", self.root), bytes).await;
+        self.emulator
+            .put(self.store.as_ref(), &format!("{}/{key}", self.root), bytes)
+            .await;
     }
 
     fn takes_writes(&self) -> bool {
@@ -28,7 +30,9 @@ impl conformance::Seeder for BucketSeeder {
     }
 
     async fn put_directory_marker(&self, key: &str) -> bool {
-        self.emulator.put_directory_marker(&format!("{}/{key}", self.root)).await
+        self.emulator
+            .put_directory_marker(&format!("{}/{key}", self.root))
+            .await
     }
 }
 
@@ -36,10 +40,17 @@ async fn conformance_on(emulator: Emulator) {
     emulator.require();
     let root = Emulator::unique_root("conformance");
     let storage = open_storage(&emulator.url(&root), &emulator.backend_options()).unwrap();
-    let seeder = BucketSeeder { emulator, store: emulator.store(), root };
+    let seeder = BucketSeeder {
+        emulator,
+        store: emulator.store(),
+        root,
+    };
     conformance::run(storage.as_ref(), &seeder).await;
     let counts = storage.counts().totals();
-    assert!(counts.list > 0 && counts.get > 0 && counts.delete > 0, "{counts:?}");
+    assert!(
+        counts.list > 0 && counts.get > 0 && counts.delete > 0,
+        "{counts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -70,8 +81,19 @@ fn example_configs_open() {
     for backend in ["s3", "azure", "gcs"] {
         let path = root.join("backends").join(backend).join("example.toml");
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_registry-gc"))
-            .args(["gc", "--dry-run", "--config", path.to_str().unwrap(), "--endpoint", "http://127.0.0.1:9"])
-            .args(["-o", "access_key_id=x", "-o", "secret_access_key=y"].iter().filter(|_| backend == "s3"))
+            .args([
+                "gc",
+                "--dry-run",
+                "--config",
+                path.to_str().unwrap(),
+                "--endpoint",
+                "http://127.0.0.1:9",
+            ])
+            .args(
+                ["-o", "access_key_id=x", "-o", "secret_access_key=y"]
+                    .iter()
+                    .filter(|_| backend == "s3"),
+            )
             .env("AZURE_STORAGE_ACCOUNT_KEY", common::cloud::AZURITE_KEY)
             .output()
             .unwrap();
@@ -79,6 +101,9 @@ fn example_configs_open() {
         // the config is accepted and the backend built: the run fails only at the
         // first request, on the unreachable endpoint
         assert_eq!(out.status.code(), Some(1), "{backend}: {stderr}");
-        assert!(stderr.contains("cannot reach") && stderr.contains("127.0.0.1:9"), "{backend}: {stderr}");
+        assert!(
+            stderr.contains("cannot reach") && stderr.contains("127.0.0.1:9"),
+            "{backend}: {stderr}"
+        );
     }
 }

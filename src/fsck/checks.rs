@@ -49,7 +49,14 @@ pub enum Kind {
 
 impl Kind {
     pub fn is_problem(self) -> bool {
-        !matches!(self, Kind::OrphanBlob | Kind::DanglingLayerLink | Kind::DanglingTagIndex | Kind::UnknownManifest | Kind::StrayKey)
+        !matches!(
+            self,
+            Kind::OrphanBlob
+                | Kind::DanglingLayerLink
+                | Kind::DanglingTagIndex
+                | Kind::UnknownManifest
+                | Kind::StrayKey
+        )
     }
 
     pub fn describe(self) -> &'static str {
@@ -128,18 +135,40 @@ pub struct Observed {
 /// The roles of the references of one manifest, from its bytes.
 pub fn reference_roles(bytes: &[u8]) -> HashMap<Digest, Role> {
     let mut out = HashMap::new();
-    let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+    let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(bytes)
+    else {
         return out;
     };
     let mut add = |desc: &serde_json::Value, field: &str, role: Role| {
-        if let Some(d) = desc.get(field).and_then(|d| d.as_str()).and_then(|d| d.parse::<Digest>().ok()) {
-            let foreign =
-                desc.get("mediaType").and_then(|t| t.as_str()).is_some_and(|t| t.contains("foreign") || t.contains("nondistributable"))
-                    || desc.get("urls").and_then(|u| u.as_array()).is_some_and(|u| !u.is_empty());
-            out.insert(d, if foreign && role == Role::Layer { Role::Foreign } else { role });
+        if let Some(d) = desc
+            .get(field)
+            .and_then(|d| d.as_str())
+            .and_then(|d| d.parse::<Digest>().ok())
+        {
+            let foreign = desc
+                .get("mediaType")
+                .and_then(|t| t.as_str())
+                .is_some_and(|t| t.contains("foreign") || t.contains("nondistributable"))
+                || desc
+                    .get("urls")
+                    .and_then(|u| u.as_array())
+                    .is_some_and(|u| !u.is_empty());
+            out.insert(
+                d,
+                if foreign && role == Role::Layer {
+                    Role::Foreign
+                } else {
+                    role
+                },
+            );
         }
     };
-    let list = |key: &str| m.get(key).and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    let list = |key: &str| {
+        m.get(key)
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
     if let Some(c) = m.get("config") {
         add(c, "digest", Role::Config);
     }
@@ -191,12 +220,20 @@ impl<'a> Names<'a> {
         // an index's missing children are still its children, for naming
         for (m, d) in &marks.missing_refs {
             if let (true, Some(c)) = (repo.has_revision(*m), inv.digests.find(d)) {
-                if marks.manifest(*m).is_some_and(|r| r.kind == ManifestKind::Index) {
+                if marks
+                    .manifest(*m)
+                    .is_some_and(|r| r.kind == ManifestKind::Index)
+                {
                     parents.entry(c).or_default().push(*m);
                 }
             }
         }
-        Names { inv, repo, tags, parents }
+        Names {
+            inv,
+            repo,
+            tags,
+            parents,
+        }
     }
 
     /// `repo:tag` for every tag reaching `id` (directly or through indexes), or
@@ -228,7 +265,14 @@ impl<'a> Names<'a> {
 /// Every finding, from what was listed, marked and observed: the pure part of `fsck`.
 pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> {
     let mut out = Vec::new();
-    let mut push = |kind, key: String, images: Vec<String>, message: String| out.push(Finding { kind, key, images, message });
+    let mut push = |kind, key: String, images: Vec<String>, message: String| {
+        out.push(Finding {
+            kind,
+            key,
+            images,
+            message,
+        })
+    };
     let mut missing_of: HashMap<DigestId, Vec<Digest>> = HashMap::new();
     for (m, d) in &marks.missing_refs {
         missing_of.entry(*m).or_default().push(*d);
@@ -249,10 +293,18 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
                 push(Kind::JunkLink, key, image, reason.to_string());
             } else if let Some(d) = marks.target_digest(inv, target) {
                 match target.known().filter(|id| inv.has_blob(*id)) {
-                    None => push(Kind::TagManifestMissing, key, image, format!("points at {d}, whose manifest blob is missing")),
-                    Some(id) if !repo.has_revision(id) => {
-                        push(Kind::TagNotARevision, key, image, format!("points at {d}, which is not a revision of {r}"))
-                    }
+                    None => push(
+                        Kind::TagManifestMissing,
+                        key,
+                        image,
+                        format!("points at {d}, whose manifest blob is missing"),
+                    ),
+                    Some(id) if !repo.has_revision(id) => push(
+                        Kind::TagNotARevision,
+                        key,
+                        image,
+                        format!("points at {d}, which is not a revision of {r}"),
+                    ),
                     Some(_) => {}
                 }
             }
@@ -262,14 +314,26 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
             let d = inv.digests.get(l.digest);
             if !inv.has_blob(l.digest) {
                 let msg = format!("manifest {d} is linked but its blob is missing");
-                push(Kind::RevisionManifestMissing, layout::revision_key(r, d), names.of(l.digest), msg);
+                push(
+                    Kind::RevisionManifestMissing,
+                    layout::revision_key(r, d),
+                    names.of(l.digest),
+                    msg,
+                );
                 continue;
             }
-            let Some(refs) = marks.manifest(l.digest) else { continue };
+            let Some(refs) = marks.manifest(l.digest) else {
+                continue;
+            };
             let manifest_key = layout::blob_data_key(d);
             match refs.kind {
                 ManifestKind::Unparseable => {
-                    push(Kind::UnparseableManifest, manifest_key, names.of(l.digest), format!("manifest {d} is not a JSON object"));
+                    push(
+                        Kind::UnparseableManifest,
+                        manifest_key,
+                        names.of(l.digest),
+                        format!("manifest {d} is not a JSON object"),
+                    );
                     continue;
                 }
                 ManifestKind::Unknown => {
@@ -290,19 +354,35 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
                 };
                 let role = role.map_or("reference", Role::name);
                 let msg = format!("{role} {missing} of manifest {d} is missing");
-                push(kind, layout::blob_data_key(missing), names.of(l.digest), msg);
+                push(
+                    kind,
+                    layout::blob_data_key(missing),
+                    names.of(l.digest),
+                    msg,
+                );
             }
             // An image manifest with "children" had an unknown media type: its
             // blobs include every digest it mentions, not only descriptors.
-            let plain_image =
-                matches!(refs.kind, ManifestKind::Image | ManifestKind::Schema1 | ManifestKind::Artifact) && refs.children.is_empty();
+            let plain_image = matches!(
+                refs.kind,
+                ManifestKind::Image | ManifestKind::Schema1 | ManifestKind::Artifact
+            ) && refs.children.is_empty();
             if plain_image {
-                for b in refs.blobs.iter().filter(|b| repo.layers.binary_search_by_key(*b, |l| l.digest).is_err()) {
+                for b in refs
+                    .blobs
+                    .iter()
+                    .filter(|b| repo.layers.binary_search_by_key(*b, |l| l.digest).is_err())
+                {
                     let msg = format!(
                         "{} of manifest {d} is in storage but not linked in {r}: pulls fail with BLOB_UNKNOWN",
                         inv.digests.get(*b)
                     );
-                    push(Kind::BlobNotLinked, layout::layer_link_key(r, inv.digests.get(*b)), names.of(l.digest), msg);
+                    push(
+                        Kind::BlobNotLinked,
+                        layout::layer_link_key(r, inv.digests.get(*b)),
+                        names.of(l.digest),
+                        msg,
+                    );
                 }
             }
             if refs.kind == ManifestKind::Index {
@@ -311,41 +391,67 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
                         "child manifest {} of index {d} is not a revision of {r}: the registry cannot serve it here",
                         inv.digests.get(*c)
                     );
-                    push(Kind::ChildNotARevision, layout::revision_key(r, inv.digests.get(*c)), names.of(l.digest), msg);
+                    push(
+                        Kind::ChildNotARevision,
+                        layout::revision_key(r, inv.digests.get(*c)),
+                        names.of(l.digest),
+                        msg,
+                    );
                 }
             }
         }
 
         for l in repo.layers.iter().filter(|l| !inv.has_blob(l.digest)) {
             let d = inv.digests.get(l.digest);
-            push(Kind::DanglingLayerLink, layout::layer_link_key(r, d), Vec::new(), format!("blob {d} is missing"));
+            push(
+                Kind::DanglingLayerLink,
+                layout::layer_link_key(r, d),
+                Vec::new(),
+                format!("blob {d} is missing"),
+            );
         }
 
         for h in &repo.history {
             let (tag, tag_name) = (&repo.tags[h.tag as usize], repo.tag_name(h.tag));
             // the current target's entry is reported with the tag
-            let reported_with_tag =
-                tag.current.is_some() && marks.tag_targets[ri][h.tag as usize] == TagTarget::Known(h.link.digest);
+            let reported_with_tag = tag.current.is_some()
+                && marks.tag_targets[ri][h.tag as usize] == TagTarget::Known(h.link.digest);
             if !inv.has_blob(h.link.digest) && !reported_with_tag {
                 let d = inv.digests.get(h.link.digest);
                 let msg = format!("tag history entry for {d}, whose manifest blob is missing");
-                push(Kind::DanglingTagIndex, layout::tag_index_key(r, tag_name, d), vec![format!("{r}:{tag_name}")], msg);
+                push(
+                    Kind::DanglingTagIndex,
+                    layout::tag_index_key(r, tag_name, d),
+                    vec![format!("{r}:{tag_name}")],
+                    msg,
+                );
             }
         }
     }
 
     for (key, content) in &obs.junk_links {
         let images = match layout::classify(key) {
-            KeyKind::TagIndex { repo, tag, .. } | KeyKind::TagCurrent { repo, tag } => vec![format!("{repo}:{tag}")],
+            KeyKind::TagIndex { repo, tag, .. } | KeyKind::TagCurrent { repo, tag } => {
+                vec![format!("{repo}:{tag}")]
+            }
             KeyKind::Revision { repo, digest } => {
-                match (inv.repositories.binary_search_by(|r| r.name.as_str().cmp(repo)), inv.digests.find(&digest)) {
+                match (
+                    inv.repositories
+                        .binary_search_by(|r| r.name.as_str().cmp(repo)),
+                    inv.digests.find(&digest),
+                ) {
                     (Ok(ri), Some(id)) => Names::new(inv, marks, ri).of(id),
                     _ => Vec::new(),
                 }
             }
             _ => Vec::new(),
         };
-        push(Kind::JunkLink, key.clone(), images, format!("holds {content}"));
+        push(
+            Kind::JunkLink,
+            key.clone(),
+            images,
+            format!("holds {content}"),
+        );
     }
     for w in &marks.warnings {
         if matches!(layout::classify(&w.key), KeyKind::AltLink { .. }) {
@@ -355,13 +461,17 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
 
     if !obs.mismatches.is_empty() {
         // the images whose manifests reference (or are) a mismatched blob
-        let bad: HashMap<DigestId, &Mismatch> = obs.mismatches.iter().map(|m| (m.blob, m)).collect();
+        let bad: HashMap<DigestId, &Mismatch> =
+            obs.mismatches.iter().map(|m| (m.blob, m)).collect();
         let mut images: HashMap<DigestId, Vec<String>> = HashMap::new();
         for (ri, repo) in inv.repositories.iter().enumerate() {
             let names = Names::new(inv, marks, ri);
             for l in &repo.revisions {
                 let refs = marks.manifest(l.digest);
-                let all = std::iter::once(l.digest).chain(refs.iter().flat_map(|r| r.blobs.iter().chain(r.children).copied()));
+                let all = std::iter::once(l.digest).chain(
+                    refs.iter()
+                        .flat_map(|r| r.blobs.iter().chain(r.children).copied()),
+                );
                 for b in all.filter(|b| bad.contains_key(b)) {
                     images.entry(b).or_default().extend(names.of(l.digest));
                 }
@@ -393,7 +503,12 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
         }
         for l in &repo.revisions {
             if let Some(refs) = marks.manifest(l.digest) {
-                for b in refs.blobs.iter().chain(refs.children).chain(marks.other_algorithm_blobs(l.digest)) {
+                for b in refs
+                    .blobs
+                    .iter()
+                    .chain(refs.children)
+                    .chain(marks.other_algorithm_blobs(l.digest))
+                {
                     named.insert(*b);
                 }
             }
@@ -406,11 +521,21 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
     }
     for (id, info) in inv.blobs().filter(|(id, _)| !named.contains(*id)) {
         let key = layout::blob_data_key(inv.digests.get(id));
-        push(Kind::OrphanBlob, key, Vec::new(), format!("{} bytes; `gc` deletes it", info.size));
+        push(
+            Kind::OrphanBlob,
+            key,
+            Vec::new(),
+            format!("{} bytes; `gc` deletes it", info.size),
+        );
     }
 
     for s in &inv.strays {
-        push(Kind::StrayKey, s.key.clone(), Vec::new(), s.reason.describe().to_string());
+        push(
+            Kind::StrayKey,
+            s.key.clone(),
+            Vec::new(),
+            s.reason.describe().to_string(),
+        );
     }
 
     out.sort_by(|a, b| (a.kind, &a.key, &a.message).cmp(&(b.kind, &b.key, &b.message)));
@@ -420,11 +545,11 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
 
 #[cfg(test)]
 mod tests {
-    use crate::mark::TagLink;
     use super::*;
     use crate::error::Exit;
     use crate::fsck::{Checked, FsckReport};
     use crate::manifest::References;
+    use crate::mark::TagLink;
     use crate::storage::ObjectMeta;
 
     fn dg(n: u8) -> Digest {
@@ -432,18 +557,38 @@ mod tests {
     }
 
     fn refs(kind: ManifestKind, blobs: &[Digest], children: &[Digest]) -> References {
-        References { kind, blobs: blobs.to_vec(), children: children.to_vec(), subject: None, other_algorithm: vec![], invalid: vec![] }
+        References {
+            kind,
+            blobs: blobs.to_vec(),
+            children: children.to_vec(),
+            subject: None,
+            other_algorithm: vec![],
+            invalid: vec![],
+        }
     }
 
     /// A registry from its keys, the manifests' references and the tags' targets.
-    fn build(keys: &[String], manifests: &[(Digest, References)], tags: &[(&str, &str, TagLink)]) -> (Inventory, Marks) {
+    fn build(
+        keys: &[String],
+        manifests: &[(Digest, References)],
+        tags: &[(&str, &str, TagLink)],
+    ) -> (Inventory, Marks) {
         let mut inv = Inventory::default();
         for k in keys {
-            inv.insert(ObjectMeta { key: k.clone(), size: 10, last_modified_ms: 0, etag: None });
+            inv.insert(ObjectMeta {
+                key: k.clone(),
+                size: 10,
+                last_modified_ms: 0,
+                etag: None,
+            });
         }
         inv.finish();
         let mut marks = Marks::default();
-        marks.set_tag_links(&inv, |repo, tag| tags.iter().find(|t| t.0 == repo && t.1 == tag).map_or(TagLink::None, |t| t.2.clone()));
+        marks.set_tag_links(&inv, |repo, tag| {
+            tags.iter()
+                .find(|t| t.0 == repo && t.1 == tag)
+                .map_or(TagLink::None, |t| t.2.clone())
+        });
         for (m, r) in manifests {
             if let Some(id) = inv.digests.find(m).filter(|id| inv.has_blob(*id)) {
                 marks.record(&inv, id, r);
@@ -469,7 +614,11 @@ mod tests {
             layout::tag_current_key("a", "v1"),
             layout::tag_index_key("a", "v1", &m),
         ];
-        let (inv, marks) = build(&keys, &[(m, refs(ManifestKind::Image, &[cfg, l1], &[]))], &[("a", "v1", TagLink::Digest(m))]);
+        let (inv, marks) = build(
+            &keys,
+            &[(m, refs(ManifestKind::Image, &[cfg, l1], &[]))],
+            &[("a", "v1", TagLink::Digest(m))],
+        );
         assert_eq!(findings(&inv, &marks, &Observed::default()), vec![]);
     }
 
@@ -487,11 +636,16 @@ mod tests {
             layout::revision_key("r", &idx),
             layout::tag_current_key("r", "multi"),
         ];
-        let manifests =
-            [(child, refs(ManifestKind::Image, &[cfg, layer], &[])), (idx, refs(ManifestKind::Index, &[], &[child, gone_child]))];
+        let manifests = [
+            (child, refs(ManifestKind::Image, &[cfg, layer], &[])),
+            (idx, refs(ManifestKind::Index, &[], &[child, gone_child])),
+        ];
         let (inv, marks) = build(&keys, &manifests, &[("r", "multi", TagLink::Digest(idx))]);
         let mut obs = Observed::default();
-        let (cid, iid) = (inv.digests.find(&child).unwrap(), inv.digests.find(&idx).unwrap());
+        let (cid, iid) = (
+            inv.digests.find(&child).unwrap(),
+            inv.digests.find(&idx).unwrap(),
+        );
         obs.roles.insert((cid, layer), Role::Layer);
         obs.roles.insert((iid, gone_child), Role::Child);
         let f = findings(&inv, &marks, &obs);
@@ -503,7 +657,11 @@ mod tests {
                 (Kind::DanglingLayerLink, layout::layer_link_key("r", &layer)),
             ]
         );
-        assert_eq!(f[0].images, vec!["r:multi".to_string()], "the child is named by the tag of its index");
+        assert_eq!(
+            f[0].images,
+            vec!["r:multi".to_string()],
+            "the child is named by the tag of its index"
+        );
         assert!(f[0].message.starts_with("layer "), "{}", f[0].message);
         assert_eq!(f[1].images, vec!["r:multi".to_string()]);
         assert!(f.iter().all(|f| f.kind != Kind::OrphanBlob));
@@ -536,25 +694,48 @@ mod tests {
         ];
         let (inv, marks) = build(&keys, &manifests, &tags);
         let mut obs = Observed::default();
-        obs.junk_links.push((layout::revision_key("r", &m), "\"x\"".into()));
+        obs.junk_links
+            .push((layout::revision_key("r", &m), "\"x\"".into()));
         let f = findings(&inv, &marks, &obs);
         let mut want = vec![
-            (Kind::TagManifestMissing, layout::tag_current_key("r", "gone")),
-            (Kind::TagNotARevision, layout::tag_current_key("r", "foreign")),
-            (Kind::RevisionManifestMissing, layout::revision_key("r", &gone)),
+            (
+                Kind::TagManifestMissing,
+                layout::tag_current_key("r", "gone"),
+            ),
+            (
+                Kind::TagNotARevision,
+                layout::tag_current_key("r", "foreign"),
+            ),
+            (
+                Kind::RevisionManifestMissing,
+                layout::revision_key("r", &gone),
+            ),
             (Kind::ChildNotARevision, layout::revision_key("r", &child)),
             (Kind::JunkLink, layout::tag_current_key("r", "junk")),
             (Kind::JunkLink, layout::revision_key("r", &m)),
             (Kind::OrphanBlob, layout::blob_data_key(&orphan)),
-            (Kind::DanglingTagIndex, layout::tag_index_key("r", "old", &gone)),
-            (Kind::StrayKey, format!("{}blobs/sha256/aa/tmp-1", layout::V2)),
+            (
+                Kind::DanglingTagIndex,
+                layout::tag_index_key("r", "old", &gone),
+            ),
+            (
+                Kind::StrayKey,
+                format!("{}blobs/sha256/aa/tmp-1", layout::V2),
+            ),
         ];
         want.sort();
         let mut got = kinds(&f);
         got.sort();
         assert_eq!(got, want);
-        let junk = f.iter().find(|f| f.key == layout::revision_key("r", &m)).unwrap();
-        assert_eq!(junk.images, vec![format!("r@{m}")], "an untagged manifest is named by digest");
+        let junk = f
+            .iter()
+            .find(|f| f.key == layout::revision_key("r", &m))
+            .unwrap();
+        assert_eq!(
+            junk.images,
+            vec![format!("r@{m}")],
+            "an untagged manifest is named by digest"
+        );
     }
 
     #[test]
@@ -567,18 +748,39 @@ mod tests {
             layout::revision_key("r", &m),
             layout::tag_current_key("r", "v1"),
         ];
-        let (inv, marks) = build(&keys, &[(m, refs(ManifestKind::Image, &[foreign, layer], &[]))], &[("r", "v1", TagLink::Digest(m))]);
-        assert_eq!(marks.missing_refs, vec![(inv.digests.find(&m).unwrap(), foreign)]);
+        let (inv, marks) = build(
+            &keys,
+            &[(m, refs(ManifestKind::Image, &[foreign, layer], &[]))],
+            &[("r", "v1", TagLink::Digest(m))],
+        );
+        assert_eq!(
+            marks.missing_refs,
+            vec![(inv.digests.find(&m).unwrap(), foreign)]
+        );
         let mut obs = Observed::default();
-        obs.roles.insert((inv.digests.find(&m).unwrap(), foreign), Role::Foreign);
-        obs.mismatches.push(Mismatch { blob: inv.digests.find(&layer).unwrap(), actual: dg(9), actual_size: 10 });
+        obs.roles
+            .insert((inv.digests.find(&m).unwrap(), foreign), Role::Foreign);
+        obs.mismatches.push(Mismatch {
+            blob: inv.digests.find(&layer).unwrap(),
+            actual: dg(9),
+            actual_size: 10,
+        });
         let f = findings(&inv, &marks, &obs);
-        assert_eq!(kinds(&f), vec![(Kind::ContentMismatch, layout::blob_data_key(&layer))]);
+        assert_eq!(
+            kinds(&f),
+            vec![(Kind::ContentMismatch, layout::blob_data_key(&layer))]
+        );
         assert_eq!(f[0].images, vec!["r:v1".to_string()]);
 
         let report = FsckReport::new("x".into(), false, Checked::default(), f);
         assert_eq!((report.problems, report.exit()), (1, Exit::Problems));
-        assert!(report.text().contains("blobs whose content does not match their digest (1):"), "{}", report.text());
+        assert!(
+            report
+                .text()
+                .contains("blobs whose content does not match their digest (1):"),
+            "{}",
+            report.text()
+        );
     }
 
     #[test]
@@ -597,18 +799,32 @@ mod tests {
         ];
         // a manifest of an unknown media type: its scanned mentions are not descriptors
         let unknown = refs(ManifestKind::Image, &[cfg, layer], &[cfg, layer]);
-        let manifests = [(m, refs(ManifestKind::Image, &[cfg, layer], &[])), (odd, unknown)];
+        let manifests = [
+            (m, refs(ManifestKind::Image, &[cfg, layer], &[])),
+            (odd, unknown),
+        ];
         let (inv, marks) = build(&keys, &manifests, &[("r", "v1", TagLink::Digest(m))]);
         let f = findings(&inv, &marks, &Observed::default());
-        assert_eq!(kinds(&f), vec![(Kind::BlobNotLinked, layout::layer_link_key("r", &layer))]);
+        assert_eq!(
+            kinds(&f),
+            vec![(Kind::BlobNotLinked, layout::layer_link_key("r", &layer))]
+        );
         assert_eq!(f[0].images, vec!["r:v1".to_string()]);
     }
 
     #[test]
     fn informational_findings_exit_zero_unless_strict() {
-        let f = vec![Finding { kind: Kind::OrphanBlob, key: "k".into(), images: vec![], message: "m".into() }];
+        let f = vec![Finding {
+            kind: Kind::OrphanBlob,
+            key: "k".into(),
+            images: vec![],
+            message: "m".into(),
+        }];
         let lenient = FsckReport::new("x".into(), false, Checked::default(), f.clone());
-        assert_eq!((lenient.problems, lenient.informational, lenient.exit()), (0, 1, Exit::Success));
+        assert_eq!(
+            (lenient.problems, lenient.informational, lenient.exit()),
+            (0, 1, Exit::Success)
+        );
         let strict = FsckReport::new("x".into(), true, Checked::default(), f);
         assert_eq!(strict.exit(), Exit::Problems);
     }
@@ -629,7 +845,10 @@ mod tests {
         assert_eq!(r.get(&d('b')), Some(&Role::Layer));
         assert_eq!(r.get(&d('c')), Some(&Role::Foreign));
         let idx = format!(r#"{{"manifests":[{{"digest":"sha256:{}"}}]}}"#, h('d'));
-        assert_eq!(reference_roles(idx.as_bytes()).get(&d('d')), Some(&Role::Child));
+        assert_eq!(
+            reference_roles(idx.as_bytes()).get(&d('d')),
+            Some(&Role::Child)
+        );
         assert!(reference_roles(b"not json").is_empty());
     }
 }

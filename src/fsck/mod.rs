@@ -97,7 +97,10 @@ pub async fn command(args: &FsckArgs, quiet: bool) -> Exit {
         Ok(report) => {
             match args.format {
                 FsckFormat::Text => print!("{}", report.text()),
-                FsckFormat::Json => println!("{}", serde_json::to_string_pretty(&report).expect("report serializes")),
+                FsckFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("report serializes")
+                ),
             }
             report.exit()
         }
@@ -119,10 +122,14 @@ async fn run(args: &FsckArgs, quiet: bool) -> Result<FsckReport, Error> {
     let (inv, marks, _) = inspect::load(storage, &read, None, &progress).await?;
 
     let mut obs = Observed::default();
-    let links_read = read_links(storage, &inv, &marks, read.concurrency, &progress, &mut obs).await?;
+    let links_read =
+        read_links(storage, &inv, &marks, read.concurrency, &progress, &mut obs).await?;
     read_roles(storage, &inv, &marks, &read, &mut obs).await?;
-    let verified =
-        if args.verify_content { Some(verify_content(storage, &inv, read.concurrency, &progress, &mut obs).await?) } else { None };
+    let verified = if args.verify_content {
+        Some(verify_content(storage, &inv, read.concurrency, &progress, &mut obs).await?)
+    } else {
+        None
+    };
     progress.finish();
 
     let checked = Checked {
@@ -136,5 +143,10 @@ async fn run(args: &FsckArgs, quiet: bool) -> Result<FsckReport, Error> {
         blobs_verified: verified.map(|v| v.0),
         bytes_verified: verified.map(|v| v.1),
     };
-    Ok(FsckReport::new(storage.describe(), args.strict, checked, findings(&inv, &marks, &obs)))
+    Ok(FsckReport::new(
+        storage.describe(),
+        args.strict,
+        checked,
+        findings(&inv, &marks, &obs),
+    ))
 }

@@ -46,7 +46,12 @@ pub struct FindingOut {
 }
 
 impl FsckReport {
-    pub fn new(storage: String, strict: bool, checked: Checked, findings: Vec<Finding>) -> FsckReport {
+    pub fn new(
+        storage: String,
+        strict: bool,
+        checked: Checked,
+        findings: Vec<Finding>,
+    ) -> FsckReport {
         let mut counts = BTreeMap::new();
         let (mut problems, mut informational) = (0, 0);
         let findings: Vec<FindingOut> = findings
@@ -59,11 +64,30 @@ impl FsckReport {
                 } else {
                     informational += 1;
                 }
-                let severity = if f.kind.is_problem() { "problem" } else { "info" };
-                FindingOut { kind: f.kind, severity, key: f.key, images: f.images, message: f.message }
+                let severity = if f.kind.is_problem() {
+                    "problem"
+                } else {
+                    "info"
+                };
+                FindingOut {
+                    kind: f.kind,
+                    severity,
+                    key: f.key,
+                    images: f.images,
+                    message: f.message,
+                }
             })
             .collect();
-        FsckReport { schema_version: SCHEMA_VERSION, storage, strict, checked, problems, informational, counts, findings }
+        FsckReport {
+            schema_version: SCHEMA_VERSION,
+            storage,
+            strict,
+            checked,
+            problems,
+            informational,
+            counts,
+            findings,
+        }
     }
 
     pub fn exit(&self) -> Exit {
@@ -96,7 +120,11 @@ impl FsckReport {
             _ => out.push_str("; content not re-hashed (--verify-content)\n"),
         }
         for (title, problem) in [("problems", true), ("informational", false)] {
-            let group: Vec<&FindingOut> = self.findings.iter().filter(|f| f.kind.is_problem() == problem).collect();
+            let group: Vec<&FindingOut> = self
+                .findings
+                .iter()
+                .filter(|f| f.kind.is_problem() == problem)
+                .collect();
             if group.is_empty() {
                 continue;
             }
@@ -107,7 +135,11 @@ impl FsckReport {
                 let of_kind: Vec<&&FindingOut> = group.iter().filter(|f| f.kind == kind).collect();
                 let _ = writeln!(out, "  {} ({}):", kind.describe(), of_kind.len());
                 for f in of_kind {
-                    let images = if f.images.is_empty() { String::new() } else { format!("{}: ", f.images.join(", ")) };
+                    let images = if f.images.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}: ", f.images.join(", "))
+                    };
                     let _ = writeln!(out, "    {images}{}\n      {}", f.message, f.key);
                 }
             }
@@ -118,7 +150,10 @@ impl FsckReport {
             match (self.problems, self.informational) {
                 (0, 0) => "clean: no findings".to_string(),
                 (0, i) => format!("no problems; {i} informational findings"),
-                (p, i) => format!("{p} problems, {i} informational findings (exit {})", Exit::Problems as u8),
+                (p, i) => format!(
+                    "{p} problems, {i} informational findings (exit {})",
+                    Exit::Problems as u8
+                ),
             }
         );
         out

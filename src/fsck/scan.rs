@@ -34,17 +34,33 @@ pub(super) async fn read_links(
     for (ri, r) in inv.repositories.iter().enumerate() {
         let name = r.name.as_str();
         let d = |id| *inv.digests.get(id);
-        links.extend(r.revisions.iter().map(|l| (layout::revision_key(name, &d(l.digest)), d(l.digest))));
-        links.extend(r.layers.iter().map(|l| (layout::layer_link_key(name, &d(l.digest)), d(l.digest))));
         links.extend(
-            r.history.iter().map(|h| (layout::tag_index_key(name, r.tag_name(h.tag), &d(h.link.digest)), d(h.link.digest))),
+            r.revisions
+                .iter()
+                .map(|l| (layout::revision_key(name, &d(l.digest)), d(l.digest))),
         );
+        links.extend(
+            r.layers
+                .iter()
+                .map(|l| (layout::layer_link_key(name, &d(l.digest)), d(l.digest))),
+        );
+        links.extend(r.history.iter().map(|h| {
+            (
+                layout::tag_index_key(name, r.tag_name(h.tag), &d(h.link.digest)),
+                d(h.link.digest),
+            )
+        }));
         // The mark phase parsed tag links leniently (surrounding whitespace is
         // tolerated); the registry does not, so their exact bytes are checked,
         // except where the listing's MD5 ETag already proves them exact.
         for (ti, t) in r.tags.iter().enumerate() {
-            if let (Some(_), Some(target)) = (t.current, marks.target_digest(inv, marks.tag_targets[ri][ti])) {
-                let exact = r.tag_md5(ti as u32).is_some_and(|m| m == <[u8; 16]>::from(md5::Md5::digest(target.to_string().as_bytes())));
+            if let (Some(_), Some(target)) = (
+                t.current,
+                marks.target_digest(inv, marks.tag_targets[ri][ti]),
+            ) {
+                let exact = r.tag_md5(ti as u32).is_some_and(|m| {
+                    m == <[u8; 16]>::from(md5::Md5::digest(target.to_string().as_bytes()))
+                });
                 if !exact {
                     links.push((layout::tag_current_key(name, r.tag_name(ti as u32)), target));
                 }
@@ -66,9 +82,17 @@ pub(super) async fn read_links(
             Ok(bytes) if bytes[..] == *expected.as_bytes() => n += 1,
             Ok(bytes) => {
                 n += 1;
-                obs.junk_links.push((key, format!("{:?} instead of {expected}", String::from_utf8_lossy(&bytes[..bytes.len().min(80)]))));
+                obs.junk_links.push((
+                    key,
+                    format!(
+                        "{:?} instead of {expected}",
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(80)])
+                    ),
+                ));
             }
-            Err(StorageError::TooLarge { size, .. }) => obs.junk_links.push((key, format!("{size} bytes, not a digest"))),
+            Err(StorageError::TooLarge { size, .. }) => obs
+                .junk_links
+                .push((key, format!("{size} bytes, not a digest"))),
             // deleted since the listing: nothing left to check
             Err(StorageError::NotFound { .. }) => {}
             Err(e) => return Err(Error::Read(inspect::ReadError(e))),
@@ -143,7 +167,11 @@ pub(super) async fn verify_content(
                 blobs += 1;
                 bytes += size;
                 if actual != *inv.digests.get(id) {
-                    obs.mismatches.push(Mismatch { blob: id, actual, actual_size: size });
+                    obs.mismatches.push(Mismatch {
+                        blob: id,
+                        actual,
+                        actual_size: size,
+                    });
                 }
             }
             Err(StorageError::NotFound { .. }) => {}

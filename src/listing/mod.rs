@@ -18,13 +18,17 @@ use running_split::SplitRule;
 /// only its `link`, of a tag's directory its `current/link` and its index (on
 /// a filesystem, one stat each instead of reading the directories; stray files
 /// beside them go unseen, and `fsck` reports them).
-pub const LAYOUT_LEAVES: Probe = Probe { leaf_of: layout::subdir_leaf };
+pub const LAYOUT_LEAVES: Probe = Probe {
+    leaf_of: layout::subdir_leaf,
+};
 
 /// `gc`'s listings: as `LAYOUT_LEAVES`, but blob `data`, layer links and tag
 /// history are named, not stat'ed (`layout::subdir_leaf_by_name`): the plan
 /// needs the size and age only of those it would delete (`candidates`), the
 /// re-check only of those and of links it did not know (`recheck`).
-pub const LAYOUT_LEAVES_BY_NAME: Probe = Probe { leaf_of: layout::subdir_leaf_by_name };
+pub const LAYOUT_LEAVES_BY_NAME: Probe = Probe {
+    leaf_of: layout::subdir_leaf_by_name,
+};
 
 /// Lists the whole registry tree into `inventory`: every key, or with `probe`
 /// what `Storage::list_probing` returns. Any listing error aborts: a partial
@@ -43,7 +47,10 @@ pub async fn list_registry(
     let list = |prefix: String| list_partition(storage, &prefix, probe, concurrency);
     let mut stream = match plan.rest {
         Some(rest) => rest,
-        None => futures::stream::iter(plan.partitions).map(list).flatten_unordered(concurrency.max(1)).boxed(),
+        None => futures::stream::iter(plan.partitions)
+            .map(list)
+            .flatten_unordered(concurrency.max(1))
+            .boxed(),
     };
     // the count shown moves by thousands: a bar update per key was a few
     // percent of the listing
@@ -64,9 +71,16 @@ pub async fn list_registry(
 /// (`running_split`): the plan sizes its prefixes before anything is listed,
 /// and cannot tell one namespace holding most repositories among many small
 /// ones. Such a store lists every key (`probe` is for filesystems).
-pub fn list_partition<'a>(storage: &'a dyn Storage, prefix: &str, probe: Option<Probe>, concurrency: usize) -> BoxStream<'a, Result<ObjectMeta, StorageError>> {
+pub fn list_partition<'a>(
+    storage: &'a dyn Storage,
+    prefix: &str,
+    probe: Option<Probe>,
+    concurrency: usize,
+) -> BoxStream<'a, Result<ObjectMeta, StorageError>> {
     match (storage.list_page_size(), probe) {
-        (Some(page), _) if prefix.starts_with(layout::REPOSITORIES) => running_split::list_splitting(storage, prefix, SplitRule::for_pages(page, concurrency)),
+        (Some(page), _) if prefix.starts_with(layout::REPOSITORIES) => {
+            running_split::list_splitting(storage, prefix, SplitRule::for_pages(page, concurrency))
+        }
         (_, Some(probe)) => storage.list_probing(prefix, probe),
         (_, None) => storage.list(prefix),
     }
@@ -105,22 +119,34 @@ const COARSE_BLOB_PAGES: usize = 64;
 const MAX_REPOSITORY_PARTITIONS: usize = 256;
 
 impl<'a> ListingPlan<'a> {
-    async fn make(storage: &'a dyn Storage, inv: &mut Inventory) -> Result<ListingPlan<'a>, InventoryError> {
+    async fn make(
+        storage: &'a dyn Storage,
+        inv: &mut Inventory,
+    ) -> Result<ListingPlan<'a>, InventoryError> {
         let mut blob_pages = usize::MAX; // unknown: split finely
         if let Some(first) = storage.list_first_page(layout::V2).await? {
             let Some(rest) = first.rest else {
                 if first.objects.is_empty() {
-                    return Err(InventoryError::NotARegistry { location: storage.describe() });
+                    return Err(InventoryError::NotARegistry {
+                        location: storage.describe(),
+                    });
                 }
                 first.objects.into_iter().for_each(|o| inv.insert(o));
-                return Ok(ListingPlan { partitions: Vec::new(), rest: None });
+                return Ok(ListingPlan {
+                    partitions: Vec::new(),
+                    rest: None,
+                });
             };
-            let estimate = estimate_blob_pages(&first.objects, storage.list_page_size().unwrap_or(1000));
+            let estimate =
+                estimate_blob_pages(&first.objects, storage.list_page_size().unwrap_or(1000));
             // Only a page that ends among the blobs says how many there are;
             // one that got past them says nothing of the repositories' size.
             if matches!(estimate, BlobPages::About(pages) if pages <= FLAT_BLOB_PAGES) {
                 first.objects.into_iter().for_each(|o| inv.insert(o));
-                return Ok(ListingPlan { partitions: Vec::new(), rest: Some(rest) });
+                return Ok(ListingPlan {
+                    partitions: Vec::new(),
+                    rest: Some(rest),
+                });
             }
             blob_pages = estimate.at_most();
         }
@@ -131,10 +157,15 @@ impl<'a> ListingPlan<'a> {
             // registry creates docker/registry/v2 with its first write.
             let parent = storage.list_dir("docker/registry/").await?;
             if !parent.prefixes.iter().any(|p| p == layout::V2) {
-                return Err(InventoryError::NotARegistry { location: storage.describe() });
+                return Err(InventoryError::NotARegistry {
+                    location: storage.describe(),
+                });
             }
         }
-        let mut plan = ListingPlan { partitions: Vec::new(), rest: None };
+        let mut plan = ListingPlan {
+            partitions: Vec::new(),
+            rest: None,
+        };
         for prefix in &top.prefixes {
             if prefix == layout::BLOBS && (fine || blob_pages > 2) {
                 let level = storage.list_dir(prefix).await?;
@@ -146,13 +177,18 @@ impl<'a> ListingPlan<'a> {
                     }
                     let hex_level = storage.list_dir(&algorithm).await?;
                     let children = hex_level.prefixes;
-                    let groups = if fine || blob_pages > COARSE_BLOB_PAGES { children } else { group_by_first_chars(children, 1) };
+                    let groups = if fine || blob_pages > COARSE_BLOB_PAGES {
+                        children
+                    } else {
+                        group_by_first_chars(children, 1)
+                    };
                     plan.keep_objects_outside(inv, hex_level.objects, &groups);
                     plan.partitions.extend(groups);
                 }
             } else if prefix == layout::REPOSITORIES {
                 // about as many repository keys as blob keys, in the registries measured
-                let repositories = repository_prefixes(storage, RepositorySizes::Total(blob_pages)).await?;
+                let repositories =
+                    repository_prefixes(storage, RepositorySizes::Total(blob_pages)).await?;
                 plan.keep_objects(inv, repositories.objects);
                 plan.partitions.extend(repositories.prefixes);
             } else {
@@ -169,7 +205,12 @@ impl<'a> ListingPlan<'a> {
 
     /// Objects a `list_dir` returned at a level whose children are listed by
     /// group prefixes: those a group prefix covers will come again from it.
-    fn keep_objects_outside(&self, inv: &mut Inventory, objects: Vec<ObjectMeta>, groups: &[String]) {
+    fn keep_objects_outside(
+        &self,
+        inv: &mut Inventory,
+        objects: Vec<ObjectMeta>,
+        groups: &[String],
+    ) {
         for o in objects {
             if !groups.iter().any(|g| lists(g, &o.key)) {
                 inv.insert(o);
@@ -221,7 +262,10 @@ impl RepositorySizes<'_> {
         match self {
             RepositorySizes::Total(_) => parent_pages / siblings.max(1),
             RepositorySizes::Listed(inv) => {
-                let name = dir.strip_prefix(layout::REPOSITORIES).unwrap_or(dir).trim_end_matches('/');
+                let name = dir
+                    .strip_prefix(layout::REPOSITORIES)
+                    .unwrap_or(dir)
+                    .trim_end_matches('/');
                 usize::try_from(inv.keys_below(name).div_ceil(page as u64)).unwrap_or(usize::MAX)
             }
         }
@@ -238,7 +282,10 @@ impl RepositorySizes<'_> {
 /// A directory whose name starts with `_` is a repository's own
 /// (`_manifests`, `_layers`, `_uploads`: a repository's name cannot start
 /// with one) and is listed whole, as is any directory with no subdirectory.
-pub async fn repository_prefixes(storage: &dyn Storage, sizes: RepositorySizes<'_>) -> Result<RepositoryPrefixes, StorageError> {
+pub async fn repository_prefixes(
+    storage: &dyn Storage,
+    sizes: RepositorySizes<'_>,
+) -> Result<RepositoryPrefixes, StorageError> {
     let top = storage.list_dir(layout::REPOSITORIES).await?;
     let mut objects = top.objects;
     let total = match sizes {
@@ -263,12 +310,20 @@ pub async fn repository_prefixes(storage: &dyn Storage, sizes: RepositorySizes<'
         let (split, whole): (Vec<SizedDir>, Vec<SizedDir>) = match page {
             // a filesystem reads each prefix on one thread: split every
             // namespace while there are few prefixes
-            None if dirs.len() < FS_REPOSITORY_PARTITIONS => dirs.into_iter().partition(|(d, _)| !is_repository_own(d)),
+            None if dirs.len() < FS_REPOSITORY_PARTITIONS => {
+                dirs.into_iter().partition(|(d, _)| !is_repository_own(d))
+            }
             None => (Vec::new(), dirs),
             Some(_) => {
-                let (split, whole): (Vec<_>, Vec<_>) = dirs.into_iter().partition(|(d, pages)| !is_repository_own(d) && *pages >= PAGES_PER_DIRECTORY_TO_SPLIT);
+                let (split, whole): (Vec<_>, Vec<_>) = dirs.into_iter().partition(|(d, pages)| {
+                    !is_repository_own(d) && *pages >= PAGES_PER_DIRECTORY_TO_SPLIT
+                });
                 // never more directory reads than the prefixes a level may have
-                if split.len() > MAX_REPOSITORY_PARTITIONS { (Vec::new(), split.into_iter().chain(whole).collect()) } else { (split, whole) }
+                if split.len() > MAX_REPOSITORY_PARTITIONS {
+                    (Vec::new(), split.into_iter().chain(whole).collect())
+                } else {
+                    (split, whole)
+                }
             }
         };
         dirs = whole;
@@ -276,7 +331,12 @@ pub async fn repository_prefixes(storage: &dyn Storage, sizes: RepositorySizes<'
             break;
         }
         let levels: Vec<(String, usize, DirListing)> = futures::stream::iter(split)
-            .map(|(dir, pages)| async move { storage.list_dir(&dir).await.map(|level| (dir, pages, level)) })
+            .map(|(dir, pages)| async move {
+                storage
+                    .list_dir(&dir)
+                    .await
+                    .map(|level| (dir, pages, level))
+            })
             .buffered(SPLIT_READS_IN_FLIGHT)
             .try_collect()
             .await?;
@@ -294,7 +354,9 @@ pub async fn repository_prefixes(storage: &dyn Storage, sizes: RepositorySizes<'
     let mut dirs: Vec<String> = dirs.into_iter().map(|(d, _)| d).collect();
     dirs.sort();
     let prefixes = match page {
-        Some(_) if dirs.len() > MAX_REPOSITORY_PARTITIONS => group_by_first_chars(dirs, if descended { 1 } else { 2 }),
+        Some(_) if dirs.len() > MAX_REPOSITORY_PARTITIONS => {
+            group_by_first_chars(dirs, if descended { 1 } else { 2 })
+        }
         _ => dirs,
     };
     // a group prefix (`org/a`) also covers the objects beside its directories
@@ -310,16 +372,28 @@ type SizedDir = (String, usize);
 const SPLIT_READS_IN_FLIGHT: usize = 16;
 
 fn is_repository_own(dir: &str) -> bool {
-    dir.trim_end_matches('/').rsplit('/').next().is_some_and(|name| name.starts_with('_'))
+    dir.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .is_some_and(|name| name.starts_with('_'))
 }
 
 /// Disjoint prefixes covering everything under `repositories/`, for listing
 /// the repositories again (the online re-checks): flat when the first listing
 /// was a small registry's, split where the first listing found many pages of
 /// keys otherwise.
-pub async fn repository_partitions(storage: &dyn Storage, inv: &Inventory) -> Result<RepositoryPrefixes, StorageError> {
-    if storage.list_page_size().is_some_and(|page| inv.keys_listed <= (2 * FLAT_BLOB_PAGES * page) as u64) {
-        return Ok(RepositoryPrefixes { prefixes: vec![layout::REPOSITORIES.to_string()], objects: Vec::new() });
+pub async fn repository_partitions(
+    storage: &dyn Storage,
+    inv: &Inventory,
+) -> Result<RepositoryPrefixes, StorageError> {
+    if storage
+        .list_page_size()
+        .is_some_and(|page| inv.keys_listed <= (2 * FLAT_BLOB_PAGES * page) as u64)
+    {
+        return Ok(RepositoryPrefixes {
+            prefixes: vec![layout::REPOSITORIES.to_string()],
+            objects: Vec::new(),
+        });
     }
     repository_prefixes(storage, RepositorySizes::Listed(inv)).await
 }
@@ -352,12 +426,24 @@ impl BlobPages {
 
 fn estimate_blob_pages(first: &[ObjectMeta], page_size: usize) -> BlobPages {
     let sha = format!("{}sha256/", layout::BLOBS);
-    let Some(last) = first.last() else { return BlobPages::Empty };
-    let Some(rest) = last.key.strip_prefix(sha.as_str()) else {
-        return if last.key.as_str() > sha.as_str() { BlobPages::InFirstPage } else { BlobPages::Unknown };
+    let Some(last) = first.last() else {
+        return BlobPages::Empty;
     };
-    let covered = rest.get(..2).and_then(|h| u8::from_str_radix(h, 16).ok()).map_or(1, |v| v as usize + 1);
-    let blob_keys = first.iter().filter(|o| o.key.starts_with(sha.as_str())).count();
+    let Some(rest) = last.key.strip_prefix(sha.as_str()) else {
+        return if last.key.as_str() > sha.as_str() {
+            BlobPages::InFirstPage
+        } else {
+            BlobPages::Unknown
+        };
+    };
+    let covered = rest
+        .get(..2)
+        .and_then(|h| u8::from_str_radix(h, 16).ok())
+        .map_or(1, |v| v as usize + 1);
+    let blob_keys = first
+        .iter()
+        .filter(|o| o.key.starts_with(sha.as_str()))
+        .count();
     BlobPages::About((blob_keys * 256 / covered).div_ceil(page_size))
 }
 
@@ -376,14 +462,19 @@ fn group_by_first_chars(dirs: Vec<String>, depth: usize) -> Vec<String> {
     let group_of = |dir: &str| -> Option<String> {
         let parent = parent_len(dir);
         let name = &dir[parent..dir.len() - 1];
-        name.char_indices().nth(depth).map(|(i, _)| dir[..parent + i].to_string())
+        name.char_indices()
+            .nth(depth)
+            .map(|(i, _)| dir[..parent + i].to_string())
     };
-    let groups: std::collections::BTreeSet<String> = dirs.iter().filter_map(|d| group_of(d)).collect();
+    let groups: std::collections::BTreeSet<String> =
+        dirs.iter().filter_map(|d| group_of(d)).collect();
     let valid: std::collections::BTreeSet<&String> = groups
         .iter()
         .filter(|g| {
             let parent = &g[..parent_len(&format!("{g}/"))];
-            dirs.iter().filter(|d| d.starts_with(g.as_str())).all(|d| d[..parent_len(d)] == *parent)
+            dirs.iter()
+                .filter(|d| d.starts_with(g.as_str()))
+                .all(|d| d[..parent_len(d)] == *parent)
         })
         .collect();
     let mut prefixes: Vec<String> = dirs
@@ -406,7 +497,12 @@ mod tests {
     use super::*;
 
     fn meta(key: String, t: i64) -> ObjectMeta {
-        ObjectMeta { key, size: 7, last_modified_ms: t, etag: None }
+        ObjectMeta {
+            key,
+            size: 7,
+            last_modified_ms: t,
+            etag: None,
+        }
     }
 
     /// Groups `dirs` (relative to `repositories/`) by `depth` first
@@ -416,25 +512,51 @@ mod tests {
         let r = layout::REPOSITORIES;
         let dirs: Vec<String> = dirs.iter().map(|d| format!("{r}{d}")).collect();
         let groups = group_by_first_chars(dirs.clone(), depth);
-        assert_eq!(groups, want.iter().map(|g| format!("{r}{g}")).collect::<Vec<_>>());
+        assert_eq!(
+            groups,
+            want.iter().map(|g| format!("{r}{g}")).collect::<Vec<_>>()
+        );
         for d in &dirs {
-            assert_eq!(groups.iter().filter(|g| d.starts_with(g.as_str())).count(), 1, "{d}");
+            assert_eq!(
+                groups.iter().filter(|g| d.starts_with(g.as_str())).count(),
+                1,
+                "{d}"
+            );
         }
     }
 
     #[test]
     fn groups_cover_their_children_exactly_once() {
-        assert_grouped(&["a/", "ab/", "abc/", "b/", "team-1/", "team-2/", "x/"], 2, &["a/", "ab", "b/", "te", "x/"]);
+        assert_grouped(
+            &["a/", "ab/", "abc/", "b/", "team-1/", "team-2/", "x/"],
+            2,
+            &["a/", "ab", "b/", "te", "x/"],
+        );
     }
 
     #[test]
     fn groups_of_directories_below_several_parents_stay_below_their_own() {
-        assert_grouped(&["org/app/", "org/api/", "org/b/", "org/_layers/", "team/app/", "team/x/"], 1, &["org/_", "org/a", "org/b/", "team/a", "team/x/"]);
+        assert_grouped(
+            &[
+                "org/app/",
+                "org/api/",
+                "org/b/",
+                "org/_layers/",
+                "team/app/",
+                "team/x/",
+            ],
+            1,
+            &["org/_", "org/a", "org/b/", "team/a", "team/x/"],
+        );
     }
 
     #[test]
     fn a_group_never_takes_in_the_directories_of_a_namespace_split_beside_it() {
-        assert_grouped(&["ops/", "org/api/", "org/app/", "org/b/", "x1/", "x2/"], 1, &["ops/", "org/a", "org/b/", "x"]);
+        assert_grouped(
+            &["ops/", "org/api/", "org/app/", "org/b/", "x1/", "x2/"],
+            1,
+            &["ops/", "org/a", "org/b/", "x"],
+        );
     }
 
     #[test]
@@ -444,17 +566,29 @@ mod tests {
             assert!(is_repository_own(&format!("{r}{own}")), "{own}");
         }
         for namespace in ["a/", "a/b/", "a_b/", "a/b_/"] {
-            assert!(!is_repository_own(&format!("{r}{namespace}")), "{namespace}");
+            assert!(
+                !is_repository_own(&format!("{r}{namespace}")),
+                "{namespace}"
+            );
         }
     }
 
     #[test]
     fn blob_pages_are_estimated_from_the_first_page() {
-        let page: Vec<ObjectMeta> = (0..1000).map(|i| meta(format!("{}sha256/{:02x}/{i:060}/data", layout::BLOBS, i / 250), 0)).collect();
+        let page: Vec<ObjectMeta> = (0..1000)
+            .map(|i| {
+                meta(
+                    format!("{}sha256/{:02x}/{i:060}/data", layout::BLOBS, i / 250),
+                    0,
+                )
+            })
+            .collect();
         // 1000 blob keys covering 4 of 256 prefixes: about 64,000 blob keys
         assert_eq!(estimate_blob_pages(&page, 1000), BlobPages::About(64));
-        let past = vec![meta(format!("{}x/_layers/sha256/a/link", layout::REPOSITORIES), 0)];
+        let past = vec![meta(
+            format!("{}x/_layers/sha256/a/link", layout::REPOSITORIES),
+            0,
+        )];
         assert_eq!(estimate_blob_pages(&past, 1000), BlobPages::InFirstPage);
     }
-
 }

@@ -50,7 +50,13 @@ impl SplitRule {
     /// (about 1.6 s of sequential requests on S3; a directory read costs one
     /// request, under 7% of them).
     pub fn for_pages(page: usize, concurrency: usize) -> SplitRule {
-        SplitRule { after_keys: 16 * page, keys_per_piece: page, max_pieces: 64, max_depth: 4, concurrency: concurrency.max(1) }
+        SplitRule {
+            after_keys: 16 * page,
+            keys_per_piece: page,
+            max_pieces: 64,
+            max_depth: 4,
+            concurrency: concurrency.max(1),
+        }
     }
 }
 
@@ -58,7 +64,15 @@ impl SplitRule {
 /// store that pages) like `Storage::list`, every key exactly once, splitting
 /// by `rule` as it goes.
 pub fn list_splitting<'a>(storage: &'a dyn Storage, prefix: &str, rule: SplitRule) -> Listing<'a> {
-    list_piece(storage, Piece { prefix: prefix.to_string(), children: None }, rule, 0)
+    list_piece(
+        storage,
+        Piece {
+            prefix: prefix.to_string(),
+            children: None,
+        },
+        rule,
+        0,
+    )
 }
 
 /// One prefix to list, with the level below it when its parent's directory
@@ -72,26 +86,62 @@ enum State<'a> {
     /// Passing keys on, counting them and checking their order, until it
     /// splits (if `splits`). Under `bound` it is finishing that subdirectory
     /// for a split made further up: it ends at the first key past it.
-    Head { piece: Piece, inner: Listing<'a>, seen: usize, last: String, bound: Option<String>, splits: bool },
+    Head {
+        piece: Piece,
+        inner: Listing<'a>,
+        seen: usize,
+        last: String,
+        bound: Option<String>,
+        splits: bool,
+    },
     /// After the split: the running listing and the separate ones, together.
     Rest(Listing<'a>),
     Done,
 }
 
-fn list_piece<'a>(storage: &'a dyn Storage, piece: Piece, rule: SplitRule, depth: usize) -> Listing<'a> {
+fn list_piece<'a>(
+    storage: &'a dyn Storage,
+    piece: Piece,
+    rule: SplitRule,
+    depth: usize,
+) -> Listing<'a> {
     let inner = storage.list(&piece.prefix);
     if depth >= rule.max_depth || rule.after_keys == 0 {
         return inner;
     }
-    let state = State::Head { piece, inner, seen: 0, last: String::new(), bound: None, splits: true };
+    let state = State::Head {
+        piece,
+        inner,
+        seen: 0,
+        last: String::new(),
+        bound: None,
+        splits: true,
+    };
     stream::unfold(state, move |state| next(storage, state, rule, depth)).boxed()
 }
 
 /// The running listing `inner`, which has just returned `last`, finishing
 /// the subdirectory `within`: it may split again inside it, `depth` levels down.
-fn finish<'a>(storage: &'a dyn Storage, inner: Listing<'a>, within: String, last: String, rule: SplitRule, depth: usize) -> Listing<'a> {
-    let piece = Piece { prefix: within.clone(), children: None };
-    let state = State::Head { piece, inner, seen: 0, last, bound: Some(within), splits: depth < rule.max_depth };
+fn finish<'a>(
+    storage: &'a dyn Storage,
+    inner: Listing<'a>,
+    within: String,
+    last: String,
+    rule: SplitRule,
+    depth: usize,
+) -> Listing<'a> {
+    let piece = Piece {
+        prefix: within.clone(),
+        children: None,
+    };
+    let state = State::Head {
+        piece,
+        inner,
+        seen: 0,
+        last,
+        bound: Some(within),
+        splits: depth < rule.max_depth,
+    };
     stream::unfold(state, move |state| next(storage, state, rule, depth)).boxed()
 }
 
@@ -99,7 +149,8 @@ fn finish<'a>(storage: &'a dyn Storage, inner: Listing<'a>, within: String, last
 /// `key` sorts after it, or `key` is a directory marker `key/` whose `/`
 /// object_store dropped (`d/` sorts after `d-x/1`, and comes as `d`).
 fn in_store_order(key: &str, last: &str) -> bool {
-    key > last || (last.len() > key.len() && last.starts_with(key) && last.as_bytes()[key.len()] < b'/')
+    key > last
+        || (last.len() > key.len() && last.starts_with(key) && last.as_bytes()[key.len()] < b'/')
 }
 
 /// Whether `name` holds a character that bytes and UTF-16 code units sort
@@ -109,12 +160,27 @@ fn sorts_differently_in_utf16(name: &str) -> bool {
 }
 
 fn out_of_order(key: &str, after: &str) -> StorageError {
-    StorageError::Remote { key: key.to_string(), reason: format!("listing came out of sorted order: {key} after {after}") }
+    StorageError::Remote {
+        key: key.to_string(),
+        reason: format!("listing came out of sorted order: {key} after {after}"),
+    }
 }
 
-async fn next<'a>(storage: &'a dyn Storage, state: State<'a>, rule: SplitRule, depth: usize) -> Option<(Result<ObjectMeta, StorageError>, State<'a>)> {
+async fn next<'a>(
+    storage: &'a dyn Storage,
+    state: State<'a>,
+    rule: SplitRule,
+    depth: usize,
+) -> Option<(Result<ObjectMeta, StorageError>, State<'a>)> {
     match state {
-        State::Head { mut piece, mut inner, seen, mut last, bound, splits } => {
+        State::Head {
+            mut piece,
+            mut inner,
+            seen,
+            mut last,
+            bound,
+            splits,
+        } => {
             let o = match inner.next().await? {
                 Ok(o) => o,
                 Err(e) => return Some((Err(e), State::Done)),
@@ -123,7 +189,8 @@ async fn next<'a>(storage: &'a dyn Storage, state: State<'a>, rule: SplitRule, d
                 if !o.key.starts_with(bound.as_str()) {
                     // past the subdirectory: what sorts after it is listed
                     // separately, this listing's later pages are never requested
-                    return (!in_store_order(&o.key, bound)).then(|| (Err(out_of_order(&o.key, bound)), State::Done));
+                    return (!in_store_order(&o.key, bound))
+                        .then(|| (Err(out_of_order(&o.key, bound)), State::Done));
                 }
             }
             if !last.is_empty() && !in_store_order(&o.key, &last) {
@@ -139,19 +206,46 @@ async fn next<'a>(storage: &'a dyn Storage, state: State<'a>, rule: SplitRule, d
             if !splits || seen < rule.after_keys {
                 last.clear();
                 last.push_str(&o.key);
-                return Some((Ok(o), State::Head { piece, inner, seen, last, bound, splits }));
+                return Some((
+                    Ok(o),
+                    State::Head {
+                        piece,
+                        inner,
+                        seen,
+                        last,
+                        bound,
+                        splits,
+                    },
+                ));
             }
             match split_after(storage, &mut piece, &o.key, seen, rule, depth).await {
                 // names the byte order may not hold for: listed on, unsplit
                 Ok(None) => {
                     last.clear();
                     last.push_str(&o.key);
-                    Some((Ok(o), State::Head { piece, inner, seen, last, bound, splits: false }))
+                    Some((
+                        Ok(o),
+                        State::Head {
+                            piece,
+                            inner,
+                            seen,
+                            last,
+                            bound,
+                            splits: false,
+                        },
+                    ))
                 }
                 Ok(Some(split)) => {
                     let rest = match split.within {
                         Some(within) => {
-                            let running = finish(storage, inner, within, o.key.clone(), rule, split.depth + 1);
+                            let running = finish(
+                                storage,
+                                inner,
+                                within,
+                                o.key.clone(),
+                                rule,
+                                split.depth + 1,
+                            );
                             stream::select(running, split.rest).boxed()
                         }
                         // the last key is the directory's own object: this
@@ -193,51 +287,96 @@ async fn split_after<'a>(
     rule: SplitRule,
     depth: usize,
 ) -> Result<Option<Split<'a>>, StorageError> {
-    let (mut piece, mut depth) = (Piece { prefix: running.prefix.clone(), children: running.children.take() }, depth);
+    let (mut piece, mut depth) = (
+        Piece {
+            prefix: running.prefix.clone(),
+            children: running.children.take(),
+        },
+        depth,
+    );
     let (within, after, later, passed, mut objects) = loop {
         let children = match piece.children.take() {
             Some(children) => children,
             None => storage.list_dir(&piece.prefix).await?,
         };
-        let names = children.prefixes.iter().map(String::as_str).chain(children.objects.iter().map(|o| o.key.as_str()));
+        let names = children
+            .prefixes
+            .iter()
+            .map(String::as_str)
+            .chain(children.objects.iter().map(|o| o.key.as_str()));
         if names.into_iter().any(sorts_differently_in_utf16) {
             return Ok(None);
         }
         // the subdirectory `last` is in; or, when `last` is no object of
         // this level but `last/` is a subdirectory, `last` is that
         // subdirectory's marker (its `/` dropped), which sorts first in it
-        let marker = |d: &String| d.len() == last.len() + 1 && d.starts_with(last) && !children.objects.iter().any(|o| o.key == last);
-        let within = children.prefixes.iter().find(|d| last.starts_with(d.as_str()) || marker(d)).cloned();
-        let after = After { boundary: within.clone().unwrap_or_else(|| last.to_string()), directory: within.is_some() };
-        let later: Vec<String> = children.prefixes.iter().filter(|d| after.holds(d)).cloned().collect();
+        let marker = |d: &String| {
+            d.len() == last.len() + 1
+                && d.starts_with(last)
+                && !children.objects.iter().any(|o| o.key == last)
+        };
+        let within = children
+            .prefixes
+            .iter()
+            .find(|d| last.starts_with(d.as_str()) || marker(d))
+            .cloned();
+        let after = After {
+            boundary: within.clone().unwrap_or_else(|| last.to_string()),
+            directory: within.is_some(),
+        };
+        let later: Vec<String> = children
+            .prefixes
+            .iter()
+            .filter(|d| after.holds(d))
+            .cloned()
+            .collect();
         let passed = children.prefixes.len() - later.len();
-        let objects: Vec<ObjectMeta> = children.objects.into_iter().filter(|o| after.holds(&o.key)).collect();
+        let objects: Vec<ObjectMeta> = children
+            .objects
+            .into_iter()
+            .filter(|o| after.holds(&o.key))
+            .collect();
         match within {
             // nothing sorts after the running subdirectory here (a namespace
             // whose last repository is the big one): split inside it
             Some(inner) if later.is_empty() && objects.is_empty() && depth + 1 < rule.max_depth => {
-                piece = Piece { prefix: inner, children: None };
+                piece = Piece {
+                    prefix: inner,
+                    children: None,
+                };
                 depth += 1;
             }
             _ => break (within, after, later, passed, objects),
         }
     };
     // as many keys in each later subdirectory as in each passed one, about
-    let estimate = usize::try_from(seen as u128 * later.len() as u128 / passed.max(1) as u128).unwrap_or(usize::MAX);
+    let estimate = usize::try_from(seen as u128 * later.len() as u128 / passed.max(1) as u128)
+        .unwrap_or(usize::MAX);
     let max = rule.max_pieces.max(1);
     let target = estimate.div_ceil(rule.keys_per_piece.max(1)).clamp(1, max);
     let pieces: Vec<Piece> = cover(&later, &piece.prefix, &after, target, max)
         .into_iter()
         .map(|g| {
             if g.prefix.ends_with('/') {
-                return Piece { prefix: g.prefix, children: None };
+                return Piece {
+                    prefix: g.prefix,
+                    children: None,
+                };
             }
             // a group: its members, and the objects its listing returns (one
             // whose key is the group's prefix is not among them: it stays here)
             let members = later[g.members].to_vec();
-            let (taken, beside) = std::mem::take(&mut objects).into_iter().partition(|o| lists(&g.prefix, &o.key));
+            let (taken, beside) = std::mem::take(&mut objects)
+                .into_iter()
+                .partition(|o| lists(&g.prefix, &o.key));
             objects = beside;
-            Piece { prefix: g.prefix, children: Some(DirListing { prefixes: members, objects: taken }) }
+            Piece {
+                prefix: g.prefix,
+                children: Some(DirListing {
+                    prefixes: members,
+                    objects: taken,
+                }),
+            }
         })
         .collect();
     tracing::info!(
@@ -247,9 +386,17 @@ async fn split_after<'a>(
         prefixes = pieces.len(),
         "a long listing split: what sorts after the directory it is finishing is listed as separate prefixes"
     );
-    let listed = stream::iter(pieces).map(move |p| list_piece(storage, p, rule, depth + 1)).flatten_unordered(rule.concurrency);
-    let rest = stream::iter(objects.into_iter().map(Ok)).chain(listed).boxed();
-    Ok(Some(Split { within, depth, rest }))
+    let listed = stream::iter(pieces)
+        .map(move |p| list_piece(storage, p, rule, depth + 1))
+        .flatten_unordered(rule.concurrency);
+    let rest = stream::iter(objects.into_iter().map(Ok))
+        .chain(listed)
+        .boxed();
+    Ok(Some(Split {
+        within,
+        depth,
+        rest,
+    }))
 }
 
 /// What the split leaves to the separate listings: every key sorting after
@@ -285,7 +432,10 @@ fn cover(dirs: &[String], parent: &str, after: &After, target: usize, max: usize
     // the boundary does not start with that sorts after it takes in nothing
     // the running listing returns
     let mut groups = Vec::new();
-    let mut pending = vec![Group { prefix: parent.to_string(), members: 0..dirs.len() }];
+    let mut pending = vec![Group {
+        prefix: parent.to_string(),
+        members: 0..dirs.len(),
+    }];
     while let Some(g) = pending.pop() {
         if g.members.is_empty() {
             continue;
@@ -304,7 +454,9 @@ fn cover(dirs: &[String], parent: &str, after: &After, target: usize, max: usize
     }
     let mut count = groups.len();
     while count < target {
-        let Some((size, _, i)) = by_size.pop() else { break };
+        let Some((size, _, i)) = by_size.pop() else {
+            break;
+        };
         if size < 2 {
             break;
         }
@@ -316,7 +468,11 @@ fn cover(dirs: &[String], parent: &str, after: &After, target: usize, max: usize
         }
         count += finer.len() - 1;
         for f in finer {
-            by_size.push((f.members.len(), std::cmp::Reverse(f.prefix.clone()), groups.len()));
+            by_size.push((
+                f.members.len(),
+                std::cmp::Reverse(f.prefix.clone()),
+                groups.len(),
+            ));
             groups.push(Some(f));
         }
     }
@@ -337,7 +493,10 @@ fn one_char_more(dirs: &[String], g: &Group) -> Vec<Group> {
         };
         match finer.last_mut() {
             Some(last) if last.prefix == prefix => last.members.end = i + 1,
-            _ => finer.push(Group { prefix: prefix.to_string(), members: i..i + 1 }),
+            _ => finer.push(Group {
+                prefix: prefix.to_string(),
+                members: i..i + 1,
+            }),
         }
     }
     finer
@@ -361,12 +520,20 @@ mod tests {
 
     impl InOrder {
         fn new(keys: &[&str]) -> InOrder {
-            InOrder { keys: keys.iter().map(|k| k.to_string()).collect(), counts: RequestCounts::default() }
+            InOrder {
+                keys: keys.iter().map(|k| k.to_string()).collect(),
+                counts: RequestCounts::default(),
+            }
         }
 
         /// As object_store reports it: a directory marker `d/` as `d`.
         fn meta(key: &str) -> ObjectMeta {
-            ObjectMeta { key: key.strip_suffix('/').unwrap_or(key).to_string(), size: 1, last_modified_ms: 0, etag: None }
+            ObjectMeta {
+                key: key.strip_suffix('/').unwrap_or(key).to_string(),
+                size: 1,
+                last_modified_ms: 0,
+                etag: None,
+            }
         }
     }
 
@@ -380,7 +547,12 @@ mod tests {
         }
         fn list(&self, prefix: &str) -> Listing<'_> {
             self.counts.list(1);
-            let keys: Vec<_> = self.keys.iter().filter(|k| lists(prefix, k)).map(|k| Ok(Self::meta(k))).collect();
+            let keys: Vec<_> = self
+                .keys
+                .iter()
+                .filter(|k| lists(prefix, k))
+                .map(|k| Ok(Self::meta(k)))
+                .collect();
             stream::iter(keys).boxed()
         }
         async fn list_dir(&self, prefix: &str) -> Result<DirListing, StorageError> {
@@ -401,7 +573,9 @@ mod tests {
             Err(StorageError::NotFound { key: key.into() })
         }
         async fn stat_batch(&self, keys: &[String]) -> Vec<Result<ObjectMeta, StorageError>> {
-            keys.iter().map(|k| Err(StorageError::NotFound { key: k.clone() })).collect()
+            keys.iter()
+                .map(|k| Err(StorageError::NotFound { key: k.clone() }))
+                .collect()
         }
         async fn delete_batch(&self, _: &[String]) -> Vec<Result<(), StorageError>> {
             unreachable!("a listing never deletes")
@@ -412,7 +586,11 @@ mod tests {
         async fn exists(&self, _: &str) -> Result<bool, StorageError> {
             unreachable!("a listing never checks a key")
         }
-        async fn move_batch(&self, _: &[(String, String)], _: MoveMode) -> Vec<Result<Moved, StorageError>> {
+        async fn move_batch(
+            &self,
+            _: &[(String, String)],
+            _: MoveMode,
+        ) -> Vec<Result<Moved, StorageError>> {
             unreachable!("a listing never moves")
         }
         fn max_delete_batch(&self) -> usize {
@@ -421,22 +599,39 @@ mod tests {
     }
 
     fn rule(after_keys: usize) -> SplitRule {
-        SplitRule { after_keys, keys_per_piece: 1, max_pieces: 64, max_depth: 3, concurrency: 4 }
+        SplitRule {
+            after_keys,
+            keys_per_piece: 1,
+            max_pieces: 64,
+            max_depth: 3,
+            concurrency: 4,
+        }
     }
 
     #[tokio::test]
     async fn a_listing_out_of_order_is_never_split() {
         let store = InOrder::new(&["r/b/1", "r/a/1", "r/a/2", "r/c/1"]);
-        let got: Vec<String> = list_splitting(&store, "r/", rule(3)).map_ok(|m| m.key).try_collect().await.unwrap();
+        let got: Vec<String> = list_splitting(&store, "r/", rule(3))
+            .map_ok(|m| m.key)
+            .try_collect()
+            .await
+            .unwrap();
         assert_eq!(got, ["r/b/1", "r/a/1", "r/a/2", "r/c/1"]);
-        assert_eq!(store.counts.totals().list, 1, "the directory was read for a split");
+        assert_eq!(
+            store.counts.totals().list,
+            1,
+            "the directory was read for a split"
+        );
     }
 
     #[tokio::test]
     async fn a_key_before_the_subdirectory_being_finished_is_an_error() {
         // in order up to the split, after `r/b/2`; then a key of `r/a/`
         let store = InOrder::new(&["r/b/1", "r/b/2", "r/a/1", "r/c/1"]);
-        let err = list_splitting(&store, "r/", rule(2)).try_collect::<Vec<_>>().await.unwrap_err();
+        let err = list_splitting(&store, "r/", rule(2))
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("r/a/1 after r/b/"), "{err}");
     }
 
@@ -444,7 +639,11 @@ mod tests {
     async fn the_subdirectory_being_finished_splits_again() {
         let keys = ["r/a/1", "r/b/x/1", "r/b/x/2", "r/b/y/1", "r/b/z/1", "r/c/1"];
         let store = InOrder::new(&keys);
-        let mut got: Vec<String> = list_splitting(&store, "r/", rule(2)).map_ok(|m| m.key).try_collect().await.unwrap();
+        let mut got: Vec<String> = list_splitting(&store, "r/", rule(2))
+            .map_ok(|m| m.key)
+            .try_collect()
+            .await
+            .unwrap();
         got.sort();
         assert_eq!(got, keys);
         // the running listing; after `r/b/x/1`, `r/`'s level and `r/c`;
@@ -452,7 +651,17 @@ mod tests {
         assert_eq!(store.counts.totals().list, 5);
         // and a key out of order inside it, after a split further up rested on the order
         let store = InOrder::new(&["r/a/1", "r/b/x/1", "r/b/y/1", "r/b/x/2", "r/c/1"]);
-        let err = list_splitting(&store, "r/", SplitRule { after_keys: 2, ..rule(2) }).try_collect::<Vec<_>>().await.unwrap_err();
+        let err = list_splitting(
+            &store,
+            "r/",
+            SplitRule {
+                after_keys: 2,
+                ..rule(2)
+            },
+        )
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap_err();
         assert!(err.to_string().contains("r/b/x/2 after r/b/y/1"), "{err}");
     }
 
@@ -460,8 +669,15 @@ mod tests {
     async fn a_sorted_listing_splits_after_its_running_subdirectory() {
         let keys = ["r/a/1", "r/a/2", "r/b/1", "r/b/2", "r/c", "r/d/1", "r/e/1"];
         let store = InOrder::new(&keys);
-        let once = SplitRule { max_depth: 1, ..rule(1) };
-        let mut got: Vec<String> = list_splitting(&store, "r/", once).map_ok(|m| m.key).try_collect().await.unwrap();
+        let once = SplitRule {
+            max_depth: 1,
+            ..rule(1)
+        };
+        let mut got: Vec<String> = list_splitting(&store, "r/", once)
+            .map_ok(|m| m.key)
+            .try_collect()
+            .await
+            .unwrap();
         got.sort();
         assert_eq!(got, keys);
         // the running listing, `r/`'s level, and `r/b`, `r/d`, `r/e`
@@ -476,28 +692,74 @@ mod tests {
     /// `r/b-x/`. Split after every key, every key comes once, no error.
     #[tokio::test]
     async fn directory_markers_whose_slash_object_store_drops() {
-        let keys = ["r/a/1", "r/a/2", "r/b-x/1", "r/b/", "r/b/1", "r/b/2", "r/b/c-d/1", "r/b/c/", "r/b/c/1", "r/b0/1", "r/c/"];
+        let keys = [
+            "r/a/1",
+            "r/a/2",
+            "r/b-x/1",
+            "r/b/",
+            "r/b/1",
+            "r/b/2",
+            "r/b/c-d/1",
+            "r/b/c/",
+            "r/b/c/1",
+            "r/b0/1",
+            "r/c/",
+        ];
         // a directory's own marker is not listed with it (`lists`), and the
         // level read folds it into the directory: some markers are not seen
-        let must: Vec<String> = keys.iter().filter(|k| !k.ends_with('/')).map(|k| k.to_string()).collect();
+        let must: Vec<String> = keys
+            .iter()
+            .filter(|k| !k.ends_with('/'))
+            .map(|k| k.to_string())
+            .collect();
         for after_keys in 1..=keys.len() {
             for max_depth in [1, 3] {
                 let store = InOrder::new(&keys);
-                let r = SplitRule { max_depth, ..rule(after_keys) };
-                let got: Vec<String> = list_splitting(&store, "r/", r).map_ok(|m| m.key).try_collect().await.unwrap_or_else(|e| panic!("after {after_keys}: {e}"));
+                let r = SplitRule {
+                    max_depth,
+                    ..rule(after_keys)
+                };
+                let got: Vec<String> = list_splitting(&store, "r/", r)
+                    .map_ok(|m| m.key)
+                    .try_collect()
+                    .await
+                    .unwrap_or_else(|e| panic!("after {after_keys}: {e}"));
                 let mut unique = got.clone();
                 unique.sort();
                 unique.dedup();
-                assert_eq!(unique.len(), got.len(), "after {after_keys}, depth {max_depth}: a key twice in {got:?}");
-                assert!(must.iter().all(|k| got.contains(k)), "after {after_keys}, depth {max_depth}: {got:?}");
-                assert!(got.iter().all(|k| keys.contains(&k.as_str()) || keys.contains(&format!("{k}/").as_str())), "{got:?}");
+                assert_eq!(
+                    unique.len(),
+                    got.len(),
+                    "after {after_keys}, depth {max_depth}: a key twice in {got:?}"
+                );
+                assert!(
+                    must.iter().all(|k| got.contains(k)),
+                    "after {after_keys}, depth {max_depth}: {got:?}"
+                );
+                assert!(
+                    got.iter()
+                        .all(|k| keys.contains(&k.as_str())
+                            || keys.contains(&format!("{k}/").as_str())),
+                    "{got:?}"
+                );
             }
         }
         // a real object `r/b` beside the directory `r/b/` is no marker: what
         // sorts after it (`r/b-x/`) is listed separately
         let keys = ["r/a/1", "r/b", "r/b-x/1", "r/b/1"];
         let store = InOrder::new(&keys);
-        let got: Vec<String> = list_splitting(&store, "r/", SplitRule { max_depth: 1, ..rule(2) }).map_ok(|m| m.key).try_collect().await.unwrap();
+        let got: Vec<String> = list_splitting(
+            &store,
+            "r/",
+            SplitRule {
+                max_depth: 1,
+                ..rule(2)
+            },
+        )
+        .map_ok(|m| m.key)
+        .try_collect()
+        .await
+        .unwrap();
         assert_eq!(got.len(), 4, "{got:?}");
     }
 
@@ -509,7 +771,11 @@ mod tests {
         let utf16_order = ["r/a/1", "r/😀/1", "r/😀/2", "r/😁/1", "r/～/1"];
         for after_keys in 1..=utf16_order.len() {
             let store = InOrder::new(&utf16_order);
-            let mut got: Vec<String> = list_splitting(&store, "r/", rule(after_keys)).map_ok(|m| m.key).try_collect().await.unwrap();
+            let mut got: Vec<String> = list_splitting(&store, "r/", rule(after_keys))
+                .map_ok(|m| m.key)
+                .try_collect()
+                .await
+                .unwrap();
             got.sort();
             let mut want = utf16_order.map(String::from).to_vec();
             want.sort();
@@ -518,7 +784,11 @@ mod tests {
         // the same names below the U+E000 line split as before
         let keys = ["r/a/1", "r/é/1", "r/é/2", "r/ü/1"];
         let store = InOrder::new(&keys);
-        let got: Vec<String> = list_splitting(&store, "r/", rule(2)).map_ok(|m| m.key).try_collect().await.unwrap();
+        let got: Vec<String> = list_splitting(&store, "r/", rule(2))
+            .map_ok(|m| m.key)
+            .try_collect()
+            .await
+            .unwrap();
         assert_eq!(got.len(), 4);
         assert!(store.counts.totals().list > 2, "not split");
     }
@@ -537,30 +807,70 @@ mod tests {
         let later: Vec<&String> = all.iter().filter(|d| after.holds(d)).collect();
         for d in all {
             let n = groups.iter().filter(|g| d.starts_with(&g.prefix)).count();
-            assert_eq!(n, usize::from(after.holds(d)), "{d} in {:?}", prefixes(groups));
+            assert_eq!(
+                n,
+                usize::from(after.holds(d)),
+                "{d} in {:?}",
+                prefixes(groups)
+            );
         }
         for g in groups {
             assert!(after.holds(&g.prefix), "{} reaches back", g.prefix);
-            assert_eq!(g.members.clone().map(|i| &later[i]).collect::<Vec<_>>(), later.iter().filter(|d| d.starts_with(&g.prefix)).collect::<Vec<_>>());
+            assert_eq!(
+                g.members.clone().map(|i| &later[i]).collect::<Vec<_>>(),
+                later
+                    .iter()
+                    .filter(|d| d.starts_with(&g.prefix))
+                    .collect::<Vec<_>>()
+            );
         }
     }
 
     #[test]
     fn the_fewest_prefixes_after_the_running_subdirectory() {
-        let all = dirs(&["project-1599", "project-1600", "project-1601", "project-1607", "project-161", "project-17", "project-2a", "project-2b", "q"]);
-        let after = After { boundary: "r/project-1600/".into(), directory: true };
+        let all = dirs(&[
+            "project-1599",
+            "project-1600",
+            "project-1601",
+            "project-1607",
+            "project-161",
+            "project-17",
+            "project-2a",
+            "project-2b",
+            "q",
+        ]);
+        let after = After {
+            boundary: "r/project-1600/".into(),
+            directory: true,
+        };
         let later: Vec<String> = all.iter().filter(|d| after.holds(d)).cloned().collect();
         let groups = cover(&later, "r/", &after, 1, 64);
-        assert_eq!(prefixes(&groups), ["r/project-1601", "r/project-1607", "r/project-161", "r/project-17", "r/project-2", "r/q"]);
+        assert_eq!(
+            prefixes(&groups),
+            [
+                "r/project-1601",
+                "r/project-1607",
+                "r/project-161",
+                "r/project-17",
+                "r/project-2",
+                "r/q"
+            ]
+        );
         assert_covers(&all, &groups, &after);
     }
 
     #[test]
     fn the_largest_group_is_split_until_the_target() {
         let all = dirs(&["a", "b1", "b2", "b3", "b4", "c"]);
-        let after = After { boundary: "r/a/".into(), directory: true };
+        let after = After {
+            boundary: "r/a/".into(),
+            directory: true,
+        };
         let later: Vec<String> = all.iter().filter(|d| after.holds(d)).cloned().collect();
-        assert_eq!(prefixes(&cover(&later, "r/", &after, 1, 64)), ["r/b", "r/c"]);
+        assert_eq!(
+            prefixes(&cover(&later, "r/", &after, 1, 64)),
+            ["r/b", "r/c"]
+        );
         let groups = cover(&later, "r/", &after, 3, 64);
         assert_eq!(prefixes(&groups), ["r/b1", "r/b2", "r/b3", "r/b4", "r/c"]);
         assert_covers(&all, &groups, &after);
@@ -572,8 +882,16 @@ mod tests {
     fn after_an_object_of_the_directory_itself() {
         // `r/ab` is an object beside the directories `r/ab/` and `r/abc/`
         let all = dirs(&["a", "ab", "abc", "b"]);
-        let after = After { boundary: "r/ab".into(), directory: false };
-        assert!(after.holds("r/ab-x") && after.holds("r/ab/") && !after.holds("r/aa") && !after.holds("r/ab"));
+        let after = After {
+            boundary: "r/ab".into(),
+            directory: false,
+        };
+        assert!(
+            after.holds("r/ab-x")
+                && after.holds("r/ab/")
+                && !after.holds("r/aa")
+                && !after.holds("r/ab")
+        );
         let later: Vec<String> = all.iter().filter(|d| after.holds(d)).cloned().collect();
         let groups = cover(&later, "r/", &after, 64, 64);
         assert_eq!(prefixes(&groups), ["r/ab/", "r/abc", "r/b"]);
@@ -583,7 +901,10 @@ mod tests {
     #[test]
     fn names_split_between_characters_not_bytes() {
         let all = dirs(&["a", "éa", "éb", "ü"]);
-        let after = After { boundary: "r/a/".into(), directory: true };
+        let after = After {
+            boundary: "r/a/".into(),
+            directory: true,
+        };
         let later: Vec<String> = all.iter().filter(|d| after.holds(d)).cloned().collect();
         let groups = cover(&later, "r/", &after, 64, 64);
         assert_eq!(prefixes(&groups), ["r/éa", "r/éb", "r/ü"]);

@@ -31,7 +31,11 @@ async fn run_restore(args: &RestoreArgs, quiet: bool) -> Result<Exit, Error> {
     if out.is_complete() {
         Ok(Exit::Success)
     } else {
-        eprintln!("registry-gc: the restore of run {id} is incomplete ({} failed, {} missing)", out.failures.len(), out.missing.len());
+        eprintln!(
+            "registry-gc: the restore of run {id} is incomplete ({} failed, {} missing)",
+            out.failures.len(),
+            out.missing.len()
+        );
         Ok(Exit::Incomplete)
     }
 }
@@ -46,14 +50,24 @@ async fn run_purge(args: &PurgeArgs, quiet: bool) -> Result<Exit, Error> {
     let settings = args.storage.resolve(&file)?;
     let storage = open_storage(&settings.storage, &settings.backend)?;
     let concurrency = args.concurrency.unwrap_or(64) as usize;
-    let out = purge(storage.as_ref(), args.older_than, SystemTime::now(), args.dry_run, concurrency).await?;
+    let out = purge(
+        storage.as_ref(),
+        args.older_than,
+        SystemTime::now(),
+        args.dry_run,
+        concurrency,
+    )
+    .await?;
     if !quiet {
         print!("{}", out.summary());
     }
     if out.failures.is_empty() {
         Ok(Exit::Success)
     } else {
-        eprintln!("registry-gc: {} deletions failed; run the purge again to finish", out.failures.len());
+        eprintln!(
+            "registry-gc: {} deletions failed; run the purge again to finish",
+            out.failures.len()
+        );
         Ok(Exit::Incomplete)
     }
 }

@@ -3,7 +3,9 @@
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::{check_run_id, read_record, record_key, run_prefix, QuarantineError, RunHeader, RunState, PREFIX};
+use super::{
+    check_run_id, read_record, record_key, run_prefix, QuarantineError, RunHeader, RunState, PREFIX,
+};
 use crate::report::human_bytes;
 use crate::storage::Storage;
 
@@ -23,24 +25,42 @@ pub struct RunSummary {
 impl RunSummary {
     /// The run's time: its record's, else its newest object's.
     pub fn time_ms(&self) -> i64 {
-        self.record.as_ref().map_or(self.newest_ms, |r| r.started_at_ms)
+        self.record
+            .as_ref()
+            .map_or(self.newest_ms, |r| r.started_at_ms)
     }
 }
 
 /// Every run under the quarantine prefix, oldest first.
-pub async fn list_runs(storage: &dyn Storage, concurrency: usize) -> Result<Vec<RunSummary>, QuarantineError> {
+pub async fn list_runs(
+    storage: &dyn Storage,
+    concurrency: usize,
+) -> Result<Vec<RunSummary>, QuarantineError> {
     let top = storage.list_dir(PREFIX).await?;
-    let ids: Vec<String> =
-        top.prefixes.iter().map(|p| p[PREFIX.len()..].trim_end_matches('/').to_string()).filter(|id| check_run_id(id).is_ok()).collect();
-    let mut runs: Vec<RunSummary> =
-        futures::stream::iter(ids).map(|id| summarize(storage, id)).buffered(concurrency.clamp(1, 16)).try_collect().await?;
+    let ids: Vec<String> = top
+        .prefixes
+        .iter()
+        .map(|p| p[PREFIX.len()..].trim_end_matches('/').to_string())
+        .filter(|id| check_run_id(id).is_ok())
+        .collect();
+    let mut runs: Vec<RunSummary> = futures::stream::iter(ids)
+        .map(|id| summarize(storage, id))
+        .buffered(concurrency.clamp(1, 16))
+        .try_collect()
+        .await?;
     runs.sort_by(|a, b| (a.time_ms(), &a.run_id).cmp(&(b.time_ms(), &b.run_id)));
     Ok(runs)
 }
 
 async fn summarize(storage: &dyn Storage, id: String) -> Result<RunSummary, QuarantineError> {
     let record_at = record_key(&id);
-    let mut s = RunSummary { run_id: id.clone(), record: None, keys_present: 0, bytes_present: 0, newest_ms: 0 };
+    let mut s = RunSummary {
+        run_id: id.clone(),
+        record: None,
+        keys_present: 0,
+        bytes_present: 0,
+        newest_ms: 0,
+    };
     let mut objects = storage.list(&run_prefix(&id));
     while let Some(o) = objects.try_next().await? {
         s.newest_ms = s.newest_ms.max(o.last_modified_ms);
@@ -67,7 +87,11 @@ pub fn format_runs(runs: &[RunSummary], now_ms: i64) -> String {
         s.push_str("no quarantined runs\n");
         return s;
     }
-    let _ = writeln!(s, "{:<26} {:<11} {:>8} {:>10} {:>10} started", "RUN-ID", "STATE", "KEYS", "BYTES", "AGE");
+    let _ = writeln!(
+        s,
+        "{:<26} {:<11} {:>8} {:>10} {:>10} started",
+        "RUN-ID", "STATE", "KEYS", "BYTES", "AGE"
+    );
     for r in runs {
         let state = r.record.as_ref().map_or("no-record", |h| match h.state {
             RunState::Moving => "moving",
@@ -75,7 +99,10 @@ pub fn format_runs(runs: &[RunSummary], now_ms: i64) -> String {
             RunState::Incomplete => "incomplete",
             RunState::Restored => "restored",
         });
-        let started = r.record.as_ref().map_or_else(|| "-".to_string(), |h| h.started_at.clone());
+        let started = r
+            .record
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |h| h.started_at.clone());
         let _ = writeln!(
             s,
             "{:<26} {:<11} {:>8} {:>10} {:>10} {started}",

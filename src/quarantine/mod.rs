@@ -49,7 +49,11 @@ pub enum QuarantineError {
     #[error("RUN-ID {id:?}: not a run id (letters, digits, '.', '_' and '-'; `registry-gc restore --list STORAGE` shows them)")]
     BadRunId { id: String },
     #[error("{storage}: no quarantined run {id:?} (nothing at {key}); `registry-gc restore --list STORAGE` shows the runs")]
-    NoSuchRun { storage: String, id: String, key: String },
+    NoSuchRun {
+        storage: String,
+        id: String,
+        key: String,
+    },
     #[error("{key}: not a readable run record: {reason}")]
     BadRecord { key: String, reason: String },
     #[error("{record}: names {key}, outside {v2}; refusing to restore anything from this run", v2 = layout::V2)]
@@ -73,9 +77,16 @@ pub fn record_key(run: &str) -> String {
 /// A new run id: the UTC start time (so ids sort by time) and a few hex
 /// digits that keep two runs in one second apart.
 pub fn new_run_id(now: SystemTime) -> String {
-    let stamp = humantime::format_rfc3339_seconds(now).to_string().replace(['-', ':'], "");
-    let nanos = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    format!("{stamp}-{:06x}", (nanos ^ std::process::id().rotate_left(16)) & 0xff_ffff)
+    let stamp = humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .replace(['-', ':'], "");
+    let nanos = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{stamp}-{:06x}",
+        (nanos ^ std::process::id().rotate_left(16)) & 0xff_ffff
+    )
 }
 
 /// Run ids name one directory under the quarantine prefix: nothing that could
@@ -84,7 +95,9 @@ pub fn check_run_id(id: &str) -> Result<(), QuarantineError> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -98,7 +111,9 @@ pub fn check_run_id(id: &str) -> Result<(), QuarantineError> {
 fn dirs_below(top: &str, keys: &[String]) -> Vec<String> {
     let mut dirs: HashSet<String> = HashSet::new();
     for key in keys {
-        let Some(rest) = key.strip_prefix(top) else { continue };
+        let Some(rest) = key.strip_prefix(top) else {
+            continue;
+        };
         let mut current = rest;
         while let Some(i) = current.rfind('/') {
             current = &current[..i];
@@ -128,8 +143,17 @@ mod tests {
     #[test]
     fn dirs_below_stop_at_the_top() {
         let top = "registry-gc-quarantine/r/";
-        let dirs = dirs_below(top, &[format!("{top}docker/registry/v2/blobs/sha256/ab/abc/data"), "elsewhere/x".to_string()]);
-        assert_eq!(dirs[0], format!("{top}docker/registry/v2/blobs/sha256/ab/abc"));
+        let dirs = dirs_below(
+            top,
+            &[
+                format!("{top}docker/registry/v2/blobs/sha256/ab/abc/data"),
+                "elsewhere/x".to_string(),
+            ],
+        );
+        assert_eq!(
+            dirs[0],
+            format!("{top}docker/registry/v2/blobs/sha256/ab/abc")
+        );
         assert_eq!(dirs.last().unwrap(), &format!("{top}docker"));
         assert_eq!(dirs.len(), 7);
     }

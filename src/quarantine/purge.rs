@@ -22,14 +22,33 @@ impl PurgeOutcome {
     pub fn summary(&self) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
-        let verb = if self.dry_run { "would purge" } else { "purged" };
-        let _ = writeln!(s, "registry-gc {} on {}", if self.dry_run { "purge dry run" } else { "purge" }, self.storage);
+        let verb = if self.dry_run {
+            "would purge"
+        } else {
+            "purged"
+        };
+        let _ = writeln!(
+            s,
+            "registry-gc {} on {}",
+            if self.dry_run {
+                "purge dry run"
+            } else {
+                "purge"
+            },
+            self.storage
+        );
         for (id, keys, bytes) in &self.purged {
             let _ = writeln!(s, "{verb}: run {id}: {keys} keys ({})", human_bytes(*bytes));
         }
         let keys: u64 = self.purged.iter().map(|p| p.1).sum();
         let bytes: u64 = self.purged.iter().map(|p| p.2).sum();
-        let _ = writeln!(s, "{verb}: {} runs, {keys} keys ({}); kept {} newer runs", self.purged.len(), human_bytes(bytes), self.kept_runs);
+        let _ = writeln!(
+            s,
+            "{verb}: {} runs, {keys} keys ({}); kept {} newer runs",
+            self.purged.len(),
+            human_bytes(bytes),
+            self.kept_runs
+        );
         for f in &self.failures {
             let _ = writeln!(s, "failed: {}: {}", f.key, f.error);
         }
@@ -48,7 +67,11 @@ pub async fn purge(
     concurrency: usize,
 ) -> Result<PurgeOutcome, QuarantineError> {
     let fence = system_time_ms(now).saturating_sub(crate::storage::duration_ms(older_than));
-    let mut out = PurgeOutcome { storage: storage.describe(), dry_run, ..Default::default() };
+    let mut out = PurgeOutcome {
+        storage: storage.describe(),
+        dry_run,
+        ..Default::default()
+    };
     for run in list_runs(storage, concurrency).await? {
         if run.time_ms() >= fence {
             out.kept_runs += 1;
@@ -56,8 +79,12 @@ pub async fn purge(
         }
         let prefix = run_prefix(&run.run_id);
         let record_at = record_key(&run.run_id);
-        let mut keys: Vec<String> =
-            storage.list(&prefix).map_ok(|o| o.key).try_filter(|k| futures::future::ready(!k.ends_with('/'))).try_collect().await?;
+        let mut keys: Vec<String> = storage
+            .list(&prefix)
+            .map_ok(|o| o.key)
+            .try_filter(|k| futures::future::ready(!k.ends_with('/')))
+            .try_collect()
+            .await?;
         // only ever this run's keys, the record last
         keys.retain(|k| k.starts_with(&prefix) && *k != record_at);
         let n = keys.len() as u64;
@@ -67,14 +94,18 @@ pub async fn purge(
             let (body, last) = keys.split_at(keys.len() - 1);
             let mut failed = false;
             for group in [body, last] {
-                let results: Vec<Vec<Result<(), StorageError>>> = futures::stream::iter(group.chunks(batch))
-                    .map(|c| storage.delete_batch(c))
-                    .buffered(concurrency.max(1))
-                    .collect()
-                    .await;
+                let results: Vec<Vec<Result<(), StorageError>>> =
+                    futures::stream::iter(group.chunks(batch))
+                        .map(|c| storage.delete_batch(c))
+                        .buffered(concurrency.max(1))
+                        .collect()
+                        .await;
                 for (key, r) in group.iter().zip(results.into_iter().flatten()) {
                     if let Err(e) = r {
-                        out.failures.push(Failure { key: key.clone(), error: e.to_string() });
+                        out.failures.push(Failure {
+                            key: key.clone(),
+                            error: e.to_string(),
+                        });
                         failed = true;
                     }
                 }
@@ -94,7 +125,9 @@ pub async fn purge(
         out.purged.push((run.run_id, n, run.bytes_present));
     }
     if !dry_run && storage.has_directories() && out.kept_runs == 0 && out.failures.is_empty() {
-        let _ = storage.remove_empty_dirs(&[PREFIX.trim_end_matches('/').to_string()]).await;
+        let _ = storage
+            .remove_empty_dirs(&[PREFIX.trim_end_matches('/').to_string()])
+            .await;
     }
     Ok(out)
 }

@@ -6,7 +6,9 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use super::{check_run_id, new_run_id, record_key, QuarantineError, MAX_RECORD_BYTES, RECORD_VERSION};
+use super::{
+    check_run_id, new_run_id, record_key, QuarantineError, MAX_RECORD_BYTES, RECORD_VERSION,
+};
 use crate::gc::GcOptions;
 use crate::inventory::Inventory;
 use crate::plan::{Plan, Reason};
@@ -91,10 +93,20 @@ impl QuarantineRun {
             upload_max_age_seconds: (opts.upload_max_age_ms / 1000).max(0) as u64,
             delete_empty_repos: opts.delete_empty_repositories,
         };
-        QuarantineRun { id: new_run_id(now), started: now, options }
+        QuarantineRun {
+            id: new_run_id(now),
+            started: now,
+            options,
+        }
     }
 
-    fn header(&self, storage: &dyn Storage, inv: &Inventory, plan: &Plan, state: RunState) -> RunHeader {
+    fn header(
+        &self,
+        storage: &dyn Storage,
+        inv: &Inventory,
+        plan: &Plan,
+        state: RunState,
+    ) -> RunHeader {
         RunHeader {
             schema_version: RECORD_VERSION,
             run_id: self.id.clone(),
@@ -104,7 +116,11 @@ impl QuarantineRun {
             options: self.options.clone(),
             state,
             keys: plan.deletions.len() as u64,
-            bytes: plan.deletions.iter().map(|d| inv.bytes_of(&d.target(inv))).sum(),
+            bytes: plan
+                .deletions
+                .iter()
+                .map(|d| inv.bytes_of(&d.target(inv)))
+                .sum(),
             moved_keys: 0,
             finished_at: None,
             failures: Vec::new(),
@@ -114,7 +130,12 @@ impl QuarantineRun {
     }
 
     /// Writes the record before anything moves: every planned key is in it.
-    pub async fn begin(&self, storage: &dyn Storage, inv: &Inventory, plan: &Plan) -> Result<(), StorageError> {
+    pub async fn begin(
+        &self,
+        storage: &dyn Storage,
+        inv: &Inventory,
+        plan: &Plan,
+    ) -> Result<(), StorageError> {
         let header = self.header(storage, inv, plan, RunState::Moving);
         write_record(storage, &header, plan_entries(inv, plan)).await
     }
@@ -129,7 +150,11 @@ impl QuarantineRun {
         failures: &[Failure],
         gone: &[String],
     ) -> Result<(), StorageError> {
-        let state = if failures.is_empty() { RunState::Complete } else { RunState::Incomplete };
+        let state = if failures.is_empty() {
+            RunState::Complete
+        } else {
+            RunState::Incomplete
+        };
         let mut header = self.header(storage, inv, plan, state);
         header.moved_keys = moved;
         header.finished_at = Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
@@ -142,7 +167,11 @@ impl QuarantineRun {
 fn plan_entries<'a>(inv: &'a Inventory, plan: &'a Plan) -> impl Iterator<Item = Entry> + 'a {
     plan.deletions.iter().map(|d| {
         let target = d.target(inv);
-        Entry { key: inv.key_of(&target), reason: d.reason(), bytes: inv.bytes_of(&target) }
+        Entry {
+            key: inv.key_of(&target),
+            reason: d.reason(),
+            bytes: inv.bytes_of(&target),
+        }
     })
 }
 
@@ -167,7 +196,12 @@ pub(super) async fn write_record(
     header: &RunHeader,
     entries: impl Iterator<Item = Entry>,
 ) -> Result<(), StorageError> {
-    storage.put(&record_key(&header.run_id), Bytes::from(record_bytes(header, entries))).await
+    storage
+        .put(
+            &record_key(&header.run_id),
+            Bytes::from(record_bytes(header, entries)),
+        )
+        .await
 }
 
 pub async fn read_record(storage: &dyn Storage, run: &str) -> Result<RunRecord, QuarantineError> {
@@ -175,13 +209,25 @@ pub async fn read_record(storage: &dyn Storage, run: &str) -> Result<RunRecord, 
     let key = record_key(run);
     let bytes = match storage.get(&key, MAX_RECORD_BYTES).await {
         Ok(b) => b,
-        Err(e) if e.is_not_found() => return Err(QuarantineError::NoSuchRun { storage: storage.describe(), id: run.to_string(), key }),
+        Err(e) if e.is_not_found() => {
+            return Err(QuarantineError::NoSuchRun {
+                storage: storage.describe(),
+                id: run.to_string(),
+                key,
+            })
+        }
         Err(e) => return Err(e.into()),
     };
     let record: RunRecord =
-        serde_json::from_slice(&bytes).map_err(|e| QuarantineError::BadRecord { key: key.clone(), reason: e.to_string() })?;
+        serde_json::from_slice(&bytes).map_err(|e| QuarantineError::BadRecord {
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
     if record.header.run_id != run {
-        return Err(QuarantineError::BadRecord { key, reason: format!("it is the record of run {:?}", record.header.run_id) });
+        return Err(QuarantineError::BadRecord {
+            key,
+            reason: format!("it is the record of run {:?}", record.header.run_id),
+        });
     }
     Ok(record)
 }
@@ -197,7 +243,12 @@ mod tests {
             started_at: "2026-11-29T02:00:00Z".into(),
             started_at_ms: 5,
             storage: "file:///x".into(),
-            options: RunOptions { delete_untagged: true, min_age_seconds: 0, upload_max_age_seconds: 60, delete_empty_repos: false },
+            options: RunOptions {
+                delete_untagged: true,
+                min_age_seconds: 0,
+                upload_max_age_seconds: 60,
+                delete_empty_repos: false,
+            },
             state: RunState::Moving,
             keys: 2,
             bytes: 7,
@@ -208,8 +259,16 @@ mod tests {
             restored_at: None,
         };
         let entries = vec![
-            Entry { key: "docker/registry/v2/blobs/x".into(), reason: Reason::UnreferencedBlob, bytes: 7 },
-            Entry { key: "docker/registry/v2/repositories/a/_layers/sha256/y/link".into(), reason: Reason::DanglingLayerLink, bytes: 0 },
+            Entry {
+                key: "docker/registry/v2/blobs/x".into(),
+                reason: Reason::UnreferencedBlob,
+                bytes: 7,
+            },
+            Entry {
+                key: "docker/registry/v2/repositories/a/_layers/sha256/y/link".into(),
+                reason: Reason::DanglingLayerLink,
+                bytes: 0,
+            },
         ];
         let bytes = record_bytes(&header, entries.clone().into_iter());
         let back: RunRecord = serde_json::from_slice(&bytes).unwrap();
@@ -217,7 +276,8 @@ mod tests {
         assert_eq!(back.header.state, RunState::Moving);
         assert_eq!(back.entries.len(), 2);
         assert_eq!(back.entries[1].reason, Reason::DanglingLayerLink);
-        let empty: RunRecord = serde_json::from_slice(&record_bytes(&header, std::iter::empty())).unwrap();
+        let empty: RunRecord =
+            serde_json::from_slice(&record_bytes(&header, std::iter::empty())).unwrap();
         assert!(empty.entries.is_empty());
     }
 }

@@ -48,9 +48,18 @@ pub struct ProfileSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     #[error("{source_name}: AWS profile {name:?} is not defined in {files}")]
-    Unknown { source_name: String, name: String, files: String },
+    Unknown {
+        source_name: String,
+        name: String,
+        files: String,
+    },
     #[error("{source_name}: AWS profile {name:?}: cannot read {files}: {reason}")]
-    Unreadable { source_name: String, name: String, files: String, reason: String },
+    Unreadable {
+        source_name: String,
+        name: String,
+        files: String,
+        reason: String,
+    },
 }
 
 /// The credential provider of a profile failed (a `credential_process` that
@@ -82,11 +91,13 @@ pub fn read_profile(choice: &ProfileChoice, env: &Env) -> Result<ProfileSettings
         files: files.clone(),
         reason: error_chain(&e),
     })?;
-    let profile = profiles.get_profile(&choice.name).ok_or_else(|| ProfileError::Unknown {
-        source_name: choice.source.clone(),
-        name: choice.name.clone(),
-        files,
-    })?;
+    let profile = profiles
+        .get_profile(&choice.name)
+        .ok_or_else(|| ProfileError::Unknown {
+            source_name: choice.source.clone(),
+            name: choice.name.clone(),
+            files,
+        })?;
     Ok(ProfileSettings {
         region: profile.get("region").map(str::to_string),
         uses_sso: profile.get("sso_session").is_some() || profile.get("sso_start_url").is_some(),
@@ -95,14 +106,22 @@ pub fn read_profile(choice: &ProfileChoice, env: &Env) -> Result<ProfileSettings
 
 /// Makes `builder` sign with the profile's credentials, and take the profile's
 /// region when none was configured (flags, `--config`, `AWS_REGION`).
-pub fn apply(mut builder: AmazonS3Builder, choice: &ProfileChoice) -> Result<AmazonS3Builder, ProfileError> {
+pub fn apply(
+    mut builder: AmazonS3Builder,
+    choice: &ProfileChoice,
+) -> Result<AmazonS3Builder, ProfileError> {
     let settings = read_profile(choice, &Env::real())?;
-    if builder.get_config_value(&AmazonS3ConfigKey::Region).is_none() {
+    if builder
+        .get_config_value(&AmazonS3ConfigKey::Region)
+        .is_none()
+    {
         if let Some(region) = &settings.region {
             builder = builder.with_region(region);
         }
     }
-    let region = builder.get_config_value(&AmazonS3ConfigKey::Region).unwrap_or_else(|| DEFAULT_REGION.to_string());
+    let region = builder
+        .get_config_value(&AmazonS3ConfigKey::Region)
+        .unwrap_or_else(|| DEFAULT_REGION.to_string());
     if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
         tracing::warn!(profile = %choice.name, "AWS_ACCESS_KEY_ID is set, but {} selects AWS profile {:?}: the profile's credentials are used", choice.source, choice.name);
     }
@@ -133,8 +152,12 @@ impl ProfileCredentials {
     /// `region` is where assume-role asks STS for credentials (SSO uses the
     /// profile's own `sso_region`).
     pub fn new(profile: &str, region: &str, uses_sso: bool) -> ProfileCredentials {
-        let config = ProviderConfig::without_region().with_region(Some(Region::new(region.to_string())));
-        let provider = ProfileFileCredentialsProvider::builder().configure(&config).profile_name(profile).build();
+        let config =
+            ProviderConfig::without_region().with_region(Some(Region::new(region.to_string())));
+        let provider = ProfileFileCredentialsProvider::builder()
+            .configure(&config)
+            .profile_name(profile)
+            .build();
         ProfileCredentials {
             profile: profile.to_string(),
             uses_sso,
@@ -146,9 +169,15 @@ impl ProfileCredentials {
     fn no_credentials(&self, e: &(dyn std::error::Error + 'static)) -> NoCredentials {
         let mut reason = error_chain(e);
         if self.uses_sso {
-            reason.push_str(&format!(" (an SSO profile: run `aws sso login --profile {}` first)", self.profile));
+            reason.push_str(&format!(
+                " (an SSO profile: run `aws sso login --profile {}` first)",
+                self.profile
+            ));
         }
-        NoCredentials { profile: self.profile.clone(), reason }
+        NoCredentials {
+            profile: self.profile.clone(),
+            reason,
+        }
     }
 }
 
@@ -161,20 +190,27 @@ impl CredentialProvider for ProfileCredentials {
         // instead of each running the profile's provider
         let mut cached = self.cached.lock().await;
         let now = SystemTime::now();
-        if let Some(c) = cached.as_ref().filter(|c| c.refresh_at.is_none_or(|at| now < at)) {
+        if let Some(c) = cached
+            .as_ref()
+            .filter(|c| c.refresh_at.is_none_or(|at| now < at))
+        {
             return Ok(c.credential.clone());
         }
-        let fresh = self
-            .provider
-            .provide_credentials()
-            .await
-            .map_err(|e| object_store::Error::Generic { store: "S3", source: Box::new(self.no_credentials(&e)) })?;
+        let fresh = self.provider.provide_credentials().await.map_err(|e| {
+            object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(self.no_credentials(&e)),
+            }
+        })?;
         let credential = Arc::new(AwsCredential {
             key_id: fresh.access_key_id().to_string(),
             secret_key: fresh.secret_access_key().to_string(),
             token: fresh.session_token().map(str::to_string),
         });
-        *cached = Some(Cached { credential: credential.clone(), refresh_at: fresh.expiry().map(|e| refresh_time(e, now)) });
+        *cached = Some(Cached {
+            credential: credential.clone(),
+            refresh_at: fresh.expiry().map(|e| refresh_time(e, now)),
+        });
         Ok(credential)
     }
 }
@@ -189,8 +225,12 @@ fn refresh_time(expiry: SystemTime, now: SystemTime) -> SystemTime {
 
 /// The files a profile is read from, for messages.
 fn shown_files(env: &Env) -> String {
-    let config = env.get("AWS_CONFIG_FILE").unwrap_or_else(|_| "~/.aws/config".into());
-    let credentials = env.get("AWS_SHARED_CREDENTIALS_FILE").unwrap_or_else(|_| "~/.aws/credentials".into());
+    let config = env
+        .get("AWS_CONFIG_FILE")
+        .unwrap_or_else(|_| "~/.aws/config".into());
+    let credentials = env
+        .get("AWS_SHARED_CREDENTIALS_FILE")
+        .unwrap_or_else(|_| "~/.aws/credentials".into());
     format!("{config} or {credentials}")
 }
 
@@ -218,9 +258,15 @@ mod tests {
     fn credentials_are_refreshed_before_they_expire() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let hour = Duration::from_secs(3600);
-        assert_eq!(refresh_time(now + hour, now), now + hour - REFRESH_BEFORE_EXPIRY);
+        assert_eq!(
+            refresh_time(now + hour, now),
+            now + hour - REFRESH_BEFORE_EXPIRY
+        );
         // issued with two minutes left: used for one
-        assert_eq!(refresh_time(now + Duration::from_secs(120), now), now + Duration::from_secs(60));
+        assert_eq!(
+            refresh_time(now + Duration::from_secs(120), now),
+            now + Duration::from_secs(60)
+        );
         // already expired: fetched again on the next request
         assert!(refresh_time(now - hour, now) <= now);
     }

@@ -74,7 +74,10 @@ impl RequestCounts {
 
     /// The most LIST requests in flight at once since the last call.
     pub fn take_most_lists_in_flight(&self) -> u64 {
-        self.most_lists_in_flight.swap(self.lists_in_flight.load(Ordering::Relaxed), Ordering::Relaxed)
+        self.most_lists_in_flight.swap(
+            self.lists_in_flight.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        )
     }
 
     pub fn totals(&self) -> RequestTotals {

@@ -50,17 +50,31 @@ pub enum Fault {
 
 impl Fault {
     pub const LISTING: [Fault; 2] = [Fault::ListBreaksOff, Fault::ListFails];
-    pub const READS: [Fault; 3] = [Fault::GetServerError, Fault::GetThrottled, Fault::GetTimeout];
-    pub const DELETES: [Fault; 3] = [Fault::DeleteSomeKeys, Fault::DeleteBatchFails, Fault::DeleteAnswerLost];
+    pub const READS: [Fault; 3] = [
+        Fault::GetServerError,
+        Fault::GetThrottled,
+        Fault::GetTimeout,
+    ];
+    pub const DELETES: [Fault; 3] = [
+        Fault::DeleteSomeKeys,
+        Fault::DeleteBatchFails,
+        Fault::DeleteAnswerLost,
+    ];
 
     fn is_list(self) -> bool {
         matches!(self, Fault::ListBreaksOff | Fault::ListFails)
     }
     fn is_get(self) -> bool {
-        matches!(self, Fault::GetServerError | Fault::GetThrottled | Fault::GetTimeout | Fault::GetCutShort)
+        matches!(
+            self,
+            Fault::GetServerError | Fault::GetThrottled | Fault::GetTimeout | Fault::GetCutShort
+        )
     }
     fn is_delete(self) -> bool {
-        matches!(self, Fault::DeleteSomeKeys | Fault::DeleteBatchFails | Fault::DeleteAnswerLost)
+        matches!(
+            self,
+            Fault::DeleteSomeKeys | Fault::DeleteBatchFails | Fault::DeleteAnswerLost
+        )
     }
 }
 
@@ -88,7 +102,12 @@ impl FaultLog {
         self.entries.lock().unwrap().clone()
     }
     pub fn count(&self, f: Fault) -> usize {
-        self.entries.lock().unwrap().iter().filter(|(g, _)| *g == f).count()
+        self.entries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(g, _)| *g == f)
+            .count()
     }
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap().len()
@@ -111,7 +130,10 @@ pub struct FaultyStorage {
 
 impl std::fmt::Debug for FaultyStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FaultyStorage").field("inner", &self.inner).field("config", &self.config).finish()
+        f.debug_struct("FaultyStorage")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -125,7 +147,9 @@ fn mix(mut z: u64) -> u64 {
 
 /// FNV-1a, so that draws do not depend on std's randomly keyed hasher.
 fn hash_str(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 const OP_LIST: u8 = 0;
@@ -137,7 +161,12 @@ const OP_STAT: u8 = 5;
 
 impl FaultyStorage {
     pub fn new(inner: Box<dyn Storage>, config: FaultConfig) -> Self {
-        FaultyStorage { inner, config, calls: Mutex::new(HashMap::new()), log: Arc::new(FaultLog::default()) }
+        FaultyStorage {
+            inner,
+            config,
+            calls: Mutex::new(HashMap::new()),
+            log: Arc::new(FaultLog::default()),
+        }
     }
 
     /// The log of injected faults, to keep after the storage is handed to a run.
@@ -158,7 +187,13 @@ impl FaultyStorage {
 
     /// The fault (if any) for this call, among those `applies` accepts.
     fn pick(&self, op: u8, key: &str, applies: fn(Fault) -> bool) -> Option<(Fault, u64)> {
-        let eligible: Vec<Fault> = self.config.faults.iter().copied().filter(|f| applies(*f)).collect();
+        let eligible: Vec<Fault> = self
+            .config
+            .faults
+            .iter()
+            .copied()
+            .filter(|f| applies(*f))
+            .collect();
         if eligible.is_empty() {
             return None;
         }
@@ -174,7 +209,10 @@ impl FaultyStorage {
     }
 
     fn remote(&self, key: &str, reason: &str) -> StorageError {
-        StorageError::Remote { key: key.to_string(), reason: format!("injected fault: {reason}") }
+        StorageError::Remote {
+            key: key.to_string(),
+            reason: format!("injected fault: {reason}"),
+        }
     }
 
     /// `listing` of `prefix`, or, when a listing fault is picked, some of its
@@ -185,10 +223,19 @@ impl FaultyStorage {
         prefix: &str,
         listing: BoxStream<'a, Result<ObjectMeta, StorageError>>,
     ) -> BoxStream<'a, Result<ObjectMeta, StorageError>> {
-        let Some((fault, r)) = self.pick(OP_LIST, prefix, Fault::is_list) else { return listing };
+        let Some((fault, r)) = self.pick(OP_LIST, prefix, Fault::is_list) else {
+            return listing;
+        };
         let err = self.remote(prefix, "connection reset by peer while listing");
-        let keep = if fault == Fault::ListFails { 0 } else { (r % 64) as usize };
-        listing.take(keep).chain(futures::stream::once(async move { Err(err) })).boxed()
+        let keep = if fault == Fault::ListFails {
+            0
+        } else {
+            (r % 64) as usize
+        };
+        listing
+            .take(keep)
+            .chain(futures::stream::once(async move { Err(err) }))
+            .boxed()
     }
 }
 
@@ -204,7 +251,11 @@ impl StorageWrapper for FaultyStorage {
         self.faulty_listing(prefix, self.inner.list(prefix))
     }
 
-    fn list_probing(&self, prefix: &str, probe: Probe) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+    fn list_probing(
+        &self,
+        prefix: &str,
+        probe: Probe,
+    ) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
         self.faulty_listing(prefix, self.inner.list_probing(prefix, probe))
     }
 
@@ -216,18 +267,30 @@ impl StorageWrapper for FaultyStorage {
     }
 
     async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {
-        if self.inner.list_page_size().is_some() && self.pick(OP_FIRST_PAGE, prefix, Fault::is_list).is_some() {
+        if self.inner.list_page_size().is_some()
+            && self.pick(OP_FIRST_PAGE, prefix, Fault::is_list).is_some()
+        {
             return Err(self.remote(prefix, "500 Internal Server Error listing the first page"));
         }
-        let Some(first) = self.inner.list_first_page(prefix).await? else { return Ok(None) };
-        Ok(Some(FirstPage { objects: first.objects, rest: first.rest.map(|rest| self.faulty_listing(prefix, rest)) }))
+        let Some(first) = self.inner.list_first_page(prefix).await? else {
+            return Ok(None);
+        };
+        Ok(Some(FirstPage {
+            objects: first.objects,
+            rest: first.rest.map(|rest| self.faulty_listing(prefix, rest)),
+        }))
     }
 
     async fn get(&self, key: &str, limit: u64) -> Result<Bytes, StorageError> {
         match self.pick(OP_GET, key, Fault::is_get) {
             None => self.inner.get(key, limit).await,
-            Some((Fault::GetServerError, _)) => Err(self.remote(key, "503 Service Unavailable after 8 retries")),
-            Some((Fault::GetThrottled, _)) => Err(self.remote(key, "503 SlowDown: Please reduce your request rate (retries exhausted)")),
+            Some((Fault::GetServerError, _)) => {
+                Err(self.remote(key, "503 Service Unavailable after 8 retries"))
+            }
+            Some((Fault::GetThrottled, _)) => Err(self.remote(
+                key,
+                "503 SlowDown: Please reduce your request rate (retries exhausted)",
+            )),
             Some((Fault::GetTimeout, _)) => Err(self.remote(key, "operation timed out")),
             Some((_, r)) => {
                 let bytes = self.inner.get(key, limit).await?;
@@ -244,21 +307,34 @@ impl StorageWrapper for FaultyStorage {
     async fn stat_batch(&self, keys: &[String]) -> Vec<Result<ObjectMeta, StorageError>> {
         let mut results = Vec::with_capacity(keys.len());
         for key in keys {
-            results.push(match self.pick(OP_STAT, key, |f| f.is_get() && f != Fault::GetCutShort) {
-                None => self.inner.stat_batch(std::slice::from_ref(key)).await.pop().expect("one result per key"),
-                Some((fault, _)) => Err(self.remote(key, &format!("HEAD failed after the store's retries ({fault:?})"))),
-            });
+            results.push(
+                match self.pick(OP_STAT, key, |f| f.is_get() && f != Fault::GetCutShort) {
+                    None => self
+                        .inner
+                        .stat_batch(std::slice::from_ref(key))
+                        .await
+                        .pop()
+                        .expect("one result per key"),
+                    Some((fault, _)) => Err(self.remote(
+                        key,
+                        &format!("HEAD failed after the store's retries ({fault:?})"),
+                    )),
+                },
+            );
         }
         results
     }
 
     async fn delete_batch(&self, keys: &[String]) -> Vec<Result<(), StorageError>> {
-        let Some(first) = keys.first() else { return Vec::new() };
+        let Some(first) = keys.first() else {
+            return Vec::new();
+        };
         match self.pick(OP_DELETE, first, Fault::is_delete) {
             None => self.inner.delete_batch(keys).await,
-            Some((Fault::DeleteBatchFails, _)) => {
-                keys.iter().map(|k| Err(self.remote(k, "503 SlowDown: Please reduce your request rate"))).collect()
-            }
+            Some((Fault::DeleteBatchFails, _)) => keys
+                .iter()
+                .map(|k| Err(self.remote(k, "503 SlowDown: Please reduce your request rate")))
+                .collect(),
             Some((Fault::DeleteAnswerLost, _)) => {
                 let _ = self.inner.delete_batch(keys).await;
                 keys.iter()
@@ -267,8 +343,17 @@ impl StorageWrapper for FaultyStorage {
             }
             Some((_, r)) => {
                 // every key fails with probability ~1/3, at least the first one
-                let fails: Vec<bool> = keys.iter().enumerate().map(|(i, k)| i == 0 || mix(r ^ hash_str(k)) % 3 == 0).collect();
-                let to_delete: Vec<String> = keys.iter().zip(&fails).filter(|(_, f)| !**f).map(|(k, _)| k.clone()).collect();
+                let fails: Vec<bool> = keys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| i == 0 || mix(r ^ hash_str(k)) % 3 == 0)
+                    .collect();
+                let to_delete: Vec<String> = keys
+                    .iter()
+                    .zip(&fails)
+                    .filter(|(_, f)| !**f)
+                    .map(|(k, _)| k.clone())
+                    .collect();
                 let mut done = self.inner.delete_batch(&to_delete).await.into_iter();
                 keys.iter()
                     .zip(&fails)
@@ -285,7 +370,9 @@ impl StorageWrapper for FaultyStorage {
     }
 
     fn max_delete_batch(&self) -> usize {
-        self.config.delete_batch.unwrap_or_else(|| self.inner.max_delete_batch())
+        self.config
+            .delete_batch
+            .unwrap_or_else(|| self.inner.max_delete_batch())
     }
 }
 
@@ -295,17 +382,36 @@ mod tests {
 
     #[test]
     fn draws_are_a_function_of_seed_operation_key_and_call() {
-        let cfg = FaultConfig { seed: 7, rate: 0.5, faults: Fault::READS.to_vec(), delete_batch: None };
-        let a = FaultyStorage::new(Box::new(crate::storage::fs::FsStorage::open(std::path::Path::new("/")).unwrap()), cfg.clone());
-        let b = FaultyStorage::new(Box::new(crate::storage::fs::FsStorage::open(std::path::Path::new("/")).unwrap()), cfg);
-        let seq =
-            |s: &FaultyStorage| (0..200).map(|i| s.pick(OP_GET, &format!("k{}", i % 20), Fault::is_get).map(|x| x.0)).collect::<Vec<_>>();
+        let cfg = FaultConfig {
+            seed: 7,
+            rate: 0.5,
+            faults: Fault::READS.to_vec(),
+            delete_batch: None,
+        };
+        let a = FaultyStorage::new(
+            Box::new(crate::storage::fs::FsStorage::open(std::path::Path::new("/")).unwrap()),
+            cfg.clone(),
+        );
+        let b = FaultyStorage::new(
+            Box::new(crate::storage::fs::FsStorage::open(std::path::Path::new("/")).unwrap()),
+            cfg,
+        );
+        let seq = |s: &FaultyStorage| {
+            (0..200)
+                .map(|i| {
+                    s.pick(OP_GET, &format!("k{}", i % 20), Fault::is_get)
+                        .map(|x| x.0)
+                })
+                .collect::<Vec<_>>()
+        };
         let (x, y) = (seq(&a), seq(&b));
         assert_eq!(x, y);
         let hits = x.iter().filter(|f| f.is_some()).count();
         assert!((60..140).contains(&hits), "rate 0.5 gave {hits} of 200");
         // a retried key draws again: not every call on one key has the same fate
-        let per_key: Vec<_> = (0..20).map(|_| a.pick(OP_GET, "same", Fault::is_get).is_some()).collect();
+        let per_key: Vec<_> = (0..20)
+            .map(|_| a.pick(OP_GET, "same", Fault::is_get).is_some())
+            .collect();
         assert!(per_key.contains(&true) && per_key.contains(&false));
         // nothing eligible: no fault
         assert!(a.pick(OP_DELETE, "k", Fault::is_delete).is_none());

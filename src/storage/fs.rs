@@ -16,13 +16,17 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use rustix::fs::{openat, openat2, statat, AtFlags, FileType, Mode, OFlags, RawDir, ResolveFlags, Stat};
+use rustix::fs::{
+    openat, openat2, statat, AtFlags, FileType, Mode, OFlags, RawDir, ResolveFlags, Stat,
+};
 use tokio::sync::mpsc;
 
 use std::sync::Arc;
 
 use super::counts::RequestCounts;
-use super::{system_time_ms, DirListing, Leaf, MoveMode, Moved, ObjectMeta, Probe, Storage, StorageError};
+use super::{
+    system_time_ms, DirListing, Leaf, MoveMode, Moved, ObjectMeta, Probe, Storage, StorageError,
+};
 
 /// Keys removed per blocking task; batches run concurrently in the sweep.
 const DELETE_BATCH: usize = 256;
@@ -58,7 +62,10 @@ impl FsStorage {
     /// The root itself may be a symbolic link; it is resolved once here.
     pub fn open(root: &Path) -> Result<Self, StorageError> {
         let shown = root.display().to_string();
-        let root = fs::canonicalize(root).map_err(|source| StorageError::Io { key: shown.clone(), source })?;
+        let root = fs::canonicalize(root).map_err(|source| StorageError::Io {
+            key: shown.clone(),
+            source,
+        })?;
         if !root.is_dir() {
             return Err(StorageError::Io {
                 key: shown,
@@ -66,7 +73,11 @@ impl FsStorage {
             });
         }
         let root_fd = open_dir(&root).map_err(|source| StorageError::Io { key: shown, source })?;
-        Ok(FsStorage { root, root_fd: Arc::new(root_fd), counts: Arc::default() })
+        Ok(FsStorage {
+            root,
+            root_fd: Arc::new(root_fd),
+            counts: Arc::default(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -78,7 +89,10 @@ impl FsStorage {
         let rel = Path::new(key.trim_end_matches('/'));
         let clean = rel.components().all(|c| matches!(c, Component::Normal(_)));
         if !clean || key.contains("//") {
-            return Err(StorageError::Refused { key: key.to_string(), reason: "not a plain relative key".into() });
+            return Err(StorageError::Refused {
+                key: key.to_string(),
+                reason: "not a plain relative key".into(),
+            });
         }
         Ok(self.root.join(rel))
     }
@@ -90,7 +104,14 @@ impl FsStorage {
     /// which says precisely what is wrong.
     fn open_beneath(&self, key: &str, flags: OFlags) -> Option<OwnedFd> {
         let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-        openat2(self.root_fd.as_fd(), key.trim_end_matches('/'), flags | OFlags::CLOEXEC, Mode::empty(), resolve).ok()
+        openat2(
+            self.root_fd.as_fd(),
+            key.trim_end_matches('/'),
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve,
+        )
+        .ok()
     }
 
     /// Opens a key's file for reading: beneath the root, or resolved and checked.
@@ -111,7 +132,10 @@ impl FsStorage {
                 reason: format!("points outside the registry root, to {}", real.display()),
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(path).is_ok() => {
-                Err(StorageError::Symlink { key: key.to_string(), reason: "is broken (its target does not exist)".into() })
+                Err(StorageError::Symlink {
+                    key: key.to_string(),
+                    reason: "is broken (its target does not exist)".into(),
+                })
             }
             Err(source) => Err(io_error(key, source)),
         }
@@ -120,21 +144,31 @@ impl FsStorage {
 
 fn io_error(key: &str, source: io::Error) -> StorageError {
     if source.kind() == io::ErrorKind::NotFound {
-        StorageError::NotFound { key: key.to_string() }
+        StorageError::NotFound {
+            key: key.to_string(),
+        }
     } else {
-        StorageError::Io { key: key.to_string(), source }
+        StorageError::Io {
+            key: key.to_string(),
+            source,
+        }
     }
 }
 
 /// A blocking task that did not finish (panicked or was cancelled).
 fn task_failed(key: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StorageError {
-    StorageError::Io { key: key.to_string(), source: io::Error::other(e) }
+    StorageError::Io {
+        key: key.to_string(),
+        source: io::Error::other(e),
+    }
 }
 
 /// One error per key of a batch whose blocking task did not finish.
 fn each_failed<T>(n: usize, e: tokio::task::JoinError) -> Vec<Result<T, StorageError>> {
     let reason = e.to_string();
-    (0..n).map(|_| Err(task_failed("", reason.clone()))).collect()
+    (0..n)
+        .map(|_| Err(task_failed("", reason.clone())))
+        .collect()
 }
 
 fn meta_of(key: String, md: &fs::Metadata) -> ObjectMeta {
@@ -163,19 +197,33 @@ fn object_or_dir(key: String, st: &Stat) -> Result<ObjectMeta, StorageError> {
 }
 
 fn stat_meta(key: String, st: &Stat) -> ObjectMeta {
-    ObjectMeta { key, size: st.st_size.max(0) as u64, last_modified_ms: stat_mtime_ms(st), etag: None }
+    ObjectMeta {
+        key,
+        size: st.st_size.max(0) as u64,
+        last_modified_ms: stat_mtime_ms(st),
+        etag: None,
+    }
 }
 
 /// Opens a directory by path (the start of a walk, or a followed link's target).
 fn open_dir(path: &Path) -> io::Result<OwnedFd> {
-    Ok(rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
+    Ok(rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// Opens a subdirectory relative to its open parent: no path walk from the root
 /// for each of a million directories. `NOFOLLOW` because the entry said it is a
 /// directory; a link swapped in since then is refused, not followed.
 fn open_subdir(parent: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
-    Ok(openat(parent, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())?)
+    Ok(openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?)
 }
 
 /// What one directory entry turned out to be after resolving links.
@@ -184,7 +232,10 @@ enum Entry {
     /// the parent's when it is read: a walker holds thousands of pending
     /// directories, and full keys and paths for each would be most of the
     /// listing's memory). `real` is the resolved path of a followed link.
-    Dir { name: Box<str>, real: Option<PathBuf> },
+    Dir {
+        name: Box<str>,
+        real: Option<PathBuf>,
+    },
     File(ObjectMeta),
 }
 
@@ -221,21 +272,39 @@ struct WalkStart {
 /// `current`) were they links; the leaf's size and mtime could then come from
 /// elsewhere, but nothing is read or deleted through them: reads and deletions
 /// resolve beneath the root, and refuse a link out of it.
-fn probe_leaf(parent: BorrowedFd<'_>, name: &str, leaf: &str, path: &mut String) -> Option<(u64, i64)> {
+fn probe_leaf(
+    parent: BorrowedFd<'_>,
+    name: &str,
+    leaf: &str,
+    path: &mut String,
+) -> Option<(u64, i64)> {
     path.clear();
     path.extend([name, "/", leaf]);
     let st = statat(parent, path.as_str(), AtFlags::SYMLINK_NOFOLLOW).ok()?;
-    (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile).then(|| (st.st_size.max(0) as u64, stat_mtime_ms(&st)))
+    (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+        .then(|| (st.st_size.max(0) as u64, stat_mtime_ms(&st)))
 }
 
 /// Opens the directory `<name>/<below>` relative to the open parent in one
 /// call, refusing links on the way (`None` for that, or anything else): the
 /// caller then reads `<name>` in full, which resolves and checks them.
-fn open_below(parent: BorrowedFd<'_>, name: &str, below: &str, path: &mut String) -> Option<OwnedFd> {
+fn open_below(
+    parent: BorrowedFd<'_>,
+    name: &str,
+    below: &str,
+    path: &mut String,
+) -> Option<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     path.clear();
     path.extend([name, "/", below]);
-    openat2(parent, path.as_str(), flags, Mode::empty(), ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS).ok()
+    openat2(
+        parent,
+        path.as_str(),
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+    )
+    .ok()
 }
 
 /// Why a walk stopped early.
@@ -258,7 +327,10 @@ struct ListedBatch {
 
 impl ListedBatch {
     fn with_capacity(objects: usize) -> Self {
-        ListedBatch { keys: String::with_capacity(objects * 128), objects: Vec::with_capacity(objects) }
+        ListedBatch {
+            keys: String::with_capacity(objects * 128),
+            objects: Vec::with_capacity(objects),
+        }
     }
 
     fn push(&mut self, key_parts: &[&str], size: u64, last_modified_ms: i64) {
@@ -268,11 +340,18 @@ impl ListedBatch {
 
     fn into_objects(self) -> impl Iterator<Item = ObjectMeta> {
         let mut start = 0;
-        self.objects.into_iter().map(move |(end, size, last_modified_ms)| {
-            let key = self.keys[start..end].to_string();
-            start = end;
-            ObjectMeta { key, size, last_modified_ms, etag: None }
-        })
+        self.objects
+            .into_iter()
+            .map(move |(end, size, last_modified_ms)| {
+                let key = self.keys[start..end].to_string();
+                start = end;
+                ObjectMeta {
+                    key,
+                    size,
+                    last_modified_ms,
+                    etag: None,
+                }
+            })
     }
 }
 
@@ -289,7 +368,12 @@ impl BatchSender<'_> {
     }
 
     /// An object whose key is `key_parts` joined.
-    fn push_key(&mut self, key_parts: &[&str], size: u64, last_modified_ms: i64) -> Result<(), WalkStop> {
+    fn push_key(
+        &mut self,
+        key_parts: &[&str],
+        size: u64,
+        last_modified_ms: i64,
+    ) -> Result<(), WalkStop> {
         self.batch.push(key_parts, size, last_modified_ms);
         if self.batch.objects.len() >= LIST_BATCH {
             self.flush()?;
@@ -302,7 +386,9 @@ impl BatchSender<'_> {
             return Ok(());
         }
         let batch = std::mem::replace(&mut self.batch, ListedBatch::with_capacity(LIST_BATCH));
-        self.tx.blocking_send(Ok(batch)).map_err(|_| WalkStop::Disconnected)
+        self.tx
+            .blocking_send(Ok(batch))
+            .map_err(|_| WalkStop::Disconnected)
     }
 }
 
@@ -310,9 +396,19 @@ impl FsStorage {
     /// What a directory entry is. Directories are known from the entry itself (no
     /// stat); files are stat'ed relative to the open directory (`fstatat`), for
     /// size and mtime; links are resolved and checked.
-    fn resolve_entry(&self, dir: BorrowedFd<'_>, dir_path: &Path, prefix: &str, name: &str, ft: FileType) -> Result<Entry, StorageError> {
+    fn resolve_entry(
+        &self,
+        dir: BorrowedFd<'_>,
+        dir_path: &Path,
+        prefix: &str,
+        name: &str,
+        ft: FileType,
+    ) -> Result<Entry, StorageError> {
         if ft == FileType::Directory {
-            return Ok(Entry::Dir { name: name.into(), real: None });
+            return Ok(Entry::Dir {
+                name: name.into(),
+                real: None,
+            });
         }
         let key = format!("{prefix}{name}");
         if ft == FileType::Symlink {
@@ -333,13 +429,22 @@ impl FsStorage {
                 let reason = format!("points to {}, inside the registry tree: a second path to a directory listed where it is", real.display());
                 return Err(StorageError::Symlink { key, reason });
             }
-            return Ok(Entry::Dir { name: name.into(), real: Some(real) });
+            return Ok(Entry::Dir {
+                name: name.into(),
+                real: Some(real),
+            });
         }
-        let st = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_error(&key, e.into()))?;
+        let st =
+            statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_error(&key, e.into()))?;
         match FileType::from_raw_mode(st.st_mode) {
             // the entry did not say (DT_UNKNOWN on some filesystems): the stat does
-            FileType::Directory if ft == FileType::Unknown => Ok(Entry::Dir { name: name.into(), real: None }),
-            FileType::Symlink if ft == FileType::Unknown => self.resolve_entry(dir, dir_path, prefix, name, FileType::Symlink),
+            FileType::Directory if ft == FileType::Unknown => Ok(Entry::Dir {
+                name: name.into(),
+                real: None,
+            }),
+            FileType::Symlink if ft == FileType::Unknown => {
+                self.resolve_entry(dir, dir_path, prefix, name, FileType::Symlink)
+            }
             _ => Ok(Entry::File(stat_meta(key, &st))),
         }
     }
@@ -351,23 +456,38 @@ impl FsStorage {
     /// eight components from the root for each. A symbolic link, and anything
     /// that fails there but a missing file, takes the resolving path, which
     /// checks links as the listing does (`resolve_entry`) and names errors.
-    fn stat_key(&self, key: String, above: &mut Option<(String, OwnedFd)>) -> Result<ObjectMeta, StorageError> {
+    fn stat_key(
+        &self,
+        key: String,
+        above: &mut Option<(String, OwnedFd)>,
+    ) -> Result<ObjectMeta, StorageError> {
         if let Some(i) = key.rmatch_indices('/').nth(1).map(|(i, _)| i) {
             let (dir, rest) = (&key[..i], &key[i + 1..]);
             if above.as_ref().is_none_or(|(open, _)| open != dir) {
-                *above = self.open_beneath(dir, OFlags::PATH | OFlags::DIRECTORY).map(|fd| (dir.to_string(), fd));
+                *above = self
+                    .open_beneath(dir, OFlags::PATH | OFlags::DIRECTORY)
+                    .map(|fd| (dir.to_string(), fd));
             }
-            let plain = !rest.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+            let plain = !rest
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..");
             if let (Some((_, fd)), true) = (above.as_ref(), plain) {
                 match statat(fd, rest, AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Symlink => return object_or_dir(key, &st),
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::Symlink => {
+                        return object_or_dir(key, &st)
+                    }
                     Err(rustix::io::Errno::NOENT) => return Err(StorageError::NotFound { key }),
                     _ => {}
                 }
             }
         }
         let path = self.path_of(&key)?;
-        let st = statat(self.root_fd.as_fd(), key.trim_end_matches('/'), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_error(&key, e.into()))?;
+        let st = statat(
+            self.root_fd.as_fd(),
+            key.trim_end_matches('/'),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io_error(&key, e.into()))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::Symlink {
             return object_or_dir(key, &st);
         }
@@ -382,7 +502,14 @@ impl FsStorage {
     /// Reads one open directory level. `prefix` is the key of the directory with
     /// a trailing `/` (or empty for the root); `filter` keeps only names
     /// starting with it. `buf` is the walker's reusable `getdents` buffer.
-    fn read_level(&self, dir: BorrowedFd<'_>, dir_path: &Path, prefix: &str, filter: Option<&str>, buf: &mut Vec<u8>) -> Result<Vec<Entry>, StorageError> {
+    fn read_level(
+        &self,
+        dir: BorrowedFd<'_>,
+        dir_path: &Path,
+        prefix: &str,
+        filter: Option<&str>,
+        buf: &mut Vec<u8>,
+    ) -> Result<Vec<Entry>, StorageError> {
         self.counts.list(1);
         let level_error = |e: rustix::io::Errno| io_error(prefix.trim_end_matches('/'), e.into());
         let mut raw = RawDir::new(dir, buf.spare_capacity_mut());
@@ -395,7 +522,10 @@ impl FsStorage {
             }
             let Ok(name) = std::str::from_utf8(name) else {
                 let key = format!("{prefix}{}", String::from_utf8_lossy(name));
-                return Err(StorageError::Refused { key, reason: "file name is not valid UTF-8".into() });
+                return Err(StorageError::Refused {
+                    key,
+                    reason: "file name is not valid UTF-8".into(),
+                });
             };
             if filter.is_some_and(|f| !name.starts_with(f)) {
                 continue;
@@ -417,7 +547,10 @@ impl FsStorage {
     /// resolved when followed), so a link whose target contains the directory
     /// it is found in is a loop, caught without resolving every directory.
     fn walk(&self, start: WalkStart, tx: &mpsc::Sender<Result<ListedBatch, StorageError>>) {
-        let mut out = BatchSender { tx, batch: ListedBatch::with_capacity(LIST_BATCH) };
+        let mut out = BatchSender {
+            tx,
+            batch: ListedBatch::with_capacity(LIST_BATCH),
+        };
         match self.walk_into(start, &mut out).and_then(|()| out.flush()) {
             Ok(()) | Err(WalkStop::Disconnected) => {}
             Err(WalkStop::Failed(e)) => {
@@ -427,7 +560,12 @@ impl FsStorage {
     }
 
     fn walk_into(&self, start: WalkStart, out: &mut BatchSender<'_>) -> Result<(), WalkStop> {
-        let WalkStart { dir, prefix, filter, probe } = start;
+        let WalkStart {
+            dir,
+            prefix,
+            filter,
+            probe,
+        } = start;
         let start = match self.inside_root(prefix.trim_end_matches('/'), &dir) {
             Ok(real) => real,
             Err(StorageError::NotFound { .. }) => return Ok(()), // nothing under this prefix
@@ -448,7 +586,9 @@ impl FsStorage {
             let (fd, dir, prefix, filter) = match next.take() {
                 Some(level) => level,
                 None => {
-                    let Some(top) = frames.last_mut() else { return Ok(()) };
+                    let Some(top) = frames.last_mut() else {
+                        return Ok(());
+                    };
                     let Some((name, real)) = top.pending.pop() else {
                         frames.pop();
                         continue;
@@ -456,11 +596,17 @@ impl FsStorage {
                     if let (Some(leaf), None) = (top.probe_leaf, &real) {
                         if !leaf.stat {
                             // named by its directory alone: no system call here
-                            out.push_key(&[top.prefix.as_str(), &name, "/", leaf.file], 0, ObjectMeta::NOT_STATED)?;
+                            out.push_key(
+                                &[top.prefix.as_str(), &name, "/", leaf.file],
+                                0,
+                                ObjectMeta::NOT_STATED,
+                            )?;
                             continue;
                         }
                         self.counts.head(1);
-                        if let Some((size, modified)) = probe_leaf(top.fd.as_fd(), &name, leaf.file, &mut probe_path) {
+                        if let Some((size, modified)) =
+                            probe_leaf(top.fd.as_fd(), &name, leaf.file, &mut probe_path)
+                        {
                             let leaf_key = [top.prefix.as_str(), &name, "/", leaf.file];
                             let Some(below) = leaf.then_list else {
                                 out.push_key(&leaf_key, size, modified)?;
@@ -468,9 +614,16 @@ impl FsStorage {
                             };
                             // the leaf's directory is listed next, as if reached
                             // through the ones between
-                            if let Some(fd) = open_below(top.fd.as_fd(), &name, below, &mut probe_path) {
+                            if let Some(fd) =
+                                open_below(top.fd.as_fd(), &name, below, &mut probe_path)
+                            {
                                 out.push_key(&leaf_key, size, modified)?;
-                                next = Some((fd, top.dir.join(&*name).join(below), format!("{}{name}/{below}/", top.prefix), None));
+                                next = Some((
+                                    fd,
+                                    top.dir.join(&*name).join(below),
+                                    format!("{}{name}/{below}/", top.prefix),
+                                    None,
+                                ));
                                 continue;
                             }
                         }
@@ -479,8 +632,12 @@ impl FsStorage {
                     let opened = match &real {
                         Some(real) => {
                             if top.dir.starts_with(real) || !followed.insert(real.clone()) {
-                                let reason = "forms a loop or a second path to one directory".to_string();
-                                return Err(WalkStop::Failed(StorageError::Symlink { key, reason }));
+                                let reason =
+                                    "forms a loop or a second path to one directory".to_string();
+                                return Err(WalkStop::Failed(StorageError::Symlink {
+                                    key,
+                                    reason,
+                                }));
                             }
                             open_dir(real)
                         }
@@ -496,13 +653,22 @@ impl FsStorage {
                     (fd, path, format!("{key}/"), None)
                 }
             };
-            let entries = self.read_level(fd.as_fd(), &dir, &prefix, filter.as_deref(), &mut buf).map_err(WalkStop::Failed)?;
+            let entries = self
+                .read_level(fd.as_fd(), &dir, &prefix, filter.as_deref(), &mut buf)
+                .map_err(WalkStop::Failed)?;
             if entries.is_empty() && filter.is_none() && !prefix.is_empty() {
                 // An empty directory: reported so that the collector can remove the
                 // ones the registry leaves behind (a manifest deleted through the API
                 // leaves its revision directory).
-                let modified = rustix::fs::fstat(&fd).map(|st| stat_mtime_ms(&st)).unwrap_or(0);
-                out.push(ObjectMeta { key: prefix.clone(), size: 0, last_modified_ms: modified, etag: None })?;
+                let modified = rustix::fs::fstat(&fd)
+                    .map(|st| stat_mtime_ms(&st))
+                    .unwrap_or(0);
+                out.push(ObjectMeta {
+                    key: prefix.clone(),
+                    size: 0,
+                    last_modified_ms: modified,
+                    etag: None,
+                })?;
             }
             let mut pending = Vec::new();
             for entry in entries {
@@ -513,20 +679,35 @@ impl FsStorage {
             }
             if !pending.is_empty() {
                 let probe_leaf = probe.and_then(|p| (p.leaf_of)(&prefix));
-                frames.push(Frame { fd, dir, prefix, pending, probe_leaf });
+                frames.push(Frame {
+                    fd,
+                    dir,
+                    prefix,
+                    pending,
+                    probe_leaf,
+                });
             }
         }
     }
 
     /// A walk of `prefix` on a blocking thread, as a stream of its keys.
-    fn walk_stream(&self, prefix: &str, probe: Option<Probe>) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+    fn walk_stream(
+        &self,
+        prefix: &str,
+        probe: Option<Probe>,
+    ) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
         let (dir, key_prefix, filter) = match self.split_prefix(prefix) {
             Ok(parts) => parts,
             Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
         };
         let (tx, mut rx) = mpsc::channel(LIST_CHANNEL);
         let this = self.clone();
-        let start = WalkStart { dir, prefix: key_prefix, filter, probe };
+        let start = WalkStart {
+            dir,
+            prefix: key_prefix,
+            filter,
+            probe,
+        };
         tokio::task::spawn_blocking(move || this.walk(start, &tx));
         futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
             .flat_map(|batch| match batch {
@@ -537,13 +718,22 @@ impl FsStorage {
     }
 
     /// The directory to read for a prefix, and the name filter for its first level.
-    fn split_prefix(&self, prefix: &str) -> Result<(PathBuf, String, Option<String>), StorageError> {
+    fn split_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<(PathBuf, String, Option<String>), StorageError> {
         if prefix.is_empty() {
             return Ok((self.root.clone(), String::new(), None));
         }
         match prefix.rfind('/') {
-            Some(i) if i + 1 == prefix.len() => Ok((self.path_of(prefix)?, prefix.to_string(), None)),
-            Some(i) => Ok((self.path_of(&prefix[..=i])?, prefix[..=i].to_string(), Some(prefix[i + 1..].to_string()))),
+            Some(i) if i + 1 == prefix.len() => {
+                Ok((self.path_of(prefix)?, prefix.to_string(), None))
+            }
+            Some(i) => Ok((
+                self.path_of(&prefix[..=i])?,
+                prefix[..=i].to_string(),
+                Some(prefix[i + 1..].to_string()),
+            )),
             None => Ok((self.root.clone(), String::new(), Some(prefix.to_string()))),
         }
     }
@@ -563,7 +753,11 @@ impl Storage for FsStorage {
         self.walk_stream(prefix, None)
     }
 
-    fn list_probing(&self, prefix: &str, probe: Probe) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+    fn list_probing(
+        &self,
+        prefix: &str,
+        probe: Probe,
+    ) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
         self.walk_stream(prefix, Some(probe))
     }
 
@@ -599,9 +793,11 @@ impl Storage for FsStorage {
         self.counts.get(1);
         let this = self.clone();
         let key = key.to_string();
-        tokio::task::spawn_blocking(move || this.read_small(&key, &path, limit, &mut Vec::with_capacity(READ_CAPACITY)))
-            .await
-            .map_err(|e| task_failed("", e))?
+        tokio::task::spawn_blocking(move || {
+            this.read_small(&key, &path, limit, &mut Vec::with_capacity(READ_CAPACITY))
+        })
+        .await
+        .map_err(|e| task_failed("", e))?
     }
 
     fn max_get_batch(&self) -> usize {
@@ -624,10 +820,12 @@ impl Storage for FsStorage {
         self.counts.get(n as u64);
         tokio::task::spawn_blocking(move || {
             let mut scratch = Vec::with_capacity(READ_CAPACITY);
-            keys.iter().map(|key| this.read_small(key, &this.path_of(key)?, limit, &mut scratch)).collect()
+            keys.iter()
+                .map(|key| this.read_small(key, &this.path_of(key)?, limit, &mut scratch))
+                .collect()
         })
-            .await
-            .unwrap_or_else(|e| each_failed(n, e))
+        .await
+        .unwrap_or_else(|e| each_failed(n, e))
     }
 
     /// The whole batch on one blocking thread, one `fstatat` each.
@@ -638,20 +836,25 @@ impl Storage for FsStorage {
         self.counts.head(n as u64);
         tokio::task::spawn_blocking(move || {
             let mut above = None;
-            keys.into_iter().map(|key| this.stat_key(key, &mut above)).collect()
+            keys.into_iter()
+                .map(|key| this.stat_key(key, &mut above))
+                .collect()
         })
-            .await
-            .unwrap_or_else(|e| each_failed(n, e))
+        .await
+        .unwrap_or_else(|e| each_failed(n, e))
     }
 
-    async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+    async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
         let path = self.path_of(key)?;
         self.counts.get(1);
         let this = self.clone();
         let owned = key.to_string();
         let file = tokio::task::spawn_blocking(move || this.open_file(&owned, &path))
-        .await
-        .map_err(|e| task_failed(key, e))??;
+            .await
+            .map_err(|e| task_failed(key, e))??;
         // Each chunk is read on the blocking pool; the file moves in and out of
         // the task, so the stream holds one open file and one chunk.
         let key = key.to_string();
@@ -719,13 +922,22 @@ impl Storage for FsStorage {
         }
     }
 
-    async fn move_batch(&self, moves: &[(String, String)], mode: MoveMode) -> Vec<Result<Moved, StorageError>> {
+    async fn move_batch(
+        &self,
+        moves: &[(String, String)],
+        mode: MoveMode,
+    ) -> Vec<Result<Moved, StorageError>> {
         let this = self.clone();
         let moves = moves.to_vec();
         let n = moves.len();
-        tokio::task::spawn_blocking(move || moves.iter().map(|(from, to)| this.move_one(from, to, mode)).collect())
-            .await
-            .unwrap_or_else(|e| each_failed(n, e))
+        tokio::task::spawn_blocking(move || {
+            moves
+                .iter()
+                .map(|(from, to)| this.move_one(from, to, mode))
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|e| each_failed(n, e))
     }
 
     fn has_directories(&self) -> bool {
@@ -746,7 +958,10 @@ impl Storage for FsStorage {
                 // link swapped in since the listing must not take this out of
                 // it. Not empty, already gone, not a directory, or a parent
                 // that does not resolve: left be.
-                if this.unlink_beneath(dir, AtFlags::REMOVEDIR).is_some_and(|r| r.is_ok()) {
+                if this
+                    .unlink_beneath(dir, AtFlags::REMOVEDIR)
+                    .is_some_and(|r| r.is_ok())
+                {
                     removed += 1;
                 }
             }
@@ -761,8 +976,13 @@ impl FsStorage {
     /// Creates the parent directories of `path`, refusing to create them through
     /// a link that leads out of the root.
     fn make_parent(&self, key: &str, path: &Path) -> Result<(), StorageError> {
-        let Some(parent) = path.parent() else { return Ok(()) };
-        let existing = parent.ancestors().find(|a| fs::symlink_metadata(a).is_ok()).unwrap_or(&self.root);
+        let Some(parent) = path.parent() else {
+            return Ok(());
+        };
+        let existing = parent
+            .ancestors()
+            .find(|a| fs::symlink_metadata(a).is_ok())
+            .unwrap_or(&self.root);
         self.inside_root(key, existing)?;
         fs::create_dir_all(parent).map_err(|e| io_error(key, e))?;
         self.inside_root(key, parent).map(|_| ())
@@ -784,7 +1004,12 @@ impl FsStorage {
             }
         }
         match fs::symlink_metadata(&src) {
-            Ok(md) if md.is_dir() => return Err(StorageError::Refused { key: from.to_string(), reason: "is a directory, not an object".into() }),
+            Ok(md) if md.is_dir() => {
+                return Err(StorageError::Refused {
+                    key: from.to_string(),
+                    reason: "is a directory, not an object".into(),
+                })
+            }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Moved::SourceMissing),
             Err(e) => return Err(io_error(from, e)),
@@ -818,13 +1043,26 @@ impl FsStorage {
     /// bytes are read into `scratch` and copied out at their size: a batch's
     /// results are held until the caller takes them, and a buffer sized for
     /// reading would hold a hundred times a link's bytes.
-    fn read_small(&self, key: &str, path: &Path, limit: u64, scratch: &mut Vec<u8>) -> Result<Bytes, StorageError> {
+    fn read_small(
+        &self,
+        key: &str,
+        path: &Path,
+        limit: u64,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Bytes, StorageError> {
         let mut file = self.open_file(key, path)?;
         scratch.clear();
-        (&mut file).take(limit.saturating_add(1)).read_to_end(scratch).map_err(|e| io_error(key, e))?;
+        (&mut file)
+            .take(limit.saturating_add(1))
+            .read_to_end(scratch)
+            .map_err(|e| io_error(key, e))?;
         if scratch.len() as u64 > limit {
             let size = file.metadata().map_or(scratch.len() as u64, |md| md.len());
-            return Err(StorageError::TooLarge { key: key.to_string(), size, limit });
+            return Err(StorageError::TooLarge {
+                key: key.to_string(),
+                size,
+                limit,
+            });
         }
         Ok(Bytes::copy_from_slice(scratch))
     }
@@ -835,8 +1073,14 @@ impl FsStorage {
     /// does not resolve there.
     fn unlink_beneath(&self, key: &str, flags: AtFlags) -> Option<rustix::io::Result<()>> {
         match key.trim_end_matches('/').rsplit_once('/') {
-            Some((parent, name)) => self.open_beneath(parent, OFlags::PATH | OFlags::DIRECTORY).map(|fd| rustix::fs::unlinkat(&fd, name, flags)),
-            None => Some(rustix::fs::unlinkat(self.root_fd.as_fd(), key.trim_end_matches('/'), flags)),
+            Some((parent, name)) => self
+                .open_beneath(parent, OFlags::PATH | OFlags::DIRECTORY)
+                .map(|fd| rustix::fs::unlinkat(&fd, name, flags)),
+            None => Some(rustix::fs::unlinkat(
+                self.root_fd.as_fd(),
+                key.trim_end_matches('/'),
+                flags,
+            )),
         }
     }
 
@@ -845,7 +1089,10 @@ impl FsStorage {
         self.counts.delete(1);
         // The parent must resolve inside the root: a directory link that points
         // elsewhere must not turn a delete here into a delete there.
-        if let Some(result) = (!key.ends_with('/')).then(|| self.unlink_beneath(key, AtFlags::empty())).flatten() {
+        if let Some(result) = (!key.ends_with('/'))
+            .then(|| self.unlink_beneath(key, AtFlags::empty()))
+            .flatten()
+        {
             return match result {
                 Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
                 Err(e) => Err(io_error(key, e.into())),

@@ -77,12 +77,20 @@ pub struct Leaf {
 impl Leaf {
     /// A subdirectory that holds one file the caller needs, and nothing else.
     pub const fn file(file: &'static str) -> Leaf {
-        Leaf { file, then_list: None, stat: true }
+        Leaf {
+            file,
+            then_list: None,
+            stat: true,
+        }
     }
 
     /// Like `file`, for a caller that needs only the file's key for now.
     pub const fn named(file: &'static str) -> Leaf {
-        Leaf { file, then_list: None, stat: false }
+        Leaf {
+            file,
+            then_list: None,
+            stat: false,
+        }
     }
 }
 
@@ -109,7 +117,9 @@ pub enum StorageError {
     NotFound { key: String },
     #[error("{key}: {source}")]
     Io { key: String, source: std::io::Error },
-    #[error("{key}: symbolic link {reason}; registry-gc never follows links out of the registry root")]
+    #[error(
+        "{key}: symbolic link {reason}; registry-gc never follows links out of the registry root"
+    )]
     Symlink { key: String, reason: String },
     #[error("{key}: object is {size} bytes, larger than the {limit}-byte limit for reading")]
     TooLarge { key: String, size: u64, limit: u64 },
@@ -176,7 +186,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// of reading the directories on the way, and leaves out the rest of a
     /// subdirectory that has them; one without them is read in full. Object
     /// stores list everything, as `list` does.
-    fn list_probing(&self, prefix: &str, probe: Probe) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+    fn list_probing(
+        &self,
+        prefix: &str,
+        probe: Probe,
+    ) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
         let _ = probe;
         self.list(prefix)
     }
@@ -253,7 +267,10 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// objects of any size in bounded memory (`fsck --verify-content` hashes
     /// every blob this way). Counted as one GET. Both backends stream; this
     /// default (one chunk, through `get`) serves wrappers that do not forward it.
-    async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+    async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
         let bytes = self.get(key, u64::MAX).await?;
         Ok(futures::stream::once(async move { Ok(bytes) }).boxed())
     }
@@ -273,7 +290,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// order: a rename on disk (parent directories created), a server-side copy
     /// then a delete on object stores. A pair whose copy landed but whose source
     /// could not be deleted is an error; moving it again finishes it.
-    async fn move_batch(&self, moves: &[(String, String)], mode: MoveMode) -> Vec<Result<Moved, StorageError>>;
+    async fn move_batch(
+        &self,
+        moves: &[(String, String)],
+        mode: MoveMode,
+    ) -> Vec<Result<Moved, StorageError>>;
 
     /// How many keys one `delete_batch` call should carry.
     fn max_delete_batch(&self) -> usize;
@@ -348,7 +369,12 @@ fn in_batches<'a, T: Send + 'a, R: Send + 'a>(
     storage: &'a dyn Storage,
     items: impl Iterator<Item = (T, String)> + Send + 'a,
     concurrency: usize,
-    request: impl Fn(&'a dyn Storage, Vec<String>) -> futures::future::BoxFuture<'a, (Vec<String>, Vec<Result<R, StorageError>>)> + Send + 'a,
+    request: impl Fn(
+            &'a dyn Storage,
+            Vec<String>,
+        ) -> futures::future::BoxFuture<'a, (Vec<String>, Vec<Result<R, StorageError>>)>
+        + Send
+        + 'a,
 ) -> BoxStream<'a, (T, String, Result<R, StorageError>)> {
     let batch = storage.max_get_batch().max(1);
     futures::stream::iter(items)
@@ -358,7 +384,13 @@ fn in_batches<'a, T: Send + 'a, R: Send + 'a>(
             let sent = request(storage, keys);
             async move {
                 let (keys, results) = sent.await;
-                futures::stream::iter(items.into_iter().zip(keys).zip(results).map(|((item, key), result)| (item, key, result)))
+                futures::stream::iter(
+                    items
+                        .into_iter()
+                        .zip(keys)
+                        .zip(results)
+                        .map(|((item, key), result)| (item, key, result)),
+                )
             }
         })
         .buffer_unordered(storage.batches_in_flight(concurrency))

@@ -35,9 +35,17 @@ pub enum Service {
 
 /// The store answered that the credentials are wrong or lack permission.
 fn is_refusal(text: &str) -> bool {
-    ["403 Forbidden", "401 Unauthorized", "AuthorizationFailure", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthenticationFailed"]
-        .iter()
-        .any(|m| text.contains(m))
+    [
+        "403 Forbidden",
+        "401 Unauthorized",
+        "AuthorizationFailure",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AuthenticationFailed",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
 }
 
 /// An error as one line: an XML error body (S3, Azure) shrinks to its code and
@@ -47,10 +55,21 @@ fn one_line(text: &str) -> String {
         let open = format!("<{name}>");
         let start = text.find(&open)? + open.len();
         let end = text[start..].find(&format!("</{name}>"))? + start;
-        Some(text[start..end].lines().next().unwrap_or_default().trim().to_string())
+        Some(
+            text[start..end]
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        )
     };
     let text = match (text.find("<?xml"), tag("Code")) {
-        (Some(xml), Some(code)) => format!("{}{code}: {}", &text[..xml], tag("Message").unwrap_or_default()),
+        (Some(xml), Some(code)) => format!(
+            "{}{code}: {}",
+            &text[..xml],
+            tag("Message").unwrap_or_default()
+        ),
         _ => text.to_string(),
     };
     text.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -60,7 +79,10 @@ fn one_line(text: &str) -> String {
 /// service answered no, a token exchange failed.
 fn is_credential_failure(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
-    t.contains("169.254.169.254") || t.contains("token request") || t.contains("credential") || t.contains("metadata")
+    t.contains("169.254.169.254")
+        || t.contains("token request")
+        || t.contains("credential")
+        || t.contains("metadata")
 }
 
 #[cfg(feature = "aws-profile")]
@@ -127,15 +149,30 @@ pub struct ObjectStorage {
 impl std::fmt::Debug for ObjectStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // the store's own Debug may print configuration; keep it out
-        f.debug_struct("ObjectStorage").field("location", &self.location).finish_non_exhaustive()
+        f.debug_struct("ObjectStorage")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
     }
 }
 
 impl ObjectStorage {
     pub fn new(store: Arc<dyn Backend>, service: Service, root: &str, location: String) -> Self {
         let root = root.trim_matches('/');
-        let root = if root.is_empty() { String::new() } else { format!("{root}/") };
-        ObjectStorage { store, service, root, location, gcs_delete_concurrency: 16, page_size: None, list_places: Default::default(), counts: RequestCounts::default() }
+        let root = if root.is_empty() {
+            String::new()
+        } else {
+            format!("{root}/")
+        };
+        ObjectStorage {
+            store,
+            service,
+            root,
+            location,
+            gcs_delete_concurrency: 16,
+            page_size: None,
+            list_places: Default::default(),
+            counts: RequestCounts::default(),
+        }
     }
 
     /// Asks for `keys` a listing page instead of the service's most
@@ -152,12 +189,18 @@ impl ObjectStorage {
     }
 
     fn path(&self, key: &str) -> Result<Path, StorageError> {
-        Path::parse(self.full(key)).map_err(|e| StorageError::Refused { key: key.to_string(), reason: e.to_string() })
+        Path::parse(self.full(key)).map_err(|e| StorageError::Refused {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
     }
 
     /// A listed location back to a key relative to the root.
     fn key_of(&self, location: &str) -> String {
-        location.strip_prefix(self.root.as_str()).unwrap_or(location).to_string()
+        location
+            .strip_prefix(self.root.as_str())
+            .unwrap_or(location)
+            .to_string()
     }
 
     fn meta(&self, m: object_store::ObjectMeta) -> ObjectMeta {
@@ -171,7 +214,10 @@ impl ObjectStorage {
 
     fn error(&self, key: &str, e: object_store::Error) -> StorageError {
         let text = one_line(&redact(&e.to_string()));
-        let access = |reason: String| StorageError::Access { location: format!("{} ({key})", self.location), reason };
+        let access = |reason: String| StorageError::Access {
+            location: format!("{} ({key})", self.location),
+            reason,
+        };
         match e {
             object_store::Error::NotFound { .. } => StorageError::NotFound { key: key.to_string() },
             object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
@@ -209,7 +255,9 @@ impl ObjectStorage {
         }
         self.counts.put(1);
         let copied = match mode {
-            MoveMode::KeepExisting if self.service != Service::S3 => self.store.copy_if_not_exists(&src, &dst).await,
+            MoveMode::KeepExisting if self.service != Service::S3 => {
+                self.store.copy_if_not_exists(&src, &dst).await
+            }
             _ => self.store.copy(&src, &dst).await,
         };
         match copied {
@@ -222,7 +270,11 @@ impl ObjectStorage {
 
     /// A listing of `prefix` as a stream, from its start or from the page
     /// `token` names: one request per page, made as the stream is polled.
-    fn pages_from(&self, prefix: &str, token: Option<String>) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+    fn pages_from(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+    ) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
         let prefix = prefix.to_string();
         // state: the next page's token (None for the first), or None once the last page was read
         futures::stream::try_unfold(Some(token), move |state| {
@@ -230,7 +282,12 @@ impl ObjectStorage {
             async move {
                 let Some(token) = state else { return Ok(None) };
                 let page = self.page(&prefix, false, token).await?;
-                let items: Vec<Result<ObjectMeta, StorageError>> = page.result.objects.into_iter().map(|m| Ok(self.meta(m))).collect();
+                let items: Vec<Result<ObjectMeta, StorageError>> = page
+                    .result
+                    .objects
+                    .into_iter()
+                    .map(|m| Ok(self.meta(m)))
+                    .collect();
                 let next = page.page_token.map(Some);
                 Ok(Some((futures::stream::iter(items), next)))
             }
@@ -240,7 +297,12 @@ impl ObjectStorage {
     }
 
     /// One page of a listing: one request.
-    async fn page(&self, prefix: &str, delimiter: bool, token: Option<String>) -> Result<object_store::list::PaginatedListResult, StorageError> {
+    async fn page(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        token: Option<String>,
+    ) -> Result<object_store::list::PaginatedListResult, StorageError> {
         let places = self.list_places.read().expect("not poisoned").clone();
         let _place = match &places {
             Some(places) => Some(places.acquire().await.expect("never closed")),
@@ -254,11 +316,21 @@ impl ObjectStorage {
             max_keys: self.page_size,
             ..Default::default()
         };
-        let prefix_arg = if full.is_empty() { None } else { Some(full.as_str()) };
-        let mut page = self.store.list_paginated(prefix_arg, opts).await.map_err(|e| self.error(prefix, e))?;
+        let prefix_arg = if full.is_empty() {
+            None
+        } else {
+            Some(full.as_str())
+        };
+        let mut page = self
+            .store
+            .list_paginated(prefix_arg, opts)
+            .await
+            .map_err(|e| self.error(prefix, e))?;
         // the object that is the prefix itself: object_store's Azure client
         // leaves it out, so every service does
-        page.result.objects.retain(|m| lists(&full, m.location.as_ref()));
+        page.result
+            .objects
+            .retain(|m| lists(&full, m.location.as_ref()));
         Ok(page)
     }
 }
@@ -282,8 +354,15 @@ impl Storage for ObjectStorage {
         let mut token = None;
         loop {
             let page = self.page(prefix, true, token).await?;
-            listing.prefixes.extend(page.result.common_prefixes.iter().map(|p| format!("{}/", self.key_of(p.as_ref()))));
-            listing.objects.extend(page.result.objects.into_iter().map(|m| self.meta(m)));
+            listing.prefixes.extend(
+                page.result
+                    .common_prefixes
+                    .iter()
+                    .map(|p| format!("{}/", self.key_of(p.as_ref()))),
+            );
+            listing
+                .objects
+                .extend(page.result.objects.into_iter().map(|m| self.meta(m)));
             match page.page_token {
                 Some(t) => token = Some(t),
                 None => break,
@@ -298,20 +377,41 @@ impl Storage for ObjectStorage {
     async fn get(&self, key: &str, limit: u64) -> Result<Bytes, StorageError> {
         let path = self.path(key)?;
         self.counts.get(1);
-        let result = self.store.get_opts(&path, GetOptions::default()).await.map_err(|e| self.error(key, e))?;
+        let result = self
+            .store
+            .get_opts(&path, GetOptions::default())
+            .await
+            .map_err(|e| self.error(key, e))?;
         if result.meta.size > limit {
-            return Err(StorageError::TooLarge { key: key.to_string(), size: result.meta.size, limit });
+            return Err(StorageError::TooLarge {
+                key: key.to_string(),
+                size: result.meta.size,
+                limit,
+            });
         }
         result.bytes().await.map_err(|e| self.error(key, e))
     }
 
-    async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+    async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
         let path = self.path(key)?;
         self.counts.get(1);
-        let result = self.store.get_opts(&path, GetOptions::default()).await.map_err(|e| self.error(key, e))?;
+        let result = self
+            .store
+            .get_opts(&path, GetOptions::default())
+            .await
+            .map_err(|e| self.error(key, e))?;
         // A failure mid-stream (after the request succeeded) is a transfer error.
         let key = format!("{}/{key}", self.location.trim_end_matches('/'));
-        Ok(result.into_stream().map_err(move |e| StorageError::Remote { key: key.clone(), reason: one_line(&redact(&e.to_string())) }).boxed())
+        Ok(result
+            .into_stream()
+            .map_err(move |e| StorageError::Remote {
+                key: key.clone(),
+                reason: one_line(&redact(&e.to_string())),
+            })
+            .boxed())
     }
 
     async fn delete_batch(&self, keys: &[String]) -> Vec<Result<(), StorageError>> {
@@ -328,16 +428,33 @@ impl Storage for ObjectStorage {
         }
         let outcome: Vec<Result<(), object_store::Error>> = match self.service {
             Service::S3 | Service::Azure => {
-                self.counts.delete(paths.len().div_ceil(self.service.delete_batch()) as u64);
+                self.counts
+                    .delete(paths.len().div_ceil(self.service.delete_batch()) as u64);
                 let n = paths.len();
                 let stream = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
-                let got: Vec<_> = self.store.delete_stream(stream).map_ok(|_| ()).collect().await;
+                let got: Vec<_> = self
+                    .store
+                    .delete_stream(stream)
+                    .map_ok(|_| ())
+                    .collect()
+                    .await;
                 if got.len() == n {
                     got
                 } else {
                     // the whole request failed: every key of it did
-                    let reason = got.into_iter().find_map(|r| r.err()).map(|e| redact(&e.to_string())).unwrap_or_default();
-                    (0..n).map(|_| Err(object_store::Error::Generic { store: "delete", source: reason.clone().into() })).collect()
+                    let reason = got
+                        .into_iter()
+                        .find_map(|r| r.err())
+                        .map(|e| redact(&e.to_string()))
+                        .unwrap_or_default();
+                    (0..n)
+                        .map(|_| {
+                            Err(object_store::Error::Generic {
+                                store: "delete",
+                                source: reason.clone().into(),
+                            })
+                        })
+                        .collect()
                 }
             }
             Service::Gcs => {
@@ -359,7 +476,10 @@ impl Storage for ObjectStorage {
                     Some(Ok(())) => Ok(()),
                     Some(Err(object_store::Error::NotFound { .. })) => Ok(()),
                     Some(Err(e)) => Err(self.error(key, e)),
-                    None => Err(StorageError::Remote { key: key.clone(), reason: "no result for this key".into() }),
+                    None => Err(StorageError::Remote {
+                        key: key.clone(),
+                        reason: "no result for this key".into(),
+                    }),
                 },
             })
             .collect()
@@ -372,7 +492,11 @@ impl Storage for ObjectStorage {
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
         let path = self.path(key)?;
         self.counts.put(1);
-        self.store.put(&path, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| self.error(key, e))
+        self.store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(key, e))
     }
 
     async fn stat_batch(&self, keys: &[String]) -> Vec<Result<ObjectMeta, StorageError>> {
@@ -386,7 +510,13 @@ impl Storage for ObjectStorage {
                 }
             };
             self.counts.head(1);
-            results.push(self.store.head(&path).await.map(|m| self.meta(m)).map_err(|e| self.error(key, e)));
+            results.push(
+                self.store
+                    .head(&path)
+                    .await
+                    .map(|m| self.meta(m))
+                    .map_err(|e| self.error(key, e)),
+            );
         }
         results
     }
@@ -401,12 +531,21 @@ impl Storage for ObjectStorage {
         }
     }
 
-    async fn move_batch(&self, moves: &[(String, String)], mode: MoveMode) -> Vec<Result<Moved, StorageError>> {
+    async fn move_batch(
+        &self,
+        moves: &[(String, String)],
+        mode: MoveMode,
+    ) -> Vec<Result<Moved, StorageError>> {
         // Copies first, concurrently (no store has a bulk copy); then the sources
         // of the copies that landed, in one bulk delete.
-        let mut results: Vec<Result<Moved, StorageError>> =
-            futures::stream::iter(0..moves.len()).map(|i| self.copy_one(&moves[i].0, &moves[i].1, mode)).buffered(self.gcs_delete_concurrency).collect().await;
-        let copied: Vec<usize> = (0..moves.len()).filter(|&i| matches!(results[i], Ok(Moved::Moved))).collect();
+        let mut results: Vec<Result<Moved, StorageError>> = futures::stream::iter(0..moves.len())
+            .map(|i| self.copy_one(&moves[i].0, &moves[i].1, mode))
+            .buffered(self.gcs_delete_concurrency)
+            .collect()
+            .await;
+        let copied: Vec<usize> = (0..moves.len())
+            .filter(|&i| matches!(results[i], Ok(Moved::Moved)))
+            .collect();
         let sources: Vec<String> = copied.iter().map(|&i| moves[i].0.clone()).collect();
         for (i, deleted) in copied.into_iter().zip(self.delete_batch(&sources).await) {
             if let Err(e) = deleted {
@@ -428,14 +567,22 @@ impl Storage for ObjectStorage {
     }
 
     fn limit_list_requests(&self, most: Option<usize>) {
-        *self.list_places.write().expect("not poisoned") = most.map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
+        *self.list_places.write().expect("not poisoned") =
+            most.map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
     }
 
     async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {
         let page = self.page(prefix, false, None).await?;
-        let mut objects: Vec<ObjectMeta> = page.result.objects.into_iter().map(|m| self.meta(m)).collect();
+        let mut objects: Vec<ObjectMeta> = page
+            .result
+            .objects
+            .into_iter()
+            .map(|m| self.meta(m))
+            .collect();
         objects.sort_by(|a, b| a.key.cmp(&b.key));
-        let rest = page.page_token.map(|token| self.pages_from(prefix, Some(token)));
+        let rest = page
+            .page_token
+            .map(|token| self.pages_from(prefix, Some(token)));
         Ok(Some(FirstPage { objects, rest }))
     }
 }

@@ -24,13 +24,26 @@ pub enum OpenError {
     #[error("STORAGE {spec:?}: cannot open the registry root: {source}")]
     Root { spec: String, source: StorageError },
     #[error("{source_name}: {key:?} is not a {service} setting")]
-    UnknownOption { source_name: String, key: String, service: &'static str },
+    UnknownOption {
+        source_name: String,
+        key: String,
+        service: &'static str,
+    },
     #[error("{source_name}: {key}: {reason}")]
-    BadOption { source_name: String, key: String, reason: String },
+    BadOption {
+        source_name: String,
+        key: String,
+        reason: String,
+    },
     #[error("STORAGE {spec:?}: {reason}")]
     Backend { spec: String, reason: String },
     #[error("{source_name}: {key} names the {what}, which STORAGE names ({spec:?}); a second name would send every request to another {what} than the one reported")]
-    TargetInOptions { source_name: String, key: String, what: &'static str, spec: String },
+    TargetInOptions {
+        source_name: String,
+        key: String,
+        what: &'static str,
+        spec: String,
+    },
     #[cfg(not(feature = "aws-profile"))]
     #[error(
         "{source_name}: AWS profiles need the `aws-profile` feature, and this registry-gc was built without it; \
@@ -40,7 +53,10 @@ pub enum OpenError {
     ProfileNeedsFeature { source_name: String },
     #[cfg(feature = "aws-profile")]
     #[error("{profile_source} names an AWS profile and {keys_source} gives S3 keys; keep one")]
-    ProfileAndKeys { profile_source: String, keys_source: String },
+    ProfileAndKeys {
+        profile_source: String,
+        keys_source: String,
+    },
     #[cfg(feature = "aws-profile")]
     #[error(transparent)]
     Profile(#[from] super::aws_profile::ProfileError),
@@ -50,8 +66,12 @@ pub enum OpenError {
 /// query replaced by `***`, since that is where someone would put a key or a
 /// SAS token (which STORAGE does not take: `open_storage` refuses them).
 pub fn shown_spec(spec: &str) -> String {
-    let Ok(mut url) = url::Url::parse(spec) else { return spec.to_string() };
-    if !spec.contains("://") || (url.username().is_empty() && url.password().is_none() && url.query().is_none()) {
+    let Ok(mut url) = url::Url::parse(spec) else {
+        return spec.to_string();
+    };
+    if !spec.contains("://")
+        || (url.username().is_empty() && url.password().is_none() && url.query().is_none())
+    {
         return spec.to_string();
     }
     if url.password().is_some() {
@@ -71,35 +91,56 @@ pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Stor
     let Some((scheme, _)) = spec.split_once("://") else {
         return open_fs(spec, Path::new(spec));
     };
-    let url = url::Url::parse(spec).map_err(|e| OpenError::BadUrl { spec: shown_spec(spec), reason: e.to_string() })?;
+    let url = url::Url::parse(spec).map_err(|e| OpenError::BadUrl {
+        spec: shown_spec(spec),
+        reason: e.to_string(),
+    })?;
     // Credentials or a query in STORAGE would be ignored, and the run would
     // go on with whatever others it finds: refused, and never echoed.
     if !url.username().is_empty() || url.password().is_some() {
         let reason = "credentials in STORAGE are not used; give them as settings (-o, --config) or in the environment".into();
-        return Err(OpenError::BadUrl { spec: shown_spec(spec), reason });
+        return Err(OpenError::BadUrl {
+            spec: shown_spec(spec),
+            reason,
+        });
     }
     if url.query().is_some() {
         let reason = "a query in STORAGE is not used; a SAS token is -o sas_token=... (or AZURE_STORAGE_SAS_TOKEN)".into();
-        return Err(OpenError::BadUrl { spec: shown_spec(spec), reason });
+        return Err(OpenError::BadUrl {
+            spec: shown_spec(spec),
+            reason,
+        });
     }
     let service = match scheme {
         "file" => {
-            let path = url
-                .to_file_path()
-                .map_err(|()| OpenError::BadUrl { spec: shown_spec(spec), reason: "not an absolute local path".into() })?;
+            let path = url.to_file_path().map_err(|()| OpenError::BadUrl {
+                spec: shown_spec(spec),
+                reason: "not an absolute local path".into(),
+            })?;
             return open_fs(spec, &path);
         }
         "s3" | "s3a" => Service::S3,
         "az" | "azure" => Service::Azure,
         "gs" | "gcs" => Service::Gcs,
-        other => return Err(OpenError::UnsupportedScheme { spec: shown_spec(spec), scheme: other.to_string() }),
+        other => {
+            return Err(OpenError::UnsupportedScheme {
+                spec: shown_spec(spec),
+                scheme: other.to_string(),
+            })
+        }
     };
-    let bucket = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| OpenError::BadUrl {
-        spec: shown_spec(spec),
-        reason: "no bucket or container name".into(),
-    })?;
+    let bucket = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| OpenError::BadUrl {
+            spec: shown_spec(spec),
+            reason: "no bucket or container name".into(),
+        })?;
     // the path as written: a root with a space or a `#` comes percent-encoded
-    let root = percent_encoding::percent_decode_str(url.path()).decode_utf8_lossy().trim_matches('/').to_string();
+    let root = percent_encoding::percent_decode_str(url.path())
+        .decode_utf8_lossy()
+        .trim_matches('/')
+        .to_string();
     let (store, where_) = match service {
         Service::S3 => build_s3(spec, bucket, options)?,
         Service::Azure => build_azure(spec, bucket, options)?,
@@ -115,7 +156,9 @@ pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Stor
         location.push_str(&format!(" at {endpoint}"));
     }
     let page = list_page_size(options, section_of(service), service.max_list_page())?;
-    Ok(Box::new(ObjectStorage::new(store, service, &root, location).with_list_page_size(page)))
+    Ok(Box::new(
+        ObjectStorage::new(store, service, &root, location).with_list_page_size(page),
+    ))
 }
 
 /// The setting every object store takes besides object_store's own: keys a
@@ -130,16 +173,36 @@ fn section_of(service: Service) -> &'static str {
     }
 }
 
-fn list_page_size(options: &BackendOptions, section: &str, most: usize) -> Result<Option<usize>, OpenError> {
-    let Some(o) = options.for_section(section).filter(|o| o.key == LIST_PAGE_SIZE_KEY).last() else { return Ok(None) };
+fn list_page_size(
+    options: &BackendOptions,
+    section: &str,
+    most: usize,
+) -> Result<Option<usize>, OpenError> {
+    let Some(o) = options
+        .for_section(section)
+        .filter(|o| o.key == LIST_PAGE_SIZE_KEY)
+        .last()
+    else {
+        return Ok(None);
+    };
     match o.value.parse::<usize>() {
         Ok(n) if (1..=most).contains(&n) => Ok(Some(n)),
-        _ => Err(OpenError::BadOption { source_name: o.source.clone(), key: o.key.clone(), reason: format!("expected a number of keys from 1 to {most}, not {:?}", o.value) }),
+        _ => Err(OpenError::BadOption {
+            source_name: o.source.clone(),
+            key: o.key.clone(),
+            reason: format!(
+                "expected a number of keys from 1 to {most}, not {:?}",
+                o.value
+            ),
+        }),
     }
 }
 
 fn open_fs(spec: &str, path: &Path) -> Result<Box<dyn Storage>, OpenError> {
-    let fs = FsStorage::open(path).map_err(|source| OpenError::Root { spec: shown_spec(spec), source })?;
+    let fs = FsStorage::open(path).map_err(|source| OpenError::Root {
+        spec: shown_spec(spec),
+        source,
+    })?;
     Ok(Box::new(fs))
 }
 
@@ -148,7 +211,11 @@ fn open_fs(spec: &str, path: &Path) -> Result<Box<dyn Storage>, OpenError> {
 /// wrong endpoint fails within a minute.
 fn retry_config() -> RetryConfig {
     RetryConfig {
-        backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(10), base: 2.0 },
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            base: 2.0,
+        },
         max_retries: 8,
         retry_timeout: Duration::from_secs(60),
     }
@@ -158,12 +225,20 @@ fn parse_bool(o: &BackendOption) -> Result<bool, OpenError> {
     match o.value.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(OpenError::BadOption { source_name: o.source.clone(), key: o.key.clone(), reason: "expected true or false".into() }),
+        _ => Err(OpenError::BadOption {
+            source_name: o.source.clone(),
+            key: o.key.clone(),
+            reason: "expected true or false".into(),
+        }),
     }
 }
 
 fn unknown(o: &BackendOption, service: &'static str) -> OpenError {
-    OpenError::UnknownOption { source_name: o.source.clone(), key: o.key.clone(), service }
+    OpenError::UnknownOption {
+        source_name: o.source.clone(),
+        key: o.key.clone(),
+        service,
+    }
 }
 
 fn built(spec: &str, e: object_store::Error) -> OpenError {
@@ -171,30 +246,58 @@ fn built(spec: &str, e: object_store::Error) -> OpenError {
     if reason.contains("Account must be specified") {
         reason.push_str(" (set AZURE_STORAGE_ACCOUNT_NAME, [azure] account_name in --config, or -o account_name=NAME; -o use_emulator=true for Azurite)");
     }
-    OpenError::Backend { spec: shown_spec(spec), reason }
+    OpenError::Backend {
+        spec: shown_spec(spec),
+        reason,
+    }
 }
 
 fn target_in_options(spec: &str, o: &BackendOption, what: &'static str) -> OpenError {
-    OpenError::TargetInOptions { source_name: o.source.clone(), key: o.key.clone(), what, spec: shown_spec(spec) }
+    OpenError::TargetInOptions {
+        source_name: o.source.clone(),
+        key: o.key.clone(),
+        what,
+        spec: shown_spec(spec),
+    }
 }
 
-fn endpoint_of(options: &BackendOptions, section: &str, keys: &[&str], env: &[&str]) -> Option<String> {
-    let configured = options.for_section(section).filter(|o| keys.contains(&o.key.as_str())).last().map(|o| o.value.clone());
+fn endpoint_of(
+    options: &BackendOptions,
+    section: &str,
+    keys: &[&str],
+    env: &[&str],
+) -> Option<String> {
+    let configured = options
+        .for_section(section)
+        .filter(|o| keys.contains(&o.key.as_str()))
+        .last()
+        .map(|o| o.value.clone());
     configured.or_else(|| env.iter().find_map(|k| std::env::var(k).ok()))
 }
 
-fn build_s3(spec: &str, bucket: &str, options: &BackendOptions) -> Result<(Arc<dyn Backend>, Option<String>), OpenError> {
+fn build_s3(
+    spec: &str,
+    bucket: &str,
+    options: &BackendOptions,
+) -> Result<(Arc<dyn Backend>, Option<String>), OpenError> {
     #[cfg(feature = "aws-profile")]
     let profile = s3_profile(options)?;
     #[cfg(not(feature = "aws-profile"))]
     refuse_profile(options)?;
-    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry_config());
+    let mut b = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(retry_config());
     for o in options.for_section("s3") {
         b = match o.key.as_str() {
             PROFILE_KEY | LIST_PAGE_SIZE_KEY => b,
             // the registry's s3 driver spells it this way
-            "force_path_style" | "forcepathstyle" => b.with_virtual_hosted_style_request(!parse_bool(o)?),
-            key => match key.parse::<AmazonS3ConfigKey>().map_err(|_| unknown(o, "S3"))? {
+            "force_path_style" | "forcepathstyle" => {
+                b.with_virtual_hosted_style_request(!parse_bool(o)?)
+            }
+            key => match key
+                .parse::<AmazonS3ConfigKey>()
+                .map_err(|_| unknown(o, "S3"))?
+            {
                 AmazonS3ConfigKey::Bucket => return Err(target_in_options(spec, o, "bucket")),
                 key => b.with_config(key, &o.value),
             },
@@ -204,13 +307,31 @@ fn build_s3(spec: &str, bucket: &str, options: &BackendOptions) -> Result<(Arc<d
     if let Some(choice) = &profile {
         b = super::aws_profile::apply(b, choice)?;
     }
-    let mut endpoint = endpoint_of(options, "s3", &["endpoint", "aws_endpoint", "endpoint_url", "aws_endpoint_url"], &["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]);
+    let mut endpoint = endpoint_of(
+        options,
+        "s3",
+        &[
+            "endpoint",
+            "aws_endpoint",
+            "endpoint_url",
+            "aws_endpoint_url",
+        ],
+        &["AWS_ENDPOINT_URL", "AWS_ENDPOINT"],
+    );
     // object_store takes an endpoint given with virtual-hosted addressing for
     // the bucket's own (it adds no bucket to it): the bucket goes in front of
     // the host, as the registry's driver addresses it with forcepathstyle off
-    let virtual_hosted = b.get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest).is_some_and(|v| v == "true");
-    if let (true, Some(given)) = (virtual_hosted, b.get_config_value(&AmazonS3ConfigKey::Endpoint)) {
-        let bucket_endpoint = bucket_host(&given, bucket).map_err(|reason| OpenError::Backend { spec: shown_spec(spec), reason })?;
+    let virtual_hosted = b
+        .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
+        .is_some_and(|v| v == "true");
+    if let (true, Some(given)) = (
+        virtual_hosted,
+        b.get_config_value(&AmazonS3ConfigKey::Endpoint),
+    ) {
+        let bucket_endpoint = bucket_host(&given, bucket).map_err(|reason| OpenError::Backend {
+            spec: shown_spec(spec),
+            reason,
+        })?;
         b = b.with_endpoint(&bucket_endpoint);
         endpoint = Some(bucket_endpoint);
     }
@@ -242,7 +363,9 @@ fn s3_keys(options: &BackendOptions) -> Option<&BackendOption> {
     options.for_section("s3").find(|o| {
         matches!(
             o.key.parse::<AmazonS3ConfigKey>(),
-            Ok(AmazonS3ConfigKey::AccessKeyId | AmazonS3ConfigKey::SecretAccessKey | AmazonS3ConfigKey::Token)
+            Ok(AmazonS3ConfigKey::AccessKeyId
+                | AmazonS3ConfigKey::SecretAccessKey
+                | AmazonS3ConfigKey::Token)
         )
     })
 }
@@ -251,17 +374,32 @@ fn s3_keys(options: &BackendOptions) -> Option<&BackendOption> {
 /// named by a setting wins over keys in the environment, and keys in the
 /// environment or the settings win over `AWS_PROFILE`.
 #[cfg(feature = "aws-profile")]
-fn s3_profile(options: &BackendOptions) -> Result<Option<super::aws_profile::ProfileChoice>, OpenError> {
+fn s3_profile(
+    options: &BackendOptions,
+) -> Result<Option<super::aws_profile::ProfileChoice>, OpenError> {
     use super::aws_profile::ProfileChoice;
-    if let Some(o) = options.for_section("s3").filter(|o| o.key == PROFILE_KEY).last() {
+    if let Some(o) = options
+        .for_section("s3")
+        .filter(|o| o.key == PROFILE_KEY)
+        .last()
+    {
         if let Some(keys) = s3_keys(options) {
-            return Err(OpenError::ProfileAndKeys { profile_source: o.source.clone(), keys_source: keys.source.clone() });
+            return Err(OpenError::ProfileAndKeys {
+                profile_source: o.source.clone(),
+                keys_source: keys.source.clone(),
+            });
         }
-        return Ok(Some(ProfileChoice { name: o.value.clone(), source: o.source.clone() }));
+        return Ok(Some(ProfileChoice {
+            name: o.value.clone(),
+            source: o.source.clone(),
+        }));
     }
     let from_env = std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty());
     let keys_given = s3_keys(options).is_some() || std::env::var_os("AWS_ACCESS_KEY_ID").is_some();
-    Ok(from_env.filter(|_| !keys_given).map(|name| ProfileChoice { name, source: "AWS_PROFILE".into() }))
+    Ok(from_env.filter(|_| !keys_given).map(|name| ProfileChoice {
+        name,
+        source: "AWS_PROFILE".into(),
+    }))
 }
 
 /// Without the feature a profile setting is refused, not ignored: the run would
@@ -270,7 +408,9 @@ fn s3_profile(options: &BackendOptions) -> Result<Option<super::aws_profile::Pro
 #[cfg(not(feature = "aws-profile"))]
 fn refuse_profile(options: &BackendOptions) -> Result<(), OpenError> {
     match options.for_section("s3").find(|o| o.key == PROFILE_KEY) {
-        Some(o) => Err(OpenError::ProfileNeedsFeature { source_name: o.source.clone() }),
+        Some(o) => Err(OpenError::ProfileNeedsFeature {
+            source_name: o.source.clone(),
+        }),
         None => Ok(()),
     }
 }
@@ -278,14 +418,32 @@ fn refuse_profile(options: &BackendOptions) -> Result<(), OpenError> {
 /// Azurite's public development account (the same object_store uses for
 /// `use_emulator`).
 const AZURITE_ACCOUNT: &str = "devstoreaccount1";
-const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-fn build_azure(spec: &str, container: &str, options: &BackendOptions) -> Result<(Arc<dyn Backend>, Option<String>), OpenError> {
-    let mut b = MicrosoftAzureBuilder::from_env().with_container_name(container).with_retry(retry_config());
-    let endpoint = endpoint_of(options, "azure", &["endpoint", "azure_endpoint", "azure_storage_endpoint"], &["AZURE_STORAGE_ENDPOINT"]);
+fn build_azure(
+    spec: &str,
+    container: &str,
+    options: &BackendOptions,
+) -> Result<(Arc<dyn Backend>, Option<String>), OpenError> {
+    let mut b = MicrosoftAzureBuilder::from_env()
+        .with_container_name(container)
+        .with_retry(retry_config());
+    let endpoint = endpoint_of(
+        options,
+        "azure",
+        &["endpoint", "azure_endpoint", "azure_storage_endpoint"],
+        &["AZURE_STORAGE_ENDPOINT"],
+    );
     let mut emulator = false;
-    for o in options.for_section("azure").filter(|o| o.key != LIST_PAGE_SIZE_KEY) {
-        let key = o.key.parse::<AzureConfigKey>().map_err(|_| unknown(o, "Azure"))?;
+    for o in options
+        .for_section("azure")
+        .filter(|o| o.key != LIST_PAGE_SIZE_KEY)
+    {
+        let key = o
+            .key
+            .parse::<AzureConfigKey>()
+            .map_err(|_| unknown(o, "Azure"))?;
         if matches!(key, AzureConfigKey::ContainerName) {
             return Err(target_in_options(spec, o, "container"));
         }
@@ -298,34 +456,67 @@ fn build_azure(spec: &str, container: &str, options: &BackendOptions) -> Result<
         b = b.with_config(key, &o.value);
     }
     if emulator {
-        let set = |k: &str| options.for_section("azure").any(|o| o.key.parse::<AzureConfigKey>().ok() == k.parse().ok());
+        let set = |k: &str| {
+            options
+                .for_section("azure")
+                .any(|o| o.key.parse::<AzureConfigKey>().ok() == k.parse().ok())
+        };
         if !set("account_name") {
             b = b.with_account(AZURITE_ACCOUNT);
         }
-        if !set("access_key") && !set("sas_token") && std::env::var("AZURE_STORAGE_ACCOUNT_KEY").is_err() {
+        if !set("access_key")
+            && !set("sas_token")
+            && std::env::var("AZURE_STORAGE_ACCOUNT_KEY").is_err()
+        {
             b = b.with_access_key(AZURITE_KEY);
         }
         b = b.with_allow_http(true);
     }
     let shown = endpoint.or_else(|| {
-        let emulated = options.for_section("azure").any(|o| o.key == "use_emulator" && o.value == "true");
-        emulated.then(|| std::env::var("AZURITE_BLOB_STORAGE_URL").unwrap_or_else(|_| "http://127.0.0.1:10000".into()))
+        let emulated = options
+            .for_section("azure")
+            .any(|o| o.key == "use_emulator" && o.value == "true");
+        emulated.then(|| {
+            std::env::var("AZURITE_BLOB_STORAGE_URL")
+                .unwrap_or_else(|_| "http://127.0.0.1:10000".into())
+        })
     });
     let store = b.build().map_err(|e| built(spec, e))?;
     Ok((Arc::new(store), shown))
 }
 
-fn build_gcs(spec: &str, bucket: &str, options: &BackendOptions) -> Result<(Arc<dyn Backend>, Option<String>), OpenError> {
-    let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket).with_retry(retry_config());
-    for o in options.for_section("gcs").filter(|o| o.key != LIST_PAGE_SIZE_KEY) {
+fn build_gcs(
+    spec: &str,
+    bucket: &str,
+    options: &BackendOptions,
+) -> Result<(Arc<dyn Backend>, Option<String>), OpenError> {
+    let mut b = GoogleCloudStorageBuilder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(retry_config());
+    for o in options
+        .for_section("gcs")
+        .filter(|o| o.key != LIST_PAGE_SIZE_KEY)
+    {
         // `endpoint` (as --endpoint sets it) is object_store's `base_url` for GCS
-        let key = if o.key == "endpoint" { "base_url" } else { o.key.as_str() };
-        b = match key.parse::<GoogleConfigKey>().map_err(|_| unknown(o, "GCS"))? {
+        let key = if o.key == "endpoint" {
+            "base_url"
+        } else {
+            o.key.as_str()
+        };
+        b = match key
+            .parse::<GoogleConfigKey>()
+            .map_err(|_| unknown(o, "GCS"))?
+        {
             GoogleConfigKey::Bucket => return Err(target_in_options(spec, o, "bucket")),
             key => b.with_config(key, &o.value),
         };
     }
-    let endpoint = endpoint_of(options, "gcs", &["endpoint", "base_url", "google_base_url"], &["GOOGLE_BASE_URL"]);
+    let endpoint = endpoint_of(
+        options,
+        "gcs",
+        &["endpoint", "base_url", "google_base_url"],
+        &["GOOGLE_BASE_URL"],
+    );
     let store = b.build().map_err(|e| built(spec, e))?;
     Ok((Arc::new(store), endpoint))
 }
@@ -346,20 +537,32 @@ mod tests {
             open_storage(spec, &options)
         };
         assert_eq!(opened("3", "s3://b/r").unwrap().list_page_size(), Some(3));
-        assert_eq!(opened("1000", "s3://b/r").unwrap().list_page_size(), Some(1000));
+        assert_eq!(
+            opened("1000", "s3://b/r").unwrap().list_page_size(),
+            Some(1000)
+        );
         for bad in ["0", "1001", "many", "-1"] {
             let err = opened(bad, "s3://b/r").unwrap_err().to_string();
-            assert!(err.contains("list_page_size") && err.contains("from 1 to 1000"), "{bad}: {err}");
+            assert!(
+                err.contains("list_page_size") && err.contains("from 1 to 1000"),
+                "{bad}: {err}"
+            );
         }
         let mut options = BackendOptions::default();
         options.push_section("azure", "list_page_size", "5000", "--config c.toml [azure]");
         options.push_section("azure", "use_emulator", "true", "--config c.toml [azure]");
-        assert_eq!(open_storage("az://c/r", &options).unwrap().list_page_size(), Some(5000));
+        assert_eq!(
+            open_storage("az://c/r", &options).unwrap().list_page_size(),
+            Some(5000)
+        );
         // not a setting a filesystem takes, nor one another backend's section gives
         let mut options = BackendOptions::default();
         options.push_section("azure", "list_page_size", "7", "--config c.toml [azure]");
         options.push_section("s3", "region", "us-east-1", "--config c.toml [s3]");
-        assert_eq!(open_storage("s3://b/r", &options).unwrap().list_page_size(), Some(1000));
+        assert_eq!(
+            open_storage("s3://b/r", &options).unwrap().list_page_size(),
+            Some(1000)
+        );
     }
 
     /// With virtual-hosted addressing an endpoint names the bucket's own host
@@ -370,18 +573,34 @@ mod tests {
         let opened = |endpoint: &str| {
             let mut options = BackendOptions::default();
             options.push("endpoint", endpoint, "--endpoint");
-            options.push("virtual_hosted_style_request", "true", "--virtual-hosted-style");
+            options.push(
+                "virtual_hosted_style_request",
+                "true",
+                "--virtual-hosted-style",
+            );
             options.push("region", "us-east-1", "-o");
             open_storage("s3://reg-bucket/root", &options)
         };
         for (given, used) in [
-            ("https://minio.internal:9000", "https://reg-bucket.minio.internal:9000"),
-            ("https://reg-bucket.r2.example", "https://reg-bucket.r2.example"),
+            (
+                "https://minio.internal:9000",
+                "https://reg-bucket.minio.internal:9000",
+            ),
+            (
+                "https://reg-bucket.r2.example",
+                "https://reg-bucket.r2.example",
+            ),
         ] {
             let storage = opened(given).unwrap_or_else(|e| panic!("{given}: {e}"));
-            assert_eq!(storage.describe(), format!("s3://reg-bucket/root at {used}"));
+            assert_eq!(
+                storage.describe(),
+                format!("s3://reg-bucket/root at {used}")
+            );
         }
-        let err = opened("http://127.0.0.1:9000").err().unwrap_or_else(|| panic!("an address has no host name to put the bucket in")).to_string();
+        let err = opened("http://127.0.0.1:9000")
+            .err()
+            .unwrap_or_else(|| panic!("an address has no host name to put the bucket in"))
+            .to_string();
         assert!(err.contains("path-style"), "{err}");
     }
 
@@ -389,10 +608,20 @@ mod tests {
     /// the message shows them as `***`; so does `shown_spec`, which metrics use.
     #[test]
     fn secrets_in_storage_are_refused_and_never_shown() {
-        for spec in ["s3://AKIAEXAMPLE:wJalrSECRETKEY@bucket/root", "az://container/root?sv=2024&sig=SASSECRET", "gs://user@bucket/r"] {
-            let err = open_storage(spec, &BackendOptions::default()).err().unwrap_or_else(|| panic!("{spec}: opened")).to_string();
+        for spec in [
+            "s3://AKIAEXAMPLE:wJalrSECRETKEY@bucket/root",
+            "az://container/root?sv=2024&sig=SASSECRET",
+            "gs://user@bucket/r",
+        ] {
+            let err = open_storage(spec, &BackendOptions::default())
+                .err()
+                .unwrap_or_else(|| panic!("{spec}: opened"))
+                .to_string();
             for secret in ["AKIAEXAMPLE", "wJalrSECRETKEY", "SASSECRET", "user@"] {
-                assert!(!err.contains(secret) && !shown_spec(spec).contains(secret), "{spec}: {err}");
+                assert!(
+                    !err.contains(secret) && !shown_spec(spec).contains(secret),
+                    "{spec}: {err}"
+                );
             }
             assert!(err.contains("not used") && err.contains("***"), "{err}");
         }
@@ -415,8 +644,14 @@ mod tests {
         ] {
             let mut options = BackendOptions::default();
             options.push_section(section, key, "prod", "--config c.toml");
-            let err = open_storage(spec, &options).err().unwrap_or_else(|| panic!("{spec} {key}: opened")).to_string();
-            assert!(err.contains("--config c.toml") && err.contains(key) && err.contains("staging"), "{err}");
+            let err = open_storage(spec, &options)
+                .err()
+                .unwrap_or_else(|| panic!("{spec} {key}: opened"))
+                .to_string();
+            assert!(
+                err.contains("--config c.toml") && err.contains(key) && err.contains("staging"),
+                "{err}"
+            );
         }
     }
 }

@@ -34,7 +34,11 @@ pub trait StorageWrapper: Send + Sync + std::fmt::Debug {
         self.inner().list(prefix)
     }
 
-    fn list_probing(&self, prefix: &str, probe: Probe) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+    fn list_probing(
+        &self,
+        prefix: &str,
+        probe: Probe,
+    ) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
         self.inner().list_probing(prefix, probe)
     }
 
@@ -81,7 +85,10 @@ pub trait StorageWrapper: Send + Sync + std::fmt::Debug {
         self.inner().stat_batch(keys).await
     }
 
-    async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+    async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
         self.inner().get_stream(key).await
     }
 
@@ -97,7 +104,11 @@ pub trait StorageWrapper: Send + Sync + std::fmt::Debug {
         self.inner().exists(key).await
     }
 
-    async fn move_batch(&self, moves: &[(String, String)], mode: MoveMode) -> Vec<Result<Moved, StorageError>> {
+    async fn move_batch(
+        &self,
+        moves: &[(String, String)],
+        mode: MoveMode,
+    ) -> Vec<Result<Moved, StorageError>> {
         self.inner().move_batch(moves, mode).await
     }
 
@@ -132,7 +143,11 @@ impl<W: StorageWrapper> Storage for W {
         StorageWrapper::list(self, prefix)
     }
 
-    fn list_probing(&self, prefix: &str, probe: Probe) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
+    fn list_probing(
+        &self,
+        prefix: &str,
+        probe: Probe,
+    ) -> BoxStream<'_, Result<ObjectMeta, StorageError>> {
         StorageWrapper::list_probing(self, prefix, probe)
     }
 
@@ -172,7 +187,10 @@ impl<W: StorageWrapper> Storage for W {
         StorageWrapper::stat_batch(self, keys).await
     }
 
-    async fn get_stream(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+    async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
         StorageWrapper::get_stream(self, key).await
     }
 
@@ -188,7 +206,11 @@ impl<W: StorageWrapper> Storage for W {
         StorageWrapper::exists(self, key).await
     }
 
-    async fn move_batch(&self, moves: &[(String, String)], mode: MoveMode) -> Vec<Result<Moved, StorageError>> {
+    async fn move_batch(
+        &self,
+        moves: &[(String, String)],
+        mode: MoveMode,
+    ) -> Vec<Result<Moved, StorageError>> {
         StorageWrapper::move_batch(self, moves, mode).await
     }
 

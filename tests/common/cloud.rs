@@ -21,7 +21,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 pub const BUCKET: &str = "registry-gc-test";
 /// Azurite's public, well-known development account.
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
-pub const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Emulator {
@@ -48,7 +49,10 @@ impl Emulator {
             Emulator::Azurite => ("AZURITE_PORT", 10000),
             Emulator::FakeGcs => ("GCS_PORT", 4443),
         };
-        std::env::var(var).ok().and_then(|p| p.parse().ok()).unwrap_or(default)
+        std::env::var(var)
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(default)
     }
 
     pub fn endpoint(self) -> String {
@@ -85,7 +89,12 @@ impl Emulator {
     fn ensure_bucket(self) {
         let resp = match self {
             // moto and LocalStack take unsigned bucket creation
-            Emulator::Moto | Emulator::LocalStack => super::http::send("PUT", &format!("{}/{BUCKET}", self.endpoint()), &[], Some(b"")),
+            Emulator::Moto | Emulator::LocalStack => super::http::send(
+                "PUT",
+                &format!("{}/{BUCKET}", self.endpoint()),
+                &[],
+                Some(b""),
+            ),
             Emulator::FakeGcs => super::http::send(
                 "POST",
                 &format!("{}/storage/v1/b?project=test", self.endpoint()),
@@ -117,11 +126,25 @@ impl Emulator {
     pub fn gc_args(self) -> Vec<String> {
         let v: Vec<&str> = match self {
             Emulator::Moto | Emulator::LocalStack => {
-                vec!["--allow-http", "--region", "us-east-1", "-o", "access_key_id=test", "-o", "secret_access_key=test"]
+                vec![
+                    "--allow-http",
+                    "--region",
+                    "us-east-1",
+                    "-o",
+                    "access_key_id=test",
+                    "-o",
+                    "secret_access_key=test",
+                ]
             }
             // Azurite answers a 256-key Blob Batch slowly on a loaded machine:
             // past object_store's 30 s default timeout
-            Emulator::Azurite => vec!["--allow-http", "-o", "use_emulator=true", "-o", "timeout=180s"],
+            Emulator::Azurite => vec![
+                "--allow-http",
+                "-o",
+                "use_emulator=true",
+                "-o",
+                "timeout=180s",
+            ],
             // fake-gcs-server checks no credentials; a static token keeps the client
             // from asking a metadata server for one (skip_signature does not cover
             // deletes in object_store 0.14)
@@ -170,7 +193,12 @@ impl Emulator {
                     .unwrap(),
             ),
             Emulator::Azurite => Arc::new(
-                MicrosoftAzureBuilder::new().with_container_name(BUCKET).with_use_emulator(true).with_allow_http(true).build().unwrap(),
+                MicrosoftAzureBuilder::new()
+                    .with_container_name(BUCKET)
+                    .with_use_emulator(true)
+                    .with_allow_http(true)
+                    .build()
+                    .unwrap(),
             ),
             Emulator::FakeGcs => Arc::new(
                 GoogleCloudStorageBuilder::new()
@@ -187,17 +215,29 @@ impl Emulator {
     /// Writes one object. fake-gcs-server takes no XML uploads: its JSON API is used.
     pub async fn put(self, store: &dyn ObjectStore, key: &str, bytes: &[u8]) {
         if self == Emulator::FakeGcs {
-            let url = format!("{}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name={}", self.endpoint(), urlencode(key));
+            let url = format!(
+                "{}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name={}",
+                self.endpoint(),
+                urlencode(key)
+            );
             let bytes = bytes.to_vec();
             let resp = tokio::task::spawn_blocking(move || {
-                super::http::send("POST", &url, &[("Content-Type", "application/octet-stream")], Some(&bytes))
+                super::http::send(
+                    "POST",
+                    &url,
+                    &[("Content-Type", "application/octet-stream")],
+                    Some(&bytes),
+                )
             })
             .await
             .unwrap()
             .unwrap_or_else(|e| panic!("upload {key}: {e}"));
             assert_eq!(resp.status, 200, "upload {key}: {}", resp.text());
         } else {
-            store.put(&ObjectPath::from(key), PutPayload::from(bytes.to_vec())).await.unwrap_or_else(|e| panic!("put {key}: {e}"));
+            store
+                .put(&ObjectPath::from(key), PutPayload::from(bytes.to_vec()))
+                .await
+                .unwrap_or_else(|e| panic!("put {key}: {e}"));
         }
     }
 
@@ -209,16 +249,34 @@ impl Emulator {
     pub async fn put_directory_marker(self, key: &str) -> bool {
         assert!(key.ends_with('/'));
         let (url, content_type) = match self {
-            Emulator::Moto | Emulator::LocalStack => (format!("{}/{BUCKET}/{key}", self.endpoint()), None),
-            Emulator::FakeGcs => (format!("{}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name={}", self.endpoint(), urlencode(key)), Some("application/octet-stream")),
+            Emulator::Moto | Emulator::LocalStack => {
+                (format!("{}/{BUCKET}/{key}", self.endpoint()), None)
+            }
+            Emulator::FakeGcs => (
+                format!(
+                    "{}/upload/storage/v1/b/{BUCKET}/o?uploadType=media&name={}",
+                    self.endpoint(),
+                    urlencode(key)
+                ),
+                Some("application/octet-stream"),
+            ),
             Emulator::Azurite => return false,
         };
-        let method = if content_type.is_some() { "POST" } else { "PUT" };
-        let headers: Vec<(&str, &str)> = content_type.map(|c| ("Content-Type", c)).into_iter().collect();
-        let resp = tokio::task::spawn_blocking(move || super::http::send(method, &url, &headers, Some(b"")))
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("marker {key}: {e}"));
+        let method = if content_type.is_some() {
+            "POST"
+        } else {
+            "PUT"
+        };
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|c| ("Content-Type", c))
+            .into_iter()
+            .collect();
+        let resp = tokio::task::spawn_blocking(move || {
+            super::http::send(method, &url, &headers, Some(b""))
+        })
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("marker {key}: {e}"));
         assert_eq!(resp.status, 200, "marker {key}: {}", resp.text());
         true
     }
@@ -233,7 +291,14 @@ impl Emulator {
             .map(|k| {
                 let store = store.clone();
                 let bytes = std::fs::read(super::tree::key_path(fs_root, &k)).unwrap();
-                async move { self.put(store.as_ref(), &format!("{root}/docker/registry/v2/{k}"), &bytes).await }
+                async move {
+                    self.put(
+                        store.as_ref(),
+                        &format!("{root}/docker/registry/v2/{k}"),
+                        &bytes,
+                    )
+                    .await
+                }
             })
             .buffer_unordered(16)
             .collect::<Vec<()>>()
@@ -250,7 +315,13 @@ impl Emulator {
         let prefix = format!("{root}/docker/registry/v2/");
         self.store()
             .list(Some(&ObjectPath::from(prefix.as_str())))
-            .map_ok(|m| m.location.as_ref().strip_prefix(&prefix).unwrap().to_string())
+            .map_ok(|m| {
+                m.location
+                    .as_ref()
+                    .strip_prefix(&prefix)
+                    .unwrap()
+                    .to_string()
+            })
             .try_collect()
             .await
             .unwrap()
@@ -260,8 +331,15 @@ impl Emulator {
     pub fn unique_root(test: &str) -> String {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        format!("{test}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        format!(
+            "{test}-{}-{nanos}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
     }
 }
 
@@ -270,7 +348,9 @@ use futures::StreamExt;
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -284,14 +364,26 @@ fn azurite_create_container(port: u16) -> Result<super::http::Resp, String> {
     let date = httpdate_now();
     let version = "2021-08-06";
     let resource = format!("/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{BUCKET}\nrestype:container");
-    let to_sign = format!("PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n{resource}");
-    let key = base64::engine::general_purpose::STANDARD.decode(AZURITE_KEY).unwrap();
+    let to_sign =
+        format!("PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n{resource}");
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(AZURITE_KEY)
+        .unwrap();
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
     mac.update(to_sign.as_bytes());
     let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     let auth = format!("SharedKey {AZURITE_ACCOUNT}:{sig}");
     let url = format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}/{BUCKET}?restype=container");
-    super::http::send("PUT", &url, &[("x-ms-date", &date), ("x-ms-version", version), ("Authorization", &auth)], None)
+    super::http::send(
+        "PUT",
+        &url,
+        &[
+            ("x-ms-date", &date),
+            ("x-ms-version", version),
+            ("Authorization", &auth),
+        ],
+        None,
+    )
 }
 
 fn httpdate_now() -> String {
@@ -311,6 +403,8 @@ fn httpdate_now() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let mo = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if mo <= 2 { 1 } else { 0 };
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][(mo - 1) as usize];
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(mo - 1) as usize];
     format!("{weekday}, {d:02} {month} {y} {h:02}:{m:02}:{s:02} GMT")
 }

@@ -15,7 +15,10 @@ use super::tree;
 /// Pushes a scenario into a fresh registry, stops it, and ages every file by two hours
 /// so that the collector's default `--min-age 1h` lets it work.
 pub fn pushed(build: impl FnOnce(&Registry) -> Scenario) -> (tempfile::TempDir, Scenario) {
-    let dir = tempfile::Builder::new().prefix("e2e-fs-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("e2e-fs-")
+        .tempdir()
+        .unwrap();
     let mut reg = Registry::start(dir.path());
     let sc = build(&reg);
     reg.stop();
@@ -25,7 +28,10 @@ pub fn pushed(build: impl FnOnce(&Registry) -> Scenario) -> (tempfile::TempDir, 
 
 /// A copy of the scenario's tree, aged like the original.
 pub fn aged_copy(sc: &Scenario) -> tempfile::TempDir {
-    let copy = tempfile::Builder::new().prefix("e2e-fs-copy-").tempdir().unwrap();
+    let copy = tempfile::Builder::new()
+        .prefix("e2e-fs-copy-")
+        .tempdir()
+        .unwrap();
     tree::copy_tree(&sc.root, copy.path());
     tree::age_tree(copy.path(), Duration::from_secs(2 * 3600));
     copy
@@ -48,13 +54,20 @@ pub fn collect_and_verify(sc: &Scenario, mode: Mode) -> tempfile::TempDir {
     let expected = expected_deletions(sc, mode, &before, true);
     assert_deleted_exactly(&before, &tree::keys(copy.path()), &expected);
     let r = read_report(&report);
-    assert_eq!(report_deletions(&r), expected, "{}: report deletions", sc.name);
+    assert_eq!(
+        report_deletions(&r),
+        expected,
+        "{}: report deletions",
+        sc.name
+    );
     assert_eq!(r["deleted_keys"].as_u64(), Some(expected.len() as u64));
     assert!(r["failures"].as_array().unwrap().is_empty());
 
-    sc.verify_survivors_on_disk(copy.path(), mode).unwrap_or_else(|e| panic!("{} {mode:?}: on disk: {e}", sc.name));
+    sc.verify_survivors_on_disk(copy.path(), mode)
+        .unwrap_or_else(|e| panic!("{} {mode:?}: on disk: {e}", sc.name));
     let reg = Registry::start(copy.path());
-    sc.pull_verify_survivors(reg.url(), mode).unwrap_or_else(|e| panic!("{} {mode:?}: after collection: {e}", sc.name));
+    sc.pull_verify_survivors(reg.url(), mode)
+        .unwrap_or_else(|e| panic!("{} {mode:?}: after collection: {e}", sc.name));
     copy
 }
 
@@ -68,7 +81,12 @@ pub fn run(args: &[&str]) -> Output {
     // the default manifest cache of object-store runs goes to a test directory,
     // not the user's ~/.cache
     let cache = std::env::temp_dir().join("registry-gc-tests-cache");
-    Command::new(binary()).args(args).env_remove("REGISTRY_GC_LOG").env("XDG_CACHE_HOME", cache).output().expect("run registry-gc")
+    Command::new(binary())
+        .args(args)
+        .env_remove("REGISTRY_GC_LOG")
+        .env("XDG_CACHE_HOME", cache)
+        .output()
+        .expect("run registry-gc")
 }
 
 /// Runs `registry-gc gc <extra...> <root>`, asserting the exit code.
@@ -101,9 +119,18 @@ pub fn mode_flags(mode: Mode) -> Vec<&'static str> {
 /// collected or missing manifests, tag-history entries of those, tags whose current
 /// manifest is gone, layer links whose blob is gone, and (if `stale_uploads`) every
 /// upload file.
-pub fn expected_deletions(sc: &Scenario, mode: Mode, before: &BTreeSet<String>, stale_uploads: bool) -> BTreeSet<String> {
+pub fn expected_deletions(
+    sc: &Scenario,
+    mode: Mode,
+    before: &BTreeSet<String>,
+    stale_uploads: bool,
+) -> BTreeSet<String> {
     let exp = sc.expectation(mode);
-    let mut out: BTreeSet<String> = exp.deleted_blobs.iter().map(|d| tree::blob_key_for_digest(d)).collect();
+    let mut out: BTreeSet<String> = exp
+        .deleted_blobs
+        .iter()
+        .map(|d| tree::blob_key_for_digest(d))
+        .collect();
     let present_after = |d: &String| sc.model.blobs.contains(d) && !exp.deleted_blobs.contains(d);
     let none = BTreeSet::new();
     for (repo, r) in &sc.model.repos {
@@ -117,7 +144,11 @@ pub fn expected_deletions(sc: &Scenario, mode: Mode, before: &BTreeSet<String>, 
             let current = r.tags.get(tag);
             if current.is_some_and(|c| !present_after(c)) {
                 out.insert(tree::tag_current_link_key(repo, tag));
-                out.extend(history.iter().map(|d| tree::tag_index_link_key(repo, tag, d)));
+                out.extend(
+                    history
+                        .iter()
+                        .map(|d| tree::tag_index_link_key(repo, tag, d)),
+                );
                 continue;
             }
             for d in history {
@@ -142,7 +173,11 @@ pub fn expected_deletions(sc: &Scenario, mode: Mode, before: &BTreeSet<String>, 
 }
 
 /// Asserts that exactly `expected` keys disappeared and nothing appeared.
-pub fn assert_deleted_exactly(before: &BTreeSet<String>, after: &BTreeSet<String>, expected: &BTreeSet<String>) {
+pub fn assert_deleted_exactly(
+    before: &BTreeSet<String>,
+    after: &BTreeSet<String>,
+    expected: &BTreeSet<String>,
+) {
     let appeared: Vec<_> = after.difference(before).collect();
     assert!(appeared.is_empty(), "keys appeared: {appeared:?}");
     let deleted: BTreeSet<String> = before.difference(after).cloned().collect();
@@ -165,6 +200,13 @@ pub fn report_deletions(report: &serde_json::Value) -> BTreeSet<String> {
         .as_array()
         .expect("deletions array")
         .iter()
-        .map(|d| d["key"].as_str().unwrap().strip_prefix("docker/registry/v2/").expect("key in the tree").to_string())
+        .map(|d| {
+            d["key"]
+                .as_str()
+                .unwrap()
+                .strip_prefix("docker/registry/v2/")
+                .expect("key in the tree")
+                .to_string()
+        })
         .collect()
 }

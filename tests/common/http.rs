@@ -28,7 +28,10 @@ pub struct Resp {
 impl Resp {
     /// Case-insensitive header lookup.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -44,7 +47,12 @@ fn agent() -> ureq::Agent {
 }
 
 /// Sends one request and returns the answer whatever its status; Err only on transport errors.
-pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<Resp, String> {
+pub fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Resp, String> {
     let mut req = agent().request(method, url);
     for (k, v) in headers {
         req = req.set(k, v);
@@ -70,13 +78,21 @@ pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8
             .read_to_end(&mut body_bytes)
             .map_err(|e| format!("{method} {url}: reading body: {e}"))?;
     }
-    Ok(Resp { status, headers, body: body_bytes })
+    Ok(Resp {
+        status,
+        headers,
+        body: body_bytes,
+    })
 }
 
 fn must(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>, want: u16) -> Resp {
     let r = send(method, url, headers, body).unwrap_or_else(|e| panic!("{e}"));
     if r.status != want {
-        panic!("{method} {url}: expected HTTP {want}, got {}: {}", r.status, r.text());
+        panic!(
+            "{method} {url}: expected HTTP {want}, got {}: {}",
+            r.status,
+            r.text()
+        );
     }
     r
 }
@@ -98,7 +114,9 @@ pub fn append_query(url: &str, key: &str, value: &str) -> String {
     let enc: String = value
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect();
@@ -125,9 +143,18 @@ pub fn upload_blob(base: &str, repo: &str, bytes: &[u8]) -> String {
     let digest = sha256_digest(bytes);
     let (loc, _uuid) = start_upload(base, repo);
     let url = append_query(&loc, "digest", &digest);
-    let r = must("PUT", &url, &[("Content-Type", "application/octet-stream")], Some(bytes), 201);
+    let r = must(
+        "PUT",
+        &url,
+        &[("Content-Type", "application/octet-stream")],
+        Some(bytes),
+        201,
+    );
     if let Some(d) = r.header("Docker-Content-Digest") {
-        assert_eq!(d, digest, "blob upload to {repo}: registry reports another digest");
+        assert_eq!(
+            d, digest,
+            "blob upload to {repo}: registry reports another digest"
+        );
     }
     digest
 }
@@ -144,7 +171,11 @@ pub fn get_blob(base: &str, repo: &str, digest: &str) -> Result<Vec<u8>, String>
     let url = format!("{base}/v2/{repo}/blobs/{digest}");
     let r = send("GET", &url, &[], None)?;
     if r.status != 200 {
-        return Err(format!("GET blob {repo}@{digest}: HTTP {}: {}", r.status, r.text()));
+        return Err(format!(
+            "GET blob {repo}@{digest}: HTTP {}: {}",
+            r.status,
+            r.text()
+        ));
     }
     Ok(r.body)
 }
@@ -152,16 +183,26 @@ pub fn get_blob(base: &str, repo: &str, digest: &str) -> Result<Vec<u8>, String>
 /// PUT a manifest by tag or by digest; returns the Err text on any non-201 answer.
 /// On success returns the digest, after checking that the registry's Docker-Content-Digest
 /// equals the sha256 of `bytes`.
-pub fn try_put_manifest(base: &str, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Result<String, String> {
+pub fn try_put_manifest(
+    base: &str,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> Result<String, String> {
     let url = format!("{base}/v2/{repo}/manifests/{reference}");
     let r = send("PUT", &url, &[("Content-Type", media_type)], Some(bytes))?;
     if r.status != 201 {
-        return Err(format!("PUT manifest {repo}:{reference} ({media_type}): HTTP {}: {}", r.status, r.text()));
+        return Err(format!(
+            "PUT manifest {repo}:{reference} ({media_type}): HTTP {}: {}",
+            r.status,
+            r.text()
+        ));
     }
     let want = sha256_digest(bytes);
-    let got = r
-        .header("Docker-Content-Digest")
-        .ok_or_else(|| format!("PUT manifest {repo}:{reference}: 201 without Docker-Content-Digest"))?;
+    let got = r.header("Docker-Content-Digest").ok_or_else(|| {
+        format!("PUT manifest {repo}:{reference}: 201 without Docker-Content-Digest")
+    })?;
     if got != want {
         return Err(format!(
             "PUT manifest {repo}:{reference}: Docker-Content-Digest {got} != sha256 of the bytes {want}"
@@ -171,7 +212,13 @@ pub fn try_put_manifest(base: &str, repo: &str, reference: &str, media_type: &st
 }
 
 /// [`try_put_manifest`] that panics on failure.
-pub fn put_manifest(base: &str, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> String {
+pub fn put_manifest(
+    base: &str,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> String {
     try_put_manifest(base, repo, reference, media_type, bytes).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -189,7 +236,11 @@ pub fn get_manifest(base: &str, repo: &str, reference: &str) -> Result<FetchedMa
     let url = format!("{base}/v2/{repo}/manifests/{reference}");
     let r = send("GET", &url, &[("Accept", ACCEPT_ALL_MANIFESTS)], None)?;
     if r.status != 200 {
-        return Err(format!("GET manifest {repo}:{reference}: HTTP {}: {}", r.status, r.text()));
+        return Err(format!(
+            "GET manifest {repo}:{reference}: HTTP {}: {}",
+            r.status,
+            r.text()
+        ));
     }
     Ok(FetchedManifest {
         content_type: r.header("Content-Type").map(str::to_string),
@@ -240,7 +291,11 @@ pub fn list_tags(base: &str, repo: &str) -> Vec<String> {
         .unwrap_or_else(|e| panic!("GET {url}: bad JSON {e}: {}", r.text()));
     let mut tags: Vec<String> = v["tags"]
         .as_array()
-        .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     tags.sort();
     tags
@@ -253,7 +308,11 @@ pub fn catalog(base: &str) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_slice(&r.body).expect("catalog JSON");
     v["repositories"]
         .as_array()
-        .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -287,12 +346,17 @@ fn verify_manifest(
     }
     if let Some(h) = &m.digest_header {
         if *h != actual {
-            return Err(ctx(format!("Docker-Content-Digest {h} but content hashes to {actual}")));
+            return Err(ctx(format!(
+                "Docker-Content-Digest {h} but content hashes to {actual}"
+            )));
         }
     }
     if let Some(sz) = expected_size {
         if sz != m.bytes.len() as u64 {
-            return Err(ctx(format!("descriptor size {sz} but {} bytes served", m.bytes.len())));
+            return Err(ctx(format!(
+                "descriptor size {sz} but {} bytes served",
+                m.bytes.len()
+            )));
         }
     }
     if !seen.insert(actual.clone()) {
@@ -301,10 +365,16 @@ fn verify_manifest(
     out.push(actual.clone());
     let v: serde_json::Value =
         serde_json::from_slice(&m.bytes).map_err(|e| ctx(format!("{actual} is not JSON: {e}")))?;
-    let media_type = v["mediaType"].as_str().map(str::to_string).or(m.content_type.clone()).unwrap_or_default();
+    let media_type = v["mediaType"]
+        .as_str()
+        .map(str::to_string)
+        .or(m.content_type.clone())
+        .unwrap_or_default();
     if let Some(children) = v["manifests"].as_array() {
         for c in children {
-            let d = c["digest"].as_str().ok_or_else(|| ctx(format!("{actual}: child without digest")))?;
+            let d = c["digest"]
+                .as_str()
+                .ok_or_else(|| ctx(format!("{actual}: child without digest")))?;
             verify_manifest(base, repo, top, d, c["size"].as_u64(), seen, out)
                 .map_err(|e| format!("{e} (child of {actual})"))?;
         }
@@ -318,13 +388,17 @@ fn verify_manifest(
         descs.extend(layers.iter());
     }
     if descs.is_empty() && !ALL_MANIFEST_TYPES.contains(&media_type.as_str()) {
-        return Err(ctx(format!("{actual}: unknown manifest shape ({media_type})")));
+        return Err(ctx(format!(
+            "{actual}: unknown manifest shape ({media_type})"
+        )));
     }
     for d in descs {
         if d["urls"].as_array().map(|u| !u.is_empty()).unwrap_or(false) {
             continue; // foreign layer
         }
-        let dg = d["digest"].as_str().ok_or_else(|| ctx(format!("{actual}: descriptor without digest")))?;
+        let dg = d["digest"]
+            .as_str()
+            .ok_or_else(|| ctx(format!("{actual}: descriptor without digest")))?;
         if seen.contains(dg) {
             continue;
         }
@@ -335,7 +409,10 @@ fn verify_manifest(
         }
         if let Some(sz) = d["size"].as_u64() {
             if sz != bytes.len() as u64 {
-                return Err(ctx(format!("{actual}: blob {dg} descriptor size {sz}, got {} bytes", bytes.len())));
+                return Err(ctx(format!(
+                    "{actual}: blob {dg} descriptor size {sz}, got {} bytes",
+                    bytes.len()
+                )));
             }
         }
         seen.insert(dg.to_string());

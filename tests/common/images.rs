@@ -25,8 +25,12 @@ pub const EMPTY_CONFIG_DIGEST: &str =
     "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 
 /// The four manifest media types a collector must understand (schema1 excluded).
-pub const ALL_MANIFEST_TYPES: [&str; 4] =
-    [MT_DOCKER_MANIFEST, MT_DOCKER_LIST, MT_OCI_MANIFEST, MT_OCI_INDEX];
+pub const ALL_MANIFEST_TYPES: [&str; 4] = [
+    MT_DOCKER_MANIFEST,
+    MT_DOCKER_LIST,
+    MT_OCI_MANIFEST,
+    MT_OCI_INDEX,
+];
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -43,7 +47,10 @@ pub fn digest_hex(digest: &str) -> &str {
         .strip_prefix("sha256:")
         .unwrap_or_else(|| panic!("not a sha256 digest: {digest:?}"));
     assert!(
-        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
         "malformed sha256 digest: {digest:?}"
     );
     hex
@@ -82,7 +89,11 @@ pub struct Blob {
 
 impl Blob {
     pub fn new(bytes: Vec<u8>, media_type: Option<&str>) -> Blob {
-        Blob { digest: sha256_digest(&bytes), bytes, media_type: media_type.map(str::to_string) }
+        Blob {
+            digest: sha256_digest(&bytes),
+            bytes,
+            media_type: media_type.map(str::to_string),
+        }
     }
     pub fn size(&self) -> u64 {
         self.bytes.len() as u64
@@ -143,7 +154,11 @@ pub struct Platform {
 
 impl Platform {
     pub fn new(os: &str, architecture: &str) -> Platform {
-        Platform { os: os.into(), architecture: architecture.into(), variant: None }
+        Platform {
+            os: os.into(),
+            architecture: architecture.into(),
+            variant: None,
+        }
     }
     pub fn linux(architecture: &str) -> Platform {
         Platform::new("linux", architecture)
@@ -236,7 +251,9 @@ impl Image {
         Self::seeded(ImageKind::Oci, seed, n_layers)
     }
     fn seeded(kind: ImageKind, seed: &str, n_layers: usize) -> Image {
-        let layers: Vec<Blob> = (0..n_layers).map(|i| layer_blob(&format!("{seed}/{i}"))).collect();
+        let layers: Vec<Blob> = (0..n_layers)
+            .map(|i| layer_blob(&format!("{seed}/{i}")))
+            .collect();
         Image::from_layers(kind, seed, layers)
     }
     /// An image of the given layers with a seeded config listing them.
@@ -276,7 +293,11 @@ impl Image {
         });
         let payload = serde_json::to_vec(&payload).unwrap();
         let layer = Blob::new(payload.clone(), Some(MT_COSIGN_SIMPLESIGNING));
-        let config = config_blob(&format!("cosign:{signed_digest}"), ImageKind::Oci, std::slice::from_ref(&layer.digest));
+        let config = config_blob(
+            &format!("cosign:{signed_digest}"),
+            ImageKind::Oci,
+            std::slice::from_ref(&layer.digest),
+        );
         let mut img = Image {
             kind: ImageKind::Oci,
             config,
@@ -285,7 +306,10 @@ impl Image {
             artifact_type: None,
             annotations: BTreeMap::new(),
         };
-        let _ = img.annotations.insert("org.opencontainers.image.created".into(), "2024-01-01T00:00:00Z".into());
+        let _ = img.annotations.insert(
+            "org.opencontainers.image.created".into(),
+            "2024-01-01T00:00:00Z".into(),
+        );
         img
     }
     pub fn with_layer(mut self, layer: Blob) -> Image {
@@ -325,7 +349,9 @@ impl Image {
     }
     /// Config first, then layers: every blob the manifest needs (in push order).
     pub fn blobs(&self) -> Vec<&Blob> {
-        std::iter::once(&self.config).chain(self.layers.iter()).collect()
+        std::iter::once(&self.config)
+            .chain(self.layers.iter())
+            .collect()
     }
     pub fn blob_digests(&self) -> Vec<String> {
         self.blobs().iter().map(|b| b.digest.clone()).collect()
@@ -343,10 +369,18 @@ impl Image {
         m.insert(
             "layers".into(),
             Value::Array(
-                self.layers.iter().map(|l| l.descriptor(self.layer_media_type()).to_json()).collect(),
+                self.layers
+                    .iter()
+                    .map(|l| l.descriptor(self.layer_media_type()).to_json())
+                    .collect(),
             ),
         );
-        manifest_json(m, self.subject.as_ref(), self.artifact_type.as_deref(), &self.annotations)
+        manifest_json(
+            m,
+            self.subject.as_ref(),
+            self.artifact_type.as_deref(),
+            &self.annotations,
+        )
     }
     pub fn digest(&self) -> String {
         sha256_digest(&self.manifest_bytes())
@@ -380,7 +414,13 @@ pub struct Index {
 
 impl Index {
     pub fn new(kind: IndexKind, children: Vec<(PushedImage, Option<Platform>)>) -> Index {
-        Index { kind, children, subject: None, artifact_type: None, annotations: BTreeMap::new() }
+        Index {
+            kind,
+            children,
+            subject: None,
+            artifact_type: None,
+            annotations: BTreeMap::new(),
+        }
     }
     pub fn docker_list(children: Vec<(PushedImage, Option<Platform>)>) -> Index {
         Self::new(IndexKind::DockerList, children)
@@ -404,7 +444,11 @@ impl Index {
         self
     }
     pub fn with_artifact_type(mut self, artifact_type: &str) -> Index {
-        assert_eq!(self.kind, IndexKind::OciIndex, "artifactType is an OCI field");
+        assert_eq!(
+            self.kind,
+            IndexKind::OciIndex,
+            "artifactType is an OCI field"
+        );
         self.artifact_type = Some(artifact_type.into());
         self
     }
@@ -435,7 +479,12 @@ impl Index {
                     .collect(),
             ),
         );
-        manifest_json(m, self.subject.as_ref(), self.artifact_type.as_deref(), &self.annotations)
+        manifest_json(
+            m,
+            self.subject.as_ref(),
+            self.artifact_type.as_deref(),
+            &self.annotations,
+        )
     }
     pub fn digest(&self) -> String {
         sha256_digest(&self.manifest_bytes())
@@ -495,7 +544,12 @@ impl PushedImage {
 }
 
 /// Adds the optional fields images and indexes share, and renders the bytes.
-fn manifest_json(mut m: Map<String, Value>, subject: Option<&Descriptor>, artifact_type: Option<&str>, annotations: &BTreeMap<String, String>) -> Vec<u8> {
+fn manifest_json(
+    mut m: Map<String, Value>,
+    subject: Option<&Descriptor>,
+    artifact_type: Option<&str>,
+    annotations: &BTreeMap<String, String>,
+) -> Vec<u8> {
     if let Some(s) = subject {
         m.insert("subject".into(), s.to_json());
     }
@@ -527,7 +581,9 @@ pub fn schema1_manifest_bytes(name: &str, tag: &str, layer_digests: &[String]) -
 pub fn big_oci_manifest_bytes(image: &Image, min_size: usize) -> Vec<u8> {
     let base = image.manifest_bytes().len();
     let pad = min_size.saturating_sub(base) + 64;
-    let img = image.clone().with_annotation("org.example.padding", &"x".repeat(pad));
+    let img = image
+        .clone()
+        .with_annotation("org.example.padding", &"x".repeat(pad));
     let bytes = img.manifest_bytes();
     assert!(bytes.len() >= min_size);
     bytes

@@ -20,9 +20,9 @@
 #![allow(unused_imports)]
 
 #[cfg(test)]
-pub mod collector;
-#[cfg(test)]
 pub mod cloud;
+#[cfg(test)]
+pub mod collector;
 pub mod http;
 pub mod images;
 pub mod model;

@@ -52,7 +52,8 @@ impl ManifestInfo {
             ..Default::default()
         };
         let digest_of = |d: &serde_json::Value| d["digest"].as_str().map(str::to_string);
-        let foreign = |d: &serde_json::Value| d["urls"].as_array().map(|u| !u.is_empty()).unwrap_or(false);
+        let foreign =
+            |d: &serde_json::Value| d["urls"].as_array().map(|u| !u.is_empty()).unwrap_or(false);
         if let Some(c) = v.get("config") {
             if let Some(d) = digest_of(c) {
                 info.blobs.push(d);
@@ -150,12 +151,16 @@ impl Model {
     /// A manifest put into `repo` (by digest if `tag` is None).
     pub fn record_manifest(&mut self, repo: &str, digest: &str, bytes: &[u8], tag: Option<&str>) {
         self.blobs.insert(digest.to_string());
-        self.manifests.insert(digest.to_string(), ManifestInfo::parse(bytes));
+        self.manifests
+            .insert(digest.to_string(), ManifestInfo::parse(bytes));
         let r = self.repo_mut(repo);
         r.revisions.insert(digest.to_string());
         if let Some(t) = tag {
             r.tags.insert(t.to_string(), digest.to_string());
-            r.tag_index.entry(t.to_string()).or_default().insert(digest.to_string());
+            r.tag_index
+                .entry(t.to_string())
+                .or_default()
+                .insert(digest.to_string());
         }
     }
 
@@ -165,7 +170,12 @@ impl Model {
     pub fn record_delete(&mut self, repo: &str, digest: &str) {
         let r = self.repo_mut(repo);
         r.revisions.remove(digest);
-        let gone: Vec<String> = r.tags.iter().filter(|(_, d)| *d == digest).map(|(t, _)| t.clone()).collect();
+        let gone: Vec<String> = r
+            .tags
+            .iter()
+            .filter(|(_, d)| *d == digest)
+            .map(|(t, _)| t.clone())
+            .collect();
         for t in gone {
             r.tags.remove(&t);
             r.tag_index.remove(&t);
@@ -224,8 +234,17 @@ impl Model {
         let mut reach = BTreeSet::new();
         for (name, r) in &self.repos {
             let k = &kept[name];
-            kept_revisions.insert(name.clone(), r.revisions.intersection(k).cloned().collect::<BTreeSet<_>>());
-            deleted_revisions.insert(name.clone(), r.revisions.difference(k).cloned().collect::<BTreeSet<_>>());
+            kept_revisions.insert(
+                name.clone(),
+                r.revisions
+                    .intersection(k)
+                    .cloned()
+                    .collect::<BTreeSet<_>>(),
+            );
+            deleted_revisions.insert(
+                name.clone(),
+                r.revisions.difference(k).cloned().collect::<BTreeSet<_>>(),
+            );
             // A kept manifest keeps itself, its config and layers, and its children's
             // manifest blobs (their layers only through their own revisions). A tag's
             // target blob is kept even without a revision link.
@@ -253,8 +272,11 @@ impl Model {
             let mut per_tag = BTreeMap::new();
             for (tag, hist) in &r.tag_index {
                 let cur = r.tags.get(tag);
-                let d: BTreeSet<String> =
-                    hist.iter().filter(|d| !kr.contains(*d) && Some(*d) != cur).cloned().collect();
+                let d: BTreeSet<String> = hist
+                    .iter()
+                    .filter(|d| !kr.contains(*d) && Some(*d) != cur)
+                    .cloned()
+                    .collect();
                 if !d.is_empty() {
                     per_tag.insert(tag.clone(), d);
                 }
@@ -286,15 +308,38 @@ impl Model {
         let disk_uploads = tree::uploads(root);
         let disk_tag_index = tree::tag_index(root);
         let empty = BTreeSet::new();
-        let names: BTreeSet<&String> = self.repos.keys().chain(disk_revs.keys()).chain(disk_tags.keys()).collect();
+        let names: BTreeSet<&String> = self
+            .repos
+            .keys()
+            .chain(disk_revs.keys())
+            .chain(disk_tags.keys())
+            .collect();
         for name in names {
             let r = self.repos.get(name).cloned().unwrap_or_default();
-            diff_sets(&format!("{name} revisions"), &r.revisions, disk_revs.get(name).unwrap_or(&empty), &mut errs);
-            diff_sets(&format!("{name} layer links"), &r.layer_links, disk_layers.get(name).unwrap_or(&empty), &mut errs);
-            diff_sets(&format!("{name} uploads"), &r.uploads, disk_uploads.get(name).unwrap_or(&empty), &mut errs);
+            diff_sets(
+                &format!("{name} revisions"),
+                &r.revisions,
+                disk_revs.get(name).unwrap_or(&empty),
+                &mut errs,
+            );
+            diff_sets(
+                &format!("{name} layer links"),
+                &r.layer_links,
+                disk_layers.get(name).unwrap_or(&empty),
+                &mut errs,
+            );
+            diff_sets(
+                &format!("{name} uploads"),
+                &r.uploads,
+                disk_uploads.get(name).unwrap_or(&empty),
+                &mut errs,
+            );
             let dti = disk_tag_index.get(name).cloned().unwrap_or_default();
             if dti != r.tag_index {
-                errs.push(format!("{name} tag index: model {:?} disk {:?}", r.tag_index, dti));
+                errs.push(format!(
+                    "{name} tag index: model {:?} disk {:?}",
+                    r.tag_index, dti
+                ));
             }
             let dt = disk_tags.get(name).cloned().unwrap_or_default();
             if dt != r.tags {
@@ -309,7 +354,12 @@ impl Model {
     }
 }
 
-fn diff_sets(what: &str, model: &BTreeSet<String>, disk: &BTreeSet<String>, errs: &mut Vec<String>) {
+fn diff_sets(
+    what: &str,
+    model: &BTreeSet<String>,
+    disk: &BTreeSet<String>,
+    errs: &mut Vec<String>,
+) {
     let missing: Vec<_> = model.difference(disk).collect();
     let extra: Vec<_> = disk.difference(model).collect();
     if !missing.is_empty() {

@@ -54,7 +54,10 @@ pub fn config_yaml(root: &Path, port: u16) -> String {
         .unwrap_or_else(|| panic!("registry root {} is not valid UTF-8", root.display()));
     // A JSON string literal is a valid YAML double-quoted scalar.
     let root_quoted = serde_json::to_string(root_str).unwrap();
-    config_yaml_with_driver(&format!("  filesystem:\n    rootdirectory: {root_quoted}\n"), port)
+    config_yaml_with_driver(
+        &format!("  filesystem:\n    rootdirectory: {root_quoted}\n"),
+        port,
+    )
 }
 
 /// The config with another storage driver section (indented under `storage:`).
@@ -96,10 +99,19 @@ impl RegistryConfig {
 
     /// Writes a config with the given storage driver section (see `s3_driver_yaml`).
     pub fn with_driver(driver: &str, port: u16) -> RegistryConfig {
-        let dir = tempfile::Builder::new().prefix("registry-gc-config-").tempdir().expect("create temp dir for registry config");
+        let dir = tempfile::Builder::new()
+            .prefix("registry-gc-config-")
+            .tempdir()
+            .expect("create temp dir for registry config");
         let path = dir.path().join("config.yml");
-        fs::write(&path, config_yaml_with_driver(driver, port)).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        RegistryConfig { root: dir.path().to_path_buf(), dir, path, port }
+        fs::write(&path, config_yaml_with_driver(driver, port))
+            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        RegistryConfig {
+            root: dir.path().to_path_buf(),
+            dir,
+            path,
+            port,
+        }
     }
 
     /// Writes a config for `root` that listens on `127.0.0.1:<port>`.
@@ -113,7 +125,12 @@ impl RegistryConfig {
         let path = dir.path().join("config.yml");
         fs::write(&path, config_yaml(root, port))
             .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        RegistryConfig { dir, path, root: root.to_path_buf(), port }
+        RegistryConfig {
+            dir,
+            path,
+            root: root.to_path_buf(),
+            port,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -188,10 +205,18 @@ impl Registry {
             .spawn()
             .map_err(|e| format!("cannot spawn {REGISTRY_BIN} serve: {e}"))?;
         let url = format!("http://127.0.0.1:{port}");
-        let mut reg = Registry { child: Some(child), config, url, stdout_path, stderr_path };
+        let mut reg = Registry {
+            child: Some(child),
+            config,
+            url,
+            stdout_path,
+            stderr_path,
+        };
 
         let deadline = Instant::now() + START_TIMEOUT;
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build();
         loop {
             if let Some(status) = reg.child.as_mut().unwrap().try_wait().ok().flatten() {
                 let log = reg.logs();
@@ -294,7 +319,8 @@ pub fn run_reference_gc(config_path: &Path, delete_untagged: bool, dry_run: bool
     }
     cmd.arg(config_path);
     cmd.stdin(Stdio::null());
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {REGISTRY_BIN} garbage-collect: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {REGISTRY_BIN} garbage-collect: {e}"))
 }
 
 /// [`run_reference_gc`] on an arbitrary root (writes a throwaway config) and panics with

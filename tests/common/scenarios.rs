@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use super::http;
 use super::images::{
-    cosign_tag, det_bytes, layer_blob, sha256_digest, Blob, Image, Index, IndexKind, Platform, PushedImage,
+    cosign_tag, det_bytes, layer_blob, sha256_digest, Blob, Image, Index, IndexKind, Platform,
+    PushedImage,
 };
 use super::model::{Expectation, Mode, Model};
 use super::registry::Registry;
@@ -90,7 +91,13 @@ impl Scenario {
     pub fn present(&self) -> Vec<&ImageRecord> {
         self.images
             .iter()
-            .filter(|r| self.model.repos.get(r.repo()).map(|s| s.revisions.contains(r.digest())).unwrap_or(false))
+            .filter(|r| {
+                self.model
+                    .repos
+                    .get(r.repo())
+                    .map(|s| s.revisions.contains(r.digest()))
+                    .unwrap_or(false)
+            })
             .collect()
     }
     pub fn survivors(&self, mode: Mode) -> Vec<&ImageRecord> {
@@ -104,7 +111,11 @@ impl Scenario {
             .into_iter()
             .filter(|r| r.servable)
             .filter(|r| {
-                let kept = exp.kept_revisions.get(r.repo()).cloned().unwrap_or_default();
+                let kept = exp
+                    .kept_revisions
+                    .get(r.repo())
+                    .cloned()
+                    .unwrap_or_default();
                 fn ok(img: &PushedImage, kept: &BTreeSet<String>) -> bool {
                     kept.contains(&img.digest) && img.children.iter().all(|c| ok(c, kept))
                 }
@@ -134,7 +145,13 @@ impl Scenario {
         self.model
             .repos
             .get(rec.repo())
-            .map(|r| r.tags.iter().filter(|(_, d)| *d == rec.digest()).map(|(t, _)| t.clone()).collect())
+            .map(|r| {
+                r.tags
+                    .iter()
+                    .filter(|(_, d)| *d == rec.digest())
+                    .map(|(t, _)| t.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
     /// pull_verify every record in `recs` by digest and by each of its tags; checks that the
@@ -177,7 +194,10 @@ impl Scenario {
                 let path = tree::key_path(root, &tree::blob_key_for_digest(&d));
                 let bytes = std::fs::read(&path).map_err(|e| format!("[{}] {d}: {e}", r.label))?;
                 if super::images::sha256_digest(&bytes) != d {
-                    return Err(format!("[{}] {d}: content does not match its digest", r.label));
+                    return Err(format!(
+                        "[{}] {d}: content does not match its digest",
+                        r.label
+                    ));
                 }
                 n += 1;
             }
@@ -208,7 +228,11 @@ impl Scenario {
         for mode in Mode::ALL {
             let exp = self.expectation(mode);
             for r in &self.images {
-                let model_says = exp.kept_revisions.get(r.repo()).map(|s| s.contains(r.digest())).unwrap_or(false);
+                let model_says = exp
+                    .kept_revisions
+                    .get(r.repo())
+                    .map(|s| s.contains(r.digest()))
+                    .unwrap_or(false);
                 if model_says != r.survives(mode) {
                     errs.push(format!(
                         "{mode:?}: [{}] {} hand-written survives={} but model says {}",
@@ -232,18 +256,27 @@ impl Scenario {
                         .filter(|d| self.model.blobs.contains(d) && !exp.kept_blobs.contains(d))
                         .collect();
                     if !missing.is_empty() {
-                        errs.push(format!("{mode:?}: [{}] survives but needs deleted blobs {missing:?}", r.label));
+                        errs.push(format!(
+                            "{mode:?}: [{}] survives but needs deleted blobs {missing:?}",
+                            r.label
+                        ));
                     }
                 }
             }
             for o in &self.orphan_blobs {
                 if !exp.deleted_blobs.contains(o) {
-                    errs.push(format!("{mode:?}: orphan blob {o} is not expected to be deleted"));
+                    errs.push(format!(
+                        "{mode:?}: orphan blob {o} is not expected to be deleted"
+                    ));
                 }
             }
         }
         if !errs.is_empty() {
-            panic!("scenario {}: inconsistent expectations:\n{}", self.name, errs.join("\n"));
+            panic!(
+                "scenario {}: inconsistent expectations:\n{}",
+                self.name,
+                errs.join("\n")
+            );
         }
     }
     /// A short multi-line summary (counts per mode).
@@ -298,7 +331,12 @@ impl Pusher {
 
     /// Uploads a blob into `repo` unless this repo already has it (like a client after HEAD).
     pub fn blob(&mut self, repo: &str, blob: &Blob) -> String {
-        let have = self.model.repos.get(repo).map(|r| r.layer_links.contains(&blob.digest)).unwrap_or(false);
+        let have = self
+            .model
+            .repos
+            .get(repo)
+            .map(|r| r.layer_links.contains(&blob.digest))
+            .unwrap_or(false);
         if !have {
             let d = http::upload_blob(&self.base, repo, &blob.bytes);
             assert_eq!(d, blob.digest);
@@ -335,7 +373,12 @@ impl Pusher {
     /// children have no revision link in the same repository, MANIFEST_BLOB_UNKNOWN).
     pub fn index(&mut self, repo: &str, index: &Index, tag: Option<&str>) -> PushedImage {
         for (c, _) in &index.children {
-            assert_eq!(c.repo, repo, "index child {} must be pushed into {repo} first", c.reference());
+            assert_eq!(
+                c.repo,
+                repo,
+                "index child {} must be pushed into {repo} first",
+                c.reference()
+            );
         }
         let bytes = index.manifest_bytes();
         let digest = sha256_digest(&bytes);
@@ -360,7 +403,8 @@ impl Pusher {
     pub fn tag(&mut self, img: &PushedImage, tag: &str) {
         let got = http::put_manifest(&self.base, &img.repo, tag, &img.media_type, &img.bytes);
         assert_eq!(got, img.digest);
-        self.model.record_manifest(&img.repo, &img.digest, &img.bytes, Some(tag));
+        self.model
+            .record_manifest(&img.repo, &img.digest, &img.bytes, Some(tag));
     }
 
     /// DELETE by digest through the API.
@@ -389,7 +433,13 @@ impl Pusher {
 
     /// Writes a manifest directly into the tree (blob + revision link + tag links) for shapes
     /// the registry refuses over HTTP. Referenced blobs must be pushed separately.
-    pub fn write_manifest_direct(&mut self, repo: &str, tag: Option<&str>, media_type: &str, bytes: &[u8]) -> PushedImage {
+    pub fn write_manifest_direct(
+        &mut self,
+        repo: &str,
+        tag: Option<&str>,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> PushedImage {
         let digest = tree::write_manifest(&self.root, repo, tag, bytes);
         self.model.record_manifest(repo, &digest, bytes, tag);
         let info = self.model.manifests[&digest].clone();
@@ -407,7 +457,13 @@ impl Pusher {
     }
 
     /// Records the expected fate of a manifest.
-    pub fn expect(&mut self, label: &str, img: &PushedImage, survives_default: bool, survives_untagged: bool) {
+    pub fn expect(
+        &mut self,
+        label: &str,
+        img: &PushedImage,
+        survives_default: bool,
+        survives_untagged: bool,
+    ) {
         self.images.push(ImageRecord {
             label: label.to_string(),
             image: img.clone(),
@@ -418,7 +474,13 @@ impl Pusher {
     }
 
     /// Like `expect`, for an image the registry cannot serve (see `ImageRecord::servable`).
-    pub fn expect_unservable(&mut self, label: &str, img: &PushedImage, survives_default: bool, survives_untagged: bool) {
+    pub fn expect_unservable(
+        &mut self,
+        label: &str,
+        img: &PushedImage,
+        survives_default: bool,
+        survives_untagged: bool,
+    ) {
         self.expect(label, img, survives_default, survives_untagged);
         self.images.last_mut().expect("just pushed").servable = false;
     }
@@ -489,16 +551,31 @@ pub fn mixed(reg: &Registry) -> Scenario {
 
     // ---- library/alpine
     let alp = "library/alpine";
-    let a1 = p.image(alp, &Image::docker("mixed/alpine-3.19", 1).with_layer(base.clone()), Some("3.19"));
+    let a1 = p.image(
+        alp,
+        &Image::docker("mixed/alpine-3.19", 1).with_layer(base.clone()),
+        Some("3.19"),
+    );
     p.tag(&a1, "latest");
-    let a1sig = p.image(alp, &Image::cosign_signature(alp, &a1.digest), Some(&cosign_tag(&a1.digest, "sig")));
-    let am1 = p.image(alp, &Image::docker("mixed/alpine-amd64", 1).with_layer(base.clone()), None);
+    let a1sig = p.image(
+        alp,
+        &Image::cosign_signature(alp, &a1.digest),
+        Some(&cosign_tag(&a1.digest, "sig")),
+    );
+    let am1 = p.image(
+        alp,
+        &Image::docker("mixed/alpine-amd64", 1).with_layer(base.clone()),
+        None,
+    );
     let am2 = p.image(alp, &Image::docker("mixed/alpine-arm64", 2), None);
     let multi = p.index(
         alp,
         &Index::new(
             IndexKind::DockerList,
-            vec![(am1.clone(), Some(Platform::linux("amd64"))), (am2.clone(), Some(Platform::linux("arm64")))],
+            vec![
+                (am1.clone(), Some(Platform::linux("amd64"))),
+                (am2.clone(), Some(Platform::linux("arm64"))),
+            ],
         ),
         Some("multi"),
     );
@@ -510,10 +587,16 @@ pub fn mixed(reg: &Registry) -> Scenario {
 
     // ---- team/app
     let app = "team/app";
-    let b1 = p.image(app, &Image::oci("mixed/app-v1-old", 1).with_layer(base.clone()), Some("v1"));
+    let b1 = p.image(
+        app,
+        &Image::oci("mixed/app-v1-old", 1).with_layer(base.clone()),
+        Some("v1"),
+    );
     let b2 = p.image(
         app,
-        &Image::oci("mixed/app-v1-new", 1).with_layer(base.clone()).with_layer(app_shared.clone()),
+        &Image::oci("mixed/app-v1-new", 1)
+            .with_layer(base.clone())
+            .with_layer(app_shared.clone()),
         Some("v1"),
     );
     let r1 = p.image(
@@ -528,23 +611,40 @@ pub fn mixed(reg: &Registry) -> Scenario {
     );
     let sbom = p.image(
         app,
-        &Image::artifact("application/spdx+json", "application/spdx+json", sbom_payload(&b2)).with_subject(&b2),
+        &Image::artifact(
+            "application/spdx+json",
+            "application/spdx+json",
+            sbom_payload(&b2),
+        )
+        .with_subject(&b2),
         None,
     );
     let c1 = p.image(app, &Image::oci("mixed/app-v2-amd64", 2), None);
     let c2 = p.image(app, &Image::oci("mixed/app-v2-arm64", 2), None);
-    let v2 = p.index(app, &Index::with_default_platforms(IndexKind::OciIndex, vec![c1.clone(), c2.clone()]), Some("v2"));
+    let v2 = p.index(
+        app,
+        &Index::with_default_platforms(IndexKind::OciIndex, vec![c1.clone(), c2.clone()]),
+        Some("v2"),
+    );
     let c1att = p.image(
         app,
         &Image::artifact(
             "application/vnd.in-toto+json",
             "application/vnd.in-toto+json",
-            format!("{{\"_type\":\"https://in-toto.io/Statement/v1\",\"subject\":\"{}\"}}", c1.digest).into_bytes(),
+            format!(
+                "{{\"_type\":\"https://in-toto.io/Statement/v1\",\"subject\":\"{}\"}}",
+                c1.digest
+            )
+            .into_bytes(),
         )
         .with_subject(&c1),
         None,
     );
-    let d1 = p.image(app, &Image::docker("mixed/app-old", 1).with_layer(base.clone()), Some("old"));
+    let d1 = p.image(
+        app,
+        &Image::docker("mixed/app-old", 1).with_layer(base.clone()),
+        Some("old"),
+    );
     p.delete(&d1);
     p.orphan_blob(app, "mixed/app-orphan");
     p.abandoned_upload(app, "mixed/app-upload");
@@ -560,7 +660,11 @@ pub fn mixed(reg: &Registry) -> Scenario {
 
     // ---- team/app/cache (a repository inside team/app's path)
     let cache = "team/app/cache";
-    let e1 = p.image(cache, &Image::oci("mixed/cache", 1).with_layer(app_shared.clone()), Some("buildcache"));
+    let e1 = p.image(
+        cache,
+        &Image::oci("mixed/cache", 1).with_layer(app_shared.clone()),
+        Some("buildcache"),
+    );
     let e2 = p.image(cache, &Image::oci("mixed/cache-untagged", 2), None);
     p.abandoned_upload(cache, "mixed/cache-upload");
     p.expect("cache:buildcache", &e1, true, true);
@@ -574,7 +678,11 @@ pub fn mixed(reg: &Registry) -> Scenario {
         &Image::artifact(
             "application/vnd.in-toto+json",
             "application/vnd.in-toto+json",
-            format!("{{\"_type\":\"https://in-toto.io/Statement/v1\",\"subject\":\"{}\"}}", s1.digest).into_bytes(),
+            format!(
+                "{{\"_type\":\"https://in-toto.io/Statement/v1\",\"subject\":\"{}\"}}",
+                s1.digest
+            )
+            .into_bytes(),
         ),
         None,
     );
@@ -592,7 +700,11 @@ pub fn mixed(reg: &Registry) -> Scenario {
     assert_eq!(x_svc.digest, x_alp.digest);
     p.delete(&x_svc);
     let s2 = p.image(svc, &Image::docker("mixed/svc-1.1", 1), Some("1.1"));
-    let s2sig = p.image(svc, &Image::cosign_signature(svc, &s2.digest), Some(&cosign_tag(&s2.digest, "sig")));
+    let s2sig = p.image(
+        svc,
+        &Image::cosign_signature(svc, &s2.digest),
+        Some(&cosign_tag(&s2.digest, "sig")),
+    );
     p.delete(&s2);
     p.orphan_blob(svc, "mixed/svc-orphan");
     p.abandoned_upload(svc, "mixed/svc-upload");
@@ -628,12 +740,18 @@ pub fn no_deletion_no_effect(reg: &Registry) -> Scenario {
     let i1 = random_schema2(&mut p, repo, "palailogos/1");
     let i2 = random_schema2(&mut p, repo, "palailogos/2");
     let i3 = random_schema2(&mut p, repo, "palailogos/3");
-    let list = p.index(repo, &Index::with_default_platforms(IndexKind::DockerList, vec![i1.clone(), i2.clone()]), None);
+    let list = p.index(
+        repo,
+        &Index::with_default_platforms(IndexKind::DockerList, vec![i1.clone(), i2.clone()]),
+        None,
+    );
     p.expect("image1", &i1, true, false);
     p.expect("image2", &i2, true, false);
     p.expect("image3", &i3, true, false);
     p.expect("list", &list, true, false);
-    p.note("no tags at all: 2.8.2 --delete-untagged aborts on a repository without _manifests/tags");
+    p.note(
+        "no tags at all: 2.8.2 --delete-untagged aborts on a repository without _manifests/tags",
+    );
     p.finish("no_deletion_no_effect")
 }
 
@@ -699,7 +817,11 @@ pub fn tagged_list_with_untagged_children(reg: &Registry) -> Scenario {
     let repo = "foo/taggedlist/untaggedmanifest";
     let i1 = random_schema2(&mut p, repo, "taggedlist/1");
     let i2 = random_schema2(&mut p, repo, "taggedlist/2");
-    let list = p.index(repo, &Index::with_default_platforms(IndexKind::DockerList, vec![i1.clone(), i2.clone()]), Some("test"));
+    let list = p.index(
+        repo,
+        &Index::with_default_platforms(IndexKind::DockerList, vec![i1.clone(), i2.clone()]),
+        Some("test"),
+    );
     p.expect("image1", &i1, true, true);
     p.expect("image2", &i2, true, true);
     p.expect("list", &list, true, true);
@@ -712,7 +834,11 @@ pub fn untagged_list_with_untagged_children(reg: &Registry) -> Scenario {
     let repo = "foo/untaggedlist/untaggedmanifest";
     let i1 = random_schema2(&mut p, repo, "untaggedlist-untagged/1");
     let i2 = random_schema2(&mut p, repo, "untaggedlist-untagged/2");
-    let list = p.index(repo, &Index::with_default_platforms(IndexKind::DockerList, vec![i1.clone(), i2.clone()]), None);
+    let list = p.index(
+        repo,
+        &Index::with_default_platforms(IndexKind::DockerList, vec![i1.clone(), i2.clone()]),
+        None,
+    );
     p.expect("image1", &i1, true, false);
     p.expect("image2", &i2, true, false);
     p.expect("list", &list, true, false);
@@ -724,9 +850,21 @@ pub fn untagged_list_with_untagged_children(reg: &Registry) -> Scenario {
 pub fn untagged_list_with_tagged_children(reg: &Registry) -> Scenario {
     let mut p = Pusher::new(reg);
     let repo = "foo/untaggedlist/taggedmanifest";
-    let i1 = p.image(repo, &Image::docker("untaggedlist-tagged/1", 2), Some("image1"));
-    let i2 = p.image(repo, &Image::docker("untaggedlist-tagged/2", 2), Some("image2"));
-    let list = p.index(repo, &Index::with_default_platforms(IndexKind::DockerList, vec![i1.clone(), i2.clone()]), None);
+    let i1 = p.image(
+        repo,
+        &Image::docker("untaggedlist-tagged/1", 2),
+        Some("image1"),
+    );
+    let i2 = p.image(
+        repo,
+        &Image::docker("untaggedlist-tagged/2", 2),
+        Some("image2"),
+    );
+    let list = p.index(
+        repo,
+        &Index::with_default_platforms(IndexKind::DockerList, vec![i1.clone(), i2.clone()]),
+        None,
+    );
     p.expect("image1", &i1, true, true);
     p.expect("image2", &i2, true, true);
     p.expect("list", &list, true, false);
@@ -753,7 +891,11 @@ pub fn tagged_list_with_deleted_references(reg: &Registry, tag_list: bool) -> Sc
     p.expect("image1", &i1, false, false);
     p.expect("image2", &i2, false, false);
     p.expect("list", &list, true, tag_list);
-    p.finish(if tag_list { "tagged_list_with_deleted_references" } else { "untagged_list_with_deleted_references" })
+    p.finish(if tag_list {
+        "tagged_list_with_deleted_references"
+    } else {
+        "untagged_list_with_deleted_references"
+    })
 }
 
 /// All small API-only scenarios, each in its own repositories, pushed into one registry.
@@ -907,11 +1049,17 @@ pub fn merge(name: &str, parts: Vec<Scenario>) -> Scenario {
 
 /// Blob digests in `kept` that are not in `model` (helper for messages).
 pub fn describe_set(set: &BTreeSet<String>) -> String {
-    set.iter().map(|d| &d[..19.min(d.len())]).collect::<Vec<_>>().join(", ")
+    set.iter()
+        .map(|d| &d[..19.min(d.len())])
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// repo -> tags from the model (for comparisons with `http::list_tags`).
 pub fn model_tags(model: &Model) -> BTreeMap<String, Vec<String>> {
-    model.repos.iter().map(|(n, r)| (n.clone(), r.tags.keys().cloned().collect())).collect()
+    model
+        .repos
+        .iter()
+        .map(|(n, r)| (n.clone(), r.tags.keys().cloned().collect()))
+        .collect()
 }
-

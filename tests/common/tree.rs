@@ -41,16 +41,25 @@ pub fn repo_key(repo: &str) -> String {
     format!("repositories/{repo}")
 }
 pub fn revision_link_key(repo: &str, digest: &str) -> String {
-    format!("repositories/{repo}/_manifests/revisions/sha256/{}/link", digest_hex(digest))
+    format!(
+        "repositories/{repo}/_manifests/revisions/sha256/{}/link",
+        digest_hex(digest)
+    )
 }
 pub fn tag_current_link_key(repo: &str, tag: &str) -> String {
     format!("repositories/{repo}/_manifests/tags/{tag}/current/link")
 }
 pub fn tag_index_link_key(repo: &str, tag: &str, digest: &str) -> String {
-    format!("repositories/{repo}/_manifests/tags/{tag}/index/sha256/{}/link", digest_hex(digest))
+    format!(
+        "repositories/{repo}/_manifests/tags/{tag}/index/sha256/{}/link",
+        digest_hex(digest)
+    )
 }
 pub fn layer_link_key(repo: &str, digest: &str) -> String {
-    format!("repositories/{repo}/_layers/sha256/{}/link", digest_hex(digest))
+    format!(
+        "repositories/{repo}/_layers/sha256/{}/link",
+        digest_hex(digest)
+    )
 }
 pub fn upload_dir_key(repo: &str, uuid: &str) -> String {
     format!("repositories/{repo}/_uploads/{uuid}")
@@ -65,8 +74,14 @@ fn walk(dir: &Path, rel: &str, files: &mut Vec<(String, PathBuf)>, dirs: &mut Ve
     for entry in rd {
         let entry = entry.unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()));
         let name = entry.file_name().to_string_lossy().into_owned();
-        let rel_child = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
-        let ft = entry.file_type().unwrap_or_else(|e| panic!("file_type {}: {e}", entry.path().display()));
+        let rel_child = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let ft = entry
+            .file_type()
+            .unwrap_or_else(|e| panic!("file_type {}: {e}", entry.path().display()));
         if ft.is_dir() {
             dirs.push(rel_child.clone());
             walk(&entry.path(), &rel_child, files, dirs);
@@ -96,7 +111,11 @@ pub fn dirs(root: &Path) -> BTreeSet<String> {
 pub fn empty_dirs(root: &Path) -> BTreeSet<String> {
     dirs(root)
         .into_iter()
-        .filter(|d| fs::read_dir(key_path(root, d)).map(|mut r| r.next().is_none()).unwrap_or(false))
+        .filter(|d| {
+            fs::read_dir(key_path(root, d))
+                .map(|mut r| r.next().is_none())
+                .unwrap_or(false)
+        })
         .collect()
 }
 
@@ -122,21 +141,36 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, FileState> {
             let mut buf = vec![0u8; 64 * 1024];
             let mut len = 0u64;
             loop {
-                let n = f.read(&mut buf).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+                let n = f
+                    .read(&mut buf)
+                    .unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
                 if n == 0 {
                     break;
                 }
                 len += n as u64;
                 h.update(&buf[..n]);
             }
-            let mtime = f.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
-            (k, FileState { sha256: hex::encode(h.finalize()), len, mtime })
+            let mtime = f
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            (
+                k,
+                FileState {
+                    sha256: hex::encode(h.finalize()),
+                    len,
+                    mtime,
+                },
+            )
         })
         .collect()
 }
 
 /// A human-readable description of how two snapshots differ ("" if equal).
-pub fn snapshot_diff(before: &BTreeMap<String, FileState>, after: &BTreeMap<String, FileState>) -> String {
+pub fn snapshot_diff(
+    before: &BTreeMap<String, FileState>,
+    after: &BTreeMap<String, FileState>,
+) -> String {
     let mut out = String::new();
     for (k, v) in before {
         match after.get(k) {
@@ -165,7 +199,8 @@ pub fn copy_tree(src: &Path, dst: &Path) {
         if ft.is_dir() {
             copy_tree(&from, &to);
         } else if ft.is_file() {
-            fs::copy(&from, &to).unwrap_or_else(|e| panic!("copy {} -> {}: {e}", from.display(), to.display()));
+            fs::copy(&from, &to)
+                .unwrap_or_else(|e| panic!("copy {} -> {}: {e}", from.display(), to.display()));
         }
     }
 }
@@ -181,7 +216,8 @@ pub fn set_mtime_recursive(dir: &Path, t: SystemTime) {
                 rec(&e.unwrap().path(), ft);
             }
         }
-        filetime::set_file_times(p, ft, ft).unwrap_or_else(|e| panic!("set times {}: {e}", p.display()));
+        filetime::set_file_times(p, ft, ft)
+            .unwrap_or_else(|e| panic!("set times {}: {e}", p.display()));
     }
     rec(dir, ft);
 }
@@ -195,7 +231,8 @@ pub fn age_tree(dir: &Path, age: Duration) {
 pub fn set_key_mtime(root: &Path, key: &str, t: SystemTime) {
     let p = key_path(root, key);
     let ft = filetime::FileTime::from_system_time(t);
-    filetime::set_file_times(&p, ft, ft).unwrap_or_else(|e| panic!("set times {}: {e}", p.display()));
+    filetime::set_file_times(&p, ft, ft)
+        .unwrap_or_else(|e| panic!("set times {}: {e}", p.display()));
 }
 
 /// Splits `repositories/<repo>/<_meta>/...` into (`<repo>`, `<_meta>/...`): the repository
@@ -211,7 +248,9 @@ pub fn split_repo_key(key: &str) -> Option<(String, String)> {
 }
 
 fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Digests that have a `blobs/sha256/<xx>/<hex>/data` file.
@@ -220,13 +259,21 @@ pub fn blob_digests(root: &Path) -> BTreeSet<String> {
         .into_iter()
         .filter_map(|k| {
             let p: Vec<&str> = k.split('/').collect();
-            (p.len() == 5 && p[0] == "blobs" && p[1] == "sha256" && p[4] == "data" && is_hex64(p[3]) && p[3].starts_with(p[2]))
-                .then(|| format!("sha256:{}", p[3]))
+            (p.len() == 5
+                && p[0] == "blobs"
+                && p[1] == "sha256"
+                && p[4] == "data"
+                && is_hex64(p[3])
+                && p[3].starts_with(p[2]))
+            .then(|| format!("sha256:{}", p[3]))
         })
         .collect()
 }
 
-fn per_repo<F: Fn(&str) -> Option<String>>(root: &Path, f: F) -> BTreeMap<String, BTreeSet<String>> {
+fn per_repo<F: Fn(&str) -> Option<String>>(
+    root: &Path,
+    f: F,
+) -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for k in keys(root) {
         if let Some((repo, rest)) = split_repo_key(&k) {
@@ -242,8 +289,13 @@ fn per_repo<F: Fn(&str) -> Option<String>>(root: &Path, f: F) -> BTreeMap<String
 pub fn revisions(root: &Path) -> BTreeMap<String, BTreeSet<String>> {
     per_repo(root, |rest| {
         let p: Vec<&str> = rest.split('/').collect();
-        (p.len() == 5 && p[0] == "_manifests" && p[1] == "revisions" && p[2] == "sha256" && p[4] == "link" && is_hex64(p[3]))
-            .then(|| format!("sha256:{}", p[3]))
+        (p.len() == 5
+            && p[0] == "_manifests"
+            && p[1] == "revisions"
+            && p[2] == "sha256"
+            && p[4] == "link"
+            && is_hex64(p[3]))
+        .then(|| format!("sha256:{}", p[3]))
     })
 }
 
@@ -270,9 +322,16 @@ pub fn tags(root: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
     for k in keys(root) {
         if let Some((repo, rest)) = split_repo_key(&k) {
             let p: Vec<&str> = rest.split('/').collect();
-            if p.len() == 5 && p[0] == "_manifests" && p[1] == "tags" && p[3] == "current" && p[4] == "link" {
+            if p.len() == 5
+                && p[0] == "_manifests"
+                && p[1] == "tags"
+                && p[3] == "current"
+                && p[4] == "link"
+            {
                 let content = fs::read_to_string(key_path(root, &k)).unwrap_or_default();
-                out.entry(repo).or_default().insert(p[2].to_string(), content.trim().to_string());
+                out.entry(repo)
+                    .or_default()
+                    .insert(p[2].to_string(), content.trim().to_string());
             }
         }
     }
@@ -285,8 +344,19 @@ pub fn tag_index(root: &Path) -> BTreeMap<String, BTreeMap<String, BTreeSet<Stri
     for k in keys(root) {
         if let Some((repo, rest)) = split_repo_key(&k) {
             let p: Vec<&str> = rest.split('/').collect();
-            if p.len() == 7 && p[0] == "_manifests" && p[1] == "tags" && p[3] == "index" && p[4] == "sha256" && p[6] == "link" && is_hex64(p[5]) {
-                out.entry(repo).or_default().entry(p[2].to_string()).or_default().insert(format!("sha256:{}", p[5]));
+            if p.len() == 7
+                && p[0] == "_manifests"
+                && p[1] == "tags"
+                && p[3] == "index"
+                && p[4] == "sha256"
+                && p[6] == "link"
+                && is_hex64(p[5])
+            {
+                out.entry(repo)
+                    .or_default()
+                    .entry(p[2].to_string())
+                    .or_default()
+                    .insert(format!("sha256:{}", p[5]));
             }
         }
     }
@@ -302,7 +372,8 @@ pub fn read_key(root: &Path, key: &str) -> Vec<u8> {
 /// Writes one key (creating parent directories).
 pub fn write_key(root: &Path, key: &str, bytes: &[u8]) {
     let p = key_path(root, key);
-    fs::create_dir_all(p.parent().unwrap()).unwrap_or_else(|e| panic!("mkdir for {}: {e}", p.display()));
+    fs::create_dir_all(p.parent().unwrap())
+        .unwrap_or_else(|e| panic!("mkdir for {}: {e}", p.display()));
     fs::write(&p, bytes).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
 }
 
