@@ -172,7 +172,8 @@ pub async fn sweep(
 
 /// Keys the sweep has in flight at most (each a rendered key, some 270 bytes
 /// of heap with its copies: 64 batches of 256 on a filesystem were 6 MB at the
-/// run's peak, 64 of S3's 1000 would be 25).
+/// run's peak, 64 of S3's 1000 would be 25). A filesystem stays well below it
+/// (a batch of 64 per blocking thread).
 const KEYS_IN_FLIGHT: usize = 8192;
 
 /// Delete batches in flight: as many as the store runs at once for
@@ -209,7 +210,15 @@ async fn remove_batch(
 ) -> BatchOutcome {
     // keys and their deletions side by side, so that each attempt sends the
     // keys without copying them
-    let mut keys: Vec<String> = chunk.iter().map(|d| inv.key_of(&d.target(inv))).collect();
+    // each key at its length: `format!` leaves up to twice that in capacity
+    let mut keys: Vec<String> = chunk
+        .iter()
+        .map(|d| {
+            let mut key = inv.key_of(&d.target(inv));
+            key.shrink_to_fit();
+            key
+        })
+        .collect();
     let mut pending: Vec<&Deletion> = chunk.iter().collect();
     let mut done: Vec<(String, &Deletion)> = Vec::with_capacity(chunk.len());
     let mut failures = Vec::new();
