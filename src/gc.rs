@@ -1,25 +1,23 @@
 //! One collection, start to finish: list, mark, plan, sweep, report.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use crate::cache::ManifestCache;
 use crate::candidates;
-use crate::digest_table::DigestSet;
 use crate::error::Error;
 use crate::guard::{self, GuardOptions};
 use crate::inventory::Inventory;
 use crate::listing;
 use crate::mark::{self, MarkOptions};
-use crate::plan::{self, Plan, PlanOptions};
+use crate::plan::{self, Plan, PlanOptions, Target};
 use crate::progress::Progress;
 use crate::quarantine::QuarantineRun;
 use crate::recheck::{self, RecheckOptions, RecheckOutcome};
 use crate::report::{self, PhaseSeconds, Report, Seen, Warning, SCHEMA_VERSION};
 use crate::storage::counts::RequestFloor;
 use crate::storage::{system_time_ms, Storage};
-use crate::sweep::{self, SweepAction, SweepOptions, SweepOutcome};
+use crate::sweep::{self, SweepAction, SweepOptions};
 
 #[derive(Debug, Clone)]
 pub struct GcOptions {
@@ -173,28 +171,32 @@ pub async fn run(
         Some(sweep::sweep(storage, &inventory, &plan, sweep_opts, progress).await?)
     };
     times.sweep = lap.next();
-    // The window the re-check leaves: a manifest put between it and a blob's
-    // delete. Look once more, so that such an image is named, not silently broken.
-    // Only a deleted blob can break a manifest: a run that deleted none has
+    // From here on a real run's plan is what the sweep did (a failed key, and
+    // a phase never started, are not deleted): the look after the sweep, the
+    // counts, the summary and the report speak of what was deleted.
+    if let Some(o) = &outcome {
+        let mut i = 0;
+        plan.deletions.retain(|_| {
+            i += 1;
+            o.done.contains(i - 1)
+        });
+    }
+    // The window the re-check leaves: a push or a tag between it and a
+    // delete. Look once more, so that what the sweep broke is named, not left
+    // silently broken. Only a deleted blob, manifest link, layer link or tag
+    // link can break what the registry serves: a run that deleted none has
     // nothing to look for.
     let mut broken_by_race = Vec::new();
-    let deleted = outcome
-        .as_ref()
-        .filter(|_| !opts.offline)
-        .and_then(|o| blobs_deleted(&inventory, &plan, o));
-    if let Some(deleted) = deleted {
+    let look = outcome.is_some()
+        && !opts.offline
+        && plan
+            .deletions
+            .iter()
+            .any(|d| can_break_a_pull(&d.target(&inventory)));
+    if look {
         progress.start_phase("checking pushes made during the sweep", 0);
         // The sweep has run: a failure here must not read as "nothing deleted".
-        match recheck::check_after_sweep(
-            storage,
-            &inventory,
-            &marks,
-            &plan,
-            &deleted,
-            &recheck_opts,
-        )
-        .await
-        {
+        match recheck::check_after_sweep(storage, &inventory, &marks, &plan, &recheck_opts).await {
             Ok(broken) => broken_by_race = broken,
             Err(e) => {
                 let cause = match e {
@@ -267,7 +269,9 @@ pub async fn run(
         kept_blob_bytes: plan.kept_blob_bytes,
         spared_by_min_age: plan.spared_young,
         empty_repositories: plan.empty_repositories.clone(),
-        empty_repositories_removed: opts.delete_empty_repositories && !opts.dry_run,
+        empty_repositories_removed: outcome
+            .as_ref()
+            .is_some_and(|o| o.empty_repositories_removed),
         empty_directories: plan.empty_dirs.len() as u64,
         directories_removed: outcome.as_ref().map_or(0, |o| o.dirs_removed as u64),
         sweep_stopped_early: outcome.as_ref().is_some_and(|o| o.stopped_early),
@@ -290,19 +294,17 @@ pub async fn run(
     Ok(report)
 }
 
-/// The blobs the sweep deleted (the plan's, less those whose delete failed),
-/// a bit per digest; `None` if there are none.
-fn blobs_deleted(inv: &Inventory, plan: &Plan, outcome: &SweepOutcome) -> Option<DigestSet> {
-    let failed: HashSet<&str> = outcome.failures.iter().map(|f| f.key.as_str()).collect();
-    let mut deleted = DigestSet::with_len(inv.digests.len());
-    let mut any = false;
-    for id in plan.deleted_blob_ids(inv).filter(|id| {
-        failed.is_empty()
-            || !failed.contains(crate::layout::blob_data_key(inv.digests.get(*id)).as_str())
-    }) {
-        any |= deleted.insert(id);
-    }
-    any.then_some(deleted)
+/// Whether deleting `target` can break a pull: a blob, or a link the
+/// registry reads to serve a manifest or a blob (not a tag's history entry,
+/// nor an upload's part).
+fn can_break_a_pull(target: &Target) -> bool {
+    matches!(
+        target,
+        Target::Blob(_)
+            | Target::Revision { .. }
+            | Target::LayerLink { .. }
+            | Target::TagCurrent { .. }
+    )
 }
 
 /// A stopwatch read at each phase's end.

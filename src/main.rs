@@ -102,10 +102,13 @@ async fn gc_command(args: &GcArgs, quiet: bool) -> Exit {
             let images: std::collections::BTreeSet<String> = report
                 .broken_by_concurrent_pushes
                 .iter()
-                .map(|b| format!("{}@{}", b.repository, b.manifest))
+                .map(|b| match &b.tag {
+                    Some(tag) => format!("{}:{tag}", b.repository),
+                    None => format!("{}@{}", b.repository, b.manifest),
+                })
                 .collect();
             say(&format!(
-                "{} images pushed during the sweep name blobs it deleted; push them again: {}",
+                "{} images pushed or tagged during the sweep need keys it deleted; push them again: {}",
                 images.len(),
                 images.into_iter().collect::<Vec<_>>().join(", ")
             ));

@@ -109,12 +109,13 @@ impl Phases {
     }
 
     /// Phase `p`'s batches, in order: its own deletions that stayed, then
-    /// those it took from later phases (in its last batch).
+    /// those it took from later phases (in its last batch). Each deletion
+    /// comes with its index in the plan, by which the sweep says what it did.
     pub fn batches<'a>(
         &'a self,
         p: usize,
         plan: &'a Plan,
-    ) -> impl Iterator<Item = Vec<Deletion>> + Send + 'a {
+    ) -> impl Iterator<Item = Vec<(usize, Deletion)>> + Send + 'a {
         let phase = &self.phases[p];
         let mut indexes = phase
             .own
@@ -123,10 +124,10 @@ impl Phases {
             .chain(phase.taken.iter().copied());
         let batch = self.batch;
         std::iter::from_fn(move || {
-            let chunk: Vec<Deletion> = indexes
+            let chunk: Vec<(usize, Deletion)> = indexes
                 .by_ref()
                 .take(batch)
-                .map(|i| plan.deletions[i])
+                .map(|i| (i, plan.deletions[i]))
                 .collect();
             (!chunk.is_empty()).then_some(chunk)
         })

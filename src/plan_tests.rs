@@ -562,7 +562,8 @@ fn swept_phases(p: &Planned, batch: usize) -> (BTreeMap<String, usize>, usize) {
         for chunk in phases.batches(ph, &p.plan) {
             assert!(!chunk.is_empty() && chunk.len() <= batch);
             requests += 1;
-            for d in chunk {
+            for (i, d) in chunk {
+                assert_eq!(p.plan.deletions[i], d);
                 assert!(
                     out.insert(p.inv.key_of(&d.target(&p.inv)), ph).is_none(),
                     "swept twice"

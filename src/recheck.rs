@@ -32,7 +32,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::bits::Bits;
 use crate::digest::Digest;
-use crate::digest_table::{DigestId, DigestSet};
+use crate::digest_table::DigestId;
 use crate::inventory::{secs_ceil, Inventory, Secs};
 use crate::layout::{self, KeyKind};
 use crate::listing;
@@ -77,14 +77,16 @@ struct Recent {
     /// Manifests named by recent revision links, tag links and tag history,
     /// with the repository that names them.
     manifests: Vec<(String, Digest)>,
-    /// Blobs named by recent layer links.
-    blobs: Vec<Digest>,
+    /// Blobs named by recent layer links, with their repository.
+    blobs: Vec<(String, Digest)>,
     /// Tag current links to read: (repository, tag).
     tag_links: Vec<(String, String)>,
     /// Alternate-algorithm links to read: (repository, key).
     alt_links: Vec<(String, String)>,
     /// Tags written since the fence: (repository, tag).
     tags: HashSet<(String, String)>,
+    /// The manifest a recent tag history entry names, by (repository, tag).
+    tag_heads: HashMap<(String, String), Digest>,
     /// Uploads written to since the fence: (repository, uuid).
     uploads: HashSet<(String, String)>,
     /// Repositories with anything written since the fence.
@@ -103,6 +105,8 @@ impl Recent {
             KeyKind::TagIndex { repo, tag, digest } => {
                 self.repositories.insert(repo.to_string());
                 self.tags.insert((repo.to_string(), tag.to_string()));
+                self.tag_heads
+                    .insert((repo.to_string(), tag.to_string()), digest);
                 self.manifests.push((repo.to_string(), digest));
             }
             KeyKind::TagCurrent { repo, tag } => {
@@ -112,7 +116,7 @@ impl Recent {
             }
             KeyKind::LayerLink { repo, digest } => {
                 self.repositories.insert(repo.to_string());
-                self.blobs.push(digest);
+                self.blobs.push((repo.to_string(), digest));
             }
             KeyKind::AltLink { repo, .. } => {
                 self.repositories.insert(repo.to_string());
@@ -146,56 +150,143 @@ pub async fn recheck(
     if recent.keys == 0 {
         return Ok(outcome);
     }
-    let reached = reach(storage, inv, marks, &recent, opts, &mut outcome).await?;
-    withdraw(inv, plan, &reached, &recent, &mut outcome);
+    let reached = reach(storage, inv, marks, &recent, None, opts, &mut outcome).await?;
+    withdraw(inv, marks, plan, &reached, &recent, &mut outcome);
     Ok(outcome)
 }
 
-/// A manifest written during the run that names a blob the run deleted: a
-/// push that landed in the window between the re-check and the delete.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// Something written during the run that a delete of this run broke: a push
+/// or a tag that landed in the window between the re-check and the delete.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct BrokenByRace {
     pub repository: String,
+    /// The manifest written during the run (for a tag, the one its history
+    /// names, when it names one written during the run).
     pub manifest: String,
+    /// The tag, when what broke is a tag whose `current/link` was deleted.
+    pub tag: Option<String>,
+    /// The digest whose key the run deleted: a blob the manifest names, the
+    /// manifest itself or a child (its revision link), a layer (its layer
+    /// link), or what the tag named when the run looked.
     pub blob: String,
+    /// The key the run deleted.
+    pub deleted_key: String,
 }
 
-/// After the sweep: lists the repositories once more and names every manifest
-/// written since the fence that references a blob in `deleted`. Once a blob's
-/// delete has returned, the registry refuses manifests naming it, so a listing
-/// made after the sweep sees every manifest the window let through.
+/// After the sweep: lists the repositories once more and names everything
+/// written since the fence that needs a key the sweep deleted (`done`: the
+/// plan less what was not deleted): a manifest naming a deleted blob, a
+/// manifest or child whose revision link in that repository went, a layer
+/// whose layer link went, a tag whose `current/link` went. Once a blob's or
+/// link's delete has returned, the registry refuses (or no longer serves)
+/// what needs it, so a listing made after the sweep sees every write the
+/// window let through. A key written again after its delete broke nothing:
+/// each one named is stat'ed, and only those still missing are reported.
 pub async fn check_after_sweep(
     storage: &dyn Storage,
     inv: &Inventory,
     marks: &Marks,
-    plan: &Plan,
-    deleted: &DigestSet,
+    done: &Plan,
     opts: &RecheckOptions,
 ) -> Result<Vec<BrokenByRace>, RecheckError> {
     let mut outcome = RecheckOutcome::default();
-    let recent = list_recent(storage, inv, plan, opts, &mut outcome).await?;
-    let reached = reach(storage, inv, marks, &recent, opts, &mut outcome).await?;
-    let mut broken: Vec<BrokenByRace> = reached
-        .iter()
-        // a layer link alone is an upload in progress, which the registry will
-        // refuse to complete into a manifest now that the blob is gone
-        .filter(|(id, root)| deleted.contains(**id) && **root != usize::MAX)
-        .map(|(id, root)| {
-            let (repository, manifest) = match recent.manifests.get(*root) {
-                Some((repo, d)) => (repo.clone(), d.to_string()),
-                None => (String::new(), String::new()), // a layer link's blob: no manifest names it yet
-            };
-            BrokenByRace {
-                repository,
-                manifest,
-                blob: inv.digests.get(*id).to_string(),
+    let recent = list_recent(storage, inv, done, opts, &mut outcome).await?;
+    let deleted = |t: Target| done.find(inv, t).is_some();
+    let mut named: Vec<BrokenByRace> = Vec::new();
+    let mut repositories: Vec<&str> = recent.manifests.iter().map(|(r, _)| r.as_str()).collect();
+    repositories.sort_unstable();
+    repositories.dedup();
+    // One repository at a time: a revision or layer link is needed in the
+    // repository the manifest was pushed to.
+    for repo in repositories {
+        let reached = reach(storage, inv, marks, &recent, Some(repo), opts, &mut outcome).await?;
+        let r = inv.repository_id(repo);
+        let entry = |root: usize, d: &Digest, deleted_key: String| BrokenByRace {
+            repository: repo.to_string(),
+            manifest: recent.manifests[root].1.to_string(),
+            tag: None,
+            blob: d.to_string(),
+            deleted_key,
+        };
+        // a layer link alone is an upload in progress, which the registry
+        // refuses to complete into a manifest now that its blob or link is gone
+        for (id, root) in reached
+            .blobs
+            .iter()
+            .filter(|(_, root)| **root != usize::MAX)
+        {
+            let d = inv.digests.get(*id);
+            if deleted(Target::Blob(*id)) {
+                named.push(entry(*root, d, layout::blob_data_key(d)));
             }
-        })
-        .collect();
-    broken.sort_by(|a, b| {
-        (&a.repository, &a.manifest, &a.blob).cmp(&(&b.repository, &b.manifest, &b.blob))
+            let is_manifest = reached.manifests.contains_key(d);
+            if let Some(r) = r.filter(|_| !is_manifest) {
+                if deleted(Target::LayerLink {
+                    repo: r,
+                    digest: *id,
+                }) {
+                    named.push(entry(*root, d, layout::layer_link_key(repo, d)));
+                }
+            }
+        }
+        let Some(r) = r else { continue };
+        for (m, root) in &reached.manifests {
+            let revision = inv.digests.find(m).map(|id| Target::Revision {
+                repo: r,
+                digest: id,
+            });
+            if revision.is_some_and(deleted) {
+                named.push(entry(*root, m, layout::revision_key(repo, m)));
+            }
+        }
+    }
+    for (repo, tag) in &recent.tags {
+        let Some(r) = inv.repository_id(repo) else {
+            continue;
+        };
+        let Some(t) = inv.repositories[r as usize].tag_id(tag) else {
+            continue;
+        };
+        if deleted(Target::TagCurrent { repo: r, tag: t }) {
+            let target = marks.target_digest(inv, marks.tag_targets[r as usize][t as usize]);
+            named.push(BrokenByRace {
+                repository: repo.clone(),
+                manifest: recent
+                    .tag_heads
+                    .get(&(repo.clone(), tag.clone()))
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                tag: Some(tag.clone()),
+                blob: target.map(|d| d.to_string()).unwrap_or_default(),
+                deleted_key: layout::tag_current_key(repo, tag),
+            });
+        }
+    }
+    named.sort();
+    named.dedup();
+    let keys = named
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (i, b.deleted_key.clone()))
+        .collect::<Vec<_>>();
+    let mut still_missing = Bits::with_len(named.len());
+    let mut stats = stat_many(storage, keys.into_iter(), opts.concurrency);
+    while let Some((i, _, result)) = stats.next().await {
+        match result {
+            Ok(_) => {}
+            Err(StorageError::NotFound { .. }) => {
+                still_missing.insert(i);
+            }
+            Err(e) => return Err(RecheckError::Storage(e)),
+        }
+    }
+    drop(stats);
+    let mut i = 0;
+    named.retain(|_| {
+        i += 1;
+        still_missing.contains(i - 1)
     });
-    Ok(broken)
+    Ok(named)
 }
 
 /// The links, tags and uploads under `repositories/` written since the fence.
@@ -415,7 +506,19 @@ async fn read_links(
     reads.collect::<Vec<_>>().await.into_iter().collect()
 }
 
-/// Everything the recent roots reach: each manifest, its config and layers,
+/// What the recent roots reach.
+#[derive(Debug, Default)]
+struct Reached {
+    /// Each blob reached, with the index in `recent.manifests` of a root
+    /// that reaches it, or `usize::MAX` for a blob only a layer link names.
+    blobs: HashMap<DigestId, usize>,
+    /// Each manifest reached (read or not: a recent link may name one whose
+    /// blob is missing), with the index of a root that reaches it.
+    manifests: HashMap<Digest, usize>,
+}
+
+/// Everything the recent roots (those of repository `repo`, or all) reach:
+/// each manifest, its config and layers,
 /// its children (recursively, as manifests), the manifests that name it as
 /// their `subject` (as the plan keeps a kept manifest's referrers: a tag moved
 /// onto an untagged image during the run keeps its signature), and the blobs
@@ -428,20 +531,24 @@ async fn reach(
     inv: &Inventory,
     marks: &Marks,
     recent: &Recent,
+    repo: Option<&str>,
     opts: &RecheckOptions,
     outcome: &mut RecheckOutcome,
-) -> Result<HashMap<DigestId, usize>, RecheckError> {
+) -> Result<Reached, RecheckError> {
+    let wanted = |r: &str| repo.is_none_or(|repo| repo == r);
     let mut reached: HashMap<DigestId, usize> = recent
         .blobs
         .iter()
-        .filter_map(|d| inv.digests.find(d))
+        .filter(|(r, _)| wanted(r))
+        .filter_map(|(_, d)| inv.digests.find(d))
         .map(|id| (id, usize::MAX))
         .collect();
-    let mut visited: HashSet<Digest> = HashSet::new();
+    let mut visited: HashMap<Digest, usize> = HashMap::new();
     let mut frontier: Vec<(Digest, usize)> = recent
         .manifests
         .iter()
         .enumerate()
+        .filter(|(_, (r, _))| wanted(r))
         .map(|(i, (_, d))| (*d, i))
         .collect();
     let referrers = if frontier.is_empty() {
@@ -453,7 +560,7 @@ async fn reach(
         let mut to_read = Vec::new();
         let mut next = Vec::new();
         for (d, root) in frontier.drain(..) {
-            if !visited.insert(d) {
+            if visited.insert(d, root).is_some() {
                 continue;
             }
             next.extend(
@@ -521,7 +628,10 @@ async fn reach(
         }
         frontier = next;
     }
-    Ok(reached)
+    Ok(Reached {
+        blobs: reached,
+        manifests: visited,
+    })
 }
 
 /// Records that manifest root `root` reaches blob `b`, unless another manifest
@@ -538,11 +648,13 @@ fn reach_from(reached: &mut HashMap<DigestId, usize>, b: DigestId, root: usize) 
 /// written to since the fence.
 fn withdraw(
     inv: &Inventory,
+    marks: &Marks,
     plan: &mut Plan,
-    kept: &HashMap<DigestId, usize>,
+    reached: &Reached,
     recent: &Recent,
     outcome: &mut RecheckOutcome,
 ) {
+    let kept = &reached.blobs;
     let repo_name = |r: u32| inv.repositories[r as usize].name.as_str();
     let tag_touched = |r: u32, t: u32| {
         let repo = &inv.repositories[r as usize];
@@ -565,7 +677,15 @@ fn withdraw(
         Target::TagIndex { repo, tag, digest } => {
             kept.contains_key(&digest) || tag_touched(repo, tag)
         }
-        Target::TagCurrent { repo, tag } => tag_touched(repo, tag),
+        // A tag planned as dangling names a manifest whose blob was missing;
+        // pushed again during the run, it is reached, and the tag serves it
+        // again.
+        Target::TagCurrent { repo, tag } => {
+            tag_touched(repo, tag)
+                || marks
+                    .target_digest(inv, marks.tag_targets[repo as usize][tag as usize])
+                    .is_some_and(|d| reached.manifests.contains_key(&d))
+        }
         Target::Upload { repo, upload, .. } => uploads.get(repo_name(repo)).is_some_and(|u| {
             u.contains(
                 inv.repositories[repo as usize].uploads[upload as usize]

@@ -316,10 +316,14 @@ impl Report {
             }
         }
         for b in &self.broken_by_concurrent_pushes {
+            let what = match &b.tag {
+                Some(tag) => format!("{}:{tag}", b.repository),
+                None => format!("{}@{}", b.repository, b.manifest),
+            };
             let _ = writeln!(
                 s,
-                "broken by a push during the sweep: {}@{} names {}, deleted by this run; push the image again",
-                b.repository, b.manifest, b.blob
+                "broken by a push during the sweep: {what} needs {}, deleted by this run; push the image again",
+                b.deleted_key
             );
         }
         for f in &self.failures {

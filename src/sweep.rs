@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use crate::bits::Bits;
 use crate::inventory::Inventory;
 use crate::layout;
 use crate::phases::Phases;
@@ -43,6 +44,13 @@ pub struct SweepOutcome {
     pub stopped_early: bool,
     /// The quarantine run the keys were moved into.
     pub quarantine_run: Option<String>,
+    /// The plan's deletions done (by index in `plan.deletions`): deleted,
+    /// moved, or found already gone. Not those that failed, nor those of
+    /// phases never started.
+    pub done: Bits,
+    /// Whether the empty repositories the plan names were removed (skipped
+    /// after a failure, as the empty directories are).
+    pub empty_repositories_removed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +115,9 @@ pub async fn sweep(
             .map(|chunk| remove_batch(storage, inv, chunk, opts.attempts, run))
             .buffer_unordered(in_flight);
         while let Some(done) = results.next().await {
+            for i in done.done {
+                outcome.done.insert(i);
+            }
             progress.inc(done.deleted);
             outcome.deleted_keys += done.deleted;
             outcome.bytes_freed += done.bytes;
@@ -159,6 +170,7 @@ pub async fn sweep(
             .unwrap_or(0);
     }
     if plan.remove_empty_repositories && storage.has_directories() {
+        outcome.empty_repositories_removed = true;
         for repo in &plan.empty_repositories {
             outcome.dirs_removed += storage
                 .remove_empty_dirs(&layout::empty_repository_dirs(repo))
@@ -194,6 +206,8 @@ struct BatchOutcome {
     failures: Vec<Failure>,
     /// Keys a quarantine found already gone (nothing moved).
     gone: Vec<String>,
+    /// The plan indexes of the deletions done.
+    done: Vec<usize>,
 }
 
 /// Deletes one batch (or moves it into the quarantine run), retrying the keys
@@ -204,7 +218,7 @@ struct BatchOutcome {
 async fn remove_batch(
     storage: &dyn Storage,
     inv: &Inventory,
-    chunk: Vec<Deletion>,
+    chunk: Vec<(usize, Deletion)>,
     attempts: u32,
     run: Option<&QuarantineRun>,
 ) -> BatchOutcome {
@@ -213,14 +227,14 @@ async fn remove_batch(
     // each key at its length: `format!` leaves up to twice that in capacity
     let mut keys: Vec<String> = chunk
         .iter()
-        .map(|d| {
+        .map(|(_, d)| {
             let mut key = inv.key_of(&d.target(inv));
             key.shrink_to_fit();
             key
         })
         .collect();
-    let mut pending: Vec<&Deletion> = chunk.iter().collect();
-    let mut done: Vec<(String, &Deletion)> = Vec::with_capacity(chunk.len());
+    let mut pending: Vec<&(usize, Deletion)> = chunk.iter().collect();
+    let mut done: Vec<(String, &(usize, Deletion))> = Vec::with_capacity(chunk.len());
     let mut failures = Vec::new();
     let mut gone = Vec::new();
     for attempt in 0..attempts.max(1) {
@@ -283,10 +297,14 @@ async fn remove_batch(
     }
     BatchOutcome {
         deleted: done.len() as u64,
-        bytes: done.iter().map(|(_, d)| inv.bytes_of(&d.target(inv))).sum(),
+        bytes: done
+            .iter()
+            .map(|(_, (_, d))| inv.bytes_of(&d.target(inv)))
+            .sum(),
         dirs_removed,
         failures,
         gone,
+        done: done.iter().map(|(_, (i, _))| *i).collect(),
     }
 }
 

@@ -63,6 +63,8 @@ enum When {
     /// Before the re-check's listing, on a filesystem: the plan's candidates
     /// stat'ed, the plan made, nothing re-checked yet.
     ReCheck,
+    /// Before the first delete batch holding a key that contains this text.
+    FirstDeleteOf(&'static str),
 }
 
 impl WritesDuringRun {
@@ -102,6 +104,11 @@ impl StorageWrapper for WritesDuringRun {
             .any(|k| k.starts_with("docker/registry/v2/blobs/"))
         {
             self.fire(When::FirstBlobDelete).await;
+        }
+        if let When::FirstDeleteOf(text) = self.when {
+            if keys.iter().any(|k| k.contains(text)) {
+                self.fire(self.when).await;
+            }
         }
         self.inner.delete_batch(keys).await
     }
@@ -659,5 +666,302 @@ fn an_image_tagged_during_the_run_keeps_its_signature() {
             "{} is garbage and goes",
             gone.digest
         );
+    }
+}
+
+/// Tagged images in `base`, so that what the tests below plan stays under
+/// the default guard's share.
+fn kept_images(base: &str) {
+    for i in 0..4 {
+        push_like_client(
+            base,
+            "base",
+            &Image::docker(&format!("online-kept-{i}"), 2),
+            &format!("v{i}"),
+        );
+    }
+}
+
+/// The names the report gives of what the sweep broke: (repository, manifest
+/// or tag, deleted key).
+fn named_broken(report: &Report) -> std::collections::BTreeSet<(String, String, String)> {
+    report
+        .broken_by_concurrent_pushes
+        .iter()
+        .map(|b| {
+            let what = b.tag.clone().unwrap_or_else(|| b.manifest.clone());
+            (b.repository.clone(), what, b.deleted_key.clone())
+        })
+        .collect()
+}
+
+/// Two tags name a manifest whose blob is lost: both are dangling when the
+/// run looks. During the run a CI job pushes that manifest again to one of
+/// them; the other serves it again too, and the re-check must keep it (it
+/// was not written, but what it names was).
+#[test]
+fn a_dangling_tag_whose_manifest_is_pushed_again_during_the_run_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let base = reg.url().to_string();
+    kept_images(&base);
+    let image = Image::docker("online-dangling", 2);
+    let pushed = push_like_client(&base, "app", &image, "latest");
+    http::put_manifest(&base, "app", "v1.2", image.media_type(), &pushed.bytes);
+    let blob = tree::key_path(dir.path(), &tree::blob_key_for_digest(&pushed.digest));
+    std::fs::remove_dir_all(blob.parent().unwrap()).unwrap();
+    assert!(
+        http::get_manifest(&base, "app", "v1.2").is_err(),
+        "dangling before the run"
+    );
+    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+
+    let (hook_base, hook_pushed) = (base.clone(), pushed.clone());
+    let hook: Hook = Box::new(move || {
+        http::put_manifest(
+            &hook_base,
+            "app",
+            "latest",
+            &hook_pushed.media_type,
+            &hook_pushed.bytes,
+        );
+        http::pull_verify(&hook_base, "app", "v1.2")
+            .expect("v1.2 serves the manifest pushed again");
+    });
+    let report = collect_with_writes(
+        on_disk(dir.path()),
+        hook,
+        When::FirstRead,
+        options(false, Duration::from_secs(3600)),
+    );
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    for reference in ["latest", "v1.2", pushed.digest.as_str()] {
+        http::pull_verify(&base, "app", reference)
+            .unwrap_or_else(|e| panic!("app:{reference} after the run: {e}\n{}", report.summary()));
+    }
+}
+
+/// The window after the re-check, for links: under `--delete-untagged` a
+/// manifest pushed by digest only into `a` (kept in `b`, where it is tagged)
+/// loses its revision link in `a`. A client tags it in `a` after the
+/// re-check and before that delete: the tag is broken, and the run must say
+/// so. Pushing it again repairs it.
+#[test]
+fn a_tag_put_during_the_sweep_onto_a_deleted_revision_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let base = reg.url().to_string();
+    kept_images(&base);
+    let image = Image::docker("online-shared", 2);
+    let tagged = push_like_client(&base, "b", &image, "v1");
+    push_like_client(&base, "a", &image, &tagged.digest);
+    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+
+    let (hook_base, hook_tagged) = (base.clone(), tagged.clone());
+    let hook: Hook = Box::new(move || {
+        http::put_manifest(
+            &hook_base,
+            "a",
+            "v1",
+            &hook_tagged.media_type,
+            &hook_tagged.bytes,
+        );
+    });
+    let report = collect_with_writes(
+        on_disk(dir.path()),
+        hook,
+        When::FirstDeleteOf("/_manifests/revisions/"),
+        options(true, Duration::from_secs(3600)),
+    );
+    assert!(
+        http::pull_verify(&base, "a", "v1").is_err(),
+        "the tag was broken by the sweep"
+    );
+    assert_eq!(
+        named_broken(&report),
+        [(
+            "a".to_string(),
+            tagged.digest.clone(),
+            format!(
+                "docker/registry/v2/{}",
+                tree::revision_link_key("a", &tagged.digest)
+            )
+        )]
+        .into(),
+        "{}",
+        report.summary()
+    );
+    assert!(report.summary().contains("push the image again"));
+    http::pull_verify(&base, "b", "v1").unwrap();
+    push_like_client(&base, "a", &image, "v1");
+    http::pull_verify(&base, "a", "v1").unwrap();
+}
+
+/// The same window for a layer link: `app`'s link to a layer whose blob was
+/// lost is dangling, planned for deletion. During the sweep a client pushes
+/// an image with that layer (HEAD says it is missing, so it uploads it,
+/// which writes the blob and rewrites the link), then the sweep deletes the
+/// link: the image is broken and must be named.
+#[test]
+fn a_layer_uploaded_again_during_the_sweep_that_loses_its_link_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let base = reg.url().to_string();
+    kept_images(&base);
+    let layer = layer_blob("online-relinked-in-sweep");
+    http::upload_blob(&base, "app", &layer.bytes);
+    let data = tree::key_path(dir.path(), &tree::blob_key_for_digest(&layer.digest));
+    std::fs::remove_dir_all(data.parent().unwrap()).unwrap();
+    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+    // no blob descriptor cache, but restart anyway: nothing remembered
+    drop(reg);
+    let reg = Registry::start(dir.path());
+    let base = reg.url().to_string();
+
+    let image = Image::from_layers(
+        ImageKind::Docker,
+        "online-relinked-image",
+        vec![layer.clone(), layer_blob("online-relinked-other")],
+    );
+    let pushed = Arc::new(Mutex::new(String::new()));
+    let (hook_base, hook_image, sink) = (base.clone(), image.clone(), pushed.clone());
+    let hook: Hook = Box::new(move || {
+        let p = push_like_client(&hook_base, "app", &hook_image, "new");
+        http::pull_verify(&hook_base, "app", "new").expect("pulls right after the push");
+        *sink.lock().unwrap() = p.digest;
+    });
+    let report = collect_with_writes(
+        on_disk(dir.path()),
+        hook,
+        When::FirstDeleteOf("/_layers/"),
+        options(false, Duration::from_secs(3600)),
+    );
+    let digest = pushed.lock().unwrap().clone();
+    assert!(!digest.is_empty(), "the push ran during the sweep");
+    assert!(
+        http::pull_verify(&base, "app", "new").is_err(),
+        "the sweep broke it"
+    );
+    assert_eq!(
+        named_broken(&report),
+        [(
+            "app".to_string(),
+            digest,
+            format!(
+                "docker/registry/v2/{}",
+                tree::layer_link_key("app", &layer.digest)
+            )
+        )]
+        .into(),
+        "{}",
+        report.summary()
+    );
+}
+
+/// A delete that fails stops the sweep after its phase: what the later
+/// phases would have deleted is still there, so the report counts only what
+/// went, the look after the sweep names nothing that still pulls, and empty
+/// repositories are not reported removed.
+#[test]
+fn a_sweep_stopped_early_reports_what_it_deleted_and_breaks_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let base = reg.url().to_string();
+    kept_images(&base);
+    let garbage = Image::docker("online-stopped", 2);
+    let g = push_like_client(&base, "app", &garbage, &garbage.digest());
+    std::fs::create_dir_all(
+        tree::key_path(dir.path(), &tree::repo_key("emptyrepo")).join("_layers"),
+    )
+    .unwrap();
+    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+    let before = tree::keys(dir.path());
+
+    let (hook_base, hook_g) = (base.clone(), g.clone());
+    let hook: Hook = Box::new(move || {
+        http::put_manifest(
+            &hook_base,
+            "app",
+            "during",
+            &hook_g.media_type,
+            &hook_g.bytes,
+        );
+    });
+    let storage = Box::new(FailingDeletes {
+        inner: on_disk(dir.path()),
+        text: "/_manifests/revisions/",
+    });
+    let opts = GcOptions {
+        delete_empty_repositories: true,
+        ..options(true, Duration::from_secs(3600))
+    };
+    let report = collect_with_writes(
+        storage,
+        hook,
+        When::FirstDeleteOf("/_manifests/revisions/"),
+        opts,
+    );
+    let deleted: Vec<String> = before
+        .difference(&tree::keys(dir.path()))
+        .cloned()
+        .collect();
+    assert!(
+        report.sweep_stopped_early && !report.failures.is_empty(),
+        "{}",
+        report.summary()
+    );
+    http::pull_verify(&base, "app", "during").expect("nothing it needs was deleted");
+    assert!(
+        report.broken_by_concurrent_pushes.is_empty(),
+        "{:?}",
+        report.broken_by_concurrent_pushes
+    );
+    let counted: u64 = report.planned.values().map(|c| c.count).sum();
+    assert_eq!(
+        counted,
+        deleted.len() as u64,
+        "counted {counted}, deleted {deleted:?}\n{}",
+        report.summary()
+    );
+    assert_eq!(report.deleted_keys, deleted.len() as u64);
+    assert!(
+        !report.summary().contains("unreferenced blobs"),
+        "no blob was deleted:\n{}",
+        report.summary()
+    );
+    assert!(
+        report.empty_repositories.contains(&"emptyrepo".to_string())
+            && !report.empty_repositories_removed,
+        "{}",
+        report.summary()
+    );
+    assert!(tree::key_path(dir.path(), &tree::repo_key("emptyrepo")).exists());
+}
+
+/// Deletes of keys containing `text` fail (as a 503 would); the rest go.
+#[derive(Debug)]
+struct FailingDeletes {
+    inner: Box<dyn Storage>,
+    text: &'static str,
+}
+
+#[async_trait]
+impl StorageWrapper for FailingDeletes {
+    fn inner(&self) -> &dyn Storage {
+        self.inner.as_ref()
+    }
+    async fn delete_batch(&self, keys: &[String]) -> Vec<Result<(), StorageError>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            if k.contains(self.text) {
+                out.push(Err(StorageError::Remote {
+                    key: k.clone(),
+                    reason: "503 SlowDown (injected)".into(),
+                }));
+            } else {
+                out.extend(self.inner.delete_batch(std::slice::from_ref(k)).await);
+            }
+        }
+        out
     }
 }

@@ -750,7 +750,9 @@ fn report_schema_doc_lists_every_field() {
     let broken = registry_gc::recheck::BrokenByRace {
         repository: "r".into(),
         manifest: "m".into(),
+        tag: Some("t".into()),
         blob: "b".into(),
+        deleted_key: "k".into(),
     };
     for (name, v) in [
         (
