@@ -28,13 +28,15 @@ or the metadata server. Flags override --config, which overrides the environment
 Exit codes:
   0  success (a dry run, or a collection with every deletion done)
   1  error before the sweep (listing, reading or credentials failed): nothing was deleted
-  2  bad command line or settings: nothing was done
+  2  bad command line or settings (also a --report or --metrics file that
+     cannot be written): nothing was done
   3  refused for safety (not a registry root, a symbolic link out of the root,
      a key outside docker/registry/v2, a plan over --max-delete-percent or with
      blobs but no manifests without --force): nothing was deleted
   4  the sweep ran but some deletions failed (named in the output and report);
-     the next run finishes the work. Or an image pushed during the sweep names
-     a blob it deleted (named; push it again)
+     the next run finishes the work. Or something pushed or tagged during the
+     sweep needs a key it deleted (named; push it again), or the report or
+     metrics could not be written after the sweep
   5  fsck found problems (listed in its output); informational findings alone
      (orphan blobs, leftover links, stray keys) exit 0 unless --strict
 

@@ -24,8 +24,9 @@ pub enum Exit {
     /// outside the registry tree): nothing was deleted.
     Refused = 3,
     /// The sweep ran but some deletions failed; the report names them and the
-    /// next run finishes the work. Also: an image pushed during the sweep names
-    /// a blob the sweep deleted (named; pushing it again repairs it).
+    /// next run finishes the work. Also: something pushed or tagged during the
+    /// sweep needs a key it deleted (named; pushing it again repairs it), or
+    /// the report or metrics could not be written after the sweep.
     Incomplete = 4,
     /// `fsck` found problems (named in its output).
     Problems = 5,

@@ -52,6 +52,14 @@ pub async fn run(
     let storage = storage.as_ref();
     let mut times = PhaseSeconds::default();
     let mut lap = Lap(Instant::now());
+    if let Some(path) = report_path {
+        report::check_writable(path).map_err(|e| {
+            Error::Usage(format!(
+                "--report {}: {e}; nothing was done",
+                path.display()
+            ))
+        })?;
+    }
 
     let mut inventory = Inventory::default();
     listing::list_registry(
@@ -251,7 +259,7 @@ pub async fn run(
             .map(|r| r.uploads.len() as u64)
             .sum(),
     };
-    let report = Report {
+    let mut report = Report {
         schema_version: SCHEMA_VERSION,
         storage: storage.describe(),
         dry_run: opts.dry_run,
@@ -287,9 +295,16 @@ pub async fn run(
         manifest_bytes_read: marks.manifest_bytes_read,
         recheck,
         broken_by_concurrent_pushes: broken_by_race,
+        unwritten_report: None,
     };
     if let Some(path) = report_path {
-        write_report(path, &report, &inventory, &plan)?;
+        match write_report(path, &report, &inventory, &plan) {
+            Ok(()) => {}
+            // nothing was deleted: the run stops with the error
+            Err(e) if opts.dry_run => return Err(e),
+            // the sweep ran: its summary must not be lost with the report
+            Err(e) => report.unwritten_report = Some(e.to_string()),
+        }
     }
     Ok(report)
 }

@@ -91,6 +91,11 @@ async fn gc_command(args: &GcArgs, quiet: bool) -> Exit {
     };
     let result = run_gc(args, quiet, &mut known).await;
     let exit = match &result {
+        Ok(report) if report.unwritten_report.is_some() => {
+            let why = report.unwritten_report.as_deref().unwrap_or_default();
+            say(&format!("the sweep ran, but {why}"));
+            Exit::Incomplete
+        }
         Ok(report) if !report.failures.is_empty() => {
             say(&format!(
                 "{} deletions failed; run again to finish",
@@ -132,8 +137,14 @@ async fn gc_command(args: &GcArgs, quiet: bool) -> Exit {
         };
         if let Err(e) = metrics::write_atomic(path, &metrics::render(&m)) {
             say(&format!("--metrics {}: {e}", path.display()));
+            // checked writable before the run, so this is a failure on the
+            // way; after a real sweep, "nothing was deleted" (1) would be false
             if exit == Exit::Success {
-                return Exit::Error;
+                return if known.dry_run {
+                    Exit::Error
+                } else {
+                    Exit::Incomplete
+                };
             }
         }
     }
@@ -145,6 +156,16 @@ async fn run_gc(args: &GcArgs, quiet: bool, known: &mut Known) -> Result<Report,
     known.storage = shown_spec(&settings.storage);
     known.dry_run = settings.options.dry_run;
     known.metrics = settings.metrics.clone();
+    if let Some(path) = &settings.metrics {
+        registry_gc::report::check_writable(path).map_err(|e| {
+            // the metrics are not written at the end either: said once, here
+            known.metrics = None;
+            Error::Usage(format!(
+                "--metrics {}: {e}; nothing was done",
+                path.display()
+            ))
+        })?;
+    }
     let storage = open_storage(&settings.storage, &settings.backend)?;
     // Manifests are worth caching only when reading them costs a request.
     if settings.options.cache_dir.is_none()

@@ -339,6 +339,7 @@ mod tests {
             phase_seconds: Default::default(),
             quarantine: false,
             quarantine_run: None,
+            unwritten_report: None,
         }
     }
 

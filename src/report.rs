@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 
 use crate::inventory::{Inventory, StrayKey};
 use crate::plan::{Deletion, Reason};
@@ -121,6 +122,35 @@ pub struct Report {
     pub quarantine: bool,
     /// The quarantine run's id (not in a dry run).
     pub quarantine_run: Option<String>,
+    /// Why `--report` could not be written after a real sweep (checked
+    /// before the run; this is a failure on the way, a full disk): the run
+    /// still ends with its summary, and exits 4.
+    #[serde(skip)]
+    pub unwritten_report: Option<String>,
+}
+
+/// Checks, before a run changes anything, that `path` (a `--report` or
+/// `--metrics` file) can be written: found out after the sweep, it would
+/// hide what the sweep did. Leaves nothing behind: an existing file is
+/// opened without truncating it, and the probe file made beside it to prove
+/// the directory writable is removed.
+pub fn check_writable(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Err(std::io::Error::other("is a directory"));
+    }
+    if path.exists() {
+        std::fs::OpenOptions::new().append(true).open(path)?;
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let probe = dir.join(format!(".registry-gc-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
 }
 
 /// Writes the JSON report: the report's fields, then `deletions`, every key

@@ -443,24 +443,53 @@ fn metrics_are_written_when_the_run_fails() {
         text(&out.stderr)
     );
 
-    // a textfile that cannot be written fails a run that otherwise succeeded
-    let reg = sample_copy();
-    let out = run(&[
-        "-q",
-        "gc",
-        "--dry-run",
-        "--min-age",
-        "0s",
-        "--metrics",
-        "/nonexistent-dir/m.prom",
-        reg.path().to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("--metrics /nonexistent-dir/m.prom"),
-        "{}",
-        text(&out.stderr)
-    );
+    // A textfile or report that cannot be written is found before the run
+    // changes anything (after a sweep, an error would hide what it did).
+    for flag in ["--metrics", "--report"] {
+        for dry_run in [true, false] {
+            let reg = sample_copy();
+            let before = tree_state(reg.path());
+            let mut args = vec!["-q", "gc", "-m", "--force", "--min-age", "0s"];
+            if dry_run {
+                args.push("--dry-run");
+            }
+            args.extend([flag, "/nonexistent-dir/out", reg.path().to_str().unwrap()]);
+            let out = run(&args);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{flag} (dry run {dry_run}): {}",
+                text(&out.stderr)
+            );
+            assert!(
+                text(&out.stderr).contains(&format!("{flag} /nonexistent-dir/out")),
+                "{}",
+                text(&out.stderr)
+            );
+            assert_eq!(
+                tree_state(reg.path()),
+                before,
+                "{flag}: nothing was deleted"
+            );
+        }
+    }
+}
+
+/// Every file under `root` with its content.
+fn tree_state(root: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    fn walk(p: &Path, out: &mut std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(p).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                walk(&e.path(), out);
+            } else {
+                out.insert(e.path(), std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, &mut out);
+    out
 }
 
 // ---------------------------------------------------------------- logs
