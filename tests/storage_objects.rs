@@ -107,3 +107,123 @@ fn example_configs_open() {
         );
     }
 }
+
+/// A delete in a bucket or container that does not exist fails for every key,
+/// whatever the batch size: the request's own "not found" (no such bucket) is
+/// not a key's "not found", which counts as done.
+async fn deletes_in_a_missing_bucket_fail(emulator: Emulator) {
+    emulator.require();
+    let url = match emulator {
+        Emulator::Azurite => "az://rg-no-such-container/r",
+        _ => "s3://rg-no-such-bucket/r",
+    };
+    let storage = open_storage(url, &emulator.backend_options()).unwrap();
+    for n in [1, 2] {
+        let keys: Vec<String> = (0..n)
+            .map(|i| format!("docker/registry/v2/blobs/k{i}"))
+            .collect();
+        let results = storage.delete_batch(&keys).await;
+        assert_eq!(results.len(), n, "{}", emulator.name());
+        for r in &results {
+            let err = r.as_ref().err().unwrap_or_else(|| {
+                panic!(
+                    "{}: {n} keys: reported deleted: {results:?}",
+                    emulator.name()
+                )
+            });
+            assert!(
+                err.to_string().contains("does not exist"),
+                "{}: {err}",
+                emulator.name()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletes_in_a_missing_bucket_fail_moto() {
+    deletes_in_a_missing_bucket_fail(Emulator::Moto).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletes_in_a_missing_bucket_fail_azurite() {
+    deletes_in_a_missing_bucket_fail(Emulator::Azurite).await;
+}
+
+/// A server on 127.0.0.1 that answers every request with a 404 and `body`.
+fn answering_404(body: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // the headers, then as much of a body as Content-Length says
+            while let Ok(n @ 1..) = stream.read(&mut buf) {
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 404 Not Found\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// fake-gcs-server answers a delete in a missing bucket as it answers one of
+/// a missing object; Google Cloud Storage says `NoSuchBucket`, as here.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gcs_delete_in_a_missing_bucket_fails() {
+    let endpoint = answering_404(
+        "<?xml version='1.0' encoding='UTF-8'?><Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist.</Message></Error>",
+    );
+    let mut options = registry_gc::config::BackendOptions::default();
+    options.push("endpoint", &endpoint, "--endpoint");
+    options.push("allow_http", "true", "--allow-http");
+    options.push("bearer_token", "t", "-o");
+    let storage = open_storage("gs://gone/r", &options).unwrap();
+    let results = storage
+        .delete_batch(&["docker/registry/v2/a".to_string()])
+        .await;
+    let err = results[0].as_ref().expect_err("reported deleted");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+/// S3 reports a missing key as deleted, so a 404 is always the request's,
+/// whatever its body says (here a proxy's, without an S3 error code).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_delete_answered_404_fails() {
+    let endpoint = answering_404("<html>not here</html>");
+    let mut options = registry_gc::config::BackendOptions::default();
+    options.push("endpoint", &endpoint, "--endpoint");
+    options.push("allow_http", "true", "--allow-http");
+    options.push("region", "us-east-1", "--region");
+    options.push("access_key_id", "k", "-o");
+    options.push("secret_access_key", "s", "-o");
+    let storage = open_storage("s3://b/r", &options).unwrap();
+    for n in [1, 2] {
+        let keys: Vec<String> = (0..n).map(|i| format!("docker/registry/v2/k{i}")).collect();
+        let results = storage.delete_batch(&keys).await;
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().is_err_and(|e| !e.is_not_found())),
+            "{n} keys: {results:?}"
+        );
+    }
+}

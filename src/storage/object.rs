@@ -75,6 +75,20 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The store answered that the bucket or container itself does not exist
+/// (S3 and GCS `NoSuchBucket`, Azure `ContainerNotFound`): a "not found" that
+/// is the request's, never a key's.
+fn names_missing_bucket(text: &str) -> bool {
+    [
+        "NoSuchBucket",
+        "ContainerNotFound",
+        "The specified bucket does not exist",
+        "The specified container does not exist",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
+}
+
 /// A failure to obtain credentials (rather than to use them): the metadata
 /// service answered no, a token exchange failed.
 fn is_credential_failure(text: &str) -> bool {
@@ -219,6 +233,10 @@ impl ObjectStorage {
             reason,
         };
         match e {
+            _ if names_missing_bucket(&text) => StorageError::Remote {
+                key: key.to_string(),
+                reason: format!("{}: the bucket or container does not exist", self.location),
+            },
             object_store::Error::NotFound { .. } => StorageError::NotFound { key: key.to_string() },
             object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
                 access(format!("{text}; {}", self.service.credential_sources()))
@@ -226,9 +244,6 @@ impl ObjectStorage {
             _ if is_refusal(&text) => access(format!("{text}; {}", self.service.credential_sources())),
             _ if is_credential_failure(&text) => {
                 access(format!("no usable credentials ({}); {text}", self.service.credential_sources()))
-            }
-            _ if ["NoSuchBucket", "ContainerNotFound", "The specified bucket does not exist"].iter().any(|m| text.contains(m)) => {
-                StorageError::Remote { key: key.to_string(), reason: format!("{}: the bucket or container does not exist", self.location) }
             }
             // fake-gcs-server answers every XML API PUT (upload or copy) this way
             _ if self.service == Service::Gcs && text.contains("invalid uploadType") => StorageError::Remote {
@@ -243,6 +258,29 @@ impl ObjectStorage {
                 StorageError::Remote { key: key.to_string(), reason: format!("cannot reach {}: {text}", self.location) }
             }
             _ => StorageError::Remote { key: format!("{}/{key}", self.location.trim_end_matches('/')), reason: text },
+        }
+    }
+
+    /// A delete's "not found" that is the key's own (it was gone already, so
+    /// the delete is done), not the request's. S3 reports a missing key as
+    /// deleted, so a 404 there is always the request's (no such bucket); with
+    /// one key in the batch the count of results cannot tell the two apart.
+    /// Azure and GCS say which in the answer.
+    fn key_was_gone(&self, e: &object_store::Error) -> bool {
+        matches!(e, object_store::Error::NotFound { .. })
+            && self.service != Service::S3
+            && !names_missing_bucket(&redact(&e.to_string()))
+    }
+
+    /// A failed delete: never "not found", which callers take for done.
+    fn delete_error(&self, key: &str, e: object_store::Error) -> StorageError {
+        let text = one_line(&redact(&e.to_string()));
+        match self.error(key, e) {
+            StorageError::NotFound { .. } => StorageError::Remote {
+                key: key.to_string(),
+                reason: format!("{}: {text}", self.location),
+            },
+            other => other,
         }
     }
 
@@ -474,8 +512,8 @@ impl Storage for ObjectStorage {
                 Some(err) => err,
                 None => match outcome.next() {
                     Some(Ok(())) => Ok(()),
-                    Some(Err(object_store::Error::NotFound { .. })) => Ok(()),
-                    Some(Err(e)) => Err(self.error(key, e)),
+                    Some(Err(e)) if self.key_was_gone(&e) => Ok(()),
+                    Some(Err(e)) => Err(self.delete_error(key, e)),
                     None => Err(StorageError::Remote {
                         key: key.clone(),
                         reason: "no result for this key".into(),
