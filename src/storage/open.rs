@@ -111,6 +111,17 @@ pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Stor
             reason,
         });
     }
+    // a `#` starts a fragment, which the URL parser sets apart: the root
+    // would end before it and the run would collect another prefix
+    if url.fragment().is_some() {
+        let reason = "a `#` in STORAGE starts a URL fragment, which is not part of the root; \
+                      a `#` in the root's name is written %23"
+            .into();
+        return Err(OpenError::BadUrl {
+            spec: shown_spec(spec),
+            reason,
+        });
+    }
     let service = match scheme {
         "file" => {
             let path = url.to_file_path().map_err(|()| OpenError::BadUrl {
@@ -627,6 +638,41 @@ mod tests {
         }
         assert_eq!(shown_spec("s3://bucket/root"), "s3://bucket/root");
         assert_eq!(shown_spec("/srv/registry"), "/srv/registry");
+    }
+
+    fn offline_s3() -> BackendOptions {
+        let mut options = BackendOptions::default();
+        options.push("region", "us-east-1", "--region");
+        options.push("endpoint", "http://127.0.0.1:1", "--endpoint");
+        options
+    }
+
+    /// A `#` starts a URL fragment: the root would end before it, and the
+    /// run would collect another prefix. Refused (a `#` in the root's name is
+    /// %23), the message masking credentials as every STORAGE message does.
+    #[test]
+    fn a_fragment_in_storage_is_refused() {
+        for spec in [
+            "s3://bucket/reg#prod",
+            "az://c/r#x",
+            "gs://b#r",
+            "file:///srv/reg#x",
+        ] {
+            let err = open_storage(spec, &offline_s3())
+                .err()
+                .unwrap_or_else(|| panic!("{spec}: opened"))
+                .to_string();
+            assert!(
+                err.contains("STORAGE") && err.contains("fragment") && err.contains("%23"),
+                "{err}"
+            );
+        }
+        let storage = open_storage("s3://bucket/reg%23prod", &offline_s3()).unwrap();
+        assert!(
+            storage.describe().starts_with("s3://bucket/reg#prod "),
+            "{}",
+            storage.describe()
+        );
     }
 
     /// STORAGE names the bucket or container: a setting naming another
