@@ -147,11 +147,27 @@ pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Stor
             spec: shown_spec(spec),
             reason: "no bucket or container name".into(),
         })?;
-    // the path as written: a root with a space or a `#` comes percent-encoded
-    let root = percent_encoding::percent_decode_str(url.path())
+    // the path as written, not as the URL parser gives it back: that resolves
+    // `.` and `..` segments (`s3://b/team/../prod` would be the root `prod`);
+    // a root with a space or a `#` comes percent-encoded
+    let root = percent_encoding::percent_decode_str(raw_path(spec))
         .decode_utf8_lossy()
         .trim_matches('/')
         .to_string();
+    if !root.is_empty()
+        && root
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        let reason =
+            "the root has an empty, . or .. segment; a URL would resolve it into another prefix \
+                      than the one written, and the store has no such keys: registry-gc refuses it"
+                .into();
+        return Err(OpenError::BadUrl {
+            spec: shown_spec(spec),
+            reason,
+        });
+    }
     let (store, where_) = match service {
         Service::S3 => build_s3(spec, bucket, options)?,
         Service::Azure => build_azure(spec, bucket, options)?,
@@ -170,6 +186,14 @@ pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Stor
     Ok(Box::new(
         ObjectStorage::new(store, service, &root, location).with_list_page_size(page),
     ))
+}
+
+/// The path of a `scheme://authority/path` URL exactly as written: from the
+/// first `/` after the authority up to a query or fragment.
+fn raw_path(spec: &str) -> &str {
+    let rest = spec.split_once("://").map_or(spec, |(_, rest)| rest);
+    let rest = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    rest.find('/').map_or("", |slash| &rest[slash..])
 }
 
 /// The setting every object store takes besides object_store's own: keys a
@@ -640,10 +664,15 @@ mod tests {
         assert_eq!(shown_spec("/srv/registry"), "/srv/registry");
     }
 
-    fn offline_s3() -> BackendOptions {
+    /// Settings that open `spec`'s backend without asking anyone anything.
+    fn offline() -> BackendOptions {
         let mut options = BackendOptions::default();
-        options.push("region", "us-east-1", "--region");
-        options.push("endpoint", "http://127.0.0.1:1", "--endpoint");
+        let c = "--config c.toml";
+        options.push_section("s3", "region", "us-east-1", c);
+        options.push_section("s3", "endpoint", "http://127.0.0.1:1", c);
+        options.push_section("azure", "use_emulator", "true", c);
+        options.push_section("gcs", "endpoint", "http://127.0.0.1:1", c);
+        options.push_section("gcs", "bearer_token", "t", c);
         options
     }
 
@@ -658,7 +687,7 @@ mod tests {
             "gs://b#r",
             "file:///srv/reg#x",
         ] {
-            let err = open_storage(spec, &offline_s3())
+            let err = open_storage(spec, &offline())
                 .err()
                 .unwrap_or_else(|| panic!("{spec}: opened"))
                 .to_string();
@@ -667,12 +696,56 @@ mod tests {
                 "{err}"
             );
         }
-        let storage = open_storage("s3://bucket/reg%23prod", &offline_s3()).unwrap();
+        let storage = open_storage("s3://bucket/reg%23prod", &offline()).unwrap();
         assert!(
             storage.describe().starts_with("s3://bucket/reg#prod "),
             "{}",
             storage.describe()
         );
+    }
+
+    /// The URL parser resolves `.` and `..` segments (`s3://b/team/../prod`
+    /// is the root `prod` to it), so the root is read as written, and one
+    /// with a `.`, `..` or empty segment (encoded too) is refused, as the
+    /// registry config's `rootdirectory` is; slashes at its ends are not
+    /// segments.
+    #[test]
+    fn dot_and_empty_segments_in_the_root_are_refused() {
+        for spec in [
+            "s3://bucket/team/../prod",
+            "s3://bucket/team/./prod",
+            "s3://bucket/..",
+            "s3://bucket/team//prod",
+            "s3://bucket/team/%2e%2E/prod",
+            "s3://bucket/team%2F%2Fprod",
+            "az://container/a/../b",
+            "gs://bucket/a/./b",
+        ] {
+            let err = open_storage(spec, &offline())
+                .err()
+                .unwrap_or_else(|| panic!("{spec}: opened"))
+                .to_string();
+            assert!(
+                err.contains(&format!("STORAGE {spec:?}")) && err.contains("segment"),
+                "{err}"
+            );
+        }
+        for (spec, root) in [
+            ("s3://bucket/team/prod/", "s3://bucket/team/prod at "),
+            ("s3://bucket//team", "s3://bucket/team at "),
+            (
+                "s3://bucket/team.../..prod",
+                "s3://bucket/team.../..prod at ",
+            ),
+            ("s3://bucket", "s3://bucket/ at "),
+        ] {
+            let storage = open_storage(spec, &offline()).unwrap();
+            assert!(
+                storage.describe().starts_with(root),
+                "{spec}: {}",
+                storage.describe()
+            );
+        }
     }
 
     /// STORAGE names the bucket or container: a setting naming another
