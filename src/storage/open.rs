@@ -140,6 +140,17 @@ pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Stor
             })
         }
     };
+    // `s3://bucket:9000/root`: the URL parser takes the port apart and the
+    // bucket would be `bucket`, with the port dropped
+    if raw_authority(spec).contains([':', '@']) {
+        let reason = "STORAGE names the bucket or container alone, without a port or user; \
+                      a server's address and port are the endpoint: --endpoint URL (or -o endpoint=URL)"
+            .into();
+        return Err(OpenError::BadUrl {
+            spec: shown_spec(spec),
+            reason,
+        });
+    }
     let bucket = url
         .host_str()
         .filter(|h| !h.is_empty())
@@ -186,6 +197,13 @@ pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Stor
     Ok(Box::new(
         ObjectStorage::new(store, service, &root, location).with_list_page_size(page),
     ))
+}
+
+/// The authority of a `scheme://authority/path` URL exactly as written: up
+/// to the first `/`, `?` or `#`.
+fn raw_authority(spec: &str) -> &str {
+    let rest = spec.split_once("://").map_or(spec, |(_, rest)| rest);
+    &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())]
 }
 
 /// The path of a `scheme://authority/path` URL exactly as written: from the
@@ -701,6 +719,37 @@ mod tests {
             storage.describe().starts_with("s3://bucket/reg#prod "),
             "{}",
             storage.describe()
+        );
+    }
+
+    /// A port after the bucket is not part of its name, and the URL parser
+    /// would drop it: refused, pointing at the endpoint setting.
+    #[test]
+    fn a_port_after_the_bucket_is_refused() {
+        for spec in [
+            "s3://bucket:9000/root",
+            "s3://bucket:/root",
+            "s3://@bucket/root",
+            "az://container:10000/r",
+            "gs://bucket:4443",
+        ] {
+            let err = open_storage(spec, &offline())
+                .err()
+                .unwrap_or_else(|| panic!("{spec}: opened"))
+                .to_string();
+            assert!(
+                err.contains(&format!("STORAGE {spec:?}")) && err.contains("--endpoint"),
+                "{err}"
+            );
+        }
+        // credentials keep their own message, which masks them
+        let err = open_storage("s3://key:secret@bucket:9000/r", &offline())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            !err.contains("secret") && err.contains("credentials"),
+            "{err}"
         );
     }
 
