@@ -161,8 +161,14 @@ pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Stor
     // the path as written, not as the URL parser gives it back: that resolves
     // `.` and `..` segments (`s3://b/team/../prod` would be the root `prod`);
     // a root with a space or a `#` comes percent-encoded
+    // (a `%XX` that does not decode to UTF-8 is no key's prefix: refused,
+    // not replaced by U+FFFD)
     let root = percent_encoding::percent_decode_str(raw_path(spec))
-        .decode_utf8_lossy()
+        .decode_utf8()
+        .map_err(|_| OpenError::BadUrl {
+            spec: shown_spec(spec),
+            reason: "the root's %XX escapes do not decode to UTF-8 text, and keys are UTF-8".into(),
+        })?
         .trim_matches('/')
         .to_string();
     if !root.is_empty()
@@ -750,6 +756,37 @@ mod tests {
         assert!(
             !err.contains("secret") && err.contains("credentials"),
             "{err}"
+        );
+    }
+
+    /// A root whose `%XX` escapes are not UTF-8 is refused, not opened with
+    /// U+FFFD in their place; a registry config's `%` is its own character.
+    #[test]
+    fn a_root_that_decodes_to_no_utf8_is_refused() {
+        for spec in ["s3://bucket/a%FF", "gs://bucket/%C3", "az://c/r/%e9t%e9"] {
+            let err = open_storage(spec, &offline())
+                .err()
+                .unwrap_or_else(|| panic!("{spec}: opened"))
+                .to_string();
+            assert!(
+                err.contains(&format!("STORAGE {spec:?}")) && err.contains("UTF-8"),
+                "{err}"
+            );
+        }
+        let storage = open_storage("s3://bucket/%C3%A9t%C3%A9", &offline()).unwrap();
+        assert!(
+            storage.describe().starts_with("s3://bucket/été "),
+            "{}",
+            storage.describe()
+        );
+        let text = "storage:\n  s3:\n    bucket: b\n    rootdirectory: /a%FF\n";
+        let r = crate::registry_config::parse(text, "config.yml", Vec::<(String, String)>::new())
+            .unwrap();
+        let storage = open_storage(&r.url, &offline()).unwrap();
+        assert!(
+            storage.describe().starts_with("s3://b/a%FF "),
+            "{}",
+            storage.describe()
         );
     }
 
