@@ -387,9 +387,28 @@ fn build_s3(
         virtual_hosted,
         b.get_config_value(&AmazonS3ConfigKey::Endpoint),
     ) {
-        let bucket_endpoint = bucket_host(&given, bucket).map_err(|reason| OpenError::Backend {
-            spec: shown_spec(spec),
-            reason,
+        // a refusal names the setting that asked for virtual-hosted
+        // addressing (the last one wins), else the environment variable
+        let asked = options
+            .for_section("s3")
+            .filter(|o| {
+                matches!(o.key.as_str(), "force_path_style" | "forcepathstyle")
+                    || matches!(
+                        o.key.parse::<AmazonS3ConfigKey>(),
+                        Ok(AmazonS3ConfigKey::VirtualHostedStyleRequest)
+                    )
+            })
+            .last();
+        let bucket_endpoint = bucket_host(&given, bucket).map_err(|reason| match asked {
+            Some(o) => OpenError::BadOption {
+                source_name: o.source.clone(),
+                key: o.key.clone(),
+                reason,
+            },
+            None => OpenError::Backend {
+                spec: shown_spec(spec),
+                reason: format!("AWS_VIRTUAL_HOSTED_STYLE_REQUEST: {reason}"),
+            },
         })?;
         b = b.with_endpoint(&bucket_endpoint);
         endpoint = Some(bucket_endpoint);
@@ -661,6 +680,37 @@ mod tests {
             .unwrap_or_else(|| panic!("an address has no host name to put the bucket in"))
             .to_string();
         assert!(err.contains("path-style"), "{err}");
+        assert!(err.starts_with("--virtual-hosted-style: "), "{err}");
+    }
+
+    /// The refusal of virtual-hosted addressing with an endpoint given by
+    /// address names the setting that asked for it: the registry config's
+    /// `storage.s3.forcepathstyle`, or our own option where it was given.
+    #[test]
+    fn a_virtual_hosted_refusal_names_the_setting_that_asked_for_it() {
+        let text = "storage:\n  s3:\n    bucket: b\n    region: us-east-1\n    regionendpoint: http://127.0.0.1:9000\n    forcepathstyle: false\n";
+        let r = crate::registry_config::parse(text, "config.yml", Vec::<(String, String)>::new())
+            .unwrap();
+        let mut options = BackendOptions::default();
+        for o in &r.options {
+            options.push_section(r.section.unwrap(), o.key, &o.value, &o.origin);
+        }
+        let err = open_storage(&r.url, &options)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("config.yml storage.s3.forcepathstyle") && err.contains("path-style"),
+            "{err}"
+        );
+        let mut options = offline();
+        options.push_section("s3", "force_path_style", "false", "--config c.toml [s3]");
+        let err = open_storage("s3://b/r", &options)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.starts_with("--config c.toml [s3]: force_path_style: "),
+            "{err}"
+        );
     }
 
     /// Keys or a SAS token in STORAGE are refused (they would be ignored), and
