@@ -152,6 +152,11 @@ async fn deletes_in_a_missing_bucket_fail_azurite() {
 
 /// A server on 127.0.0.1 that answers every request with a 404 and `body`.
 fn answering_404(body: &'static str) -> String {
+    answering("404 Not Found", body)
+}
+
+/// A server on 127.0.0.1 that answers every request with `status` and `body`.
+fn answering(status: &'static str, body: &'static str) -> String {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -177,7 +182,7 @@ fn answering_404(body: &'static str) -> String {
             }
             let _ = write!(
                 stream,
-                "HTTP/1.1 404 Not Found\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
         }
@@ -226,4 +231,34 @@ async fn an_s3_delete_answered_404_fails() {
             "{n} keys: {results:?}"
         );
     }
+}
+
+/// An error names the key, then where it is (bucket, root, endpoint): never
+/// the endpoint with the key glued on, which reads as the object's URL and
+/// leaves out the bucket and the root.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_names_the_key_and_where_it_is() {
+    let endpoint = answering(
+        "400 Bad Request",
+        "<?xml version='1.0' encoding='UTF-8'?><Error><Code>InvalidRequest</Code><Message>no</Message></Error>",
+    );
+    let mut options = registry_gc::config::BackendOptions::default();
+    options.push("endpoint", &endpoint, "--endpoint");
+    options.push("allow_http", "true", "--allow-http");
+    options.push("region", "us-east-1", "--region");
+    options.push("access_key_id", "k", "-o");
+    options.push("secret_access_key", "s", "-o");
+    let storage = open_storage("s3://b/reg", &options).unwrap();
+    let err = storage
+        .get("docker/registry/v2/x", 100)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "docker/registry/v2/x (in s3://b/reg at {endpoint}): "
+        )),
+        "{err}"
+    );
+    assert!(!err.contains(&format!("{endpoint}/docker")), "{err}");
 }

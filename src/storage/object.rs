@@ -226,6 +226,14 @@ impl ObjectStorage {
         }
     }
 
+    /// A key with where it is, for messages: `docker/... (in s3://bucket/root
+    /// at http://endpoint)`, which cannot be read as one URL (the endpoint
+    /// followed by the key would be, and it names no object: it leaves out
+    /// the bucket and the root).
+    fn key_in(&self, key: &str) -> String {
+        format!("{key} (in {})", self.location)
+    }
+
     fn error(&self, key: &str, e: object_store::Error) -> StorageError {
         let text = one_line(&redact(&e.to_string()));
         let access = |reason: String| StorageError::Access {
@@ -257,7 +265,7 @@ impl ObjectStorage {
             _ if text.contains("error sending request") || text.contains("Connection refused") || text.contains("dns error") => {
                 StorageError::Remote { key: key.to_string(), reason: format!("cannot reach {}: {text}", self.location) }
             }
-            _ => StorageError::Remote { key: format!("{}/{key}", self.location.trim_end_matches('/')), reason: text },
+            _ => StorageError::Remote { key: self.key_in(key), reason: text },
         }
     }
 
@@ -442,7 +450,7 @@ impl Storage for ObjectStorage {
             .await
             .map_err(|e| self.error(key, e))?;
         // A failure mid-stream (after the request succeeded) is a transfer error.
-        let key = format!("{}/{key}", self.location.trim_end_matches('/'));
+        let key = self.key_in(key);
         Ok(result
             .into_stream()
             .map_err(move |e| StorageError::Remote {
