@@ -517,6 +517,18 @@ async fn read_manifests(
                 if let Ok(Some(bytes)) =
                     tokio::task::spawn_blocking(move || lookup.get(&digest)).await
                 {
+                    // the limit is the manifest's, wherever it was read from:
+                    // a warm cache must not let a run through that a cold one stops
+                    let size = bytes.len() as u64;
+                    if size > opts.max_manifest_bytes {
+                        let limit = opts.max_manifest_bytes;
+                        let e = StorageError::TooLarge {
+                            key: key.clone(),
+                            size,
+                            limit,
+                        };
+                        return (id, key, Err(e), false);
+                    }
                     return (id, key, Ok(bytes), true);
                 }
                 let result = storage.get(&key, opts.max_manifest_bytes).await;

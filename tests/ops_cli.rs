@@ -808,3 +808,55 @@ fn report_schema_doc_lists_every_field() {
         "the doc is for schema version {version}"
     );
 }
+
+// ---------------------------------------------------------------- manifest cache
+
+/// `--max-manifest-size` is the manifest's limit wherever it is read from: a
+/// warm cache stops the run (exit 1, nothing deleted) exactly as storage does.
+#[test]
+fn max_manifest_size_applies_to_manifests_from_the_cache() {
+    let reg = sample_copy();
+    let root = reg.path().display().to_string();
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().display().to_string();
+    let gc = |extra: &[&str]| {
+        let mut args = vec!["-q", "gc", "-m", "--min-age", "0s", "--force"];
+        args.extend_from_slice(extra);
+        args.push(&root);
+        run(&args)
+    };
+    // warm the cache
+    let out = gc(&["--dry-run", "--cache-dir", &cache_dir]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let before = std::fs::read_dir(cache.path().join("manifests/sha256"))
+        .unwrap()
+        .count();
+    assert!(before > 0, "the dry run cached the manifests");
+
+    let cold = gc(&["--no-cache", "--max-manifest-size", "100"]);
+    let warm = gc(&["--cache-dir", &cache_dir, "--max-manifest-size", "100"]);
+    for (what, out) in [("without the cache", &cold), ("with a warm cache", &warm)] {
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{what}: every manifest is over 100 bytes\nstdout: {}\nstderr: {}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("larger than the 100-byte limit")
+                && text(&out.stderr).contains("--max-manifest-size"),
+            "{what}: {}",
+            text(&out.stderr)
+        );
+    }
+    fn files(p: &Path) -> usize {
+        std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| if p.is_dir() { files(&p) } else { 1 })
+            .sum()
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sample-registry");
+    assert_eq!(files(reg.path()), files(&src), "nothing was deleted");
+}
