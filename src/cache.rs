@@ -47,10 +47,35 @@ impl ManifestCache {
         self.dir.join("manifests/sha256").join(&hex[..2]).join(hex)
     }
 
-    /// The cached bytes of `d`, if present and intact.
-    pub fn get(&self, d: &Digest) -> Option<Bytes> {
+    /// The cached bytes of `d`, if present, intact and at most `limit` bytes.
+    ///
+    /// Anything else at the entry's name is a miss, never an error nor a wait:
+    /// a symbolic link is not followed (a link to `/dev/zero` would never end),
+    /// the open does not block (a FIFO would wait for a writer forever), only a
+    /// regular file is read, and at most `limit + 1` bytes of it (a huge file
+    /// would fill memory). An entry over `limit` is left in place: it may be a
+    /// genuine manifest for a run with a higher limit, read then from storage.
+    pub fn get(&self, d: &Digest, limit: u64) -> Option<Bytes> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+
         let path = self.path(d);
-        let bytes = std::fs::read(&path).ok()?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        if !meta.file_type().is_file() || meta.len() > limit {
+            return None;
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.take(limit.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .ok()?;
+        if bytes.len() as u64 > limit {
+            return None;
+        }
         if Sha256::digest(&bytes).as_slice() == d.as_bytes() {
             Some(Bytes::from(bytes))
         } else {
@@ -99,6 +124,8 @@ impl ManifestCache {
 mod tests {
     use super::*;
 
+    const LIMIT: u64 = 64 << 20;
+
     #[test]
     fn returns_only_intact_content() {
         let dir =
@@ -106,16 +133,16 @@ mod tests {
         let cache = ManifestCache::open(&dir).unwrap();
         let body = br#"{"schemaVersion":2}"#;
         let d = Digest::from_bytes(Sha256::digest(body).into());
-        assert!(cache.get(&d).is_none());
+        assert!(cache.get(&d, LIMIT).is_none());
         cache.put(&d, body);
-        assert_eq!(&cache.get(&d).unwrap()[..], body);
+        assert_eq!(&cache.get(&d, LIMIT).unwrap()[..], body);
         // bytes that are not the digest's content are never stored
         let other = Digest::from_bytes([7; 32]);
         cache.put(&other, body);
-        assert!(cache.get(&other).is_none());
+        assert!(cache.get(&other, LIMIT).is_none());
         // an entry changed on disk is dropped
         std::fs::write(cache.path(&d), b"tampered").unwrap();
-        assert!(cache.get(&d).is_none());
+        assert!(cache.get(&d, LIMIT).is_none());
         assert!(!cache.path(&d).exists());
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -139,6 +166,52 @@ mod tests {
         .unwrap();
         cache.put(&d, body);
         assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
-        assert_eq!(&cache.get(&d).unwrap()[..], body, "cached all the same");
+        assert_eq!(
+            &cache.get(&d, LIMIT).unwrap()[..],
+            body,
+            "cached all the same"
+        );
+    }
+
+    /// Whatever is planted at an entry's name that is not a regular file of
+    /// at most the limit is a miss, at once: a FIFO (which would block the
+    /// open), a link to `/dev/zero` (a read without end), a link to the
+    /// right content elsewhere, a directory, a file over the limit.
+    #[test]
+    fn anything_but_a_small_regular_file_is_a_miss_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ManifestCache::open(&dir.path().join("cache")).unwrap();
+        let body = br#"{"schemaVersion":2}"#;
+        let d = Digest::from_bytes(Sha256::digest(body).into());
+        let entry = cache.path(&d);
+        std::fs::create_dir_all(entry.parent().unwrap()).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, body).unwrap();
+        // each in a thread: a get that blocks fails the test instead of hanging it
+        let get = |limit: u64| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (cache, d) = (cache.clone(), d);
+            std::thread::spawn(move || tx.send(cache.get(&d, limit)));
+            rx.recv_timeout(std::time::Duration::from_secs(10))
+                .expect("get returned without blocking")
+        };
+        let fifo = std::ffi::CString::new(entry.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert!(get(LIMIT).is_none(), "a FIFO");
+        std::fs::remove_file(&entry).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &entry).unwrap();
+        assert!(get(LIMIT).is_none(), "a link to /dev/zero");
+        std::fs::remove_file(&entry).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &entry).unwrap();
+        assert!(get(LIMIT).is_none(), "a link, even to the right bytes");
+        std::fs::remove_file(&entry).unwrap();
+        std::fs::create_dir(&entry).unwrap();
+        assert!(get(LIMIT).is_none(), "a directory");
+        std::fs::remove_dir(&entry).unwrap();
+        std::fs::write(&entry, body).unwrap();
+        let len = body.len() as u64;
+        assert!(get(len - 1).is_none(), "over the limit");
+        assert!(entry.exists(), "an entry over the limit is left in place");
+        assert_eq!(&get(len).unwrap()[..], body, "at the limit");
     }
 }

@@ -513,9 +513,9 @@ async fn read_manifests(
             .map(move |id| async move {
                 let digest = *inv.digests.get(id);
                 let key = layout::blob_data_key(&digest);
-                let lookup = cache.clone();
+                let (lookup, limit) = (cache.clone(), opts.max_manifest_bytes);
                 if let Ok(Some(bytes)) =
-                    tokio::task::spawn_blocking(move || lookup.get(&digest)).await
+                    tokio::task::spawn_blocking(move || lookup.get(&digest, limit)).await
                 {
                     // the limit is the manifest's, wherever it was read from:
                     // a warm cache must not let a run through that a cold one stops
