@@ -117,7 +117,9 @@ pub struct StorageArgs {
     /// The registry's own config.yml: its `storage:` section (filesystem, s3,
     /// azure, gcs), with the REGISTRY_STORAGE_* environment overrides the registry
     /// applies. Replaces STORAGE; flags and --config sections override its values.
-    #[arg(long, value_name = "FILE", conflicts_with = "storage")]
+    // Not a clap conflict with STORAGE: for `restore --registry-config FILE
+    // RUN-ID` the lone positional is the run id, which only `resolve` knows.
+    #[arg(long, value_name = "FILE")]
     pub registry_config: Option<PathBuf>,
 
     /// Object store endpoint: an S3-compatible server (MinIO, Ceph, R2,
@@ -170,6 +172,11 @@ impl StorageArgs {
         // the registry's config is the lowest layer: what the registry itself
         // uses, which --config sections and flags may adjust
         let from_registry = match &self.registry_config {
+            Some(_) if self.storage.is_some() => {
+                return Err(ConfigError::StorageAndRegistryConfig {
+                    storage: self.storage.clone().unwrap_or_default(),
+                })
+            }
             Some(path) => {
                 if file.storage.url.is_some() {
                     return Err(ConfigError::TwoStorages {
@@ -334,7 +341,8 @@ pub struct RestoreArgs {
     pub storage: StorageArgs,
 
     /// The run to restore, as `gc --quarantine` printed it (see --list). With
-    /// [storage] url in --config, `restore --config FILE RUN-ID` is enough.
+    /// [storage] url in --config, `restore --config FILE RUN-ID` is enough, and
+    /// so is `restore --registry-config FILE RUN-ID`.
     #[arg(value_name = "RUN-ID", conflicts_with = "list")]
     pub run_id: Option<String>,
 
@@ -349,13 +357,13 @@ pub struct RestoreArgs {
 
 impl RestoreArgs {
     /// The storage and the run id (`None` for --list). A lone positional
-    /// argument is the run id when --config names the storage.
+    /// argument is the run id when --config or --registry-config names the storage.
     pub fn resolve(&self) -> Result<(StorageSettings, Option<String>), ConfigError> {
         let file = self.storage.config_file()?;
+        let storage_elsewhere =
+            file.storage.url.is_some() || self.storage.registry_config.is_some();
         let (storage_arg, run_id) = match (&self.storage.storage, &self.run_id) {
-            (Some(one), None) if !self.list && file.storage.url.is_some() => {
-                (None, Some(one.clone()))
-            }
+            (Some(one), None) if !self.list && storage_elsewhere => (None, Some(one.clone())),
             (s, r) => (s.clone(), r.clone()),
         };
         if !self.list && run_id.is_none() {
@@ -597,14 +605,13 @@ mod tests {
             "only the flag applies to other backends"
         );
         // STORAGE and --registry-config are two answers to one question
-        assert!(Cli::try_parse_from([
-            "registry-gc",
-            "gc",
-            "--registry-config",
-            y,
-            "/var/lib/registry"
-        ])
-        .is_err());
+        let err = resolve(&["--registry-config", y, "/var/lib/registry"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--registry-config both name the storage"),
+            "{err}"
+        );
         let toml = dir.join("c.toml");
         std::fs::write(&toml, "[storage]\nurl = \"/x\"\n").unwrap();
         let err = resolve(&["--registry-config", y, "--config", toml.to_str().unwrap()])
@@ -681,6 +688,27 @@ mod tests {
         );
         assert!(restore(&["/srv/reg"]).unwrap_err().contains("RUN-ID"));
         assert!(restore(&["--list", "/srv/reg", "RUN1"]).is_err());
+        // and so it is with the storage in the registry's config.yml
+        let yml = dir.path().join("config.yml");
+        std::fs::write(
+            &yml,
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /srv/from-yml\n",
+        )
+        .unwrap();
+        let y = yml.to_str().unwrap();
+        assert_eq!(
+            restore(&["--registry-config", y, "RUN1"]),
+            Ok(("/srv/from-yml".to_string(), Some("RUN1".to_string())))
+        );
+        assert_eq!(
+            restore(&["--list", "--registry-config", y]),
+            Ok(("/srv/from-yml".to_string(), None))
+        );
+        let err = restore(&["--registry-config", y, "/srv/reg", "RUN1"]).unwrap_err();
+        assert!(err.contains("both name the storage"), "{err}");
+        assert!(restore(&["--registry-config", y])
+            .unwrap_err()
+            .contains("RUN-ID"));
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub enum ConfigError {
         "--registry-config and [storage] url in --config {path} both name the storage; keep one"
     )]
     TwoStorages { path: String },
+    #[error("STORAGE {storage:?} and --registry-config both name the storage; keep one")]
+    StorageAndRegistryConfig { storage: String },
     #[error("missing {what}")]
     Missing { what: String },
 }

@@ -860,3 +860,103 @@ fn max_manifest_size_applies_to_manifests_from_the_cache() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sample-registry");
     assert_eq!(files(reg.path()), files(&src), "nothing was deleted");
 }
+
+// ---------------------------------------------------------------- --registry-config
+
+/// Every command that reads a registry takes `--registry-config FILE` in place
+/// of STORAGE, `restore` with its run id as the lone positional (as with
+/// `[storage] url` in `--config`); STORAGE and `--registry-config` together
+/// are a usage error.
+#[test]
+fn every_command_takes_registry_config_in_place_of_storage() {
+    let reg = sample_copy();
+    let dir = tempfile::tempdir().unwrap();
+    let yml = dir.path().join("config.yml");
+    std::fs::write(
+        &yml,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
+            reg.path().display()
+        ),
+    )
+    .unwrap();
+    let y = yml.to_str().unwrap();
+    let ok = |out: &Output, what: &str| {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{what}\nstdout: {}\nstderr: {}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    };
+    let blob_of = |p: &Path| p.join("docker/registry/v2/blobs");
+    let blobs_before = std::fs::read_dir(blob_of(reg.path()).join("sha256"))
+        .unwrap()
+        .count();
+
+    ok(&run(&["-q", "du", "--registry-config", y]), "du");
+    let out = run(&["-q", "fsck", "--registry-config", y]);
+    assert!(
+        matches!(out.status.code(), Some(0 | 5)),
+        "fsck ran: {}",
+        text(&out.stderr)
+    );
+    let out = run(&[
+        "-q",
+        "gc",
+        "-m",
+        "--min-age",
+        "0s",
+        "--force",
+        "--quarantine",
+        "--registry-config",
+        y,
+    ]);
+    ok(&out, "gc --quarantine");
+    let runs: Vec<String> = std::fs::read_dir(reg.path().join("registry-gc-quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(runs.len(), 1, "one quarantine run: {runs:?}");
+    let run_id = runs[0].as_str();
+
+    let out = run(&["restore", "--list", "--registry-config", y]);
+    ok(&out, "restore --list");
+    assert!(text(&out.stdout).contains(run_id), "{}", text(&out.stdout));
+
+    // the lone positional is the run id, not STORAGE
+    let out = run(&["restore", "--registry-config", y, run_id]);
+    ok(&out, "restore --registry-config FILE RUN-ID");
+    let unknown = run(&["restore", "--registry-config", y, "20260101T000000Z-abcdef"]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown.stderr));
+    assert!(
+        !text(&unknown.stderr).contains("cannot be used with"),
+        "refused by the parser: {}",
+        text(&unknown.stderr)
+    );
+    let root = reg.path().to_str().unwrap();
+    for args in [
+        vec!["restore", "--registry-config", y, root, run_id],
+        vec!["gc", "--dry-run", "--registry-config", y, root],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&out.stderr).contains("both name the storage"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(blob_of(reg.path()).join("sha256"))
+            .unwrap()
+            .count(),
+        blobs_before,
+        "restored"
+    );
+    ok(
+        &run(&["-q", "purge", "--older-than", "0s", "--registry-config", y]),
+        "purge",
+    );
+}
