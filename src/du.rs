@@ -463,7 +463,7 @@ async fn run(args: &DuArgs, quiet: bool) -> Result<String, Error> {
         args.cache_dir.clone().or(file.gc.cache_dir.clone()),
         no_cache,
     );
-    let (inv, marks, warnings) = inspect::load(storage, &read, cache, &progress).await?;
+    let (inv, marks, warnings) = inspect::load(storage, &read, cache, false, &progress).await?;
     progress.finish();
     for w in &warnings {
         eprintln!("registry-gc: warning: {}: {}", w.key, w.message);

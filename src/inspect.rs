@@ -87,10 +87,14 @@ pub struct ReadError(#[from] pub StorageError);
 /// Lists the registry and reads its tag links and manifests: `gc`'s picture
 /// of it, for a command that only reports. Every key is listed (`gc` probes
 /// digest directories for their one file), so that strays anywhere are seen.
+/// With `keep_corrupt` (`fsck`), a manifest whose bytes do not match its digest
+/// is kept in `Marks::corrupt_manifests` and the reads go on; otherwise (`du`,
+/// whose figures are `gc`'s plan) it stops the command, as it stops `gc`.
 pub async fn load(
     storage: &dyn Storage,
     read: &ReadSettings,
     cache_dir: Option<PathBuf>,
+    keep_corrupt: bool,
     progress: &Progress,
 ) -> Result<(Inventory, Marks, Vec<Warning>), Error> {
     let mut inventory = Inventory::default();
@@ -114,6 +118,10 @@ pub async fn load(
         max_manifest_bytes: read.max_manifest_bytes,
         cache,
     };
-    let marks = mark::mark(storage, &inventory, &mark_opts, progress).await?;
+    let marks = if keep_corrupt {
+        mark::mark_reporting_corrupt(storage, &inventory, &mark_opts, progress).await?
+    } else {
+        mark::mark(storage, &inventory, &mark_opts, progress).await?
+    };
     Ok((inventory, marks, warnings))
 }

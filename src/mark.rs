@@ -139,6 +139,22 @@ pub struct Marks {
     /// (manifest, subject) for each `subject` the listing did not see: a
     /// referrer pushed before its subject, which may arrive during the run.
     foreign_subjects: Vec<(DigestId, Digest)>,
+    /// Manifest blobs whose bytes do not hash to their digest, kept by
+    /// `mark_reporting_corrupt` (`fsck`); `mark` stops on the first instead.
+    /// Their references are unknown: none is recorded as theirs.
+    pub corrupt_manifests: Vec<CorruptManifest>,
+}
+
+/// A manifest blob whose content is not its digest's (bit rot, a bad copy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptManifest {
+    pub id: DigestId,
+    /// What its bytes hash to, and how many there are.
+    pub actual: Digest,
+    pub len: u64,
+    /// Blobs in storage whose digest its bytes mention: perhaps its
+    /// references, perhaps not (the corruption may be in one of them).
+    pub mentions: Vec<DigestId>,
 }
 
 impl Marks {
@@ -308,11 +324,41 @@ pub enum MarkError {
     DigestMismatch { key: String, len: usize },
 }
 
+/// Reads what `gc` needs to plan. A manifest whose bytes do not match its
+/// digest stops it (`MarkError::DigestMismatch`): its references are unknown.
 pub async fn mark(
     storage: &dyn Storage,
     inv: &Inventory,
     opts: &MarkOptions,
     progress: &Progress,
+) -> Result<Marks, MarkError> {
+    mark_with(storage, inv, opts, progress, OnCorrupt::Stop).await
+}
+
+/// As `mark`, but a manifest whose bytes do not match its digest is kept in
+/// `Marks::corrupt_manifests` (with no references) and the reads go on: for
+/// `fsck`, which reports it. Never for planning deletions.
+pub async fn mark_reporting_corrupt(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    opts: &MarkOptions,
+    progress: &Progress,
+) -> Result<Marks, MarkError> {
+    mark_with(storage, inv, opts, progress, OnCorrupt::Keep).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnCorrupt {
+    Stop,
+    Keep,
+}
+
+async fn mark_with(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    opts: &MarkOptions,
+    progress: &Progress,
+    on_corrupt: OnCorrupt,
 ) -> Result<Marks, MarkError> {
     let mut marks = Marks {
         tag_targets: inv
@@ -324,7 +370,7 @@ pub async fn mark(
     };
     read_tags(storage, inv, opts, &mut marks).await?;
     read_alternate_links(storage, inv, opts, &mut marks).await?;
-    read_manifests(storage, inv, opts, progress, &mut marks).await?;
+    read_manifests(storage, inv, opts, progress, on_corrupt, &mut marks).await?;
     marks.index();
     Ok(marks)
 }
@@ -462,6 +508,7 @@ async fn read_manifests(
     inv: &Inventory,
     opts: &MarkOptions,
     progress: &Progress,
+    on_corrupt: OnCorrupt,
     marks: &mut Marks,
 ) -> Result<(), MarkError> {
     let mut seen = DigestSet::with_len(inv.digests.len());
@@ -560,11 +607,28 @@ async fn read_manifests(
         // (cut short, corrupt) must not reach the parser, whose lenient scan
         // would keep only the references before the cut. Cached entries were
         // checked when the cache returned them.
-        if !cached && Sha256::digest(&bytes).as_slice() != inv.digests.get(id).as_bytes() {
-            return Err(MarkError::DigestMismatch {
-                key,
-                len: bytes.len(),
-            });
+        if !cached {
+            let actual = Digest::from_bytes(Sha256::digest(&bytes).into());
+            if actual != *inv.digests.get(id) {
+                if on_corrupt == OnCorrupt::Stop {
+                    return Err(MarkError::DigestMismatch {
+                        key,
+                        len: bytes.len(),
+                    });
+                }
+                let mentions = Digest::scan_all(&bytes)
+                    .iter()
+                    .filter_map(|d| inv.digests.find(d))
+                    .filter(|m| inv.has_blob(*m))
+                    .collect();
+                marks.corrupt_manifests.push(CorruptManifest {
+                    id,
+                    actual,
+                    len: bytes.len() as u64,
+                    mentions,
+                });
+                continue;
+            }
         }
         marks.manifest_bytes_read += bytes.len() as u64;
         let refs = manifest::parse(&bytes);

@@ -635,3 +635,60 @@ fn fsck_that_cannot_complete_exits_one_and_du_takes_gc_settings() {
     assert_eq!(r["min_age_seconds"].as_u64(), Some(0), "the flag wins: {r}");
     std::fs::remove_file(config).unwrap();
 }
+
+/// A manifest blob whose bytes no longer match its digest (one bit flipped) is
+/// a `content-mismatch` problem naming it and its image, with or without
+/// `--verify-content` (once), and the check goes on; what only that manifest
+/// references is not called garbage. `gc` and `du` still refuse to work on it.
+#[test]
+fn fsck_reports_a_corrupt_manifest_and_goes_on() {
+    let mut parts = None;
+    let (_dir, sc) = pushed(|reg| {
+        let (sc, images, pushed_images) = shop(reg);
+        parts = Some((images, pushed_images));
+        sc
+    });
+    let (images, pushed_images) = parts.unwrap();
+    let copy = aged_copy(&sc);
+    let root = copy.path();
+    let (web_v2, m_v2) = (&images[3], &pushed_images[4]);
+    let key = tree::blob_key(m_v2.hex());
+    let mut bytes = tree::read_key(root, &key);
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x01;
+    tree::write_key(root, &key, &bytes);
+    // and its config referenced by it alone: no layer link names it any more
+    tree::remove_key(
+        root,
+        &tree::layer_link_key("shop/web", &web_v2.config.digest),
+    );
+    let before = tree::snapshot(root);
+
+    let want: BTreeSet<Found> = [finding("content-mismatch", &key, &["shop/web:v2"])].into();
+    for extra in [&[][..], &["--verify-content"][..]] {
+        let (code, r) = fsck(root, extra);
+        assert_eq!(code, 5, "fsck {extra:?}: {r}");
+        assert_eq!(findings(&r), want, "fsck {extra:?}: {r}");
+        assert_eq!(r["checked"]["manifests"].as_u64(), Some(6), "{r}");
+    }
+    // --strict: the config is not an orphan
+    let (code, r) = fsck(root, &["--strict"]);
+    assert_eq!((code, findings(&r)), (5, want.clone()), "{r}");
+
+    let root_s = root.display().to_string();
+    for args in [
+        vec!["gc", "-m", "--min-age", "0s", "--force", &root_s],
+        vec!["du", &root_s],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("does not match its digest"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let after = tree::snapshot(root);
+    assert!(before == after, "{}", tree::snapshot_diff(&before, &after));
+    drop(sc);
+}

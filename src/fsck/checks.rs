@@ -33,7 +33,8 @@ pub enum Kind {
     JunkLink,
     /// A manifest blob that is not a JSON object.
     UnparseableManifest,
-    /// A blob whose content does not hash to its digest (`--verify-content`).
+    /// A blob whose content does not hash to its digest (a manifest as it is
+    /// read, any blob with `--verify-content`).
     ContentMismatch,
     /// A blob nothing links or references.
     OrphanBlob,
@@ -459,10 +460,23 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
         }
     }
 
-    if !obs.mismatches.is_empty() {
+    // Blobs whose content is not their digest: those `--verify-content` hashed,
+    // and the manifests the mark phase found so (without `--verify-content`
+    // too), each once.
+    let mut mismatches: Vec<Mismatch> = obs.mismatches.clone();
+    for c in &marks.corrupt_manifests {
+        if !mismatches.iter().any(|m| m.blob == c.id) {
+            mismatches.push(Mismatch {
+                blob: c.id,
+                actual: c.actual,
+                actual_size: c.len,
+            });
+        }
+    }
+    let corrupt_manifest = |id: DigestId| marks.corrupt_manifests.iter().any(|c| c.id == id);
+    if !mismatches.is_empty() {
         // the images whose manifests reference (or are) a mismatched blob
-        let bad: HashMap<DigestId, &Mismatch> =
-            obs.mismatches.iter().map(|m| (m.blob, m)).collect();
+        let bad: HashMap<DigestId, &Mismatch> = mismatches.iter().map(|m| (m.blob, m)).collect();
         let mut images: HashMap<DigestId, Vec<String>> = HashMap::new();
         for (ri, repo) in inv.repositories.iter().enumerate() {
             let names = Names::new(inv, marks, ri);
@@ -477,12 +491,17 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
                 }
             }
         }
-        for m in &obs.mismatches {
+        for m in &mismatches {
             let d = inv.digests.get(m.blob);
             let mut imgs = images.remove(&m.blob).unwrap_or_default();
             imgs.sort();
             imgs.dedup();
-            let msg = format!("content hashes to {} ({} bytes)", m.actual, m.actual_size);
+            let mut msg = format!("content hashes to {} ({} bytes)", m.actual, m.actual_size);
+            if corrupt_manifest(m.blob) {
+                msg.push_str(
+                    "; a manifest: what it references is unknown, and `gc` refuses to run until it is repaired",
+                );
+            }
             push(Kind::ContentMismatch, layout::blob_data_key(d), imgs, msg);
         }
     }
@@ -519,13 +538,27 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
             named.insert(id);
         }
     }
+    // A corrupt manifest's references are unknown: what its bytes still
+    // mention is not called an orphan, and no other unnamed blob is called
+    // garbage while one exists (it may be a reference whose digest the
+    // corruption changed; `gc` refuses to run then anyway).
+    for c in &marks.corrupt_manifests {
+        for m in &c.mentions {
+            named.insert(*m);
+        }
+    }
+    let orphan_note = if marks.corrupt_manifests.is_empty() {
+        "`gc` deletes it"
+    } else {
+        "no link or readable manifest names it, but a corrupt manifest's references are unknown: it may be one of them (`gc` refuses to run until that manifest is repaired)"
+    };
     for (id, info) in inv.blobs().filter(|(id, _)| !named.contains(*id)) {
         let key = layout::blob_data_key(inv.digests.get(id));
         push(
             Kind::OrphanBlob,
             key,
             Vec::new(),
-            format!("{} bytes; `gc` deletes it", info.size),
+            format!("{} bytes; {orphan_note}", info.size),
         );
     }
 
@@ -781,6 +814,54 @@ mod tests {
             "{}",
             report.text()
         );
+    }
+
+    /// A manifest whose bytes are not its digest's is one content-mismatch
+    /// (from the mark phase, or `--verify-content`, or both); what its bytes
+    /// mention is not an orphan, and no unnamed blob is called garbage `gc`
+    /// deletes while its references are unknown.
+    #[test]
+    fn a_corrupt_manifest_is_a_mismatch_and_no_blob_is_called_garbage() {
+        let (m, cfg, stray) = (dg(1), dg(2), dg(3));
+        let keys = vec![
+            layout::blob_data_key(&m),
+            layout::blob_data_key(&cfg),
+            layout::blob_data_key(&stray),
+            layout::revision_key("r", &m),
+            layout::tag_current_key("r", "v1"),
+        ];
+        let (inv, mut marks) = build(&keys, &[], &[("r", "v1", TagLink::Digest(m))]);
+        let id = |d: &Digest| inv.digests.find(d).unwrap();
+        marks.corrupt_manifests.push(crate::mark::CorruptManifest {
+            id: id(&m),
+            actual: dg(9),
+            len: 10,
+            mentions: vec![id(&cfg)],
+        });
+        let mut obs = Observed::default();
+        let once = |obs: &Observed| {
+            let f = findings(&inv, &marks, obs);
+            assert_eq!(
+                kinds(&f),
+                vec![
+                    (Kind::ContentMismatch, layout::blob_data_key(&m)),
+                    (Kind::OrphanBlob, layout::blob_data_key(&stray)),
+                ]
+            );
+            assert_eq!(f[0].images, vec!["r:v1".to_string()]);
+            assert!(f[0].message.contains("references is unknown"), "{f:?}");
+            assert!(
+                !f[1].message.contains("`gc` deletes it") && f[1].message.contains("corrupt"),
+                "{f:?}"
+            );
+        };
+        once(&obs);
+        obs.mismatches.push(Mismatch {
+            blob: id(&m),
+            actual: dg(9),
+            actual_size: 10,
+        });
+        once(&obs);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   manifest, config, layer or child is missing, a tag pointing outside its
 //!   repository's revisions, a revision link to a missing manifest, a link file
 //!   that does not hold its digest, a manifest that is not JSON, a blob whose
-//!   content does not match its digest (`--verify-content`);
+//!   content does not match its digest (a manifest always, any blob with
+//!   `--verify-content`);
 //! - **informational**: garbage or leftovers that break nothing — orphan blobs,
 //!   `_layers` links and tag-history entries whose blob is gone (what the
 //!   reference collector leaves), manifests of a shape registry-gc does not
@@ -49,7 +50,7 @@ revision-manifest-missing, missing-blob (an image's config or layer),
 missing-child (an index's child), child-not-a-revision, blob-not-linked (a
 config or layer with no _layers link in the image's repository), junk-link (a link file
 not holding the digest of its path), unparseable-manifest, content-mismatch
-(--verify-content). Broken images are named repo:tag, or repo@digest when no
+(a manifest always, any blob with --verify-content). Broken images are named repo:tag, or repo@digest when no
 tag reaches them.
 
 Informational (exit 0 unless --strict): orphan-blob (garbage gc deletes),
@@ -119,7 +120,7 @@ async fn run(args: &FsckArgs, quiet: bool) -> Result<FsckReport, Error> {
     let storage = storage.as_ref();
     let progress = Progress::new(!quiet);
     // No manifest cache: the check is of what storage holds.
-    let (inv, marks, _) = inspect::load(storage, &read, None, &progress).await?;
+    let (inv, marks, _) = inspect::load(storage, &read, None, true, &progress).await?;
 
     let mut obs = Observed::default();
     let links_read =
