@@ -392,6 +392,13 @@ pub struct PurgeArgs {
     #[arg(short = 'd', long)]
     pub dry_run: bool,
 
+    /// Also purge runs whose record cannot be read, dated by their newest
+    /// object. Without it they are left, with a warning: on disk a quarantine
+    /// move keeps each file's mtime, so such a run may look old the moment it
+    /// is made.
+    #[arg(long)]
+    pub include_unrecorded: bool,
+
     /// Storage requests in flight at once [default: 64].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: Option<u16>,

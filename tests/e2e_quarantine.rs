@@ -683,3 +683,59 @@ fn no_record_no_moves() {
         tree::snapshot_diff(&before, &tree::snapshot(root))
     );
 }
+
+/// A run whose record cannot be read has no known start: on disk its keys keep
+/// their mtimes through the move, so dated by its newest object a run made a
+/// moment ago looks as old as the registry's blobs. `purge` leaves such a run
+/// (with a warning) unless `--include-unrecorded` asks for it.
+#[test]
+fn purge_leaves_a_run_without_a_readable_record() {
+    let (_dir, sc) = pushed(scenarios::deletion_has_effect);
+    let copy = aged_copy(&sc);
+    let root = copy.path();
+    let root_s = root.display().to_string();
+    // the registry's files are days old, as on any registry in service
+    let days_ago = filetime::FileTime::from_system_time(
+        std::time::SystemTime::now() - Duration::from_secs(10 * 86_400),
+    );
+    for k in tree::keys(root) {
+        filetime::set_file_mtime(tree::key_path(root, &k), days_ago).unwrap();
+    }
+    gc(root, &strs(&flags(&["--quarantine"])), 0);
+    let runs = runs_on_disk(root);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let run_id = runs.iter().next().unwrap().clone();
+    let run_dir = root.join(QUARANTINE).join(&run_id);
+    // just made; its record lost (or damaged, dated as old as the rest)
+    std::fs::remove_file(run_dir.join("run.json")).unwrap();
+    let quarantined = tree::snapshot(&run_dir);
+
+    for dry in [true, false] {
+        let mut args = vec!["purge", "--older-than", "7d", &root_s];
+        if dry {
+            args.insert(1, "--dry-run");
+        }
+        let (out, err) = expect(&args, 0);
+        assert!(
+            !out.contains(&format!("purge: run {run_id}")),
+            "{args:?} purged a run of unknown age:\n{out}"
+        );
+        assert!(
+            err.contains(&run_id) && err.contains("--include-unrecorded"),
+            "{args:?}: the run left is named: {err}"
+        );
+        assert!(quarantined == tree::snapshot(&run_dir), "{args:?}");
+    }
+    let (out, _) = expect(
+        &[
+            "purge",
+            "--older-than",
+            "7d",
+            "--include-unrecorded",
+            &root_s,
+        ],
+        0,
+    );
+    assert!(out.contains(&format!("purged: run {run_id}")), "{out}");
+    assert!(runs_on_disk(root).is_empty());
+}

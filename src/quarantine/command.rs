@@ -55,11 +55,17 @@ async fn run_purge(args: &PurgeArgs, quiet: bool) -> Result<Exit, Error> {
         args.older_than,
         SystemTime::now(),
         args.dry_run,
+        args.include_unrecorded,
         concurrency,
     )
     .await?;
     if !quiet {
         print!("{}", out.summary());
+    }
+    for id in &out.unrecorded {
+        eprintln!(
+            "registry-gc: warning: run {id} has no readable record, so its age is unknown: left in place (--include-unrecorded purges it by its newest object's time)"
+        );
     }
     if out.failures.is_empty() {
         Ok(Exit::Success)

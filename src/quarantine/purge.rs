@@ -15,6 +15,9 @@ pub struct PurgeOutcome {
     /// (run id, keys, bytes) of each run purged (or, in a dry run, to purge).
     pub purged: Vec<(String, u64, u64)>,
     pub kept_runs: u64,
+    /// Runs left because their record could not be read (their age is
+    /// unknown), without `include_unrecorded`.
+    pub unrecorded: Vec<String>,
     pub failures: Vec<Failure>,
 }
 
@@ -49,6 +52,9 @@ impl PurgeOutcome {
             human_bytes(bytes),
             self.kept_runs
         );
+        for id in &self.unrecorded {
+            let _ = writeln!(s, "left: run {id}: no readable record");
+        }
         for f in &self.failures {
             let _ = writeln!(s, "failed: {}: {}", f.key, f.error);
         }
@@ -56,14 +62,21 @@ impl PurgeOutcome {
     }
 }
 
-/// Deletes every run whose time (its record's, else its newest object's) is
-/// more than `older_than` before `now`. The record goes last, so that a purge
-/// stopped half way leaves the run listed and purgeable.
+/// Deletes every run whose time (its record's) is more than `older_than`
+/// before `now`. The record goes last, so that a purge stopped half way leaves
+/// the run listed and purgeable.
+///
+/// A run whose record cannot be read has no known start: it is left (named in
+/// `unrecorded`) unless `include_unrecorded`, which dates it by its newest
+/// object. That date can be far too old: on disk a quarantine move is a
+/// rename, which keeps each file's mtime, so a run made a moment ago can look
+/// as old as the blobs it holds.
 pub async fn purge(
     storage: &dyn Storage,
     older_than: Duration,
     now: SystemTime,
     dry_run: bool,
+    include_unrecorded: bool,
     concurrency: usize,
 ) -> Result<PurgeOutcome, QuarantineError> {
     let fence = system_time_ms(now).saturating_sub(crate::storage::duration_ms(older_than));
@@ -73,6 +86,10 @@ pub async fn purge(
         ..Default::default()
     };
     for run in list_runs(storage, concurrency).await? {
+        if run.record.is_none() && !include_unrecorded {
+            out.unrecorded.push(run.run_id);
+            continue;
+        }
         if run.time_ms() >= fence {
             out.kept_runs += 1;
             continue;
@@ -124,7 +141,12 @@ pub async fn purge(
         }
         out.purged.push((run.run_id, n, run.bytes_present));
     }
-    if !dry_run && storage.has_directories() && out.kept_runs == 0 && out.failures.is_empty() {
+    if !dry_run
+        && storage.has_directories()
+        && out.kept_runs == 0
+        && out.unrecorded.is_empty()
+        && out.failures.is_empty()
+    {
         let _ = storage
             .remove_empty_dirs(&[PREFIX.trim_end_matches('/').to_string()])
             .await;
