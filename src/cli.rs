@@ -106,7 +106,8 @@ pub enum Command {
 /// reads a registry.
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
-    /// The registry's storage (see STORAGE below). May be set in --config, or read from --registry-config, instead.
+    /// The registry's storage (see STORAGE below). May be set in --config, or read from --registry-config, instead;
+    /// a file given here (`registry garbage-collect`'s config.yml argument) is read as --registry-config.
     #[arg(value_name = "STORAGE")]
     pub storage: Option<String>,
 
@@ -168,6 +169,23 @@ impl StorageArgs {
     }
 
     pub fn resolve(&self, file: &ConfigFile) -> Result<StorageSettings, ConfigError> {
+        // `registry garbage-collect [flags] config.yml` takes the registry's
+        // config as its argument, and operators type it that way here too. A
+        // registry root is a directory, so a regular file given as STORAGE is
+        // read as --registry-config (whose errors then name it).
+        let given_as_storage = self
+            .storage
+            .as_deref()
+            .filter(|s| self.registry_config.is_none() && !s.contains("://"))
+            .filter(|s| std::path::Path::new(s).is_file());
+        if let Some(path) = given_as_storage {
+            let as_config = StorageArgs {
+                storage: None,
+                registry_config: Some(PathBuf::from(path)),
+                ..self.clone()
+            };
+            return as_config.resolve(file);
+        }
         let mut backend = BackendOptions::default();
         // the registry's config is the lowest layer: what the registry itself
         // uses, which --config sections and flags may adjust

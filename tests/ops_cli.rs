@@ -896,6 +896,21 @@ fn every_command_takes_registry_config_in_place_of_storage() {
         .count();
 
     ok(&run(&["-q", "du", "--registry-config", y]), "du");
+    // as `registry garbage-collect` takes it: the config file as the argument
+    let out = run(&["gc", "--dry-run", "-m", "--min-age", "0s", y]);
+    ok(&out, "gc --dry-run CONFIG.YML");
+    assert!(
+        text(&out.stdout).contains(&format!("dry run on file://{}", reg.path().display())),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        std::fs::read_dir(blob_of(reg.path()).join("sha256"))
+            .unwrap()
+            .count(),
+        blobs_before,
+        "a dry run"
+    );
     let out = run(&["-q", "fsck", "--registry-config", y]);
     assert!(
         matches!(out.status.code(), Some(0 | 5)),
