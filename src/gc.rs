@@ -53,7 +53,7 @@ pub async fn run(
     let mut times = PhaseSeconds::default();
     let mut lap = Lap(Instant::now());
     if let Some(path) = report_path {
-        report::check_writable(path).map_err(|e| {
+        report::check_writable(path, report::WrittenAs::InPlace).map_err(|e| {
             Error::Usage(format!(
                 "--report {}: {e}; nothing was done",
                 path.display()

@@ -157,14 +157,15 @@ async fn run_gc(args: &GcArgs, quiet: bool, known: &mut Known) -> Result<Report,
     known.dry_run = settings.options.dry_run;
     known.metrics = settings.metrics.clone();
     if let Some(path) = &settings.metrics {
-        registry_gc::report::check_writable(path).map_err(|e| {
-            // the metrics are not written at the end either: said once, here
-            known.metrics = None;
-            Error::Usage(format!(
-                "--metrics {}: {e}; nothing was done",
-                path.display()
-            ))
-        })?;
+        registry_gc::report::check_writable(path, registry_gc::report::WrittenAs::Renamed)
+            .map_err(|e| {
+                // the metrics are not written at the end either: said once, here
+                known.metrics = None;
+                Error::Usage(format!(
+                    "--metrics {}: {e}; nothing was done",
+                    path.display()
+                ))
+            })?;
     }
     let storage = open_storage(&settings.storage, &settings.backend)?;
     // Manifests are worth caching only when reading them costs a request.

@@ -129,23 +129,50 @@ pub struct Report {
     pub unwritten_report: Option<String>,
 }
 
+/// How a file is written at the end of the run, which decides what must be
+/// writable before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrittenAs {
+    /// Created or truncated in place (`--report`): the file, or, when it does
+    /// not exist yet, its directory.
+    InPlace,
+    /// Written beside and renamed over (`--metrics`): the directory.
+    Renamed,
+}
+
 /// Checks, before a run changes anything, that `path` (a `--report` or
-/// `--metrics` file) can be written: found out after the sweep, it would
-/// hide what the sweep did. Leaves nothing behind: an existing file is
-/// opened without truncating it, and the probe file made beside it to prove
-/// the directory writable is removed.
-pub fn check_writable(path: &Path) -> std::io::Result<()> {
+/// `--metrics` file) can be written as it will be: found out after the
+/// sweep, it would hide what the sweep did. Leaves nothing behind and
+/// changes no existing file: one is opened without truncating it, and a
+/// probe (the file itself when it does not exist, or a uniquely named one
+/// beside it) is removed at once.
+pub fn check_writable(path: &Path, how: WrittenAs) -> std::io::Result<()> {
     if path.is_dir() {
         return Err(std::io::Error::other("is a directory"));
     }
-    if path.exists() {
-        std::fs::OpenOptions::new().append(true).open(path)?;
+    if how == WrittenAs::InPlace {
+        if path.exists() {
+            return std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map(drop);
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        return std::fs::remove_file(path);
     }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let probe = dir.join(format!(".registry-gc-probe-{}", std::process::id()));
+    // unique, so that a probe left by a killed run, or another run's, is
+    // never in the way (in a container every run may be pid 1)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let probe = dir.join(format!(".registry-gc-probe-{}-{nanos}", std::process::id()));
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -449,6 +476,45 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_files_are_checked_as_they_are_written_and_probes_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // a probe left by a killed run of the same pid (pid 1 in containers)
+        let leftover = dir
+            .path()
+            .join(format!(".registry-gc-probe-{}", std::process::id()));
+        std::fs::write(&leftover, "").unwrap();
+        let existing = dir.path().join("report.json");
+        std::fs::write(&existing, "keep").unwrap();
+        let before: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        for how in [WrittenAs::InPlace, WrittenAs::Renamed] {
+            check_writable(&existing, how).unwrap();
+            check_writable(&dir.path().join("new.prom"), how).unwrap();
+        }
+        let mut after: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        after.sort();
+        let mut before = before;
+        before.sort();
+        assert_eq!(after, before, "nothing left behind, nothing removed");
+        assert_eq!(
+            std::fs::read_to_string(&existing).unwrap(),
+            "keep",
+            "not truncated"
+        );
+        // a report streamed to the terminal: nothing to create beside it
+        check_writable(Path::new("/dev/null"), WrittenAs::InPlace).unwrap();
+        for how in [WrittenAs::InPlace, WrittenAs::Renamed] {
+            assert!(check_writable(dir.path(), how).is_err(), "a directory");
+            assert!(check_writable(&dir.path().join("no/such/dir/r.json"), how).is_err());
+        }
+    }
 
     #[test]
     fn human_bytes_uses_binary_units() {
