@@ -150,6 +150,40 @@ async fn deletes_in_a_missing_bucket_fail_azurite() {
     deletes_in_a_missing_bucket_fail(Emulator::Azurite).await;
 }
 
+/// A key already gone counts as deleted, whatever it is named: a tag
+/// called `NoSuchBucket` (tags may be upper case) is not a missing bucket,
+/// though the error text holds the key.
+async fn a_gone_key_named_like_an_error_code_counts_as_deleted(emulator: Emulator) {
+    emulator.require();
+    let root = Emulator::unique_root("gone-named-like-a-code");
+    let storage = open_storage(&emulator.url(&root), &emulator.backend_options()).unwrap();
+    for tag in ["plain", "NoSuchBucket", "ContainerNotFound"] {
+        let key = format!("docker/registry/v2/repositories/app/_manifests/tags/{tag}/current/link");
+        let results = storage.delete_batch(std::slice::from_ref(&key)).await;
+        assert!(
+            results[0].is_ok(),
+            "{}: {key} was already gone, and its delete failed: {:?}",
+            emulator.name(),
+            results[0]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gone_key_named_like_an_error_code_counts_as_deleted_gcs() {
+    a_gone_key_named_like_an_error_code_counts_as_deleted(Emulator::FakeGcs).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gone_key_named_like_an_error_code_counts_as_deleted_azurite() {
+    a_gone_key_named_like_an_error_code_counts_as_deleted(Emulator::Azurite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gone_key_named_like_an_error_code_counts_as_deleted_moto() {
+    a_gone_key_named_like_an_error_code_counts_as_deleted(Emulator::Moto).await;
+}
+
 /// A server on 127.0.0.1 that answers every request with a 404 and `body`.
 fn answering_404(body: &'static str) -> String {
     answering("404 Not Found", body)

@@ -77,16 +77,27 @@ fn one_line(text: &str) -> String {
 
 /// The store answered that the bucket or container itself does not exist
 /// (S3 and GCS `NoSuchBucket`, Azure `ContainerNotFound`): a "not found" that
-/// is the request's, never a key's.
+/// is the request's, never a key's. The text also holds the key, whose tag
+/// or repository may be named `NoSuchBucket`: an error code counts only
+/// where a key's name cannot put it, not joined to a name character or `/`
+/// on either side (the messages have spaces in them, which keys do not).
 fn names_missing_bucket(text: &str) -> bool {
-    [
-        "NoSuchBucket",
-        "ContainerNotFound",
-        "The specified bucket does not exist",
-        "The specified container does not exist",
-    ]
-    .iter()
-    .any(|m| text.contains(m))
+    let name_char = |c: char| c.is_ascii_alphanumeric() || "_.-/".contains(c);
+    let standalone = |code: &str| {
+        text.match_indices(code).any(|(i, _)| {
+            let before = text[..i].chars().next_back();
+            let after = text[i + code.len()..].chars().next();
+            !before.is_some_and(name_char) && !after.is_some_and(name_char)
+        })
+    };
+    standalone("NoSuchBucket")
+        || standalone("ContainerNotFound")
+        || [
+            "The specified bucket does not exist",
+            "The specified container does not exist",
+        ]
+        .iter()
+        .any(|m| text.contains(m))
 }
 
 /// A failure to obtain credentials (rather than to use them): the metadata
