@@ -38,7 +38,7 @@ use crate::layout::{self, KeyKind};
 use crate::listing;
 use crate::manifest;
 use crate::mark::Marks;
-use crate::plan::{Plan, Target};
+use crate::plan::{Plan, Reason, Target};
 use crate::storage::{get_many, stat_many, Storage, StorageError};
 
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +150,19 @@ pub async fn recheck(
     if recent.keys == 0 {
         return Ok(outcome);
     }
-    let reached = reach(storage, inv, marks, &recent, None, opts, &mut outcome).await?;
+    let reached = reach(
+        storage,
+        inv,
+        marks,
+        Roots {
+            recent: &recent,
+            repo: None,
+        },
+        &mut None,
+        opts,
+        &mut outcome,
+    )
+    .await?;
     withdraw(inv, marks, plan, &reached, &recent, &mut outcome);
     Ok(outcome)
 }
@@ -197,9 +209,23 @@ pub async fn check_after_sweep(
     repositories.sort_unstable();
     repositories.dedup();
     // One repository at a time: a revision or layer link is needed in the
-    // repository the manifest was pushed to.
+    // repository the manifest was pushed to. The referrers index is built
+    // once, by the first that needs it.
+    let mut referrers = None;
     for repo in repositories {
-        let reached = reach(storage, inv, marks, &recent, Some(repo), opts, &mut outcome).await?;
+        let reached = reach(
+            storage,
+            inv,
+            marks,
+            Roots {
+                recent: &recent,
+                repo: Some(repo),
+            },
+            &mut referrers,
+            opts,
+            &mut outcome,
+        )
+        .await?;
         let r = inv.repository_id(repo);
         let entry = |root: usize, d: &Digest, deleted_key: String| BrokenByRace {
             repository: repo.to_string(),
@@ -262,6 +288,7 @@ pub async fn check_after_sweep(
             });
         }
     }
+    named.extend(revived_by_a_push(storage, inv, marks, done, opts).await?);
     named.sort();
     named.dedup();
     let keys = named
@@ -274,10 +301,11 @@ pub async fn check_after_sweep(
     while let Some((i, _, result)) = stats.next().await {
         match result {
             Ok(_) => {}
-            Err(StorageError::NotFound { .. }) => {
+            // a key that cannot be stat'ed stays named: better a push named
+            // that did not need it than a broken one not named at all
+            Err(_) => {
                 still_missing.insert(i);
             }
-            Err(e) => return Err(RecheckError::Storage(e)),
         }
     }
     drop(stats);
@@ -287,6 +315,55 @@ pub async fn check_after_sweep(
         still_missing.contains(i - 1)
     });
     Ok(named)
+}
+
+/// Links the sweep deleted as dangling (what they name had no blob when the
+/// run looked) that a push rewrote in the window: the push wrote the
+/// manifest's blob, its revision link and its tag, and the sweep then
+/// deleted the links, so no key written since the fence is left under
+/// `repositories/` to see. The manifest's blob, which no plan holds, exists
+/// again: each such link is named (if it is still missing, like any other).
+async fn revived_by_a_push(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    marks: &Marks,
+    done: &Plan,
+    opts: &RecheckOptions,
+) -> Result<Vec<BrokenByRace>, RecheckError> {
+    let mut candidates = Vec::new();
+    for d in &done.deletions {
+        let target = d.target(inv);
+        let (r, tag, manifest) = match (d.reason(), target) {
+            (Reason::DanglingRevision, Target::Revision { repo, digest }) => {
+                (repo, None, Some(*inv.digests.get(digest)))
+            }
+            (Reason::DanglingTag, Target::TagCurrent { repo, tag }) => {
+                let named = marks.tag_targets[repo as usize][tag as usize];
+                (repo, Some(tag), marks.target_digest(inv, named))
+            }
+            _ => continue,
+        };
+        let Some(m) = manifest else { continue };
+        let repo = &inv.repositories[r as usize];
+        let broken = BrokenByRace {
+            repository: repo.name.clone(),
+            manifest: m.to_string(),
+            tag: tag.map(|t| repo.tag_name(t).to_string()),
+            blob: m.to_string(),
+            deleted_key: inv.key_of(&target),
+        };
+        candidates.push((broken, layout::blob_data_key(&m)));
+    }
+    let mut revived = Vec::new();
+    let mut stats = stat_many(storage, candidates.into_iter(), opts.concurrency);
+    while let Some((broken, _, result)) = stats.next().await {
+        match result {
+            Err(StorageError::NotFound { .. }) => {}
+            // there again (or not known not to be): named
+            Ok(_) | Err(_) => revived.push(broken),
+        }
+    }
+    Ok(revived)
 }
 
 /// The links, tags and uploads under `repositories/` written since the fence.
@@ -506,6 +583,13 @@ async fn read_links(
     reads.collect::<Vec<_>>().await.into_iter().collect()
 }
 
+/// The recent roots to follow: those of one repository, or all.
+#[derive(Clone, Copy)]
+struct Roots<'a> {
+    recent: &'a Recent,
+    repo: Option<&'a str>,
+}
+
 /// What the recent roots reach.
 #[derive(Debug, Default)]
 struct Reached {
@@ -530,11 +614,12 @@ async fn reach(
     storage: &dyn Storage,
     inv: &Inventory,
     marks: &Marks,
-    recent: &Recent,
-    repo: Option<&str>,
+    roots: Roots<'_>,
+    referrers: &mut Option<HashMap<Digest, Vec<DigestId>>>,
     opts: &RecheckOptions,
     outcome: &mut RecheckOutcome,
 ) -> Result<Reached, RecheckError> {
+    let Roots { recent, repo } = roots;
     let wanted = |r: &str| repo.is_none_or(|repo| repo == r);
     let mut reached: HashMap<DigestId, usize> = recent
         .blobs
@@ -551,11 +636,11 @@ async fn reach(
         .filter(|(_, (r, _))| wanted(r))
         .map(|(i, (_, d))| (*d, i))
         .collect();
-    let referrers = if frontier.is_empty() {
-        HashMap::new()
-    } else {
-        marks.referrers_by_subject(inv)
-    };
+    if referrers.is_none() && !frontier.is_empty() {
+        *referrers = Some(marks.referrers_by_subject(inv));
+    }
+    let no_referrers = HashMap::new();
+    let referrers = referrers.as_ref().unwrap_or(&no_referrers);
     while !frontier.is_empty() {
         let mut to_read = Vec::new();
         let mut next = Vec::new();

@@ -965,3 +965,135 @@ impl StorageWrapper for FailingDeletes {
         out
     }
 }
+
+/// Fails every stat of blob data once the sweep has deleted anything, as a
+/// store answering 503 to the look after the sweep would.
+#[derive(Debug)]
+struct FailingBlobStatsAfterSweep {
+    inner: Box<dyn Storage>,
+    swept: AtomicBool,
+}
+
+#[async_trait]
+impl StorageWrapper for FailingBlobStatsAfterSweep {
+    fn inner(&self) -> &dyn Storage {
+        self.inner.as_ref()
+    }
+    async fn delete_batch(&self, keys: &[String]) -> Vec<Result<(), StorageError>> {
+        self.swept.store(true, Ordering::SeqCst);
+        self.inner.delete_batch(keys).await
+    }
+    async fn stat_batch(&self, keys: &[String]) -> Vec<Result<ObjectMeta, StorageError>> {
+        let results = self.inner.stat_batch(keys).await;
+        if !self.swept.load(Ordering::SeqCst) {
+            return results;
+        }
+        keys.iter()
+            .zip(results)
+            .map(|(k, r)| {
+                if k.starts_with("docker/registry/v2/blobs/") {
+                    Err(StorageError::Remote {
+                        key: k.clone(),
+                        reason: "503 Slow Down (injected)".into(),
+                    })
+                } else {
+                    r
+                }
+            })
+            .collect()
+    }
+}
+
+/// The look after the sweep stats each key it names: one it cannot stat
+/// is still named (an image broken and not named would exit 0).
+#[test]
+fn a_push_broken_by_the_sweep_is_named_when_its_key_cannot_be_stated() {
+    let (dir, reg, o) = seeded_on_disk();
+    let (base, garbage) = (reg.url().to_string(), o.garbage.clone());
+    let repushed = Arc::new(Mutex::new(String::new()));
+    let sink = repushed.clone();
+    let hook: Hook = Box::new(move || {
+        *sink.lock().unwrap() = push_like_client(&base, "app", &garbage, "during-sweep").digest
+    });
+    let storage = Box::new(FailingBlobStatsAfterSweep {
+        inner: on_disk(dir.path()),
+        swept: AtomicBool::new(false),
+    });
+    let report = collect_with_writes(
+        storage,
+        hook,
+        When::FirstBlobDelete,
+        options(false, Duration::from_secs(3600)),
+    );
+    let digest = repushed.lock().unwrap().clone();
+    assert!(!digest.is_empty(), "the push ran during the sweep");
+    assert!(http::pull_verify(reg.url(), "app", "during-sweep").is_err());
+    assert!(
+        report
+            .broken_by_concurrent_pushes
+            .iter()
+            .any(|b| b.repository == "app" && b.manifest == digest),
+        "{}",
+        report.summary()
+    );
+}
+
+/// A dangling tag pushed again after the re-check: the push rewrites the
+/// very links the sweep then deletes as dangling, so nothing it wrote is
+/// left under `repositories/` to see. Its manifest's blob, missing when the
+/// run looked, exists again: the tag is named.
+#[test]
+fn a_dangling_tag_pushed_again_during_the_sweep_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let base = reg.url().to_string();
+    kept_images(&base);
+    let image = Image::docker("online-dangling-in-sweep", 2);
+    let pushed = push_like_client(&base, "app", &image, "latest");
+    let blob = tree::key_path(dir.path(), &tree::blob_key_for_digest(&pushed.digest));
+    std::fs::remove_dir_all(blob.parent().unwrap()).unwrap();
+    assert!(
+        http::get_manifest(&base, "app", "latest").is_err(),
+        "dangling before the run"
+    );
+    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+
+    let (hook_base, hook_pushed) = (base.clone(), pushed.clone());
+    let hook: Hook = Box::new(move || {
+        http::put_manifest(
+            &hook_base,
+            "app",
+            "latest",
+            &hook_pushed.media_type,
+            &hook_pushed.bytes,
+        );
+        http::pull_verify(&hook_base, "app", "latest").expect("pulls right after the push");
+    });
+    let report = collect_with_writes(
+        on_disk(dir.path()),
+        hook,
+        When::FirstDeleteOf("/_manifests/"),
+        options(false, Duration::from_secs(3600)),
+    );
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert!(
+        http::pull_verify(&base, "app", "latest").is_err(),
+        "the sweep broke it"
+    );
+    let named = named_broken(&report);
+    assert!(
+        named.contains(&(
+            "app".to_string(),
+            "latest".to_string(),
+            format!(
+                "docker/registry/v2/{}",
+                tree::tag_current_link_key("app", "latest")
+            )
+        )),
+        "{named:?}\n{}",
+        report.summary()
+    );
+    // as the report says: pushing it again repairs it
+    push_like_client(&base, "app", &image, "latest");
+    http::pull_verify(&base, "app", "latest").unwrap();
+}
