@@ -75,6 +75,40 @@ fn main() -> ExitCode {
     ExitCode::from(exit as u8)
 }
 
+/// Says each thing a finished run leaves to do (all of them: with `-q` these
+/// lines are all there is), and exits 4 if there is any.
+fn say_what_is_left_to_do(report: &Report) -> Exit {
+    let mut exit = Exit::Success;
+    if let Some(why) = &report.unwritten_report {
+        say(&format!("the sweep ran, but {why}"));
+        exit = Exit::Incomplete;
+    }
+    if !report.failures.is_empty() {
+        say(&format!(
+            "{} deletions failed; run again to finish",
+            report.failures.len()
+        ));
+        exit = Exit::Incomplete;
+    }
+    if !report.broken_by_concurrent_pushes.is_empty() {
+        let images: std::collections::BTreeSet<String> = report
+            .broken_by_concurrent_pushes
+            .iter()
+            .map(|b| match &b.tag {
+                Some(tag) => format!("{}:{tag}", b.repository),
+                None => format!("{}@{}", b.repository, b.manifest),
+            })
+            .collect();
+        say(&format!(
+            "{} images pushed or tagged during the sweep need keys it deleted; push them again: {}",
+            images.len(),
+            images.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+        exit = Exit::Incomplete;
+    }
+    exit
+}
+
 /// What is known of a run for its metrics, filled in as the run gets further.
 struct Known {
     storage: String,
@@ -91,35 +125,7 @@ async fn gc_command(args: &GcArgs, quiet: bool) -> Exit {
     };
     let result = run_gc(args, quiet, &mut known).await;
     let exit = match &result {
-        Ok(report) if report.unwritten_report.is_some() => {
-            let why = report.unwritten_report.as_deref().unwrap_or_default();
-            say(&format!("the sweep ran, but {why}"));
-            Exit::Incomplete
-        }
-        Ok(report) if !report.failures.is_empty() => {
-            say(&format!(
-                "{} deletions failed; run again to finish",
-                report.failures.len()
-            ));
-            Exit::Incomplete
-        }
-        Ok(report) if !report.broken_by_concurrent_pushes.is_empty() => {
-            let images: std::collections::BTreeSet<String> = report
-                .broken_by_concurrent_pushes
-                .iter()
-                .map(|b| match &b.tag {
-                    Some(tag) => format!("{}:{tag}", b.repository),
-                    None => format!("{}@{}", b.repository, b.manifest),
-                })
-                .collect();
-            say(&format!(
-                "{} images pushed or tagged during the sweep need keys it deleted; push them again: {}",
-                images.len(),
-                images.into_iter().collect::<Vec<_>>().join(", ")
-            ));
-            Exit::Incomplete
-        }
-        Ok(_) => Exit::Success,
+        Ok(report) => say_what_is_left_to_do(report),
         Err(e) => {
             say(&e.to_string());
             e.exit()
