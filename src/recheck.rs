@@ -357,10 +357,10 @@ async fn revived_by_a_push(
     let mut revived = Vec::new();
     let mut stats = stat_many(storage, candidates.into_iter(), opts.concurrency);
     while let Some((broken, _, result)) = stats.next().await {
-        match result {
-            Err(StorageError::NotFound { .. }) => {}
-            // there again (or not known not to be): named
-            Ok(_) | Err(_) => revived.push(broken),
+        // gone as it was, or not known (a tag dangling before the run is not
+        // named as broken by a push on a failed stat alone): not named
+        if result.is_ok() {
+            revived.push(broken);
         }
     }
     Ok(revived)

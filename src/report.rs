@@ -151,17 +151,18 @@ pub fn check_writable(path: &Path, how: WrittenAs) -> std::io::Result<()> {
         return Err(std::io::Error::other("is a directory"));
     }
     if how == WrittenAs::InPlace {
-        if path.exists() {
-            return std::fs::OpenOptions::new()
-                .append(true)
-                .open(path)
-                .map(drop);
-        }
+        // opened as the end of the run will open it (through a symbolic
+        // link too), without truncating; created here, it is removed again
+        // (a link's target, not the link)
+        let existed = path.exists();
         std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
+            .append(true)
+            .create(true)
             .open(path)?;
-        return std::fs::remove_file(path);
+        if !existed {
+            std::fs::remove_file(std::fs::canonicalize(path)?)?;
+        }
+        return Ok(());
     }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -510,6 +511,13 @@ mod tests {
         );
         // a report streamed to the terminal: nothing to create beside it
         check_writable(Path::new("/dev/null"), WrittenAs::InPlace).unwrap();
+        // a link to a report not written yet: the link stays, no target is left
+        std::fs::create_dir(dir.path().join("reports")).unwrap();
+        let target = dir.path().join("reports/today.json");
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        check_writable(&link, WrittenAs::InPlace).unwrap();
+        assert!(!target.exists() && link.symlink_metadata().is_ok());
         for how in [WrittenAs::InPlace, WrittenAs::Renamed] {
             assert!(check_writable(dir.path(), how).is_err(), "a directory");
             assert!(check_writable(&dir.path().join("no/such/dir/r.json"), how).is_err());

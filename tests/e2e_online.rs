@@ -1097,3 +1097,35 @@ fn a_dangling_tag_pushed_again_during_the_sweep_is_named() {
     push_like_client(&base, "app", &image, "latest");
     http::pull_verify(&base, "app", "latest").unwrap();
 }
+
+/// A tag dangling before the run, nothing pushed during it, and a stat that
+/// fails after the sweep: not named as broken by a push (which would send
+/// an operator to push an image nobody pushed, and exit 4).
+#[test]
+fn a_dangling_tag_nobody_pushed_is_not_named_when_a_stat_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let base = reg.url().to_string();
+    kept_images(&base);
+    let image = Image::docker("online-dangling-no-push", 2);
+    let pushed = push_like_client(&base, "app", &image, "latest");
+    let blob = tree::key_path(dir.path(), &tree::blob_key_for_digest(&pushed.digest));
+    std::fs::remove_dir_all(blob.parent().unwrap()).unwrap();
+    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+    let storage = Box::new(FailingBlobStatsAfterSweep {
+        inner: on_disk(dir.path()),
+        swept: AtomicBool::new(false),
+    });
+    let report = collect_with_writes(
+        storage,
+        Box::new(|| {}),
+        When::FirstDeleteOf("/_manifests/"),
+        options(false, Duration::from_secs(3600)),
+    );
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert!(
+        report.broken_by_concurrent_pushes.is_empty(),
+        "named with no push: {:?}",
+        named_broken(&report)
+    );
+}
