@@ -23,11 +23,16 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    /// The run's time: its record's, else its newest object's.
+    /// The run's time: its record's; without one, the later of the start
+    /// its id gives and its newest object's (a move on disk keeps each
+    /// file's mtime, so objects alone can make a run made a moment ago
+    /// look old: a run is dated old only when both say so).
     pub fn time_ms(&self) -> i64 {
-        self.record
-            .as_ref()
-            .map_or(self.newest_ms, |r| r.started_at_ms)
+        match &self.record {
+            Some(r) => r.started_at_ms,
+            None => super::run_id_started_ms(&self.run_id)
+                .map_or(self.newest_ms, |t| t.max(self.newest_ms)),
+        }
     }
 }
 

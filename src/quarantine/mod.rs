@@ -89,6 +89,29 @@ pub fn new_run_id(now: SystemTime) -> String {
     )
 }
 
+/// When a run started, read back from its id (`new_run_id`'s UTC stamp);
+/// `None` for an id not of that shape.
+pub fn run_id_started_ms(id: &str) -> Option<i64> {
+    let b = id.as_bytes();
+    if b.len() < 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let part =
+        |r: std::ops::Range<usize>| id.get(r).filter(|p| p.bytes().all(|c| c.is_ascii_digit()));
+    let text = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        part(0..4)?,
+        part(4..6)?,
+        part(6..8)?,
+        part(9..11)?,
+        part(11..13)?,
+        part(13..15)?
+    );
+    humantime::parse_rfc3339(&text)
+        .ok()
+        .map(crate::storage::system_time_ms)
+}
+
 /// Run ids name one directory under the quarantine prefix: nothing that could
 /// reach another.
 pub fn check_run_id(id: &str) -> Result<(), QuarantineError> {
@@ -134,6 +157,16 @@ mod tests {
         let a = new_run_id(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
         let b = new_run_id(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_001));
         assert!(a.starts_with("20270115T080000Z-") && a < b, "{a} {b}");
+        assert_eq!(run_id_started_ms(&a), Some(1_800_000_000_000));
+        for other in [
+            "",
+            "x",
+            "20270115T0800",
+            "2027011XT080000Z-1",
+            "20271315T080000Z-1",
+        ] {
+            assert_eq!(run_id_started_ms(other), None, "{other:?}");
+        }
         check_run_id(&a).unwrap();
         for bad in ["", "..", "../x", "a/b", ".hidden", "a b", "x\n"] {
             assert!(check_run_id(bad).is_err(), "{bad:?}");
