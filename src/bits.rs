@@ -31,6 +31,15 @@ impl Bits {
             .is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 
+    /// Keeps the elements of `v` whose index is in the set.
+    pub fn retain_in<T>(&self, v: &mut Vec<T>) {
+        let mut i = 0;
+        v.retain(|_| {
+            i += 1;
+            self.contains(i - 1)
+        });
+    }
+
     /// The indexes in the set, in increasing order, without a list of them.
     pub fn into_indexes(self) -> impl Iterator<Item = usize> {
         self.words

@@ -183,11 +183,7 @@ pub async fn run(
     // a phase never started, are not deleted): the look after the sweep, the
     // counts, the summary and the report speak of what was deleted.
     if let Some(o) = &outcome {
-        let mut i = 0;
-        plan.deletions.retain(|_| {
-            i += 1;
-            o.done.contains(i - 1)
-        });
+        o.done.retain_in(&mut plan.deletions);
     }
     // The window the re-check leaves: a push or a tag between it and a
     // delete. Look once more, so that what the sweep broke is named, not left

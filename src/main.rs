@@ -94,10 +94,7 @@ fn say_what_is_left_to_do(report: &Report) -> Exit {
         let images: std::collections::BTreeSet<String> = report
             .broken_by_concurrent_pushes
             .iter()
-            .map(|b| match &b.tag {
-                Some(tag) => format!("{}:{tag}", b.repository),
-                None => format!("{}@{}", b.repository, b.manifest),
-            })
+            .map(|b| b.reference())
             .collect();
         say(&format!(
             "{} images pushed or tagged during the sweep need keys it deleted; push them again: {}",

@@ -185,6 +185,16 @@ pub struct BrokenByRace {
     pub deleted_key: String,
 }
 
+impl BrokenByRace {
+    /// What to push again: `REPO:TAG` for a tag, else `REPO@DIGEST`.
+    pub fn reference(&self) -> String {
+        match &self.tag {
+            Some(tag) => format!("{}:{tag}", self.repository),
+            None => format!("{}@{}", self.repository, self.manifest),
+        }
+    }
+}
+
 /// After the sweep: lists the repositories once more and names everything
 /// written since the fence that needs a key the sweep deleted (`done`: the
 /// plan less what was not deleted): a manifest naming a deleted blob, a
@@ -309,11 +319,7 @@ pub async fn check_after_sweep(
         }
     }
     drop(stats);
-    let mut i = 0;
-    named.retain(|_| {
-        i += 1;
-        still_missing.contains(i - 1)
-    });
+    still_missing.retain_in(&mut named);
     Ok(named)
 }
 

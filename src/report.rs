@@ -374,13 +374,10 @@ impl Report {
             }
         }
         for b in &self.broken_by_concurrent_pushes {
-            let what = match &b.tag {
-                Some(tag) => format!("{}:{tag}", b.repository),
-                None => format!("{}@{}", b.repository, b.manifest),
-            };
             let _ = writeln!(
                 s,
-                "broken by a push during the sweep: {what} needs {}, deleted by this run; push the image again",
+                "broken by a push during the sweep: {} needs {}, deleted by this run; push the image again",
+                b.reference(),
                 b.deleted_key
             );
         }

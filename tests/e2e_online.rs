@@ -682,6 +682,34 @@ fn kept_images(base: &str) {
     }
 }
 
+/// A registry on disk with kept images in `base` and, in `app`, an image
+/// (`Image::docker(seed, 2)`) tagged with each of `tags` whose manifest's
+/// blob is lost: every tag dangling. Everything two hours old.
+fn dangling_on_disk(
+    seed: &str,
+    tags: &[&str],
+) -> (tempfile::TempDir, Registry, String, PushedImage) {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let base = reg.url().to_string();
+    kept_images(&base);
+    let image = Image::docker(seed, 2);
+    let pushed = push_like_client(&base, "app", &image, tags[0]);
+    for tag in &tags[1..] {
+        http::put_manifest(&base, "app", tag, image.media_type(), &pushed.bytes);
+    }
+    let blob = tree::key_path(dir.path(), &tree::blob_key_for_digest(&pushed.digest));
+    std::fs::remove_dir_all(blob.parent().unwrap()).unwrap();
+    for tag in tags {
+        assert!(
+            http::get_manifest(&base, "app", tag).is_err(),
+            "{tag} dangling before the run"
+        );
+    }
+    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+    (dir, reg, base, pushed)
+}
+
 /// The names the report gives of what the sweep broke: (repository, manifest
 /// or tag, deleted key).
 fn named_broken(report: &Report) -> std::collections::BTreeSet<(String, String, String)> {
@@ -701,20 +729,7 @@ fn named_broken(report: &Report) -> std::collections::BTreeSet<(String, String, 
 /// was not written, but what it names was).
 #[test]
 fn a_dangling_tag_whose_manifest_is_pushed_again_during_the_run_stays() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = Registry::start(dir.path());
-    let base = reg.url().to_string();
-    kept_images(&base);
-    let image = Image::docker("online-dangling", 2);
-    let pushed = push_like_client(&base, "app", &image, "latest");
-    http::put_manifest(&base, "app", "v1.2", image.media_type(), &pushed.bytes);
-    let blob = tree::key_path(dir.path(), &tree::blob_key_for_digest(&pushed.digest));
-    std::fs::remove_dir_all(blob.parent().unwrap()).unwrap();
-    assert!(
-        http::get_manifest(&base, "app", "v1.2").is_err(),
-        "dangling before the run"
-    );
-    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+    let (dir, _reg, base, pushed) = dangling_on_disk("online-dangling", &["latest", "v1.2"]);
 
     let (hook_base, hook_pushed) = (base.clone(), pushed.clone());
     let hook: Hook = Box::new(move || {
@@ -1044,19 +1059,8 @@ fn a_push_broken_by_the_sweep_is_named_when_its_key_cannot_be_stated() {
 /// run looked, exists again: the tag is named.
 #[test]
 fn a_dangling_tag_pushed_again_during_the_sweep_is_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = Registry::start(dir.path());
-    let base = reg.url().to_string();
-    kept_images(&base);
     let image = Image::docker("online-dangling-in-sweep", 2);
-    let pushed = push_like_client(&base, "app", &image, "latest");
-    let blob = tree::key_path(dir.path(), &tree::blob_key_for_digest(&pushed.digest));
-    std::fs::remove_dir_all(blob.parent().unwrap()).unwrap();
-    assert!(
-        http::get_manifest(&base, "app", "latest").is_err(),
-        "dangling before the run"
-    );
-    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+    let (dir, _reg, base, pushed) = dangling_on_disk("online-dangling-in-sweep", &["latest"]);
 
     let (hook_base, hook_pushed) = (base.clone(), pushed.clone());
     let hook: Hook = Box::new(move || {
@@ -1103,15 +1107,7 @@ fn a_dangling_tag_pushed_again_during_the_sweep_is_named() {
 /// an operator to push an image nobody pushed, and exit 4).
 #[test]
 fn a_dangling_tag_nobody_pushed_is_not_named_when_a_stat_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = Registry::start(dir.path());
-    let base = reg.url().to_string();
-    kept_images(&base);
-    let image = Image::docker("online-dangling-no-push", 2);
-    let pushed = push_like_client(&base, "app", &image, "latest");
-    let blob = tree::key_path(dir.path(), &tree::blob_key_for_digest(&pushed.digest));
-    std::fs::remove_dir_all(blob.parent().unwrap()).unwrap();
-    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+    let (dir, _reg, _base, _pushed) = dangling_on_disk("online-dangling-no-push", &["latest"]);
     let storage = Box::new(FailingBlobStatsAfterSweep {
         inner: on_disk(dir.path()),
         swept: AtomicBool::new(false),
