@@ -115,11 +115,12 @@ pub async fn sweep(
             .map(|chunk| remove_batch(storage, inv, chunk, opts.attempts, run))
             .buffer_unordered(in_flight);
         while let Some(done) = results.next().await {
+            let deleted = done.done.len() as u64;
             for i in done.done {
                 outcome.done.insert(i);
             }
-            progress.inc(done.deleted);
-            outcome.deleted_keys += done.deleted;
+            progress.inc(deleted);
+            outcome.deleted_keys += deleted;
             outcome.bytes_freed += done.bytes;
             outcome.dirs_removed += done.dirs_removed;
             outcome.failures.extend(done.failures);
@@ -200,13 +201,12 @@ fn delete_batches_in_flight(storage: &dyn Storage, concurrency: usize) -> usize 
 
 /// What one batch did.
 struct BatchOutcome {
-    deleted: u64,
     bytes: u64,
     dirs_removed: usize,
     failures: Vec<Failure>,
     /// Keys a quarantine found already gone (nothing moved).
     gone: Vec<String>,
-    /// The plan indexes of the deletions done.
+    /// The plan indexes of the deletions done (deleted, moved, or gone).
     done: Vec<usize>,
 }
 
@@ -296,7 +296,6 @@ async fn remove_batch(
         dirs_removed = storage.remove_empty_dirs(&dirs).await.unwrap_or(0);
     }
     BatchOutcome {
-        deleted: done.len() as u64,
         bytes: done
             .iter()
             .map(|(_, (_, d))| inv.bytes_of(&d.target(inv)))
