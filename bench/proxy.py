@@ -52,6 +52,14 @@ many times that same request was made before, so a run is reproducible whatever
 order concurrent requests come in, and a retried request draws again. A faulted
 connection is always closed afterwards. Counts gain "faults" per kind.
 
+An S3-compatible store that knows only ListObjects version 1 (for tests, off by
+default): with --list-v1, a listing's list-type, continuation-token,
+start-after and fetch-owner parameters are dropped before it is forwarded, so
+moto answers as such a store does: the first page of at most max-keys keys,
+<IsTruncated>true</IsTruncated> and no continuation token (version 1's
+NextMarker only with a delimiter), whatever page the client asked for. The
+request's signature no longer matches its query; moto does not check it.
+
 Standard library only (Python 3.8+).
 """
 
@@ -129,6 +137,17 @@ def parse_head(raw: bytes) -> tuple[str, list[tuple[str, str]]]:
             raise ProtocolError(f"bad header line {line!r}")
         headers.append((name.strip().lower(), value.strip()))
     return start, headers
+
+
+V2_ONLY_PARAMS = {"list-type", "continuation-token", "start-after", "fetch-owner"}
+
+
+def as_list_v1(target: str) -> str:
+    """A ListObjectsV2 request target as a version-1-only store reads it."""
+    parsed = urllib.parse.urlsplit(target)
+    pairs = [(k, v) for k, v in urllib.parse.parse_qsl(parsed.query, keep_blank_values=True) if k not in V2_ONLY_PARAMS]
+    query = urllib.parse.urlencode(pairs, quote_via=urllib.parse.quote, safe="-_.~")
+    return urllib.parse.urlunsplit(("", "", parsed.path, query, ""))
 
 
 def header(headers: list[tuple[str, str]], name: str) -> str | None:
@@ -238,8 +257,9 @@ class Faults:
 
 class Proxy:
     def __init__(self, upstream_host: str, upstream_port: int, latency: float, log_path: str | None,
-                 keepalive: bool = True, faults: Faults | None = None) -> None:
+                 keepalive: bool = True, faults: Faults | None = None, list_v1: bool = False) -> None:
         self.faults = faults
+        self.list_v1 = list_v1
         self.keepalive = keepalive
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
@@ -366,6 +386,9 @@ class Proxy:
 
                 cls = classify(method, target, headers)
                 self.counts.requests[cls] += 1
+                if self.list_v1 and cls == "LIST":
+                    target = as_list_v1(target)
+                    head = f"{method} {target} {version}".encode("latin-1") + head[head.index(b"\r\n"):]
                 keys = KeyCounter() if cls == "DELETE_BATCH" else None
                 if self.latency > 0:
                     await asyncio.sleep(self.latency)
@@ -573,6 +596,8 @@ async def main() -> int:
     ap.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that fail (see the doc) [0]")
     ap.add_argument("--fault-seed", type=int, default=0, help="seed of the fault decisions [0]")
     ap.add_argument("--faults", default=",".join(FAULT_KINDS), help=f"fault kinds to draw from [{','.join(FAULT_KINDS)}]")
+    ap.add_argument("--list-v1", action="store_true",
+                    help="answer listings as a ListObjects-version-1-only store (see the doc)")
     ap.add_argument("--hang-seconds", type=float, default=5.0, help="how long a 'hang' fault holds the request [5]")
     args = ap.parse_args()
     kinds = [k for k in args.faults.split(",") if k]
@@ -584,7 +609,8 @@ async def main() -> int:
     if up.scheme != "http" or not up.hostname:
         ap.error("--upstream must be an http:// URL")
     faults = Faults(args.fault_rate, args.fault_seed, kinds, args.hang_seconds) if args.fault_rate > 0 else None
-    proxy = Proxy(up.hostname, up.port or 80, args.latency_ms / 1000.0, args.log, keepalive=not args.pass_close, faults=faults)
+    proxy = Proxy(up.hostname, up.port or 80, args.latency_ms / 1000.0, args.log, keepalive=not args.pass_close, faults=faults,
+                  list_v1=args.list_v1)
     server = await asyncio.start_server(proxy.handle, "127.0.0.1", args.port, limit=MAX_HEAD, backlog=512)
     port = server.sockets[0].getsockname()[1]
     if args.port_file:

@@ -236,6 +236,54 @@ fn s3_through_a_faulty_proxy_ends_correct_or_fails_safely_and_a_rerun_converges(
     pull_survivors_through_s3(&sc, &last_root, "after faults and a rerun");
 }
 
+/// An S3-compatible store that knows only ListObjects version 1 answers a
+/// ListObjectsV2 request with its first page, `IsTruncated` and no
+/// continuation token, whatever page was asked for; object_store reads no
+/// token as the end of the listing. bench/proxy.py --list-v1 makes moto
+/// such a store. A registry larger than a page must stop the run before the
+/// sweep, naming the cause; one that fits in a page is listed whole.
+#[test]
+fn s3_a_store_without_list_objects_v2_stops_the_run_before_the_sweep() {
+    Emulator::Moto.require();
+    let (_dir, sc) = pushed(scenarios::mixed);
+    let rt = runtime();
+    let clean = s3_clean_result(&rt, &sc);
+    let proxy = Proxy::start(&["--latency-ms", "0", "--list-v1"].map(String::from));
+    let with_page = |root: &str, page: Option<usize>| {
+        let cache = tempfile::tempdir().unwrap();
+        let mut args = s3_args(&proxy.endpoint(), root, cache.path());
+        let url = args.pop().unwrap();
+        if let Some(page) = page {
+            args.extend(["-o".to_string(), format!("list_page_size={page}")]);
+        }
+        args.push(url);
+        collector::run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    let root = Emulator::unique_root("faults-list-v1");
+    let uploaded = rt.block_on(Emulator::Moto.upload_tree(&sc.root, &root));
+    assert!((100..1000).contains(&uploaded), "{uploaded} keys");
+    let before = rt.block_on(Emulator::Moto.keys(&root));
+    let out = with_page(&root, Some(50));
+    let after = rt.block_on(Emulator::Moto.keys(&root));
+    assert_same(&after, &before, &format!("pages of 50: {}", show(&out)));
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ListObjectsV2") && stderr.contains("nothing will be deleted"),
+        "{stderr}"
+    );
+
+    // the whole registry in one page: nothing is cut off, the clean result
+    let out = with_page(&root, None);
+    assert_eq!(out.status.code(), Some(0), "one page: {}", show(&out));
+    assert_same(
+        &rt.block_on(Emulator::Moto.keys(&root)),
+        &clean,
+        "one page, through a store without ListObjectsV2",
+    );
+}
+
 /// Kills the process with SIGKILL once `ready` says so, then waits for it.
 fn kill_when(
     mut child: Child,

@@ -353,6 +353,65 @@ impl ObjectStorage {
         .boxed()
     }
 
+    /// A page that came back full and without a continuation token is checked
+    /// with one more request, for one key after its last: an S3-compatible
+    /// store that knows only ListObjects version 1 ignores `list-type=2` and
+    /// answers every request with the first page, `IsTruncated` and no token,
+    /// which object_store reads as the end of the listing. A registry listed
+    /// in part looks like one whose manifests are gone. A store that follows
+    /// ListObjectsV2 answers the check with nothing; one that ignores
+    /// `start-after` too answers with the first key again. Costs a request
+    /// only when the last page of a listing is exactly full.
+    async fn check_last_page(
+        &self,
+        prefix: &str,
+        prefix_arg: Option<&str>,
+        delimiter: bool,
+        page: &object_store::ListResult,
+    ) -> Result<(), StorageError> {
+        let asked = self.page_size.unwrap_or(self.service.max_list_page());
+        let listed = page.objects.len() + page.common_prefixes.len();
+        if listed < asked {
+            return Ok(());
+        }
+        // past everything the page holds: its greatest key, or past every key
+        // under its greatest common prefix (registry keys are ASCII)
+        let last_key = page.objects.iter().map(|m| m.location.to_string()).max();
+        let past_prefix = page
+            .common_prefixes
+            .iter()
+            .map(|p| format!("{p}/\u{10FFFF}"))
+            .max();
+        let Some(offset) = last_key.max(past_prefix) else {
+            return Ok(());
+        };
+        let _in_flight = self.counts.list_in_flight();
+        let opts = PaginatedListOptions {
+            delimiter: delimiter.then_some(Cow::Borrowed("/")),
+            max_keys: Some(1),
+            offset: Some(offset),
+            ..Default::default()
+        };
+        let after = self
+            .store
+            .list_paginated(prefix_arg, opts)
+            .await
+            .map_err(|e| self.error(prefix, e))?;
+        if after.result.objects.is_empty() && after.result.common_prefixes.is_empty() {
+            return Ok(());
+        }
+        Err(StorageError::Remote {
+            key: prefix.to_string(),
+            reason: format!(
+                "{}: a listing ended on a full page of {listed} keys without a continuation token, yet the \
+                 store lists keys after the page's last; it does not follow ListObjectsV2 (list-type=2) and \
+                 cut the listing short (registry-gc needs ListObjectsV2; if the store answers fewer keys a \
+                 page than it is asked, set list_page_size to its page size)",
+                self.location
+            ),
+        })
+    }
+
     /// One page of a listing: one request.
     async fn page(
         &self,
@@ -383,6 +442,11 @@ impl ObjectStorage {
             .list_paginated(prefix_arg, opts)
             .await
             .map_err(|e| self.error(prefix, e))?;
+        drop(_in_flight);
+        if page.page_token.is_none() && self.service == Service::S3 {
+            self.check_last_page(prefix, prefix_arg, delimiter, &page.result)
+                .await?;
+        }
         // the object that is the prefix itself: object_store's Azure client
         // leaves it out, so every service does
         page.result
