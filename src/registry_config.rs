@@ -395,6 +395,30 @@ fn url(scheme: &str, bucket: &str, root: &str) -> String {
     }
 }
 
+/// The endpoint a virtual-hosted request goes to, as the registry's SDK
+/// (aws-sdk-go v1) makes it: the bucket always in front of the host name,
+/// even one that begins with the bucket's name (`minio` at `minio.corp` is
+/// `minio.minio.corp`). An endpoint given by address, which has no host name
+/// to put the bucket in, is left as it is, for the storage to refuse.
+fn bucket_in_host(endpoint: &str, bucket: &str) -> String {
+    let Ok(mut url) = url::Url::parse(endpoint) else {
+        return endpoint.to_string();
+    };
+    let Some(url::Host::Domain(host)) = url.host().map(|h| h.to_owned()) else {
+        return endpoint.to_string();
+    };
+    if url.set_host(Some(&format!("{bucket}.{host}"))).is_err() {
+        return endpoint.to_string();
+    }
+    let with_bucket = url.as_str();
+    // Url adds a `/` path to a bare host; the endpoint had none
+    if endpoint.ends_with('/') {
+        with_bucket.to_string()
+    } else {
+        with_bucket.trim_end_matches('/').to_string()
+    }
+}
+
 fn s3(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
     let bucket = p.required("bucket")?;
     let mut options = Vec::new();
@@ -403,6 +427,12 @@ fn s3(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
     }
     let secure = p.bool("secure")?.unwrap_or(true);
     let endpoint = p.string("regionendpoint")?;
+    // distribution addresses buckets path-style when it has a regionendpoint,
+    // virtual-hosted on AWS; `forcepathstyle` (distribution 3) says so outright
+    let path_style = match p.bool("forcepathstyle")? {
+        Some(b) => b,
+        None => endpoint.is_some(),
+    };
     if let Some(e) = &endpoint {
         // the AWS SDK the registry uses takes the endpoint's own scheme, and
         // `secure` only when it has none
@@ -414,17 +444,16 @@ fn s3(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
         if secure && full.starts_with("http://") {
             p.option(&mut options, "allow_http", "true".into(), "regionendpoint");
         }
+        let full = if path_style {
+            full
+        } else {
+            bucket_in_host(&full, &bucket)
+        };
         p.option(&mut options, "endpoint", full, "regionendpoint");
     }
     if !secure {
         p.option(&mut options, "allow_http", "true".into(), "secure");
     }
-    // distribution addresses buckets path-style when it has a regionendpoint,
-    // virtual-hosted on AWS; `forcepathstyle` (distribution 3) says so outright
-    let path_style = match p.bool("forcepathstyle")? {
-        Some(b) => b,
-        None => endpoint.is_some(),
-    };
     p.option(
         &mut options,
         "virtual_hosted_style_request",
@@ -666,17 +695,25 @@ storage:
                 ("virtual_hosted_style_request", "true")
             ]
         );
-        // an endpoint with its own scheme keeps it; forcepathstyle overrides the default
-        let s =
-            parse("storage:\n  s3:\n    bucket: b\n    regionendpoint: https://r2.example\n    forcepathstyle: false\n", "c.yml", env(&[]))
-                .unwrap();
-        assert_eq!(
-            opts(&s),
-            vec![
-                ("endpoint", "https://r2.example"),
-                ("virtual_hosted_style_request", "true")
-            ]
-        );
+        // an endpoint with its own scheme keeps it; forcepathstyle overrides
+        // the default, and the bucket goes in front of the host as the SDK
+        // puts it there: always, even where the host begins with its name
+        for (bucket, given, used) in [
+            ("b", "https://r2.example", "https://b.r2.example"),
+            ("minio", "https://minio.corp:9000", "https://minio.minio.corp:9000"),
+            ("b", "http://127.0.0.1:9000", "http://127.0.0.1:9000"),
+        ] {
+            let text = format!(
+                "storage:\n  s3:\n    bucket: {bucket}\n    regionendpoint: {given}\n    forcepathstyle: false\n"
+            );
+            let s = parse(&text, "c.yml", env(&[])).unwrap();
+            let endpoint = opts(&s)
+                .into_iter()
+                .find(|(k, _)| *k == "endpoint")
+                .map(|(_, v)| v.to_string());
+            assert_eq!(endpoint.as_deref(), Some(used), "{text}");
+            assert!(opts(&s).contains(&("virtual_hosted_style_request", "true")));
+        }
     }
 
     #[test]

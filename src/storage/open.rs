@@ -713,6 +713,24 @@ mod tests {
         );
     }
 
+    /// A registry config's virtual-hosted endpoint is the host the registry's
+    /// SDK sends to, the bucket always in front: bucket `minio` at
+    /// `https://minio.corp` is `minio.minio.corp`, not `minio.corp` (which
+    /// an endpoint given as our own option, with the bucket in it, may be).
+    #[test]
+    fn a_registry_configs_virtual_hosted_endpoint_gets_the_bucket_even_when_it_begins_with_it() {
+        let text = "storage:\n  s3:\n    bucket: minio\n    region: us-east-1\n    regionendpoint: https://minio.corp\n    forcepathstyle: false\n";
+        let r = crate::registry_config::parse(text, "config.yml", Vec::<(String, String)>::new())
+            .unwrap();
+        let mut options = BackendOptions::default();
+        for o in &r.options {
+            options.push_section(r.section.unwrap(), o.key, &o.value, &o.origin);
+        }
+        let storage = open_storage(&r.url, &options).unwrap();
+        let shown = storage.describe();
+        assert!(shown.ends_with(" at https://minio.minio.corp"), "{shown}");
+    }
+
     /// Keys or a SAS token in STORAGE are refused (they would be ignored), and
     /// the message shows them as `***`; so does `shown_spec`, which metrics use.
     #[test]
