@@ -347,67 +347,54 @@ fn pinned(bytes: &[u8], kind: ManifestKind) -> References {
 
 /// Every `sha256:<hex>` the bytes mention, as text or inside a JSON string
 /// written with escapes (`sha256\u003a…`), which any JSON reader (the
-/// registry's and its clients') decodes to the digest. The strings are
-/// walked, not read into a map, so a key given twice (which Go's reader takes
-/// the last of) is seen both times.
+/// registry's and its clients') decodes to the digest. Escapes are decoded
+/// without parsing: these bytes are here because serde_json refused them or
+/// their shape is unknown, and Go's reader takes what serde_json refuses
+/// (lone surrogates, invalid UTF-8, numbers out of range), so a parse would
+/// stop where the digests after it are still live. A key given twice is seen
+/// both times.
 fn mentioned_digests(bytes: &[u8]) -> Vec<Digest> {
     let mut all = Digest::scan_all(bytes);
     if bytes.contains(&b'\\') {
-        let mut strings = Vec::new();
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        // a document cut short still gives the strings before the cut
-        let _ = serde::de::DeserializeSeed::deserialize(JsonStrings(&mut strings), &mut de);
-        all.extend(strings.iter().flat_map(|s| Digest::scan_all(s.as_bytes())));
+        all.extend(Digest::scan_all(&ascii_escapes_decoded(bytes)));
         all.sort();
         all.dedup();
     }
     all
 }
 
-/// Collects every string of a JSON document, keys included, decoded.
-struct JsonStrings<'a>(&'a mut Vec<String>);
-
-impl<'de> serde::de::DeserializeSeed<'de> for JsonStrings<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for JsonStrings<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_str<E>(self, s: &str) -> Result<(), E> {
-        self.0.push(s.to_string());
-        Ok(())
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(JsonStrings(&mut *self.0))?.is_some() {}
-        Ok(())
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_key_seed(JsonStrings(&mut *self.0))?.is_some() {
-            map.next_value_seed(JsonStrings(&mut *self.0))?;
+/// `bytes` with every JSON escape that stands for an ASCII character
+/// (`\u003a`, `\/`) replaced by it, wherever it is, in a string or not, and
+/// every other byte as it is. A digest is ASCII, so this finds every digest
+/// a reader could decode; decoding what is not an escape (the `\u003a` of
+/// `\\u003a`) can only find more, and keep more.
+fn ascii_escapes_decoded(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some((&first, after)) = rest.split_first() {
+        if first == b'\\' {
+            if let Some(after_slash) = after.strip_prefix(b"/") {
+                out.push(b'/');
+                rest = after_slash;
+                continue;
+            }
+            let ascii = after
+                .strip_prefix(b"u")
+                .and_then(|u| u.get(..4))
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u16::from_str_radix(h, 16).ok())
+                .and_then(|c| u8::try_from(c).ok())
+                .filter(u8::is_ascii);
+            if let Some(c) = ascii {
+                out.push(c);
+                rest = &after[5..];
+                continue;
+            }
         }
-        Ok(())
+        out.push(first);
+        rest = after;
     }
+    out
 }
 
 #[cfg(test)]
@@ -716,6 +703,35 @@ mod tests {
             hex('3')
         );
         assert_eq!(parse(cut.as_bytes()).blobs, vec![dg('3')]);
+    }
+
+    /// What Go's reader takes and serde_json refuses (a lone surrogate, bytes
+    /// that are not UTF-8, a number out of range) ahead of a digest written
+    /// with escapes: the digest is still pinned, and the one after it too.
+    #[test]
+    fn escaped_digests_after_what_serde_json_refuses_are_pinned() {
+        for refused in [&b"\"\\ud800\":0,"[..], b"\"\xff\xfe\":0,", b"\"n\":1e400,"] {
+            let mut m = b"{".to_vec();
+            m.extend_from_slice(refused);
+            m.extend_from_slice(
+                format!(
+                    r#""mediaType":"{OCI_MANIFEST}","config":{{"digest":"sha256\u003a{}"}},"layers":[{{"digest":"\u0073ha256:{}"}},{{"digest":"sha256\u003A{}"}}]}}"#,
+                    hex('4'),
+                    hex('5'),
+                    hex('6')
+                )
+                .as_bytes(),
+            );
+            let r = parse(&m);
+            assert_eq!(
+                r.blobs,
+                vec![dg('4'), dg('5'), dg('6')],
+                "{}",
+                String::from_utf8_lossy(&m)
+            );
+        }
+        // `\/` is `/` and an escape of a character that is not ASCII is left
+        assert_eq!(ascii_escapes_decoded(br"a\/b\u00e9\u0041"), br"a/b\u00e9A");
     }
 
     #[test]

@@ -700,7 +700,11 @@ storage:
         // puts it there: always, even where the host begins with its name
         for (bucket, given, used) in [
             ("b", "https://r2.example", "https://b.r2.example"),
-            ("minio", "https://minio.corp:9000", "https://minio.minio.corp:9000"),
+            (
+                "minio",
+                "https://minio.corp:9000",
+                "https://minio.minio.corp:9000",
+            ),
             ("b", "http://127.0.0.1:9000", "http://127.0.0.1:9000"),
         ] {
             let text = format!(

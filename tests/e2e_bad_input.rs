@@ -7,6 +7,7 @@ use std::os::unix::fs::symlink;
 use std::time::Duration;
 
 use common::collector::{aged_copy, gc, pushed, run};
+use common::http::{get_blob, put_manifest, upload_blob};
 use common::model::Mode;
 use common::registry::Registry;
 use common::scenarios::{self, Scenario};
@@ -523,4 +524,87 @@ fn manifests_go_reads_otherwise_than_their_kind_keep_what_they_name() {
             "the orphan layer is garbage and goes"
         );
     }
+}
+
+const DOCKER_SCHEMA2_MT: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// `sha256:<hex>` written with its colon as a JSON escape: the same string to
+/// every JSON reader.
+fn escaped(d: &str) -> String {
+    d.replacen(':', "\\u003a", 1)
+}
+
+/// The real registry (2.8.2, Go's encoding/json) accepts a manifest with a key
+/// holding a lone surrogate escape (Go decodes it to U+FFFD) and digests written
+/// with escapes. serde_json refuses the lone surrogate, so the manifest is
+/// "Unparseable" and pinned by scan, but the scan's decoded-string walk stops at
+/// the same error: the escaped digests are never seen and the image's config
+/// and layer are deleted although its tag still points at it.
+#[test]
+fn escaped_digests_after_a_lone_surrogate_key_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let reg = Registry::start(&root);
+    let repo = "esc/app";
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = common::images::det_bytes("bad-input/escaped-layer", 4096);
+    let cfg_d = upload_blob(reg.url(), repo, config);
+    let layer_d = upload_blob(reg.url(), repo, &layer);
+    let manifest = format!(
+        r#"{{"\ud800":0,"schemaVersion":2,"mediaType":"{DOCKER_SCHEMA2_MT}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":{},"digest":"{}"}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":{},"digest":"{}"}}]}}"#,
+        config.len(),
+        escaped(&cfg_d),
+        layer.len(),
+        escaped(&layer_d)
+    );
+    // accepted by the registry: it found both blobs the manifest names
+    put_manifest(
+        reg.url(),
+        repo,
+        "v1",
+        DOCKER_SCHEMA2_MT,
+        manifest.as_bytes(),
+    );
+    assert_eq!(get_blob(reg.url(), repo, &layer_d).unwrap(), layer);
+    tree::age_tree(&root, Duration::from_secs(7200));
+
+    // default mode: every revision is a root, and this one is tagged too
+    gc(&root, &["--max-delete-percent", "100"], 0);
+
+    for (what, d) in [("layer", &layer_d), ("config", &cfg_d)] {
+        let path = tree::key_path(&root, &tree::blob_key_for_digest(d));
+        assert!(
+            path.exists(),
+            "the tagged image's {what} {d} was deleted; GET now says: {:?}",
+            get_blob(reg.url(), repo, d).err()
+        );
+    }
+}
+
+/// An unknown shape is pinned by scanning "every digest it mentions", escaped
+/// ones included; a number Go reads (1e400 in a field it skips) stops the
+/// decoded-string walk as the surrogate does, and what follows is not pinned.
+#[test]
+fn unknown_shape_pins_escaped_digests_after_a_huge_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let repo = "odd/app";
+    let blob = common::images::det_bytes("bad-input/pinned-by-unknown", 1024);
+    let d = tree::write_blob(&root, &blob);
+    tree::write_layer_link(&root, repo, &d);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.example.thing.v1+json","n":1e400,"parts":[{{"ref":"{}"}}]}}"#,
+        escaped(&d)
+    );
+    let m = tree::write_manifest(&root, repo, Some("v1"), manifest.as_bytes());
+    // the parser's own view of it
+    let refs = registry_gc::manifest::parse(manifest.as_bytes());
+    tree::age_tree(&root, Duration::from_secs(7200));
+    gc(&root, &["--max-delete-percent", "100"], 0);
+    let path = tree::key_path(&root, &tree::blob_key_for_digest(&d));
+    assert!(
+        path.exists(),
+        "{d}, mentioned by the unknown manifest {m} (tagged v1), was deleted; parse gave {refs:?}"
+    );
 }
