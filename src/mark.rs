@@ -324,6 +324,10 @@ pub enum MarkError {
     DigestMismatch { key: String, len: usize },
 }
 
+/// The largest manifest distribution 2.8 takes in a PUT (its handler reads
+/// at most 4 MiB): a blob larger than that was never pushed as a manifest.
+const REGISTRY_MANIFEST_LIMIT: u64 = 4 << 20;
+
 /// Reads what `gc` needs to plan. A manifest whose bytes do not match its
 /// digest stops it (`MarkError::DigestMismatch`): its references are unknown.
 pub async fn mark(
@@ -522,8 +526,8 @@ async fn read_manifests(
     // 2.8 also serves a manifest through its repository's `_layers` link
     // (2.1.0 linked manifests there instead of as revisions): a tag's target
     // with no revision but such a link is read too, and what it references
-    // is kept. It may be no manifest at all (a tag naming a layer): one too
-    // large to be one is kept unread.
+    // is kept. It may be no manifest at all (a tag naming a layer): one
+    // larger than the registry takes a manifest is kept unread.
     let revisions = ids.len();
     let served_by_layer_link =
         inv.repositories
@@ -599,7 +603,12 @@ async fn read_manifests(
                 continue;
             }
             Err(StorageError::NotFound { .. }) => return Err(MarkError::Vanished { key }),
-            Err(StorageError::TooLarge { .. }) if legacy.contains(id) => continue,
+            // a tag naming a layer: larger than any manifest 2.8 takes
+            Err(StorageError::TooLarge { size, .. })
+                if legacy.contains(id) && size > REGISTRY_MANIFEST_LIMIT =>
+            {
+                continue
+            }
             Err(e @ StorageError::TooLarge { .. }) => return Err(MarkError::TooLarge(e)),
             Err(e) => return Err(MarkError::Read(e)),
         };

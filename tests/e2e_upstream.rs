@@ -269,3 +269,85 @@ fn a_manifest_linked_as_a_layer_as_2_1_0_did_stays_pullable() {
         );
     }
 }
+
+/// A tag's target held only through a `_layers` link and larger than
+/// `--max-manifest-size` is kept unread only when no registry could have
+/// taken it as a manifest (2.8 refuses a manifest over 4 MiB): below that it
+/// may be one, whose layers are unknown, and the run stops as for a revision.
+#[test]
+fn a_manifest_linked_as_a_layer_over_the_manifest_size_limit_stops_the_run() {
+    use common::http;
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let image = Image::docker("linked-as-a-layer-large", 2);
+    for b in image.blobs() {
+        http::upload_blob(reg.url(), "legacy", &b.bytes);
+    }
+    let digest = http::put_manifest(
+        reg.url(),
+        "legacy",
+        "v1",
+        image.media_type(),
+        &image.manifest_bytes(),
+    );
+    drop(reg);
+    std::fs::remove_dir_all(tree::v2_dir(dir.path()).join(format!(
+        "repositories/legacy/_manifests/revisions/sha256/{}",
+        &digest[7..]
+    )))
+    .unwrap();
+    tree::write_link(
+        dir.path(),
+        &format!("repositories/legacy/_layers/sha256/{}/link", &digest[7..]),
+        &digest,
+    );
+    tree::age_tree(dir.path(), Duration::from_secs(7200));
+    let before = tree::keys(dir.path());
+    let limit = (image.manifest_bytes().len() - 1).to_string();
+    for flags in [&["--force"][..], &["--force", "--delete-untagged"][..]] {
+        let mut flags = flags.to_vec();
+        flags.extend(["--max-manifest-size", &limit]);
+        let out = gc(dir.path(), &flags, 1);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--max-manifest-size"),
+            "{flags:?}: {stderr}"
+        );
+        assert_eq!(tree::keys(dir.path()), before, "{flags:?}");
+    }
+    let reg = Registry::start(dir.path());
+    http::pull_verify(reg.url(), "legacy", "v1").expect("legacy:v1 is whole");
+}
+
+/// A tag naming a layer larger than any manifest the registry takes is kept
+/// unread, and the run goes on, whatever `--max-manifest-size` says.
+#[test]
+fn a_tag_naming_a_layer_larger_than_any_manifest_is_kept_unread() {
+    use common::http;
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let layer = common::images::det_bytes("tag-naming-a-large-layer", (4 << 20) + 1);
+    let digest = http::upload_blob(reg.url(), "junk", &layer);
+    let orphan = http::upload_blob(reg.url(), "junk", b"a layer nothing names");
+    drop(reg);
+    tree::write_link(
+        dir.path(),
+        "repositories/junk/_manifests/tags/big/current/link",
+        &digest,
+    );
+    tree::age_tree(dir.path(), Duration::from_secs(7200));
+    gc(
+        dir.path(),
+        &["--force", "--max-manifest-size", "1048576"],
+        0,
+    );
+    let reg = Registry::start(dir.path());
+    assert!(
+        http::blob_exists(reg.url(), "junk", &digest),
+        "the tagged layer stays"
+    );
+    assert!(
+        !http::blob_exists(reg.url(), "junk", &orphan),
+        "the orphan goes"
+    );
+}
