@@ -607,8 +607,12 @@ pub struct Inventory {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
-    #[error("no registry at {location}: {V2} does not exist there; point STORAGE at the registry's rootdirectory (the directory holding docker/)", V2 = layout::V2)]
-    NotARegistry { location: String },
+    #[error("no registry at {location}: {V2} does not exist there; {}", hint.as_deref().unwrap_or("point STORAGE at the registry's rootdirectory (the directory holding docker/)"), V2 = layout::V2)]
+    NotARegistry {
+        location: String,
+        /// What the store says of a registry it holds out of reach.
+        hint: Option<String>,
+    },
     #[error("listing failed, nothing will be deleted: {0}")]
     Listing(#[from] StorageError),
 }

@@ -252,6 +252,39 @@ fn upstream_and_disk_edit_scenarios_match_the_filesystem_on_s3() {
     same_as_filesystem(Emulator::Moto, &sc);
 }
 
+/// distribution 2.x's Azure driver names each blob by its path, leading `/`
+/// and all; object_store cannot address such names. A registry written that
+/// way is named for what it is (not "point STORAGE at the rootdirectory",
+/// which no STORAGE could satisfy), the run is refused, and nothing changes.
+#[test]
+fn a_registry_written_by_distribution_2_on_azure_is_named_as_out_of_reach() {
+    let emulator = Emulator::Azurite;
+    emulator.require();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sample-registry");
+    let root = Emulator::unique_root("azure-2x-names");
+    let uploaded = emulator.upload_tree_with_leading_slash(&fixture, &root);
+    assert!(uploaded > 10, "{uploaded} keys");
+    let mut args = vec!["gc".to_string()];
+    args.extend(emulator.gc_args());
+    args.extend(flags(Mode::DeleteUntagged));
+    args.push(emulator.url(&root));
+    let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!(
+            "under /{root}/docker/registry/v2/, with a leading `/`"
+        )) && err.contains("cannot collect this registry")
+            && !err.contains("point STORAGE"),
+        "{err}"
+    );
+    assert_eq!(
+        emulator.count_with_leading_slash(&root),
+        uploaded,
+        "every blob is still there, under the name the registry gave it"
+    );
+}
+
 #[test]
 fn a_wrong_credential_or_endpoint_fails_in_one_clear_line_before_any_work() {
     Emulator::Moto.require();

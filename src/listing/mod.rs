@@ -118,6 +118,17 @@ const COARSE_BLOB_PAGES: usize = 64;
 /// Top-level repository directories listed one by one up to this many.
 const MAX_REPOSITORY_PARTITIONS: usize = 256;
 
+/// "No registry here", with what the store can say of one out of reach.
+async fn not_a_registry(storage: &dyn Storage) -> InventoryError {
+    match storage.unreachable_registry().await {
+        Ok(hint) => InventoryError::NotARegistry {
+            location: storage.describe(),
+            hint,
+        },
+        Err(e) => InventoryError::Listing(e),
+    }
+}
+
 impl<'a> ListingPlan<'a> {
     async fn make(
         storage: &'a dyn Storage,
@@ -127,9 +138,7 @@ impl<'a> ListingPlan<'a> {
         if let Some(first) = storage.list_first_page(layout::V2).await? {
             let Some(rest) = first.rest else {
                 if first.objects.is_empty() {
-                    return Err(InventoryError::NotARegistry {
-                        location: storage.describe(),
-                    });
+                    return Err(not_a_registry(storage).await);
                 }
                 first.objects.into_iter().for_each(|o| inv.insert(o));
                 return Ok(ListingPlan {
@@ -157,9 +166,7 @@ impl<'a> ListingPlan<'a> {
             // registry creates docker/registry/v2 with its first write.
             let parent = storage.list_dir("docker/registry/").await?;
             if !parent.prefixes.iter().any(|p| p == layout::V2) {
-                return Err(InventoryError::NotARegistry {
-                    location: storage.describe(),
-                });
+                return Err(not_a_registry(storage).await);
             }
         }
         let mut plan = ListingPlan {

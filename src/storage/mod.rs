@@ -214,6 +214,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
         let _ = most;
     }
 
+    /// Why a store with nothing under `docker/registry/v2/` may still hold a
+    /// registry registry-gc cannot reach: for the "no registry" message, in
+    /// place of "point STORAGE at the registry's rootdirectory".
+    async fn unreachable_registry(&self) -> Result<Option<String>, StorageError> {
+        Ok(None)
+    }
+
     /// The first page of a listing of `prefix` and the rest of it. Only for
     /// stores that page.
     async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {

@@ -692,6 +692,38 @@ impl Storage for ObjectStorage {
             most.map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
     }
 
+    /// distribution 2.x's Azure driver names each blob by its path, leading
+    /// `/` and all (`/docker/registry/v2/...`, a folder with no name in the
+    /// portal); distribution 3's driver, and GitLab's with
+    /// `trimlegacyrootprefix`, write names without it. object_store's paths
+    /// cannot begin with `/`, so such a registry can be seen (a listing takes
+    /// any prefix) but not read or deleted from.
+    async fn unreachable_registry(&self) -> Result<Option<String>, StorageError> {
+        if self.service != Service::Azure {
+            return Ok(None);
+        }
+        let legacy = format!("/{}", self.full(crate::layout::V2));
+        let _in_flight = self.counts.list_in_flight();
+        let opts = PaginatedListOptions {
+            max_keys: Some(1),
+            ..Default::default()
+        };
+        let page = self
+            .store
+            .list_paginated(Some(&legacy), opts)
+            .await
+            .map_err(|e| self.error(&legacy, e))?;
+        if page.result.objects.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "the container holds a registry under {legacy}, with a leading `/`, as distribution 2.x's \
+             Azure driver names blobs; registry-gc's storage client (object_store) cannot address names \
+             that begin with `/`, so it cannot collect this registry (distribution 3's Azure driver, and \
+             GitLab's with trimlegacyrootprefix: true, write names without it)"
+        )))
+    }
+
     async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {
         let page = self.page(prefix, false, None).await?;
         let mut objects: Vec<ObjectMeta> = page

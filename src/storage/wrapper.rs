@@ -58,6 +58,10 @@ pub trait StorageWrapper: Send + Sync + std::fmt::Debug {
         self.inner().list_first_page(prefix).await
     }
 
+    async fn unreachable_registry(&self) -> Result<Option<String>, StorageError> {
+        self.inner().unreachable_registry().await
+    }
+
     async fn get(&self, key: &str, limit: u64) -> Result<Bytes, StorageError> {
         self.inner().get(key, limit).await
     }
@@ -165,6 +169,10 @@ impl<W: StorageWrapper> Storage for W {
 
     async fn list_first_page(&self, prefix: &str) -> Result<Option<FirstPage<'_>>, StorageError> {
         StorageWrapper::list_first_page(self, prefix).await
+    }
+
+    async fn unreachable_registry(&self) -> Result<Option<String>, StorageError> {
+        StorageWrapper::unreachable_registry(self).await
     }
 
     async fn get(&self, key: &str, limit: u64) -> Result<Bytes, StorageError> {

@@ -359,13 +359,47 @@ fn urlencode(s: &str) -> String {
 /// Creates the test container on Azurite with a SharedKey-signed request (Azurite
 /// checks signatures; object_store has no container API).
 fn azurite_create_container(port: u16) -> Result<super::http::Resp, String> {
+    azurite_signed(
+        port,
+        "PUT",
+        &format!("/{BUCKET}"),
+        "?restype=container",
+        None,
+    )
+}
+
+/// One SharedKey-signed request to Azurite, on `path` (from the container on,
+/// sent as it is), with `query` (`?restype=container`, or empty) and, for a
+/// blob, its body as a block blob.
+fn azurite_signed(
+    port: u16,
+    method: &str,
+    path: &str,
+    query: &str,
+    body: Option<&[u8]>,
+) -> Result<super::http::Resp, String> {
     use base64::Engine;
     use hmac::{Hmac, Mac};
     let date = httpdate_now();
     let version = "2021-08-06";
-    let resource = format!("/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{BUCKET}\nrestype:container");
-    let to_sign =
-        format!("PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n{resource}");
+    let canonical_query: String = query
+        .trim_start_matches('?')
+        .split('&')
+        .filter(|q| !q.is_empty())
+        .map(|q| format!("\n{}", q.replacen('=', ":", 1)))
+        .collect();
+    let resource = format!("/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}{path}{canonical_query}");
+    let (length, content_type, blob_type) = match body {
+        Some(b) => (
+            b.len().to_string(),
+            "application/octet-stream",
+            "x-ms-blob-type:BlockBlob\n",
+        ),
+        None => (String::new(), "", ""),
+    };
+    let to_sign = format!(
+        "{method}\n\n\n{length}\n\n{content_type}\n\n\n\n\n\n\n{blob_type}x-ms-date:{date}\nx-ms-version:{version}\n{resource}"
+    );
     let key = base64::engine::general_purpose::STANDARD
         .decode(AZURITE_KEY)
         .unwrap();
@@ -373,17 +407,52 @@ fn azurite_create_container(port: u16) -> Result<super::http::Resp, String> {
     mac.update(to_sign.as_bytes());
     let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     let auth = format!("SharedKey {AZURITE_ACCOUNT}:{sig}");
-    let url = format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}/{BUCKET}?restype=container");
-    super::http::send(
-        "PUT",
-        &url,
-        &[
-            ("x-ms-date", &date),
-            ("x-ms-version", version),
-            ("Authorization", &auth),
-        ],
-        None,
-    )
+    let url = format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}{path}{query}");
+    let mut headers = vec![
+        ("x-ms-date", date.as_str()),
+        ("x-ms-version", version),
+        ("Authorization", auth.as_str()),
+    ];
+    if body.is_some() {
+        headers.extend([
+            ("x-ms-blob-type", "BlockBlob"),
+            ("Content-Type", content_type),
+        ]);
+    }
+    super::http::send(method, &url, &headers, body)
+}
+
+impl Emulator {
+    /// Copies a registry tree written on disk into Azurite as distribution
+    /// 2.x's Azure driver names blobs: each name begins with `/`
+    /// (`/<root>/docker/registry/v2/...`), which object_store cannot write.
+    pub fn upload_tree_with_leading_slash(self, fs_root: &Path, root: &str) -> usize {
+        assert_eq!(self, Emulator::Azurite);
+        let keys: Vec<String> = super::tree::keys(fs_root).into_iter().collect();
+        for k in &keys {
+            let bytes = std::fs::read(super::tree::key_path(fs_root, k)).unwrap();
+            let path = format!("/{BUCKET}//{root}/docker/registry/v2/{k}");
+            let resp = azurite_signed(self.port(), "PUT", &path, "", Some(&bytes))
+                .unwrap_or_else(|e| panic!("put {path}: {e}"));
+            assert_eq!(resp.status, 201, "put {path}: {}", resp.text());
+        }
+        keys.len()
+    }
+
+    /// How many blobs Azurite holds whose names begin with `/<root>/`.
+    pub fn count_with_leading_slash(self, root: &str) -> usize {
+        assert_eq!(self, Emulator::Azurite);
+        let query = format!("?comp=list&prefix=/{root}/&restype=container");
+        let resp = azurite_signed(self.port(), "GET", &format!("/{BUCKET}"), &query, None)
+            .unwrap_or_else(|e| panic!("list /{root}/: {e}"));
+        let text = resp.text();
+        assert_eq!(resp.status, 200, "list /{root}/: {text}");
+        assert!(
+            !text.contains("<NextMarker>/"),
+            "more than one page: {text}"
+        );
+        text.matches("<Name>/").count()
+    }
 }
 
 fn httpdate_now() -> String {
