@@ -24,6 +24,8 @@ use std::path::Path;
 
 use serde_norway::{Mapping, Value};
 
+use crate::storage::open::bucket_in_host_name;
+
 /// Storage keys that configure the registry, not a driver.
 const NOT_DRIVERS: &[&str] = &["maintenance", "cache", "delete", "redirect", "tag"];
 
@@ -426,21 +428,31 @@ fn s3(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
         p.option(&mut options, "region", region, "region");
     }
     let secure = p.bool("secure")?.unwrap_or(true);
-    let endpoint = p.string("regionendpoint")?;
+    let default_scheme = if secure { "https" } else { "http" };
+    // the AWS SDK the registry uses takes the endpoint's own scheme, and
+    // `secure` only when it has none
+    let endpoint = p.string("regionendpoint")?.map(|e| {
+        if e.contains("://") {
+            e
+        } else {
+            format!("{default_scheme}://{e}")
+        }
+    });
+    let scheme = endpoint
+        .as_deref()
+        .and_then(|e| e.split_once("://"))
+        .map_or(default_scheme, |(scheme, _)| scheme);
     // distribution addresses buckets path-style when it has a regionendpoint,
     // virtual-hosted on AWS; `forcepathstyle` (distribution 3) says so outright
-    let path_style = match p.bool("forcepathstyle")? {
-        Some(b) => b,
-        None => endpoint.is_some(),
+    let (path_style, path_style_from) = match p.bool("forcepathstyle")? {
+        Some(true) => (true, "forcepathstyle"),
+        // its SDK puts in the host only a bucket that fits there, whatever
+        // forcepathstyle says: the rest it addresses path-style
+        _ if bucket_in_host_name(&bucket, scheme).is_err() => (true, "bucket"),
+        Some(false) => (false, "forcepathstyle"),
+        None => (endpoint.is_some(), "forcepathstyle"),
     };
-    if let Some(e) = &endpoint {
-        // the AWS SDK the registry uses takes the endpoint's own scheme, and
-        // `secure` only when it has none
-        let full = if e.contains("://") {
-            e.clone()
-        } else {
-            format!("{}://{e}", if secure { "https" } else { "http" })
-        };
+    if let Some(full) = endpoint {
         if secure && full.starts_with("http://") {
             p.option(&mut options, "allow_http", "true".into(), "regionendpoint");
         }
@@ -458,7 +470,7 @@ fn s3(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
         &mut options,
         "virtual_hosted_style_request",
         (!path_style).to_string(),
-        "forcepathstyle",
+        path_style_from,
     );
     if p.bool("skipverify")? == Some(true) {
         p.option(
@@ -682,12 +694,12 @@ storage:
 
         // AWS proper: virtual-hosted, https, the default credential chain
         let s = parse(
-            "storage:\n  s3aws:\n    bucket: b\n    region: us-east-2\n    accesskey: onlyhalf\n",
+            "storage:\n  s3aws:\n    bucket: reg\n    region: us-east-2\n    accesskey: onlyhalf\n",
             "c.yml",
             env(&[]),
         )
         .unwrap();
-        assert_eq!(s.url, "s3://b");
+        assert_eq!(s.url, "s3://reg");
         assert_eq!(
             opts(&s),
             vec![
@@ -699,13 +711,13 @@ storage:
         // the default, and the bucket goes in front of the host as the SDK
         // puts it there: always, even where the host begins with its name
         for (bucket, given, used) in [
-            ("b", "https://r2.example", "https://b.r2.example"),
+            ("reg", "https://r2.example", "https://reg.r2.example"),
             (
                 "minio",
                 "https://minio.corp:9000",
                 "https://minio.minio.corp:9000",
             ),
-            ("b", "http://127.0.0.1:9000", "http://127.0.0.1:9000"),
+            ("reg", "http://127.0.0.1:9000", "http://127.0.0.1:9000"),
         ] {
             let text = format!(
                 "storage:\n  s3:\n    bucket: {bucket}\n    regionendpoint: {given}\n    forcepathstyle: false\n"
@@ -717,6 +729,92 @@ storage:
                 .map(|(_, v)| v.to_string());
             assert_eq!(endpoint.as_deref(), Some(used), "{text}");
             assert!(opts(&s).contains(&("virtual_hosted_style_request", "true")));
+        }
+    }
+
+    /// distribution's s3 driver (aws-sdk-go v1, `hostCompatibleBucketName`)
+    /// never puts a bucket whose name has a dot in the host over https: the
+    /// wildcard certificate `*.s3.<region>.amazonaws.com` does not cover it.
+    /// It addresses such a bucket path-style; so must we.
+    #[test]
+    fn a_dotted_bucket_on_aws_is_addressed_path_style() {
+        let s = parse(
+            "storage:\n  s3:\n    bucket: registry.example.com\n    region: eu-west-1\n",
+            "c.yml",
+            env(&[]),
+        )
+        .unwrap();
+        assert!(
+            opts(&s).contains(&("virtual_hosted_style_request", "false")),
+            "{:?}",
+            opts(&s)
+        );
+        assert_eq!(
+            s.options.last().map(|o| o.origin.as_str()),
+            Some("--registry-config c.yml storage.s3.bucket")
+        );
+        // whether forcepathstyle is unset or false, the bucket stays out of
+        // the host where the SDK leaves it out: a dot over https (the
+        // endpoint's scheme, else `secure`'s), or a name that is no DNS label set
+        let path_styled = |bucket: &str, more: &str| {
+            let text = format!("storage:\n  s3:\n    bucket: {bucket}\n{more}");
+            let s = parse(&text, "c.yml", env(&[])).unwrap();
+            let o = opts(&s);
+            let path_style = o.contains(&("virtual_hosted_style_request", "false"));
+            let endpoint = o
+                .iter()
+                .find(|(k, _)| *k == "endpoint")
+                .map(|(_, v)| v.to_string());
+            (path_style, endpoint)
+        };
+        let off = "    forcepathstyle: false\n";
+        for (bucket, more, path_style, endpoint) in [
+            ("registry.example.com", off, true, None),
+            (
+                "a.b",
+                &format!("    regionendpoint: https://minio.corp\n{off}"),
+                true,
+                Some("https://minio.corp"),
+            ),
+            (
+                "a.b",
+                &format!("    regionendpoint: minio.corp\n{off}"),
+                true,
+                Some("https://minio.corp"),
+            ),
+            (
+                "a.b",
+                &format!("    regionendpoint: http://minio.corp\n{off}"),
+                false,
+                Some("http://a.b.minio.corp"),
+            ),
+            (
+                "a.b",
+                &format!("    regionendpoint: minio.corp\n    secure: false\n{off}"),
+                false,
+                Some("http://a.b.minio.corp"),
+            ),
+            ("a.b", "    secure: false\n", false, None),
+            ("Registry", "", true, None),
+            ("reg_bucket", off, true, None),
+            ("ab", off, true, None),
+            ("1.2.3.4", "    secure: false\n", true, None),
+            ("a..b", "    secure: false\n", true, None),
+            ("-reg", off, true, None),
+            ("reg-1", "", false, None),
+            (
+                "reg-1",
+                &format!("    regionendpoint: https://minio.corp\n{off}"),
+                false,
+                Some("https://reg-1.minio.corp"),
+            ),
+            ("a.b", "    forcepathstyle: true\n", true, None),
+        ] {
+            assert_eq!(
+                path_styled(bucket, more),
+                (path_style, endpoint.map(str::to_string)),
+                "{bucket} {more}"
+            );
         }
     }
 

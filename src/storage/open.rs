@@ -383,10 +383,7 @@ fn build_s3(
     let virtual_hosted = b
         .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
         .is_some_and(|v| v == "true");
-    if let (true, Some(given)) = (
-        virtual_hosted,
-        b.get_config_value(&AmazonS3ConfigKey::Endpoint),
-    ) {
+    if virtual_hosted {
         // a refusal names the setting that asked for virtual-hosted
         // addressing (the last one wins), else the environment variable
         let asked = options
@@ -399,7 +396,7 @@ fn build_s3(
                     )
             })
             .last();
-        let bucket_endpoint = bucket_host(&given, bucket).map_err(|reason| match asked {
+        let refused = |reason: String| match asked {
             Some(o) => OpenError::BadOption {
                 source_name: o.source.clone(),
                 key: o.key.clone(),
@@ -409,9 +406,20 @@ fn build_s3(
                 spec: shown_spec(spec),
                 reason: format!("AWS_VIRTUAL_HOSTED_STYLE_REQUEST: {reason}"),
             },
-        })?;
-        b = b.with_endpoint(&bucket_endpoint);
-        endpoint = Some(bucket_endpoint);
+        };
+        match b.get_config_value(&AmazonS3ConfigKey::Endpoint) {
+            Some(given) => {
+                let bucket_endpoint = bucket_host(&given, bucket).map_err(refused)?;
+                b = b.with_endpoint(&bucket_endpoint);
+                endpoint = Some(bucket_endpoint);
+            }
+            // object_store puts the bucket in front of AWS's own host, over https
+            None => {
+                if let Err(reason) = bucket_in_host_name(bucket, "https") {
+                    return Err(refused(reason));
+                }
+            }
+        }
     }
     let store = b.build().map_err(|e| built(spec, e))?;
     Ok((Arc::new(store), endpoint))
@@ -425,10 +433,48 @@ fn bucket_host(endpoint: &str, bucket: &str) -> Result<String, String> {
         return Ok(endpoint.to_string());
     }
     let named = matches!(url.host(), Some(url::Host::Domain(_)));
-    if !named || url.set_host(Some(&format!("{bucket}.{host}"))).is_err() {
+    if !named {
         return Err(format!("virtual-hosted addressing puts the bucket in the endpoint's host name, and {endpoint} has none; use path-style addressing"));
     }
+    bucket_in_host_name(bucket, url.scheme())?;
+    if url.set_host(Some(&format!("{bucket}.{host}"))).is_err() {
+        return Err(format!("virtual-hosted addressing puts the bucket in the endpoint's host name, and {bucket}.{host} is not one; use path-style addressing"));
+    }
     Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// Whether `bucket` can go in front of the host name of an endpoint reached
+/// over `scheme`, as the registry's SDK (aws-sdk-go v1,
+/// `hostCompatibleBucketName`) decides it: a DNS-compatible name, and over
+/// https one without a dot, since a certificate for `*.host` covers a single
+/// label in front of the host and the dots make several. Where it cannot, the
+/// SDK addresses the bucket path-style.
+pub fn bucket_in_host_name(bucket: &str, scheme: &str) -> Result<(), String> {
+    if scheme.eq_ignore_ascii_case("https") && bucket.contains('.') {
+        return Err(format!("virtual-hosted addressing puts the bucket in the endpoint's host name, and over https bucket {bucket} with its dots is not covered by the host's certificate; use path-style addressing"));
+    }
+    if !dns_compatible_bucket(bucket) {
+        return Err(format!("virtual-hosted addressing puts the bucket in the endpoint's host name, and bucket {bucket} is not a DNS name (3 to 63 lowercase letters, digits, dots and hyphens, not an IP address); use path-style addressing"));
+    }
+    Ok(())
+}
+
+/// aws-sdk-go v1's `dnsCompatibleBucketName`: `^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`,
+/// not an IPv4 address, no `..`.
+fn dns_compatible_bucket(bucket: &str) -> bool {
+    let edge = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let shaped = match bucket.as_bytes() {
+        [first, inner @ .., last] if (3..=63).contains(&bucket.len()) => {
+            edge(*first) && edge(*last) && inner.iter().all(|&c| edge(c) || c == b'.' || c == b'-')
+        }
+        _ => false,
+    };
+    let groups: Vec<&str> = bucket.split('.').collect();
+    let an_address = groups.len() == 4
+        && groups
+            .iter()
+            .all(|g| !g.is_empty() && g.bytes().all(|c| c.is_ascii_digit()));
+    shaped && !an_address && !bucket.contains("..")
 }
 
 /// The S3 setting that names an AWS profile: `[s3] profile` in --config,
@@ -688,7 +734,7 @@ mod tests {
     /// `storage.s3.forcepathstyle`, or our own option where it was given.
     #[test]
     fn a_virtual_hosted_refusal_names_the_setting_that_asked_for_it() {
-        let text = "storage:\n  s3:\n    bucket: b\n    region: us-east-1\n    regionendpoint: http://127.0.0.1:9000\n    forcepathstyle: false\n";
+        let text = "storage:\n  s3:\n    bucket: reg\n    region: us-east-1\n    regionendpoint: http://127.0.0.1:9000\n    forcepathstyle: false\n";
         let r = crate::registry_config::parse(text, "config.yml", Vec::<(String, String)>::new())
             .unwrap();
         let mut options = BackendOptions::default();
@@ -710,6 +756,75 @@ mod tests {
         assert!(
             err.starts_with("--config c.toml [s3]: force_path_style: "),
             "{err}"
+        );
+    }
+
+    /// Virtual-hosted addressing asked for by our own options, with a bucket
+    /// that cannot be put in front of a host name (a dot over https, which
+    /// the host's certificate does not cover, or no DNS name at all), is
+    /// refused naming the setting, as the registry's SDK would have gone
+    /// path-style; over http a dotted bucket is a host name like any other.
+    #[test]
+    fn a_bucket_that_cannot_be_in_a_host_name_refuses_virtual_hosted_addressing() {
+        let opened = |bucket: &str, endpoint: Option<&str>| {
+            let mut options = BackendOptions::default();
+            if let Some(e) = endpoint {
+                options.push("endpoint", e, "--endpoint");
+            }
+            options.push(
+                "virtual_hosted_style_request",
+                "true",
+                "--virtual-hosted-style",
+            );
+            options.push("region", "us-east-1", "-o");
+            open_storage(&format!("s3://{bucket}/root"), &options)
+        };
+        for (bucket, endpoint, why) in [
+            (
+                "reg.example.com",
+                Some("https://minio.internal"),
+                "over https",
+            ),
+            ("reg.example.com", None, "over https"),
+            (
+                "reg_bucket",
+                Some("http://minio.internal"),
+                "not a DNS name",
+            ),
+            ("1.2.3.4", Some("http://minio.internal"), "not a DNS name"),
+            ("a..b", Some("http://minio.internal"), "not a DNS name"),
+        ] {
+            let err = opened(bucket, endpoint)
+                .err()
+                .unwrap_or_else(|| panic!("{bucket} at {endpoint:?} was not refused"))
+                .to_string();
+            assert!(
+                err.starts_with("--virtual-hosted-style: ")
+                    && err.contains(why)
+                    && err.contains("path-style"),
+                "{err}"
+            );
+        }
+        let storage = opened("reg.example.com", Some("http://minio.internal")).unwrap();
+        assert!(
+            storage
+                .describe()
+                .ends_with(" at http://reg.example.com.minio.internal"),
+            "{}",
+            storage.describe()
+        );
+        // an endpoint that names the bucket's host itself is the operator's choice
+        let storage = opened(
+            "reg.example.com",
+            Some("https://reg.example.com.minio.internal"),
+        )
+        .unwrap();
+        assert!(
+            storage
+                .describe()
+                .ends_with(" at https://reg.example.com.minio.internal"),
+            "{}",
+            storage.describe()
         );
     }
 
