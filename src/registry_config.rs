@@ -551,11 +551,15 @@ fn azure(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
 fn gcs(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
     let bucket = p.required("bucket")?;
     let mut options = Vec::new();
-    if let Some(k) = p.string("keyfile")? {
+    let keyfile = p.string("keyfile")?;
+    let has_keyfile = keyfile.is_some();
+    if let Some(k) = keyfile {
         p.option(&mut options, "service_account_path", k, "keyfile");
     }
-    // an inline service-account key, as the JSON the key file would hold
+    // an inline service-account key, as the JSON the key file would hold; the
+    // driver reads it only without a keyfile (object_store refuses the pair)
     match p.params.get("credentials") {
+        _ if has_keyfile => {}
         None | Some(Value::Null) => {}
         Some(Value::Mapping(c)) => {
             let json = serde_json::to_string(c)
@@ -863,6 +867,22 @@ storage:
         assert_eq!(
             (s.options[0].key, key["client_email"].as_str()),
             ("service_account_key", Some("a@b"))
+        );
+    }
+
+    /// distribution 2.8's gcs driver reads `keyfile` and, only without it,
+    /// `credentials`; object_store refuses a path and a key together
+    /// ("One of service account path or service account key may be provided.").
+    #[test]
+    fn a_gcs_keyfile_wins_over_inline_credentials() {
+        let text = "storage:\n  gcs:\n    bucket: gb\n    keyfile: /etc/sa.json\n    credentials:\n      type: service_account\n      client_email: a@b\n";
+        let s = parse(text, "c.yml", env(&[])).unwrap();
+        assert_eq!(
+            opts(&s)
+                .iter()
+                .filter(|(k, _)| k.starts_with("service_account"))
+                .collect::<Vec<_>>(),
+            vec![&("service_account_path", "/etc/sa.json")]
         );
     }
 
