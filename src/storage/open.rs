@@ -343,9 +343,12 @@ fn build_s3(
     let profile = s3_profile(options)?;
     #[cfg(not(feature = "aws-profile"))]
     refuse_profile(options)?;
-    let mut b = AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .with_retry(retry_config());
+    let from_env = if s3_keys_in_settings(options) {
+        s3_env_without_session_token(std::env::vars_os())
+    } else {
+        AmazonS3Builder::from_env()
+    };
+    let mut b = from_env.with_bucket_name(bucket).with_retry(retry_config());
     for o in options.for_section("s3") {
         b = match o.key.as_str() {
             PROFILE_KEY | LIST_PAGE_SIZE_KEY => b,
@@ -423,6 +426,44 @@ fn build_s3(
     }
     let store = b.build().map_err(|e| built(spec, e))?;
     Ok((Arc::new(store), endpoint))
+}
+
+/// Whether the settings (the registry config's `accesskey`/`secretkey`,
+/// `-o access_key_id=`, `[s3]` in --config) give the access key id or the
+/// secret access key.
+fn s3_keys_in_settings(options: &BackendOptions) -> bool {
+    options.for_section("s3").any(|o| {
+        matches!(
+            o.key.parse::<AmazonS3ConfigKey>(),
+            Ok(AmazonS3ConfigKey::AccessKeyId | AmazonS3ConfigKey::SecretAccessKey)
+        )
+    })
+}
+
+/// What `AmazonS3Builder::from_env` reads from `vars`, but for the session
+/// token (`AWS_SESSION_TOKEN`, `AWS_TOKEN`). A session token belongs to the
+/// keys it was issued with: sent with keys from the settings, S3 refuses the
+/// request (403 InvalidToken), and the registry never mixes them. Settings
+/// that give keys give their token too, if they have one. Leaving it out of
+/// the builder is the only way: a token set to "" would still be sent, as an
+/// empty `x-amz-security-token` header.
+fn s3_env_without_session_token(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> AmazonS3Builder {
+    let mut b = AmazonS3Builder::new();
+    for (name, value) in vars {
+        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
+            continue;
+        };
+        if !name.starts_with("AWS_") {
+            continue;
+        }
+        match name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+            Ok(AmazonS3ConfigKey::Token) | Err(_) => {}
+            Ok(key) => b = b.with_config(key, value),
+        }
+    }
+    b
 }
 
 /// `endpoint` with `bucket.` in front of its host, unless it is there already.
@@ -826,6 +867,122 @@ mod tests {
             "{}",
             storage.describe()
         );
+    }
+
+    /// Sets an environment variable until dropped, then puts back what it was,
+    /// a failed assertion included. No other test reads the variables set.
+    struct EnvVar {
+        name: &'static str,
+        before: Option<std::ffi::OsString>,
+    }
+
+    impl EnvVar {
+        fn set(name: &'static str, value: &str) -> Self {
+            let before = std::env::var_os(name);
+            std::env::set_var(name, value);
+            Self { name, before }
+        }
+    }
+
+    impl Drop for EnvVar {
+        fn drop(&mut self) {
+            match &self.before {
+                Some(v) => std::env::set_var(self.name, v),
+                None => std::env::remove_var(self.name),
+            }
+        }
+    }
+
+    /// Without the session token, the environment gives the builder what
+    /// `from_env` takes from it.
+    #[test]
+    fn the_environment_without_its_session_token_is_the_rest_of_from_env() {
+        let vars = [
+            ("AWS_SESSION_TOKEN", "env-token"),
+            ("AWS_TOKEN", "env-token-2"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "AKIAENV"),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_NOT_A_SETTING", "x"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (k.into(), v.into()));
+        let b = s3_env_without_session_token(vars);
+        assert_eq!(b.get_config_value(&AmazonS3ConfigKey::Token), None);
+        for (key, value) in [
+            (AmazonS3ConfigKey::Region, "eu-west-1"),
+            (AmazonS3ConfigKey::AccessKeyId, "AKIAENV"),
+            (
+                AmazonS3ConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
+                "true",
+            ),
+        ] {
+            assert_eq!(b.get_config_value(&key).as_deref(), Some(value), "{key:?}");
+        }
+    }
+
+    /// The registry's s3 driver signs with `accesskey`/`secretkey` from its
+    /// config and no session token (2.8: none; v3: `sessiontoken`). With keys
+    /// from the config, a session token left in the environment (an assumed
+    /// role's shell) must not be sent with them: S3 refuses the pair.
+    #[tokio::test]
+    async fn keys_from_settings_are_not_sent_with_the_environments_session_token() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = tx.send(String::from_utf8_lossy(&buf).to_string());
+                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult><Name>b</Name><Prefix></Prefix><KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>";
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        let _token = EnvVar::set("AWS_SESSION_TOKEN", "env-session-token");
+        // the token the settings give goes with their keys, and none other
+        for (more, token) in [
+            ("", None),
+            ("    sessiontoken: cfg-token\n", Some("cfg-token")),
+        ] {
+            let text = format!(
+                "storage:\n  s3:\n    bucket: b\n    region: us-east-1\n    regionendpoint: http://127.0.0.1:{port}\n    accesskey: AKIACONFIG\n    secretkey: configsecret\n{more}"
+            );
+            let r =
+                crate::registry_config::parse(&text, "config.yml", Vec::<(String, String)>::new())
+                    .unwrap();
+            let mut options = BackendOptions::default();
+            for o in &r.options {
+                options.push_section(r.section.unwrap(), o.key, &o.value, &o.origin);
+            }
+            let storage = open_storage(&r.url, &options).unwrap();
+            let _ = storage.list_dir("docker/registry/v2/").await;
+            let request = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap()
+                .to_ascii_lowercase();
+            assert!(request.contains("credential=akiaconfig/"), "{request}");
+            let sent = request
+                .lines()
+                .find_map(|l| l.strip_prefix("x-amz-security-token: "));
+            assert_eq!(
+                sent,
+                token.map(str::to_ascii_lowercase).as_deref(),
+                "{request}"
+            );
+        }
     }
 
     /// A registry config's virtual-hosted endpoint is the host the registry's
