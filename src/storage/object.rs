@@ -33,8 +33,35 @@ pub enum Service {
     Gcs,
 }
 
+/// An error's text without what names objects: URLs (a request's holds the
+/// bucket, root and key) and every other word with a `/` in it (keys and
+/// paths, as in "precondition failure for path KEY" or a body's
+/// "/bucket/key"; a key in this layout always has one). What is left are the
+/// store's and object_store's own words, which a repository named
+/// `metadata-api`, a tag `AccessDenied` or a bucket `credential-store`
+/// cannot put there. An XML body's tags are taken apart first, so that a
+/// closing tag's `/` does not take the code or message next to it along.
+fn own_words(text: &str) -> String {
+    text.replace(['<', '>'], " ")
+        .split_whitespace()
+        .filter(|w| !w.contains('/'))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The URLs in an error's text, as far as they parse (a word from
+/// `http://` or `https://` up to whitespace, without closing punctuation).
+fn urls(text: &str) -> impl Iterator<Item = url::Url> + '_ {
+    text.split_whitespace().filter_map(|w| {
+        let start = w.find("http://").or_else(|| w.find("https://"))?;
+        let url = w[start..].trim_end_matches([')', ',', ':', ';', '"', '\'']);
+        url::Url::parse(url).ok()
+    })
+}
+
 /// The store answered that the credentials are wrong or lack permission.
 fn is_refusal(text: &str) -> bool {
+    let words = own_words(text);
     [
         "403 Forbidden",
         "401 Unauthorized",
@@ -45,7 +72,7 @@ fn is_refusal(text: &str) -> bool {
         "AuthenticationFailed",
     ]
     .iter()
-    .any(|m| text.contains(m))
+    .any(|m| words.contains(m))
 }
 
 /// An error as one line: an XML error body (S3, Azure) shrinks to its code and
@@ -100,14 +127,44 @@ fn names_missing_bucket(text: &str) -> bool {
         .any(|m| text.contains(m))
 }
 
-/// A failure to obtain credentials (rather than to use them): the metadata
-/// service answered no, a token exchange failed.
+/// A request for credentials went to one of these hosts: the AWS and Azure
+/// instance metadata service (and AWS's over IPv6), ECS and EKS Pod Identity
+/// container credentials, the GCE metadata server.
+const CREDENTIAL_HOSTS: &[&str] = &[
+    "169.254.169.254",
+    "[fd00:ec2::254]",
+    "169.254.170.2",
+    "169.254.170.23",
+    "[fd00:ec2::23]",
+    "metadata.google.internal",
+];
+
+/// A failure to obtain credentials (rather than to use them): a request to
+/// the metadata service or for container credentials that failed, a token
+/// exchange object_store reports ("Error performing token request", "Error
+/// getting token response body": Azure's and GCP's), STS's for a web
+/// identity (the one request object_store shows as `POST REDACTED`, its URL
+/// holding the token), a token file it could not read, an AWS profile that
+/// gave none. Matched on the request's host and on the words outside keys
+/// and URLs only: the bucket, root and key of a failed data request are in
+/// its URL.
 fn is_credential_failure(text: &str) -> bool {
-    let t = text.to_ascii_lowercase();
-    t.contains("169.254.169.254")
-        || t.contains("token request")
-        || t.contains("credential")
-        || t.contains("metadata")
+    let words = own_words(text).to_ascii_lowercase();
+    urls(text).any(|u| u.host_str().is_some_and(|h| CREDENTIAL_HOSTS.contains(&h)))
+        || [
+            "credential",
+            "performing post redacted",
+            "token request",
+            "token response",
+            "token file",
+            "assumerolewithwebidentity",
+            "createsession",
+            "get-access-token",
+            "azure cli",
+            "service account file",
+        ]
+        .iter()
+        .any(|m| words.contains(m))
 }
 
 #[cfg(feature = "aws-profile")]
@@ -742,7 +799,10 @@ impl Storage for ObjectStorage {
 
 #[cfg(test)]
 mod tests {
-    use super::one_line;
+    use super::*;
+    use crate::config::BackendOptions;
+    use crate::storage::open::open_storage;
+    use std::io::{Read, Write};
 
     #[test]
     fn xml_error_bodies_become_one_line() {
@@ -752,5 +812,118 @@ mod tests {
             "Error performing GET http://h/c in 5ms - Server returned non-2xx status code: 403 Forbidden: AuthorizationFailure: Server failed to authenticate the request."
         );
         assert_eq!(one_line("a\n  b"), "a b");
+    }
+
+    /// object_store's own wording of a failure to get credentials is one,
+    /// wherever the request went; a data request's failure is not, whatever
+    /// its bucket, root or key are named.
+    #[test]
+    fn credential_failures_are_told_by_object_stores_words_not_by_keys() {
+        for text in [
+            "Generic S3 error: Error performing PUT http://169.254.169.254/latest/api/token in 1.002s, after 3 retries, max_retries: 3, retry_timeout: 180s  - HTTP error: error sending request",
+            "Generic S3 error: Error performing GET http://[fd00:ec2::254]/latest/meta-data/iam/security-credentials/ in 3ms - Server returned non-2xx status code: 404 Not Found: ",
+            "Generic S3 error: Error performing GET http://169.254.170.2/v2/credentials/8d2f in 2ms - HTTP error: error sending request",
+            "Generic S3 error: Error performing POST REDACTED in 84ms - HTTP error: error sending request",
+            "Generic S3 error: Failed to read token file '/var/run/secrets/eks.amazonaws.com/serviceaccount/token': No such file or directory (os error 2)",
+            "Generic S3 error: Invalid AssumeRoleWithWebIdentity response: missing field `AssumeRoleWithWebIdentityResult`",
+            "Generic S3 error: Error performing CreateSession request: Error performing GET https://b--use1-az4--x-s3.s3express-use1-az4.us-east-1.amazonaws.com/?session in 9ms - HTTP error: error sending request",
+            "Generic S3 error: AWS profile \"prod\" gave no credentials: the SSO session has expired",
+            "Generic MicrosoftAzure error: Error performing token request: Error performing POST https://login.microsoftonline.com/tid/oauth2/v2.0/token in 120ms - Server returned non-2xx status code: 400 Bad Request: {\"error\":\"invalid_client\"}",
+            "Generic MicrosoftAzure error: Error performing token request: Error performing GET http://169.254.169.254/metadata/identity/oauth2/token?api-version=2019-08-01&resource=https://storage.azure.com in 3ms - HTTP error: error sending request",
+            "Generic MicrosoftAzure error: Error reading federated token file ",
+            "Generic MicrosoftAzure error: 'az account get-access-token' command failed: Please run 'az login' to setup account.",
+            "Generic GCS error: Error performing token request: Error performing GET http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token in 2ms - HTTP error: error sending request",
+            "Generic GCS error: Error getting token response body: HTTP error: error decoding response body",
+        ] {
+            let text = one_line(&redact(text));
+            assert!(is_credential_failure(&text), "{text}");
+        }
+        for text in [
+            "Generic S3 error: Error performing GET http://127.0.0.1:9000/credential-bucket/r/docker/registry/v2/repositories/ml/metadata-api/_manifests/tags/v1/current/link in 1ms - Server returned non-2xx status code: 400 Bad Request: <?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidArgument</Code><Message>Invalid argument.</Message><Key>docker/registry/v2/repositories/ml/metadata-api/_manifests/tags/v1/current/link</Key></Error>",
+            "Generic S3 error: Error performing GET https://s3.eu-west-1.amazonaws.com/token-request.credentials.corp/docker/registry/v2/repositories/token-file/_layers/ in 5ms - HTTP error: error sending request",
+            "Generic S3 error: Error performing GET http://metadata-store.corp:9000/reg/docker/registry/v2/blobs/ in 5ms - Server returned non-2xx status code: 500 Internal Server Error: InternalError: We encountered an internal error, please try again.",
+            "Request precondition failure for path docker/registry/v2/repositories/ml/credentials/_manifests/tags/latest/current/link: Error performing PUT http://minio:9000/b/docker/registry/v2/repositories/ml/credentials/_manifests/tags/latest/current/link in 3ms - Server returned non-2xx status code: 412 Precondition Failed: PreconditionFailed: At least one of the pre-conditions you specified did not hold",
+            "Generic S3 error: Unable to extract metadata from headers: ETag Header missing from response",
+        ] {
+            let text = one_line(&redact(text));
+            assert!(!is_credential_failure(&text), "{text}");
+        }
+    }
+
+    /// A refusal is the store's answer, not a tag or repository of that name.
+    #[test]
+    fn refusals_are_told_by_the_answer_not_by_keys() {
+        for text in [
+            "The operation lacked the necessary privileges to complete for path docker/registry/v2/blobs/: Error performing GET http://minio:9000/b?list-type=2&prefix=docker%2Fregistry%2Fv2%2Fblobs%2F in 2ms - Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Access Denied.</Message></Error>",
+            "Generic S3 error: Error performing GET http://ceph:7480/b/docker/registry/v2/repositories/app/_layers/ in 4ms - Server returned non-2xx status code: 400 Bad Request: <Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match</Message></Error>",
+            "Generic MicrosoftAzure error: Error performing GET https://acct.blob.core.windows.net/c?restype=container&comp=list in 30ms - Server returned non-2xx status code: 403 This request is not authorized to perform this operation.: <?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>AuthorizationFailure</Code><Message>This request is not authorized to perform this operation.\nRequestId:b6</Message></Error>",
+        ] {
+            let text = one_line(&redact(text));
+            assert!(is_refusal(&text), "{text}");
+        }
+        for text in [
+            "Generic S3 error: Error performing GET http://minio:9000/b/docker/registry/v2/repositories/AccessDenied/_manifests/tags/SignatureDoesNotMatch/current/link in 2ms - Server returned non-2xx status code: 400 Bad Request: InvalidArgument: Invalid argument.",
+            "Request precondition failure for path docker/registry/v2/repositories/app/_manifests/tags/AccessDenied/current/link: Error performing PUT http://minio:9000/b/docker/registry/v2/repositories/app/_manifests/tags/AccessDenied/current/link in 3ms - Server returned non-2xx status code: 412 Precondition Failed: PreconditionFailed: At least one of the pre-conditions you specified did not hold",
+        ] {
+            let text = one_line(&redact(text));
+            assert!(!is_refusal(&text), "{text}");
+        }
+    }
+
+    /// A server answering every request `400 Bad Request` with an S3 error body.
+    fn bad_request_server() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidArgument</Code><Message>Invalid argument.</Message></Error>";
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 400 Bad Request\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        port
+    }
+
+    /// A failure that has nothing to do with credentials was reported as "no
+    /// usable credentials" when the key (a repository's name) or the bucket
+    /// held the word `metadata` or `credential`: they are in the request's URL.
+    #[tokio::test]
+    async fn a_repository_named_metadata_is_not_a_credential_failure() {
+        let port = bad_request_server();
+        let mut options = BackendOptions::default();
+        options.push(
+            "endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--endpoint",
+        );
+        options.push("allow_http", "true", "--allow-http");
+        options.push("region", "us-east-1", "--region");
+        options.push("access_key_id", "test", "-o");
+        options.push("secret_access_key", "test", "-o");
+        let storage = open_storage("s3://credential-bucket/r", &options).unwrap();
+        for repository in ["billing-api", "metadata-api", "credentials", "AccessDenied"] {
+            let err = storage
+                .get(
+                    &format!("docker/registry/v2/repositories/ml/{repository}/_manifests/tags/v1/current/link"),
+                    1024,
+                )
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("no usable credentials"), "{err}");
+            assert!(!err.contains("credentials are taken from"), "{err}");
+        }
     }
 }
