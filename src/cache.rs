@@ -38,6 +38,25 @@ impl ManifestCache {
         })
     }
 
+    /// The cache at `dir`, when one is set and opens. One that does not is a
+    /// warning, not a failure: every manifest is then read from storage.
+    pub fn open_or_warn(
+        dir: Option<&Path>,
+        warnings: &mut Vec<crate::report::Warning>,
+    ) -> Option<ManifestCache> {
+        let dir = dir?;
+        match ManifestCache::open(dir) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                warnings.push(crate::report::Warning::new(
+                    &dir.display().to_string(),
+                    &format!("manifest cache not usable, reading every manifest: {e}"),
+                ));
+                None
+            }
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

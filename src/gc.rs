@@ -74,19 +74,7 @@ pub async fn run(
     times.listing = lap.next();
 
     let mut warnings = Vec::new();
-    let cache = opts
-        .cache_dir
-        .as_deref()
-        .and_then(|dir| match ManifestCache::open(dir) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                warnings.push(Warning::new(
-                    &dir.display().to_string(),
-                    &format!("manifest cache not usable, reading every manifest: {e}"),
-                ));
-                None
-            }
-        });
+    let cache = ManifestCache::open_or_warn(opts.cache_dir.as_deref(), &mut warnings);
     let mark_opts = MarkOptions {
         concurrency: opts.concurrency,
         max_manifest_bytes: opts.max_manifest_bytes,

@@ -101,18 +101,7 @@ pub async fn load(
     listing::list_registry(storage, &mut inventory, None, read.concurrency, progress).await?;
     inventory.finish();
     let mut warnings = Vec::new();
-    let cache = cache_dir
-        .as_deref()
-        .and_then(|dir| match ManifestCache::open(dir) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                warnings.push(Warning::new(
-                    &dir.display().to_string(),
-                    &format!("manifest cache not usable, reading every manifest: {e}"),
-                ));
-                None
-            }
-        });
+    let cache = ManifestCache::open_or_warn(cache_dir.as_deref(), &mut warnings);
     let mark_opts = MarkOptions {
         concurrency: read.concurrency,
         max_manifest_bytes: read.max_manifest_bytes,
