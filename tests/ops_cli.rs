@@ -811,6 +811,48 @@ fn report_schema_doc_lists_every_field() {
 
 // ---------------------------------------------------------------- manifest cache
 
+/// A cache directory that cannot be made is a warning, in `gc` and in `du`,
+/// and every manifest is read from storage: the same plan and figures as
+/// without a cache.
+#[test]
+fn a_cache_that_cannot_be_opened_is_a_warning_and_the_run_reads_storage() {
+    let reg = sample_copy();
+    let root = reg.path().display().to_string();
+    let blocker = tempfile::NamedTempFile::new().unwrap();
+    let cache_dir = blocker.path().join("cache").display().to_string();
+    for command in [&["gc", "--dry-run", "--min-age", "0s"][..], &["du"][..]] {
+        let with = |cache: &[&str]| {
+            let mut args = command.to_vec();
+            args.extend_from_slice(cache);
+            args.push(&root);
+            run(&args)
+        };
+        let out = with(&["--cache-dir", &cache_dir]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{command:?}: {}",
+            text(&out.stderr)
+        );
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            all.contains(&format!(
+                "{cache_dir}: manifest cache not usable, reading every manifest"
+            )),
+            "{command:?}: {all}"
+        );
+        let without = with(&["--no-cache"]);
+        let plan = |o: &std::process::Output| {
+            text(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("would ") || l.starts_with("seen:") || l.contains(" B "))
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(plan(&out), plan(&without), "{command:?}");
+    }
+}
+
 /// `--max-manifest-size` is the manifest's limit wherever it is read from: a
 /// warm cache stops the run (exit 1, nothing deleted) exactly as storage does.
 #[test]
