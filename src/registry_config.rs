@@ -509,6 +509,10 @@ fn azure(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
     }
     // distribution 3 names the account URL outright; 2.8 builds it from the realm
     if let Some(url) = p.string("serviceurl")? {
+        // the registry takes an http:// account URL (Azurite, a gateway) as given
+        if url.to_ascii_lowercase().starts_with("http://") {
+            p.option(&mut options, "allow_http", "true".into(), "serviceurl");
+        }
         p.option(&mut options, "endpoint", url, "serviceurl");
     } else if let Some(realm) = p.string("realm")?.filter(|r| r != "core.windows.net") {
         let Some(a) = &account else {
@@ -835,6 +839,17 @@ storage:
                 ("endpoint", "https://acct.blob.core.chinacloudapi.cn")
             ]
         );
+        // an http:// account URL is taken as given, as the registry does
+        let s = parse("storage:\n  azure:\n    accountname: devstoreaccount1\n    container: reg\n    serviceurl: http://127.0.0.1:10000/devstoreaccount1\n", "c.yml", env(&[]))
+            .unwrap();
+        assert_eq!(
+            opts(&s),
+            vec![
+                ("account_name", "devstoreaccount1"),
+                ("allow_http", "true"),
+                ("endpoint", "http://127.0.0.1:10000/devstoreaccount1")
+            ]
+        );
         let s = parse("storage:\n  azure:\n    accountname: acct\n    container: reg\n    realm: core.windows.net\n", "c.yml", env(&[]))
             .unwrap();
         assert_eq!(
@@ -847,6 +862,7 @@ storage:
         assert_eq!(
             opts(&s),
             vec![
+                ("allow_http", "true"),
                 ("endpoint", "http://127.0.0.1:10000/devstoreaccount1"),
                 ("client_id", "cid"),
                 ("tenant_id", "tid"),

@@ -351,3 +351,40 @@ async fn a_full_last_page_costs_one_check_and_lists_everything_moto() {
         );
     }
 }
+
+/// A plain-http endpoint without `--allow-http` fails every request as
+/// "builder error" inside object_store; the message says what to add, on
+/// each service.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_http_endpoint_without_allow_http_says_to_allow_it() {
+    for (url, keys) in [
+        (
+            "s3://b/reg",
+            &[
+                ("access_key_id", "k"),
+                ("secret_access_key", "s"),
+                ("region", "us-east-1"),
+            ][..],
+        ),
+        (
+            "az://c/reg",
+            &[("account_name", "acct"), ("access_key", "a2V5")][..],
+        ),
+    ] {
+        let mut options = registry_gc::config::BackendOptions::default();
+        options.push("endpoint", "http://127.0.0.1:9", "--endpoint");
+        for (k, v) in keys {
+            options.push(k, v, "-o");
+        }
+        let storage = open_storage(url, &options).unwrap();
+        let err = storage
+            .list_dir("docker/registry/v2/")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("plain http") && err.contains("--allow-http"),
+            "{url}: {err}"
+        );
+    }
+}

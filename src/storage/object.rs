@@ -330,6 +330,14 @@ impl ObjectStorage {
                     self.location
                 ),
             },
+            // reqwest refuses a plain-http URL without allow_http as "builder error"
+            _ if text.contains("builder error") && self.location.contains(" at http://") => StorageError::Remote {
+                key: key.to_string(),
+                reason: format!(
+                    "{}: the endpoint is plain http, which is refused unless asked for: add --allow-http (or -o allow_http=true)",
+                    self.location
+                ),
+            },
             _ if text.contains("error sending request") || text.contains("Connection refused") || text.contains("dns error") => {
                 StorageError::Remote { key: key.to_string(), reason: format!("cannot reach {}: {text}", self.location) }
             }
