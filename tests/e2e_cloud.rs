@@ -285,6 +285,53 @@ fn a_registry_written_by_distribution_2_on_azure_is_named_as_out_of_reach() {
     );
 }
 
+/// `--endpoint` wins over the environment's endpoints, the S3-only one of
+/// the AWS SDKs (`AWS_ENDPOINT_URL_S3`, which object_store otherwise prefers
+/// to any endpoint given) included; without a setting, that variable is the
+/// endpoint, and the summary names it.
+#[test]
+fn the_endpoint_setting_wins_over_aws_endpoint_url_s3() {
+    let emulator = Emulator::Moto;
+    emulator.require();
+    let root = Emulator::unique_root("endpoint-env");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sample-registry");
+    runtime().block_on(emulator.upload_tree(&fixture, &root));
+    let nowhere = "http://127.0.0.1:9";
+    let with_env = |args: &[String], var: &str, value: &str| {
+        std::process::Command::new(collector::binary())
+            .args(args)
+            .env_remove("REGISTRY_GC_LOG")
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("AWS_ENDPOINT")
+            .env(var, value)
+            .output()
+            .unwrap()
+    };
+    let mut args = vec!["gc".to_string(), "--dry-run".to_string()];
+    args.extend(emulator.gc_args());
+    args.push(emulator.url(&root));
+    let out = with_env(&args, "AWS_ENDPOINT_URL_S3", nowhere);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("at {}", emulator.endpoint())),
+        "{stdout}"
+    );
+
+    // no endpoint setting: the variable is the endpoint, named in the error
+    let at = args.iter().position(|a| a == "--endpoint").unwrap();
+    args.drain(at..at + 2);
+    let out = with_env(&args, "AWS_ENDPOINT_URL_S3", nowhere);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("at {nowhere}")), "{stderr}");
+}
+
 #[test]
 fn a_wrong_credential_or_endpoint_fails_in_one_clear_line_before_any_work() {
     Emulator::Moto.require();

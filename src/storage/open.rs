@@ -369,6 +369,9 @@ fn build_s3(
     if let Some(choice) = &profile {
         b = super::aws_profile::apply(b, choice)?;
     }
+    // object_store sends to AWS_ENDPOINT_URL_S3 (the AWS SDKs' S3-only
+    // endpoint) before any endpoint given: one endpoint is set as both, a
+    // setting's over the environment's, as everywhere else
     let mut endpoint = endpoint_of(
         options,
         "s3",
@@ -377,9 +380,13 @@ fn build_s3(
             "aws_endpoint",
             "endpoint_url",
             "aws_endpoint_url",
+            "aws_endpoint_url_s3",
         ],
-        &["AWS_ENDPOINT_URL", "AWS_ENDPOINT"],
+        &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"],
     );
+    if let Some(e) = &endpoint {
+        b = with_s3_endpoint(b, e);
+    }
     // object_store takes an endpoint given with virtual-hosted addressing for
     // the bucket's own (it adds no bucket to it): the bucket goes in front of
     // the host, as the registry's driver addresses it with forcepathstyle off
@@ -413,7 +420,7 @@ fn build_s3(
         match b.get_config_value(&AmazonS3ConfigKey::Endpoint) {
             Some(given) => {
                 let bucket_endpoint = bucket_host(&given, bucket).map_err(refused)?;
-                b = b.with_endpoint(&bucket_endpoint);
+                b = with_s3_endpoint(b, &bucket_endpoint);
                 endpoint = Some(bucket_endpoint);
             }
             // object_store puts the bucket in front of AWS's own host, over https
@@ -426,6 +433,12 @@ fn build_s3(
     }
     let store = b.build().map_err(|e| built(spec, e))?;
     Ok((Arc::new(store), endpoint))
+}
+
+/// `b` sending to `endpoint` whatever else set an endpoint.
+fn with_s3_endpoint(b: AmazonS3Builder, endpoint: &str) -> AmazonS3Builder {
+    b.with_endpoint(endpoint)
+        .with_config(AmazonS3ConfigKey::S3Endpoint, endpoint)
 }
 
 /// Whether the settings (the registry config's `accesskey`/`secretkey`,
