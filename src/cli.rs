@@ -31,8 +31,10 @@ Exit codes:
   2  bad command line or settings (also a --report or --metrics file that
      cannot be written): nothing was done
   3  refused for safety (not a registry root, a symbolic link out of the root,
-     a key outside docker/registry/v2, a plan over --max-delete-percent or with
-     blobs but no manifests without --force): nothing was deleted
+     a key outside docker/registry/v2; without --force, a plan over
+     --max-delete-percent of the blobs or of the tags and revision links, blobs
+     but no manifests, or tags and revision links but no blob): nothing was
+     deleted
   4  the sweep ran but some deletions failed (named in the output and report);
      the next run finishes the work. Or something pushed or tagged during the
      sweep needs a key it deleted (named; push it again), or the report or
@@ -325,13 +327,15 @@ pub struct GcArgs {
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
 
-    /// Refuse to sweep when the plan deletes more than this share of all blobs
-    /// [default: 50]. A dry run reports the refusal as a warning.
+    /// Refuse to sweep when the plan deletes more than this share of all blobs,
+    /// or of all tags and revision links as dangling (their manifest blob
+    /// missing) [default: 50]. A dry run reports the refusal as a warning.
     #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
     pub max_delete_percent: Option<f64>,
 
-    /// Sweep even a plan the guard refuses (most blobs deleted, or blobs but
-    /// no manifests at all). Check a --dry-run first.
+    /// Sweep even a plan the guard refuses (over --max-delete-percent, blobs
+    /// but no manifests at all, or tags and revision links but no blob at
+    /// all). Check a --dry-run first.
     #[arg(long)]
     pub force: bool,
 
@@ -410,10 +414,10 @@ pub struct PurgeArgs {
     #[arg(short = 'd', long)]
     pub dry_run: bool,
 
-    /// Also purge runs whose record cannot be read, dated by their newest
-    /// object. Without it they are left, with a warning: on disk a quarantine
-    /// move keeps each file's mtime, so such a run may look old the moment it
-    /// is made.
+    /// Also purge runs whose record cannot be read, dated by the later of the
+    /// start their id gives and their newest object. Without it they are left,
+    /// with a warning: on disk a quarantine move keeps each file's mtime, so
+    /// by its objects alone such a run may look old the moment it is made.
     #[arg(long)]
     pub include_unrecorded: bool,
 

@@ -67,8 +67,9 @@ impl PurgeOutcome {
 /// the run listed and purgeable.
 ///
 /// A run whose record cannot be read has no known start: it is left (named in
-/// `unrecorded`) unless `include_unrecorded`, which dates it by its newest
-/// object. That date can be far too old: on disk a quarantine move is a
+/// `unrecorded`) unless `include_unrecorded`, which dates it by the later of
+/// the start its id gives and its newest object (`run_id_started_ms`): its
+/// objects alone can make it far too old, as on disk a quarantine move is a
 /// rename, which keeps each file's mtime, so a run made a moment ago can look
 /// as old as the blobs it holds.
 pub async fn purge(
