@@ -433,7 +433,7 @@ pub async fn command(args: &DuArgs, quiet: bool) -> Exit {
             Exit::Success
         }
         Err(e) => {
-            eprintln!("registry-gc: {e}");
+            crate::say::error(&e.to_string());
             e.exit()
         }
     }
@@ -466,7 +466,7 @@ async fn run(args: &DuArgs, quiet: bool) -> Result<String, Error> {
     let (inv, marks, warnings) = inspect::load(storage, &read, cache, false, &progress).await?;
     progress.finish();
     for w in &warnings {
-        eprintln!("registry-gc: warning: {}: {}", w.key, w.message);
+        crate::say::warning(&format!("{}: {}", w.key, w.message));
     }
     let opts = |delete_untagged| PlanOptions {
         delete_untagged,

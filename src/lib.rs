@@ -37,6 +37,7 @@ pub mod quarantine;
 pub mod recheck;
 pub mod registry_config;
 pub mod report;
+pub mod say;
 pub mod storage;
 pub mod sweep;
 pub mod table;

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use clap::Parser;
@@ -13,18 +12,7 @@ use registry_gc::progress::Progress;
 use registry_gc::storage::open::{open_storage, shown_spec};
 use registry_gc::{gc, generate, metrics, report::Report};
 
-/// `--log-format json`: messages go through the JSON log too, so that stderr
-/// stays one object per line.
-static JSON_LOG: AtomicBool = AtomicBool::new(false);
-
-/// A message for the operator on stderr.
-fn say(msg: &str) {
-    if JSON_LOG.load(Ordering::Relaxed) {
-        tracing::error!("{msg}");
-    } else {
-        eprintln!("registry-gc: {msg}");
-    }
-}
+use registry_gc::say::error as say;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
@@ -218,7 +206,7 @@ fn init_logging(verbose: u8, format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => {
-            JSON_LOG.store(true, Ordering::Relaxed);
+            registry_gc::say::use_json_log();
             builder.json().init();
         }
     }

@@ -532,16 +532,32 @@ fn json_logs_are_one_object_per_line() {
     assert!(text(&out.stdout).contains("registry-gc dry run on"));
 
     // errors too, so that stderr stays parseable when a run fails
-    let out = run(&["--log-format", "json", "gc", "/nonexistent-registry-root"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    let l: serde_json::Value = serde_json::from_str(err.trim()).unwrap();
-    assert_eq!(l["level"], "ERROR");
-    assert!(l["fields"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("/nonexistent-registry-root"));
+    // (every command's: the flag is global)
+    for command in [
+        &["gc"][..],
+        &["du"],
+        &["fsck"],
+        &["restore", "--list"],
+        &["purge", "--older-than", "1d"],
+    ] {
+        let mut args = vec!["--log-format", "json"];
+        args.extend_from_slice(command);
+        args.push("/nonexistent-registry-root");
+        let out = run(&args);
+        assert_ne!(out.status.code(), Some(0), "{command:?}");
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{command:?}: {err}");
+        let l: serde_json::Value =
+            serde_json::from_str(err.trim()).unwrap_or_else(|e| panic!("{command:?}: {e}: {err}"));
+        assert_eq!(l["level"], "ERROR", "{command:?}");
+        assert!(
+            l["fields"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("/nonexistent-registry-root"),
+            "{command:?}: {err}"
+        );
+    }
 
     // the default is text
     let out = run(&["-v", "gc", "--dry-run", "--min-age", "0s", root]);

@@ -106,7 +106,7 @@ pub async fn command(args: &FsckArgs, quiet: bool) -> Exit {
             report.exit()
         }
         Err(e) => {
-            eprintln!("registry-gc: fsck could not complete: {e}");
+            crate::say::error(&format!("fsck could not complete: {e}"));
             e.exit()
         }
     }

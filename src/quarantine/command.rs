@@ -31,11 +31,11 @@ async fn run_restore(args: &RestoreArgs, quiet: bool) -> Result<Exit, Error> {
     if out.is_complete() {
         Ok(Exit::Success)
     } else {
-        eprintln!(
-            "registry-gc: the restore of run {id} is incomplete ({} failed, {} missing)",
+        crate::say::error(&format!(
+            "the restore of run {id} is incomplete ({} failed, {} missing)",
             out.failures.len(),
             out.missing.len()
-        );
+        ));
         Ok(Exit::Incomplete)
     }
 }
@@ -63,24 +63,24 @@ async fn run_purge(args: &PurgeArgs, quiet: bool) -> Result<Exit, Error> {
         print!("{}", out.summary());
     }
     for id in &out.unrecorded {
-        eprintln!(
-            "registry-gc: warning: run {id} has no readable record, so its age is unknown: left in place (--include-unrecorded purges it by its newest object's time)"
-        );
+        crate::say::warning(&format!(
+            "run {id} has no readable record, so its age is unknown: left in place (--include-unrecorded purges it, dated by the later of the start its id gives and its newest object)"
+        ));
     }
     if out.failures.is_empty() {
         Ok(Exit::Success)
     } else {
-        eprintln!(
-            "registry-gc: {} deletions failed; run the purge again to finish",
+        crate::say::error(&format!(
+            "{} deletions failed; run the purge again to finish",
             out.failures.len()
-        );
+        ));
         Ok(Exit::Incomplete)
     }
 }
 
 fn report_exit(result: Result<Exit, Error>) -> Exit {
     result.unwrap_or_else(|e| {
-        eprintln!("registry-gc: {e}");
+        crate::say::error(&e.to_string());
         e.exit()
     })
 }
