@@ -406,7 +406,8 @@ pub struct PurgeArgs {
     #[command(flatten)]
     pub storage: StorageArgs,
 
-    /// Delete the runs that started longer ago than this (e.g. 7d, 12h).
+    /// Delete the runs last written longer ago than this (e.g. 7d, 12h): the
+    /// later of their start and their newest object.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub older_than: Duration,
 

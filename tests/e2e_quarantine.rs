@@ -7,8 +7,9 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use common::cloud::Emulator;
 use common::collector::{self, aged_copy, gc, mode_flags, pushed, run};
 use common::model::Mode;
@@ -18,6 +19,9 @@ use common::tree;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
+use registry_gc::quarantine;
+use registry_gc::storage::open::open_storage;
+use registry_gc::storage::Storage;
 
 const QUARANTINE: &str = "registry-gc-quarantine";
 
@@ -254,6 +258,11 @@ fn quarantine_restore_and_purge_on_disk_with_the_real_registry() {
     let old = record["started_at_ms"].as_i64().unwrap() - 10 * 86_400_000;
     record["started_at_ms"] = old.into();
     std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+    // a run is as old as its last write: the record and what it holds too
+    tree::age_tree(
+        &root.join(QUARANTINE).join(&run_id),
+        Duration::from_secs(10 * 86_400),
+    );
     std::thread::sleep(Duration::from_millis(1100)); // a new run id
     let out = gc(
         root,
@@ -751,4 +760,151 @@ fn purge_leaves_a_run_without_a_readable_record() {
     let out = include("1s");
     assert!(out.contains(&format!("purged: run {run_id}")), "{out}");
     assert!(runs_on_disk(root).is_empty());
+}
+
+fn review_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A run record as `gc --quarantine` writes it, for one unreferenced blob.
+fn seeded_record(run: &str, started_ms: i64, state: &str, key: &str, bytes: u64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schema_version": 1,
+        "run_id": run,
+        "started_at": humantime::format_rfc3339_seconds(
+            SystemTime::UNIX_EPOCH + Duration::from_millis(started_ms as u64)).to_string(),
+        "started_at_ms": started_ms,
+        "storage": "test",
+        "options": {"delete_untagged": true, "min_age_seconds": 0,
+                    "upload_max_age_seconds": 0, "delete_empty_repos": false},
+        "state": state,
+        "keys": 1, "bytes": bytes, "moved_keys": if state == "moving" { 0 } else { 1 },
+        "entries": [{"key": key, "reason": "unreferenced-blob", "bytes": bytes}],
+    }))
+    .unwrap()
+}
+
+const BLOB: &str = "docker/registry/v2/blobs/sha256/2c/2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824/data";
+
+/// Seeds one quarantined blob and its run record.
+async fn seed_one_quarantined_blob(storage: &dyn Storage, run: &str, started_ms: i64, state: &str) {
+    storage
+        .put(
+            &quarantine::quarantine_key(run, BLOB),
+            Bytes::from_static(b"hello"),
+        )
+        .await
+        .unwrap();
+    storage
+        .put(
+            &quarantine::record_key(run),
+            Bytes::from(seeded_record(run, started_ms, state, BLOB, 5)),
+        )
+        .await
+        .unwrap();
+}
+
+/// README: restore "is idempotent: a key already in place counts as done".
+/// A second restore of a run finds each key it put back in place and its
+/// quarantined copy gone: in place, not "the registry's current key", whose
+/// quarantined copy would stay in the run (S3 said so, having looked at the
+/// destination only).
+fn restore_twice_counts_keys_as_in_place(emulator: Emulator) {
+    emulator.require();
+    let root = Emulator::unique_root(&format!("restore-twice-{}", emulator.name()));
+    let storage = open_storage(&emulator.url(&root), &emulator.backend_options()).unwrap();
+    let storage = storage.as_ref();
+    let run = "20260101T000000Z-abcdef";
+    let rt = review_rt();
+    rt.block_on(seed_one_quarantined_blob(
+        storage,
+        run,
+        now_ms(),
+        "complete",
+    ));
+
+    let first = rt
+        .block_on(quarantine::restore(storage, run, 4, 1))
+        .unwrap();
+    assert_eq!(first.restored, 1, "{first:?}");
+    assert!(!rt
+        .block_on(storage.exists(&quarantine::quarantine_key(run, BLOB)))
+        .unwrap());
+
+    let second = rt
+        .block_on(quarantine::restore(storage, run, 4, 1))
+        .unwrap();
+    assert!(
+        second.kept_live.is_empty() && second.already_in_place == 1,
+        "{}: the second restore misreports a key it put back itself:\n{}",
+        emulator.name(),
+        second.summary()
+    );
+}
+
+#[test]
+fn s3_restore_twice_counts_keys_as_in_place() {
+    restore_twice_counts_keys_as_in_place(Emulator::Moto);
+}
+
+#[test]
+fn azure_restore_twice_counts_keys_as_in_place() {
+    restore_twice_counts_keys_as_in_place(Emulator::Azurite);
+}
+
+/// A collection that started two hours ago (a long listing) has just written
+/// its record and is moving keys now: `purge --older-than 1h` must not take
+/// the run a gc is still filling, nor keys quarantined a minute ago. A run is
+/// as old as its last write, not its gc's start.
+#[test]
+fn purge_leaves_a_run_still_moving() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("docker/registry/v2")).unwrap();
+    let storage = open_storage(&dir.path().display().to_string(), &Default::default()).unwrap();
+    let storage = storage.as_ref();
+    let rt = review_rt();
+    let started = SystemTime::now() - Duration::from_secs(2 * 3600);
+    // the id a gc started two hours ago gets
+    let id = {
+        let stamp = humantime::format_rfc3339_seconds(started)
+            .to_string()
+            .replace(['-', ':'], "");
+        format!("{stamp}-00beef")
+    };
+    let started_ms = started
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // record written just now (the sweep's start), first key moved just now
+    rt.block_on(seed_one_quarantined_blob(
+        storage, &id, started_ms, "moving",
+    ));
+    let out = rt
+        .block_on(quarantine::purge(
+            storage,
+            Duration::from_secs(3600),
+            SystemTime::now(),
+            false,
+            false,
+            4,
+        ))
+        .unwrap();
+    assert!(
+        out.purged.is_empty(),
+        "purged a run whose record and keys were written seconds ago (state moving):\n{}",
+        out.summary()
+    );
+    assert!(rt
+        .block_on(storage.exists(&quarantine::quarantine_key(&id, BLOB)))
+        .unwrap());
 }

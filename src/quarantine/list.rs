@@ -23,16 +23,19 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    /// The run's time: its record's; without one, the later of the start
-    /// its id gives and its newest object's (a move on disk keeps each
-    /// file's mtime, so objects alone can make a run made a moment ago
-    /// look old: a run is dated old only when both say so).
+    /// The run's time: its last write, the later of its start (its
+    /// record's, or without one the start its id gives) and its newest
+    /// object. A gc writes its record when the sweep starts and ends, and a
+    /// move on S3 or Azure is a fresh copy, so a run being filled now is not
+    /// dated by a start hours ago (a long listing); a move on disk keeps each
+    /// file's mtime, so objects alone can make a run made a moment ago look
+    /// old: a run is dated old only when both say so.
     pub fn time_ms(&self) -> i64 {
-        match &self.record {
-            Some(r) => r.started_at_ms,
-            None => super::run_id_started_ms(&self.run_id)
-                .map_or(self.newest_ms, |t| t.max(self.newest_ms)),
-        }
+        let started = match &self.record {
+            Some(r) => Some(r.started_at_ms),
+            None => super::run_id_started_ms(&self.run_id),
+        };
+        started.map_or(self.newest_ms, |t| t.max(self.newest_ms))
     }
 }
 

@@ -373,7 +373,13 @@ impl ObjectStorage {
     async fn copy_one(&self, from: &str, to: &str, mode: MoveMode) -> Result<Moved, StorageError> {
         let (src, dst) = (self.path(from)?, self.path(to)?);
         if mode == MoveMode::KeepExisting && self.service == Service::S3 && self.exists(to).await? {
-            return Ok(Moved::DestinationExists);
+            // a move done before (a restore run again) leaves no source:
+            // that is "nothing to move", as the other services answer it
+            return Ok(if self.exists(from).await? {
+                Moved::DestinationExists
+            } else {
+                Moved::SourceMissing
+            });
         }
         self.counts.put(1);
         let copied = match mode {
