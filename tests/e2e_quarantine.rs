@@ -693,6 +693,48 @@ fn no_record_no_moves() {
     );
 }
 
+/// A run whose quarantined files are gone (removed by hand, or a restore
+/// that found them missing) leaves only directories and its record: purge
+/// removes it whole, and it is not listed again as a run without a record
+/// that every later purge "purges".
+#[test]
+fn purge_removes_a_run_left_with_empty_directories() {
+    let (_dir, sc) = pushed(scenarios::deletion_has_effect);
+    let copy = aged_copy(&sc);
+    let root = copy.path();
+    let root_s = root.display().to_string();
+    gc(root, &strs(&flags(&["--quarantine"])), 0);
+    let runs = runs_on_disk(root);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let run_id = runs.iter().next().unwrap().clone();
+    let run_dir = root.join(QUARANTINE).join(&run_id);
+    fn remove_files_but_the_record(dir: &Path) -> usize {
+        let mut removed = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                removed += remove_files_but_the_record(&p);
+            } else if p.file_name().unwrap() != "run.json" {
+                std::fs::remove_file(&p).unwrap();
+                removed += 1;
+            }
+        }
+        removed
+    }
+    assert!(remove_files_but_the_record(&run_dir) > 0);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (out, _) = expect(&["purge", "--older-than", "1s", &root_s], 0);
+    assert!(out.contains(&format!("purged: run {run_id}")), "{out}");
+    assert!(
+        !root.join(QUARANTINE).exists(),
+        "left: {:?}",
+        std::fs::read_dir(root.join(QUARANTINE))
+            .map(|d| d.map(|e| e.unwrap().path()).collect::<Vec<_>>())
+    );
+    let (list, _) = expect(&["restore", "--list", &root_s], 0);
+    assert!(!list.contains(&run_id), "{list}");
+}
+
 /// A run whose record cannot be read has no known start: on disk its keys keep
 /// their mtimes through the move, so dated by its newest object a run made a
 /// moment ago looks as old as the registry's blobs. `purge` leaves such a run

@@ -97,14 +97,18 @@ pub async fn purge(
         }
         let prefix = run_prefix(&run.run_id);
         let record_at = record_key(&run.run_id);
-        let mut keys: Vec<String> = storage
+        let listed: Vec<String> = storage
             .list(&prefix)
             .map_ok(|o| o.key)
-            .try_filter(|k| futures::future::ready(!k.ends_with('/')))
             .try_collect()
             .await?;
-        // only ever this run's keys, the record last
-        keys.retain(|k| k.starts_with(&prefix) && *k != record_at);
+        // only ever this run's keys, the record last; the empty directories
+        // (keys ending in `/`, on disk) are removed with the rest
+        let (empty_dirs, mut keys): (Vec<String>, Vec<String>) = listed
+            .into_iter()
+            .filter(|k| k.starts_with(&prefix))
+            .partition(|k| k.ends_with('/'));
+        keys.retain(|k| *k != record_at);
         let n = keys.len() as u64;
         if !dry_run {
             keys.push(record_at.clone());
@@ -132,6 +136,7 @@ pub async fn purge(
                 }
             }
             if storage.has_directories() {
+                keys.extend(empty_dirs);
                 let mut dirs = dirs_below(&prefix, &keys);
                 dirs.push(prefix.trim_end_matches('/').to_string());
                 let _ = storage.remove_empty_dirs(&dirs).await;
