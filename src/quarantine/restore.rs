@@ -15,13 +15,16 @@ use crate::plan::Reason;
 use crate::report::{human_bytes, Failure};
 use crate::storage::{MoveMode, Moved, Storage, StorageError};
 
-/// Order of restore: blobs before the links that point at them, so that the
-/// registry never serves a link to a blob not yet back.
+/// Order of restore: blobs before the links that point at them, and a
+/// manifest's revision link before a tag that names it, so that the registry
+/// never serves a link to something not yet back (the sweep's order,
+/// reversed).
 fn restore_phase(reason: Reason) -> u8 {
     match reason {
         Reason::UnreferencedBlob => 0,
         Reason::DanglingLayerLink => 1,
-        Reason::StaleUpload => 3,
+        Reason::DanglingTag => 3,
+        Reason::StaleUpload => 4,
         _ => 2,
     }
 }
@@ -270,5 +273,8 @@ mod tests {
         assert!(restore_phase(Reason::UnreferencedBlob) < restore_phase(Reason::DanglingLayerLink));
         assert!(restore_phase(Reason::DanglingLayerLink) < restore_phase(Reason::UntaggedManifest));
         assert!(restore_phase(Reason::UnreferencedBlob) < restore_phase(Reason::DanglingTag));
+        for revision in [Reason::UntaggedManifest, Reason::DanglingRevision] {
+            assert!(restore_phase(revision) < restore_phase(Reason::DanglingTag));
+        }
     }
 }
