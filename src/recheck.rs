@@ -298,6 +298,7 @@ pub async fn check_after_sweep(
             });
         }
     }
+    named.extend(rolled_back_tags(inv, marks, done, &recent));
     named.extend(revived_by_a_push(storage, inv, marks, done, opts).await?);
     named.sort();
     named.dedup();
@@ -321,6 +322,50 @@ pub async fn check_after_sweep(
     drop(stats);
     still_missing.retain_in(&mut named);
     Ok(named)
+}
+
+/// Tags the sweep deleted as dangling that a push in the window moved back
+/// onto a manifest their history names (a rollback): the push rewrote the
+/// tag's `current/link` and history entry, which the sweep then deleted, so
+/// no tag key is left to see. In 2.8 a tag is written only by a manifest PUT,
+/// which writes that manifest's revision link first: one written since the
+/// fence, in the tag's repository, for a manifest in the tag's history names
+/// the tag. (It may name a tag nobody moved, when that manifest was pushed
+/// under another name during the run: better named than silently gone.)
+fn rolled_back_tags(
+    inv: &Inventory,
+    marks: &Marks,
+    done: &Plan,
+    recent: &Recent,
+) -> Vec<BrokenByRace> {
+    let mut named = Vec::new();
+    for d in &done.deletions {
+        let (Reason::DanglingTag, Target::TagCurrent { repo: r, tag: t }) =
+            (d.reason(), d.target(inv))
+        else {
+            continue;
+        };
+        let repo = &inv.repositories[r as usize];
+        let pushed = repo.history.iter().filter(|h| h.tag == t).find_map(|h| {
+            let m = inv.digests.get(h.link.digest);
+            recent
+                .manifests
+                .iter()
+                .any(|(name, pushed)| *name == repo.name && pushed == m)
+                .then_some(*m)
+        });
+        if let Some(m) = pushed {
+            let target = marks.target_digest(inv, marks.tag_targets[r as usize][t as usize]);
+            named.push(BrokenByRace {
+                repository: repo.name.clone(),
+                manifest: m.to_string(),
+                tag: Some(repo.tag_name(t).to_string()),
+                blob: target.map(|d| d.to_string()).unwrap_or_default(),
+                deleted_key: layout::tag_current_key(&repo.name, repo.tag_name(t)),
+            });
+        }
+    }
+    named
 }
 
 /// Links the sweep deleted as dangling (what they name had no blob when the

@@ -1125,3 +1125,74 @@ fn a_dangling_tag_nobody_pushed_is_not_named_when_a_stat_fails() {
         named_broken(&report)
     );
 }
+
+/// A rollback during the sweep: `latest` dangles (its newest manifest's
+/// blob is lost), and its history also names an older image, still stored.
+/// The plan deletes the tag whole (`current/link` and every history entry).
+/// After the re-check and before that delete, a client tags the older image
+/// `latest` again: the registry rewrites the older image's revision link,
+/// its history entry and `current/link`, the last two then deleted by the
+/// sweep. Afterwards `latest` must pull, or be named (exit 4): README,
+/// "each tag whose `current/link` it deleted".
+fn rollback_during_the_sweep(delete_untagged: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let base = reg.url().to_string();
+    kept_images(&base);
+    let seed = format!("online-rollback-{delete_untagged}");
+    let older = push_like_client(
+        &base,
+        "app",
+        &Image::docker(&format!("{seed}-older"), 2),
+        "latest",
+    );
+    let newer = push_like_client(
+        &base,
+        "app",
+        &Image::docker(&format!("{seed}-newer"), 2),
+        "latest",
+    );
+    let blob = tree::key_path(dir.path(), &tree::blob_key_for_digest(&newer.digest));
+    std::fs::remove_dir_all(blob.parent().unwrap()).unwrap();
+    assert!(
+        http::get_manifest(&base, "app", "latest").is_err(),
+        "latest dangles"
+    );
+    http::pull_verify(&base, "app", &older.digest).expect("the older image is intact");
+    tree::age_tree(dir.path(), Duration::from_secs(2 * 3600));
+
+    let (hook_base, hook_older) = (base.clone(), older.clone());
+    let hook: Hook = Box::new(move || {
+        http::put_manifest(
+            &hook_base,
+            "app",
+            "latest",
+            &hook_older.media_type,
+            &hook_older.bytes,
+        );
+        http::pull_verify(&hook_base, "app", "latest").expect("pulls right after the rollback");
+    });
+    let report = collect_with_writes(
+        on_disk(dir.path()),
+        hook,
+        When::FirstDeleteOf("/_manifests/tags/"),
+        options(delete_untagged, Duration::from_secs(3600)),
+    );
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let pulls = http::pull_verify(&base, "app", "latest");
+    let named = named_broken(&report);
+    assert!(
+        pulls.is_ok()
+            || named
+                .iter()
+                .any(|(repo, what, _)| repo == "app" && what == "latest"),
+        "app:latest, tagged during the sweep, does not pull ({:?}) and is not named: {named:?}\n{}",
+        pulls.err(),
+        report.summary()
+    );
+}
+
+#[test]
+fn a_dangling_tag_rolled_back_during_the_sweep_pulls_or_is_named() {
+    rollback_during_the_sweep(false);
+}
