@@ -37,8 +37,9 @@ Exit codes:
      deleted
   4  the sweep ran but some deletions failed (named in the output and report);
      the next run finishes the work. Or something pushed or tagged during the
-     sweep needs a key it deleted (named; push it again), or the report or
-     metrics could not be written after the sweep
+     sweep needs a key it deleted (named; push it again), or the look for
+     such pushes failed, or the report or metrics could not be written after
+     the sweep
   5  fsck found problems (listed in its output); informational findings alone
      (orphan blobs, leftover links, stray keys) exit 0 unless --strict
 

@@ -179,6 +179,7 @@ pub async fn run(
     // link can break what the registry serves: a run that deleted none has
     // nothing to look for.
     let mut broken_by_race = Vec::new();
+    let mut check_after_sweep_error = None;
     let look = outcome.is_some()
         && !opts.offline
         && plan
@@ -195,10 +196,7 @@ pub async fn run(
                     recheck::RecheckError::Storage(e) => e.to_string(),
                     other => other.to_string(),
                 };
-                warnings.push(Warning::new(
-                    &storage.describe(),
-                    &format!("could not check for pushes made during the sweep: {cause}"),
-                ));
+                check_after_sweep_error = Some(cause);
             }
         }
     }
@@ -279,6 +277,7 @@ pub async fn run(
         manifest_bytes_read: marks.manifest_bytes_read,
         recheck,
         broken_by_concurrent_pushes: broken_by_race,
+        check_after_sweep_error,
         unwritten_report: None,
     };
     if let Some(path) = report_path {

@@ -63,35 +63,17 @@ fn main() -> ExitCode {
     ExitCode::from(exit as u8)
 }
 
-/// Says each thing a finished run leaves to do (all of them: with `-q` these
-/// lines are all there is), and exits 4 if there is any.
+/// Says each thing a finished run leaves to do, and exits 4 if there is any.
 fn say_what_is_left_to_do(report: &Report) -> Exit {
-    let mut exit = Exit::Success;
-    if let Some(why) = &report.unwritten_report {
-        say(&format!("the sweep ran, but {why}"));
-        exit = Exit::Incomplete;
+    let left = report.left_to_do();
+    for line in &left {
+        say(line);
     }
-    if !report.failures.is_empty() {
-        say(&format!(
-            "{} deletions failed; run again to finish",
-            report.failures.len()
-        ));
-        exit = Exit::Incomplete;
+    if left.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Incomplete
     }
-    if !report.broken_by_concurrent_pushes.is_empty() {
-        let images: std::collections::BTreeSet<String> = report
-            .broken_by_concurrent_pushes
-            .iter()
-            .map(|b| b.reference())
-            .collect();
-        say(&format!(
-            "{} images pushed or tagged during the sweep need keys it deleted; push them again: {}",
-            images.len(),
-            images.into_iter().collect::<Vec<_>>().join(", ")
-        ));
-        exit = Exit::Incomplete;
-    }
-    exit
 }
 
 /// What is known of a run for its metrics, filled in as the run gets further.

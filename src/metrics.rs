@@ -336,6 +336,7 @@ mod tests {
             sweep_stopped_early: false,
             recheck: Default::default(),
             broken_by_concurrent_pushes: vec![],
+            check_after_sweep_error: None,
             phase_seconds: Default::default(),
             quarantine: false,
             quarantine_run: None,

@@ -118,6 +118,10 @@ pub struct Report {
     /// Manifests pushed while the sweep ran that name a blob it deleted (the
     /// window the re-check leaves): push them again.
     pub broken_by_concurrent_pushes: Vec<BrokenByRace>,
+    /// Why the look after the sweep could not be made (a listing or read
+    /// that failed): what a push in the sweep's window needed may be gone
+    /// unnoticed, so the run does not end as a success.
+    pub check_after_sweep_error: Option<String>,
     /// `--quarantine`: keys were (or would be) moved into a quarantine run, not deleted.
     pub quarantine: bool,
     /// The quarantine run's id (not in a dry run).
@@ -229,6 +233,42 @@ pub fn write_json(
 }
 
 impl Report {
+    /// What a finished run leaves to do, one line each (all of them: with
+    /// `-q` these lines are all the binary says), in the order to read them.
+    /// A run with any exits 4.
+    pub fn left_to_do(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        if let Some(why) = &self.unwritten_report {
+            left.push(format!("the sweep ran, but {why}"));
+        }
+        if !self.failures.is_empty() {
+            left.push(format!(
+                "{} deletions failed; run again to finish",
+                self.failures.len()
+            ));
+        }
+        if !self.broken_by_concurrent_pushes.is_empty() {
+            let images: std::collections::BTreeSet<String> = self
+                .broken_by_concurrent_pushes
+                .iter()
+                .map(|b| b.reference())
+                .collect();
+            left.push(format!(
+                "{} images pushed or tagged during the sweep need keys it deleted; push them again: {}",
+                images.len(),
+                images.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if let Some(why) = &self.check_after_sweep_error {
+            left.push(format!(
+                "the sweep ran, but the look for pushes made during it failed ({why}): an image pushed \
+                 or tagged in that window may need a key the sweep deleted; run again, or check with \
+                 `registry-gc fsck`"
+            ));
+        }
+        left
+    }
+
     pub fn tally(inv: &Inventory, deletions: &[Deletion]) -> BTreeMap<Reason, CountBytes> {
         let mut planned = BTreeMap::new();
         for d in deletions {

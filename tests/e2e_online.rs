@@ -1196,3 +1196,36 @@ fn rollback_during_the_sweep(delete_untagged: bool) {
 fn a_dangling_tag_rolled_back_during_the_sweep_pulls_or_is_named() {
     rollback_during_the_sweep(false);
 }
+
+/// The look after the sweep that cannot be made (its listing fails: here a
+/// symbolic link out of the root appears under `repositories/` during the
+/// sweep) leaves the run unverified: the report says why, and the run has
+/// something left to do (exit 4), not a success with a warning.
+#[test]
+fn a_look_after_the_sweep_that_fails_is_left_to_do() {
+    let (dir, _reg, _o) = seeded_on_disk();
+    let outside = tempfile::tempdir().unwrap();
+    let (link, target) = (
+        tree::v2_dir(dir.path()).join("repositories/elsewhere"),
+        outside.path().to_path_buf(),
+    );
+    let hook: Hook = Box::new(move || std::os::unix::fs::symlink(&target, &link).unwrap());
+    let report = collect_with_writes(
+        on_disk(dir.path()),
+        hook,
+        When::FirstBlobDelete,
+        options(true, Duration::from_secs(3600)),
+    );
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let why = report
+        .check_after_sweep_error
+        .clone()
+        .unwrap_or_else(|| panic!("the look did not fail:\n{}", report.summary()));
+    assert!(why.contains("repositories/elsewhere"), "{why}");
+    let left = report.left_to_do();
+    assert!(
+        left.iter()
+            .any(|l| l.contains("the look for pushes made during it failed")),
+        "{left:?}"
+    );
+}
