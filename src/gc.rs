@@ -160,6 +160,7 @@ pub async fn run(
         concurrency: opts.concurrency,
         attempts: 3,
         action,
+        fence: (!opts.offline).then(|| plan_opts.fence()),
     };
     let outcome = if opts.dry_run {
         None
@@ -172,6 +173,12 @@ pub async fn run(
     // counts, the summary and the report speak of what was deleted.
     if let Some(o) = &outcome {
         o.done.retain_in(&mut plan.deletions);
+        for tag in &o.tags_moved_during_run {
+            warnings.push(Warning::new(
+                tag,
+                "tag planned as dangling was moved during the run (its current link is newer than the fence): kept",
+            ));
+        }
     }
     // The window the re-check leaves: a push or a tag between it and a
     // delete. Look once more, so that what the sweep broke is named, not left

@@ -1,8 +1,9 @@
 //! The sweep's phases, cut into batches.
 //!
-//! A plan is swept in up to three phases (`Reason::phase`): manifest links
-//! and stale uploads, then blobs, then layer links, each started once the one
-//! before has finished. Every phase ends in a partial batch, and on a store
+//! A plan is swept in up to four phases (`Reason::phase`): manifest links
+//! and stale uploads, then blobs, then layer links, then tags planned as
+//! dangling (rare, and checked just before by the sweep), each started once
+//! the one before has finished. Every phase ends in a partial batch, and on a store
 //! that deletes a thousand keys a request (S3) each of those is a request: a
 //! plan of 2,474 deletions in three phases took four DELETE requests where
 //! three carry it. Most deletions of a later phase wait for nothing still to

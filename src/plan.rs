@@ -72,16 +72,22 @@ impl Reason {
     /// usually has room for them (a DELETE fewer than a phase of their own).
     /// The sweep fills what room is left with later deletions that wait for
     /// nothing still to come (`phases`).
+    ///
+    /// Dangling tags go last: a tag that names no manifest serves nothing, so
+    /// nothing waits for it, and the sweep looks at each one's `current/link`
+    /// just before: a tag moved during the run (a rollback onto a manifest of
+    /// its history) is kept, and the look after the sweep sees it (deleted
+    /// with the rest, it would leave nothing to see).
     pub fn phase(self) -> u8 {
         match self {
             Reason::UntaggedManifest
             | Reason::UntaggedTagIndex
             | Reason::DanglingRevision
             | Reason::DanglingTagIndex
-            | Reason::DanglingTag
             | Reason::StaleUpload => 0,
             Reason::UnreferencedBlob => 1,
             Reason::DanglingLayerLink => 2,
+            Reason::DanglingTag => 3,
         }
     }
 
@@ -302,16 +308,22 @@ impl Plan {
     /// and taking some out keeps the order), and a target's kind saying its
     /// phase.
     pub fn find(&self, inv: &Inventory, target: Target) -> Option<usize> {
-        let phase = match target {
-            Target::Blob(_) => Reason::UnreferencedBlob.phase(),
-            Target::LayerLink { .. } => Reason::DanglingLayerLink.phase(),
-            Target::Revision { .. } => Reason::DanglingRevision.phase(),
-            Target::TagCurrent { .. } | Target::TagIndex { .. } => Reason::DanglingTag.phase(),
-            Target::Upload { .. } => Reason::StaleUpload.phase(),
+        let search = |phase: u8| {
+            self.deletions
+                .binary_search_by(|d| (d.reason().phase(), d.target(inv)).cmp(&(phase, target)))
+                .ok()
         };
-        self.deletions
-            .binary_search_by(|d| (d.reason().phase(), d.target(inv)).cmp(&(phase, target)))
-            .ok()
+        match target {
+            Target::Blob(_) => search(Reason::UnreferencedBlob.phase()),
+            Target::LayerLink { .. } => search(Reason::DanglingLayerLink.phase()),
+            Target::Revision { .. } => search(Reason::DanglingRevision.phase()),
+            Target::TagCurrent { .. } => search(Reason::DanglingTag.phase()),
+            // a history entry goes alone (untagged, or naming a missing
+            // manifest) or with its dangling tag
+            Target::TagIndex { .. } => search(Reason::UntaggedTagIndex.phase())
+                .or_else(|| search(Reason::DanglingTag.phase())),
+            Target::Upload { .. } => search(Reason::StaleUpload.phase()),
+        }
     }
 }
 

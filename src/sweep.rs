@@ -9,10 +9,10 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::bits::Bits;
-use crate::inventory::Inventory;
+use crate::inventory::{listed_secs, Inventory, Secs};
 use crate::layout;
 use crate::phases::Phases;
-use crate::plan::{Deletion, Plan};
+use crate::plan::{Deletion, Plan, Reason, Target};
 use crate::progress::Progress;
 use crate::quarantine::{self, QuarantineRun};
 use crate::report::Failure;
@@ -24,6 +24,10 @@ pub struct SweepOptions {
     /// Attempts per key before it is reported as failed.
     pub attempts: u32,
     pub action: SweepAction,
+    /// The plan's fence, for a run while the registry serves: a dangling
+    /// tag whose `current/link` was written after it by the time its phase
+    /// comes is kept. `None` with `--offline`, where nothing is written.
+    pub fence: Option<Secs>,
 }
 
 /// What the sweep does with each planned key.
@@ -51,6 +55,9 @@ pub struct SweepOutcome {
     /// Whether the empty repositories the plan names were removed (skipped
     /// after a failure, as the empty directories are).
     pub empty_repositories_removed: bool,
+    /// Dangling tags kept because their `current/link` was written during
+    /// the run (`REPO:TAG`): moved by a push, they name a manifest again.
+    pub tags_moved_during_run: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +118,23 @@ pub async fn sweep(
     let phases = Phases::of(inv, plan, storage.max_delete_batch());
     let in_flight = delete_batches_in_flight(storage, opts.concurrency);
     for p in 0..phases.len() {
-        let mut results = futures::stream::iter(phases.batches(p, plan))
+        let dangling_tags = phases
+            .batches(p, plan)
+            .next()
+            .is_some_and(|b| b[0].1.reason() == Reason::DanglingTag);
+        let batches: Box<dyn Iterator<Item = Vec<(usize, Deletion)>> + Send> =
+            match opts.fence.filter(|_| dangling_tags) {
+                Some(fence) => {
+                    let (batches, moved, failures) =
+                        without_tags_moved_since(storage, inv, phases.batches(p, plan), fence)
+                            .await;
+                    outcome.tags_moved_during_run.extend(moved);
+                    outcome.failures.extend(failures);
+                    Box::new(batches.into_iter())
+                }
+                None => Box::new(phases.batches(p, plan)),
+            };
+        let mut results = futures::stream::iter(batches)
             .map(|chunk| remove_batch(storage, inv, chunk, opts.attempts, run))
             .buffer_unordered(in_flight);
         while let Some(done) = results.next().await {
@@ -197,6 +220,72 @@ const KEYS_IN_FLIGHT: usize = 8192;
 fn delete_batches_in_flight(storage: &dyn Storage, concurrency: usize) -> usize {
     let by_keys = KEYS_IN_FLIGHT / storage.max_delete_batch().max(1);
     storage.batches_in_flight(concurrency).min(by_keys).max(1)
+}
+
+/// The dangling tags' batches less the tags a push moved since the fence
+/// (their `current/link` written after it, seen by a stat just before their
+/// delete), with those tags' `REPO:TAG`, and a failure for each tag whose
+/// link could not be stat'ed (kept too: the next run decides). Few keys: a
+/// tag dangles only when its manifest's blob is gone.
+async fn without_tags_moved_since(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    batches: impl Iterator<Item = Vec<(usize, Deletion)>>,
+    fence: Secs,
+) -> (Vec<Vec<(usize, Deletion)>>, Vec<String>, Vec<Failure>) {
+    let mut batches: Vec<Vec<(usize, Deletion)>> = batches.collect();
+    let currents: Vec<(u32, u32)> = batches
+        .iter()
+        .flatten()
+        .filter_map(|(_, d)| match d.target(inv) {
+            Target::TagCurrent { repo, tag } => Some((repo, tag)),
+            _ => None,
+        })
+        .collect();
+    let keys: Vec<String> = currents
+        .iter()
+        .map(|&(repo, tag)| inv.key_of(&Target::TagCurrent { repo, tag }))
+        .collect();
+    let mut keep = BTreeSet::new();
+    let (mut moved, mut failures) = (Vec::new(), Vec::new());
+    for chunk in (0..keys.len())
+        .collect::<Vec<_>>()
+        .chunks(storage.max_get_batch().max(1))
+    {
+        let stats = storage
+            .stat_batch(&keys[chunk[0]..=chunk[chunk.len() - 1]])
+            .await;
+        for (&i, stat) in chunk.iter().zip(stats) {
+            let (repo, tag) = currents[i];
+            match stat {
+                Ok(meta) if listed_secs(meta.last_modified_ms) <= fence => continue,
+                // gone already: nothing of it to keep
+                Err(e) if e.is_not_found() => continue,
+                Ok(_) => {
+                    let r = &inv.repositories[repo as usize];
+                    moved.push(format!("{}:{}", r.name, r.tag_name(tag)));
+                }
+                Err(e) => failures.push(Failure {
+                    key: keys[i].clone(),
+                    error: format!("kept: its tag could not be checked before its delete: {e}"),
+                }),
+            }
+            keep.insert((repo, tag));
+        }
+    }
+    if !keep.is_empty() {
+        let kept = |d: &Deletion| match d.target(inv) {
+            Target::TagCurrent { repo, tag } | Target::TagIndex { repo, tag, .. } => {
+                keep.contains(&(repo, tag))
+            }
+            _ => false,
+        };
+        for b in &mut batches {
+            b.retain(|(_, d)| !kept(d));
+        }
+        batches.retain(|b| !b.is_empty());
+    }
+    (batches, moved, failures)
 }
 
 /// What one batch did.

@@ -1054,9 +1054,10 @@ fn a_push_broken_by_the_sweep_is_named_when_its_key_cannot_be_stated() {
 }
 
 /// A dangling tag pushed again after the re-check: the push rewrites the
-/// very links the sweep then deletes as dangling, so nothing it wrote is
-/// left under `repositories/` to see. Its manifest's blob, missing when the
-/// run looked, exists again: the tag is named.
+/// very links the sweep then deletes as dangling (the revision link, and the
+/// layers' blobs, unreferenced when the run looked). The tag itself, swept
+/// last, is seen moved and kept; the manifest it names now needs what the
+/// sweep deleted: named, and a push again repairs it.
 #[test]
 fn a_dangling_tag_pushed_again_during_the_sweep_is_named() {
     let image = Image::docker("online-dangling-in-sweep", 2);
@@ -1088,14 +1089,22 @@ fn a_dangling_tag_pushed_again_during_the_sweep_is_named() {
     assert!(
         named.contains(&(
             "app".to_string(),
-            "latest".to_string(),
+            pushed.digest.clone(),
             format!(
                 "docker/registry/v2/{}",
-                tree::tag_current_link_key("app", "latest")
+                tree::revision_link_key("app", &pushed.digest)
             )
         )),
         "{named:?}\n{}",
         report.summary()
+    );
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.key == "app:latest" && w.message.contains("moved during the run")),
+        "{:?}",
+        report.warnings
     );
     // as the report says: pushing it again repairs it
     push_like_client(&base, "app", &image, "latest");
@@ -1132,9 +1141,10 @@ fn a_dangling_tag_nobody_pushed_is_not_named_when_a_stat_fails() {
 /// After the re-check and before that delete, a client tags the older image
 /// `latest` again: the registry rewrites the older image's revision link,
 /// its history entry and `current/link`, the last two then deleted by the
-/// sweep. Afterwards `latest` must pull, or be named (exit 4): README,
-/// "each tag whose `current/link` it deleted".
-fn rollback_during_the_sweep(delete_untagged: bool) {
+/// sweep. Afterwards `latest` must pull, or it or the image it names must be
+/// named (exit 4): README, "each tag whose `current/link` it deleted", "each
+/// manifest written during the run that needs a key the sweep deleted".
+fn rollback_during_the_sweep(delete_untagged: bool, when: When) {
     let dir = tempfile::tempdir().unwrap();
     let reg = Registry::start(dir.path());
     let base = reg.url().to_string();
@@ -1175,7 +1185,7 @@ fn rollback_during_the_sweep(delete_untagged: bool) {
     let report = collect_with_writes(
         on_disk(dir.path()),
         hook,
-        When::FirstDeleteOf("/_manifests/tags/"),
+        when,
         options(delete_untagged, Duration::from_secs(3600)),
     );
     assert!(report.failures.is_empty(), "{:?}", report.failures);
@@ -1185,16 +1195,28 @@ fn rollback_during_the_sweep(delete_untagged: bool) {
         pulls.is_ok()
             || named
                 .iter()
-                .any(|(repo, what, _)| repo == "app" && what == "latest"),
+                .any(|(repo, what, _)| repo == "app" && (what == "latest" || *what == older.digest)),
         "app:latest, tagged during the sweep, does not pull ({:?}) and is not named: {named:?}\n{}",
         pulls.err(),
         report.summary()
     );
 }
 
+/// Just before the tag's own delete (dangling tags go last).
 #[test]
 fn a_dangling_tag_rolled_back_during_the_sweep_pulls_or_is_named() {
-    rollback_during_the_sweep(false);
+    rollback_during_the_sweep(false, When::FirstDeleteOf("/_manifests/tags/"));
+}
+
+/// Under `--delete-untagged` the older image's revision link went in the
+/// first phase; the rollback, just before its blobs go, writes it again and
+/// moves the tag, which the sweep then sees and keeps: the image needs the
+/// blobs the sweep deletes next, and is named. (At the tag's own delete, the
+/// older image's blobs are gone and the registry refuses the rollback.)
+
+#[test]
+fn a_dangling_tag_rolled_back_during_the_sweep_pulls_or_is_named_under_delete_untagged() {
+    rollback_during_the_sweep(true, When::FirstBlobDelete);
 }
 
 /// The look after the sweep that cannot be made (its listing fails: here a
