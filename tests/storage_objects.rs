@@ -388,3 +388,33 @@ async fn a_plain_http_endpoint_without_allow_http_says_to_allow_it() {
         );
     }
 }
+
+/// A failure that has nothing to do with credentials was reported as "no
+/// usable credentials" when the key (a repository's name) or the bucket
+/// held the word `metadata` or `credential`: they are in the request's URL.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repository_named_metadata_is_not_a_credential_failure() {
+    let endpoint = answering(
+        "400 Bad Request",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidArgument</Code><Message>Invalid argument.</Message></Error>",
+    );
+    let mut options = registry_gc::config::BackendOptions::default();
+    options.push("endpoint", &endpoint, "--endpoint");
+    options.push("allow_http", "true", "--allow-http");
+    options.push("region", "us-east-1", "--region");
+    options.push("access_key_id", "test", "-o");
+    options.push("secret_access_key", "test", "-o");
+    let storage = open_storage("s3://credential-bucket/r", &options).unwrap();
+    for repository in ["billing-api", "metadata-api", "credentials", "AccessDenied"] {
+        let err = storage
+            .get(
+                &format!("docker/registry/v2/repositories/ml/{repository}/_manifests/tags/v1/current/link"),
+                1024,
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("no usable credentials"), "{err}");
+        assert!(!err.contains("credentials are taken from"), "{err}");
+    }
+}
