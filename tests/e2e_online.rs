@@ -981,16 +981,33 @@ impl StorageWrapper for FailingDeletes {
     }
 }
 
-/// Fails every stat of blob data once the sweep has deleted anything, as a
-/// store answering 503 to the look after the sweep would.
+/// Fails every stat of the keys `failing` picks once the sweep has deleted
+/// anything, as a store answering 503 would: the look after the sweep, or
+/// the check of the dangling tags just before their delete.
 #[derive(Debug)]
-struct FailingBlobStatsAfterSweep {
+struct StatsFailingAfterFirstDelete {
     inner: Box<dyn Storage>,
+    failing: fn(&str) -> bool,
     swept: AtomicBool,
 }
 
+impl StatsFailingAfterFirstDelete {
+    fn new(inner: Box<dyn Storage>, failing: fn(&str) -> bool) -> Box<Self> {
+        Box::new(StatsFailingAfterFirstDelete {
+            inner,
+            failing,
+            swept: AtomicBool::new(false),
+        })
+    }
+
+    /// Blob data: the look after the sweep.
+    fn of_blobs(inner: Box<dyn Storage>) -> Box<Self> {
+        Self::new(inner, |k| k.starts_with("docker/registry/v2/blobs/"))
+    }
+}
+
 #[async_trait]
-impl StorageWrapper for FailingBlobStatsAfterSweep {
+impl StorageWrapper for StatsFailingAfterFirstDelete {
     fn inner(&self) -> &dyn Storage {
         self.inner.as_ref()
     }
@@ -1006,7 +1023,7 @@ impl StorageWrapper for FailingBlobStatsAfterSweep {
         keys.iter()
             .zip(results)
             .map(|(k, r)| {
-                if k.starts_with("docker/registry/v2/blobs/") {
+                if (self.failing)(k) {
                     Err(StorageError::Remote {
                         key: k.clone(),
                         reason: "503 Slow Down (injected)".into(),
@@ -1030,10 +1047,7 @@ fn a_push_broken_by_the_sweep_is_named_when_its_key_cannot_be_stated() {
     let hook: Hook = Box::new(move || {
         *sink.lock().unwrap() = push_like_client(&base, "app", &garbage, "during-sweep").digest
     });
-    let storage = Box::new(FailingBlobStatsAfterSweep {
-        inner: on_disk(dir.path()),
-        swept: AtomicBool::new(false),
-    });
+    let storage = StatsFailingAfterFirstDelete::of_blobs(on_disk(dir.path()));
     let report = collect_with_writes(
         storage,
         hook,
@@ -1117,10 +1131,7 @@ fn a_dangling_tag_pushed_again_during_the_sweep_is_named() {
 #[test]
 fn a_dangling_tag_nobody_pushed_is_not_named_when_a_stat_fails() {
     let (dir, _reg, _base, _pushed) = dangling_on_disk("online-dangling-no-push", &["latest"]);
-    let storage = Box::new(FailingBlobStatsAfterSweep {
-        inner: on_disk(dir.path()),
-        swept: AtomicBool::new(false),
-    });
+    let storage = StatsFailingAfterFirstDelete::of_blobs(on_disk(dir.path()));
     let report = collect_with_writes(
         storage,
         Box::new(|| {}),
@@ -1252,40 +1263,6 @@ fn a_look_after_the_sweep_that_fails_is_left_to_do() {
     );
 }
 
-/// Fails every stat of a tag's `current/link` once the sweep has started:
-/// the check of the dangling tags, just before their delete, cannot be made.
-#[derive(Debug)]
-struct TagStatsFailDuringSweep {
-    inner: Box<dyn Storage>,
-    sweeping: AtomicBool,
-}
-
-#[async_trait]
-impl StorageWrapper for TagStatsFailDuringSweep {
-    fn inner(&self) -> &dyn Storage {
-        self.inner.as_ref()
-    }
-    async fn delete_batch(&self, keys: &[String]) -> Vec<Result<(), StorageError>> {
-        self.sweeping.store(true, Ordering::SeqCst);
-        self.inner.delete_batch(keys).await
-    }
-    async fn stat_batch(&self, keys: &[String]) -> Vec<Result<ObjectMeta, StorageError>> {
-        let failing =
-            |k: &String| self.sweeping.load(Ordering::SeqCst) && k.ends_with("/current/link");
-        if !keys.iter().any(failing) {
-            return self.inner.stat_batch(keys).await;
-        }
-        keys.iter()
-            .map(|k| {
-                Err(StorageError::Remote {
-                    key: k.clone(),
-                    reason: "injected: stat failed".into(),
-                })
-            })
-            .collect()
-    }
-}
-
 /// A dangling tag whose `current/link` cannot be stat'ed just before its
 /// delete is kept, and reported as a failure (the run has something left to
 /// do; the next run decides): deleting it unchecked could take a tag a push
@@ -1293,22 +1270,14 @@ impl StorageWrapper for TagStatsFailDuringSweep {
 #[test]
 fn a_dangling_tag_that_cannot_be_checked_before_its_delete_is_kept_and_reported() {
     let (dir, _reg, _base, _pushed) = dangling_on_disk("online-dangling-unchecked", &["latest"]);
-    let storage = Box::new(TagStatsFailDuringSweep {
-        inner: on_disk(dir.path()),
-        sweeping: AtomicBool::new(false),
-    });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let report = rt
-        .block_on(gc::run(
-            storage,
-            options(false, Duration::from_secs(3600)),
-            &Progress::new(false),
-            None,
-        ))
-        .expect("collection runs");
+    let storage =
+        StatsFailingAfterFirstDelete::new(on_disk(dir.path()), |k| k.ends_with("/current/link"));
+    let report = collect_with_writes(
+        storage,
+        Box::new(|| {}),
+        When::FirstRead,
+        options(false, Duration::from_secs(3600)),
+    );
     let key = format!(
         "docker/registry/v2/{}",
         tree::tag_current_link_key("app", "latest")
