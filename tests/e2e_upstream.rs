@@ -220,17 +220,11 @@ fn trailing_newline_links() {
     assert_registry_cannot_serve(&sc);
 }
 
-/// 2.1.0 linked pushed manifests into `_layers` instead of as revisions, and
-/// 2.8 still serves a manifest found that way (its manifest store looks in
-/// both); 2.8's own collector enumerates revisions only and deletes it. The
-/// image kept here: a tagged image whose revision link is replaced by a
-/// `_layers` link, which 2.8 pulls before and after a collection in both modes.
-#[test]
-fn a_manifest_linked_as_a_layer_as_2_1_0_did_stays_pullable() {
+/// Pushes an image as `legacy:v1` through `reg`, then links its manifest as
+/// 2.1.0 did: its revision link replaced by a `_layers` link.
+fn linked_as_a_layer(reg: &Registry, root: &std::path::Path, seed: &str) -> Image {
     use common::http;
-    let dir = tempfile::tempdir().unwrap();
-    let reg = Registry::start(dir.path());
-    let image = Image::docker("linked-as-a-layer", 2);
+    let image = Image::docker(seed, 2);
     for b in image.blobs() {
         http::upload_blob(reg.url(), "legacy", &b.bytes);
     }
@@ -241,18 +235,32 @@ fn a_manifest_linked_as_a_layer_as_2_1_0_did_stays_pullable() {
         image.media_type(),
         &image.manifest_bytes(),
     );
-    let orphan = http::upload_blob(reg.url(), "legacy", b"a layer nothing names");
-    drop(reg);
-    let revision = tree::v2_dir(dir.path()).join(format!(
+    std::fs::remove_dir_all(tree::v2_dir(root).join(format!(
         "repositories/legacy/_manifests/revisions/sha256/{}",
         &digest[7..]
-    ));
-    std::fs::remove_dir_all(&revision).unwrap();
+    )))
+    .unwrap();
     tree::write_link(
-        dir.path(),
+        root,
         &format!("repositories/legacy/_layers/sha256/{}/link", &digest[7..]),
         &digest,
     );
+    image
+}
+
+/// 2.1.0 linked pushed manifests into `_layers` instead of as revisions, and
+/// 2.8 still serves a manifest found that way (its manifest store looks in
+/// both); 2.8's own collector enumerates revisions only and deletes it. The
+/// image kept here: a tagged image whose revision link is replaced by a
+/// `_layers` link, which 2.8 pulls before and after a collection in both modes.
+#[test]
+fn a_manifest_linked_as_a_layer_as_2_1_0_did_stays_pullable() {
+    use common::http;
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    linked_as_a_layer(&reg, dir.path(), "linked-as-a-layer");
+    let orphan = http::upload_blob(reg.url(), "legacy", b"a layer nothing names");
+    drop(reg);
     tree::age_tree(dir.path(), Duration::from_secs(7200));
     let reg = Registry::start(dir.path());
     common::http::pull_verify(reg.url(), "legacy", "v1")
@@ -279,28 +287,8 @@ fn a_manifest_linked_as_a_layer_over_the_manifest_size_limit_stops_the_run() {
     use common::http;
     let dir = tempfile::tempdir().unwrap();
     let reg = Registry::start(dir.path());
-    let image = Image::docker("linked-as-a-layer-large", 2);
-    for b in image.blobs() {
-        http::upload_blob(reg.url(), "legacy", &b.bytes);
-    }
-    let digest = http::put_manifest(
-        reg.url(),
-        "legacy",
-        "v1",
-        image.media_type(),
-        &image.manifest_bytes(),
-    );
+    let image = linked_as_a_layer(&reg, dir.path(), "linked-as-a-layer-large");
     drop(reg);
-    std::fs::remove_dir_all(tree::v2_dir(dir.path()).join(format!(
-        "repositories/legacy/_manifests/revisions/sha256/{}",
-        &digest[7..]
-    )))
-    .unwrap();
-    tree::write_link(
-        dir.path(),
-        &format!("repositories/legacy/_layers/sha256/{}/link", &digest[7..]),
-        &digest,
-    );
     tree::age_tree(dir.path(), Duration::from_secs(7200));
     let before = tree::keys(dir.path());
     let limit = (image.manifest_bytes().len() - 1).to_string();
