@@ -17,7 +17,7 @@ use std::ops::Range;
 
 use crate::bits::Bits;
 use crate::inventory::Inventory;
-use crate::plan::{Deletion, Plan, Target};
+use crate::plan::{Deletion, Plan, Reason, Target};
 
 /// The plan's phases, by indexes into `plan.deletions` (a plan of 440,000
 /// deletions is not copied).
@@ -107,6 +107,13 @@ impl Phases {
 
     pub fn is_empty(&self) -> bool {
         self.phases.is_empty()
+    }
+
+    /// Whether phase `p` holds the deletions of `reason`'s phase (a phase
+    /// holds its own reason's deletions first; later ones only fill its end).
+    pub fn is_phase_of(&self, p: usize, plan: &Plan, reason: Reason) -> bool {
+        let own = &self.phases[p].own;
+        own.start < own.end && plan.deletions[own.start].reason().phase() == reason.phase()
     }
 
     /// Phase `p`'s batches, in order: its own deletions that stayed, then

@@ -16,7 +16,7 @@ use crate::plan::{Deletion, Plan, Reason, Target};
 use crate::progress::Progress;
 use crate::quarantine::{self, QuarantineRun};
 use crate::report::Failure;
-use crate::storage::{MoveMode, Moved, Storage, StorageError};
+use crate::storage::{stat_many, MoveMode, Moved, Storage, StorageError};
 
 #[derive(Debug, Clone)]
 pub struct SweepOptions {
@@ -118,16 +118,18 @@ pub async fn sweep(
     let phases = Phases::of(inv, plan, storage.max_delete_batch());
     let in_flight = delete_batches_in_flight(storage, opts.concurrency);
     for p in 0..phases.len() {
-        let dangling_tags = phases
-            .batches(p, plan)
-            .next()
-            .is_some_and(|b| b[0].1.reason() == Reason::DanglingTag);
+        let dangling_tags = phases.is_phase_of(p, plan, Reason::DanglingTag);
         let batches: Box<dyn Iterator<Item = Vec<(usize, Deletion)>> + Send> =
             match opts.fence.filter(|_| dangling_tags) {
                 Some(fence) => {
-                    let (batches, moved, failures) =
-                        without_tags_moved_since(storage, inv, phases.batches(p, plan), fence)
-                            .await;
+                    let (batches, moved, failures) = without_tags_moved_since(
+                        storage,
+                        inv,
+                        phases.batches(p, plan),
+                        fence,
+                        opts.concurrency,
+                    )
+                    .await;
                     outcome.tags_moved_during_run.extend(moved);
                     outcome.failures.extend(failures);
                     Box::new(batches.into_iter())
@@ -232,47 +234,37 @@ async fn without_tags_moved_since(
     inv: &Inventory,
     batches: impl Iterator<Item = Vec<(usize, Deletion)>>,
     fence: Secs,
+    concurrency: usize,
 ) -> (Vec<Vec<(usize, Deletion)>>, Vec<String>, Vec<Failure>) {
     let mut batches: Vec<Vec<(usize, Deletion)>> = batches.collect();
-    let currents: Vec<(u32, u32)> = batches
+    let currents: Vec<((u32, u32), String)> = batches
         .iter()
         .flatten()
         .filter_map(|(_, d)| match d.target(inv) {
-            Target::TagCurrent { repo, tag } => Some((repo, tag)),
+            target @ Target::TagCurrent { repo, tag } => Some(((repo, tag), inv.key_of(&target))),
             _ => None,
         })
         .collect();
-    let keys: Vec<String> = currents
-        .iter()
-        .map(|&(repo, tag)| inv.key_of(&Target::TagCurrent { repo, tag }))
-        .collect();
     let mut keep = BTreeSet::new();
     let (mut moved, mut failures) = (Vec::new(), Vec::new());
-    for chunk in (0..keys.len())
-        .collect::<Vec<_>>()
-        .chunks(storage.max_get_batch().max(1))
-    {
-        let stats = storage
-            .stat_batch(&keys[chunk[0]..=chunk[chunk.len() - 1]])
-            .await;
-        for (&i, stat) in chunk.iter().zip(stats) {
-            let (repo, tag) = currents[i];
-            match stat {
-                Ok(meta) if listed_secs(meta.last_modified_ms) <= fence => continue,
-                // gone already: nothing of it to keep
-                Err(e) if e.is_not_found() => continue,
-                Ok(_) => {
-                    let r = &inv.repositories[repo as usize];
-                    moved.push(format!("{}:{}", r.name, r.tag_name(tag)));
-                }
-                Err(e) => failures.push(Failure {
-                    key: keys[i].clone(),
-                    error: format!("kept: its tag could not be checked before its delete: {e}"),
-                }),
+    let mut stats = stat_many(storage, currents.into_iter(), concurrency);
+    while let Some(((repo, tag), key, stat)) = stats.next().await {
+        match stat {
+            Ok(meta) if listed_secs(meta.last_modified_ms) <= fence => continue,
+            // gone already: nothing of it to keep
+            Err(e) if e.is_not_found() => continue,
+            Ok(_) => {
+                let r = &inv.repositories[repo as usize];
+                moved.push(format!("{}:{}", r.name, r.tag_name(tag)));
             }
-            keep.insert((repo, tag));
+            Err(e) => failures.push(Failure {
+                key,
+                error: format!("kept: its tag could not be checked before its delete: {e}"),
+            }),
         }
+        keep.insert((repo, tag));
     }
+    drop(stats);
     if !keep.is_empty() {
         let kept = |d: &Deletion| match d.target(inv) {
             Target::TagCurrent { repo, tag } | Target::TagIndex { repo, tag, .. } => {
