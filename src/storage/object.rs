@@ -456,18 +456,13 @@ impl ObjectStorage {
         let Some(offset) = last_key.max(past_prefix) else {
             return Ok(());
         };
-        let _in_flight = self.counts.list_in_flight();
         let opts = PaginatedListOptions {
             delimiter: delimiter.then_some(Cow::Borrowed("/")),
             max_keys: Some(1),
             offset: Some(offset),
             ..Default::default()
         };
-        let after = self
-            .store
-            .list_paginated(prefix_arg, opts)
-            .await
-            .map_err(|e| self.error(prefix, e))?;
+        let after = self.list_request(prefix, prefix_arg, opts).await?;
         if after.result.objects.is_empty() && after.result.common_prefixes.is_empty() {
             return Ok(());
         }
@@ -483,6 +478,21 @@ impl ObjectStorage {
         })
     }
 
+    /// One LIST request, counted (and held as in flight) while it runs, for
+    /// the raw `prefix_arg` (the root included); errors name `prefix`.
+    async fn list_request(
+        &self,
+        prefix: &str,
+        prefix_arg: Option<&str>,
+        opts: PaginatedListOptions,
+    ) -> Result<object_store::list::PaginatedListResult, StorageError> {
+        let _in_flight = self.counts.list_in_flight();
+        self.store
+            .list_paginated(prefix_arg, opts)
+            .await
+            .map_err(|e| self.error(prefix, e))
+    }
+
     /// One page of a listing: one request.
     async fn page(
         &self,
@@ -495,7 +505,6 @@ impl ObjectStorage {
             Some(places) => Some(places.acquire().await.expect("never closed")),
             None => None,
         };
-        let _in_flight = self.counts.list_in_flight();
         let full = self.full(prefix);
         let opts = PaginatedListOptions {
             delimiter: delimiter.then_some(Cow::Borrowed("/")),
@@ -508,12 +517,7 @@ impl ObjectStorage {
         } else {
             Some(full.as_str())
         };
-        let mut page = self
-            .store
-            .list_paginated(prefix_arg, opts)
-            .await
-            .map_err(|e| self.error(prefix, e))?;
-        drop(_in_flight);
+        let mut page = self.list_request(prefix, prefix_arg, opts).await?;
         if page.page_token.is_none() && self.service == Service::S3 {
             self.check_last_page(prefix, prefix_arg, delimiter, &page.result)
                 .await?;
@@ -774,16 +778,11 @@ impl Storage for ObjectStorage {
             return Ok(None);
         }
         let legacy = format!("/{}", self.full(crate::layout::V2));
-        let _in_flight = self.counts.list_in_flight();
         let opts = PaginatedListOptions {
             max_keys: Some(1),
             ..Default::default()
         };
-        let page = self
-            .store
-            .list_paginated(Some(&legacy), opts)
-            .await
-            .map_err(|e| self.error(&legacy, e))?;
+        let page = self.list_request(&legacy, Some(&legacy), opts).await?;
         if page.result.objects.is_empty() {
             return Ok(None);
         }
