@@ -36,6 +36,13 @@ fn flags(extra: &[&str]) -> Vec<String> {
     f
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -471,10 +478,7 @@ fn quarantine_on_cloud(emulator: Emulator) {
         );
         (tree::keys(copy.path()), ())
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let root = Emulator::unique_root(&format!("quarantine-{}", emulator.name()));
     rt.block_on(emulator.upload_tree(&sc.root, &root));
     let before = rt.block_on(emulator.keys(&root));
@@ -644,10 +648,7 @@ fn fake_gcs_refuses_quarantine_clearly_and_nothing_moves() {
     let emulator = Emulator::FakeGcs;
     emulator.require();
     let (_dir, sc) = pushed(scenarios::deletion_has_effect);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let root = Emulator::unique_root("quarantine-gcs");
     rt.block_on(emulator.upload_tree(&sc.root, &root));
     let before = rt.block_on(emulator.keys(&root));
@@ -804,13 +805,6 @@ fn purge_leaves_a_run_without_a_readable_record() {
     assert!(runs_on_disk(root).is_empty());
 }
 
-fn review_rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -867,7 +861,7 @@ fn restore_twice_counts_keys_as_in_place(emulator: Emulator) {
     let storage = open_storage(&emulator.url(&root), &emulator.backend_options()).unwrap();
     let storage = storage.as_ref();
     let run = "20260101T000000Z-abcdef";
-    let rt = review_rt();
+    let rt = runtime();
     rt.block_on(seed_one_quarantined_blob(
         storage,
         run,
@@ -914,7 +908,7 @@ fn purge_leaves_a_run_still_moving() {
     std::fs::create_dir_all(dir.path().join("docker/registry/v2")).unwrap();
     let storage = open_storage(&dir.path().display().to_string(), &Default::default()).unwrap();
     let storage = storage.as_ref();
-    let rt = review_rt();
+    let rt = runtime();
     let started = SystemTime::now() - Duration::from_secs(2 * 3600);
     // the id a gc started two hours ago gets
     let id = {
