@@ -635,13 +635,7 @@ fn an_image_tagged_during_the_run_keeps_its_signature() {
 
     let (hook_base, hook_signed) = (base.clone(), signed.clone());
     let hook: Hook = Box::new(move || {
-        http::put_manifest(
-            &hook_base,
-            "signed",
-            "v1",
-            &hook_signed.media_type,
-            &hook_signed.bytes,
-        );
+        hook_signed.put_again(&hook_base, "signed", "v1");
         push_like_client(&hook_base, "signed", &arrives, "v2");
     });
     let report = collect_with_writes(
@@ -733,13 +727,7 @@ fn a_dangling_tag_whose_manifest_is_pushed_again_during_the_run_stays() {
 
     let (hook_base, hook_pushed) = (base.clone(), pushed.clone());
     let hook: Hook = Box::new(move || {
-        http::put_manifest(
-            &hook_base,
-            "app",
-            "latest",
-            &hook_pushed.media_type,
-            &hook_pushed.bytes,
-        );
+        hook_pushed.put_again(&hook_base, "app", "latest");
         http::pull_verify(&hook_base, "app", "v1.2")
             .expect("v1.2 serves the manifest pushed again");
     });
@@ -774,13 +762,7 @@ fn a_tag_put_during_the_sweep_onto_a_deleted_revision_is_named() {
 
     let (hook_base, hook_tagged) = (base.clone(), tagged.clone());
     let hook: Hook = Box::new(move || {
-        http::put_manifest(
-            &hook_base,
-            "a",
-            "v1",
-            &hook_tagged.media_type,
-            &hook_tagged.bytes,
-        );
+        hook_tagged.put_again(&hook_base, "a", "v1");
     });
     let report = collect_with_writes(
         on_disk(dir.path()),
@@ -894,13 +876,7 @@ fn a_sweep_stopped_early_reports_what_it_deleted_and_breaks_nothing() {
 
     let (hook_base, hook_g) = (base.clone(), g.clone());
     let hook: Hook = Box::new(move || {
-        http::put_manifest(
-            &hook_base,
-            "app",
-            "during",
-            &hook_g.media_type,
-            &hook_g.bytes,
-        );
+        hook_g.put_again(&hook_base, "app", "during");
     });
     let storage = Box::new(FailingDeletes {
         inner: on_disk(dir.path()),
@@ -1079,13 +1055,7 @@ fn a_dangling_tag_pushed_again_during_the_sweep_is_named() {
 
     let (hook_base, hook_pushed) = (base.clone(), pushed.clone());
     let hook: Hook = Box::new(move || {
-        http::put_manifest(
-            &hook_base,
-            "app",
-            "latest",
-            &hook_pushed.media_type,
-            &hook_pushed.bytes,
-        );
+        hook_pushed.put_again(&hook_base, "app", "latest");
         http::pull_verify(&hook_base, "app", "latest").expect("pulls right after the push");
     });
     let report = collect_with_writes(
@@ -1184,13 +1154,7 @@ fn rollback_during_the_sweep(delete_untagged: bool, when: When) {
 
     let (hook_base, hook_older) = (base.clone(), older.clone());
     let hook: Hook = Box::new(move || {
-        http::put_manifest(
-            &hook_base,
-            "app",
-            "latest",
-            &hook_older.media_type,
-            &hook_older.bytes,
-        );
+        hook_older.put_again(&hook_base, "app", "latest");
         http::pull_verify(&hook_base, "app", "latest").expect("pulls right after the rollback");
     });
     let report = collect_with_writes(

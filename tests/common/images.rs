@@ -511,6 +511,11 @@ pub struct PushedImage {
 }
 
 impl PushedImage {
+    /// Puts these manifest bytes again as `repo:tag` through the registry at
+    /// `base`, as a client tagging an image it has; returns the digest.
+    pub fn put_again(&self, base: &str, repo: &str, tag: &str) -> String {
+        super::http::put_manifest(base, repo, tag, &self.media_type, &self.bytes)
+    }
     pub fn size(&self) -> u64 {
         self.bytes.len() as u64
     }
