@@ -334,9 +334,19 @@ pub fn is_conventional_repository_name(name: &str) -> bool {
         })
 }
 
+/// `parts` joined, in one allocation of the right size: the keys below are
+/// built by the hundred thousand (each manifest read, each planned deletion),
+/// where `format!` costs more than the copying.
+fn key_of_parts(parts: &[&str]) -> String {
+    let mut key = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    parts.iter().for_each(|p| key.push_str(p));
+    key
+}
+
 pub fn blob_data_key(d: &Digest) -> String {
-    let hex = d.hex();
-    format!("{BLOBS}sha256/{}/{hex}/data", &hex[..2])
+    let hex = d.hex_digits();
+    let hex = hex.as_str();
+    key_of_parts(&[BLOBS, "sha256/", &hex[..2], "/", hex, "/data"])
 }
 
 pub fn repository_prefix(repo: &str) -> String {
@@ -344,25 +354,48 @@ pub fn repository_prefix(repo: &str) -> String {
 }
 
 pub fn revision_key(repo: &str, d: &Digest) -> String {
-    format!(
-        "{REPOSITORIES}{repo}/_manifests/revisions/sha256/{}/link",
-        d.hex()
-    )
+    let hex = d.hex_digits();
+    key_of_parts(&[
+        REPOSITORIES,
+        repo,
+        "/_manifests/revisions/sha256/",
+        hex.as_str(),
+        "/link",
+    ])
 }
 
 pub fn tag_current_key(repo: &str, tag: &str) -> String {
-    format!("{REPOSITORIES}{repo}/_manifests/tags/{tag}/current/link")
+    key_of_parts(&[
+        REPOSITORIES,
+        repo,
+        "/_manifests/tags/",
+        tag,
+        "/current/link",
+    ])
 }
 
 pub fn tag_index_key(repo: &str, tag: &str, d: &Digest) -> String {
-    format!(
-        "{REPOSITORIES}{repo}/_manifests/tags/{tag}/index/sha256/{}/link",
-        d.hex()
-    )
+    let hex = d.hex_digits();
+    key_of_parts(&[
+        REPOSITORIES,
+        repo,
+        "/_manifests/tags/",
+        tag,
+        "/index/sha256/",
+        hex.as_str(),
+        "/link",
+    ])
 }
 
 pub fn layer_link_key(repo: &str, d: &Digest) -> String {
-    format!("{REPOSITORIES}{repo}/_layers/sha256/{}/link", d.hex())
+    let hex = d.hex_digits();
+    key_of_parts(&[
+        REPOSITORIES,
+        repo,
+        "/_layers/sha256/",
+        hex.as_str(),
+        "/link",
+    ])
 }
 
 pub fn alt_link_key(repo: &str, what: AltLinkKind, algorithm: &str, encoded: &str) -> String {
