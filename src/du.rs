@@ -1,6 +1,7 @@
 //! `registry-gc du`: where the registry's bytes are, per repository, and what a
 //! collection would free. Read-only: the listing and mark phases of `gc`, then
-//! the pure planner in both modes; never a sweep.
+//! the pure planner in both modes and `gc`'s re-check of the links written
+//! since the fence; never a sweep.
 //!
 //! Attribution. A repository *holds* a blob when it links it (a `_layers` link,
 //! a revision link, a tag) or one of its revisions' manifests references it
@@ -25,6 +26,7 @@ use crate::inventory::Inventory;
 use crate::mark::Marks;
 use crate::plan::{self, Plan, PlanOptions, Target};
 use crate::progress::Progress;
+use crate::recheck::{self, RecheckOptions};
 use crate::report::human_bytes;
 use crate::storage::open::open_storage;
 use crate::storage::system_time_ms;
@@ -42,7 +44,8 @@ EXCLUSIVE: blobs only this repository holds. SHARED: blobs it holds with other
 repositories (the shared line counts each once). Orphan blobs: no repository
 holds them. UPLOADS: its unfinished uploads.
 GC FREES, GC -m FREES: the real plan of `gc` and `gc --delete-untagged` (same
---min-age and --upload-max-age); a blob deletion counts for a repository only
+--min-age and --upload-max-age, and the same re-check of links written since
+that fence, as in `gc --dry-run`); a blob deletion counts for a repository only
 when that repository is its only holder, otherwise on the shared or orphan
 line; stale uploads count for their repository. The total is what `gc` would
 report as bytes_freed. On the total line, EXCLUSIVE (repositories' and
@@ -464,7 +467,6 @@ async fn run(args: &DuArgs, quiet: bool) -> Result<String, Error> {
         no_cache,
     );
     let (inv, marks, warnings) = inspect::load(storage, &read, cache, false, &progress).await?;
-    progress.finish();
     for w in &warnings {
         crate::say::warning(&format!("{}: {}", w.key, w.message));
     }
@@ -477,8 +479,23 @@ async fn run(args: &DuArgs, quiet: bool) -> Result<String, Error> {
         // `inspect::load` lists with every size and age
         unstated_are_old: false,
     };
-    let default_plan = plan::plan(&inv, &marks, &opts(false));
-    let untagged_plan = plan::plan(&inv, &marks, &opts(true));
+    let mut default_plan = plan::plan(&inv, &marks, &opts(false));
+    let mut untagged_plan = plan::plan(&inv, &marks, &opts(true));
+    // `gc`, a dry run too, withdraws from its plan what a link written since
+    // the fence names (a push or a tag move in flight): so does `du`, whose
+    // figures are that plan's. A plan with nothing in it has nothing to withdraw.
+    let recheck_opts = RecheckOptions {
+        fence: opts(false).fence(),
+        concurrency: read.concurrency,
+        max_manifest_bytes: read.max_manifest_bytes,
+    };
+    for planned in [&mut default_plan, &mut untagged_plan] {
+        if !planned.deletions.is_empty() {
+            progress.start_phase("re-checking repositories", 0);
+            recheck::recheck(storage, &inv, &marks, planned, &recheck_opts).await?;
+        }
+    }
+    progress.finish();
     let mut usage = usage(&inv, &marks, &default_plan, &untagged_plan);
     usage.storage = storage.describe();
     usage.min_age_seconds = min_age.as_secs();

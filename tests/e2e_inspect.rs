@@ -11,7 +11,9 @@ use std::path::Path;
 
 use common::cloud::Emulator;
 use common::collector::{self, aged_copy, gc, pushed, run};
+use common::http;
 use common::images::{layer_blob, Blob, Image, Index, IndexKind};
+use common::registry::Registry;
 use common::scenarios::{Pusher, Scenario};
 use common::tree;
 use serde_json::Value;
@@ -371,9 +373,12 @@ fn damage(
     ));
 
     // junk in a layer link and in a tag link
+    // (the registry answers 500 for that layer: the image does not pull; its
+    // tag's link is junk too, so it is named by digest)
     let junk_layer = tree::layer_link_key("shop/web", &web_v2.layers[0].digest);
     tree::write_key(root, &junk_layer, b"sha256:not-a-digest\n");
-    expected.insert(finding("junk-link", &junk_layer, &[]));
+    let m_v2 = format!("shop/web@{}", pushed_images[4].digest);
+    expected.insert(finding("junk-link", &junk_layer, &[&m_v2]));
     let junk_tag = tree::tag_current_link_key("shop/web", "v2");
     tree::write_key(root, &junk_tag, b"\x00\x01garbage");
     expected.insert(finding("junk-link", &junk_tag, &["shop/web:v2"]));
@@ -691,4 +696,142 @@ fn fsck_reports_a_corrupt_manifest_and_goes_on() {
     let after = tree::snapshot(root);
     assert!(before == after, "{}", tree::snapshot_diff(&before, &after));
     drop(sc);
+}
+
+/// A tag directory without its `current/link` (a tag delete or a copy cut
+/// short; on a filesystem also an empty tag directory): 2.8 still lists the
+/// tag in `tags/list`, and answers MANIFEST_UNKNOWN when it is pulled. fsck
+/// names it as a problem, by the link that is missing.
+#[test]
+fn fsck_reports_a_tag_the_registry_lists_but_cannot_serve() {
+    let (_dir, sc) = pushed(|reg| shop(reg).0);
+    let copy = aged_copy(&sc);
+    let root = copy.path();
+    // shop/web:v2 keeps its history entry; shop/api:gone is an empty directory
+    tree::remove_dir(root, "repositories/shop/web/_manifests/tags/v2/current");
+    std::fs::create_dir_all(tree::key_path(
+        root,
+        "repositories/shop/api/_manifests/tags/gone",
+    ))
+    .unwrap();
+    tree::age_tree(root, std::time::Duration::from_secs(7200));
+    {
+        let reg = Registry::start(root);
+        for (repo, tag) in [("shop/web", "v2"), ("shop/api", "gone")] {
+            assert!(
+                http::list_tags(reg.url(), repo).contains(&tag.to_string()),
+                "the registry lists {repo}:{tag}"
+            );
+            assert!(
+                http::get_manifest(reg.url(), repo, tag).is_err(),
+                "and cannot serve it"
+            );
+        }
+        assert!(http::pull_verify(reg.url(), "shop/web", "v1").is_ok());
+    }
+    let before = tree::snapshot(root);
+    let (code, r) = fsck(root, &[]);
+    let want: BTreeSet<Found> = [
+        finding(
+            "tag-link-missing",
+            &tree::tag_current_link_key("shop/web", "v2"),
+            &["shop/web:v2"],
+        ),
+        finding(
+            "tag-link-missing",
+            &tree::tag_current_link_key("shop/api", "gone"),
+            &["shop/api:gone"],
+        ),
+    ]
+    .into();
+    assert_eq!((code, findings(&r)), (5, want), "{r}");
+    let after = tree::snapshot(root);
+    assert!(before == after, "{}", tree::snapshot_diff(&before, &after));
+    drop(sc);
+}
+
+/// du's "would free" columns are the plan of `gc --dry-run` with the same
+/// flags, re-check included: `gc` withdraws from its plan what a link written
+/// since the fence names. Here, through the real registry on S3 (moto), an
+/// old image was put as `latest`, `latest` moved on, and the image deleted by
+/// digest, all within `--min-age`: the history entry is young, and `gc` keeps
+/// the image's blobs.
+#[test]
+fn du_agrees_with_gc_dry_run_after_recent_writes_on_s3() {
+    let emulator = Emulator::Moto;
+    emulator.require();
+    let root = Emulator::unique_root("inspect-du-recent");
+    let reg = Registry::start_with_driver(&common::registry::s3_driver_yaml(
+        &emulator.endpoint(),
+        common::cloud::BUCKET,
+        &root,
+    ));
+    let repo = "young/app";
+    let push = |img: &Image, tag: &str| {
+        for b in img.blobs() {
+            http::upload_blob(reg.url(), repo, &b.bytes);
+        }
+        let bytes = img.manifest_bytes();
+        let digest = http::put_manifest(reg.url(), repo, tag, img.media_type(), &bytes);
+        (digest, bytes)
+    };
+    let (old_image, new_image) = (Image::docker("young/old", 2), Image::docker("young/new", 1));
+    let (old, old_bytes) = push(&old_image, "old");
+    let (_, new_bytes) = push(&new_image, "keep");
+    http::upload_blob(reg.url(), repo, &layer_blob("young/orphan").bytes);
+    // Object stores cannot back-date objects: what was pushed before the
+    // pause is older than --min-age, what follows is younger
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    http::put_manifest(
+        reg.url(),
+        repo,
+        "latest",
+        old_image.media_type(),
+        &old_bytes,
+    );
+    http::put_manifest(
+        reg.url(),
+        repo,
+        "latest",
+        new_image.media_type(),
+        &new_bytes,
+    );
+    http::delete_manifest(reg.url(), repo, &old);
+    drop(reg);
+
+    let url = emulator.url(&root);
+    let mut args: Vec<String> = emulator.gc_args();
+    args.extend(["--min-age", "9s"].map(String::from));
+    let out = tempfile::tempdir().unwrap();
+    for (field, mode) in [("gc", None), ("gc_untagged", Some("--delete-untagged"))] {
+        let report = out.path().join(format!("{field}.json"));
+        let report_s = report.display().to_string();
+        let mut a: Vec<&str> = vec!["gc", "--dry-run", "--report", &report_s];
+        a.extend(mode);
+        a.extend(args.iter().map(String::as_str));
+        a.push(&url);
+        let gc_out = run(&a);
+        assert_eq!(
+            gc_out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&gc_out.stderr)
+        );
+        let mut a: Vec<&str> = vec!["du", "--format", "json"];
+        a.extend(args.iter().map(String::as_str));
+        a.push(&url);
+        let (_, usage, _) = run_json(&a);
+        let r = collector::read_report(&report);
+        assert!(
+            r["recheck"]["withdrawn"].as_u64() > Some(0),
+            "the re-check withdraws what the recent links name: {r}"
+        );
+        let planned = |reason: &str| r["planned"][reason]["bytes"].as_u64().unwrap_or(0);
+        let gc_plans = planned("unreferenced-blob") + planned("stale-upload");
+        assert_eq!(
+            usage["totals"][field]["bytes"].as_u64(),
+            Some(gc_plans),
+            "{mode:?}: du {usage}\ngc --dry-run {r}"
+        );
+    }
 }

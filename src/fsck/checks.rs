@@ -16,6 +16,9 @@ use crate::mark::{Marks, TagTarget};
 pub enum Kind {
     /// A tag's current link names a manifest whose blob is missing.
     TagManifestMissing,
+    /// A tag directory without a `current/link`: the registry lists the tag
+    /// (`tags/list`) and answers MANIFEST_UNKNOWN for it.
+    TagLinkMissing,
     /// A tag's current link names a manifest that is not a revision of its repository.
     TagNotARevision,
     /// A revision link whose manifest blob is missing.
@@ -63,6 +66,7 @@ impl Kind {
     pub fn describe(self) -> &'static str {
         match self {
             Kind::TagManifestMissing => "tags whose manifest is missing",
+            Kind::TagLinkMissing => "tags listed by the registry without a current link",
             Kind::TagNotARevision => "tags pointing at a manifest not linked in their repository",
             Kind::RevisionManifestMissing => "revision links whose manifest is missing",
             Kind::MissingBlob => "images with a missing config or layer",
@@ -263,6 +267,8 @@ impl<'a> Names<'a> {
     }
 }
 
+const TAG_LINK_MISSING: &str = "the tag has no current link: the registry lists it but cannot serve it (MANIFEST_UNKNOWN); push the tag again, or remove its directory";
+
 /// Every finding, from what was listed, marked and observed: the pure part of `fsck`.
 pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -284,11 +290,13 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
         let r = repo.name.as_str();
 
         for (ti, (tag, tag_name)) in repo.tags.iter().zip(repo.tag_names()).enumerate() {
-            if tag.current.is_none() {
-                continue;
-            }
             let key = layout::tag_current_key(r, tag_name);
             let image = vec![format!("{r}:{tag_name}")];
+            if tag.current.is_none() {
+                // a tag with history entries only
+                push(Kind::TagLinkMissing, key, image, TAG_LINK_MISSING.into());
+                continue;
+            }
             let target = marks.tag_targets[ri][ti];
             if let Some(reason) = marks.junk_reason(target) {
                 push(Kind::JunkLink, key, image, reason.to_string());
@@ -430,6 +438,33 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
         }
     }
 
+    // On a filesystem a tag's directory may be there with nothing in it (or
+    // only empty directories): the registry lists that tag too.
+    for i in 0..inv.empty_dirs.len() {
+        let dir = inv.empty_dir(i);
+        let Some((r, tag)) = dir
+            .key
+            .strip_prefix(layout::REPOSITORIES)
+            .and_then(layout::split_repository_path)
+            .and_then(|(r, meta)| Some((r, meta.strip_prefix("_manifests/tags/")?)))
+            .and_then(|(r, rest)| Some((r, rest.split('/').next().filter(|t| !t.is_empty())?)))
+        else {
+            continue;
+        };
+        let current = inv
+            .repository(r)
+            .and_then(|repo| Some(repo.tags[repo.tag_id(tag)? as usize].current))
+            .flatten();
+        if current.is_none() {
+            push(
+                Kind::TagLinkMissing,
+                layout::tag_current_key(r, tag),
+                vec![format!("{r}:{tag}")],
+                TAG_LINK_MISSING.into(),
+            );
+        }
+    }
+
     for (key, content) in &obs.junk_links {
         let images = match layout::classify(key) {
             KeyKind::TagIndex { repo, tag, .. } | KeyKind::TagCurrent { repo, tag } => {
@@ -442,6 +477,33 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
                     inv.digests.find(&digest),
                 ) {
                     (Ok(ri), Some(id)) => Names::new(inv, marks, ri).of(id),
+                    _ => Vec::new(),
+                }
+            }
+            // the registry cannot serve the blob through this repository: the
+            // images whose config or layer it is do not pull
+            KeyKind::LayerLink { repo, digest } => {
+                match (
+                    inv.repositories
+                        .binary_search_by(|r| r.name.as_str().cmp(repo)),
+                    inv.digests.find(&digest),
+                ) {
+                    (Ok(ri), Some(id)) => {
+                        let names = Names::new(inv, marks, ri);
+                        let mut images: Vec<String> = inv.repositories[ri]
+                            .revisions
+                            .iter()
+                            .filter(|l| {
+                                marks.manifest(l.digest).is_some_and(|r| {
+                                    !r.is_pinned_by_scan() && r.blobs.contains(&id)
+                                })
+                            })
+                            .flat_map(|l| names.of(l.digest))
+                            .collect();
+                        images.sort();
+                        images.dedup();
+                        images
+                    }
                     _ => Vec::new(),
                 }
             }
@@ -751,6 +813,8 @@ mod tests {
                 Kind::DanglingTagIndex,
                 layout::tag_index_key("r", "old", &gone),
             ),
+            // a tag with history and no current link: listed, not served
+            (Kind::TagLinkMissing, layout::tag_current_key("r", "old")),
             (
                 Kind::StrayKey,
                 format!("{}blobs/sha256/aa/tmp-1", layout::V2),
@@ -891,6 +955,41 @@ mod tests {
             vec![(Kind::BlobNotLinked, layout::layer_link_key("r", &layer))]
         );
         assert_eq!(f[0].images, vec!["r:v1".to_string()]);
+    }
+
+    /// The registry lists every directory under `_manifests/tags/` as a tag:
+    /// one with history entries only, or (on a filesystem) nothing at all in
+    /// it, has no current link to serve.
+    #[test]
+    fn tags_listed_without_a_current_link() {
+        let m = dg(1);
+        let tags = format!("{}r/_manifests/tags/", layout::REPOSITORIES);
+        let keys = vec![
+            layout::blob_data_key(&m),
+            layout::revision_key("r", &m),
+            layout::tag_current_key("r", "v1"),
+            layout::tag_index_key("r", "v1", &m),
+            layout::tag_index_key("r", "cut", &m),
+            format!("{tags}empty/"),
+            format!("{tags}cut/current/"),
+            // an empty directory in a tag that has its link is nothing
+            format!("{tags}v1/index/sha512/"),
+        ];
+        let (inv, marks) = build(
+            &keys,
+            &[(m, refs(ManifestKind::Image, &[], &[]))],
+            &[("r", "v1", TagLink::Digest(m))],
+        );
+        let f = findings(&inv, &marks, &Observed::default());
+        assert_eq!(
+            kinds(&f),
+            vec![
+                (Kind::TagLinkMissing, layout::tag_current_key("r", "cut")),
+                (Kind::TagLinkMissing, layout::tag_current_key("r", "empty")),
+            ]
+        );
+        assert_eq!(f[0].images, vec!["r:cut".to_string()]);
+        assert!(f[0].message.contains("MANIFEST_UNKNOWN"), "{f:?}");
     }
 
     #[test]

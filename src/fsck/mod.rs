@@ -5,7 +5,8 @@
 //! Findings are of two severities:
 //!
 //! - **problems**: something a client can see fail — a tag or image whose
-//!   manifest, config, layer or child is missing, a tag pointing outside its
+//!   manifest, config, layer or child is missing, a tag listed without a
+//!   current link, a tag pointing outside its
 //!   repository's revisions, a revision link to a missing manifest, a link file
 //!   that does not hold its digest, a manifest that is not JSON, a blob whose
 //!   content does not match its digest (a manifest always, any blob with
@@ -45,7 +46,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const LONG_ABOUT: &str = "\
 Check the registry's integrity. Read-only: nothing is written.
 
-Problems (exit 5): tag-manifest-missing, tag-not-a-revision,
+Problems (exit 5): tag-manifest-missing, tag-link-missing (a tag the
+registry lists with no current link), tag-not-a-revision,
 revision-manifest-missing, missing-blob (an image's config or layer),
 missing-child (an index's child), child-not-a-revision, blob-not-linked (a
 config or layer with no _layers link in the image's repository), junk-link (a link file
