@@ -15,10 +15,15 @@
 //! the digests recent writes name), and of these only two kinds can be a
 //! write: one the plan would delete (rewritten since the fence, it is a push
 //! or tag move in flight), and one the inventory does not hold (written since
-//! the listing). Those are stat'ed; any other was kept by the plan together
-//! with what it names, and a rewrite changes nothing. Revision links and
-//! tags' `current/link` are stat'ed as before: a tag moved onto an old
-//! manifest rewrites its `current/link` in place.
+//! the listing). Those are stat'ed; any other the plan keeps, and a rewrite
+//! of it alone is no push: a layer link is kept with its blob, and a history
+//! entry the plan keeps may name a manifest it deletes (one deleted through
+//! the API), but a push or tag move that names that manifest again also
+//! writes its revision link or the tag's `current/link`. Those two are
+//! stat'ed as before (a tag moved onto an old manifest rewrites its
+//! `current/link` in place). An object store lists every key's time, and
+//! there a young history entry alone keeps what it names: more than needed,
+//! never less.
 //!
 //! What remains is the window between this listing and the delete of each
 //! key: a client that checks a garbage layer by HEAD in that window and then
