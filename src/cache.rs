@@ -130,9 +130,16 @@ impl ManifestCache {
                 }
                 other => other?,
             };
-            f.write_all(bytes)?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, &path)
+            let written = f
+                .write_all(bytes)
+                .and_then(|()| f.sync_data())
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            if written.is_err() {
+                // not left behind: never read, never removed, and on a full
+                // disk one more per manifest and run
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written
         };
         // a cache that cannot be written only costs reads next time
         let _ = write();

@@ -565,9 +565,21 @@ async fn read_manifests(
                 let digest = *inv.digests.get(id);
                 let key = layout::blob_data_key(&digest);
                 let (lookup, limit) = (cache.clone(), opts.max_manifest_bytes);
-                if let Ok(Some(bytes)) =
-                    tokio::task::spawn_blocking(move || lookup.get(&digest, limit)).await
-                {
+                // The cache knows a manifest's content, not that its blob is
+                // still there: only the listing does, and only where it saw
+                // the blob's data. One it named by its directory alone (a
+                // filesystem's) is read, and the read finds a `data` gone;
+                // such a run never takes from the cache, so it does not write
+                // to it either (a file and a sync per manifest, for nothing).
+                if !inv.blob(id).is_some_and(|b| b.is_stated()) {
+                    let result = storage.get(&key, opts.max_manifest_bytes).await;
+                    return (id, key, result, false);
+                }
+                let hit = tokio::task::spawn_blocking(move || lookup.get(&digest, limit))
+                    .await
+                    .ok()
+                    .flatten();
+                if let Some(bytes) = hit {
                     // the limit is the manifest's, wherever it was read from:
                     // a warm cache must not let a run through that a cold one stops
                     let size = bytes.len() as u64;

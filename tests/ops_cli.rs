@@ -870,30 +870,57 @@ fn a_cache_that_cannot_be_opened_is_a_warning_and_the_run_reads_storage() {
 }
 
 /// `--max-manifest-size` is the manifest's limit wherever it is read from: a
-/// warm cache stops the run (exit 1, nothing deleted) exactly as storage does.
+/// warm cache stops the run (exit 1) exactly as storage does. On a
+/// filesystem it is `du` that reads the cache (its listing states every
+/// blob); `gc` there reads storage and leaves a `--cache-dir` alone, and its
+/// run stops the same way, nothing deleted.
 #[test]
 fn max_manifest_size_applies_to_manifests_from_the_cache() {
     let reg = sample_copy();
     let root = reg.path().display().to_string();
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().display().to_string();
+    fn files(p: &Path) -> usize {
+        std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| if p.is_dir() { files(&p) } else { 1 })
+            .sum()
+    }
+    // a filesystem gc neither takes from the cache nor fills it
     let gc = |extra: &[&str]| {
         let mut args = vec!["-q", "gc", "-m", "--min-age", "0s", "--force"];
         args.extend_from_slice(extra);
         args.push(&root);
         run(&args)
     };
-    // warm the cache
     let out = gc(&["--dry-run", "--cache-dir", &cache_dir]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let before = std::fs::read_dir(cache.path().join("manifests/sha256"))
-        .unwrap()
-        .count();
-    assert!(before > 0, "the dry run cached the manifests");
+    assert_eq!(
+        files(cache.path()),
+        0,
+        "a filesystem gc left the cache alone"
+    );
+    // du warms it
+    let out = run(&["-q", "du", "--cache-dir", &cache_dir, &root]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(files(cache.path()) > 0, "du cached the manifests");
 
-    let cold = gc(&["--no-cache", "--max-manifest-size", "100"]);
-    let warm = gc(&["--cache-dir", &cache_dir, "--max-manifest-size", "100"]);
-    for (what, out) in [("without the cache", &cold), ("with a warm cache", &warm)] {
+    let du = |cache: &[&str]| {
+        let mut args = vec!["-q", "du", "--max-manifest-size", "100"];
+        args.extend_from_slice(cache);
+        args.push(&root);
+        run(&args)
+    };
+    let runs = [
+        ("du without the cache", du(&["--no-cache"])),
+        ("du with a warm cache", du(&["--cache-dir", &cache_dir])),
+        (
+            "gc",
+            gc(&["--cache-dir", &cache_dir, "--max-manifest-size", "100"]),
+        ),
+    ];
+    for (what, out) in &runs {
         assert_eq!(
             out.status.code(),
             Some(1),
@@ -907,13 +934,6 @@ fn max_manifest_size_applies_to_manifests_from_the_cache() {
             "{what}: {}",
             text(&out.stderr)
         );
-    }
-    fn files(p: &Path) -> usize {
-        std::fs::read_dir(p)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .map(|p| if p.is_dir() { files(&p) } else { 1 })
-            .sum()
     }
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sample-registry");
     assert_eq!(files(reg.path()), files(&src), "nothing was deleted");
@@ -1032,4 +1052,131 @@ fn every_command_takes_registry_config_in_place_of_storage() {
         &run(&["-q", "purge", "--older-than", "0s", "--registry-config", y]),
         "purge",
     );
+}
+
+/// A cache hit must not make a manifest whose blob is gone look present. On a
+/// filesystem the collection's listing names blobs by their directories (no
+/// stat per blob), and it is the read of a manifest that finds its directory
+/// without `data`: a warm cache must see, plan and report what a cold run does
+/// (the tag dangling, its revision and layers collected), not keep the broken
+/// image as if it were whole.
+#[test]
+fn a_cached_manifest_whose_data_is_gone_is_missing_as_without_the_cache() {
+    let reg = sample_copy();
+    let root = reg.path().display().to_string();
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().display().to_string();
+    let reports = tempfile::tempdir().unwrap();
+    let gc = |name: &str, extra: &[&str]| {
+        let report = reports.path().join(name).display().to_string();
+        let mut args = vec!["-q", "gc", "--dry-run", "--min-age", "0s"];
+        args.extend_from_slice(extra);
+        args.extend(["--report", &report, &root]);
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        r
+    };
+    // the cache warmed on the intact registry, by `du`, whose listing states
+    // every blob and which takes from the cache and fills it on a filesystem
+    // too (a filesystem `gc` leaves it alone)
+    let out = run(&["-q", "du", "--cache-dir", &cache_dir, &root]);
+    assert_eq!(out.status.code(), Some(0), "du: {}", text(&out.stderr));
+    let v2 = reg.path().join("docker/registry/v2");
+    let link =
+        std::fs::read_to_string(v2.join("repositories/team/app/_manifests/tags/v1/current/link"))
+            .unwrap();
+    let hex = link.trim().strip_prefix("sha256:").unwrap().to_string();
+    assert!(
+        cache
+            .path()
+            .join(format!("manifests/sha256/{}/{hex}", &hex[..2]))
+            .is_file(),
+        "the manifest of team/app:v1 is cached"
+    );
+    // its data goes, its directory stays (a delete cut short, a bad restore)
+    std::fs::remove_file(v2.join(format!("blobs/sha256/{}/{hex}/data", &hex[..2]))).unwrap();
+
+    let cold = gc("cold.json", &["--no-cache"]);
+    let warm = gc("warm.json", &["--cache-dir", &cache_dir]);
+    let dangling_tag = cold["deletions"].as_array().unwrap().iter().any(|d| {
+        d["reason"] == "dangling-tag"
+            && d["key"]
+                .as_str()
+                .unwrap()
+                .contains("team/app/_manifests/tags/v1/")
+    });
+    assert!(
+        dangling_tag,
+        "without the cache, team/app:v1 is dangling: {cold}"
+    );
+    for field in ["seen", "planned", "kept_blobs"] {
+        assert_eq!(
+            warm[field], cold[field],
+            "{field}: a warm cache, then a cold one"
+        );
+    }
+    let deletions = |r: &serde_json::Value| {
+        let mut d: Vec<String> = r["deletions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| format!("{} {}", d["reason"], d["key"]))
+            .collect();
+        d.sort();
+        d
+    };
+    assert_eq!(
+        deletions(&warm),
+        deletions(&cold),
+        "a warm cache, then a cold one"
+    );
+}
+
+/// A cache entry that cannot be written whole (a full disk; here the file size
+/// limit, which fails the write the same way) leaves nothing in the cache
+/// directory: a temporary file left per manifest and run would never be used
+/// nor removed, and on a full disk would keep it full.
+#[test]
+fn a_cache_write_that_fails_leaves_no_temporary_file() {
+    use std::os::unix::process::CommandExt;
+    let reg = sample_copy();
+    let cache = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(binary());
+    // `du` fills the cache on a filesystem (a filesystem `gc` leaves it alone)
+    cmd.args(["-q", "du", "--cache-dir"])
+        .arg(cache.path())
+        .arg(reg.path())
+        .env_remove("REGISTRY_GC_LOG");
+    // writes past 64 bytes of a file fail (EFBIG), as writes on a full disk do
+    // (ENOSPC); `du` itself writes no file
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    fn files(p: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(p).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                files(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut left = Vec::new();
+    files(cache.path(), &mut left);
+    assert!(left.is_empty(), "left in the cache: {left:?}");
 }
