@@ -392,6 +392,25 @@ mod tests {
         }
     }
 
+    /// A real run's tally is what it did; when every deletion failed it is
+    /// empty, and the summary said "nothing to delete" above the failures.
+    #[test]
+    fn a_sweep_whose_deletions_all_failed_is_not_told_as_nothing_to_delete() {
+        let mut r = report();
+        r.planned.clear();
+        r.deleted_keys = 0;
+        r.bytes_freed = 0;
+        r.failures = vec![crate::report::Failure {
+            key: "docker/registry/v2/blobs/sha256/ab/ab/data".into(),
+            error: "503 SlowDown".into(),
+        }];
+        let summary = r.summary();
+        assert!(!summary.contains("nothing to delete"), "{summary}");
+        assert!(summary.contains("nothing deleted"), "{summary}");
+        r.failures.clear();
+        assert!(r.summary().contains("nothing to delete"));
+    }
+
     #[test]
     fn a_failed_run_reports_what_is_known() {
         let m = RunMetrics {

@@ -321,7 +321,14 @@ impl Report {
             }
         }
         if self.planned.is_empty() {
-            let _ = writeln!(s, "nothing to delete");
+            // a real run's tally is what it did: a sweep whose every deletion
+            // failed had something to delete all the same
+            let nothing = if self.dry_run || self.failures.is_empty() {
+                "nothing to delete"
+            } else {
+                "nothing deleted: every deletion failed (below)"
+            };
+            let _ = writeln!(s, "{nothing}");
         }
         let freed = self
             .planned

@@ -586,3 +586,61 @@ fn a_registry_of_a_few_pages_is_listed_flat_at_the_floor_and_collected_as_on_dis
         Some(keys.div_ceil(1000))
     );
 }
+
+/// Writes an OCI image (config, one layer, manifest, layer links) into `repo`
+/// on disk, tagged `tag`; returns the manifest's, config's and layer's digests.
+fn write_image(root: &Path, repo: &str, tag: &str, seed: &str) -> [String; 3] {
+    let config = tree::write_blob(root, format!("{{\"seed\":\"{seed}\"}}").as_bytes());
+    let layer = tree::write_blob(root, format!("layer {seed}").as_bytes());
+    for d in [&config, &layer] {
+        tree::write_layer_link(root, repo, d);
+    }
+    let manifest = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\
+         \"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"{config}\",\"size\":1}},\
+         \"layers\":[{{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"{layer}\",\"size\":1}}]}}"
+    );
+    let manifest = tree::write_manifest(root, repo, Some(tag), manifest.as_bytes());
+    [manifest, config, layer]
+}
+
+/// A tag may be named `InternalError` or `SlowDown`, and its history entries
+/// are deleted with the untagged manifests they name. On S3 every
+/// DeleteObjects request holding one failed after all its retries, for every
+/// key in it (deleted, all of them), and the sweep stopped there: exit 4,
+/// the whole first phase reported failed, no blob freed, on every run that
+/// found such an entry.
+#[test]
+fn a_tag_named_like_an_s3_error_code_is_collected_on_s3() {
+    Emulator::Moto.require();
+    let rt = runtime();
+    let disk = tempfile::tempdir().unwrap();
+    let [old, old_config, old_layer] = write_image(disk.path(), "app", "InternalError", "old");
+    // the tag moves on: the old manifest is untagged, its history entry stays
+    let [new, ..] = write_image(disk.path(), "app", "InternalError", "new");
+    write_image(disk.path(), "app", "SlowDown", "other");
+    let root = Emulator::unique_root("tag-named-slowdown");
+    rt.block_on(Emulator::Moto.upload_tree(disk.path(), &root));
+    let before = rt.block_on(Emulator::Moto.keys(&root));
+
+    let report_dir = tempfile::tempdir().unwrap();
+    let report = report_dir.path().join("report.json");
+    run_on(Emulator::Moto, &root, &flags(Mode::DeleteUntagged), &report);
+    let r = collector::read_report(&report);
+    assert_eq!(r["failures"].as_array().unwrap().len(), 0, "{r:#}");
+    let after = rt.block_on(Emulator::Moto.keys(&root));
+    let deleted: BTreeSet<String> = before.difference(&after).cloned().collect();
+    let want: BTreeSet<String> = [
+        tree::revision_link_key("app", &old),
+        tree::tag_index_link_key("app", "InternalError", &old),
+        tree::blob_key_for_digest(&old),
+        tree::blob_key_for_digest(&old_config),
+        tree::blob_key_for_digest(&old_layer),
+        tree::layer_link_key("app", &old_config),
+        tree::layer_link_key("app", &old_layer),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(deleted, want);
+    assert!(after.contains(&tree::tag_index_link_key("app", "InternalError", &new)));
+}

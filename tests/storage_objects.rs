@@ -158,7 +158,13 @@ async fn a_gone_key_named_like_an_error_code_counts_as_deleted(emulator: Emulato
     emulator.require();
     let root = Emulator::unique_root("gone-named-like-a-code");
     let storage = open_storage(&emulator.url(&root), &emulator.backend_options()).unwrap();
-    for tag in ["plain", "NoSuchBucket", "ContainerNotFound"] {
+    for tag in [
+        "plain",
+        "NoSuchBucket",
+        "ContainerNotFound",
+        "SlowDown",
+        "InternalError",
+    ] {
         let key = format!("docker/registry/v2/repositories/app/_manifests/tags/{tag}/current/link");
         let results = storage.delete_batch(std::slice::from_ref(&key)).await;
         assert!(
@@ -192,6 +198,12 @@ fn answering_404(body: &'static str) -> String {
 
 /// A server on 127.0.0.1 that answers every request with `status` and `body`.
 fn answering(status: &'static str, body: &'static str) -> String {
+    serving(status, "application/xml", body)
+}
+
+/// A server on 127.0.0.1 that answers every request with `status`, a body of
+/// `content_type` and `body`.
+fn serving(status: &'static str, content_type: &'static str, body: &'static str) -> String {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -217,7 +229,7 @@ fn answering(status: &'static str, body: &'static str) -> String {
             }
             let _ = write!(
                 stream,
-                "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
         }
@@ -417,4 +429,236 @@ async fn a_repository_named_metadata_is_not_a_credential_failure() {
         assert!(!err.contains("no usable credentials"), "{err}");
         assert!(!err.contains("credentials are taken from"), "{err}");
     }
+}
+
+/// Keys named like an error code that object_store retries when an S3
+/// answer holds it (`SlowDown`, `InternalError`; tags may be named so) are
+/// deleted with the keys beside them, at once: DeleteObjects names every key
+/// it deleted in its answer, which object_store took for an error, retried
+/// for as long as its retries last, then failed for every key of the
+/// request (deleted, all of them).
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_named_like_a_retried_error_code_are_deleted_with_their_batch_moto() {
+    let emulator = Emulator::Moto;
+    emulator.require();
+    let root = Emulator::unique_root("named-like-slowdown");
+    let store = emulator.store();
+    let keys: Vec<String> = ["v1", "SlowDown", "InternalError-fix", "v2"]
+        .iter()
+        .map(|t| format!("docker/registry/v2/repositories/app/_manifests/tags/{t}/current/link"))
+        .collect();
+    for key in &keys {
+        emulator
+            .put(store.as_ref(), &format!("{root}/{key}"), b"sha256:x")
+            .await;
+    }
+    let storage = open_storage(&emulator.url(&root), &emulator.backend_options()).unwrap();
+    let started = std::time::Instant::now();
+    let results = storage.delete_batch(&keys).await;
+    assert!(results.iter().all(Result::is_ok), "{results:#?}");
+    assert!(emulator.keys(&root).await.is_empty(), "keys left");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "retried for {:?}",
+        started.elapsed()
+    );
+}
+
+/// A DeleteObjects request refused as a whole (403: a clock skewed past
+/// what S3 accepts, a revoked key, a policy that denies the POST) fails
+/// each of its keys, each failure naming its own key: object_store names
+/// every key of the request in the error, and each of a thousand failures
+/// repeated a thousand keys (some 100 MB in the summary and the report).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_delete_refused_as_a_whole_names_each_key_once() {
+    let endpoint = answering(
+        "403 Forbidden",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+    );
+    let mut options = registry_gc::config::BackendOptions::default();
+    options.push("endpoint", &endpoint, "--endpoint");
+    options.push("allow_http", "true", "--allow-http");
+    options.push("region", "us-east-1", "--region");
+    options.push("access_key_id", "k", "-o");
+    options.push("secret_access_key", "s", "-o");
+    let storage = open_storage("s3://b/r", &options).unwrap();
+    let keys: Vec<String> = (0..200)
+        .map(|i| format!("docker/registry/v2/blobs/sha256/k{i:03}/data"))
+        .collect();
+    let results = storage.delete_batch(&keys).await;
+    assert_eq!(results.len(), keys.len());
+    for (key, r) in keys.iter().zip(&results) {
+        let err = r.as_ref().expect_err("reported deleted").to_string();
+        assert!(err.contains("access denied"), "{err}");
+        assert!(err.contains(key.as_str()), "{err}");
+        assert_eq!(
+            err.matches("docker/registry/v2/").count(),
+            1,
+            "names other keys: {} bytes",
+            err.len()
+        );
+    }
+}
+
+/// Options for a store at `endpoint` that takes whatever is sent.
+fn options_at(service: &str, endpoint: &str) -> registry_gc::config::BackendOptions {
+    let mut options = registry_gc::config::BackendOptions::default();
+    options.push("endpoint", endpoint, "--endpoint");
+    options.push("allow_http", "true", "--allow-http");
+    match service {
+        "s3" => {
+            options.push("region", "us-east-1", "--region");
+            options.push("access_key_id", "k", "-o");
+            options.push("secret_access_key", "s", "-o");
+        }
+        _ => {
+            options.push("account_name", common::cloud::AZURITE_ACCOUNT, "-o");
+            options.push("access_key", common::cloud::AZURITE_KEY, "-o");
+        }
+    }
+    options
+}
+
+fn three_keys() -> Vec<String> {
+    (0..3)
+        .map(|i| {
+            format!("docker/registry/v2/repositories/app/_manifests/revisions/sha256/{i}/link")
+        })
+        .collect()
+}
+
+/// A DeleteObjects answer that leaves keys out (a `DeleteResult` with fewer
+/// entries than keys) was read as every key deleted: object_store starts from
+/// "all deleted" and fills in the errors it finds. Nothing said those keys
+/// went; they are failures. An `<Error>` for a key the request did not hold
+/// panicked object_store's reader, ending the run with no report.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_delete_answer_that_leaves_keys_out_fails_them() {
+    for body in [
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><DeleteResult><Deleted><Key>r/docker/registry/v2/repositories/app/_manifests/revisions/sha256/0/link</Key></Deleted></DeleteResult>",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><DeleteResult></DeleteResult>",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><DeleteResult><Error><Key>r/other</Key><Code>AccessDenied</Code><Message>Access Denied</Message></Error></DeleteResult>",
+    ] {
+        let storage = open_storage("s3://b/r", &options_at("s3", &answering("200 OK", body))).unwrap();
+        let results = tokio::spawn(async move { storage.delete_batch(&three_keys()).await })
+            .await
+            .unwrap_or_else(|e| panic!("{e}: answered {body}"));
+        for r in &results[1..] {
+            let err = r.as_ref().expect_err("reported deleted, unanswered");
+            assert!(err.to_string().contains("does not account for"), "{err}");
+        }
+    }
+}
+
+/// The Blob Batch counterpart: an answer with fewer parts than deletes was
+/// read as every delete done; a part whose `Content-ID` names no delete of
+/// the request panicked object_store's reader.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_azure_batch_answer_that_leaves_deletes_out_fails_them() {
+    for body in [
+        "--batchresponse_1\r\nContent-Type: application/http\r\nContent-ID: 0\r\n\r\nHTTP/1.1 202 Accepted\r\nx-ms-delete-type-permanent: true\r\nx-ms-request-id: 1\r\nx-ms-version: 2021-08-06\r\n\r\n--batchresponse_1--\r\n",
+        "--batchresponse_1\r\nContent-Type: application/http\r\nContent-ID: 0\r\n\r\nHTTP/1.1 202 Accepted\r\nx-ms-request-id: 1\r\n\r\n--batchresponse_1\r\nContent-Type: application/http\r\nContent-ID: 1\r\n\r\nHTTP/1.1 202 Accepted\r\nx-ms-request-id: 2\r\n\r\n--batchresponse_1\r\nContent-Type: application/http\r\nContent-ID: 7\r\n\r\nHTTP/1.1 202 Accepted\r\nx-ms-request-id: 3\r\n\r\n--batchresponse_1--\r\n",
+    ] {
+        let endpoint = serving("202 Accepted", "multipart/mixed; boundary=batchresponse_1", body);
+        let storage = open_storage("az://c/r", &options_at("azure", &endpoint)).unwrap();
+        let results = tokio::spawn(async move { storage.delete_batch(&three_keys()).await })
+            .await
+            .unwrap_or_else(|e| panic!("{e}: answered {body}"));
+        let err = results[2].as_ref().expect_err("reported deleted, unanswered");
+        assert!(err.to_string().contains("does not account for"), "{err}");
+    }
+}
+
+/// Each Blob Batch part is the delete its `Content-ID` names, in whatever
+/// order the parts come: a 404 is done (gone already), a 409 or a 503 that
+/// key's failure alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_batch_parts_are_attributed_by_content_id() {
+    let part = |id: usize, status: &str| {
+        format!("--batchresponse_1\r\nContent-Type: application/http\r\nContent-ID: {id}\r\n\r\nHTTP/1.1 {status}\r\nx-ms-request-id: {id}\r\n\r\n")
+    };
+    let body = format!(
+        "{}{}{}{}--batchresponse_1--\r\n",
+        part(3, "503 Server Busy"),
+        part(1, "409 Conflict"),
+        part(2, "202 Accepted"),
+        part(0, "404 The specified blob does not exist.")
+    );
+    let endpoint = serving(
+        "202 Accepted",
+        "multipart/mixed; boundary=batchresponse_1",
+        Box::leak(body.into_boxed_str()),
+    );
+    let storage = open_storage("az://c/r", &options_at("azure", &endpoint)).unwrap();
+    let mut keys = three_keys();
+    keys.push("docker/registry/v2/blobs/sha256/ab/ab/data".into());
+    let results = storage.delete_batch(&keys).await;
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:#?}");
+    let conflict = results[1].as_ref().unwrap_err().to_string();
+    assert!(
+        conflict.contains("409") && conflict.contains("revisions/sha256/1/link"),
+        "{conflict}"
+    );
+    let busy = results[3].as_ref().unwrap_err().to_string();
+    assert!(
+        busy.contains("503") && busy.contains("blobs/sha256/ab/ab/data"),
+        "{busy}"
+    );
+}
+
+/// S3 may answer a DeleteObjects request 200 with an `InternalError` (or
+/// `SlowDown`) for one of its keys; object_store retries the whole request
+/// for it, and once its retries are spent every key failed, though each
+/// answer said the others were deleted: a thousand failures for one, and
+/// the deleted keys left out of what the sweep did (and of the look after
+/// it). Each key is as the last answer says.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_key_failing_inside_a_200_answer_fails_alone() {
+    let endpoint = answering(
+        "200 OK",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><DeleteResult>\
+         <Deleted><Key>r/docker/registry/v2/repositories/app/_manifests/revisions/sha256/0/link</Key></Deleted>\
+         <Error><Key>r/docker/registry/v2/repositories/app/_manifests/revisions/sha256/1/link</Key><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>\
+         <Deleted><Key>r/docker/registry/v2/repositories/app/_manifests/revisions/sha256/2/link</Key></Deleted>\
+         </DeleteResult>",
+    );
+    let storage = open_storage("s3://b/r", &options_at("s3", &endpoint)).unwrap();
+    let results = storage.delete_batch(&three_keys()).await;
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:#?}");
+    let err = results[1].as_ref().unwrap_err().to_string();
+    assert!(
+        err.contains("InternalError") && err.contains("revisions/sha256/1/link"),
+        "{err}"
+    );
+}
+
+/// Keys with characters XML escapes (`&`, `<`, `>`, quotes; a name another
+/// tool wrote) go into a DeleteObjects request escaped and come back
+/// escaped in its answer: each is deleted, and each answer is matched to
+/// its key.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_that_xml_escapes_are_deleted_and_answered_moto() {
+    let emulator = Emulator::Moto;
+    emulator.require();
+    let root = Emulator::unique_root("xml-escaped-keys");
+    let store = emulator.store();
+    let keys: Vec<String> = ["a&b", "<c>", "it's", "\"q\"", "&amp;", "plain"]
+        .iter()
+        .map(|t| format!("docker/registry/v2/repositories/app/_manifests/tags/{t}/current/link"))
+        .collect();
+    for key in &keys[..5] {
+        // as named (`Path::from`, which the seeding helper uses, would
+        // percent-encode `<`, `>` and `"`)
+        let path = object_store::path::Path::parse(format!("{root}/{key}")).unwrap();
+        object_store::ObjectStoreExt::put(store.as_ref(), &path, b"sha256:x".to_vec().into())
+            .await
+            .unwrap();
+    }
+    assert_eq!(emulator.keys(&root).await.len(), 5);
+    let storage = open_storage(&emulator.url(&root), &emulator.backend_options()).unwrap();
+    // the last is not there: deleted all the same
+    let results = storage.delete_batch(&keys).await;
+    assert!(results.iter().all(Result::is_ok), "{results:#?}");
+    let left = emulator.keys(&root).await;
+    assert!(left.is_empty(), "reported deleted, yet left: {left:#?}");
 }

@@ -12,6 +12,7 @@
 
 #[cfg(feature = "aws-profile")]
 pub mod aws_profile;
+pub mod bulk_answers;
 pub mod counts;
 pub mod faults;
 pub mod fs;

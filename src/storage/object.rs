@@ -8,6 +8,7 @@
 //! concurrency.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
 
+use super::bulk_answers::delete_result_entries;
 use super::counts::RequestCounts;
 use super::redact::redact;
 use super::{lists, DirListing, FirstPage, MoveMode, Moved, ObjectMeta, Storage, StorageError};
@@ -127,6 +129,38 @@ fn names_missing_bucket(text: &str) -> bool {
         .any(|m| text.contains(m))
 }
 
+/// Whether an S3 DeleteObjects answer that names `path` would read as an
+/// error: object_store retries a 200 answer to it with `InternalError` or
+/// `SlowDown` anywhere in its body (S3's way of failing it after the
+/// status), and the answer names every key it deleted. A tag called
+/// `SlowDown` would fail its whole request, after every retry, each time
+/// it is sent; such a key is deleted by a request of its own (a plain
+/// DELETE, whose answer has no body: `ObjectStorage::with_single_deletes`).
+fn answer_reads_as_error(service: Service, path: &Path) -> bool {
+    service == Service::S3
+        && ["InternalError", "SlowDown"]
+            .iter()
+            .any(|code| path.as_ref().contains(code))
+}
+
+/// A failed request's error without the keys object_store names in it: S3's
+/// DeleteObjects puts every key of the request, joined by commas, in the
+/// error for a 401, 403, 404, 409 or 412, and each key's failure would
+/// repeat all of them (a thousand keys in each of a thousand failures).
+/// What is left is the request's method, URL, status and answer.
+fn request_error(e: &object_store::Error) -> String {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { source, .. }
+        | E::PermissionDenied { source, .. }
+        | E::Unauthenticated { source, .. }
+        | E::Precondition { source, .. }
+        | E::AlreadyExists { source, .. }
+        | E::NotModified { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// A request for credentials went to one of these hosts: the AWS and Azure
 /// instance metadata service (and AWS's over IPv6), ECS and EKS Pod Identity
 /// container credentials, the GCE metadata server.
@@ -223,6 +257,10 @@ pub struct ObjectStorage {
     gcs_delete_concurrency: usize,
     /// Keys a listing request asks for, when not the service's most.
     page_size: Option<usize>,
+    /// S3: the same store sending a plain DELETE per key (object_store's
+    /// `disable_bulk_delete`), for the keys `answer_reads_as_error` names.
+    /// Without it those go in DeleteObjects requests like any other.
+    single_deletes: Option<Arc<dyn Backend>>,
     /// Places for LIST requests in flight (`limit_list_requests`).
     list_places: std::sync::RwLock<Option<Arc<tokio::sync::Semaphore>>>,
     counts: RequestCounts,
@@ -252,6 +290,7 @@ impl ObjectStorage {
             location,
             gcs_delete_concurrency: 16,
             page_size: None,
+            single_deletes: None,
             list_places: Default::default(),
             counts: RequestCounts::default(),
         }
@@ -263,6 +302,15 @@ impl ObjectStorage {
     /// tests, to list a small registry in many pages.
     pub fn with_list_page_size(mut self, keys: Option<usize>) -> Self {
         self.page_size = keys;
+        self
+    }
+
+    /// Deletes the keys `answer_reads_as_error` names through `store`, which
+    /// sends a plain DELETE per key (an S3 store built with
+    /// `disable_bulk_delete`): object_store's own single delete is a
+    /// DeleteObjects request of one key.
+    pub fn with_single_deletes(mut self, store: Option<Arc<dyn Backend>>) -> Self {
+        self.single_deletes = store;
         self
     }
 
@@ -366,6 +414,59 @@ impl ObjectStorage {
             },
             other => other,
         }
+    }
+
+    /// Deletes `paths` through the store's bulk delete (S3 DeleteObjects,
+    /// Azure Blob Batch), one result per path in order. A request that
+    /// failed as a whole fails each of its paths, with the request's error
+    /// told once per path, not the paths of the whole request (`request_error`).
+    async fn delete_in_bulk(&self, paths: Vec<Path>) -> Vec<Result<(), object_store::Error>> {
+        let n = paths.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let stream = futures::stream::iter(paths.clone().into_iter().map(Ok)).boxed();
+        let got: Vec<_> = self
+            .store
+            .delete_stream(stream)
+            .map_ok(|_| ())
+            .collect()
+            .await;
+        if got.len() == n {
+            return got;
+        }
+        // the whole request failed: every key of it did, but for what the
+        // answer says of each (below)
+        let error = got.into_iter().find_map(|r| r.err());
+        let reason = error
+            .as_ref()
+            .map(|e| redact(&request_error(e)))
+            .unwrap_or_default();
+        let failed = |reason: String| object_store::Error::Generic {
+            store: "delete",
+            source: reason.into(),
+        };
+        // S3 answers 200 with a `DeleteResult` that names a key's
+        // `InternalError` or `SlowDown`; object_store retries the whole
+        // request for it, and once its retries are spent fails every key,
+        // though the answer says which went (and the look after the sweep
+        // must see those). Each key as its last answer says.
+        let answered: HashMap<String, Option<String>> = match &error {
+            Some(e) if self.service == Service::S3 => {
+                delete_result_entries(&e.to_string()).into_iter().collect()
+            }
+            _ => HashMap::new(),
+        };
+        paths
+            .iter()
+            .map(|p| match answered.get(p.as_ref()) {
+                Some(None) => Ok(()),
+                Some(Some(error)) => Err(failed(redact(&format!(
+                    "DeleteObjects request failed for key {p}: {error} (after object_store's retries)"
+                )))),
+                None => Err(failed(reason.clone())),
+            })
+            .collect()
     }
 
     /// Copies one object server-side (one PUT-class request; S3 adds a HEAD when
@@ -622,53 +723,52 @@ impl Storage for ObjectStorage {
                 Err(e) => results.push(Some(Err(e))),
             }
         }
-        let outcome: Vec<Result<(), object_store::Error>> = match self.service {
-            Service::S3 | Service::Azure => {
-                self.counts
-                    .delete(paths.len().div_ceil(self.service.delete_batch()) as u64);
-                let n = paths.len();
-                let stream = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
-                let got: Vec<_> = self
-                    .store
-                    .delete_stream(stream)
-                    .map_ok(|_| ())
-                    .collect()
-                    .await;
-                if got.len() == n {
-                    got
+        // Each path goes in a bulk request (S3, Azure) or alone: GCS has no
+        // bulk delete, and an S3 key that names an error code object_store
+        // retries would make every DeleteObjects answer that names it read as
+        // that error (`answer_reads_as_error`).
+        let alone: Vec<bool> = paths
+            .iter()
+            .map(|p| {
+                self.service == Service::Gcs
+                    || (self.single_deletes.is_some() && answer_reads_as_error(self.service, p))
+            })
+            .collect();
+        let (mut single, mut bulk) = (Vec::new(), Vec::new());
+        for (p, alone) in paths.into_iter().zip(&alone) {
+            if *alone {
+                single.push(p);
+            } else {
+                bulk.push(p);
+            }
+        }
+        self.counts
+            .delete(single.len() as u64 + bulk.len().div_ceil(self.service.delete_batch()) as u64);
+        let mut bulk_results = self.delete_in_bulk(bulk).await.into_iter();
+        let single_store = self.single_deletes.as_ref().unwrap_or(&self.store);
+        let mut single_results = futures::stream::iter(single)
+            .map(|p| async move { single_store.delete(&p).await })
+            .buffered(self.gcs_delete_concurrency)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter();
+        let outcome: Vec<Option<Result<(), object_store::Error>>> = alone
+            .iter()
+            .map(|alone| {
+                if *alone {
+                    single_results.next()
                 } else {
-                    // the whole request failed: every key of it did
-                    let reason = got
-                        .into_iter()
-                        .find_map(|r| r.err())
-                        .map(|e| redact(&e.to_string()))
-                        .unwrap_or_default();
-                    (0..n)
-                        .map(|_| {
-                            Err(object_store::Error::Generic {
-                                store: "delete",
-                                source: reason.clone().into(),
-                            })
-                        })
-                        .collect()
+                    bulk_results.next()
                 }
-            }
-            Service::Gcs => {
-                self.counts.delete(paths.len() as u64);
-                futures::stream::iter(paths)
-                    .map(|p| async move { self.store.delete(&p).await })
-                    .buffered(self.gcs_delete_concurrency)
-                    .collect()
-                    .await
-            }
-        };
+            })
+            .collect();
         let mut outcome = outcome.into_iter();
         results
             .into_iter()
             .zip(keys)
             .map(|(r, key)| match r {
                 Some(err) => err,
-                None => match outcome.next() {
+                None => match outcome.next().flatten() {
                     Some(Ok(())) => Ok(()),
                     Some(Err(e)) if self.key_was_gone(&e) => Ok(()),
                     Some(Err(e)) => Err(self.delete_error(key, e)),

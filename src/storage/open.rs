@@ -9,6 +9,7 @@ use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::{BackoffConfig, RetryConfig};
 
+use super::bulk_answers::CheckedBulkDeletes;
 use super::fs::FsStorage;
 use super::object::{Backend, ObjectStorage, Service};
 use super::redact::redact;
@@ -185,10 +186,13 @@ pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Stor
             reason,
         });
     }
-    let (store, where_) = match service {
-        Service::S3 => build_s3(spec, bucket, options)?,
-        Service::Azure => build_azure(spec, bucket, options)?,
-        Service::Gcs => build_gcs(spec, bucket, options)?,
+    let ((store, where_), single_deletes) = match service {
+        Service::S3 => {
+            let (built, single) = build_s3(spec, bucket, options)?;
+            (built, Some(single))
+        }
+        Service::Azure => (build_azure(spec, bucket, options)?, None),
+        Service::Gcs => (build_gcs(spec, bucket, options)?, None),
     };
     let scheme = match service {
         Service::S3 => "s3",
@@ -201,7 +205,9 @@ pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Stor
     }
     let page = list_page_size(options, section_of(service), service.max_list_page())?;
     Ok(Box::new(
-        ObjectStorage::new(store, service, &root, location).with_list_page_size(page),
+        ObjectStorage::new(store, service, &root, location)
+            .with_list_page_size(page)
+            .with_single_deletes(single_deletes),
     ))
 }
 
@@ -334,11 +340,11 @@ fn endpoint_of(
     configured.or_else(|| env.iter().find_map(|k| std::env::var(k).ok()))
 }
 
-fn build_s3(
-    spec: &str,
-    bucket: &str,
-    options: &BackendOptions,
-) -> Result<(Arc<dyn Backend>, Option<String>), OpenError> {
+/// The S3 store, where it is, and the same store sending a plain DELETE per
+/// key (`ObjectStorage::with_single_deletes`).
+type S3Stores = ((Arc<dyn Backend>, Option<String>), Arc<dyn Backend>);
+
+fn build_s3(spec: &str, bucket: &str, options: &BackendOptions) -> Result<S3Stores, OpenError> {
     #[cfg(feature = "aws-profile")]
     let profile = s3_profile(options)?;
     #[cfg(not(feature = "aws-profile"))]
@@ -348,7 +354,10 @@ fn build_s3(
     } else {
         AmazonS3Builder::from_env()
     };
-    let mut b = from_env.with_bucket_name(bucket).with_retry(retry_config());
+    let mut b = from_env
+        .with_bucket_name(bucket)
+        .with_retry(retry_config())
+        .with_http_connector(CheckedBulkDeletes);
     for o in options.for_section("s3") {
         b = match o.key.as_str() {
             PROFILE_KEY | LIST_PAGE_SIZE_KEY => b,
@@ -431,8 +440,13 @@ fn build_s3(
             }
         }
     }
+    let single = b
+        .clone()
+        .with_disable_bulk_delete(true)
+        .build()
+        .map_err(|e| built(spec, e))?;
     let store = b.build().map_err(|e| built(spec, e))?;
-    Ok((Arc::new(store), endpoint))
+    Ok(((Arc::new(store), endpoint), Arc::new(single)))
 }
 
 /// `b` sending to `endpoint` whatever else set an endpoint.
@@ -606,7 +620,8 @@ fn build_azure(
 ) -> Result<(Arc<dyn Backend>, Option<String>), OpenError> {
     let mut b = MicrosoftAzureBuilder::from_env()
         .with_container_name(container)
-        .with_retry(retry_config());
+        .with_retry(retry_config())
+        .with_http_connector(CheckedBulkDeletes);
     let endpoint = endpoint_of(
         options,
         "azure",
