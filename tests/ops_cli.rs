@@ -880,13 +880,7 @@ fn max_manifest_size_applies_to_manifests_from_the_cache() {
     let root = reg.path().display().to_string();
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().display().to_string();
-    fn files(p: &Path) -> usize {
-        std::fs::read_dir(p)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .map(|p| if p.is_dir() { files(&p) } else { 1 })
-            .sum()
-    }
+    let files = |p: &Path| tree_state(p).len();
     // a filesystem gc neither takes from the cache nor fills it
     let gc = |extra: &[&str]| {
         let mut args = vec!["-q", "gc", "-m", "--min-age", "0s", "--force"];
@@ -1166,17 +1160,6 @@ fn a_cache_write_that_fails_leaves_no_temporary_file() {
     }
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    fn files(p: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(p).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                files(&p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    let mut left = Vec::new();
-    files(cache.path(), &mut left);
+    let left: Vec<PathBuf> = tree_state(cache.path()).into_keys().collect();
     assert!(left.is_empty(), "left in the cache: {left:?}");
 }

@@ -261,13 +261,7 @@ async fn a_gcs_delete_in_a_missing_bucket_fails() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s3_delete_answered_404_fails() {
     let endpoint = answering_404("<html>not here</html>");
-    let mut options = registry_gc::config::BackendOptions::default();
-    options.push("endpoint", &endpoint, "--endpoint");
-    options.push("allow_http", "true", "--allow-http");
-    options.push("region", "us-east-1", "--region");
-    options.push("access_key_id", "k", "-o");
-    options.push("secret_access_key", "s", "-o");
-    let storage = open_storage("s3://b/r", &options).unwrap();
+    let storage = open_storage("s3://b/r", &options_at("s3", &endpoint)).unwrap();
     for n in [1, 2] {
         let keys: Vec<String> = (0..n).map(|i| format!("docker/registry/v2/k{i}")).collect();
         let results = storage.delete_batch(&keys).await;
@@ -289,13 +283,7 @@ async fn an_error_names_the_key_and_where_it_is() {
         "400 Bad Request",
         "<?xml version='1.0' encoding='UTF-8'?><Error><Code>InvalidRequest</Code><Message>no</Message></Error>",
     );
-    let mut options = registry_gc::config::BackendOptions::default();
-    options.push("endpoint", &endpoint, "--endpoint");
-    options.push("allow_http", "true", "--allow-http");
-    options.push("region", "us-east-1", "--region");
-    options.push("access_key_id", "k", "-o");
-    options.push("secret_access_key", "s", "-o");
-    let storage = open_storage("s3://b/reg", &options).unwrap();
+    let storage = open_storage("s3://b/reg", &options_at("s3", &endpoint)).unwrap();
     let err = storage
         .get("docker/registry/v2/x", 100)
         .await
@@ -410,13 +398,7 @@ async fn a_repository_named_metadata_is_not_a_credential_failure() {
         "400 Bad Request",
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidArgument</Code><Message>Invalid argument.</Message></Error>",
     );
-    let mut options = registry_gc::config::BackendOptions::default();
-    options.push("endpoint", &endpoint, "--endpoint");
-    options.push("allow_http", "true", "--allow-http");
-    options.push("region", "us-east-1", "--region");
-    options.push("access_key_id", "test", "-o");
-    options.push("secret_access_key", "test", "-o");
-    let storage = open_storage("s3://credential-bucket/r", &options).unwrap();
+    let storage = open_storage("s3://credential-bucket/r", &options_at("s3", &endpoint)).unwrap();
     for repository in ["billing-api", "metadata-api", "credentials", "AccessDenied"] {
         let err = storage
             .get(
@@ -475,13 +457,7 @@ async fn an_s3_delete_refused_as_a_whole_names_each_key_once() {
         "403 Forbidden",
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
     );
-    let mut options = registry_gc::config::BackendOptions::default();
-    options.push("endpoint", &endpoint, "--endpoint");
-    options.push("allow_http", "true", "--allow-http");
-    options.push("region", "us-east-1", "--region");
-    options.push("access_key_id", "k", "-o");
-    options.push("secret_access_key", "s", "-o");
-    let storage = open_storage("s3://b/r", &options).unwrap();
+    let storage = open_storage("s3://b/r", &options_at("s3", &endpoint)).unwrap();
     let keys: Vec<String> = (0..200)
         .map(|i| format!("docker/registry/v2/blobs/sha256/k{i:03}/data"))
         .collect();
