@@ -332,7 +332,7 @@ fn write_report(path: &Path, report: &Report, inv: &Inventory, plan: &Plan) -> R
     };
     let file = std::fs::File::create(path).map_err(fail)?;
     let mut out = std::io::BufWriter::new(file);
-    let deletions = plan.deletions.iter().map(|d| {
+    let deletions = plan.in_key_order(inv).map(|d| {
         let target = d.target(inv);
         (inv.key_of(&target), d.reason(), inv.bytes_of(&target))
     });

@@ -325,6 +325,93 @@ impl Plan {
             Target::Upload { .. } => search(Reason::StaleUpload.phase()),
         }
     }
+
+    /// The deletions by sweep phase, then as their keys nest in the layout:
+    /// the order a report lists them in. The plan's own order follows digest
+    /// ids, which the concurrent listing hands out in the order keys arrive,
+    /// so two dry runs of one registry would list the same deletions in a
+    /// different order and not compare equal. Costs a permutation, 4 bytes a
+    /// deletion, taken only when a report is written.
+    pub fn in_key_order<'a>(&'a self, inv: &'a Inventory) -> impl Iterator<Item = Deletion> + 'a {
+        let mut order: Vec<u32> = (0..self.deletions.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let at = |i: u32| KeyOrder::of(inv, &self.deletions[i as usize]);
+            at(a).cmp(&at(b))
+        });
+        order.into_iter().map(|i| self.deletions[i as usize])
+    }
+}
+
+/// A deletion's place in `Plan::in_key_order`, borrowed from the inventory
+/// (sorting allocates nothing): the sweep phase, the repository (blobs have
+/// none and come first, as `blobs/` sorts before `repositories/`), what under
+/// the repository (`_layers`, revisions, tags, `_uploads`), then its name.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct KeyOrder<'a> {
+    phase: u8,
+    repo: &'a str,
+    under: u8,
+    /// A tag or an upload.
+    name: &'a str,
+    /// A tag's `current/` (0) before its `index/` (1).
+    tag_part: u8,
+    digest: Option<&'a crate::digest::Digest>,
+    upload_part: &'a str,
+}
+
+impl<'a> KeyOrder<'a> {
+    fn of(inv: &'a Inventory, d: &Deletion) -> Self {
+        let repo = |r: u32| &inv.repositories[r as usize];
+        let mut at = KeyOrder {
+            phase: d.reason().phase(),
+            repo: "",
+            under: 0,
+            name: "",
+            tag_part: 0,
+            digest: None,
+            upload_part: "",
+        };
+        match d.target(inv) {
+            Target::Blob(digest) => at.digest = Some(inv.digests.get(digest)),
+            Target::LayerLink { repo: r, digest } => {
+                at.repo = &repo(r).name;
+                at.digest = Some(inv.digests.get(digest));
+            }
+            Target::Revision { repo: r, digest } => {
+                at.repo = &repo(r).name;
+                at.under = 1;
+                at.digest = Some(inv.digests.get(digest));
+            }
+            Target::TagCurrent { repo: r, tag } => {
+                at.repo = &repo(r).name;
+                at.under = 2;
+                at.name = repo(r).tag_name(tag);
+            }
+            Target::TagIndex {
+                repo: r,
+                tag,
+                digest,
+            } => {
+                at.repo = &repo(r).name;
+                at.under = 2;
+                at.name = repo(r).tag_name(tag);
+                at.tag_part = 1;
+                at.digest = Some(inv.digests.get(digest));
+            }
+            Target::Upload {
+                repo: r,
+                upload,
+                part,
+            } => {
+                let u = &repo(r).uploads[upload as usize];
+                at.repo = &repo(r).name;
+                at.under = 3;
+                at.name = &u.uuid;
+                at.upload_part = &u.parts[part as usize].part;
+            }
+        }
+        at
+    }
 }
 
 /// The blobs kept manifests need, across repositories: each kept manifest itself,

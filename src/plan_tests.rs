@@ -106,8 +106,17 @@ impl Fx {
         self.plan_with(&opts(delete_untagged))
     }
     fn plan_with(&self, opts: &PlanOptions) -> Planned {
+        self.plan_listed(opts, self.objects.iter())
+    }
+    /// The plan of the keys listed in the order `listing` gives them (digest
+    /// ids are handed out in that order).
+    fn plan_listed<'a>(
+        &self,
+        opts: &PlanOptions,
+        listing: impl Iterator<Item = (&'a String, &'a i64)>,
+    ) -> Planned {
         let mut inv = Inventory::default();
-        for (key, t) in &self.objects {
+        for (key, t) in listing {
             inv.insert(ObjectMeta {
                 key: key.clone(),
                 size: 10,
@@ -977,4 +986,42 @@ fn a_manifest_served_through_its_layer_link_keeps_what_it_references() {
             "-m {delete_untagged}"
         );
     }
+}
+
+#[test]
+fn a_report_lists_deletions_as_their_keys_sort_whatever_order_the_listing_gave() {
+    let mut fx = Fx::default();
+    for n in 1..=5 {
+        fx.image(dg(n), &[dg(100 + n)])
+            .revision("b", dg(n))
+            .revision("a", dg(n))
+            .layer_link("a", dg(100 + n))
+            .layer_link("b", dg(100 + n));
+        // a tag whose manifest is gone, with some history
+        fx.tag("a", &format!("t{n}"), dg(50 + n));
+        fx.put(layout::tag_index_key("a", &format!("t{n}"), &dg(n)), OLD);
+    }
+    for (uuid, part) in [("u2", "startedat"), ("u2", "data"), ("u1", "data")] {
+        fx.put(layout::upload_key("b", uuid, part), OLD - 8 * 24 * HOUR);
+    }
+    // listed backwards: ids run against the digests' order
+    let p = fx.plan_listed(&opts(true), fx.objects.iter().rev());
+    let rows: Vec<(u8, String)> = p
+        .in_key_order(&p.inv)
+        .map(|d| (d.reason().phase(), p.inv.key_of(&d.target(&p.inv))))
+        .collect();
+    assert_eq!(rows.len(), p.deletions.len());
+    let mut sorted = rows.clone();
+    sorted.sort();
+    assert_eq!(rows, sorted);
+    // every kind is there, so the order is checked across kinds
+    let reasons: BTreeSet<Reason> = p.deletions.iter().map(|d| d.reason()).collect();
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    // and the plan's own order (by id) differs: the test shows something
+    let by_id: Vec<(u8, String)> = p
+        .deletions
+        .iter()
+        .map(|d| (d.reason().phase(), p.inv.key_of(&d.target(&p.inv))))
+        .collect();
+    assert_ne!(rows, by_id);
 }

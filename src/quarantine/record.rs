@@ -165,7 +165,7 @@ impl QuarantineRun {
 }
 
 fn plan_entries<'a>(inv: &'a Inventory, plan: &'a Plan) -> impl Iterator<Item = Entry> + 'a {
-    plan.deletions.iter().map(|d| {
+    plan.in_key_order(inv).map(|d| {
         let target = d.target(inv);
         Entry {
             key: inv.key_of(&target),
