@@ -489,11 +489,14 @@ async fn run(args: &DuArgs, quiet: bool) -> Result<String, Error> {
         concurrency: read.concurrency,
         max_manifest_bytes: read.max_manifest_bytes,
     };
-    for planned in [&mut default_plan, &mut untagged_plan] {
-        if !planned.deletions.is_empty() {
-            progress.start_phase("re-checking repositories", 0);
-            recheck::recheck(storage, &inv, &marks, planned, &recheck_opts).await?;
-        }
+    // One listing serves both plans.
+    let mut planned: Vec<&mut Plan> = [&mut default_plan, &mut untagged_plan]
+        .into_iter()
+        .filter(|p| !p.deletions.is_empty())
+        .collect();
+    if !planned.is_empty() {
+        progress.start_phase("re-checking repositories", 0);
+        recheck::recheck_each(storage, &inv, &marks, &mut planned, &recheck_opts).await?;
     }
     progress.finish();
     let mut usage = usage(&inv, &marks, &default_plan, &untagged_plan);

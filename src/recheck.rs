@@ -150,26 +150,45 @@ pub async fn recheck(
     plan: &mut Plan,
     opts: &RecheckOptions,
 ) -> Result<RecheckOutcome, RecheckError> {
-    let mut outcome = RecheckOutcome::default();
-    let recent = list_recent(storage, inv, plan, opts, &mut outcome).await?;
-    if recent.keys == 0 {
-        return Ok(outcome);
+    let mut outcomes = recheck_each(storage, inv, marks, &mut [plan], opts).await?;
+    Ok(outcomes.pop().expect("an outcome per plan"))
+}
+
+/// `recheck` for several plans made from one inventory (`du`'s two modes),
+/// on one listing of the repositories: each plan withdraws exactly what
+/// `recheck` alone would withdraw from it (what a named link's stat decides
+/// is decided per plan), and the listing, a LIST per 1,000 repository keys on
+/// an object store, is paid once.
+pub async fn recheck_each(
+    storage: &dyn Storage,
+    inv: &Inventory,
+    marks: &Marks,
+    plans: &mut [&mut Plan],
+    opts: &RecheckOptions,
+) -> Result<Vec<RecheckOutcome>, RecheckError> {
+    let mut outcomes = vec![RecheckOutcome::default(); plans.len()];
+    let listed: Vec<&Plan> = plans.iter().map(|p| &**p).collect();
+    let recents = list_recent(storage, inv, &listed, opts, &mut outcomes).await?;
+    for ((plan, recent), outcome) in plans.iter_mut().zip(recents).zip(&mut outcomes) {
+        if recent.keys == 0 {
+            continue;
+        }
+        let reached = reach(
+            storage,
+            inv,
+            marks,
+            Roots {
+                recent: &recent,
+                repo: None,
+            },
+            &mut None,
+            opts,
+            outcome,
+        )
+        .await?;
+        withdraw(inv, marks, plan, &reached, &recent, outcome);
     }
-    let reached = reach(
-        storage,
-        inv,
-        marks,
-        Roots {
-            recent: &recent,
-            repo: None,
-        },
-        &mut None,
-        opts,
-        &mut outcome,
-    )
-    .await?;
-    withdraw(inv, marks, plan, &reached, &recent, &mut outcome);
-    Ok(outcome)
+    Ok(outcomes)
 }
 
 /// Something written during the run that a delete of this run broke: a push
@@ -216,8 +235,12 @@ pub async fn check_after_sweep(
     done: &Plan,
     opts: &RecheckOptions,
 ) -> Result<Vec<BrokenByRace>, RecheckError> {
-    let mut outcome = RecheckOutcome::default();
-    let recent = list_recent(storage, inv, done, opts, &mut outcome).await?;
+    let mut outcomes = [RecheckOutcome::default()];
+    let recent = list_recent(storage, inv, &[done], opts, &mut outcomes)
+        .await?
+        .pop()
+        .expect("a listing per plan");
+    let [mut outcome] = outcomes;
     let deleted = |t: Target| done.find(inv, t).is_some();
     let mut named: Vec<BrokenByRace> = Vec::new();
     let mut repositories: Vec<&str> = recent.manifests.iter().map(|(r, _)| r.as_str()).collect();
@@ -426,11 +449,11 @@ async fn revived_by_a_push(
 async fn list_recent(
     storage: &dyn Storage,
     inv: &Inventory,
-    plan: &Plan,
+    plans: &[&Plan],
     opts: &RecheckOptions,
-    outcome: &mut RecheckOutcome,
-) -> Result<Recent, RecheckError> {
-    let mut recent = Recent::default();
+    outcomes: &mut [RecheckOutcome],
+) -> Result<Vec<Recent>, RecheckError> {
+    let mut recents: Vec<Recent> = plans.iter().map(|_| Recent::default()).collect();
     let concurrency = opts.concurrency.max(1);
     storage.limit_list_requests(Some(concurrency));
     let split = listing::repository_partitions(storage, inv)
@@ -450,41 +473,55 @@ async fn list_recent(
         })
         .flatten_unordered(concurrency);
     let mut stream = futures::stream::iter(split.objects.into_iter().map(Ok)).chain(listed);
-    let planned = PlannedDigests::of(inv, plan);
-    let mut to_stat = ToStat::new(plan);
+    let planned: Vec<PlannedDigests> = plans.iter().map(|p| PlannedDigests::of(inv, p)).collect();
+    let mut to_stat: Vec<ToStat> = plans.iter().map(|p| ToStat::new(p)).collect();
+    let mut keys_listed = 0;
     while let Some(item) = stream.next().await {
         let meta = item.map_err(RecheckError::Storage)?;
         if !meta.key.ends_with('/') {
-            outcome.keys_listed += 1;
+            keys_listed += 1;
         }
         if !meta.is_stated() {
-            if named_link_digest(&meta.key).is_none_or(|d| planned.may_hold(&d)) {
-                to_stat.add(inv, plan, meta.key);
+            let digest = named_link_digest(&meta.key);
+            for ((plan, planned), to_stat) in plans.iter().zip(&planned).zip(&mut to_stat) {
+                if digest.is_none_or(|d| planned.may_hold(&d)) {
+                    to_stat.add(inv, plan, &meta.key);
+                }
             }
         } else if secs_ceil(meta.last_modified_ms) > opts.fence {
-            recent.note(&meta.key);
+            for recent in &mut recents {
+                recent.note(&meta.key);
+            }
         }
     }
     drop(stream);
-    let mut stats = stat_many(storage, to_stat.keys(inv, plan), opts.concurrency);
-    while let Some(((), key, result)) = stats.next().await {
-        match result {
-            Ok(meta) if secs_ceil(meta.last_modified_ms) > opts.fence => recent.note(&key),
-            Ok(_) => {}
-            // gone since it was listed: it keeps nothing
-            Err(StorageError::NotFound { .. }) => {}
-            Err(e) => return Err(RecheckError::Storage(e)),
+    for (((plan, to_stat), recent), outcome) in plans
+        .iter()
+        .zip(to_stat)
+        .zip(&mut recents)
+        .zip(outcomes.iter_mut())
+    {
+        let mut stats = stat_many(storage, to_stat.keys(inv, plan), opts.concurrency);
+        while let Some(((), key, result)) = stats.next().await {
+            match result {
+                Ok(meta) if secs_ceil(meta.last_modified_ms) > opts.fence => recent.note(&key),
+                Ok(_) => {}
+                // gone since it was listed: it keeps nothing
+                Err(StorageError::NotFound { .. }) => {}
+                Err(e) => return Err(RecheckError::Storage(e)),
+            }
+        }
+        drop(stats);
+        outcome.keys_listed = keys_listed;
+        outcome.recent_keys = recent.keys;
+        if recent.keys > 0 {
+            let links = read_links(storage, recent, opts.concurrency).await?;
+            recent
+                .manifests
+                .extend(links.into_iter().filter_map(|(repo, d)| Some((repo, d?))));
         }
     }
-    drop(stats);
-    outcome.recent_keys = recent.keys;
-    if recent.keys > 0 {
-        let links = read_links(storage, &recent, opts.concurrency).await?;
-        recent
-            .manifests
-            .extend(links.into_iter().filter_map(|(repo, d)| Some((repo, d?))));
-    }
-    Ok(recent)
+    Ok(recents)
 }
 
 /// The digests the plan deletes anything of (a blob, a revision, a layer
@@ -569,8 +606,8 @@ impl ToStat {
         }
     }
 
-    fn add(&mut self, inv: &Inventory, plan: &Plan, key: String) {
-        let target = match layout::classify(&key) {
+    fn add(&mut self, inv: &Inventory, plan: &Plan, key: &str) {
+        let target = match layout::classify(key) {
             KeyKind::LayerLink { repo, digest } => (|| {
                 let r = inv.repository_id(repo)?;
                 let d = inv.digests.find(&digest)?;
@@ -597,7 +634,7 @@ impl ToStat {
                     self.planned.insert(i);
                 }
             }
-            None => self.unknown.push(key),
+            None => self.unknown.push(key.to_string()),
         }
     }
 
@@ -859,6 +896,132 @@ fn withdraw(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inspect::{self, ReadSettings};
+    use crate::plan::{self, PlanOptions};
+    use crate::progress::Progress;
+    use crate::storage::fs::FsStorage;
+
+    /// A registry on disk, its files written two hours ago unless `young`.
+    struct Disk(tempfile::TempDir);
+
+    impl Disk {
+        fn put(&self, key: &str, bytes: &[u8], young: bool) {
+            let path = self.0.path().join(key);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, bytes).unwrap();
+            if !young {
+                let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+                filetime::set_file_mtime(&path, filetime::FileTime::from_system_time(old)).unwrap();
+            }
+        }
+        fn blob(&self, bytes: &[u8]) -> Digest {
+            let d = Digest::from_bytes(Sha256::digest(bytes).into());
+            self.put(&layout::blob_data_key(&d), bytes, false);
+            d
+        }
+        fn image(&self, name: &str) -> Digest {
+            let config = self.blob(format!("{{\"config\":\"{name}\"}}").as_bytes());
+            let layer = self.blob(format!("layer of {name}").as_bytes());
+            let desc = |media: &str, d: Digest| {
+                format!("{{\"mediaType\":\"{media}\",\"size\":1,\"digest\":\"{d}\"}}")
+            };
+            self.blob(
+                format!(
+                    "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\",\"config\":{},\"layers\":[{}]}}",
+                    desc("application/vnd.docker.container.image.v1+json", config),
+                    desc("application/vnd.docker.image.rootfs.diff.tar.gzip", layer),
+                )
+                .as_bytes(),
+            )
+        }
+        fn link(&self, key: &str, d: Digest, young: bool) {
+            self.put(key, d.to_string().as_bytes(), young);
+        }
+    }
+
+    #[tokio::test]
+    async fn plans_rechecked_together_share_one_listing_and_withdraw_what_each_would_alone() {
+        let disk = Disk(tempfile::tempdir().unwrap());
+        let (tagged, untagged) = (disk.image("tagged"), disk.image("untagged"));
+        let orphan = disk.blob(b"orphan layer");
+        disk.link(&layout::revision_key("a", &tagged), tagged, false);
+        disk.link(&layout::tag_current_key("a", "v1"), tagged, false);
+        disk.link(&layout::tag_index_key("a", "v1", &tagged), tagged, false);
+        disk.link(&layout::revision_key("a", &untagged), untagged, false);
+        let storage = FsStorage::open(disk.0.path()).unwrap();
+        let read = ReadSettings {
+            concurrency: 4,
+            max_manifest_bytes: 1 << 20,
+        };
+        let (inv, marks, _) = inspect::load(&storage, &read, None, false, &Progress::new(false))
+            .await
+            .unwrap();
+        let opts = |delete_untagged| PlanOptions {
+            delete_untagged,
+            min_age_ms: 3_600_000,
+            upload_max_age_ms: 7 * 86_400_000,
+            delete_empty_repositories: false,
+            now_ms: crate::storage::system_time_ms(std::time::SystemTime::now()),
+            unstated_are_old: false,
+        };
+        let plans = || [false, true].map(|m| plan::plan(&inv, &marks, &opts(m)));
+        // after the listing: a push of the untagged image to `b`, and of the
+        // orphan as a layer to `c`
+        disk.link(&layout::revision_key("b", &untagged), untagged, true);
+        disk.link(&layout::layer_link_key("c", &orphan), orphan, true);
+        let recheck_opts = RecheckOptions {
+            fence: opts(false).fence(),
+            concurrency: 4,
+            max_manifest_bytes: 1 << 20,
+        };
+
+        let lists = || storage.counts().totals().list;
+        let mut alone = plans();
+        let mut alone_outcomes = Vec::new();
+        let before = lists();
+        for plan in &mut alone {
+            alone_outcomes.push(
+                recheck(&storage, &inv, &marks, plan, &recheck_opts)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let lists_alone = lists() - before;
+        let mut together = plans();
+        let [default, untagged_plan] = &mut together;
+        let before = lists();
+        let outcomes = recheck_each(
+            &storage,
+            &inv,
+            &marks,
+            &mut [default, untagged_plan],
+            &recheck_opts,
+        )
+        .await
+        .unwrap();
+        let lists_together = lists() - before;
+
+        assert_eq!(outcomes, alone_outcomes);
+        // both withdrew something: the orphan, and under -m the untagged image
+        assert!(
+            outcomes[0].withdrawn >= 1 && outcomes[1].withdrawn > outcomes[0].withdrawn,
+            "{outcomes:?}"
+        );
+        for (a, t) in alone.iter().zip(&together) {
+            let keys = |p: &Plan| {
+                p.in_key_order(&inv)
+                    .map(|d| inv.key_of(&d.target(&inv)))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(keys(a), keys(t));
+        }
+        assert!(lists_together > 0);
+        assert_eq!(
+            lists_together * 2,
+            lists_alone,
+            "{lists_together} against {lists_alone}"
+        );
+    }
 
     #[test]
     fn named_link_keys_give_their_digest() {
