@@ -411,6 +411,33 @@ mod tests {
         assert!(r.summary().contains("nothing to delete"));
     }
 
+    /// "N deletions failed" counts keys not deleted: with `--quarantine`,
+    /// keys not moved; the run's record failing to be rewritten is said apart.
+    #[test]
+    fn what_is_left_to_do_counts_keys_and_says_a_record_failure_apart() {
+        let failure = |key: &str| crate::report::Failure {
+            key: key.into(),
+            error: "503 SlowDown".into(),
+        };
+        let mut r = report();
+        r.failures = vec![failure("docker/registry/v2/blobs/sha256/ab/ab/data")];
+        assert_eq!(r.left_to_do(), ["1 deletion failed; run again to finish"]);
+        r.quarantine = true;
+        r.quarantine_run = Some("20261129T031443Z-353f22".into());
+        r.failures
+            .push(failure("docker/registry/v2/blobs/sha256/cd/cd/data"));
+        r.failures.push(failure(&crate::quarantine::record_key(
+            "20261129T031443Z-353f22",
+        )));
+        let left = r.left_to_do();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert_eq!(
+            left[0],
+            "2 keys were not moved into quarantine; run again to finish"
+        );
+        assert!(left[1].contains("record was not updated"), "{left:?}");
+    }
+
     #[test]
     fn a_failed_run_reports_what_is_known() {
         let m = RunMetrics {

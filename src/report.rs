@@ -241,11 +241,33 @@ impl Report {
         if let Some(why) = &self.unwritten_report {
             left.push(format!("the sweep ran, but {why}"));
         }
-        if !self.failures.is_empty() {
-            left.push(format!(
-                "{} deletions failed; run again to finish",
-                self.failures.len()
-            ));
+        // the quarantine run's record is not a planned key: its failure to be
+        // rewritten leaves every move in place
+        let record = self
+            .quarantine_run
+            .as_deref()
+            .map(crate::quarantine::record_key);
+        let (record_failures, key_failures): (Vec<&Failure>, Vec<&Failure>) = self
+            .failures
+            .iter()
+            .partition(|f| record.as_ref() == Some(&f.key));
+        if !key_failures.is_empty() {
+            let n = key_failures.len();
+            left.push(match (self.quarantine, n) {
+                (false, 1) => "1 deletion failed; run again to finish".to_string(),
+                (false, _) => format!("{n} deletions failed; run again to finish"),
+                (true, 1) => "1 key was not moved into quarantine; run again to finish".to_string(),
+                (true, _) => {
+                    format!("{n} keys were not moved into quarantine; run again to finish")
+                }
+            });
+        }
+        if !record_failures.is_empty() {
+            left.push(
+                "the quarantine run's record was not updated (below): its keys were moved, and \
+                 `registry-gc restore` still finds them"
+                    .to_string(),
+            );
         }
         if !self.broken_by_concurrent_pushes.is_empty() {
             let images: std::collections::BTreeSet<String> = self
