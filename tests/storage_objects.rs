@@ -446,6 +446,41 @@ async fn keys_named_like_a_retried_error_code_are_deleted_with_their_batch_moto(
     );
 }
 
+/// With `-o disable_bulk_delete=true` (an S3-compatible store without
+/// DeleteObjects) each key is a DELETE request of its own, and the request
+/// counts (the report's, the summary's) say so: they counted one request per
+/// 1,000 keys, as for DeleteObjects.
+#[tokio::test(flavor = "multi_thread")]
+async fn single_deletes_are_counted_a_request_each_moto() {
+    let emulator = Emulator::Moto;
+    emulator.require();
+    let store = emulator.store();
+    for (disable, requests) in [(false, 1), (true, 5)] {
+        let root = Emulator::unique_root("single-deletes");
+        let keys: Vec<String> = (0..5)
+            .map(|i| format!("docker/registry/v2/blobs/sha256/a{i}/a{i}/data"))
+            .collect();
+        for key in &keys {
+            emulator
+                .put(store.as_ref(), &format!("{root}/{key}"), b"x")
+                .await;
+        }
+        let mut options = emulator.backend_options();
+        if disable {
+            options.push("disable_bulk_delete", "true", "-o");
+        }
+        let storage = open_storage(&emulator.url(&root), &options).unwrap();
+        let results = storage.delete_batch(&keys).await;
+        assert!(results.iter().all(Result::is_ok), "{results:#?}");
+        assert!(emulator.keys(&root).await.is_empty(), "keys left");
+        assert_eq!(
+            storage.counts().totals().delete,
+            requests,
+            "disable_bulk_delete={disable}"
+        );
+    }
+}
+
 /// A DeleteObjects request refused as a whole (403: a clock skewed past
 /// what S3 accepts, a revoked key, a policy that denies the POST) fails
 /// each of its keys, each failure naming its own key: object_store names

@@ -261,6 +261,9 @@ pub struct ObjectStorage {
     /// `disable_bulk_delete`), for the keys `answer_reads_as_error` names.
     /// Without it those go in DeleteObjects requests like any other.
     single_deletes: Option<Arc<dyn Backend>>,
+    /// `store` deletes through the service's bulk API; else a request a key
+    /// (S3 with `disable_bulk_delete`).
+    bulk_deletes: bool,
     /// Places for LIST requests in flight (`limit_list_requests`).
     list_places: std::sync::RwLock<Option<Arc<tokio::sync::Semaphore>>>,
     counts: RequestCounts,
@@ -291,6 +294,7 @@ impl ObjectStorage {
             gcs_delete_concurrency: 16,
             page_size: None,
             single_deletes: None,
+            bulk_deletes: true,
             list_places: Default::default(),
             counts: RequestCounts::default(),
         }
@@ -311,6 +315,14 @@ impl ObjectStorage {
     /// DeleteObjects request of one key.
     pub fn with_single_deletes(mut self, store: Option<Arc<dyn Backend>>) -> Self {
         self.single_deletes = store;
+        self
+    }
+
+    /// Whether `store` deletes through the service's bulk API (DeleteObjects,
+    /// Blob Batch): an S3 store built with `disable_bulk_delete` sends a DELETE
+    /// per key, and the request counts say so.
+    pub fn with_bulk_deletes(mut self, on: bool) -> Self {
+        self.bulk_deletes = on;
         self
     }
 
@@ -742,8 +754,12 @@ impl Storage for ObjectStorage {
                 bulk.push(p);
             }
         }
-        self.counts
-            .delete(single.len() as u64 + bulk.len().div_ceil(self.service.delete_batch()) as u64);
+        let bulk_requests = if self.bulk_deletes {
+            bulk.len().div_ceil(self.service.delete_batch())
+        } else {
+            bulk.len()
+        };
+        self.counts.delete((single.len() + bulk_requests) as u64);
         let mut bulk_results = self.delete_in_bulk(bulk).await.into_iter();
         let single_store = self.single_deletes.as_ref().unwrap_or(&self.store);
         let mut single_results = futures::stream::iter(single)

@@ -186,13 +186,17 @@ pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Stor
             reason,
         });
     }
-    let ((store, where_), single_deletes) = match service {
+    let ((store, where_), single_deletes, bulk_deletes) = match service {
         Service::S3 => {
-            let (built, single) = build_s3(spec, bucket, options)?;
-            (built, Some(single))
+            let s3 = build_s3(spec, bucket, options)?;
+            (
+                (s3.store, s3.endpoint),
+                Some(s3.single_deletes),
+                s3.bulk_deletes,
+            )
         }
-        Service::Azure => (build_azure(spec, bucket, options)?, None),
-        Service::Gcs => (build_gcs(spec, bucket, options)?, None),
+        Service::Azure => (build_azure(spec, bucket, options)?, None, true),
+        Service::Gcs => (build_gcs(spec, bucket, options)?, None, true),
     };
     let scheme = match service {
         Service::S3 => "s3",
@@ -207,7 +211,8 @@ pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Stor
     Ok(Box::new(
         ObjectStorage::new(store, service, &root, location)
             .with_list_page_size(page)
-            .with_single_deletes(single_deletes),
+            .with_single_deletes(single_deletes)
+            .with_bulk_deletes(bulk_deletes),
     ))
 }
 
@@ -340,9 +345,19 @@ fn endpoint_of(
     configured.or_else(|| env.iter().find_map(|k| std::env::var(k).ok()))
 }
 
-/// The S3 store, where it is, and the same store sending a plain DELETE per
-/// key (`ObjectStorage::with_single_deletes`).
-type S3Stores = ((Arc<dyn Backend>, Option<String>), Arc<dyn Backend>);
+/// What `build_s3` makes.
+struct S3Stores {
+    store: Arc<dyn Backend>,
+    /// Where it is, when not AWS's own endpoint.
+    endpoint: Option<String>,
+    /// The same store sending a plain DELETE per key
+    /// (`ObjectStorage::with_single_deletes`).
+    single_deletes: Arc<dyn Backend>,
+    /// `store` deletes through DeleteObjects: not when the settings say
+    /// `disable_bulk_delete` (a store without that API), where it sends a
+    /// DELETE per key, and each is a request to count.
+    bulk_deletes: bool,
+}
 
 fn build_s3(spec: &str, bucket: &str, options: &BackendOptions) -> Result<S3Stores, OpenError> {
     #[cfg(feature = "aws-profile")]
@@ -445,8 +460,16 @@ fn build_s3(spec: &str, bucket: &str, options: &BackendOptions) -> Result<S3Stor
         .with_disable_bulk_delete(true)
         .build()
         .map_err(|e| built(spec, e))?;
+    let bulk_deletes = b
+        .get_config_value(&AmazonS3ConfigKey::DisableBulkDelete)
+        .is_none_or(|v| !v.eq_ignore_ascii_case("true"));
     let store = b.build().map_err(|e| built(spec, e))?;
-    Ok(((Arc::new(store), endpoint), Arc::new(single)))
+    Ok(S3Stores {
+        store: Arc::new(store),
+        endpoint,
+        single_deletes: Arc::new(single),
+        bulk_deletes,
+    })
 }
 
 /// `b` sending to `endpoint` whatever else set an endpoint.
