@@ -288,7 +288,7 @@ pub async fn run(
         unwritten_report: None,
     };
     if let Some(path) = report_path {
-        match write_report(path, &report, &inventory, &plan) {
+        match write_report(path, &report, &inventory, plan) {
             Ok(()) => {}
             // nothing was deleted: the run stops with the error
             Err(e) if opts.dry_run => return Err(e),
@@ -325,14 +325,14 @@ impl Lap {
     }
 }
 
-fn write_report(path: &Path, report: &Report, inv: &Inventory, plan: &Plan) -> Result<(), Error> {
+fn write_report(path: &Path, report: &Report, inv: &Inventory, plan: Plan) -> Result<(), Error> {
     let fail = |source| Error::Report {
         path: path.display().to_string(),
         source,
     };
     let file = std::fs::File::create(path).map_err(fail)?;
     let mut out = std::io::BufWriter::new(file);
-    let deletions = plan.in_key_order(inv).map(|d| {
+    let deletions = plan.into_key_order(inv).into_iter().map(|d| {
         let target = d.target(inv);
         (inv.key_of(&target), d.reason(), inv.bytes_of(&target))
     });

@@ -327,11 +327,11 @@ impl Plan {
     }
 
     /// The deletions by sweep phase, then as their keys nest in the layout:
-    /// the order a report lists them in. The plan's own order follows digest
-    /// ids, which the concurrent listing hands out in the order keys arrive,
-    /// so two dry runs of one registry would list the same deletions in a
-    /// different order and not compare equal. Costs a permutation, 4 bytes a
-    /// deletion, taken only when a report is written.
+    /// the order a report and a quarantine record list them in. The plan's
+    /// own order follows digest ids, which the concurrent listing hands out
+    /// in the order keys arrive, so two dry runs of one registry would list
+    /// the same deletions in a different order and not compare equal. Costs
+    /// a permutation, 4 bytes a deletion (`into_key_order` costs none).
     pub fn in_key_order<'a>(&'a self, inv: &'a Inventory) -> impl Iterator<Item = Deletion> + 'a {
         let mut order: Vec<u32> = (0..self.deletions.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| {
@@ -339,6 +339,15 @@ impl Plan {
             at(a).cmp(&at(b))
         });
         order.into_iter().map(|i| self.deletions[i as usize])
+    }
+
+    /// The deletions in `in_key_order`'s order, sorted in place: for the
+    /// report, written last, when the plan is searched no more (at a million
+    /// keys the report is written near the run's peak memory).
+    pub fn into_key_order(self, inv: &Inventory) -> Vec<Deletion> {
+        let mut deletions = self.deletions;
+        deletions.sort_unstable_by(|a, b| KeyOrder::of(inv, a).cmp(&KeyOrder::of(inv, b)));
+        deletions
     }
 }
 

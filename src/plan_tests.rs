@@ -1024,4 +1024,12 @@ fn a_report_lists_deletions_as_their_keys_sort_whatever_order_the_listing_gave()
         .map(|d| (d.reason().phase(), p.inv.key_of(&d.target(&p.inv))))
         .collect();
     assert_ne!(rows, by_id);
+    // sorted in place, for the report, the same
+    let Planned { inv, plan } = p;
+    let in_place: Vec<(u8, String)> = plan
+        .into_key_order(&inv)
+        .into_iter()
+        .map(|d| (d.reason().phase(), inv.key_of(&d.target(&inv))))
+        .collect();
+    assert_eq!(in_place, rows);
 }
