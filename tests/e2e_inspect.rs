@@ -699,9 +699,10 @@ fn fsck_reports_a_corrupt_manifest_and_goes_on() {
 }
 
 /// A tag directory without its `current/link` (a tag delete or a copy cut
-/// short; on a filesystem also an empty tag directory): 2.8 still lists the
-/// tag in `tags/list`, and answers MANIFEST_UNKNOWN when it is pulled. fsck
-/// names it as a problem, by the link that is missing.
+/// short; on a filesystem also an empty tag directory), or any file in
+/// `_manifests/tags/` (2.8 lists its entries, directories or not): 2.8 still
+/// lists the tag in `tags/list`, and fails when it is pulled. fsck names it as
+/// a problem, by the link that is missing.
 #[test]
 fn fsck_reports_a_tag_the_registry_lists_but_cannot_serve() {
     let (_dir, sc) = pushed(|reg| shop(reg).0);
@@ -714,10 +715,20 @@ fn fsck_reports_a_tag_the_registry_lists_but_cannot_serve() {
         "repositories/shop/api/_manifests/tags/gone",
     ))
     .unwrap();
+    // a file where a tag's directory would be, and a directory with only a file
+    let readme = "repositories/shop/web/_manifests/tags/README";
+    let notes = "repositories/shop/api/_manifests/tags/notes/todo.txt";
+    tree::write_key(root, readme, b"stray");
+    tree::write_key(root, notes, b"stray");
     tree::age_tree(root, std::time::Duration::from_secs(7200));
     {
         let reg = Registry::start(root);
-        for (repo, tag) in [("shop/web", "v2"), ("shop/api", "gone")] {
+        for (repo, tag) in [
+            ("shop/web", "v2"),
+            ("shop/api", "gone"),
+            ("shop/web", "README"),
+            ("shop/api", "notes"),
+        ] {
             assert!(
                 http::list_tags(reg.url(), repo).contains(&tag.to_string()),
                 "the registry lists {repo}:{tag}"
@@ -742,11 +753,158 @@ fn fsck_reports_a_tag_the_registry_lists_but_cannot_serve() {
             &tree::tag_current_link_key("shop/api", "gone"),
             &["shop/api:gone"],
         ),
+        finding(
+            "tag-link-missing",
+            &tree::tag_current_link_key("shop/web", "README"),
+            &["shop/web:README"],
+        ),
+        finding(
+            "tag-link-missing",
+            &tree::tag_current_link_key("shop/api", "notes"),
+            &["shop/api:notes"],
+        ),
+        finding("stray-key", readme, &[]),
+        finding("stray-key", notes, &[]),
     ]
     .into();
     assert_eq!((code, findings(&r)), (5, want), "{r}");
     let after = tree::snapshot(root);
     assert!(before == after, "{}", tree::snapshot_diff(&before, &after));
+    drop(sc);
+}
+
+/// The directory of a revision link (what 2.1.0 never wrote).
+fn revision_dir_key(repo: &str, digest: &str) -> String {
+    let link = tree::revision_link_key(repo, digest);
+    link.strip_suffix("/link").unwrap().to_string()
+}
+
+/// 2.1.0 linked manifests into the repository's `_layers` instead of its
+/// revisions, and 2.8 still serves them through that link (its manifest store
+/// tries the revision link, then the layer link): a tag, or an index's child,
+/// whose manifest is linked only so is a note, not a problem. What such a
+/// tag's image lacks is a problem, as for any tag, and so is junk in the link
+/// it is served through.
+#[test]
+fn fsck_follows_2_8_to_manifests_linked_only_in_layers() {
+    let mut parts = None;
+    let (_dir, sc) = pushed(|reg| {
+        let (sc, images, pushed_images) = shop(reg);
+        parts = Some((images, pushed_images));
+        sc
+    });
+    let (images, pushed_images) = parts.unwrap();
+    let copy = aged_copy(&sc);
+    let root = copy.path();
+    let (m_v1, m_amd) = (&pushed_images[0], &pushed_images[1]);
+    for m in [m_v1, m_amd] {
+        tree::remove_dir(root, &revision_dir_key("shop/web", &m.digest));
+        tree::write_layer_link(root, "shop/web", &m.digest);
+    }
+    let reg = Registry::start(root);
+    for tag in ["v1", "multi", "v2"] {
+        http::pull_verify(reg.url(), "shop/web", tag)
+            .unwrap_or_else(|e| panic!("2.8 serves shop/web:{tag}: {e}"));
+    }
+    for m in [m_v1, m_amd] {
+        http::pull_verify(reg.url(), "shop/web", &m.digest)
+            .unwrap_or_else(|e| panic!("2.8 serves shop/web@{}: {e}", m.digest));
+    }
+    let v1_link = tree::layer_link_key("shop/web", &m_v1.digest);
+    let notes: BTreeSet<Found> = [
+        finding("layer-linked-manifest", &v1_link, &["shop/web:v1"]),
+        finding(
+            "layer-linked-manifest",
+            &tree::layer_link_key("shop/web", &m_amd.digest),
+            &["shop/web:multi"],
+        ),
+    ]
+    .into();
+    let (code, r) = fsck(root, &[]);
+    assert_eq!((code, findings(&r)), (0, notes.clone()), "{r}");
+    assert_eq!(r["problems"].as_u64(), Some(0), "{r}");
+    let (code, _) = fsck(root, &["--strict"]);
+    assert_eq!(code, 5, "--strict counts the notes");
+
+    // a layer of the image shop/web:v1 lost: 2.8 cannot pull the tag
+    let lost = &images[0].layers[0];
+    tree::remove_key(root, &tree::blob_key(lost.hex()));
+    assert!(http::pull_verify(reg.url(), "shop/web", "v1").is_err());
+    let mut want = notes.clone();
+    want.insert(finding(
+        "missing-blob",
+        &tree::blob_key(lost.hex()),
+        &["shop/web:v1"],
+    ));
+    want.insert(finding(
+        "dangling-layer-link",
+        &tree::layer_link_key("shop/web", &lost.digest),
+        &[],
+    ));
+    let (code, r) = fsck(root, &[]);
+    assert_eq!((code, findings(&r)), (5, want), "{r}");
+    tree::write_key(root, &tree::blob_key(lost.hex()), &lost.bytes);
+
+    // junk in the link the manifest is served through: 2.8 answers 500
+    tree::write_key(root, &v1_link, b"sha256:not-a-digest");
+    assert!(http::get_manifest(reg.url(), "shop/web", "v1").is_err());
+    let mut want = notes;
+    want.insert(finding("junk-link", &v1_link, &["shop/web:v1"]));
+    let (code, r) = fsck(root, &[]);
+    assert_eq!((code, findings(&r)), (5, want), "{r}");
+    drop(reg);
+    drop(sc);
+}
+
+/// 2.8 never reads a tag's history entries (`index/sha256/<hex>/link`): it
+/// resolves a tag by its `current/link` alone, lists tags by directory, and a
+/// push or a delete writes or removes the entries without reading them. One
+/// that does not hold its digest (junk, another digest, a trailing newline)
+/// breaks nothing: a note, not a problem.
+#[test]
+fn fsck_counts_junk_tag_history_links_as_notes() {
+    let mut parts = None;
+    let (_dir, sc) = pushed(|reg| {
+        let (sc, _, pushed_images) = shop(reg);
+        parts = Some(pushed_images);
+        sc
+    });
+    let pushed_images = parts.unwrap();
+    let copy = aged_copy(&sc);
+    let root = copy.path();
+    let (m_v1, m_v2, m_api) = (&pushed_images[0], &pushed_images[4], &pushed_images[5]);
+    let junk = tree::tag_index_link_key("shop/web", "v1", &m_v1.digest);
+    tree::write_key(root, &junk, b"not a digest");
+    let other = tree::tag_index_link_key("shop/web", "v2", &m_v2.digest);
+    tree::write_key(root, &other, m_v1.digest.as_bytes());
+    let newline = tree::tag_index_link_key("shop/api", "v1", &m_api.digest);
+    tree::append_newline(root, &newline);
+    let want: BTreeSet<Found> = [
+        finding("junk-tag-index", &junk, &["shop/web:v1"]),
+        finding("junk-tag-index", &other, &["shop/web:v2"]),
+        finding("junk-tag-index", &newline, &["shop/api:v1"]),
+    ]
+    .into();
+    let (code, r) = fsck(root, &[]);
+    assert_eq!((code, findings(&r)), (0, want), "{r}");
+    assert_eq!(r["problems"].as_u64(), Some(0), "{r}");
+
+    let reg = Registry::start(root);
+    assert_eq!(
+        http::list_tags(reg.url(), "shop/web"),
+        vec!["multi".to_string(), "v1".to_string(), "v2".to_string()]
+    );
+    for (repo, tag) in [("shop/web", "v1"), ("shop/web", "v2"), ("shop/api", "v1")] {
+        http::pull_verify(reg.url(), repo, tag)
+            .unwrap_or_else(|e| panic!("2.8 serves {repo}:{tag}: {e}"));
+    }
+    // a delete through the API goes through too (202), untagging shop/web:v1
+    http::delete_manifest(reg.url(), "shop/web", &m_v1.digest);
+    assert_eq!(
+        http::list_tags(reg.url(), "shop/web"),
+        vec!["multi".to_string(), "v2".to_string()]
+    );
+    drop(reg);
     drop(sc);
 }
 

@@ -16,10 +16,11 @@ use crate::mark::{Marks, TagTarget};
 pub enum Kind {
     /// A tag's current link names a manifest whose blob is missing.
     TagManifestMissing,
-    /// A tag directory without a `current/link`: the registry lists the tag
-    /// (`tags/list`) and answers MANIFEST_UNKNOWN for it.
+    /// A tag the registry lists (`tags/list`: every entry of `_manifests/tags/`)
+    /// without a `current/link`: it cannot serve it.
     TagLinkMissing,
-    /// A tag's current link names a manifest that is not a revision of its repository.
+    /// A tag's current link names a manifest its repository links neither as
+    /// a revision nor through `_layers`: the registry answers MANIFEST_UNKNOWN.
     TagNotARevision,
     /// A revision link whose manifest blob is missing.
     RevisionManifestMissing,
@@ -27,7 +28,8 @@ pub enum Kind {
     MissingBlob,
     /// An index's child manifest blob is missing.
     MissingChild,
-    /// An index's child manifest exists but is not a revision of the repository.
+    /// An index's child manifest exists but the repository links it neither
+    /// as a revision nor through `_layers`.
     ChildNotARevision,
     /// A config or layer in storage that the image's repository has no `_layers`
     /// link for: the registry answers BLOB_UNKNOWN when it is pulled through it.
@@ -45,6 +47,12 @@ pub enum Kind {
     DanglingLayerLink,
     /// A tag-history entry whose manifest blob is missing.
     DanglingTagIndex,
+    /// A tag-history entry whose link does not hold its digest: 2.8 never
+    /// reads these (a tag resolves through its `current/link` alone).
+    JunkTagIndex,
+    /// A tag's manifest, or an index's child, linked in its repository only
+    /// through `_layers` (what 2.1.0 wrote): 2.8 serves it through that link.
+    LayerLinkedManifest,
     /// JSON of a shape registry-gc does not know (kept whole by `gc`).
     UnknownManifest,
     /// A key that is not part of the registry layout.
@@ -58,6 +66,8 @@ impl Kind {
             Kind::OrphanBlob
                 | Kind::DanglingLayerLink
                 | Kind::DanglingTagIndex
+                | Kind::JunkTagIndex
+                | Kind::LayerLinkedManifest
                 | Kind::UnknownManifest
                 | Kind::StrayKey
         )
@@ -79,6 +89,12 @@ impl Kind {
             Kind::OrphanBlob => "orphan blobs (no link or reference anywhere)",
             Kind::DanglingLayerLink => "layer links whose blob is missing",
             Kind::DanglingTagIndex => "tag history entries whose manifest is missing",
+            Kind::JunkTagIndex => {
+                "tag history entries that do not hold their digest (unread by the registry)"
+            }
+            Kind::LayerLinkedManifest => {
+                "manifests linked only through _layers (the 2.1.0 layout, served by the registry)"
+            }
             Kind::UnknownManifest => "manifests of an unknown shape",
             Kind::StrayKey => "stray keys (not part of the registry layout)",
         }
@@ -192,6 +208,23 @@ pub fn reference_roles(bytes: &[u8]) -> HashMap<Digest, Role> {
     out
 }
 
+/// The tags' targets in repository `ri` that have no revision link but a
+/// `_layers` link, sorted, each once. 2.8 serves them through that link (its
+/// manifest store tries the revision link, then the layer link, because 2.1.0
+/// linked manifests into `_layers`), and `mark` reads them as it reads
+/// revisions.
+fn layer_linked_targets(inv: &Inventory, marks: &Marks, ri: usize) -> Vec<DigestId> {
+    let repo = &inv.repositories[ri];
+    let mut out: Vec<DigestId> = marks.tag_targets[ri]
+        .iter()
+        .filter_map(|t| t.known())
+        .filter(|id| inv.has_blob(*id) && !repo.has_revision(*id) && repo.has_layer_link(*id))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Names images by `repo:tag`, following index children up to the tags that
 /// reach them.
 struct Names<'a> {
@@ -199,8 +232,10 @@ struct Names<'a> {
     repo: &'a Repository,
     /// Digest id -> the tags pointing at it directly.
     tags: HashMap<DigestId, Vec<&'a str>>,
-    /// Child -> the indexes (revisions here) that list it.
+    /// Child -> the indexes (served here) that list it.
     parents: HashMap<DigestId, Vec<DigestId>>,
+    /// `layer_linked_targets` of the repository.
+    layer_linked: Vec<DigestId>,
 }
 
 impl<'a> Names<'a> {
@@ -212,19 +247,26 @@ impl<'a> Names<'a> {
                 tags.entry(id).or_default().push(repo.tag_name(ti as u32));
             }
         }
+        let layer_linked = layer_linked_targets(inv, marks, ri);
+        let served = repo
+            .revisions
+            .iter()
+            .map(|l| l.digest)
+            .chain(layer_linked.iter().copied());
         let mut parents: HashMap<DigestId, Vec<DigestId>> = HashMap::new();
-        for l in &repo.revisions {
-            if let Some(refs) = marks.manifest(l.digest) {
+        for m in served {
+            if let Some(refs) = marks.manifest(m) {
                 if refs.kind == ManifestKind::Index {
                     for c in refs.children {
-                        parents.entry(*c).or_default().push(l.digest);
+                        parents.entry(*c).or_default().push(m);
                     }
                 }
             }
         }
         // an index's missing children are still its children, for naming
         for (m, d) in &marks.missing_refs {
-            if let (true, Some(c)) = (repo.has_revision(*m), inv.digests.find(d)) {
+            let served = repo.has_revision(*m) || layer_linked.binary_search(m).is_ok();
+            if let (true, Some(c)) = (served, inv.digests.find(d)) {
                 if marks
                     .manifest(*m)
                     .is_some_and(|r| r.kind == ManifestKind::Index)
@@ -238,7 +280,24 @@ impl<'a> Names<'a> {
             repo,
             tags,
             parents,
+            layer_linked,
         }
+    }
+
+    /// The manifests the registry serves from the repository that were read:
+    /// its revisions with a blob, and the tags' targets linked only through
+    /// `_layers`.
+    fn served(&self) -> impl Iterator<Item = DigestId> + '_ {
+        self.repo
+            .revisions
+            .iter()
+            .map(|l| l.digest)
+            .filter(|id| self.inv.has_blob(*id))
+            .chain(self.layer_linked.iter().copied())
+    }
+
+    fn is_layer_linked(&self, id: DigestId) -> bool {
+        self.layer_linked.binary_search(&id).is_ok()
     }
 
     /// `repo:tag` for every tag reaching `id` (directly or through indexes), or
@@ -266,6 +325,16 @@ impl<'a> Names<'a> {
         out
     }
 }
+
+/// The (repository, tag) the registry lists for a key below a repository's
+/// `_manifests/tags/`: the name of the entry there.
+fn listed_tag(key: &str) -> Option<(&str, &str)> {
+    let (r, meta) = layout::split_repository_path(key.strip_prefix(layout::REPOSITORIES)?)?;
+    let tag = meta.strip_prefix("_manifests/tags/")?.split('/').next()?;
+    Some((r, tag)).filter(|_| !tag.is_empty())
+}
+
+const TAG_LISTED_FOR_A_STRAY: &str = "a stray key below _manifests/tags/ makes the registry list this tag, which has no current link: it cannot serve it; remove the stray key";
 
 const TAG_LINK_MISSING: &str = "the tag has no current link: the registry lists it but cannot serve it (MANIFEST_UNKNOWN); push the tag again, or remove its directory";
 
@@ -308,6 +377,12 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
                         image,
                         format!("points at {d}, whose manifest blob is missing"),
                     ),
+                    Some(id) if names.is_layer_linked(id) => push(
+                        Kind::LayerLinkedManifest,
+                        layout::layer_link_key(r, &d),
+                        names.of(id),
+                        format!("manifest {d} has no revision link in {r}, only a _layers link (the 2.1.0 layout): the registry serves it through that link, and `gc` keeps it; the registry's own garbage-collect marks from revision links only and deletes it (pushing it again links it as a revision)"),
+                    ),
                     Some(id) if !repo.has_revision(id) => push(
                         Kind::TagNotARevision,
                         key,
@@ -319,19 +394,20 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
             }
         }
 
-        for l in &repo.revisions {
+        for l in repo.revisions.iter().filter(|l| !inv.has_blob(l.digest)) {
             let d = inv.digests.get(l.digest);
-            if !inv.has_blob(l.digest) {
-                let msg = format!("manifest {d} is linked but its blob is missing");
-                push(
-                    Kind::RevisionManifestMissing,
-                    layout::revision_key(r, d),
-                    names.of(l.digest),
-                    msg,
-                );
-                continue;
-            }
-            let Some(refs) = marks.manifest(l.digest) else {
+            let msg = format!("manifest {d} is linked but its blob is missing");
+            push(
+                Kind::RevisionManifestMissing,
+                layout::revision_key(r, d),
+                names.of(l.digest),
+                msg,
+            );
+        }
+
+        for id in names.served() {
+            let d = inv.digests.get(id);
+            let Some(refs) = marks.manifest(id) else {
                 continue;
             };
             let manifest_key = layout::blob_data_key(d);
@@ -340,20 +416,20 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
                     push(
                         Kind::UnparseableManifest,
                         manifest_key,
-                        names.of(l.digest),
+                        names.of(id),
                         format!("manifest {d} is not a JSON object"),
                     );
                     continue;
                 }
                 ManifestKind::Unknown => {
                     let msg = format!("manifest {d} has a shape registry-gc does not know; gc keeps every digest it mentions");
-                    push(Kind::UnknownManifest, manifest_key, names.of(l.digest), msg);
+                    push(Kind::UnknownManifest, manifest_key, names.of(id), msg);
                     continue;
                 }
                 _ => {}
             }
-            for missing in missing_of.get(&l.digest).into_iter().flatten() {
-                let role = obs.roles.get(&(l.digest, *missing)).copied();
+            for missing in missing_of.get(&id).into_iter().flatten() {
+                let role = obs.roles.get(&(id, *missing)).copied();
                 let kind = match role {
                     Some(Role::Foreign) => continue,
                     // mentioned only in an unknown media type's other fields
@@ -363,12 +439,7 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
                 };
                 let role = role.map_or("reference", Role::name);
                 let msg = format!("{role} {missing} of manifest {d} is missing");
-                push(
-                    kind,
-                    layout::blob_data_key(missing),
-                    names.of(l.digest),
-                    msg,
-                );
+                push(kind, layout::blob_data_key(missing), names.of(id), msg);
             }
             // An image manifest with "children" had an unknown media type: its
             // blobs include every digest it mentions, not only descriptors.
@@ -389,23 +460,35 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
                     push(
                         Kind::BlobNotLinked,
                         layout::layer_link_key(r, inv.digests.get(*b)),
-                        names.of(l.digest),
+                        names.of(id),
                         msg,
                     );
                 }
             }
             if refs.kind == ManifestKind::Index {
                 for c in refs.children.iter().filter(|c| !repo.has_revision(**c)) {
-                    let msg = format!(
-                        "child manifest {} of index {d} is not a revision of {r}: the registry cannot serve it here",
-                        inv.digests.get(*c)
-                    );
-                    push(
-                        Kind::ChildNotARevision,
-                        layout::revision_key(r, inv.digests.get(*c)),
-                        names.of(l.digest),
-                        msg,
-                    );
+                    let cd = inv.digests.get(*c);
+                    if names.is_layer_linked(*c) {
+                        // a tag's target too: reported, and checked, as such
+                    } else if repo.has_layer_link(*c) {
+                        let msg = format!("child manifest {cd} of index {d} has no revision link in {r}, only a _layers link (the 2.1.0 layout): the registry serves it through that link; fsck does not read it, so its config and layers are not checked");
+                        push(
+                            Kind::LayerLinkedManifest,
+                            layout::layer_link_key(r, cd),
+                            names.of(id),
+                            msg,
+                        );
+                    } else {
+                        let msg = format!(
+                            "child manifest {cd} of index {d} is not a revision of {r}: the registry cannot serve it here"
+                        );
+                        push(
+                            Kind::ChildNotARevision,
+                            layout::revision_key(r, cd),
+                            names.of(id),
+                            msg,
+                        );
+                    }
                 }
             }
         }
@@ -438,24 +521,18 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
         }
     }
 
-    // On a filesystem a tag's directory may be there with nothing in it (or
-    // only empty directories): the registry lists that tag too.
+    // The registry lists every entry of `_manifests/tags/` as a tag, file or
+    // directory. A tag the listing knows was checked above; what else is
+    // there is a tag with no current link: on a filesystem a directory with
+    // nothing in it (or only empty directories), anywhere a stray key, there
+    // or in a directory of its own.
+    let unknown_tag = |(r, tag): &(&str, &str)| {
+        inv.repository(r)
+            .is_none_or(|repo| repo.tag_id(tag).is_none())
+    };
     for i in 0..inv.empty_dirs.len() {
         let dir = inv.empty_dir(i);
-        let Some((r, tag)) = dir
-            .key
-            .strip_prefix(layout::REPOSITORIES)
-            .and_then(layout::split_repository_path)
-            .and_then(|(r, meta)| Some((r, meta.strip_prefix("_manifests/tags/")?)))
-            .and_then(|(r, rest)| Some((r, rest.split('/').next().filter(|t| !t.is_empty())?)))
-        else {
-            continue;
-        };
-        let current = inv
-            .repository(r)
-            .and_then(|repo| Some(repo.tags[repo.tag_id(tag)? as usize].current))
-            .flatten();
-        if current.is_none() {
+        if let Some((r, tag)) = listed_tag(&dir.key).filter(unknown_tag) {
             push(
                 Kind::TagLinkMissing,
                 layout::tag_current_key(r, tag),
@@ -464,12 +541,32 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
             );
         }
     }
+    for s in &inv.strays {
+        if let Some((r, tag)) = listed_tag(&s.key).filter(unknown_tag) {
+            push(
+                Kind::TagLinkMissing,
+                layout::tag_current_key(r, tag),
+                vec![format!("{r}:{tag}")],
+                TAG_LISTED_FOR_A_STRAY.into(),
+            );
+        }
+    }
 
     for (key, content) in &obs.junk_links {
         let images = match layout::classify(key) {
-            KeyKind::TagIndex { repo, tag, .. } | KeyKind::TagCurrent { repo, tag } => {
-                vec![format!("{repo}:{tag}")]
+            // 2.8 resolves a tag by its current link alone: a push writes a
+            // history entry, a delete removes it, nothing reads it
+            KeyKind::TagIndex { repo, tag, .. } => {
+                let msg = format!("holds {content}; the registry never reads tag history entries");
+                push(
+                    Kind::JunkTagIndex,
+                    key.clone(),
+                    vec![format!("{repo}:{tag}")],
+                    msg,
+                );
+                continue;
             }
+            KeyKind::TagCurrent { repo, tag } => vec![format!("{repo}:{tag}")],
             KeyKind::Revision { repo, digest } => {
                 match (
                     inv.repositories
@@ -481,7 +578,8 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
                 }
             }
             // the registry cannot serve the blob through this repository: the
-            // images whose config or layer it is do not pull
+            // images whose config or layer it is do not pull, nor a manifest
+            // served through this link (the 2.1.0 layout)
             KeyKind::LayerLink { repo, digest } => {
                 match (
                     inv.repositories
@@ -490,16 +588,14 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
                 ) {
                     (Ok(ri), Some(id)) => {
                         let names = Names::new(inv, marks, ri);
-                        let mut images: Vec<String> = inv.repositories[ri]
-                            .revisions
-                            .iter()
-                            .filter(|l| {
-                                marks.manifest(l.digest).is_some_and(|r| {
-                                    !r.is_pinned_by_scan() && r.blobs.contains(&id)
-                                })
-                            })
-                            .flat_map(|l| names.of(l.digest))
-                            .collect();
+                        let users = names.served().filter(|m| {
+                            marks
+                                .manifest(*m)
+                                .is_some_and(|r| !r.is_pinned_by_scan() && r.blobs.contains(&id))
+                        });
+                        let served_here = Some(id).filter(|id| names.is_layer_linked(*id));
+                        let mut images: Vec<String> =
+                            users.chain(served_here).flat_map(|m| names.of(m)).collect();
                         images.sort();
                         images.dedup();
                         images
@@ -540,16 +636,16 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
         // the images whose manifests reference (or are) a mismatched blob
         let bad: HashMap<DigestId, &Mismatch> = mismatches.iter().map(|m| (m.blob, m)).collect();
         let mut images: HashMap<DigestId, Vec<String>> = HashMap::new();
-        for (ri, repo) in inv.repositories.iter().enumerate() {
+        for ri in 0..inv.repositories.len() {
             let names = Names::new(inv, marks, ri);
-            for l in &repo.revisions {
-                let refs = marks.manifest(l.digest);
-                let all = std::iter::once(l.digest).chain(
+            for m in names.served() {
+                let refs = marks.manifest(m);
+                let all = std::iter::once(m).chain(
                     refs.iter()
                         .flat_map(|r| r.blobs.iter().chain(r.children).copied()),
                 );
                 for b in all.filter(|b| bad.contains_key(b)) {
-                    images.entry(b).or_default().extend(names.of(l.digest));
+                    images.entry(b).or_default().extend(names.of(m));
                 }
             }
         }
@@ -582,13 +678,18 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
                 named.insert(id);
             }
         }
-        for l in &repo.revisions {
-            if let Some(refs) = marks.manifest(l.digest) {
+        let read = repo
+            .revisions
+            .iter()
+            .map(|l| l.digest)
+            .chain(layer_linked_targets(inv, marks, ri));
+        for m in read {
+            if let Some(refs) = marks.manifest(m) {
                 for b in refs
                     .blobs
                     .iter()
                     .chain(refs.children)
-                    .chain(marks.other_algorithm_blobs(l.digest))
+                    .chain(marks.other_algorithm_blobs(m))
                 {
                     named.insert(*b);
                 }
@@ -990,6 +1091,84 @@ mod tests {
         );
         assert_eq!(f[0].images, vec!["r:cut".to_string()]);
         assert!(f[0].message.contains("MANIFEST_UNKNOWN"), "{f:?}");
+    }
+
+    /// 2.8 serves a manifest through the repository's `_layers` link when it
+    /// has no revision link (2.1.0 linked manifests there): a note, and such a
+    /// tag's image is checked like any other. Tag history links are never read
+    /// by the registry: junk in one is a note too. Any key below
+    /// `_manifests/tags/` is a tag to the registry.
+    #[test]
+    fn layer_linked_manifests_junk_history_and_strays_among_tags() {
+        let (legacy, idx, child, lost, cfg, orphan_child) =
+            (dg(1), dg(2), dg(3), dg(4), dg(5), dg(6));
+        let tags = format!("{}r/_manifests/tags/", layout::REPOSITORIES);
+        let keys = vec![
+            layout::blob_data_key(&legacy),
+            layout::blob_data_key(&idx),
+            layout::blob_data_key(&child),
+            layout::blob_data_key(&cfg),
+            layout::blob_data_key(&orphan_child),
+            layout::layer_link_key("r", &legacy),
+            layout::layer_link_key("r", &child),
+            layout::layer_link_key("r", &cfg),
+            layout::revision_key("r", &idx),
+            layout::tag_current_key("r", "old"),
+            layout::tag_index_key("r", "old", &legacy),
+            layout::tag_current_key("r", "multi"),
+            format!("{tags}README"),
+        ];
+        let manifests = [
+            (legacy, refs(ManifestKind::Image, &[cfg, lost], &[])),
+            (idx, refs(ManifestKind::Index, &[], &[child, orphan_child])),
+        ];
+        let tag_links = [
+            ("r", "old", TagLink::Digest(legacy)),
+            ("r", "multi", TagLink::Digest(idx)),
+        ];
+        let (inv, marks) = build(&keys, &manifests, &tag_links);
+        let mut obs = Observed::default();
+        obs.roles
+            .insert((inv.digests.find(&legacy).unwrap(), lost), Role::Layer);
+        let history = layout::tag_index_key("r", "old", &legacy);
+        obs.junk_links.push((history.clone(), "\"x\"".into()));
+        let f = findings(&inv, &marks, &obs);
+        let mut got = kinds(&f);
+        got.sort();
+        let mut want = vec![
+            (Kind::TagLinkMissing, layout::tag_current_key("r", "README")),
+            (Kind::MissingBlob, layout::blob_data_key(&lost)),
+            (
+                Kind::ChildNotARevision,
+                layout::revision_key("r", &orphan_child),
+            ),
+            (Kind::JunkTagIndex, history),
+            (
+                Kind::LayerLinkedManifest,
+                layout::layer_link_key("r", &legacy),
+            ),
+            (
+                Kind::LayerLinkedManifest,
+                layout::layer_link_key("r", &child),
+            ),
+            (Kind::StrayKey, format!("{tags}README")),
+        ];
+        want.sort();
+        assert_eq!(got, want, "{f:#?}");
+        let named = |k: Kind| f.iter().find(|f| f.kind == k).unwrap().images.clone();
+        assert_eq!(named(Kind::MissingBlob), vec!["r:old".to_string()]);
+        assert_eq!(named(Kind::JunkTagIndex), vec!["r:old".to_string()]);
+        assert_eq!(named(Kind::ChildNotARevision), vec!["r:multi".to_string()]);
+        let notes: Vec<_> = f
+            .iter()
+            .filter(|f| f.kind == Kind::LayerLinkedManifest)
+            .map(|f| f.images.clone())
+            .collect();
+        assert_eq!(
+            notes,
+            vec![vec!["r:old".to_string()], vec!["r:multi".to_string()]]
+        );
+        assert!(!Kind::LayerLinkedManifest.is_problem() && !Kind::JunkTagIndex.is_problem());
     }
 
     #[test]

@@ -6,15 +6,17 @@
 //!
 //! - **problems**: something a client can see fail — a tag or image whose
 //!   manifest, config, layer or child is missing, a tag listed without a
-//!   current link, a tag pointing outside its
-//!   repository's revisions, a revision link to a missing manifest, a link file
+//!   current link, a tag pointing at a manifest its repository does not link,
+//!   a revision link to a missing manifest, a link file the registry reads
 //!   that does not hold its digest, a manifest that is not JSON, a blob whose
 //!   content does not match its digest (a manifest always, any blob with
 //!   `--verify-content`);
-//! - **informational**: garbage or leftovers that break nothing — orphan blobs,
-//!   `_layers` links and tag-history entries whose blob is gone (what the
-//!   reference collector leaves), manifests of a shape registry-gc does not
-//!   know, stray keys.
+//! - **informational**: garbage, leftovers and oddities that break nothing —
+//!   orphan blobs, `_layers` links and tag-history entries whose blob is gone
+//!   (what the reference collector leaves), tag-history entries that do not
+//!   hold their digest (the registry never reads them), manifests served
+//!   through a `_layers` link only (the 2.1.0 layout), manifests of a shape
+//!   registry-gc does not know, stray keys.
 //!
 //! Exit codes: 0 no problems, `Exit::Problems` when problems were found (with
 //! `--strict`, any finding), 1 when the check could not complete.
@@ -50,14 +52,17 @@ Problems (exit 5): tag-manifest-missing, tag-link-missing (a tag the
 registry lists with no current link), tag-not-a-revision,
 revision-manifest-missing, missing-blob (an image's config or layer),
 missing-child (an index's child), child-not-a-revision, blob-not-linked (a
-config or layer with no _layers link in the image's repository), junk-link (a link file
-not holding the digest of its path), unparseable-manifest, content-mismatch
-(a manifest always, any blob with --verify-content). Broken images are named repo:tag, or repo@digest when no
+config or layer with no _layers link in the image's repository), junk-link (a
+tag, revision or layer link not holding the digest of its path),
+unparseable-manifest, content-mismatch (a manifest always, any blob with
+--verify-content). Broken images are named repo:tag, or repo@digest when no
 tag reaches them.
 
 Informational (exit 0 unless --strict): orphan-blob (garbage gc deletes),
 dangling-layer-link and dangling-tag-index (leftovers of deleted blobs),
-unknown-manifest, stray-key.
+junk-tag-index (a tag history link not holding its digest: never read by the
+registry), layer-linked-manifest (served through a _layers link only, the
+2.1.0 layout), unknown-manifest, stray-key.
 
 Every link file is read (one GET each on an object store); manifests are read
 from storage, never from the manifest cache. --verify-content streams every
