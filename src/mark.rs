@@ -240,6 +240,19 @@ impl Marks {
         }
     }
 
+    /// The manifests read that are indexes, as a set over `digests` ids.
+    pub fn indexes(&self, digests: usize) -> DigestSet {
+        let mut out = DigestSet::with_len(digests);
+        for e in self
+            .entries
+            .iter()
+            .filter(|e| e.kind == ManifestKind::Index)
+        {
+            out.insert(e.digest);
+        }
+        out
+    }
+
     pub fn manifests_read(&self) -> usize {
         self.entries.len()
     }
@@ -503,10 +516,11 @@ async fn read_alternate_links(
     Ok(())
 }
 
-/// Reads every manifest a repository links as a revision, once per digest.
-/// Only revisions are read: the registry serves a manifest, an index's children
-/// included, only through a revision link in the repository asked, so a child
-/// with no revision link keeps its own blob (it is referenced) but not its layers.
+/// Reads every manifest a repository serves, once per digest: its revisions,
+/// and (2.8 serving a manifest through the repository's `_layers` link when it
+/// has no revision link) its tags' targets and its indexes' children linked
+/// that way. A child with neither link is not served there: it keeps its own
+/// blob (it is referenced) but not its layers.
 async fn read_manifests(
     storage: &dyn Storage,
     inv: &Inventory,
@@ -549,128 +563,179 @@ async fn read_manifests(
         legacy.insert(*id);
     }
     progress.start_phase("reading manifests", ids.len() as u64);
-    let mut reads = match &opts.cache {
-        // Without a cache (on a filesystem, or turned off), reads in the
-        // store's batches.
-        None => {
-            let keys = ids
-                .into_iter()
-                .map(|id| (id, layout::blob_data_key(inv.digests.get(id))));
-            get_many(storage, keys, opts.max_manifest_bytes, opts.concurrency)
-                .map(|(id, key, result)| (id, key, result, false))
-                .boxed()
-        }
-        Some(cache) => futures::stream::iter(ids)
-            .map(move |id| async move {
-                let digest = *inv.digests.get(id);
-                let key = layout::blob_data_key(&digest);
-                let (lookup, limit) = (cache.clone(), opts.max_manifest_bytes);
-                // The cache knows a manifest's content, not that its blob is
-                // still there: only the listing does, and only where it saw
-                // the blob's data. One it named by its directory alone (a
-                // filesystem's) is read, and the read finds a `data` gone;
-                // such a run never takes from the cache, so it does not write
-                // to it either (a file and a sync per manifest, for nothing).
-                if !inv.blob(id).is_some_and(|b| b.is_stated()) {
-                    let result = storage.get(&key, opts.max_manifest_bytes).await;
-                    return (id, key, result, false);
-                }
-                let hit = tokio::task::spawn_blocking(move || lookup.get(&digest, limit))
-                    .await
-                    .ok()
-                    .flatten();
-                if let Some(bytes) = hit {
-                    // the limit is the manifest's, wherever it was read from:
-                    // a warm cache must not let a run through that a cold one stops
-                    let size = bytes.len() as u64;
-                    if size > opts.max_manifest_bytes {
-                        let limit = opts.max_manifest_bytes;
-                        let e = StorageError::TooLarge {
-                            key: key.clone(),
-                            size,
-                            limit,
-                        };
-                        return (id, key, Err(e), false);
+    // Then the children of what was read that are linked in the repository
+    // only through `_layers` (2.8 serves them through it, as it serves such a
+    // tag target), until none is left: one more round per level of nesting,
+    // and none at all on a registry 2.1.0 never wrote.
+    let mut batch = ids;
+    while !batch.is_empty() {
+        let mut reads = match &opts.cache {
+            // Without a cache (on a filesystem, or turned off), reads in the
+            // store's batches.
+            None => {
+                let keys = batch
+                    .into_iter()
+                    .map(|id| (id, layout::blob_data_key(inv.digests.get(id))));
+                get_many(storage, keys, opts.max_manifest_bytes, opts.concurrency)
+                    .map(|(id, key, result)| (id, key, result, false))
+                    .boxed()
+            }
+            Some(cache) => futures::stream::iter(batch)
+                .map(move |id| async move {
+                    let digest = *inv.digests.get(id);
+                    let key = layout::blob_data_key(&digest);
+                    let (lookup, limit) = (cache.clone(), opts.max_manifest_bytes);
+                    // The cache knows a manifest's content, not that its blob is
+                    // still there: only the listing does, and only where it saw
+                    // the blob's data. One it named by its directory alone (a
+                    // filesystem's) is read, and the read finds a `data` gone;
+                    // such a run never takes from the cache, so it does not write
+                    // to it either (a file and a sync per manifest, for nothing).
+                    if !inv.blob(id).is_some_and(|b| b.is_stated()) {
+                        let result = storage.get(&key, opts.max_manifest_bytes).await;
+                        return (id, key, result, false);
                     }
-                    return (id, key, Ok(bytes), true);
-                }
-                let result = storage.get(&key, opts.max_manifest_bytes).await;
-                if let Ok(bytes) = &result {
-                    let (cache, bytes) = (cache.clone(), bytes.clone());
-                    let _ = tokio::task::spawn_blocking(move || cache.put(&digest, &bytes)).await;
-                }
-                (id, key, result, false)
-            })
-            .buffer_unordered(opts.concurrency.max(1))
-            .boxed(),
-    };
-    while let Some((id, key, result, cached)) = reads.next().await {
-        progress.inc(1);
-        marks.manifest_cache_hits += cached as u64;
-        let bytes = match result {
-            Ok(bytes) => bytes,
-            // listed by its directory's name: the directory is there, the data is not
-            Err(StorageError::NotFound { .. }) if inv.blob(id).is_some_and(|b| !b.is_stated()) => {
-                marks.missing_blobs.push(id);
-                continue;
-            }
-            Err(StorageError::NotFound { .. }) => return Err(MarkError::Vanished { key }),
-            // a tag naming a layer: larger than any manifest 2.8 takes
-            Err(StorageError::TooLarge { size, .. })
-                if legacy.contains(id) && size > REGISTRY_MANIFEST_LIMIT =>
-            {
-                continue
-            }
-            Err(e @ StorageError::TooLarge { .. }) => return Err(MarkError::TooLarge(e)),
-            Err(e) => return Err(MarkError::Read(e)),
+                    let hit = tokio::task::spawn_blocking(move || lookup.get(&digest, limit))
+                        .await
+                        .ok()
+                        .flatten();
+                    if let Some(bytes) = hit {
+                        // the limit is the manifest's, wherever it was read from:
+                        // a warm cache must not let a run through that a cold one stops
+                        let size = bytes.len() as u64;
+                        if size > opts.max_manifest_bytes {
+                            let limit = opts.max_manifest_bytes;
+                            let e = StorageError::TooLarge {
+                                key: key.clone(),
+                                size,
+                                limit,
+                            };
+                            return (id, key, Err(e), false);
+                        }
+                        return (id, key, Ok(bytes), true);
+                    }
+                    let result = storage.get(&key, opts.max_manifest_bytes).await;
+                    if let Ok(bytes) = &result {
+                        let (cache, bytes) = (cache.clone(), bytes.clone());
+                        let _ =
+                            tokio::task::spawn_blocking(move || cache.put(&digest, &bytes)).await;
+                    }
+                    (id, key, result, false)
+                })
+                .buffer_unordered(opts.concurrency.max(1))
+                .boxed(),
         };
-        // A manifest blob is named by its sha256: bytes that do not hash to it
-        // (cut short, corrupt) must not reach the parser, whose lenient scan
-        // would keep only the references before the cut. Cached entries were
-        // checked when the cache returned them.
-        if !cached {
-            let actual = Digest::from_bytes(Sha256::digest(&bytes).into());
-            if actual != *inv.digests.get(id) {
-                if on_corrupt == OnCorrupt::Stop {
-                    return Err(MarkError::DigestMismatch {
-                        key,
-                        len: bytes.len(),
-                    });
+        while let Some((id, key, result, cached)) = reads.next().await {
+            progress.inc(1);
+            marks.manifest_cache_hits += cached as u64;
+            let bytes = match result {
+                Ok(bytes) => bytes,
+                // listed by its directory's name: the directory is there, the data is not
+                Err(StorageError::NotFound { .. })
+                    if inv.blob(id).is_some_and(|b| !b.is_stated()) =>
+                {
+                    marks.missing_blobs.push(id);
+                    continue;
                 }
-                let mentions = Digest::scan_all(&bytes)
-                    .iter()
-                    .filter_map(|d| inv.digests.find(d))
-                    .filter(|m| inv.has_blob(*m))
-                    .collect();
-                marks.corrupt_manifests.push(CorruptManifest {
-                    id,
-                    actual,
-                    len: bytes.len() as u64,
-                    mentions,
-                });
-                continue;
-            }
-        }
-        marks.manifest_bytes_read += bytes.len() as u64;
-        let refs = manifest::parse(&bytes);
-        if refs.is_pinned_by_scan() {
-            let msg = match refs.kind {
-                ManifestKind::Unknown => "manifest has a shape registry-gc does not know (the fields of no kind, or of two)",
-                _ => "manifest could not be parsed (Unparseable)",
+                Err(StorageError::NotFound { .. }) => return Err(MarkError::Vanished { key }),
+                // a tag naming a layer: larger than any manifest 2.8 takes
+                Err(StorageError::TooLarge { size, .. })
+                    if legacy.contains(id) && size > REGISTRY_MANIFEST_LIMIT =>
+                {
+                    continue
+                }
+                Err(e @ StorageError::TooLarge { .. }) => return Err(MarkError::TooLarge(e)),
+                Err(e) => return Err(MarkError::Read(e)),
             };
-            let msg = format!(
-                "{msg}; keeping every digest it mentions ({})",
-                refs.blobs.len()
-            );
-            marks.warnings.push(Warning::new(&key, &msg));
+            // A manifest blob is named by its sha256: bytes that do not hash to it
+            // (cut short, corrupt) must not reach the parser, whose lenient scan
+            // would keep only the references before the cut. Cached entries were
+            // checked when the cache returned them.
+            if !cached {
+                let actual = Digest::from_bytes(Sha256::digest(&bytes).into());
+                if actual != *inv.digests.get(id) {
+                    if on_corrupt == OnCorrupt::Stop {
+                        return Err(MarkError::DigestMismatch {
+                            key,
+                            len: bytes.len(),
+                        });
+                    }
+                    let mentions = Digest::scan_all(&bytes)
+                        .iter()
+                        .filter_map(|d| inv.digests.find(d))
+                        .filter(|m| inv.has_blob(*m))
+                        .collect();
+                    marks.corrupt_manifests.push(CorruptManifest {
+                        id,
+                        actual,
+                        len: bytes.len() as u64,
+                        mentions,
+                    });
+                    continue;
+                }
+            }
+            marks.manifest_bytes_read += bytes.len() as u64;
+            let refs = manifest::parse(&bytes);
+            if refs.is_pinned_by_scan() {
+                let msg = match refs.kind {
+                    ManifestKind::Unknown => "manifest has a shape registry-gc does not know (the fields of no kind, or of two)",
+                    _ => "manifest could not be parsed (Unparseable)",
+                };
+                let msg = format!(
+                    "{msg}; keeping every digest it mentions ({})",
+                    refs.blobs.len()
+                );
+                marks.warnings.push(Warning::new(&key, &msg));
+            }
+            for bad in &refs.invalid {
+                marks.warnings.push(Warning::new(
+                    &key,
+                    &format!("manifest names an invalid digest {bad:?}"),
+                ));
+            }
+            marks.record(inv, id, &refs);
         }
-        for bad in &refs.invalid {
-            marks.warnings.push(Warning::new(
-                &key,
-                &format!("manifest names an invalid digest {bad:?}"),
-            ));
+        drop(reads);
+        marks.index();
+        batch = layer_linked_children(inv, marks, &mut seen);
+        progress.inc_length(batch.len() as u64);
+        for id in &batch {
+            legacy.insert(*id);
         }
-        marks.record(inv, id, &refs);
     }
     Ok(())
+}
+
+/// The children of the indexes read so far that their repository links only
+/// through `_layers`, have a blob, and were not read yet (`seen`). 2.8's
+/// manifest store tries a repository's revision link, then its layer link
+/// (2.1.0 linked manifests there): such a child is served, config and layers
+/// with it. An index counts as served in a repository that links it either way.
+fn layer_linked_children(inv: &Inventory, marks: &Marks, seen: &mut DigestSet) -> Vec<DigestId> {
+    let mut out = Vec::new();
+    // indexes are few: links are matched against them, not looked up each
+    let indexes = marks.indexes(inv.digests.len());
+    for repo in &inv.repositories {
+        let served = repo
+            .revisions
+            .iter()
+            .map(|l| l.digest)
+            .chain(repo.layers.iter().map(|l| l.digest))
+            .filter(|m| indexes.contains(*m));
+        for m in served {
+            let Some(refs) = marks.manifest(m) else {
+                continue;
+            };
+            for c in refs.children {
+                if !repo.has_revision(*c)
+                    && repo.has_layer_link(*c)
+                    && inv.has_blob(*c)
+                    && seen.insert(*c)
+                {
+                    out.push(*c);
+                }
+            }
+        }
+    }
+    out
 }

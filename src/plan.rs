@@ -440,6 +440,35 @@ fn keep_manifest(marks: &Marks, kept: &mut DigestSet, d: DigestId) {
     }
 }
 
+/// Keeps what the children of `kept_indexes` that `repo` links only through
+/// `_layers` reference (2.8 serves a manifest through its repository's layer
+/// link when it has no revision link: 2.1.0 linked manifests so), down
+/// through such children that are indexes themselves. Rare: the walk costs a
+/// look at each kept index's children.
+fn keep_layer_linked_children(
+    repo: &Repository,
+    marks: &Marks,
+    indexes: &DigestSet,
+    kept_indexes: impl Iterator<Item = DigestId>,
+    kept: &mut DigestSet,
+) {
+    let mut stack: Vec<DigestId> = kept_indexes.collect();
+    let mut walked: BTreeSet<DigestId> = BTreeSet::new();
+    while let Some(m) = stack.pop() {
+        let Some(refs) = marks.manifest(m) else {
+            continue;
+        };
+        for c in refs.children.iter().copied() {
+            if !repo.has_revision(c) && repo.has_layer_link(c) && walked.insert(c) {
+                keep_manifest(marks, kept, c);
+                if indexes.contains(c) {
+                    stack.push(c);
+                }
+            }
+        }
+    }
+}
+
 /// The revisions a repository keeps. Without `delete_untagged`: all of them.
 /// With it: what its tags point at, the children of kept indexes that are
 /// revisions here (recursively), untagged referrers whose `subject` is kept,
@@ -527,6 +556,7 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
 
     // 1. What each repository keeps, and the blobs all kept manifests reach.
     let mut kept = DigestSet::with_len(inv.digests.len());
+    let indexes = marks.indexes(inv.digests.len());
     let mut kept_by_repo: Vec<Vec<DigestId>> = Vec::with_capacity(inv.repositories.len());
     for (ri, repo) in inv.repositories.iter().enumerate() {
         let targets = &marks.tag_targets[ri];
@@ -558,6 +588,15 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
                 kept.insert(id);
             }
         }
+        // An index's child linked here only through `_layers` is served
+        // through it too, as the index's own manifest may be: what it
+        // references (read in the mark phase) is kept, and so on down.
+        let kept_indexes = repo_kept
+            .iter()
+            .copied()
+            .chain(targets.iter().filter_map(|t| t.known()))
+            .filter(|m| indexes.contains(*m));
+        keep_layer_linked_children(repo, marks, &indexes, kept_indexes, &mut kept);
         kept_by_repo.push(repo_kept);
     }
 

@@ -845,6 +845,25 @@ fn fsck_follows_2_8_to_manifests_linked_only_in_layers() {
     assert_eq!((code, findings(&r)), (5, want), "{r}");
     tree::write_key(root, &tree::blob_key(lost.hex()), &lost.bytes);
 
+    // a layer of the index's child linked so lost: 2.8 cannot pull the index
+    let lost = &images[1].layers[0];
+    tree::remove_key(root, &tree::blob_key(lost.hex()));
+    assert!(http::pull_verify(reg.url(), "shop/web", "multi").is_err());
+    let mut want = notes.clone();
+    want.insert(finding(
+        "missing-blob",
+        &tree::blob_key(lost.hex()),
+        &["shop/web:multi"],
+    ));
+    want.insert(finding(
+        "dangling-layer-link",
+        &tree::layer_link_key("shop/web", &lost.digest),
+        &[],
+    ));
+    let (code, r) = fsck(root, &[]);
+    assert_eq!((code, findings(&r)), (5, want), "{r}");
+    tree::write_key(root, &tree::blob_key(lost.hex()), &lost.bytes);
+
     // junk in the link the manifest is served through: 2.8 answers 500
     tree::write_key(root, &v1_link, b"sha256:not-a-digest");
     assert!(http::get_manifest(reg.url(), "shop/web", "v1").is_err());

@@ -278,6 +278,52 @@ fn a_manifest_linked_as_a_layer_as_2_1_0_did_stays_pullable() {
     }
 }
 
+/// An index's child linked in its repository only through `_layers` (as
+/// 2.1.0 linked manifests) is served by 2.8 through that link, with its
+/// config and layers: the mark phase reads it like the tag's own target, and
+/// the plan keeps what it references, in both modes.
+#[test]
+fn an_index_child_linked_as_a_layer_stays_pullable() {
+    use common::http;
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let mut pusher = Pusher::new(&reg);
+    let children: Vec<_> = ["legacy-child-amd64", "legacy-child-arm64"]
+        .iter()
+        .map(|seed| pusher.image("legacy", &Image::docker(seed, 2), None))
+        .collect();
+    let index = Index::with_default_platforms(IndexKind::OciIndex, children.clone());
+    pusher.index("legacy", &index, Some("multi"));
+    let orphan = http::upload_blob(reg.url(), "legacy", b"a layer nothing names");
+    drop(reg);
+    let child = &children[1].digest;
+    std::fs::remove_dir_all(tree::v2_dir(dir.path()).join(format!(
+        "repositories/legacy/_manifests/revisions/sha256/{}",
+        &child[7..]
+    )))
+    .unwrap();
+    tree::write_link(
+        dir.path(),
+        &format!("repositories/legacy/_layers/sha256/{}/link", &child[7..]),
+        child,
+    );
+    tree::age_tree(dir.path(), Duration::from_secs(7200));
+    let reg = Registry::start(dir.path());
+    http::pull_verify(reg.url(), "legacy", "multi")
+        .expect("2.8 serves the index's child through its _layers link");
+    drop(reg);
+    for flags in [&["--force"][..], &["--force", "--delete-untagged"][..]] {
+        gc(dir.path(), flags, 0);
+        let reg = Registry::start(dir.path());
+        http::pull_verify(reg.url(), "legacy", "multi")
+            .unwrap_or_else(|e| panic!("legacy:multi after gc {flags:?}: {e}"));
+        assert!(
+            !http::blob_exists(reg.url(), "legacy", &orphan),
+            "the orphan layer is garbage and goes"
+        );
+    }
+}
+
 /// A tag's target held only through a `_layers` link and larger than
 /// `--max-manifest-size` is kept unread only when no registry could have
 /// taken it as a manifest (2.8 refuses a manifest over 4 MiB): below that it

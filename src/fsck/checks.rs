@@ -2,7 +2,7 @@
 //! marked and observed, every problem and informational finding, with the
 //! images (`repo:tag`, or `repo@digest`) each one breaks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::digest::Digest;
 use crate::digest_table::{DigestId, DigestSet};
@@ -208,20 +208,41 @@ pub fn reference_roles(bytes: &[u8]) -> HashMap<Digest, Role> {
     out
 }
 
-/// The tags' targets in repository `ri` that have no revision link but a
-/// `_layers` link, sorted, each once. 2.8 serves them through that link (its
-/// manifest store tries the revision link, then the layer link, because 2.1.0
-/// linked manifests into `_layers`), and `mark` reads them as it reads
+/// The manifests repository `ri` serves through a `_layers` link alone,
+/// sorted, each once: its tags' targets that have no revision link but a layer
+/// link, and the children of the indexes it serves that are linked so (down
+/// through such children that are indexes). 2.8 serves them through that link
+/// (its manifest store tries the revision link, then the layer link, because
+/// 2.1.0 linked manifests into `_layers`), and `mark` reads them as it reads
 /// revisions.
-fn layer_linked_targets(inv: &Inventory, marks: &Marks, ri: usize) -> Vec<DigestId> {
+fn layer_linked_manifests(inv: &Inventory, marks: &Marks, ri: usize) -> Vec<DigestId> {
     let repo = &inv.repositories[ri];
+    let linked_only_so =
+        |id: &DigestId| inv.has_blob(*id) && !repo.has_revision(*id) && repo.has_layer_link(*id);
     let mut out: Vec<DigestId> = marks.tag_targets[ri]
         .iter()
         .filter_map(|t| t.known())
-        .filter(|id| inv.has_blob(*id) && !repo.has_revision(*id) && repo.has_layer_link(*id))
+        .filter(linked_only_so)
         .collect();
+    let mut seen: HashSet<DigestId> = out.iter().copied().collect();
+    let mut stack: Vec<DigestId> = repo
+        .revisions
+        .iter()
+        .map(|l| l.digest)
+        .chain(out.iter().copied())
+        .collect();
+    while let Some(m) = stack.pop() {
+        let Some(refs) = marks.manifest(m).filter(|r| r.kind == ManifestKind::Index) else {
+            continue;
+        };
+        for c in refs.children.iter().filter(|c| linked_only_so(c)) {
+            if seen.insert(*c) {
+                out.push(*c);
+                stack.push(*c);
+            }
+        }
+    }
     out.sort_unstable();
-    out.dedup();
     out
 }
 
@@ -234,7 +255,7 @@ struct Names<'a> {
     tags: HashMap<DigestId, Vec<&'a str>>,
     /// Child -> the indexes (served here) that list it.
     parents: HashMap<DigestId, Vec<DigestId>>,
-    /// `layer_linked_targets` of the repository.
+    /// `layer_linked_manifests` of the repository.
     layer_linked: Vec<DigestId>,
 }
 
@@ -247,7 +268,7 @@ impl<'a> Names<'a> {
                 tags.entry(id).or_default().push(repo.tag_name(ti as u32));
             }
         }
-        let layer_linked = layer_linked_targets(inv, marks, ri);
+        let layer_linked = layer_linked_manifests(inv, marks, ri);
         let served = repo
             .revisions
             .iter()
@@ -468,10 +489,10 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
             if refs.kind == ManifestKind::Index {
                 for c in refs.children.iter().filter(|c| !repo.has_revision(**c)) {
                     let cd = inv.digests.get(*c);
-                    if names.is_layer_linked(*c) {
-                        // a tag's target too: reported, and checked, as such
+                    if names.tags.contains_key(c) && names.is_layer_linked(*c) {
+                        // a tag's target too: reported as such
                     } else if repo.has_layer_link(*c) {
-                        let msg = format!("child manifest {cd} of index {d} has no revision link in {r}, only a _layers link (the 2.1.0 layout): the registry serves it through that link; fsck does not read it, so its config and layers are not checked");
+                        let msg = format!("child manifest {cd} of index {d} has no revision link in {r}, only a _layers link (the 2.1.0 layout): the registry serves it through that link, and `gc` keeps it with what it references");
                         push(
                             Kind::LayerLinkedManifest,
                             layout::layer_link_key(r, cd),
@@ -682,7 +703,7 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
             .revisions
             .iter()
             .map(|l| l.digest)
-            .chain(layer_linked_targets(inv, marks, ri));
+            .chain(layer_linked_manifests(inv, marks, ri));
         for m in read {
             if let Some(refs) = marks.manifest(m) {
                 for b in refs
