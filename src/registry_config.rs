@@ -7,17 +7,22 @@
 //!
 //! How the registry reads it (distribution 2.8, `configuration/parser.go` and the
 //! drivers' `FromParameters`), which this module follows:
+//! - the file is YAML 1.1 as go-yaml v2 reads it: its first document, merge keys
+//!   applied where they stand;
 //! - environment variables named `REGISTRY_STORAGE`, `REGISTRY_STORAGE_<DRIVER>_<KEY>`
 //!   are applied in lexical order (so `REGISTRY_STORAGE=s3`, which replaces the
 //!   whole section, comes before the keys that fill it in); each path segment
-//!   matches an existing key case-insensitively, a new key is created lowercase;
-//!   each value is parsed as YAML (so `false`, `no`, `off` are booleans, `42` a number);
+//!   matches an existing key that upper-cased is the segment, a new key is
+//!   created lowercase; each value is parsed as YAML (so `false`, `no`, `off`
+//!   are booleans, `42` a number);
 //! - `maintenance`, `cache`, `delete`, `redirect` and `tag` are not drivers; exactly
 //!   one other key must remain;
 //! - driver names and parameter keys in the file are case-sensitive;
 //! - booleans (`secure`, `skipverify`, `forcepathstyle`) are YAML booleans, or
 //!   strings Go's `strconv.ParseBool` accepts; a number is refused;
-//! - other scalars are used as text (`bucket: 123` is the bucket "123").
+//! - other scalars are used as `fmt.Sprint` writes them (`bucket: 123` is the
+//!   bucket "123", `rootdirectory: 1e6` the root "1e+06", a null root on the
+//!   filesystem and gcs drivers "<nil>").
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -100,10 +105,7 @@ pub fn parse(
         path: path.to_string(),
         reason,
     };
-    let mut doc: Value =
-        serde_norway::from_str(text).map_err(|e| file_err(format!("not YAML: {e}")))?;
-    doc.apply_merge()
-        .map_err(|e| file_err(format!("not YAML: {e}")))?;
+    let doc = first_document(text).map_err(|e| file_err(format!("not YAML: {e}")))?;
     let storage = match &doc {
         Value::Mapping(m) => m.get("storage").cloned().unwrap_or(Value::Null),
         Value::Null => Value::Null,
@@ -142,8 +144,7 @@ pub fn parse(
         if segments.iter().any(|s| s.is_empty()) {
             return Err(env_err("empty path segment".into()));
         }
-        overwrite(&mut storage, &segments, payload);
-        if segments.len() >= 2 {
+        if overwrite(&mut storage, &segments, payload) && segments.len() >= 2 {
             from_env.insert(
                 (
                     segments[0].to_ascii_lowercase(),
@@ -202,9 +203,7 @@ pub fn parse(
     };
     match driver.as_str() {
         "filesystem" => Ok(RegistryStorage {
-            url: p
-                .string("rootdirectory")?
-                .unwrap_or_else(|| DEFAULT_FS_ROOT.to_string()),
+            url: p.fs_root()?,
             section: None,
             options: Vec::new(),
             driver,
@@ -216,6 +215,64 @@ pub fn parse(
             path: path.to_string(),
             driver,
         }),
+    }
+}
+
+/// The config as yaml.v2 reads it: the first document only (the rest is never
+/// parsed), after a byte-order mark, with its merge keys applied in place.
+fn first_document(text: &str) -> Result<Value, String> {
+    use serde::Deserialize;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let doc = match serde_norway::Deserializer::from_str(text).next() {
+        Some(doc) => Value::deserialize(doc).map_err(|e| e.to_string())?,
+        None => Value::Null,
+    };
+    merge_in_place(doc)
+}
+
+/// yaml.v2 applies a merge key (`<<: *x`) where it stands in its mapping: it
+/// overrides the keys before it and the keys after it override it, and of a
+/// list of merged mappings the first wins. (`Value::apply_merge` lets the
+/// mapping's own keys win wherever they stand, as YAML specifies: given
+/// `rootdirectory` and then `<<`, the registry and it disagree on the root.)
+fn merge_in_place(v: Value) -> Result<Value, String> {
+    match v {
+        Value::Mapping(m) => {
+            let mut out = Mapping::new();
+            for (k, v) in m {
+                let v = merge_in_place(v)?;
+                if k.as_str() != Some("<<") {
+                    out.insert(k, v);
+                    continue;
+                }
+                let merged = match v {
+                    Value::Mapping(m) => vec![m],
+                    Value::Sequence(list) => list
+                        .into_iter()
+                        .rev()
+                        .map(|v| match v {
+                            Value::Mapping(m) => Ok(m),
+                            _ => Err("a merge key's list must hold mappings".to_string()),
+                        })
+                        .collect::<Result<_, _>>()?,
+                    _ => return Err("a merge key needs a mapping or a list of mappings".into()),
+                };
+                for (k, v) in merged.into_iter().flatten() {
+                    out.insert(k, v);
+                }
+            }
+            Ok(Value::Mapping(out))
+        }
+        Value::Sequence(list) => list
+            .into_iter()
+            .map(merge_in_place)
+            .collect::<Result<_, _>>()
+            .map(Value::Sequence),
+        Value::Tagged(t) => Ok(Value::Tagged(Box::new(serde_norway::value::TaggedValue {
+            tag: t.tag,
+            value: merge_in_place(t.value)?,
+        }))),
+        other => Ok(other),
     }
 }
 
@@ -233,31 +290,56 @@ fn storage_section(v: Value) -> Result<Mapping, String> {
     }
 }
 
-/// Sets `path` (upper-case segments) under `map` as the registry's parser does:
-/// an existing non-null key matching case-insensitively is descended into; the
-/// last segment, or a missing one, is (re)created in lowercase.
-fn overwrite(map: &mut Mapping, path: &[&str], payload: Value) {
+/// Sets `path` (the variable's segments, as written) under `map` as the
+/// registry's parser does: an existing key that upper-cased is the segment
+/// (`strings.ToUpper(k) == path[0]`: a segment written in lowercase matches
+/// no key) is descended into if it holds a mapping, and the variable ignored
+/// if it holds a value; the last segment, or one matching no non-null key,
+/// is (re)created in lowercase, replacing what the file had there. False when
+/// the variable was ignored.
+fn overwrite(map: &mut Mapping, path: &[&str], payload: Value) -> bool {
     let head = path[0];
     if path.len() > 1 {
         let existing = map
             .iter()
-            .find(|(k, v)| {
-                k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(head)) && v.is_mapping()
-            })
+            .find(|(k, _)| k.as_str().is_some_and(|k| go_upper(k) == head))
             .map(|(k, _)| k.clone());
-        if let Some(Value::Mapping(inner)) = existing.and_then(|k| map.get_mut(&k)) {
-            overwrite(inner, &path[1..], payload);
-            return;
+        match existing.and_then(|k| map.get_mut(&k)) {
+            Some(Value::Mapping(inner)) => return overwrite(inner, &path[1..], payload),
+            None | Some(Value::Null) => {}
+            Some(_) => return false,
         }
         let mut inner = Mapping::new();
         overwrite(&mut inner, &path[1..], payload);
-        map.insert(
-            Value::String(head.to_ascii_lowercase()),
-            Value::Mapping(inner),
-        );
+        map.insert(Value::String(head.to_lowercase()), Value::Mapping(inner));
     } else {
-        map.insert(Value::String(head.to_ascii_lowercase()), payload);
+        map.insert(Value::String(head.to_lowercase()), payload);
     }
+    true
+}
+
+/// Go's `strings.ToUpper`: rune by rune, a rune with no single upper-case rune
+/// (`ß`) left as it is.
+fn go_upper(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            let mut up = c.to_uppercase();
+            match (up.next(), up.next()) {
+                (Some(u), None) => u,
+                _ => c,
+            }
+        })
+        .collect()
+}
+
+/// A driver parameter, as the registry's parser left it.
+#[derive(Debug, PartialEq, Eq)]
+enum Scalar {
+    Absent,
+    /// present, null: `key:`, `key: ~`, or the variable set empty
+    Null,
+    /// `fmt.Sprint` of the value
+    Text(String),
 }
 
 struct Params<'a> {
@@ -288,17 +370,53 @@ impl Params<'_> {
         }
     }
 
-    /// A scalar parameter as text; `None` when absent, null or empty (the
-    /// drivers treat an empty string as unset).
-    fn string(&self, key: &str) -> Result<Option<String>, RegistryConfigError> {
-        let s = match self.params.get(key) {
-            None | Some(Value::Null) => return Ok(None),
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
+    /// A scalar parameter as the driver sees it: `fmt.Sprint` of what yaml.v2
+    /// made of it. Text that both parsers would read as text unquoted but
+    /// yaml.v2 as something else (`010` is the number 8, `yes` is true) is
+    /// refused: whether it was quoted is lost here, and the two readings are
+    /// different names. (Text that the parser here reads as a number or null
+    /// unquoted, `1e6`, `~`, was quoted: the registry reads it as it is.)
+    fn scalar(&self, key: &str) -> Result<Scalar, RegistryConfigError> {
+        let text = match self.params.get(key) {
+            None => return Ok(Scalar::Absent),
+            Some(Value::Null) => return Ok(Scalar::Null),
+            Some(Value::String(s)) => match yaml_v2_plain(s) {
+                Some(read)
+                    if read != Scalar::Text(s.clone())
+                        && matches!(serde_norway::from_str(s), Ok(Value::String(_))) =>
+                {
+                    let read = match read {
+                        Scalar::Text(t) => t,
+                        _ => "null".into(),
+                    };
+                    return Err(self.bad(
+                        key,
+                        &format!(
+                            "{s:?} is ambiguous: the registry reads it as {read} unless it is quoted, \
+                             and registry-gc cannot tell whether it was; write the value the registry \
+                             uses, quoted, or give STORAGE instead"
+                        ),
+                    ));
+                }
+                _ => s.clone(),
+            },
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(f) if n.is_f64() => go_float(f),
+                _ => n.to_string(),
+            },
             Some(Value::Bool(b)) => b.to_string(),
             Some(_) => return Err(self.bad(key, "expected a single value")),
         };
-        Ok(Some(s).filter(|s| !s.is_empty()))
+        Ok(Scalar::Text(text))
+    }
+
+    /// A scalar parameter as text; `None` when absent, null or empty (the
+    /// drivers treat an empty string as unset).
+    fn string(&self, key: &str) -> Result<Option<String>, RegistryConfigError> {
+        Ok(match self.scalar(key)? {
+            Scalar::Text(s) if !s.is_empty() => Some(s),
+            _ => None,
+        })
     }
 
     fn required(&self, key: &str) -> Result<String, RegistryConfigError> {
@@ -329,15 +447,47 @@ impl Params<'_> {
         }
     }
 
+    /// The filesystem driver's root: `fmt.Sprint` of the value, joined to the
+    /// registry's paths with `path.Join`.
+    fn fs_root(&self) -> Result<String, RegistryConfigError> {
+        match self.scalar("rootdirectory")? {
+            Scalar::Absent => Ok(DEFAULT_FS_ROOT.to_string()),
+            Scalar::Null => Err(self.bad(
+                "rootdirectory",
+                "is null (empty): the registry then writes under the directory `<nil>` of its \
+                 working directory; give the root's absolute path, or remove the key for /var/lib/registry",
+            )),
+            // `path.Join("", "/docker/...")` is `/docker/...`
+            Scalar::Text(root) if root.is_empty() => Ok("/".to_string()),
+            Scalar::Text(root) if !root.starts_with('/') => Err(self.bad(
+                "rootdirectory",
+                &format!(
+                    "{root:?} is a relative path: the registry resolves it against its own working \
+                     directory, which registry-gc cannot know; give the root's absolute path"
+                ),
+            )),
+            Scalar::Text(root) => Ok(root),
+        }
+    }
+
     /// The root as the driver uses it: a key prefix, taken literally. A `.`,
     /// `..` or empty segment would not come through a URL as it is (URLs
     /// resolve dot segments), and the store's paths have no empty ones: such
-    /// a root is refused rather than turned into another prefix.
-    fn root(&self) -> Result<String, RegistryConfigError> {
-        let root = self
-            .string("rootdirectory")?
-            .map(|r| r.trim_matches('/').to_string())
-            .unwrap_or_default();
+    /// a root is refused rather than turned into another prefix. A null root
+    /// is no prefix on s3 and azure; the gcs driver, which takes `fmt.Sprint`
+    /// of whatever is there, makes it `<nil>/` (`null_is_nil`): refused.
+    fn root(&self, null_is_nil: bool) -> Result<String, RegistryConfigError> {
+        let root = match self.scalar("rootdirectory")? {
+            Scalar::Null if null_is_nil => {
+                return Err(self.bad(
+                    "rootdirectory",
+                    "is null (empty): the registry then uses the prefix `<nil>/`; \
+                     remove the key, or give the prefix",
+                ))
+            }
+            Scalar::Text(r) => r.trim_matches('/').to_string(),
+            Scalar::Absent | Scalar::Null => String::new(),
+        };
         if !root.is_empty()
             && root
                 .split('/')
@@ -366,6 +516,154 @@ pub fn go_bool(s: &str) -> Option<bool> {
         "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False" | "FALSE"
         | "f" | "F" | "0" => Some(false),
         _ => None,
+    }
+}
+
+/// What yaml.v2 (YAML 1.1, the registry's parser) makes of `s` as a plain
+/// scalar, as `fmt.Sprint` writes it; `None` where it stays the text `s`.
+/// Booleans, nulls, infinities and NaN by name; after a digit or a sign,
+/// numbers as Go's `strconv` reads them with `_` removed (`ParseInt` with
+/// base 0, where a leading `0` is octal, then `ParseUint`, then a float).
+fn yaml_v2_plain(s: &str) -> Option<Scalar> {
+    let text = |t: &str| Some(Scalar::Text(t.to_string()));
+    match s {
+        "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
+            return text("true")
+        }
+        "n" | "N" | "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
+            return text("false")
+        }
+        "" | "~" | "null" | "Null" | "NULL" => return Some(Scalar::Null),
+        ".nan" | ".NaN" | ".NAN" => return text("NaN"),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return text("+Inf"),
+        "-.inf" | "-.Inf" | "-.INF" => return text("-Inf"),
+        _ => {}
+    }
+    let plain = match s.as_bytes()[0] {
+        b'.' => s.to_string(),
+        b'0'..=b'9' | b'+' | b'-' => s.replace('_', ""),
+        _ => return None,
+    };
+    if let Some(int) = go_parse_int(&plain) {
+        return text(&int);
+    }
+    if yaml_style_float(&plain) {
+        if let Ok(f) = plain.parse::<f64>() {
+            // Go's ParseFloat refuses what overflows; the scalar stays text
+            if f.is_finite() {
+                return text(&go_float(f));
+            }
+        }
+    }
+    None
+}
+
+/// `strconv.ParseInt(s, 0, 64)`, else `strconv.ParseUint(s, 0, 64)` (which
+/// takes no sign), in decimal.
+fn go_parse_int(s: &str) -> Option<String> {
+    let (negative, body) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let signed = body.len() != s.len();
+    let prefixed = |p: &str| {
+        body.strip_prefix(p)
+            .or_else(|| body.strip_prefix(&p.to_ascii_uppercase()))
+    };
+    let (radix, digits) = if let Some(d) = prefixed("0x") {
+        (16, d)
+    } else if let Some(d) = prefixed("0o") {
+        (8, d)
+    } else if let Some(d) = prefixed("0b") {
+        (2, d)
+    } else if body.len() > 1 && body.starts_with('0') {
+        (8, &body[1..])
+    } else {
+        (10, body)
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let magnitude = u128::from_str_radix(digits, radix).ok()?;
+    let fits = if negative {
+        magnitude <= 1 << 63
+    } else if signed {
+        magnitude <= i64::MAX as u128
+    } else {
+        magnitude <= u64::MAX as u128
+    };
+    match (fits, negative && magnitude != 0) {
+        (false, _) => None,
+        (true, true) => Some(format!("-{magnitude}")),
+        (true, false) => Some(magnitude.to_string()),
+    }
+}
+
+/// yaml.v2's `^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$`.
+fn yaml_style_float(s: &str) -> bool {
+    fn digits(s: &str) -> (&str, &str) {
+        let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        s.split_at(end)
+    }
+    let s = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let rest = if let Some(frac) = s.strip_prefix('.') {
+        let (d, rest) = digits(frac);
+        if d.is_empty() {
+            return false;
+        }
+        rest
+    } else {
+        let (d, rest) = digits(s);
+        if d.is_empty() {
+            return false;
+        }
+        rest.strip_prefix('.').map_or(rest, |f| digits(f).1)
+    };
+    match rest.strip_prefix(['e', 'E']) {
+        None => rest.is_empty(),
+        Some(exp) => {
+            let (d, rest) = digits(exp.strip_prefix(['-', '+']).unwrap_or(exp));
+            !d.is_empty() && rest.is_empty()
+        }
+    }
+}
+
+/// `fmt.Sprint` of a float64: `%g` with the shortest digits that read back
+/// the same, in exponent form below 1e-4 and from 1e6 up (`1e+06`, `1e-05`,
+/// `1000`, `1`).
+fn go_float(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let sign = if f.is_sign_negative() { "-" } else { "" };
+    // Rust's `{:e}` writes the same shortest digits: `1.2345e3`
+    let sci = format!("{:e}", f.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if !(-4..6).contains(&exp) {
+        let (first, rest) = digits.split_at(1);
+        let point = if rest.is_empty() { "" } else { "." };
+        let exp_sign = if exp < 0 { '-' } else { '+' };
+        return format!("{sign}{first}{point}{rest}e{exp_sign}{:02}", exp.abs());
+    }
+    // digits before the point
+    let before = exp + 1;
+    let n = digits.len() as i32;
+    if before <= 0 {
+        format!(
+            "{sign}0.{}{digits}",
+            "0".repeat(before.unsigned_abs() as usize)
+        )
+    } else if before >= n {
+        format!("{sign}{digits}{}", "0".repeat((before - n) as usize))
+    } else {
+        let (int, frac) = digits.split_at(before as usize);
+        format!("{sign}{int}.{frac}")
     }
 }
 
@@ -491,7 +789,7 @@ fn s3(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
     }
     Ok(RegistryStorage {
         driver: p.driver.to_string(),
-        url: url("s3", &bucket, &p.root()?),
+        url: url("s3", &bucket, &p.root(false)?),
         section: Some("s3"),
         options,
     })
@@ -546,7 +844,7 @@ fn azure(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
     }
     Ok(RegistryStorage {
         driver: p.driver.to_string(),
-        url: url("az", &container, &p.root()?),
+        url: url("az", &container, &p.root(false)?),
         section: Some("azure"),
         options,
     })
@@ -574,7 +872,7 @@ fn gcs(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
     }
     Ok(RegistryStorage {
         driver: p.driver.to_string(),
-        url: url("gs", &bucket, &p.root()?),
+        url: url("gs", &bucket, &p.root(true)?),
         section: Some("gcs"),
         options,
     })
@@ -1102,5 +1400,232 @@ storage:
         let text = "x-common: &c\n  bucket: shared\n  region: us-west-2\nstorage:\n  s3:\n    <<: *c\n    rootdirectory: /r\n";
         let s = parse(text, "c.yml", env(&[])).unwrap();
         assert_eq!(s.url, "s3://shared/r");
+    }
+
+    /// yaml.v2 applies a merge key where it stands: keys after it override
+    /// what it merges, and what it merges overrides the keys before it (the
+    /// registry, given `rootdirectory` and then `<<`, writes under the merged
+    /// root). Of a list of merged mappings, the first wins.
+    #[test]
+    fn a_merge_key_overrides_the_keys_before_it_as_in_yaml_v2() {
+        let text = "x: &c\n  rootdirectory: /merged\nstorage:\n  filesystem:\n    rootdirectory: /explicit\n    <<: *c\n";
+        assert_eq!(parse(text, "c.yml", env(&[])).unwrap().url, "/merged");
+        let text = "x: &c\n  rootdirectory: /merged\nstorage:\n  filesystem:\n    <<: *c\n    rootdirectory: /explicit\n";
+        assert_eq!(parse(text, "c.yml", env(&[])).unwrap().url, "/explicit");
+        let text = "a: &a\n  rootdirectory: /a\nb: &b\n  rootdirectory: /b\nstorage:\n  filesystem:\n    <<: [*a, *b]\n";
+        assert_eq!(parse(text, "c.yml", env(&[])).unwrap().url, "/a");
+        // merged mappings merge in turn
+        let text = "a: &a\n  bucket: inner\nb: &b\n  <<: *a\n  rootdirectory: /r\nstorage:\n  s3:\n    <<: *b\n";
+        assert_eq!(parse(text, "c.yml", env(&[])).unwrap().url, "s3://inner/r");
+        let err = parse("storage:\n  s3:\n    <<: 1\n", "c.yml", env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("merge"), "{err}");
+    }
+
+    /// The registry reads the first document of the file, after a byte-order
+    /// mark if there is one; the rest is never parsed.
+    #[test]
+    fn the_first_document_after_a_bom_as_the_registry_reads_it() {
+        let one = "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /first\n";
+        for text in [
+            format!("\u{feff}{one}"),
+            format!("---\n{one}---\n"),
+            format!("{one}---\nstorage:\n  filesystem:\n    rootdirectory: /second\n"),
+            format!("{one}...\n--- [unparsed\n"),
+            one.replace('\n', "\r\n"),
+        ] {
+            let s = parse(&text, "c.yml", env(&[])).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert_eq!(s.url, "/first", "{text:?}");
+        }
+        assert!(parse("", "c.yml", env(&[]))
+            .unwrap_err()
+            .to_string()
+            .contains("no storage driver configured"));
+    }
+
+    /// An environment variable's path matches an existing key only where the
+    /// key, upper-cased, is the segment as written (`strings.ToUpper(k) ==
+    /// path[0]`); otherwise the registry creates the key anew, lowercase,
+    /// replacing the file's: `REGISTRY_STORAGE_filesystem_MAXTHREADS` leaves
+    /// the filesystem driver with no `rootdirectory`, so the default root.
+    #[test]
+    fn an_environment_segment_matches_a_key_only_in_upper_case() {
+        let file = "storage:\n  filesystem:\n    rootdirectory: /srv/registry\n";
+        let s = parse(
+            file,
+            "c.yml",
+            env(&[("REGISTRY_STORAGE_filesystem_MAXTHREADS", "30")]),
+        )
+        .unwrap();
+        assert_eq!(s.url, DEFAULT_FS_ROOT);
+        let s = parse(
+            "storage:\n  gcs:\n    bucket: gb\n    rootdirectory: /prod\n",
+            "c.yml",
+            env(&[("REGISTRY_STORAGE_gcs_BUCKET", "other")]),
+        )
+        .unwrap();
+        assert_eq!(s.url, "gs://other");
+        // the last segment is always (re)created lowercase
+        let s = parse(
+            file,
+            "c.yml",
+            env(&[("REGISTRY_STORAGE_FILESYSTEM_rootdirectory", "/x")]),
+        )
+        .unwrap();
+        assert_eq!(s.url, "/x");
+        // a key whose value is no mapping is not descended into: the variable is ignored
+        let s = parse(
+            file,
+            "c.yml",
+            env(&[("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY_X", "1")]),
+        )
+        .unwrap();
+        assert_eq!(s.url, "/srv/registry");
+    }
+
+    /// The filesystem driver takes `fmt.Sprint` of the value: null (`rootdirectory:`,
+    /// or the variable set empty) is the relative directory `<nil>`, and the
+    /// empty string is `/` (`path.Join("", p)`). A relative root is relative
+    /// to the registry's working directory, which registry-gc cannot know.
+    #[test]
+    fn a_filesystem_root_that_is_null_empty_or_relative() {
+        let with_root =
+            |root: &str| format!("storage:\n  filesystem:\n    rootdirectory: {root}\n");
+        for root in ["", "~", "null"] {
+            let err = parse(&with_root(root), "c.yml", env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("storage.filesystem.rootdirectory") && err.contains("<nil>"),
+                "{root:?}: {err}"
+            );
+        }
+        let err = parse(
+            &with_root("/srv/registry"),
+            "c.yml",
+            env(&[("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY:") && err.contains("<nil>"),
+            "{err}"
+        );
+        assert_eq!(
+            parse(&with_root("\"\""), "c.yml", env(&[])).unwrap().url,
+            "/"
+        );
+        for root in ["registry", "./registry", "8", "s3://bucket/root"] {
+            let err = parse(&with_root(&format!("\"{root}\"")), "c.yml", env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("relative"), "{root}: {err}");
+        }
+        // the gcs driver makes a null root the prefix `<nil>/`
+        let err = parse(
+            "storage:\n  gcs:\n    bucket: gb\n    rootdirectory:\n",
+            "c.yml",
+            env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("storage.gcs.rootdirectory") && err.contains("<nil>"),
+            "{err}"
+        );
+        // s3 and azure read a null root as none
+        let s = parse(
+            "storage:\n  s3:\n    bucket: b\n    rootdirectory: ~\n",
+            "c.yml",
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(s.url, "s3://b");
+    }
+
+    /// A value is the text `fmt.Sprint` makes of what yaml.v2 (YAML 1.1) read:
+    /// unquoted `010` is the octal number 8, `1_000` is 1000, `1e6` is
+    /// `1e+06`, `yes` is `true` (each checked against the registry: these
+    /// are the roots it wrote under). A number the YAML parser here reads
+    /// as the registry does is written as Go writes it; text that only
+    /// unquoted would be something else is refused, since quoted or not is
+    /// lost here, and the two are different roots.
+    #[test]
+    fn scalars_as_the_registry_reads_them() {
+        let root_of = |v: &str| {
+            parse(
+                &format!("storage:\n  s3:\n    bucket: b\n    rootdirectory: {v}\n"),
+                "c.yml",
+                env(&[]),
+            )
+            .map(|s| s.url)
+            .map_err(|e| e.to_string())
+        };
+        for (v, go) in [
+            ("1e6", "1e+06"),
+            ("1.0", "1"),
+            ("1e3", "1000"),
+            ("0.00001", "1e-05"),
+            ("123456789.5", "1.234567895e+08"),
+            ("0x1F", "31"),
+            (".inf", "+Inf"),
+            ("2024", "2024"),
+            ("0.5", "0.5"),
+            ("true", "true"),
+            ("reg", "reg"),
+            ("\"8\"", "8"),
+            // quoted, since unquoted they would not be text here either
+            ("\"~\"", "~"),
+            ("\"1e6\"", "1e6"),
+            ("'true'", "true"),
+        ] {
+            assert_eq!(root_of(v), Ok(format!("s3://b/{go}")), "{v}");
+        }
+        for (v, go) in [
+            ("010", "8"),
+            ("09", "9"),
+            ("1_000", "1000"),
+            ("yes", "true"),
+            ("Off", "false"),
+            ("\"0755\"", "493"),
+        ] {
+            let err = root_of(v).unwrap_err();
+            assert!(
+                err.contains("storage.s3.rootdirectory") && err.contains(go),
+                "{v}: {err}"
+            );
+        }
+        // the same from the environment, whose values are YAML too
+        let err = parse(
+            "storage:\n  s3:\n    bucket: b\n",
+            "c.yml",
+            env(&[("REGISTRY_STORAGE_S3_BUCKET", "007")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("REGISTRY_STORAGE_S3_BUCKET:") && err.contains('7'),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn go_float_text() {
+        for (f, go) in [
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (1.0, "1"),
+            (100000.0, "100000"),
+            (1e6, "1e+06"),
+            (1.5e-7, "1.5e-07"),
+            (0.0001, "0.0001"),
+            (1e21, "1e+21"),
+            (-2.5, "-2.5"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-Inf"),
+        ] {
+            assert_eq!(go_float(f), go, "{f}");
+        }
     }
 }

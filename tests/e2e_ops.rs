@@ -210,6 +210,50 @@ fn registry_config_of_a_filesystem_registry_collects_like_storage_and_env_overri
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// yaml.v2 applies a merge key where it stands, over the keys before it: the
+/// registry, given `rootdirectory: A` and then `<<: {rootdirectory: B}`,
+/// writes under B, and `--registry-config` collects B (YAML's own rule, the
+/// mapping's keys winning, would make it A: a tree the registry never wrote).
+#[test]
+fn registry_config_applies_a_merge_key_where_the_registry_does() {
+    let dir = tempfile::Builder::new()
+        .prefix("e2e-ops-merge-")
+        .tempdir()
+        .unwrap();
+    let (explicit, merged) = (dir.path().join("explicit"), dir.path().join("merged"));
+    let quoted = |p: &Path| serde_json::to_string(p.to_str().unwrap()).unwrap();
+    let driver = format!(
+        "  filesystem:\n    rootdirectory: {}\n    <<: {{rootdirectory: {}}}\n",
+        quoted(&explicit),
+        quoted(&merged)
+    );
+    let mut reg = Registry::start_with_driver(&driver);
+    let digest = common::http::upload_blob(reg.url(), "merge/probe", b"where did it go");
+    reg.stop();
+    let hex = digest.trim_start_matches("sha256:");
+    let blob = format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]);
+    assert!(merged.join(&blob).is_file(), "{}", reg.logs());
+    assert!(!explicit.exists());
+
+    let report = dir.path().join("report.json");
+    let out = run_env(
+        &[
+            "gc",
+            "--dry-run",
+            "--registry-config",
+            reg.config_path().to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &[],
+    );
+    ok(&out, "gc --dry-run --registry-config");
+    assert_eq!(
+        collector::read_report(&report)["storage"],
+        format!("file://{}", merged.display())
+    );
+}
+
 #[test]
 fn registry_config_of_an_s3_registry_on_moto_collects_like_storage() {
     let moto = Emulator::Moto;
