@@ -1033,3 +1033,33 @@ fn a_report_lists_deletions_as_their_keys_sort_whatever_order_the_listing_gave()
         .collect();
     assert_eq!(in_place, rows);
 }
+
+#[test]
+fn an_index_child_linked_only_through_layers_keeps_what_it_references() {
+    let (index, by_revision, by_layer_link, unlinked) = (dg(1), dg(2), dg(3), dg(4));
+    let (l2, l3, l4, nested, l5) = (dg(12), dg(13), dg(14), dg(5), dg(15));
+    for delete_untagged in [false, true] {
+        let mut fx = Fx::default();
+        fx.image(by_revision, &[l2])
+            .image(by_layer_link, &[l3])
+            .image(unlinked, &[l4])
+            .image(nested, &[l5])
+            // a child index linked so, whose own child is linked so too
+            .index(dg(6), &[nested])
+            .index(index, &[by_revision, by_layer_link, unlinked, dg(6)])
+            .revision("r", index)
+            .revision("r", by_revision)
+            .layer_link("r", by_layer_link)
+            .layer_link("r", dg(6))
+            .layer_link("r", nested)
+            .tag("r", "multi", index);
+        let p = fx.plan(delete_untagged);
+        // the unlinked child is referenced, so its blob stays; nothing serves
+        // its layer
+        assert_eq!(
+            deleted_blobs(&p),
+            HashSet::from([l4]),
+            "-m {delete_untagged}"
+        );
+    }
+}
