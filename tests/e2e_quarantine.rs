@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -70,6 +70,14 @@ fn runs_on_disk(root: &Path) -> BTreeSet<String> {
             .collect(),
         Err(_) => BTreeSet::new(),
     }
+}
+
+/// Each key's bytes, without its time: a restore dates what it puts back.
+fn contents(snapshot: &BTreeMap<String, tree::FileState>) -> BTreeMap<String, (String, u64)> {
+    snapshot
+        .iter()
+        .map(|(k, f)| (k.clone(), (f.sha256.clone(), f.len)))
+        .collect()
 }
 
 /// What a plain collection with the same flags leaves: keys and directories.
@@ -217,7 +225,8 @@ fn quarantine_restore_and_purge_on_disk_with_the_real_registry() {
         "{line}"
     );
 
-    // restore: every key back, byte for byte, with its mtime
+    // restore: every key back, byte for byte, dated by the restore (a write
+    // into the registry in service); the keys it did not move keep their times
     let (out, _) = expect(&["restore", &root_s, &run_id], 0);
     assert!(
         out.contains(&format!("restored: {} keys", deleted.len())),
@@ -225,10 +234,19 @@ fn quarantine_restore_and_purge_on_disk_with_the_real_registry() {
     );
     let after = tree::snapshot(root);
     assert!(
-        before == after,
+        contents(&before) == contents(&after),
         "restore is not byte for byte:\n{}",
         tree::snapshot_diff(&before, &after)
     );
+    for (k, state) in &after {
+        assert_eq!(
+            state.mtime > before[k].mtime,
+            deleted.contains(k),
+            "{k}: mtime {:?} before, {:?} after",
+            before[k].mtime,
+            state.mtime
+        );
+    }
     assert!(tree::snapshot(&run_dir).is_empty());
     let reg = Registry::start(root);
     common::http::pull_verify(reg.url(), gone.repo(), gone.digest())
@@ -244,7 +262,7 @@ fn quarantine_restore_and_purge_on_disk_with_the_real_registry() {
             && out.contains(&format!("already in place: {} keys", deleted.len())),
         "{out}"
     );
-    assert!(before == tree::snapshot(root));
+    assert!(after == tree::snapshot(root));
 
     // a run that does not exist, or an id that is not one: one clear line, exit 2
     let (_, err) = expect(&["restore", &root_s, "20990101T000000Z-000000"], 2);
@@ -270,6 +288,8 @@ fn quarantine_restore_and_purge_on_disk_with_the_real_registry() {
         &root.join(QUARANTINE).join(&run_id),
         Duration::from_secs(10 * 86_400),
     );
+    // and the restore is hours ago: its uploads are stale again
+    tree::age_tree(&root.join("docker"), Duration::from_secs(2 * 3600));
     std::thread::sleep(Duration::from_millis(1100)); // a new run id
     let out = gc(
         root,
@@ -369,7 +389,7 @@ fn an_interrupted_quarantine_is_restored_from_its_record() {
         "{out}"
     );
     assert!(
-        before == tree::snapshot(root),
+        contents(&before) == contents(&tree::snapshot(root)),
         "{}",
         tree::snapshot_diff(&before, &tree::snapshot(root))
     );
@@ -943,4 +963,245 @@ fn purge_leaves_a_run_still_moving() {
     assert!(rt
         .block_on(storage.exists(&quarantine::quarantine_key(&id, BLOB)))
         .unwrap());
+}
+
+/// The user a packaged registry runs as in these tests (`nobody`).
+const REGISTRY_UID: u32 = 65534;
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Every directory under `dir` (itself included) that `uid` does not own, or
+/// whose permission bits differ from `mode`.
+fn dirs_not_like(dir: &Path, uid: u32, mode: u32) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(dir).unwrap();
+    let mut out = Vec::new();
+    if md.uid() != uid || md.mode() & 0o7777 != mode {
+        out.push(format!(
+            "{} (uid {}, mode {:o})",
+            dir.display(),
+            md.uid(),
+            md.mode() & 0o7777
+        ));
+    }
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(dirs_not_like(&e.path(), uid, mode));
+        }
+    }
+    out
+}
+
+/// A registry running as its own user, restored by root (an operator's
+/// `sudo registry-gc restore`): the directories the restore creates again
+/// (those the sweep left empty and removed) are the registry's, like the
+/// ones around them, whatever root's umask. Created as root with its umask,
+/// the registry could not write into them (a later push of a blob, a tag,
+/// a manifest delete) and, under a umask of 077, not even read them: the
+/// restored images did not pull.
+#[test]
+fn restored_directories_belong_to_the_registry_user() {
+    if !running_as_root() {
+        // CI runs as root: there this test must run, never pass by skipping
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "needs root, to restore as a user other than the registry's"
+        );
+        eprintln!("skipped: needs root, to restore as a user other than the registry's");
+        return;
+    }
+    let (_dir, sc) = pushed(scenarios::mixed);
+    let copy = aged_copy(&sc);
+    let root = copy.path();
+    let root_s = root.display().to_string();
+    let owner = format!("{REGISTRY_UID}:{REGISTRY_UID}");
+    let chown = std::process::Command::new("chown")
+        .args(["-R", &owner, &root_s])
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    assert!(dirs_not_like(&root.join("docker"), REGISTRY_UID, 0o755).is_empty());
+
+    let out = tempfile::tempdir().unwrap();
+    let report = out.path().join("report.json");
+    let report_s = report.display().to_string();
+    gc(
+        root,
+        &strs(&flags(&["--quarantine", "--report", &report_s])),
+        0,
+    );
+    let run_id = collector::read_report(&report)["quarantine_run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(&report).unwrap();
+
+    // root's umask hardened, as some distributions ship it
+    let restore = std::process::Command::new("sh")
+        .args(["-c", "umask 077 && exec \"$0\" \"$@\""])
+        .arg(collector::binary())
+        .args(["restore", &root_s, &run_id])
+        .output()
+        .unwrap();
+    assert_eq!(
+        restore.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    let reg = Registry::start_as(root, REGISTRY_UID, REGISTRY_UID);
+    sc.pull_verify_present(reg.url())
+        .unwrap_or_else(|e| panic!("after a restore by root: {e}"));
+    drop(reg);
+    let wrong = dirs_not_like(&root.join("docker"), REGISTRY_UID, 0o755);
+    assert!(
+        wrong.is_empty(),
+        "directories the restore made are not the registry's:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// A restore writes into the live tree while the registry serves, as a push
+/// does, and the online collection's fence (`--min-age`) sees writers by their
+/// keys' times: a restored key is dated by its restore, as a copy back on S3,
+/// Azure or GCS is. Put back with the times it had before the collection, the
+/// next collection (the nightly one, default `--min-age 1h`) took the restored
+/// image again at once, before anyone could tag it; and one that was listing
+/// while the restore ran saw restored links without the blobs it had listed
+/// before them, and deleted them as dangling.
+#[test]
+fn a_restored_image_is_a_fresh_write_the_next_collection_keeps() {
+    let (_dir, sc) = pushed(scenarios::mixed);
+    let copy = aged_copy(&sc);
+    let root = copy.path();
+    let root_s = root.display().to_string();
+    let report = root.join("../fresh-report.json");
+    let report_s = report.display().to_string();
+    gc(
+        root,
+        &strs(&flags(&["--quarantine", "--report", &report_s])),
+        0,
+    );
+    let run_id = collector::read_report(&report)["quarantine_run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(&report).unwrap();
+    let restored = tree::keys(&root.join(QUARANTINE).join(&run_id));
+    expect(&["restore", &root_s, &run_id], 0);
+
+    // the next collection, with its default --min-age, keeps what was restored
+    let mut next: Vec<&str> = mode_flags(Mode::DeleteUntagged);
+    next.push("--force");
+    let out = gc(root, &next, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nothing to delete"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let reg = Registry::start(root);
+    let old = sc.image("app:v1-old");
+    common::http::pull_verify(reg.url(), old.repo(), old.digest())
+        .unwrap_or_else(|e| panic!("app:v1-old, restored, then collected again: {e}"));
+    sc.pull_verify_present(reg.url())
+        .unwrap_or_else(|e| panic!("after restore and a collection: {e}"));
+    let now = tree::snapshot(root);
+    for k in &restored {
+        let age = SystemTime::now()
+            .duration_since(now[k].mtime)
+            .unwrap_or_default();
+        assert!(age < Duration::from_secs(600), "{k} restored {age:?} old");
+    }
+}
+
+/// Runs `gc --quarantine` on `root` and returns its run id.
+fn quarantine_run(root: &Path) -> String {
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let report_s = report.path().display().to_string();
+    gc(
+        root,
+        &strs(&flags(&["--quarantine", "--report", &report_s])),
+        0,
+    );
+    collector::read_report(report.path())["quarantine_run"]
+        .as_str()
+        .expect("the run quarantined something")
+        .to_string()
+}
+
+/// An image a run quarantined can need keys a later run took: a layer it
+/// shared with an image that was tagged at the first collection and deleted
+/// before the second. Restoring the first run alone puts back keys that do
+/// not make an image: the restore says so, names the run that holds the rest
+/// (exit 4), and once that run is restored too the image pulls.
+#[test]
+fn restore_names_the_later_run_holding_what_its_images_need() {
+    use common::images::Image;
+    let dir = tempfile::Builder::new()
+        .prefix("e2e-fs-")
+        .tempdir()
+        .unwrap();
+    let root = dir.path();
+    let root_s = root.display().to_string();
+    let repo = "cross/app";
+    let mut reg = Registry::start(root);
+    let mut pusher = common::Pusher::new(&reg);
+    let tagged = Image::docker("cross-run/tagged", 2);
+    let untagged = Image::docker("cross-run/untagged", 1).with_layer(tagged.layers[0].clone());
+    let tagged = pusher.image(repo, &tagged, Some("v1"));
+    let untagged = pusher.image(repo, &untagged, None);
+    reg.stop();
+    tree::age_tree(root, Duration::from_secs(2 * 3600));
+
+    // the first run takes the untagged image, not the layer it shares
+    let first = quarantine_run(root);
+    // the tagged one is deleted through the API; the second run takes it
+    // and, now unreferenced, the shared layer
+    let mut reg = Registry::start(root);
+    common::delete_manifest(reg.url(), repo, &tagged.digest);
+    reg.stop();
+    tree::age_tree(&root.join("docker"), Duration::from_secs(2 * 3600));
+    std::thread::sleep(Duration::from_millis(1100)); // a new run id
+    let second = quarantine_run(root);
+    let shared = format!(
+        "docker/registry/v2/{}",
+        tree::blob_key_for_digest(&tagged.blobs[1])
+    );
+    assert!(
+        root.join(QUARANTINE).join(&second).join(&shared).is_file(),
+        "the second run holds the shared layer"
+    );
+
+    let (out, err) = expect(&["restore", &root_s, &first], 4);
+    assert!(
+        out.contains(&format!("{repo}@{}", untagged.digest))
+            && out.contains(&shared)
+            && out.contains(&format!("run {second}")),
+        "stdout:\n{out}\nstderr:\n{err}"
+    );
+    let reg = Registry::start(root);
+    assert!(
+        common::http::pull_verify(reg.url(), repo, &untagged.digest).is_err(),
+        "pulls without its layer"
+    );
+    drop(reg);
+    // the first run's own keys are all back: its record says so
+    let (list, _) = expect(&["restore", "--list", &root_s], 0);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&first) && l.contains("restored")),
+        "{list}"
+    );
+
+    expect(&["restore", &root_s, &second], 0);
+    let (out, _) = expect(&["restore", &root_s, &first], 0);
+    assert!(out.contains("restored: 0 keys"), "{out}");
+    let reg = Registry::start(root);
+    common::http::pull_verify(reg.url(), repo, &untagged.digest)
+        .unwrap_or_else(|e| panic!("after both restores: {e}"));
 }

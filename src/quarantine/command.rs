@@ -32,9 +32,10 @@ async fn run_restore(args: &RestoreArgs, quiet: bool) -> Result<Exit, Error> {
         Ok(Exit::Success)
     } else {
         crate::say::error(&format!(
-            "the restore of run {id} is incomplete ({} failed, {} missing)",
+            "the restore of run {id} is incomplete ({} failed, {} missing, {} needed by its images and not in the registry)",
             out.failures.len(),
-            out.missing.len()
+            out.missing.len(),
+            out.unmet.len()
         ));
         Ok(Exit::Incomplete)
     }

@@ -32,7 +32,7 @@ pub use command::{purge_command, restore_command};
 pub use list::{format_runs, list_runs, RunSummary};
 pub use purge::{purge, PurgeOutcome};
 pub use record::{read_record, Entry, QuarantineRun, RunHeader, RunOptions, RunRecord, RunState};
-pub use restore::{restore, RestoreOutcome};
+pub use restore::{restore, RestoreOutcome, UnmetNeed};
 
 /// The quarantine's top-level prefix, a sibling of `docker/`.
 pub const PREFIX: &str = "registry-gc-quarantine/";

@@ -8,12 +8,19 @@ use futures::StreamExt;
 
 use super::record::write_record;
 use super::{
-    dirs_below, quarantine_key, read_record, record_key, run_prefix, Entry, QuarantineError,
-    RunState,
+    check_run_id, dirs_below, quarantine_key, read_record, record_key, run_prefix, Entry,
+    QuarantineError, RunState, PREFIX,
 };
+use crate::digest::Digest;
+use crate::layout::{self, KeyKind};
+use crate::manifest::{self, ManifestKind};
 use crate::plan::Reason;
 use crate::report::{human_bytes, Failure};
 use crate::storage::{MoveMode, Moved, Storage, StorageError};
+
+/// The largest manifest read back to check what it needs (`gc`'s default
+/// `--max-manifest-size`).
+const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 
 /// Order of restore: blobs before the links that point at them, and a
 /// manifest's revision link before a tag that names it, so that the registry
@@ -48,11 +55,31 @@ pub struct RestoreOutcome {
     pub failures: Vec<Failure>,
     /// Phases not started because an earlier one had failures.
     pub stopped_early: bool,
+    /// Keys that the images this run holds need, not in the registry but in
+    /// another run: a later run can hold them (a layer shared with an image
+    /// deleted after this run), and without them the images do not pull.
+    pub unmet: Vec<UnmetNeed>,
+}
+
+/// A key an image of the run needs, not in the registry but in another run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UnmetNeed {
+    /// `REPO@DIGEST`.
+    pub image: String,
+    pub key: String,
+    /// The quarantine run that holds the key.
+    pub in_run: String,
 }
 
 impl RestoreOutcome {
-    pub fn is_complete(&self) -> bool {
+    /// Every key of the run is back (or in place, or the registry's own).
+    pub fn run_is_restored(&self) -> bool {
         self.failures.is_empty() && self.missing.is_empty() && !self.stopped_early
+    }
+
+    /// The run is restored and its images have all they need: they pull.
+    pub fn is_complete(&self) -> bool {
+        self.run_is_restored() && self.unmet.is_empty()
     }
 
     pub fn summary(&self) -> String {
@@ -88,6 +115,13 @@ impl RestoreOutcome {
         }
         for k in &self.missing {
             let _ = writeln!(s, "missing: {k}: neither in quarantine nor at its key");
+        }
+        for u in &self.unmet {
+            let _ = writeln!(
+                s,
+                "needed: {} needs {}, quarantined by run {}: restore that run too",
+                u.image, u.key, u.in_run
+            );
         }
         for f in &self.failures {
             let _ = writeln!(s, "failed: {}: {}", f.key, f.error);
@@ -199,7 +233,18 @@ pub async fn restore(
             .remove_empty_dirs(&dirs_below(&run_prefix(run), &moved_back))
             .await;
     }
-    if out.is_complete() {
+    if out.run_is_restored() {
+        match unmet_needs(storage, run, &record.entries, concurrency).await {
+            Ok(unmet) => out.unmet = unmet,
+            Err(e) => out.failures.push(Failure {
+                key: record_at.clone(),
+                error: format!("could not check what the run's images need: {e}"),
+            }),
+        }
+    }
+    // the run's own keys are back: its record says so, even when its images
+    // still need another run's
+    if out.run_is_restored() {
         record.header.state = RunState::Restored;
         record.header.restored_at =
             Some(humantime::format_rfc3339_seconds(SystemTime::now()).to_string());
@@ -212,6 +257,145 @@ pub async fn restore(
     }
     out.missing.sort();
     Ok(out)
+}
+
+/// What the manifests the run recorded need, and the registry lacks but
+/// another run holds: each manifest's blob, its config and layers (blob and
+/// the repository's layer link, as the registry serves them), an index's
+/// children (revision link) and theirs, all as a pull needs them. A key in no
+/// run is not named: it may have been missing before this run's collection
+/// too (a dangling revision, a broken image), which a restore never mends.
+async fn unmet_needs(
+    storage: &dyn Storage,
+    run: &str,
+    entries: &[Entry],
+    concurrency: usize,
+) -> Result<Vec<UnmetNeed>, StorageError> {
+    let others: Vec<String> = storage
+        .list_dir(PREFIX)
+        .await?
+        .prefixes
+        .iter()
+        .map(|p| p[PREFIX.len()..].trim_end_matches('/').to_string())
+        .filter(|id| id != run && check_run_id(id).is_ok())
+        .collect();
+    if others.is_empty() {
+        // nothing another run could hold: no manifest to read
+        return Ok(Vec::new());
+    }
+    // the run's own keys are back (the caller checked): only the others are
+    // looked for, one request each
+    let own: HashSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+    let mut seen: HashSet<(String, Digest)> = HashSet::new();
+    let mut level: Vec<(String, Digest)> = entries
+        .iter()
+        .filter_map(|e| match layout::classify(&e.key) {
+            KeyKind::Revision { repo, digest } => Some((repo.to_string(), digest)),
+            _ => None,
+        })
+        .filter(|m| seen.insert(m.clone()))
+        .collect();
+    // (image, key) for each key missing
+    let mut missing: Vec<(String, String)> = Vec::new();
+    while !level.is_empty() {
+        let read: Vec<Result<ManifestNeeds, StorageError>> = futures::stream::iter(level)
+            .map(|(repo, digest)| manifest_needs(storage, &own, repo, digest))
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        let mut next = Vec::new();
+        for needs in read {
+            let needs = needs?;
+            let image = format!("{}@{}", needs.repo, needs.digest);
+            missing.extend(needs.missing.into_iter().map(|k| (image.clone(), k)));
+            next.extend(
+                needs
+                    .children
+                    .into_iter()
+                    .map(|c| (needs.repo.clone(), c))
+                    .filter(|m| seen.insert(m.clone())),
+            );
+        }
+        level = next;
+    }
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found: Vec<Result<Option<UnmetNeed>, StorageError>> = futures::stream::iter(missing)
+        .map(|(image, key)| {
+            let others = &others;
+            async move {
+                for other in others {
+                    if storage.exists(&quarantine_key(other, &key)).await? {
+                        let in_run = other.clone();
+                        return Ok(Some(UnmetNeed { image, key, in_run }));
+                    }
+                }
+                Ok(None)
+            }
+        })
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut unmet = Vec::new();
+    for need in found {
+        unmet.extend(need?);
+    }
+    unmet.sort_by(|a, b| (&a.image, &a.key).cmp(&(&b.image, &b.key)));
+    unmet.dedup_by(|a, b| a.image == b.image && a.key == b.key);
+    Ok(unmet)
+}
+
+/// One manifest's keys the registry lacks, and its children to check next.
+struct ManifestNeeds {
+    repo: String,
+    digest: Digest,
+    missing: Vec<String>,
+    children: Vec<Digest>,
+}
+
+async fn manifest_needs(
+    storage: &dyn Storage,
+    own: &HashSet<&str>,
+    repo: String,
+    digest: Digest,
+) -> Result<ManifestNeeds, StorageError> {
+    let mut needs = ManifestNeeds {
+        repo,
+        digest,
+        missing: Vec::new(),
+        children: Vec::new(),
+    };
+    let blob = layout::blob_data_key(&needs.digest);
+    // read even when the run restored it: what it names is what matters
+    let bytes = match storage.get(&blob, MAX_MANIFEST_BYTES).await {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => {
+            needs.missing.push(blob);
+            return Ok(needs);
+        }
+        Err(e) => return Err(e),
+    };
+    let refs = manifest::parse(&bytes);
+    let mut keys = Vec::new();
+    for b in &refs.blobs {
+        keys.push(layout::blob_data_key(b));
+        keys.push(layout::layer_link_key(&needs.repo, b));
+    }
+    // only an index's children are manifests for sure: an unknown shape's
+    // digests may be anything
+    if refs.kind == ManifestKind::Index {
+        for c in &refs.children {
+            keys.push(layout::revision_key(&needs.repo, c));
+        }
+        needs.children = refs.children;
+    }
+    for key in keys.into_iter().filter(|k| !own.contains(k.as_str())) {
+        if !storage.exists(&key).await? {
+            needs.missing.push(key);
+        }
+    }
+    Ok(needs)
 }
 
 #[derive(Default)]

@@ -147,6 +147,37 @@ impl FsStorage {
     }
 }
 
+/// Sets a file's mtime to now (its access time left as it is).
+fn modified_now(path: &Path) -> io::Result<()> {
+    use rustix::fs::{Timespec, Timestamps, UTIME_NOW, UTIME_OMIT};
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_NOW,
+        },
+    };
+    rustix::fs::utimensat(rustix::fs::CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(io::Error::from)
+}
+
+/// Gives a directory just made the owner, group and permission bits of
+/// `parent` (its parent's metadata). Only root can give a file away: a
+/// process running as anyone else made the directory its own, which it
+/// keeps (the registry's own user restoring owns what it makes).
+fn like_its_parent(dir: &Path, parent: &fs::Metadata) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    match std::os::unix::fs::chown(dir, Some(parent.uid()), Some(parent.gid())) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+        Err(e) => return Err(e),
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(parent.mode() & 0o7777))
+}
+
 fn io_error(key: &str, source: io::Error) -> StorageError {
     if source.kind() == io::ErrorKind::NotFound {
         StorageError::NotFound {
@@ -979,7 +1010,11 @@ impl Storage for FsStorage {
 
 impl FsStorage {
     /// Creates the parent directories of `path`, refusing to create them through
-    /// a link that leads out of the root.
+    /// a link that leads out of the root. Each new directory gets the owner,
+    /// group and permission bits of the directory it is made in: a restore run
+    /// by root (with root's umask) puts registry keys back into directories the
+    /// sweep had removed, and the registry, running as its own user, must
+    /// still read them and write into them (a push, a tag, a manifest delete).
     fn make_parent(&self, key: &str, path: &Path) -> Result<(), StorageError> {
         let Some(parent) = path.parent() else {
             return Ok(());
@@ -989,14 +1024,23 @@ impl FsStorage {
             .find(|a| fs::symlink_metadata(a).is_ok())
             .unwrap_or(&self.root);
         self.inside_root(key, existing)?;
+        let made: Vec<&Path> = parent.ancestors().take_while(|a| *a != existing).collect();
+        if made.is_empty() {
+            return self.inside_root(key, parent).map(|_| ());
+        }
+        let like = fs::metadata(existing).map_err(|e| io_error(key, e))?;
         fs::create_dir_all(parent).map_err(|e| io_error(key, e))?;
+        for dir in made.into_iter().rev() {
+            like_its_parent(dir, &like).map_err(|e| io_error(key, e))?;
+        }
         self.inside_root(key, parent).map(|_| ())
     }
 
     /// One move: a rename, both ends inside the root (one filesystem, so never a
     /// copy). Without overwriting, a hard link claims the destination atomically
-    /// (it fails if the destination exists) and the source is then unlinked; the
-    /// file keeps its inode, bytes and mtime either way.
+    /// (it fails if the destination exists) and the source is then unlinked. The
+    /// file keeps its inode and bytes either way; a quarantine keeps its mtime,
+    /// a restore (`KeepExisting`) dates it now (see `MoveMode`).
     fn move_one(&self, from: &str, to: &str, mode: MoveMode) -> Result<Moved, StorageError> {
         let src = self.path_of(from)?;
         let dst = self.path_of(to)?;
@@ -1028,16 +1072,29 @@ impl FsStorage {
         match mode {
             MoveMode::Overwrite => rename(),
             MoveMode::KeepExisting => match fs::hard_link(&src, &dst) {
-                Ok(()) => match fs::remove_file(&src) {
-                    Ok(()) => Ok(Moved::Moved),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Moved::Moved),
-                    Err(e) => Err(io_error(from, e)),
-                },
+                Ok(()) => {
+                    if let Err(e) = modified_now(&dst) {
+                        // not put back undated: the next attempt starts over
+                        let _ = fs::remove_file(&dst);
+                        return Err(io_error(to, e));
+                    }
+                    match fs::remove_file(&src) {
+                        Ok(()) => Ok(Moved::Moved),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Moved::Moved),
+                        Err(e) => Err(io_error(from, e)),
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Moved::DestinationExists),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Moved::SourceMissing),
                 // a filesystem without hard links: check, then rename
                 Err(_) if fs::symlink_metadata(&dst).is_ok() => Ok(Moved::DestinationExists),
-                Err(_) => rename(),
+                Err(_) => {
+                    let moved = rename()?;
+                    if moved == Moved::Moved {
+                        modified_now(&dst).map_err(|e| io_error(to, e))?;
+                    }
+                    Ok(moved)
+                }
             },
         }
     }

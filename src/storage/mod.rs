@@ -141,6 +141,9 @@ pub enum MoveMode {
     /// retried move rewrites the same bytes).
     Overwrite,
     /// Leave both where they are (restore: the key the registry has now wins).
+    /// A key moved lands dated now, as a copy on an object store is: put back
+    /// into a registry in service, it is a write as a push's is, and the
+    /// online collection's fence (`--min-age`) must see it as one.
     KeepExisting,
 }
 

@@ -171,10 +171,32 @@ impl Registry {
         Self::start_with(|port| RegistryConfig::with_driver(driver, port))
     }
 
+    /// [`Registry::start`] as another user (`uid`:`gid`), as a packaged registry
+    /// runs (Debian's as `docker-registry`): only the caller may be root. The
+    /// config's directory is given to that user; `root` must already be its.
+    pub fn start_as(root: &Path, uid: u32, gid: u32) -> Registry {
+        Self::start_with_user(
+            |port| {
+                let config = RegistryConfig::with_port(root, port);
+                std::os::unix::fs::chown(config.dir(), Some(uid), Some(gid))
+                    .unwrap_or_else(|e| panic!("chown {}: {e}", config.dir().display()));
+                config
+            },
+            Some((uid, gid)),
+        )
+    }
+
     fn start_with(make_config: impl Fn(u16) -> RegistryConfig) -> Registry {
+        Self::start_with_user(make_config, None)
+    }
+
+    fn start_with_user(
+        make_config: impl Fn(u16) -> RegistryConfig,
+        user: Option<(u32, u32)>,
+    ) -> Registry {
         let mut last_err = String::new();
         for _attempt in 0..3 {
-            match Self::try_start(make_config(free_port())) {
+            match Self::try_start(make_config(free_port()), user) {
                 Ok(r) => return r,
                 Err(e) => {
                     // Only a lost port race is worth retrying.
@@ -189,14 +211,19 @@ impl Registry {
         panic!("{last_err}");
     }
 
-    fn try_start(config: RegistryConfig) -> Result<Registry, String> {
+    fn try_start(config: RegistryConfig, user: Option<(u32, u32)>) -> Result<Registry, String> {
         let port = config.port();
         let root = config.root().to_path_buf();
         let stdout_path = config.dir().join("registry.stdout");
         let stderr_path = config.dir().join("registry.stderr");
         let stdout = fs::File::create(&stdout_path).expect("create registry stdout file");
         let stderr = fs::File::create(&stderr_path).expect("create registry stderr file");
-        let child = registry_command()
+        let mut command = registry_command();
+        if let Some((uid, gid)) = user {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(gid);
+        }
+        let child = command
             .arg("serve")
             .arg(config.path())
             .stdin(Stdio::null())
