@@ -591,6 +591,7 @@ mod tests {
                     subject: None,
                     other_algorithm: vec![],
                     invalid: vec![],
+                    undecodable: None,
                 };
                 let id = inv.digests.find(m).unwrap();
                 if marks.manifest(id).is_none() {

@@ -4,6 +4,10 @@
 //! The collector only needs the digests a manifest references. When the bytes do
 //! not parse, or the shape is not one we know, every `sha256:<hex>` they contain
 //! is pinned instead: keeping garbage is recoverable, deleting a live blob is not.
+//!
+//! The same single read also tells whether distribution 2.8 could decode the
+//! manifest at all (`References::undecodable`), for `fsck`: the registry
+//! serves nothing of one it cannot, while the collector keeps all it mentions.
 
 use serde::Deserialize;
 
@@ -60,6 +64,66 @@ pub struct References {
     pub other_algorithm: Vec<String>,
     /// Descriptor digests that are not valid at all.
     pub invalid: Vec<String>,
+    /// Why distribution 2.8 cannot decode these bytes, when it cannot (see
+    /// `undecodable_by_2_8`). `None` when it can, for bytes that are no JSON
+    /// object (`ManifestKind::Unparseable`, which says so already), and for
+    /// a manifest whose fields registry-gc could not read one by one (a
+    /// reference field of another JSON type, spelt in another case or given
+    /// twice: what 2.8 makes of those is not judged).
+    pub undecodable: Option<Undecodable>,
+}
+
+/// Why distribution 2.8's manifest store cannot decode a manifest: its `Get`
+/// fails, and the registry answers a GET of it, by tag or by digest, with
+/// 500 (its own PUT refuses such manifests; another registry or a copy tool
+/// wrote them). Only what 2.8.2's `manifestStore.Get` and the handlers'
+/// `Unmarshal` refuse, as Go's JSON reader reads the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Undecodable {
+    /// No `schemaVersion`, or `null`: Go reads 0, and 2.8 knows 1 and 2.
+    NoSchemaVersion,
+    /// A `schemaVersion` that is no JSON integer (`"2"`, `2.0`, out of range):
+    /// Go refuses it for an `int`.
+    SchemaVersionNotAnInteger,
+    /// A schema version other than 1 and 2.
+    UnknownSchemaVersion(i64),
+    /// A `mediaType` that is no string.
+    MediaTypeNotAString,
+    /// Schema version 2 with a media type 2.8 does not read (the OCI 1.1
+    /// draft artifact manifest's among them).
+    UnknownMediaType(String),
+    /// A field of the structure 2.8 decodes the manifest into holds a JSON
+    /// type Go refuses for it (a layer's `size` as a string, an annotation
+    /// that is a number).
+    FieldType(&'static str),
+}
+
+impl std::fmt::Display for Undecodable {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Undecodable::NoSchemaVersion => {
+                f.write_str("it has no schemaVersion (2.8 reads versions 1 and 2)")
+            }
+            Undecodable::SchemaVersionNotAnInteger => {
+                f.write_str("its schemaVersion is not a JSON integer")
+            }
+            Undecodable::UnknownSchemaVersion(v) => {
+                write!(f, "schemaVersion {v} (2.8 reads versions 1 and 2)")
+            }
+            Undecodable::MediaTypeNotAString => f.write_str("its mediaType is not a string"),
+            Undecodable::UnknownMediaType(m) if m == OCI_ARTIFACT => write!(
+                f,
+                "media type {m}, the OCI 1.1 draft artifact manifest, which 2.8 never read"
+            ),
+            Undecodable::UnknownMediaType(m) => {
+                write!(f, "media type {m:?}, which 2.8 does not read")
+            }
+            Undecodable::FieldType(field) => write!(
+                f,
+                "its {field} holds a JSON type that 2.8's reader (Go's) refuses there"
+            ),
+        }
+    }
 }
 
 impl References {
@@ -71,18 +135,49 @@ impl References {
 #[derive(Default)]
 struct RawManifest {
     schema_version: Option<serde_json::Value>,
-    media_type: Option<String>,
+    media_type: Option<MediaType>,
     config: Option<RawDescriptor>,
     layers: Option<Vec<RawDescriptor>>,
     manifests: Option<Vec<RawDescriptor>>,
     blobs: Option<Vec<RawDescriptor>>,
     subject: Option<RawDescriptor>,
     fs_layers: Option<Vec<RawFsLayer>>,
+    /// `GO_*` bits: the fields 2.8 decodes and registry-gc does not use that
+    /// hold a JSON type Go refuses for them.
+    go_type_errors: u8,
+}
+
+impl RawManifest {
+    fn media_type(&self) -> Option<&str> {
+        match &self.media_type {
+            Some(MediaType::Text(m)) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// A `mediaType` as read: text, or a JSON value of another type (which Go,
+/// reading it into a string, refuses).
+enum MediaType {
+    Text(String),
+    NotText,
+}
+
+impl<'de> Deserialize<'de> for MediaType {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        // `null` is `None` (the `Option` around this): Go leaves the field empty
+        Ok(match serde_json::Value::deserialize(de)? {
+            serde_json::Value::String(m) => MediaType::Text(m),
+            _ => MediaType::NotText,
+        })
+    }
 }
 
 #[derive(Default)]
 struct RawDescriptor {
     digest: Option<String>,
+    /// `GO_DESCRIPTOR` and `GO_PLATFORM_FEATURES` bits.
+    go_type_errors: u8,
 }
 
 #[derive(Default)]
@@ -98,19 +193,24 @@ struct RawFsLayer {
 // manifest is pinned by scan (`parse`) rather than read without the
 // references Go would find there.
 
+/// Whether Go's JSON reader takes the key `key` for the field `name`:
+/// exactly, or ignoring case (Unicode simple folding).
+fn same_to_go(key: &str, name: &str) -> bool {
+    let fold = |c: char| match c {
+        '\u{17F}' => 's',
+        '\u{212A}' => 'k',
+        c => c.to_ascii_lowercase(),
+    };
+    key.chars().map(fold).eq(name.chars().map(fold))
+}
+
 /// Which of `names` the key `key` is: exactly, or `Err` when only ignoring
 /// case as Go does; `None` for a key that is no field.
 fn field<E: serde::de::Error>(key: &str, names: &[&'static str]) -> Result<Option<usize>, E> {
     if let Some(i) = names.iter().position(|n| *n == key) {
         return Ok(Some(i));
     }
-    let fold = |c: char| match c {
-        '\u{17F}' => 's',
-        '\u{212A}' => 'k',
-        c => c.to_ascii_lowercase(),
-    };
-    let same_ignoring_case = |n: &str| key.chars().map(fold).eq(n.chars().map(fold));
-    match names.iter().find(|n| same_ignoring_case(n)) {
+    match names.iter().find(|n| same_to_go(key, n)) {
         Some(n) => Err(E::custom(format_args!(
             "key {key:?} is the field {n:?} to Go's JSON reader, which ignores case"
         ))),
@@ -120,9 +220,13 @@ fn field<E: serde::de::Error>(key: &str, names: &[&'static str]) -> Result<Optio
 
 /// Reads a JSON object's fields `names` in turn with `read(name, map)`,
 /// skipping other keys; a field given twice is an error (`field`'s rules).
+/// Keys Go takes for one of `go_only` (fields 2.8 decodes that registry-gc
+/// needs only the JSON type of) are read with `read` too, as Go reads them:
+/// ignoring case, every time one is given.
 fn read_fields<'de, A: serde::de::MapAccess<'de>>(
     mut map: A,
     names: &[&'static str],
+    go_only: &[&'static str],
     mut read: impl FnMut(&'static str, &mut A) -> Result<(), A::Error>,
 ) -> Result<(), A::Error> {
     let mut seen = 0u32;
@@ -135,12 +239,172 @@ fn read_fields<'de, A: serde::de::MapAccess<'de>>(
                 seen |= 1 << i;
                 read(names[i], &mut map)?;
             }
-            None => {
-                map.next_value::<serde::de::IgnoredAny>()?;
-            }
+            None => match go_only.iter().find(|n| same_to_go(&key, n)) {
+                Some(name) => read(name, &mut map)?,
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            },
         }
     }
     Ok(())
+}
+
+// What distribution 2.8 decodes a manifest into and registry-gc does not
+// use, it still decodes: a value there of a JSON type Go refuses (a string
+// for an `int64`, a number among a `map[string]string`'s values) fails the
+// whole decode. Such values are checked in the one read `parse` makes,
+// never failing it (the collector's reading is unchanged): each sets a bit
+// of the structure's `go_type_errors`, by where 2.8 reads it.
+
+/// The OCI image manifest's `annotations`.
+const GO_ANNOTATIONS: u8 = 1;
+/// schema1's `name`, `tag`, `architecture` and `history`.
+const GO_SCHEMA1: u8 = 1 << 1;
+/// A descriptor's `mediaType`, `size`, `urls`, `annotations`, `platform`.
+const GO_DESCRIPTOR: u8 = 1 << 2;
+/// A descriptor's `platform.features`: read for an index's entries only (a
+/// list's `PlatformSpec`; the OCI `Platform` of a config or layer has none).
+const GO_PLATFORM_FEATURES: u8 = 1 << 3;
+
+/// The Go types of those fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GoType {
+    String,
+    Int64,
+    /// `[]string`
+    Strings,
+    /// `map[string]string`
+    StringMap,
+    /// `v1.Platform`, or a list's `PlatformSpec` (`features` besides).
+    Platform,
+    /// schema1's `[]History`
+    Histories,
+    /// schema1's `History`: `{v1Compatibility string}`
+    History,
+}
+
+/// Reads one value as Go would read it into a field of type `ty`, without
+/// failing on its JSON type: the value is `errors` when Go would refuse it
+/// (with `GO_PLATFORM_FEATURES` for a platform's `features`), 0 when not.
+/// `null` is always taken: Go leaves the field as it is.
+#[derive(Debug, Clone, Copy)]
+struct GoField {
+    ty: GoType,
+    errors: u8,
+}
+
+impl GoField {
+    fn of(ty: GoType, errors: u8) -> GoField {
+        GoField { ty, errors }
+    }
+
+    /// `errors` unless the value's JSON type is the one `ty` takes.
+    fn unless(self, fits: bool) -> u8 {
+        if fits {
+            0
+        } else {
+            self.errors
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for GoField {
+    type Value = u8;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<u8, D::Error> {
+        de.deserialize_any(GoVisitor(self))
+    }
+}
+
+struct GoVisitor(GoField);
+
+impl<'de> serde::de::Visitor<'de> for GoVisitor {
+    type Value = u8;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<u8, E> {
+        Ok(0)
+    }
+    fn visit_none<E>(self) -> Result<u8, E> {
+        Ok(0)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<u8, E> {
+        Ok(self.0.unless(false))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<u8, E> {
+        Ok(self.0.unless(self.0.ty == GoType::Int64))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<u8, E> {
+        Ok(self
+            .0
+            .unless(self.0.ty == GoType::Int64 && i64::try_from(v).is_ok()))
+    }
+    /// serde_json's reading of a number with a fraction or an exponent
+    /// (`2.0`, `1e3`), of an integer past 64 bits, and of `-0`: Go's `int64`
+    /// refuses all but `-0` (its integer parse of the literal fails). A
+    /// negative zero is taken, `-0.0` with it: never call a served manifest
+    /// undecodable.
+    fn visit_f64<E>(self, v: f64) -> Result<u8, E> {
+        let minus_zero = v == 0.0 && v.is_sign_negative();
+        Ok(self.0.unless(self.0.ty == GoType::Int64 && minus_zero))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<u8, E> {
+        Ok(self.0.unless(self.0.ty == GoType::String))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<u8, A::Error> {
+        let element = match self.0.ty {
+            GoType::Strings => Some(GoType::String),
+            GoType::Histories => Some(GoType::History),
+            _ => None,
+        };
+        let mut errors = self.0.unless(element.is_some());
+        match element {
+            Some(ty) => {
+                while let Some(e) = seq.next_element_seed(GoField::of(ty, self.0.errors))? {
+                    errors |= e;
+                }
+            }
+            None => while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {},
+        }
+        Ok(errors)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<u8, A::Error> {
+        let GoField { ty, errors: bits } = self.0;
+        let object = matches!(ty, GoType::StringMap | GoType::Platform | GoType::History);
+        let mut errors = self.0.unless(object);
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let value = match ty {
+                GoType::StringMap => Some(GoField::of(GoType::String, bits)),
+                GoType::Platform => {
+                    let is = |name: &str| same_to_go(&key, name);
+                    if ["architecture", "os", "os.version", "variant"]
+                        .into_iter()
+                        .any(is)
+                    {
+                        Some(GoField::of(GoType::String, bits))
+                    } else if is("os.features") {
+                        Some(GoField::of(GoType::Strings, bits))
+                    } else if is("features") {
+                        Some(GoField::of(GoType::Strings, GO_PLATFORM_FEATURES))
+                    } else {
+                        None
+                    }
+                }
+                GoType::History if same_to_go(&key, "v1Compatibility") => {
+                    Some(GoField::of(GoType::String, bits))
+                }
+                _ => None,
+            };
+            match value {
+                Some(field) => errors |= map.next_value_seed(field)?,
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(errors)
+    }
 }
 
 /// An object's key, borrowed from the bytes unless it has escapes.
@@ -165,9 +429,11 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// A `Deserialize` for a struct read by `read_fields` from a JSON object.
+/// A `Deserialize` for a struct read by `read_fields` from a JSON object;
+/// after `go:`, the keys only checked (`GoField`), into `go_type_errors`.
 macro_rules! object_from_fields {
-    ($ty:ident, $what:literal, [$($name:literal => $field:ident),+ $(,)?]) => {
+    ($ty:ident, $what:literal, [$($name:literal => $field:ident),+ $(,)?]
+        $(, go: [$($go:literal => $check:expr),+ $(,)?])?) => {
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
                 struct Fields;
@@ -178,9 +444,10 @@ macro_rules! object_from_fields {
                     }
                     fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<$ty, A::Error> {
                         let mut out = $ty::default();
-                        read_fields(map, &[$($name),+], |name, map| {
+                        read_fields(map, &[$($name),+], &[$($($go),+)?], |name, map| {
                             match name {
                                 $($name => out.$field = map.next_value()?,)+
+                                $($($go => out.go_type_errors |= map.next_value_seed($check)?,)+)?
                                 _ => unreachable!("a name read_fields was not given"),
                             }
                             Ok(())
@@ -203,8 +470,20 @@ object_from_fields!(RawManifest, "a manifest object", [
     "blobs" => blobs,
     "subject" => subject,
     "fsLayers" => fs_layers,
+], go: [
+    "annotations" => GoField::of(GoType::StringMap, GO_ANNOTATIONS),
+    "name" => GoField::of(GoType::String, GO_SCHEMA1),
+    "tag" => GoField::of(GoType::String, GO_SCHEMA1),
+    "architecture" => GoField::of(GoType::String, GO_SCHEMA1),
+    "history" => GoField::of(GoType::Histories, GO_SCHEMA1),
 ]);
-object_from_fields!(RawDescriptor, "a descriptor object", ["digest" => digest]);
+object_from_fields!(RawDescriptor, "a descriptor object", ["digest" => digest], go: [
+    "mediaType" => GoField::of(GoType::String, GO_DESCRIPTOR),
+    "size" => GoField::of(GoType::Int64, GO_DESCRIPTOR),
+    "urls" => GoField::of(GoType::Strings, GO_DESCRIPTOR),
+    "annotations" => GoField::of(GoType::StringMap, GO_DESCRIPTOR),
+    "platform" => GoField::of(GoType::Platform, GO_DESCRIPTOR),
+]);
 object_from_fields!(RawFsLayer, "an fsLayers entry", ["blobSum" => blob_sum]);
 
 /// Sorts descriptor digests into sha256, other algorithms and invalid ones.
@@ -256,6 +535,14 @@ pub fn parse(bytes: &[u8]) -> References {
         Err(e) if e.is_data() => return pinned(bytes, ManifestKind::Unknown),
         Err(_) => return pinned(bytes, ManifestKind::Unparseable),
     };
+    if let Some(MediaType::NotText) = raw.media_type {
+        // pinned as any field of another JSON type is; and Go's first read,
+        // of the version and media type alone, fails on it
+        return References {
+            undecodable: Some(Undecodable::MediaTypeNotAString),
+            ..pinned(bytes, ManifestKind::Unknown)
+        };
+    }
 
     // Which kinds' fields are present. The registry reads a manifest by its
     // `schemaVersion` and `mediaType` and ignores fields it does not know, so
@@ -267,7 +554,7 @@ pub fn parse(bytes: &[u8]) -> References {
     let schema1 = raw.fs_layers.is_some()
         || raw.schema_version.as_ref().and_then(|v| v.as_i64()) == Some(1)
         || matches!(
-            raw.media_type.as_deref(),
+            raw.media_type(),
             Some(DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED)
         );
     let index = raw.manifests.is_some();
@@ -278,7 +565,12 @@ pub fn parse(bytes: &[u8]) -> References {
         (false, true, false, false) => ManifestKind::Index,
         (false, false, true, false) => ManifestKind::Image,
         (false, false, false, true) => ManifestKind::Artifact,
-        (false, false, false, false) => return pinned(bytes, ManifestKind::Unknown),
+        (false, false, false, false) => {
+            return References {
+                undecodable: undecodable_by_2_8(&raw),
+                ..pinned(bytes, ManifestKind::Unknown)
+            }
+        }
         _ => ManifestKind::Unknown,
     };
 
@@ -314,12 +606,12 @@ pub fn parse(bytes: &[u8]) -> References {
         subject,
         other_algorithm: c.other_algorithm,
         invalid: c.invalid,
+        undecodable: undecodable_by_2_8(&raw),
     };
     // A media type we do not know may carry references in fields we do not
     // read; so may a mix of two kinds' fields.
     let unknown_type = raw
-        .media_type
-        .as_deref()
+        .media_type()
         .is_some_and(|m| !KNOWN_MEDIA_TYPES.contains(&m));
     if unknown_type || kind == ManifestKind::Unknown {
         let extra = mentioned_digests(bytes);
@@ -342,6 +634,64 @@ fn pinned(bytes: &[u8], kind: ManifestKind) -> References {
         subject: None,
         other_algorithm: Vec::new(),
         invalid: Vec::new(),
+        undecodable: None,
+    }
+}
+
+/// Why distribution 2.8.2 cannot decode the manifest read as `raw`, as its
+/// `manifestStore.Get` goes: Go reads `schemaVersion` (an `int`) and
+/// `mediaType` (a string) first; version 1 is schema1 (any media type),
+/// version 2 is decoded by its media type into schema2's, OCI's or a list's
+/// structure, and without one as an index when that read succeeds with a
+/// `manifests`, else as an OCI image (an index read that fails crashes the
+/// request: Go asserts the type of its nil result); anything else fails.
+/// A decode fails on any value of a JSON type Go refuses for its field.
+fn undecodable_by_2_8(raw: &RawManifest) -> Option<Undecodable> {
+    let version = raw.schema_version.as_ref().map(serde_json::Value::as_i64);
+    // The draft artifact manifest has no `schemaVersion` (2.8 fails on that
+    // first): it is named by its media type, which says what it is.
+    if !matches!(version, Some(Some(1 | 2))) && raw.media_type() == Some(OCI_ARTIFACT) {
+        return Some(Undecodable::UnknownMediaType(OCI_ARTIFACT.to_string()));
+    }
+    let version = match version {
+        None => return Some(Undecodable::NoSchemaVersion),
+        Some(None) => return Some(Undecodable::SchemaVersionNotAnInteger),
+        Some(Some(v)) => v,
+    };
+    let in_descriptor = |d: &RawDescriptor| d.go_type_errors & GO_DESCRIPTOR != 0;
+    let bad_config = raw.config.as_ref().is_some_and(in_descriptor);
+    let bad_layers = raw.layers.iter().flatten().any(in_descriptor);
+    // a list's entries read their platform's `features` too
+    let bad_manifests = raw
+        .manifests
+        .iter()
+        .flatten()
+        .any(|d| d.go_type_errors != 0);
+    let image = |with_annotations: bool| {
+        let field = if bad_config {
+            "config"
+        } else if bad_layers {
+            "layers"
+        } else if with_annotations && raw.go_type_errors & GO_ANNOTATIONS != 0 {
+            "annotations"
+        } else {
+            return None;
+        };
+        Some(Undecodable::FieldType(field))
+    };
+    let index = || bad_manifests.then_some(Undecodable::FieldType("manifests"));
+    match version {
+        1 => (raw.go_type_errors & GO_SCHEMA1 != 0)
+            .then_some(Undecodable::FieldType("name, tag, architecture or history")),
+        2 => match raw.media_type().unwrap_or_default() {
+            DOCKER_SCHEMA2 => image(false),
+            OCI_MANIFEST => image(true),
+            DOCKER_LIST | OCI_INDEX => index(),
+            "" if bad_manifests || raw.manifests.is_some() => index(),
+            "" => image(true),
+            other => Some(Undecodable::UnknownMediaType(other.to_string())),
+        },
+        other => Some(Undecodable::UnknownSchemaVersion(other)),
     }
 }
 
@@ -732,6 +1082,201 @@ mod tests {
         }
         // `\/` is `/` and an escape of a character that is not ASCII is left
         assert_eq!(ascii_escapes_decoded(br"a\/b\u00e9\u0041"), br"a/b\u00e9A");
+    }
+
+    /// What distribution 2.8.2 makes of each manifest, as its GET of it by
+    /// tag and by digest answered (tests/e2e_inspect.rs puts each through
+    /// the real registry): `None` served, else why it cannot decode it.
+    /// What registry-gc keeps of them is what it kept before.
+    #[test]
+    fn what_distribution_2_8_cannot_decode() {
+        let d = |c: char| {
+            format!(
+                r#"{{"mediaType":"m","digest":"sha256:{}","size":2}}"#,
+                hex(c)
+            )
+        };
+        let (config, layer) = (d('a'), d('b'));
+        let image = format!(r#""config":{config},"layers":[{layer}]"#);
+        let schema1 = |history: &str| {
+            format!(
+                r#"{{"schemaVersion":1,"name":"r","tag":"t","architecture":"amd64","fsLayers":[{{"blobSum":"sha256:{}"}}],"history":[{history}]}}"#,
+                hex('b')
+            )
+        };
+        let u = |why: Undecodable| Some(why);
+        let cases: Vec<(String, Option<Undecodable>)> = vec![
+            // served
+            (
+                format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}",{image}}}"#),
+                None,
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{DOCKER_SCHEMA2}",{image},"annotations":{{"n":1}}}}"#
+                ),
+                None,
+            ),
+            (format!(r#"{{"schemaVersion":2,{image}}}"#), None),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"artifactType":"x/y",{image},"subject":{}}}"#,
+                    d('c')
+                ),
+                None,
+            ),
+            (
+                format!(r#"{{"schemaVersion":2,"manifests":[{}]}}"#, d('c')),
+                None,
+            ),
+            (r#"{"schemaVersion":2,"manifests":[]}"#.to_string(), None),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
+                    d('c')
+                ),
+                None,
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}",{image},"fsLayers":[]}}"#
+                ),
+                None,
+            ),
+            (schema1(r#"{"v1Compatibility":"{}"}"#), None),
+            (
+                schema1(r#"{"v1Compatibility":"{}"}"#)
+                    .replace(r#""history""#, r#""signatures":[{"x":1}],"history""#),
+                None,
+            ),
+            // a config's platform has no `features` (an index entry's has)
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"digest":"sha256:{}","platform":{{"features":5}}}},"layers":[]}}"#,
+                    hex('a')
+                ),
+                None,
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{config},"layers":[{{"digest":"sha256:{}","size":-0,"urls":null,"annotations":{{"a":null}}}}]}}"#,
+                    hex('b')
+                ),
+                None,
+            ),
+            // not served
+            (
+                format!(r#"{{"mediaType":"{OCI_ARTIFACT}","blobs":[{layer}]}}"#),
+                u(Undecodable::UnknownMediaType(OCI_ARTIFACT.into())),
+            ),
+            (
+                format!(r#"{{"schemaVersion":2,"mediaType":"application/x-future",{image}}}"#),
+                u(Undecodable::UnknownMediaType("application/x-future".into())),
+            ),
+            (
+                format!(r#"{{"schemaVersion":2,"mediaType":"{DOCKER_SCHEMA1}",{image}}}"#),
+                u(Undecodable::UnknownMediaType(DOCKER_SCHEMA1.into())),
+            ),
+            (
+                format!(r#"{{"mediaType":"{OCI_MANIFEST}",{image}}}"#),
+                u(Undecodable::NoSchemaVersion),
+            ),
+            (
+                format!(r#"{{"schemaVersion":null,"mediaType":"{OCI_MANIFEST}",{image}}}"#),
+                u(Undecodable::NoSchemaVersion),
+            ),
+            (
+                r#"{"schemaVersion":2}"#.replace('2', "3"),
+                u(Undecodable::UnknownSchemaVersion(3)),
+            ),
+            (
+                format!(r#"{{"schemaVersion":0,{image}}}"#),
+                u(Undecodable::UnknownSchemaVersion(0)),
+            ),
+            (
+                format!(r#"{{"schemaVersion":"2","mediaType":"{OCI_MANIFEST}",{image}}}"#),
+                u(Undecodable::SchemaVersionNotAnInteger),
+            ),
+            (
+                format!(r#"{{"schemaVersion":2.0,"mediaType":"{OCI_MANIFEST}",{image}}}"#),
+                u(Undecodable::SchemaVersionNotAnInteger),
+            ),
+            (
+                format!(r#"{{"schemaVersion":2,"mediaType":5,{image}}}"#),
+                u(Undecodable::MediaTypeNotAString),
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{config},"layers":[{{"digest":"sha256:{}","size":"2"}}]}}"#,
+                    hex('b')
+                ),
+                u(Undecodable::FieldType("layers")),
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"digest":"sha256:{}","size":1e3}},"layers":[]}}"#,
+                    hex('a')
+                ),
+                u(Undecodable::FieldType("config")),
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{config},"layers":[{{"digest":"sha256:{}","size":0.0}}]}}"#,
+                    hex('b')
+                ),
+                u(Undecodable::FieldType("layers")),
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}",{image},"Annotations":{{"n":1}}}}"#
+                ),
+                u(Undecodable::FieldType("annotations")),
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{DOCKER_SCHEMA2}","config":{config},"layers":[{{"digest":"sha256:{}","urls":"x"}}]}}"#,
+                    hex('b')
+                ),
+                u(Undecodable::FieldType("layers")),
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"digest":"sha256:{}","platform":{{"features":5}}}}]}}"#,
+                    hex('c')
+                ),
+                u(Undecodable::FieldType("manifests")),
+            ),
+            // no media type: read as an index first, and that read failing fails all
+            (
+                format!(
+                    r#"{{"schemaVersion":2,{image},"manifests":[{{"digest":"sha256:{}","size":"1"}}]}}"#,
+                    hex('c')
+                ),
+                u(Undecodable::FieldType("manifests")),
+            ),
+            (
+                schema1(r#"{"v1Compatibility":5}"#),
+                u(Undecodable::FieldType("name, tag, architecture or history")),
+            ),
+            (
+                schema1("7"),
+                u(Undecodable::FieldType("name, tag, architecture or history")),
+            ),
+        ];
+        for (m, want) in cases {
+            let r = parse(m.as_bytes());
+            assert_eq!(r.undecodable, want, "{m}");
+            assert_ne!(r.kind, ManifestKind::Unparseable, "{m}");
+        }
+        // what registry-gc cannot read field by field is not judged; bytes
+        // that are no JSON object are unparseable-manifest's
+        let spelt = format!(r#"{{"SchemaVersion":2,"mediaType":"{OCI_MANIFEST}",{image}}}"#);
+        assert_eq!(parse(spelt.as_bytes()).undecodable, None);
+        assert_eq!(parse(b"[2]").undecodable, None);
+        // a media type of another type is pinned as before
+        let m = format!(r#"{{"schemaVersion":2,"mediaType":["x"],{image}}}"#);
+        let r = parse(m.as_bytes());
+        assert_eq!((r.kind, r.blobs.len()), (ManifestKind::Unknown, 2));
     }
 
     #[test]

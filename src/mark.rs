@@ -16,7 +16,7 @@ use crate::digest::Digest;
 use crate::digest_table::{DigestId, DigestSet};
 use crate::inventory::Inventory;
 use crate::layout;
-use crate::manifest::{self, ManifestKind, References};
+use crate::manifest::{self, ManifestKind, References, Undecodable};
 use crate::progress::Progress;
 use crate::report::Warning;
 use crate::storage::{get_many, Storage, StorageError};
@@ -143,6 +143,11 @@ pub struct Marks {
     /// `mark_reporting_corrupt` (`fsck`); `mark` stops on the first instead.
     /// Their references are unknown: none is recorded as theirs.
     pub corrupt_manifests: Vec<CorruptManifest>,
+    /// (manifest, why) for each manifest distribution 2.8 cannot decode (it
+    /// answers 500 to a GET of one): rare (another registry or a copy tool
+    /// wrote them), and what `fsck` needs to name the images that fail. The
+    /// collector keeps what they mention like any other manifest's.
+    pub undecodable: Vec<(DigestId, Undecodable)>,
 }
 
 /// A manifest blob whose content is not its digest's (bit rot, a bad copy).
@@ -300,6 +305,9 @@ impl Marks {
             .unwrap_or(NO_SUBJECT);
         if let (Some(d), NO_SUBJECT) = (refs.subject, subject) {
             self.foreign_subjects.push((id, d));
+        }
+        if let Some(why) = &refs.undecodable {
+            self.undecodable.push((id, why.clone()));
         }
         self.unsorted |= self.entries.last().is_some_and(|e| e.digest >= id);
         self.entries.push(Entry {

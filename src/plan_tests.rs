@@ -169,6 +169,7 @@ fn refs(
         subject,
         other_algorithm: vec![],
         invalid: vec![],
+        undecodable: None,
     }
 }
 

@@ -927,6 +927,261 @@ fn fsck_counts_junk_tag_history_links_as_notes() {
     drop(sc);
 }
 
+/// Manifests distribution 2.8.2 cannot decode, as a tree written another way
+/// (a newer or other registry, a copy tool) holds them: its own PUT refuses
+/// them, and its GET of one, by tag or by digest, fails (500, or for a
+/// manifest without `mediaType` whose `manifests` it cannot read, a crashed
+/// request). An index listing one is served, and a pull of that child
+/// fails. fsck names each as `undecodable-manifest`, a problem, by every tag
+/// reaching it (through indexes) or by digest.
+#[test]
+fn fsck_reports_manifests_the_registry_cannot_decode() {
+    let mut parts = None;
+    let (_dir, sc) = pushed(|reg| {
+        let (sc, images, pushed_images) = shop(reg);
+        parts = Some((images, pushed_images));
+        sc
+    });
+    let (images, pushed_images) = parts.unwrap();
+    let copy = aged_copy(&sc);
+    let root = copy.path();
+    let repo = "shop/web";
+    // descriptors of blobs shop/web links, and of manifests it has as revisions
+    let web_v2 = &images[3];
+    let (m_amd, m_arm) = (&pushed_images[1], &pushed_images[2]);
+    let blob_desc = |b: &Blob, media_type: &str| serde_json::json!({"mediaType": media_type, "digest": b.digest, "size": b.bytes.len()});
+    let config = blob_desc(&web_v2.config, "application/vnd.oci.image.config.v1+json");
+    let layer = blob_desc(
+        &web_v2.layers[0],
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    );
+    let manifest_desc = |m: &common::images::PushedImage| {
+        serde_json::json!({"mediaType": m.media_type, "digest": m.digest, "size": m.bytes.len(),
+            "platform": {"architecture": "amd64", "os": "linux"}})
+    };
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    let image = |version: Value, media_type: Value| {
+        let mut m = serde_json::json!({"config": config, "layers": [layer]});
+        if !version.is_null() {
+            m["schemaVersion"] = version;
+        }
+        if !media_type.is_null() {
+            m["mediaType"] = media_type;
+        }
+        m
+    };
+    let schema1 = |v1_compatibility: Value| {
+        serde_json::json!({"schemaVersion": 1, "name": repo, "tag": "old", "architecture": "amd64",
+            "fsLayers": [{"blobSum": web_v2.layers[0].digest}],
+            "history": [{"v1Compatibility": v1_compatibility}]})
+    };
+    let mut bad_layer = layer.clone();
+    bad_layer["size"] = Value::from(bad_layer["size"].to_string());
+    let mut bad_child = manifest_desc(m_amd);
+    bad_child["size"] = Value::from(bad_child["size"].to_string());
+
+    // each tagged as named; why 2.8.2 cannot decode it
+    let undecodable: Vec<(&str, Value)> = vec![
+        // the OCI 1.1 draft artifact manifest: no schemaVersion, a media type 2.8 never knew
+        (
+            "artifact",
+            serde_json::json!({"mediaType": "application/vnd.oci.artifact.manifest.v1+json",
+                "artifactType": "application/spdx+json", "blobs": [layer],
+                "subject": manifest_desc(m_amd)}),
+        ),
+        (
+            "unknown-media-type",
+            image(2.into(), "application/x-future".into()),
+        ),
+        ("no-schema-version", image(Value::Null, oci.into())),
+        ("schema-version-3", image(3.into(), oci.into())),
+        ("schema-version-string", image("2".into(), oci.into())),
+        (
+            "schema-version-float",
+            image(serde_json::json!(2.5), oci.into()),
+        ),
+        ("media-type-number", image(2.into(), 5.into())),
+        // schema version 2 with schema1's media type: no version-2 type
+        (
+            "schema1-media-type",
+            image(
+                2.into(),
+                "application/vnd.docker.distribution.manifest.v1+json".into(),
+            ),
+        ),
+        // a field of the structure 2.8 decodes into, of a JSON type Go refuses
+        (
+            "size-string",
+            serde_json::json!({"schemaVersion": 2, "mediaType": oci, "config": config, "layers": [bad_layer]}),
+        ),
+        (
+            "annotation-number",
+            serde_json::json!({"schemaVersion": 2, "mediaType": oci, "config": config,
+                "layers": [layer], "annotations": {"n": 1}}),
+        ),
+        ("schema1-history-number", schema1(5.into())),
+        // no mediaType: 2.8 reads it as an index first, and that read failing
+        // crashes the request
+        (
+            "index-without-media-type",
+            serde_json::json!({"schemaVersion": 2, "manifests": [bad_child]}),
+        ),
+    ];
+    // served by 2.8.2 and pulled through it: no problem
+    let served: Vec<(&str, Value)> = vec![
+        ("schema1-unsigned", schema1("{}".into())),
+        ("oci-without-media-type", image(2.into(), Value::Null)),
+        (
+            "index-without-media-type-ok",
+            serde_json::json!({"schemaVersion": 2, "manifests": [manifest_desc(m_amd), manifest_desc(m_arm)]}),
+        ),
+        (
+            "artifact-type-and-subject",
+            serde_json::json!({"schemaVersion": 2, "mediaType": oci,
+                "artifactType": "application/spdx+json", "config": config, "layers": [layer],
+                "subject": manifest_desc(m_amd)}),
+        ),
+        // what schema2 does not read (annotations), of any type; a config's
+        // platform `features`, which only an index's entries have
+        (
+            "schema2-annotation-number",
+            serde_json::json!({"schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": config, "layers": [layer], "annotations": {"n": 1}}),
+        ),
+    ];
+    // fields of two kinds: served as the image its media type says (a note)
+    let two_kinds = serde_json::json!({"schemaVersion": 2, "mediaType": oci, "config": config,
+        "layers": [layer], "fsLayers": [{"blobSum": web_v2.layers[0].digest}]});
+
+    let write = |tag: Option<&str>, m: &Value| {
+        tree::write_manifest(root, repo, tag, &serde_json::to_vec(m).unwrap())
+    };
+    let mut want = BTreeSet::new();
+    let mut bad = Vec::new();
+    for (tag, m) in &undecodable {
+        let d = write(Some(tag), m);
+        let images = [format!("{repo}:{tag}")];
+        let images: Vec<&str> = images.iter().map(String::as_str).collect();
+        want.insert(finding(
+            "undecodable-manifest",
+            &tree::blob_key(&d[7..]),
+            &images,
+        ));
+        bad.push((tag.to_string(), d));
+    }
+    let digest_of = |tag: &str| bad.iter().find(|(t, _)| t == tag).unwrap().1.clone();
+    // pinned by scan as well (a media type that is no string; schema1's
+    // media type with an image's fields): a note besides the problem
+    for tag in ["media-type-number", "schema1-media-type"] {
+        let d = digest_of(tag);
+        want.insert(finding(
+            "unknown-manifest",
+            &tree::blob_key(&d[7..]),
+            &[&format!("{repo}:{tag}")],
+        ));
+    }
+    // untagged: named by digest
+    let untagged = write(None, &image(3.into(), "application/x-untagged".into()));
+    let by_digest = format!("{repo}@{untagged}");
+    want.insert(finding(
+        "undecodable-manifest",
+        &tree::blob_key(&untagged[7..]),
+        &[&by_digest],
+    ));
+    // the child of an index: the index is served, its child is not
+    let mut child = image(Value::Null, oci.into());
+    child["annotations"] = serde_json::json!({"platform": "arm64"});
+    let child = write(None, &child);
+    let child_desc = serde_json::json!({"mediaType": oci, "digest": child, "size": 1,
+        "platform": {"architecture": "arm64", "os": "linux"}});
+    let index = write(
+        Some("multi-with-bad-child"),
+        &serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [manifest_desc(m_amd), child_desc]}),
+    );
+    want.insert(finding(
+        "undecodable-manifest",
+        &tree::blob_key(&child[7..]),
+        &["shop/web:multi-with-bad-child"],
+    ));
+    let mut good = Vec::new();
+    for (tag, m) in &served {
+        good.push((tag.to_string(), write(Some(tag), m)));
+    }
+    let mixed = write(Some("two-kinds"), &two_kinds);
+    want.insert(finding(
+        "unknown-manifest",
+        &tree::blob_key(&mixed[7..]),
+        &["shop/web:two-kinds"],
+    ));
+    good.push(("two-kinds".to_string(), mixed));
+    tree::age_tree(root, std::time::Duration::from_secs(7200));
+
+    {
+        let reg = Registry::start(root);
+        for (tag, d) in &bad {
+            for reference in [tag.as_str(), d.as_str()] {
+                assert!(
+                    http::get_manifest(reg.url(), repo, reference).is_err(),
+                    "2.8.2 cannot serve {repo}:{reference} ({tag})"
+                );
+            }
+        }
+        for reference in [&untagged, &child] {
+            assert!(http::get_manifest(reg.url(), repo, reference).is_err());
+        }
+        // the index is served; pulling it (its bad child) fails
+        http::get_manifest(reg.url(), repo, "multi-with-bad-child").unwrap();
+        http::get_manifest(reg.url(), repo, &index).unwrap();
+        assert!(http::pull_verify(reg.url(), repo, "multi-with-bad-child").is_err());
+        for (tag, d) in &good {
+            for reference in [tag.as_str(), d.as_str()] {
+                // 2.8 serves schema1 signed with its own key: other bytes than
+                // those stored, which pull_verify would call corrupt
+                let served = if tag.starts_with("schema1") {
+                    http::get_manifest(reg.url(), repo, reference).map(|_| Vec::new())
+                } else {
+                    http::pull_verify(reg.url(), repo, reference)
+                };
+                served.unwrap_or_else(|e| panic!("2.8.2 serves {repo}:{reference}: {e}"));
+            }
+        }
+    }
+
+    let before = tree::snapshot(root);
+    let (code, r) = fsck(root, &[]);
+    let got = findings(&r);
+    let missing: Vec<_> = want.difference(&got).collect();
+    let extra: Vec<_> = got.difference(&want).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "not found: {missing:#?}\nunexpected: {extra:#?}"
+    );
+    assert_eq!(code, 5, "{r}");
+    let problems = want
+        .iter()
+        .filter(|f| f.0 == "undecodable-manifest")
+        .count();
+    assert_eq!(r["problems"].as_u64(), Some(problems as u64), "{r}");
+    let text = run(&["fsck", &root.display().to_string()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("shop/web:artifact")
+            && text.contains("application/vnd.oci.artifact.manifest.v1+json"),
+        "{text}"
+    );
+
+    let after = tree::snapshot(root);
+    assert!(before == after, "{}", tree::snapshot_diff(&before, &after));
+
+    // gc keeps everything they mention, as before: nothing here is garbage
+    let blobs = tree::blob_digests(root);
+    gc(root, &[], 0);
+    assert_eq!(tree::blob_digests(root), blobs);
+    drop(sc);
+}
+
 /// du's "would free" columns are the plan of `gc --dry-run` with the same
 /// flags, re-check included: `gc` withdraws from its plan what a link written
 /// since the fence names. Here, through the real registry on S3 (moto), an

@@ -8,7 +8,7 @@ use crate::digest::Digest;
 use crate::digest_table::{DigestId, DigestSet};
 use crate::inventory::{Inventory, Repository};
 use crate::layout::{self, KeyKind};
-use crate::manifest::ManifestKind;
+use crate::manifest::{ManifestKind, Undecodable};
 use crate::mark::{Marks, TagTarget};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -38,6 +38,11 @@ pub enum Kind {
     JunkLink,
     /// A manifest blob that is not a JSON object.
     UnparseableManifest,
+    /// A manifest distribution 2.8 cannot decode (no `schemaVersion`, one it
+    /// does not read, a media type it does not read, a field of a JSON type
+    /// its Go reader refuses): it answers 500 to a GET of it, by tag or by
+    /// digest. An index listing one is served; pulling that child fails.
+    UndecodableManifest,
     /// A blob whose content does not hash to its digest (a manifest as it is
     /// read, any blob with `--verify-content`).
     ContentMismatch,
@@ -85,6 +90,7 @@ impl Kind {
             Kind::BlobNotLinked => "images with a config or layer not linked in their repository",
             Kind::JunkLink => "link files that do not hold their digest",
             Kind::UnparseableManifest => "manifests that are not JSON",
+            Kind::UndecodableManifest => "manifests the registry cannot decode (500 to a pull)",
             Kind::ContentMismatch => "blobs whose content does not match their digest",
             Kind::OrphanBlob => "orphan blobs (no link or reference anywhere)",
             Kind::DanglingLayerLink => "layer links whose blob is missing",
@@ -317,6 +323,11 @@ impl<'a> Names<'a> {
             .chain(self.layer_linked.iter().copied())
     }
 
+    /// Whether an index served here lists `id`.
+    fn is_child(&self, id: DigestId) -> bool {
+        self.parents.contains_key(&id)
+    }
+
     fn is_layer_linked(&self, id: DigestId) -> bool {
         self.layer_linked.binary_search(&id).is_ok()
     }
@@ -374,6 +385,8 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
     for (m, d) in &marks.missing_refs {
         missing_of.entry(*m).or_default().push(*d);
     }
+    let undecodable: HashMap<DigestId, &Undecodable> =
+        marks.undecodable.iter().map(|(m, why)| (*m, why)).collect();
 
     for (ri, repo) in inv.repositories.iter().enumerate() {
         let names = Names::new(inv, marks, ri);
@@ -432,6 +445,18 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
                 continue;
             };
             let manifest_key = layout::blob_data_key(d);
+            if let Some(why) = undecodable.get(&id) {
+                let mut msg = format!("manifest {d}: {why}; distribution 2.8 cannot decode it and answers 500 to a GET of it, by tag or by digest");
+                if names.is_child(id) {
+                    msg.push_str(" (an index listing it is served, but pulling this child fails)");
+                }
+                push(
+                    Kind::UndecodableManifest,
+                    manifest_key.clone(),
+                    names.of(id),
+                    msg,
+                );
+            }
             match refs.kind {
                 ManifestKind::Unparseable => {
                     push(
@@ -781,6 +806,7 @@ mod tests {
             subject: None,
             other_algorithm: vec![],
             invalid: vec![],
+            undecodable: None,
         }
     }
 
@@ -1190,6 +1216,86 @@ mod tests {
             vec![vec!["r:old".to_string()], vec!["r:multi".to_string()]]
         );
         assert!(!Kind::LayerLinkedManifest.is_problem() && !Kind::JunkTagIndex.is_problem());
+    }
+
+    /// A manifest 2.8 cannot decode is a problem named by every tag reaching
+    /// it: its own, an index's that lists it (the index is served, the
+    /// child's pull fails), or its digest when untagged. What it references
+    /// is kept as any manifest's: nothing of it is an orphan.
+    #[test]
+    fn manifests_the_registry_cannot_decode_name_the_images_that_fail() {
+        let (artifact, idx, child, untagged, layer) = (dg(1), dg(2), dg(3), dg(4), dg(5));
+        let mut keys = vec![
+            layout::blob_data_key(&layer),
+            layout::layer_link_key("r", &layer),
+        ];
+        for m in [artifact, idx, child, untagged] {
+            keys.push(layout::blob_data_key(&m));
+            keys.push(layout::revision_key("r", &m));
+        }
+        keys.push(layout::tag_current_key("r", "sbom"));
+        keys.push(layout::tag_current_key("r", "multi"));
+        let undecodable = |kind, blobs: &[Digest], why| References {
+            undecodable: Some(why),
+            ..refs(kind, blobs, &[])
+        };
+        let manifests = [
+            (
+                artifact,
+                undecodable(
+                    ManifestKind::Artifact,
+                    &[layer],
+                    Undecodable::UnknownMediaType(crate::manifest::OCI_ARTIFACT.into()),
+                ),
+            ),
+            (idx, refs(ManifestKind::Index, &[], &[child])),
+            (
+                child,
+                undecodable(ManifestKind::Image, &[layer], Undecodable::NoSchemaVersion),
+            ),
+            (
+                untagged,
+                undecodable(
+                    ManifestKind::Image,
+                    &[],
+                    Undecodable::UnknownSchemaVersion(3),
+                ),
+            ),
+        ];
+        let tags = [
+            ("r", "sbom", TagLink::Digest(artifact)),
+            ("r", "multi", TagLink::Digest(idx)),
+        ];
+        let (inv, marks) = build(&keys, &manifests, &tags);
+        let f = findings(&inv, &marks, &Observed::default());
+        let named = |d: &Digest| {
+            let f = f
+                .iter()
+                .find(|f| f.key == layout::blob_data_key(d))
+                .unwrap();
+            (f.kind, f.images.clone(), f.message.clone())
+        };
+        assert_eq!(f.len(), 3, "{f:#?}");
+        let (kind, images, msg) = named(&artifact);
+        assert_eq!(
+            (kind, images),
+            (Kind::UndecodableManifest, vec!["r:sbom".to_string()])
+        );
+        assert!(
+            msg.contains("draft artifact manifest") && msg.contains("500"),
+            "{msg}"
+        );
+        let (kind, images, msg) = named(&child);
+        assert_eq!(
+            (kind, images),
+            (Kind::UndecodableManifest, vec!["r:multi".to_string()])
+        );
+        assert!(msg.contains("pulling this child fails"), "{msg}");
+        let (_, images, _) = named(&untagged);
+        assert_eq!(images, vec![format!("r@{untagged}")]);
+        assert!(Kind::UndecodableManifest.is_problem());
+        let report = FsckReport::new("x".into(), false, Checked::default(), f);
+        assert_eq!((report.problems, report.exit()), (3, Exit::Problems));
     }
 
     #[test]

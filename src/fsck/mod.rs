@@ -8,9 +8,10 @@
 //!   manifest, config, layer or child is missing, a tag listed without a
 //!   current link, a tag pointing at a manifest its repository does not link,
 //!   a revision link to a missing manifest, a link file the registry reads
-//!   that does not hold its digest, a manifest that is not JSON, a blob whose
-//!   content does not match its digest (a manifest always, any blob with
-//!   `--verify-content`);
+//!   that does not hold its digest, a manifest that is not JSON, a manifest
+//!   the registry cannot decode (its GET answers 500; an index listing one
+//!   is served, pulling that child fails), a blob whose content does not
+//!   match its digest (a manifest always, any blob with `--verify-content`);
 //! - **informational**: garbage, leftovers and oddities that break nothing —
 //!   orphan blobs, `_layers` links and tag-history entries whose blob is gone
 //!   (what the reference collector leaves), tag-history entries that do not
@@ -54,9 +55,12 @@ revision-manifest-missing, missing-blob (an image's config or layer),
 missing-child (an index's child), child-not-a-revision, blob-not-linked (a
 config or layer with no _layers link in the image's repository), junk-link (a
 tag, revision or layer link not holding the digest of its path),
-unparseable-manifest, content-mismatch (a manifest always, any blob with
---verify-content). Broken images are named repo:tag, or repo@digest when no
-tag reaches them.
+unparseable-manifest, undecodable-manifest (one the registry answers 500 for:
+no or another schemaVersion, a media type it does not read such as the OCI
+1.1 draft artifact manifest's, a field of a JSON type it refuses; an index
+listing one is served, pulling that child fails), content-mismatch (a
+manifest always, any blob with --verify-content). Broken images are named
+repo:tag, or repo@digest when no tag reaches them.
 
 Informational (exit 0 unless --strict): orphan-blob (garbage gc deletes),
 dangling-layer-link and dangling-tag-index (leftovers of deleted blobs),
