@@ -312,7 +312,43 @@ impl GoField {
 impl<'de> serde::de::DeserializeSeed<'de> for GoField {
     type Value = u8;
     fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<u8, D::Error> {
+        if GO_CHECKS_OFF.with(std::cell::Cell::get) {
+            de.deserialize_ignored_any(serde::de::IgnoredAny)?;
+            return Ok(0);
+        }
         de.deserialize_any(GoVisitor(self))
+    }
+}
+
+thread_local! {
+    /// Set while `read_raw` reads a manifest again with the fields only
+    /// checked for Go's types skipped unread.
+    static GO_CHECKS_OFF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Reads `bytes` as a `RawManifest`. The fields read only to check their
+/// JSON type for Go (`annotations`, a descriptor's `size` or `platform`, ...)
+/// are decoded, and serde refuses strings and numbers that Go reads (invalid
+/// UTF-8 and lone surrogates Go replaces with U+FFFD; numbers past 64 bits):
+/// a manifest 2.8 serves must not become Unparseable for them, which would
+/// lose its kind, its `subject` and its references under other algorithms.
+/// On such a refusal the bytes are read again with those fields skipped, as
+/// serde's `IgnoredAny` skips them (checking neither), and what they hold is
+/// taken as Go-decodable.
+fn read_raw(bytes: &[u8]) -> Result<RawManifest, serde_json::Error> {
+    match serde_json::from_slice(bytes) {
+        Err(e) if !e.is_data() => {
+            struct Restore;
+            impl Drop for Restore {
+                fn drop(&mut self) {
+                    GO_CHECKS_OFF.with(|off| off.set(false));
+                }
+            }
+            GO_CHECKS_OFF.with(|off| off.set(true));
+            let _restore = Restore;
+            serde_json::from_slice(bytes)
+        }
+        read => read,
     }
 }
 
@@ -529,7 +565,7 @@ pub fn parse(bytes: &[u8]) -> References {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return pinned(bytes, ManifestKind::Unparseable);
     }
-    let raw: RawManifest = match serde_json::from_slice(bytes) {
+    let raw: RawManifest = match read_raw(bytes) {
         Ok(raw) => raw,
         // JSON, but a field has a type we do not expect (or comes twice): pin by scan.
         Err(e) if e.is_data() => return pinned(bytes, ManifestKind::Unknown),
@@ -805,6 +841,73 @@ mod tests {
             assert_eq!(r.kind, ManifestKind::Index);
             assert_eq!(r.children, vec![dg('d'), dg('e')]);
             assert!(r.blobs.is_empty());
+        }
+    }
+
+    /// Go reads invalid UTF-8 and lone surrogates (as U+FFFD), which serde
+    /// refuses in a string it decodes: in the fields read only for their
+    /// JSON type they change nothing of what the manifest references.
+    #[test]
+    fn text_go_reads_and_serde_refuses_in_checked_fields_keeps_the_kind_and_references() {
+        let odd_values: [&[u8]; 4] = [b"\"caf\xe9\"", br#""\ud83d""#, br#""\udc00x""#, b"1e400"];
+        for odd_bytes in odd_values {
+            let image = |value: &[u8]| {
+                let mut m = format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"digest":"sha256:{}","size":"#,
+                    hex('1')
+                )
+                .into_bytes();
+                m.extend_from_slice(value);
+                m.extend_from_slice(
+                    format!(
+                        r#"}},"layers":[{{"digest":"sha512:{}"}},{{"digest":"sha256:{}","annotations":{{"a":"#,
+                        "c".repeat(128),
+                        hex('2')
+                    )
+                    .as_bytes(),
+                );
+                m.extend_from_slice(value);
+                m.extend_from_slice(
+                    format!(
+                        r#"}}}}],"subject":{{"digest":"sha256:{}"}},"annotations":{{"b":"#,
+                        hex('3')
+                    )
+                    .as_bytes(),
+                );
+                m.extend_from_slice(value);
+                m.extend_from_slice(b"}}");
+                m
+            };
+            let index = |value: &[u8]| {
+                let mut m = format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"digest":"sha256:{}","platform":{{"os":"#,
+                    hex('4')
+                )
+                .into_bytes();
+                m.extend_from_slice(value);
+                m.extend_from_slice(b"}}]}");
+                m
+            };
+            let what = String::from_utf8_lossy(odd_bytes).into_owned();
+            let r = parse(&image(odd_bytes));
+            assert_eq!(r.kind, ManifestKind::Image, "{what}");
+            assert_eq!(r.blobs, vec![dg('1'), dg('2')], "{what}");
+            assert_eq!(r.subject, Some(dg('3')), "{what}");
+            assert_eq!(
+                r.other_algorithm,
+                vec![format!("sha512:{}", "c".repeat(128))],
+                "{what}"
+            );
+            let r = parse(&index(odd_bytes));
+            assert_eq!(r.kind, ManifestKind::Index, "{what}");
+            assert_eq!(r.children, vec![dg('4')], "{what}");
+            // the checks are back on for the next manifest
+            let typed = parse(&index(b"7"));
+            assert_eq!(
+                typed.undecodable,
+                Some(Undecodable::FieldType("manifests")),
+                "{what}"
+            );
         }
     }
 
