@@ -352,74 +352,160 @@ impl Plan {
 }
 
 /// A deletion's place in `Plan::in_key_order`, borrowed from the inventory
-/// (sorting allocates nothing): the sweep phase, the repository (blobs have
-/// none and come first, as `blobs/` sorts before `repositories/`), what under
-/// the repository (`_layers`, revisions, tags, `_uploads`), then its name.
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
+/// (sorting allocates nothing): the sweep phase, then the key's bytes as the
+/// layout writes them, compared without writing the key. Blobs have no
+/// repository and come first (`blobs/` sorts before `repositories/`); a
+/// repository key is compared from the repository's name on, so that a
+/// nested repository (`a/0x/…`) and a name that starts another (`a-b/…`)
+/// fall where their keys do. What follows a digest in a key is the same for
+/// every key of its kind, and kinds differ before it: it is left out.
+#[derive(PartialEq, Eq)]
 struct KeyOrder<'a> {
     phase: u8,
-    repo: &'a str,
-    under: u8,
-    /// A tag or an upload.
-    name: &'a str,
-    /// A tag's `current/` (0) before its `index/` (1).
-    tag_part: u8,
+    repo: Option<&'a str>,
+    /// What follows the repository's name, up to the digest.
+    parts: [&'a str; 4],
     digest: Option<&'a crate::digest::Digest>,
-    upload_part: &'a str,
 }
 
 impl<'a> KeyOrder<'a> {
     fn of(inv: &'a Inventory, d: &Deletion) -> Self {
         let repo = |r: u32| &inv.repositories[r as usize];
-        let mut at = KeyOrder {
-            phase: d.reason().phase(),
-            repo: "",
-            under: 0,
-            name: "",
-            tag_part: 0,
-            digest: None,
-            upload_part: "",
-        };
-        match d.target(inv) {
-            Target::Blob(digest) => at.digest = Some(inv.digests.get(digest)),
-            Target::LayerLink { repo: r, digest } => {
-                at.repo = &repo(r).name;
-                at.digest = Some(inv.digests.get(digest));
-            }
-            Target::Revision { repo: r, digest } => {
-                at.repo = &repo(r).name;
-                at.under = 1;
-                at.digest = Some(inv.digests.get(digest));
-            }
-            Target::TagCurrent { repo: r, tag } => {
-                at.repo = &repo(r).name;
-                at.under = 2;
-                at.name = repo(r).tag_name(tag);
-            }
+        let digest = |id: DigestId| Some(inv.digests.get(id));
+        let (repo, parts, digest): (Option<&str>, [&str; 4], _) = match d.target(inv) {
+            Target::Blob(id) => (None, [""; 4], digest(id)),
+            Target::LayerLink {
+                repo: r,
+                digest: id,
+            } => (
+                Some(&repo(r).name),
+                ["/_layers/sha256/", "", "", ""],
+                digest(id),
+            ),
+            Target::Revision {
+                repo: r,
+                digest: id,
+            } => (
+                Some(&repo(r).name),
+                ["/_manifests/revisions/sha256/", "", "", ""],
+                digest(id),
+            ),
+            Target::TagCurrent { repo: r, tag } => (
+                Some(&repo(r).name),
+                [
+                    "/_manifests/tags/",
+                    repo(r).tag_name(tag),
+                    "/current/link",
+                    "",
+                ],
+                None,
+            ),
             Target::TagIndex {
                 repo: r,
                 tag,
-                digest,
-            } => {
-                at.repo = &repo(r).name;
-                at.under = 2;
-                at.name = repo(r).tag_name(tag);
-                at.tag_part = 1;
-                at.digest = Some(inv.digests.get(digest));
-            }
+                digest: id,
+            } => (
+                Some(&repo(r).name),
+                [
+                    "/_manifests/tags/",
+                    repo(r).tag_name(tag),
+                    "/index/sha256/",
+                    "",
+                ],
+                digest(id),
+            ),
             Target::Upload {
                 repo: r,
                 upload,
                 part,
             } => {
                 let u = &repo(r).uploads[upload as usize];
-                at.repo = &repo(r).name;
-                at.under = 3;
-                at.name = &u.uuid;
-                at.upload_part = &u.parts[part as usize].part;
+                (
+                    Some(&repo(r).name),
+                    ["/_uploads/", &u.uuid, "/", &u.parts[part as usize].part],
+                    None,
+                )
             }
+        };
+        KeyOrder {
+            phase: d.reason().phase(),
+            repo,
+            parts,
+            digest,
         }
-        at
+    }
+
+    /// The key from the repository's name up to the digest, in pieces.
+    fn pieces(&self) -> [&'a [u8]; 5] {
+        let [a, b, c, d] = self.parts.map(str::as_bytes);
+        [self.repo.unwrap_or_default().as_bytes(), a, b, c, d]
+    }
+}
+
+impl Ord for KeyOrder<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.phase, self.repo.is_some())
+            .cmp(&(other.phase, other.repo.is_some()))
+            .then_with(|| {
+                let (a, b) = (self.pieces(), other.pieces());
+                if a == b {
+                    // the same key up to the digest, whose hex digits sort
+                    // as its bytes do
+                    let digest = |k: &Self| k.digest.map(|d| d.as_bytes());
+                    return digest(self).cmp(&digest(other));
+                }
+                let hex = |k: &Self| {
+                    let mut out = [0u8; 64];
+                    let n = k.digest.map_or(0, |d| {
+                        const HEX: &[u8; 16] = b"0123456789abcdef";
+                        for (i, b) in d.as_bytes().iter().enumerate() {
+                            out[2 * i] = HEX[usize::from(b >> 4)];
+                            out[2 * i + 1] = HEX[usize::from(b & 15)];
+                        }
+                        64
+                    });
+                    (out, n)
+                };
+                let ((ha, na), (hb, nb)) = (hex(self), hex(other));
+                cmp_concatenated(
+                    &[a[0], a[1], a[2], a[3], a[4], &ha[..na]],
+                    &[b[0], b[1], b[2], b[3], b[4], &hb[..nb]],
+                )
+            })
+    }
+}
+
+/// Compares the concatenations of two lists of byte strings, without making
+/// them.
+fn cmp_concatenated(a: &[&[u8]], b: &[&[u8]]) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let mut a = a.iter().copied().filter(|s| !s.is_empty());
+    let mut b = b.iter().copied().filter(|s| !s.is_empty());
+    let (mut x, mut y): (&[u8], &[u8]) = (&[], &[]);
+    loop {
+        if x.is_empty() {
+            x = a.next().unwrap_or_default();
+        }
+        if y.is_empty() {
+            y = b.next().unwrap_or_default();
+        }
+        match (x.is_empty(), y.is_empty()) {
+            (true, true) => return Ordering::Equal,
+            (true, false) => return Ordering::Less,
+            (false, true) => return Ordering::Greater,
+            (false, false) => {}
+        }
+        let n = x.len().min(y.len());
+        match x[..n].cmp(&y[..n]) {
+            Ordering::Equal => (x, y) = (&x[n..], &y[n..]),
+            unequal => return unequal,
+        }
+    }
+}
+
+impl PartialOrd for KeyOrder<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 

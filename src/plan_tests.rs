@@ -1002,6 +1002,14 @@ fn a_report_lists_deletions_as_their_keys_sort_whatever_order_the_listing_gave()
         fx.tag("a", &format!("t{n}"), dg(50 + n));
         fx.put(layout::tag_index_key("a", &format!("t{n}"), &dg(n)), OLD);
     }
+    // names one of which is the other's start: `a-b/` sorts before `a/`,
+    // `v1.0/` before `v1/`, as keys do
+    for repo in ["a-b", "a/0x"] {
+        fx.image(dg(60), &[dg(160)])
+            .revision(repo, dg(60))
+            .layer_link(repo, dg(160));
+    }
+    fx.tag("a", "t1.0", dg(70));
     for (uuid, part) in [("u2", "startedat"), ("u2", "data"), ("u1", "data")] {
         fx.put(layout::upload_key("b", uuid, part), OLD - 8 * 24 * HOUR);
     }
