@@ -245,17 +245,32 @@ impl Marks {
         }
     }
 
-    /// The manifests read that are indexes, as a set over `digests` ids.
-    pub fn indexes(&self, digests: usize) -> DigestSet {
+    /// The manifests read that may list child manifests, as a set over
+    /// `digests` ids: indexes, and manifests pinned by scan, whose every
+    /// mentioned digest counts as a child (one of an unknown shape, or one
+    /// serde refuses and Go reads, may be an index 2.8 serves).
+    pub fn listing_children(&self, digests: usize) -> DigestSet {
         let mut out = DigestSet::with_len(digests);
-        for e in self
-            .entries
-            .iter()
-            .filter(|e| e.kind == ManifestKind::Index)
-        {
+        for e in self.entries.iter().filter(|e| {
+            matches!(
+                e.kind,
+                ManifestKind::Index | ManifestKind::Unknown | ManifestKind::Unparseable
+            )
+        }) {
             out.insert(e.digest);
         }
         out
+    }
+
+    /// Every manifest the manifests read list as a child (and every digest
+    /// one pinned by scan mentions), once for each manifest listing it.
+    pub fn listed_children(&self) -> impl Iterator<Item = DigestId> + '_ {
+        self.entries.iter().flat_map(|e| {
+            let start = e.start as usize + e.blobs as usize;
+            self.refs[start..start + e.children as usize]
+                .iter()
+                .copied()
+        })
     }
 
     pub fn manifests_read(&self) -> usize {
@@ -576,6 +591,7 @@ async fn read_manifests(
     // tag target), until none is left: one more round per level of nesting,
     // and none at all on a registry 2.1.0 never wrote.
     let mut batch = ids;
+    let mut children_round = false;
     while !batch.is_empty() {
         let mut reads = match &opts.cache {
             // Without a cache (on a filesystem, or turned off), reads in the
@@ -684,7 +700,13 @@ async fn read_manifests(
             }
             marks.manifest_bytes_read += bytes.len() as u64;
             let refs = manifest::parse(&bytes);
-            if refs.is_pinned_by_scan() {
+            // After the first round, what is read is a child a manifest
+            // pinned by scan may list, and such a manifest names its layers
+            // too: a blob that is no JSON object is one of those, kept with
+            // what it mentions, and not worth a warning.
+            let not_a_manifest =
+                children_round && bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{');
+            if refs.is_pinned_by_scan() && !not_a_manifest {
                 let msg = match refs.kind {
                     ManifestKind::Unknown => "manifest has a shape registry-gc does not know (the fields of no kind, or of two)",
                     _ => "manifest could not be parsed (Unparseable)",
@@ -705,6 +727,7 @@ async fn read_manifests(
         }
         drop(reads);
         marks.index();
+        children_round = true;
         batch = layer_linked_children(inv, marks, &mut seen);
         progress.inc_length(batch.len() as u64);
         for id in &batch {
@@ -714,15 +737,16 @@ async fn read_manifests(
     Ok(())
 }
 
-/// The children of the indexes read so far that their repository links only
-/// through `_layers`, have a blob, and were not read yet (`seen`). 2.8's
+/// The children of the indexes read so far (and of the manifests pinned by
+/// scan, whose every mentioned digest may be one) that their repository links
+/// only through `_layers`, have a blob, and were not read yet (`seen`). 2.8's
 /// manifest store tries a repository's revision link, then its layer link
 /// (2.1.0 linked manifests there): such a child is served, config and layers
 /// with it. An index counts as served in a repository that links it either way.
 fn layer_linked_children(inv: &Inventory, marks: &Marks, seen: &mut DigestSet) -> Vec<DigestId> {
     let mut out = Vec::new();
     // indexes are few: links are matched against them, not looked up each
-    let indexes = marks.indexes(inv.digests.len());
+    let indexes = marks.listing_children(inv.digests.len());
     for repo in &inv.repositories {
         let served = repo
             .revisions

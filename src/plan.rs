@@ -529,8 +529,10 @@ fn keep_manifest(marks: &Marks, kept: &mut DigestSet, d: DigestId) {
 /// Keeps what the children of `kept_indexes` that `repo` links only through
 /// `_layers` reference (2.8 serves a manifest through its repository's layer
 /// link when it has no revision link: 2.1.0 linked manifests so), down
-/// through such children that are indexes themselves. Rare: the walk costs a
-/// look at each kept index's children.
+/// through such children that are indexes themselves. `indexes` are the
+/// manifests that may list children (`Marks::listing_children`: manifests
+/// pinned by scan among them). Rare: the walk costs a look at each kept
+/// index's children.
 fn keep_layer_linked_children(
     repo: &Repository,
     marks: &Marks,
@@ -601,10 +603,18 @@ fn kept_in_repository(
     let mut kept = DigestSet::default();
     let mut out = Vec::new();
     while let Some(d) = roots.pop() {
-        if !repo.has_revision(d) || !kept.insert(d) {
+        // A manifest linked here only through `_layers` is served through
+        // that link (2.8 tries it after the revision link): it has no
+        // revision to keep, but what it lists and what refers to it are
+        // reached through it, as through a revision (a tagged index whose
+        // layer-linked child index lists an untagged revision).
+        let revision = repo.has_revision(d);
+        if !(revision || repo.has_layer_link(d)) || !kept.insert(d) {
             continue;
         }
-        out.push(d);
+        if revision {
+            out.push(d);
+        }
         if let Some(refs) = marks.manifest(d) {
             roots.extend(refs.children.iter().copied());
         }
@@ -642,7 +652,7 @@ pub fn plan(inv: &Inventory, marks: &Marks, opts: &PlanOptions) -> Plan {
 
     // 1. What each repository keeps, and the blobs all kept manifests reach.
     let mut kept = DigestSet::with_len(inv.digests.len());
-    let indexes = marks.indexes(inv.digests.len());
+    let indexes = marks.listing_children(inv.digests.len());
     let mut kept_by_repo: Vec<Vec<DigestId>> = Vec::with_capacity(inv.repositories.len());
     for (ri, repo) in inv.repositories.iter().enumerate() {
         let targets = &marks.tag_targets[ri];

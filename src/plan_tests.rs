@@ -1072,3 +1072,66 @@ fn an_index_child_linked_only_through_layers_keeps_what_it_references() {
         );
     }
 }
+
+#[test]
+fn what_a_layer_linked_child_index_lists_or_is_referred_by_stays_in_delete_untagged_mode() {
+    // top (tagged) -> middle (linked only through `_layers`) -> image, an
+    // untagged revision: 2.8 serves all three, so image's revision and layer
+    // stay, as does a signature of middle and one of a tag target that has a
+    // layer link only.
+    let (top, middle, image, layer) = (dg(1), dg(2), dg(3), dg(13));
+    let (signature, signed_blob) = (dg(4), dg(14));
+    let (legacy, legacy_layer, legacy_signature, legacy_signed) = (dg(5), dg(15), dg(6), dg(16));
+    let mut fx = Fx::default();
+    fx.image(image, &[layer])
+        .index(middle, &[image])
+        .index(top, &[middle])
+        .referrer(signature, &[signed_blob], middle)
+        .image(legacy, &[legacy_layer])
+        .referrer(legacy_signature, &[legacy_signed], legacy)
+        .revision("r", top)
+        .tag("r", "multi", top)
+        .layer_link("r", middle)
+        .revision("r", image)
+        .revision("r", signature)
+        .layer_link("r", legacy)
+        .tag("r", "legacy", legacy)
+        .revision("r", legacy_signature);
+    for delete_untagged in [false, true] {
+        let p = fx.plan(delete_untagged);
+        assert_eq!(deleted_blobs(&p), HashSet::new(), "-m {delete_untagged}");
+        assert_eq!(
+            keys_with(&p, Reason::UntaggedManifest),
+            Vec::<String>::new(),
+            "-m {delete_untagged}"
+        );
+    }
+}
+
+#[test]
+fn a_child_of_an_index_pinned_by_scan_linked_only_through_layers_keeps_what_it_references() {
+    // An index of a shape registry-gc does not know (an OCI index carrying a
+    // stray `blobs`, which 2.8 serves as an index) lists a child linked in
+    // the repository only through `_layers`: the child's layer stays.
+    let (index, child, layer, garbage) = (dg(1), dg(2), dg(12), dg(20));
+    for kind in [ManifestKind::Unknown, ManifestKind::Unparseable] {
+        for delete_untagged in [false, true] {
+            let mut fx = Fx::default();
+            fx.image(child, &[layer])
+                .blob(index)
+                .blob(garbage)
+                .revision("r", index)
+                .tag("r", "multi", index)
+                .layer_link("r", child);
+            // pinned by scan: every digest mentioned is both blob and child
+            fx.manifests
+                .insert(index, refs(kind, &[child], &[child], None));
+            let p = fx.plan(delete_untagged);
+            assert_eq!(
+                deleted_blobs(&p),
+                set(&[garbage]),
+                "{kind:?}, -m {delete_untagged}"
+            );
+        }
+    }
+}

@@ -37,7 +37,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::bits::Bits;
 use crate::digest::Digest;
-use crate::digest_table::DigestId;
+use crate::digest_table::{DigestId, DigestSet};
 use crate::inventory::{secs_ceil, Inventory, Secs};
 use crate::layout::{self, KeyKind};
 use crate::listing;
@@ -168,10 +168,30 @@ pub async fn recheck_each(
 ) -> Result<Vec<RecheckOutcome>, RecheckError> {
     let mut outcomes = vec![RecheckOutcome::default(); plans.len()];
     let listed: Vec<&Plan> = plans.iter().map(|p| &**p).collect();
-    let recents = list_recent(storage, inv, &listed, opts, &mut outcomes).await?;
-    for ((plan, recent), outcome) in plans.iter_mut().zip(recents).zip(&mut outcomes) {
+    let recents = list_recent(storage, inv, marks, &listed, opts, &mut outcomes).await?;
+    let mut listed_children = None;
+    for ((plan, mut recent), outcome) in plans.iter_mut().zip(recents).zip(&mut outcomes) {
         if recent.keys == 0 {
             continue;
+        }
+        // A recent layer link to a manifest an index lists serves it in that
+        // repository (2.8 reads a manifest through its layer link too): it
+        // is followed as a manifest, what it references kept with it.
+        if !recent.blobs.is_empty() {
+            let children = listed_children.get_or_insert_with(|| {
+                let mut set = DigestSet::with_len(inv.digests.len());
+                marks.listed_children().for_each(|c| {
+                    set.insert(c);
+                });
+                set
+            });
+            let served: Vec<(String, Digest)> = recent
+                .blobs
+                .iter()
+                .filter(|(_, d)| inv.digests.find(d).is_some_and(|id| children.contains(id)))
+                .cloned()
+                .collect();
+            recent.manifests.extend(served);
         }
         let reached = reach(
             storage,
@@ -236,7 +256,7 @@ pub async fn check_after_sweep(
     opts: &RecheckOptions,
 ) -> Result<Vec<BrokenByRace>, RecheckError> {
     let mut outcomes = [RecheckOutcome::default()];
-    let recent = list_recent(storage, inv, &[done], opts, &mut outcomes)
+    let recent = list_recent(storage, inv, marks, &[done], opts, &mut outcomes)
         .await?
         .pop()
         .expect("a listing per plan");
@@ -449,6 +469,7 @@ async fn revived_by_a_push(
 async fn list_recent(
     storage: &dyn Storage,
     inv: &Inventory,
+    marks: &Marks,
     plans: &[&Plan],
     opts: &RecheckOptions,
     outcomes: &mut [RecheckOutcome],
@@ -473,7 +494,10 @@ async fn list_recent(
         })
         .flatten_unordered(concurrency);
     let mut stream = futures::stream::iter(split.objects.into_iter().map(Ok)).chain(listed);
-    let planned: Vec<PlannedDigests> = plans.iter().map(|p| PlannedDigests::of(inv, p)).collect();
+    let planned: Vec<PlannedDigests> = plans
+        .iter()
+        .map(|p| PlannedDigests::of(inv, marks, p))
+        .collect();
     let mut to_stat: Vec<ToStat> = plans.iter().map(|p| ToStat::new(p)).collect();
     let mut keys_listed = 0;
     while let Some(item) = stream.next().await {
@@ -537,9 +561,12 @@ struct PlannedDigests {
 }
 
 impl PlannedDigests {
-    fn of(inv: &Inventory, plan: &Plan) -> Self {
+    fn of(inv: &Inventory, marks: &Marks, plan: &Plan) -> Self {
         // 8 to 16 bits a digest, two probes: at most 5% false positives
-        let len = (plan.deletions.len() * 8).next_power_of_two().max(64);
+        let children = marks.listed_children().count();
+        let len = ((plan.deletions.len() + children) * 8)
+            .next_power_of_two()
+            .max(64);
         let mut filter = PlannedDigests {
             bits: vec![0; len / 64],
             mask: len as u64 - 1,
@@ -553,6 +580,12 @@ impl PlannedDigests {
                 Target::TagCurrent { .. } | Target::Upload { .. } => continue,
             };
             filter.insert(inv.digests.get(id));
+        }
+        // A layer link written to an index's child makes 2.8 serve the
+        // child in that repository, what it references with it (which the
+        // plan may delete): such links are looked at too.
+        for c in marks.listed_children() {
+            filter.insert(inv.digests.get(c));
         }
         filter
     }
@@ -1021,6 +1054,79 @@ mod tests {
             lists_alone,
             "{lists_together} against {lists_alone}"
         );
+    }
+
+    /// An index lists a child with no link in its repository (2.8 serves no
+    /// such child there, and the plan deletes its layers); a layer link to
+    /// the child written during the run makes 2.8 serve it: its layers stay.
+    #[tokio::test]
+    async fn a_layer_link_written_during_the_run_to_an_index_child_keeps_what_the_child_references()
+    {
+        let disk = Disk(tempfile::tempdir().unwrap());
+        let child = disk.image("child");
+        let digest_of = |b: &[u8]| Digest::from_bytes(Sha256::digest(b).into());
+        let child_blobs = [
+            digest_of(b"{\"config\":\"child\"}"),
+            digest_of(b"layer of child"),
+        ];
+        let index = disk.blob(
+            format!(
+                "{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"manifests\":[{{\"mediaType\":\"{}\",\"size\":1,\"digest\":\"{child}\"}}]}}",
+                manifest::OCI_INDEX,
+                manifest::DOCKER_SCHEMA2,
+            )
+            .as_bytes(),
+        );
+        disk.link(&layout::revision_key("a", &index), index, false);
+        disk.link(&layout::tag_current_key("a", "v1"), index, false);
+        disk.link(&layout::tag_index_key("a", "v1", &index), index, false);
+        let storage = FsStorage::open(disk.0.path()).unwrap();
+        let read = ReadSettings {
+            concurrency: 4,
+            max_manifest_bytes: 1 << 20,
+        };
+        let (inv, marks, _) = inspect::load(&storage, &read, None, false, &Progress::new(false))
+            .await
+            .unwrap();
+        let opts = |delete_untagged| PlanOptions {
+            delete_untagged,
+            min_age_ms: 3_600_000,
+            upload_max_age_ms: 7 * 86_400_000,
+            delete_empty_repositories: false,
+            now_ms: crate::storage::system_time_ms(std::time::SystemTime::now()),
+            unstated_are_old: false,
+        };
+        let deleted_blobs = |p: &Plan| {
+            p.deletions
+                .iter()
+                .filter_map(|d| match d.target(&inv) {
+                    Target::Blob(id) => Some(*inv.digests.get(id)),
+                    _ => None,
+                })
+                .collect::<HashSet<Digest>>()
+        };
+        disk.link(&layout::layer_link_key("a", &child), child, true);
+        for delete_untagged in [false, true] {
+            let mut plan = plan::plan(&inv, &marks, &opts(delete_untagged));
+            assert_eq!(
+                deleted_blobs(&plan),
+                HashSet::from(child_blobs),
+                "-m {delete_untagged}: the child's config and layer are garbage when listed"
+            );
+            let recheck_opts = RecheckOptions {
+                fence: opts(delete_untagged).fence(),
+                concurrency: 4,
+                max_manifest_bytes: 1 << 20,
+            };
+            recheck(&storage, &inv, &marks, &mut plan, &recheck_opts)
+                .await
+                .unwrap();
+            assert_eq!(
+                deleted_blobs(&plan),
+                HashSet::new(),
+                "-m {delete_untagged}: the child is served through its new layer link"
+            );
+        }
     }
 
     #[test]

@@ -324,6 +324,67 @@ fn an_index_child_linked_as_a_layer_stays_pullable() {
     }
 }
 
+/// Children 2.8 serves through a `_layers` link alone, under indexes the
+/// plain walk missed: an index of a shape registry-gc does not know (an OCI
+/// index carrying a stray `blobs`, which 2.8 serves as an index) whose child
+/// is linked so, and, under `--delete-untagged`, a tagged index whose child
+/// index is linked so and lists an untagged image. Both stay pullable.
+#[test]
+fn children_served_through_layer_links_under_odd_or_nested_indexes_stay_pullable() {
+    use common::http;
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start(dir.path());
+    let mut pusher = Pusher::new(&reg);
+    let odd_child = pusher.image("odd", &Image::docker("odd-index-child", 2), None);
+    let index = Index::with_default_platforms(IndexKind::OciIndex, vec![odd_child.clone()]);
+    let mut odd: serde_json::Value = serde_json::from_slice(&index.manifest_bytes()).unwrap();
+    // the draft artifact manifest's field (2.8.2 refuses an index with
+    // `layers` or `config` as ambiguous, but not this)
+    odd["blobs"] = serde_json::json!([]);
+    let odd = serde_json::to_vec(&odd).unwrap();
+    http::put_manifest(
+        reg.url(),
+        "odd",
+        "multi",
+        common::images::MT_OCI_INDEX,
+        &odd,
+    );
+    let image = pusher.image("nested", &Image::docker("nested-untagged-image", 2), None);
+    let middle = Index::with_default_platforms(IndexKind::OciIndex, vec![image]);
+    let middle = pusher.index("nested", &middle, None);
+    let top = Index::with_default_platforms(IndexKind::OciIndex, vec![middle.clone()]);
+    pusher.index("nested", &top, Some("multi"));
+    let orphan = http::upload_blob(reg.url(), "nested", b"a layer nothing names");
+    drop(reg);
+    for (repo, child) in [("odd", &odd_child.digest), ("nested", &middle.digest)] {
+        std::fs::remove_dir_all(tree::v2_dir(dir.path()).join(format!(
+            "repositories/{repo}/_manifests/revisions/sha256/{}",
+            &child[7..]
+        )))
+        .unwrap();
+        tree::write_layer_link(dir.path(), repo, child);
+    }
+    tree::age_tree(dir.path(), Duration::from_secs(7200));
+    let reg = Registry::start(dir.path());
+    for repo in ["odd", "nested"] {
+        http::pull_verify(reg.url(), repo, "multi")
+            .unwrap_or_else(|e| panic!("2.8 serves {repo}:multi through the layer link: {e}"));
+    }
+    drop(reg);
+    for flags in [&["--force"][..], &["--force", "--delete-untagged"][..]] {
+        gc(dir.path(), flags, 0);
+        let reg = Registry::start(dir.path());
+        for repo in ["odd", "nested"] {
+            http::pull_verify(reg.url(), repo, "multi")
+                .unwrap_or_else(|e| panic!("{repo}:multi after gc {flags:?}: {e}"));
+        }
+        assert!(
+            !http::blob_exists(reg.url(), "nested", &orphan),
+            "the orphan layer is garbage and goes"
+        );
+    }
+}
+
 /// A tag's target held only through a `_layers` link and larger than
 /// `--max-manifest-size` is kept unread only when no registry could have
 /// taken it as a manifest (2.8 refuses a manifest over 4 MiB): below that it
