@@ -162,6 +162,37 @@ pub struct StorageSettings {
     pub backend: BackendOptions,
 }
 
+/// The environment as `--registry-config` reads it. `std::env::vars` would
+/// panic on a variable that is not UTF-8 (any variable: a locale's, a
+/// secret's), ending the run with exit code 101. Such a variable is left out,
+/// unless it is one of the registry's storage settings (`REGISTRY_STORAGE`,
+/// `REGISTRY_STORAGE_*`, the only ones read here): the registry would use its
+/// bytes, and registry-gc cannot, so it is refused by name (exit code 2)
+/// rather than the file's value used in its place. Other `REGISTRY_*`
+/// variables (an HTTP secret of random bytes) have no bearing on the storage.
+fn registry_env() -> Result<Vec<(String, String)>, ConfigError> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        match (name.to_str(), value.to_str()) {
+            (Some(n), Some(v)) => vars.push((n.to_string(), v.to_string())),
+            _ if name.as_bytes() == b"REGISTRY_STORAGE"
+                || name.as_bytes().starts_with(b"REGISTRY_STORAGE_") =>
+            {
+                return Err(crate::registry_config::RegistryConfigError::Env {
+                    var: name.to_string_lossy().into_owned(),
+                    reason: "is not valid UTF-8: registry-gc cannot read the setting the \
+                             registry would use; correct it or unset it"
+                        .into(),
+                }
+                .into())
+            }
+            _ => {}
+        }
+    }
+    Ok(vars)
+}
+
 impl StorageArgs {
     /// Loads `--config`, if given (an empty file otherwise).
     pub fn config_file(&self) -> Result<ConfigFile, ConfigError> {
@@ -209,7 +240,7 @@ impl StorageArgs {
                             .to_string(),
                     });
                 }
-                let r = crate::registry_config::load(path, std::env::vars())?;
+                let r = crate::registry_config::load(path, registry_env()?)?;
                 if let Some(section) = r.section {
                     for o in &r.options {
                         backend.push_section(section, o.key, &o.value, &o.origin);

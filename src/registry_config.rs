@@ -466,8 +466,38 @@ impl Params<'_> {
                      directory, which registry-gc cannot know; give the root's absolute path"
                 ),
             )),
+            // the registry joins the root to its paths as text (`path.Join`
+            // makes `/srv/link/../x` `/srv/x`), while opening the root here
+            // resolves a `..` after whatever link comes before it: two trees
+            Scalar::Text(root) if root.split('/').any(|s| s == "." || s == "..") => {
+                Err(self.bad(
+                    "rootdirectory",
+                    &format!(
+                        "{root:?} has a `.` or `..` segment: the registry removes them from the \
+                         text, the kernel resolves them after following symbolic links, and the \
+                         two can be different trees; give the root's path without them"
+                    ),
+                ))
+            }
             Scalar::Text(root) => Ok(root),
         }
+    }
+
+    /// A bucket or container name: required, and without a `/`. A STORAGE
+    /// URL would read `prod/registry` as the bucket `prod` and a prefix
+    /// `registry/` in it: another tree than the registry's.
+    fn bucket(&self, key: &str) -> Result<String, RegistryConfigError> {
+        let name = self.required(key)?;
+        if name.contains('/') {
+            return Err(self.bad(
+                key,
+                &format!(
+                    "{name:?} has a `/`, which no bucket or container name has; a prefix within \
+                     it is `rootdirectory`"
+                ),
+            ));
+        }
+        Ok(name)
     }
 
     /// The root as the driver uses it: a key prefix, taken literally. A `.`,
@@ -720,7 +750,7 @@ fn bucket_in_host(endpoint: &str, bucket: &str) -> String {
 }
 
 fn s3(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
-    let bucket = p.required("bucket")?;
+    let bucket = p.bucket("bucket")?;
     let mut options = Vec::new();
     if let Some(region) = p.string("region")? {
         p.option(&mut options, "region", region, "region");
@@ -796,7 +826,7 @@ fn s3(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
 }
 
 fn azure(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
-    let container = p.required("container")?;
+    let container = p.bucket("container")?;
     let mut options = Vec::new();
     let account = p.string("accountname")?;
     if let Some(a) = &account {
@@ -851,7 +881,7 @@ fn azure(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
 }
 
 fn gcs(p: &Params) -> Result<RegistryStorage, RegistryConfigError> {
-    let bucket = p.required("bucket")?;
+    let bucket = p.bucket("bucket")?;
     let mut options = Vec::new();
     let keyfile = p.string("keyfile")?;
     let has_keyfile = keyfile.is_some();
@@ -960,6 +990,59 @@ http:
                 "{root}: {err}"
             );
         }
+    }
+
+    /// A `/` in a bucket or container name would make the rest of it a
+    /// prefix, another tree than the registry's: refused, naming the setting
+    /// (the file's key, or the variable that set it).
+    #[test]
+    fn a_bucket_or_container_with_a_slash_is_refused() {
+        for (driver, key) in [("s3", "bucket"), ("azure", "container"), ("gcs", "bucket")] {
+            let text = format!("storage:\n  {driver}:\n    {key}: prod/registry\n");
+            let err = parse(&text, "c.yml", env(&[])).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("--registry-config c.yml storage.{driver}.{key}: "))
+                    && err.contains("\"prod/registry\" has a `/`"),
+                "{driver}: {err}"
+            );
+        }
+        let var = "REGISTRY_STORAGE_S3_BUCKET";
+        let err = parse(
+            "storage:\n  s3:\n    bucket: b\n",
+            "c.yml",
+            env(&[(var, "a/b")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with(&format!("{var}: ")), "{err}");
+    }
+
+    /// The registry joins its root to its paths as text, the kernel resolves
+    /// `..` after following links: a root with `.` or `..` segments is
+    /// refused, naming the setting.
+    #[test]
+    fn a_filesystem_root_with_dot_segments_is_refused() {
+        for root in [
+            "/srv/link/../registry",
+            "/srv/./registry",
+            "/srv/registry/..",
+        ] {
+            let text = format!("storage:\n  filesystem:\n    rootdirectory: {root}\n");
+            let err = parse(&text, "c.yml", env(&[])).unwrap_err().to_string();
+            assert!(
+                err.starts_with("--registry-config c.yml storage.filesystem.rootdirectory: ")
+                    && err.contains("`.` or `..` segment"),
+                "{root}: {err}"
+            );
+        }
+        // a name that only begins with dots is a name
+        let s = parse(
+            "storage:\n  filesystem:\n    rootdirectory: /srv/..registry/.x\n",
+            "c.yml",
+            env(&[]),
+        )
+        .unwrap();
+        assert_eq!(s.url, "/srv/..registry/.x");
     }
 
     #[test]

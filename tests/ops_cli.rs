@@ -1048,6 +1048,54 @@ fn every_command_takes_registry_config_in_place_of_storage() {
     );
 }
 
+/// A variable that is not UTF-8 made `--registry-config` panic (exit code
+/// 101), whatever the variable. One the registry's storage does not read is
+/// left out; one of its storage settings is refused by name (exit code 2).
+#[test]
+fn registry_config_with_a_variable_that_is_not_utf8() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let reg = sample_copy();
+    let dir = tempfile::tempdir().unwrap();
+    let yml = dir.path().join("config.yml");
+    std::fs::write(
+        &yml,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
+            reg.path().display()
+        ),
+    )
+    .unwrap();
+    let du = |name: &str| {
+        let mut cmd = Command::new(binary());
+        cmd.args(["-q", "du", "--registry-config", yml.to_str().unwrap()])
+            .env_remove("REGISTRY_GC_LOG")
+            .env(
+                "XDG_CACHE_HOME",
+                std::env::temp_dir().join("registry-gc-tests-cache"),
+            )
+            .env(name, OsStr::from_bytes(b"caf\xe9"));
+        for (k, _) in std::env::vars_os() {
+            if k.as_bytes().starts_with(b"REGISTRY_STORAGE") && k != name {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.output().expect("run registry-gc")
+    };
+    for other in ["LC_NOT_UTF8", "REGISTRY_HTTP_SECRET"] {
+        let out = du(other);
+        assert_eq!(out.status.code(), Some(0), "{other}: {}", text(&out.stderr));
+    }
+    let var = "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY";
+    let out = du(var);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("{var}: is not valid UTF-8")),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// A cache hit must not make a manifest whose blob is gone look present. On a
 /// filesystem the collection's listing names blobs by their directories (no
 /// stat per blob), and it is the read of a manifest that finds its directory
