@@ -460,9 +460,9 @@ fn build_s3(spec: &str, bucket: &str, options: &BackendOptions) -> Result<S3Stor
         .with_disable_bulk_delete(true)
         .build()
         .map_err(|e| built(spec, e))?;
-    let bulk_deletes = b
+    let bulk_deletes = !b
         .get_config_value(&AmazonS3ConfigKey::DisableBulkDelete)
-        .is_none_or(|v| !v.eq_ignore_ascii_case("true"));
+        .is_some_and(|v| object_store_truthy(&v));
     let store = b.build().map_err(|e| built(spec, e))?;
     Ok(S3Stores {
         store: Arc::new(store),
@@ -470,6 +470,18 @@ fn build_s3(spec: &str, bucket: &str, options: &BackendOptions) -> Result<S3Stor
         single_deletes: Arc::new(single),
         bulk_deletes,
     })
+}
+
+/// Whether object_store reads a boolean setting as true (its `Parse for
+/// bool`, which takes any case): `disable_bulk_delete=1` (or `yes`, `on`, `y`,
+/// in the settings or `AWS_DISABLE_BULK_DELETE`) makes it send a DELETE per
+/// key, and the request counts must say so. A value it reads as neither
+/// fails its `build`.
+fn object_store_truthy(value: &str) -> bool {
+    matches!(
+        value.to_ascii_lowercase().as_str(),
+        "1" | "true" | "on" | "yes" | "y"
+    )
 }
 
 /// `b` sending to `endpoint` whatever else set an endpoint.
@@ -942,6 +954,32 @@ mod tests {
                 None => std::env::remove_var(self.name),
             }
         }
+    }
+
+    /// `disable_bulk_delete` is true to object_store in every spelling its
+    /// boolean parser takes, so the request counts (a DELETE per key) follow
+    /// what it sends; given as a setting or as `AWS_DISABLE_BULK_DELETE`.
+    #[test]
+    fn disable_bulk_delete_is_read_as_object_store_reads_it() {
+        let bulk = |value: &str| {
+            let mut options = offline();
+            options.push_section("s3", "disable_bulk_delete", value, "--config c.toml [s3]");
+            build_s3("s3://b/r", "b", &options)
+                .unwrap_or_else(|e| panic!("{value}: {e}"))
+                .bulk_deletes
+        };
+        for on in ["true", "TRUE", "1", "yes", "Yes", "on", "ON", "y"] {
+            assert!(!bulk(on), "disable_bulk_delete={on} still counted as bulk");
+        }
+        for off in ["false", "0", "no", "off", "N"] {
+            assert!(bulk(off), "disable_bulk_delete={off}");
+        }
+        let mut options = offline();
+        options.push_section("s3", "disable_bulk_delete", "maybe", "--config c.toml [s3]");
+        assert!(build_s3("s3://b/r", "b", &options).is_err());
+        // the environment, read when the settings give no keys
+        let _var = EnvVar::set("AWS_DISABLE_BULK_DELETE", "Yes");
+        assert!(!build_s3("s3://b/r", "b", &offline()).unwrap().bulk_deletes);
     }
 
     /// Without the session token, the environment gives the builder what
