@@ -32,10 +32,11 @@ async fn run_restore(args: &RestoreArgs, quiet: bool) -> Result<Exit, Error> {
         Ok(Exit::Success)
     } else {
         crate::say::error(&format!(
-            "the restore of run {id} is incomplete ({} failed, {} missing, {} needed by its images and not in the registry)",
+            "the restore of run {id} is incomplete ({} failed, {} missing, {} needed by its images and not in the registry, {} not checked for what its images need)",
             out.failures.len(),
             out.missing.len(),
-            out.unmet.len()
+            out.unmet.len(),
+            out.unchecked.len()
         ));
         Ok(Exit::Incomplete)
     }

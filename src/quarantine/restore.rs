@@ -59,6 +59,11 @@ pub struct RestoreOutcome {
     /// another run: a later run can hold them (a layer shared with an image
     /// deleted after this run), and without them the images do not pull.
     pub unmet: Vec<UnmetNeed>,
+    /// What could not be checked for `unmet`: a manifest that could not be
+    /// read (unreadable, over the read limit), named by its key, or the whole
+    /// check (named by the run's record). The run's keys are back all the
+    /// same; whether its images pull is not known.
+    pub unchecked: Vec<Failure>,
 }
 
 /// A key an image of the run needs, not in the registry but in another run.
@@ -79,7 +84,7 @@ impl RestoreOutcome {
 
     /// The run is restored and its images have all they need: they pull.
     pub fn is_complete(&self) -> bool {
-        self.run_is_restored() && self.unmet.is_empty()
+        self.run_is_restored() && self.unmet.is_empty() && self.unchecked.is_empty()
     }
 
     pub fn summary(&self) -> String {
@@ -121,6 +126,13 @@ impl RestoreOutcome {
                 s,
                 "needed: {} needs {}, quarantined by run {}: restore that run too",
                 u.image, u.key, u.in_run
+            );
+        }
+        for f in &self.unchecked {
+            let _ = writeln!(
+                s,
+                "unchecked: {}: {} (run the restore again, or `fsck`, to know whether its images pull)",
+                f.key, f.error
             );
         }
         for f in &self.failures {
@@ -176,6 +188,10 @@ pub async fn restore(
     let batch = storage.max_delete_batch().max(1);
     let mut moved_back: Vec<String> = Vec::new();
     let mut not_in_quarantine: Vec<String> = Vec::new();
+    // the run's keys that are at their place now: put back, the registry's
+    // own, or found there; a key gone before the run could move it is not
+    // among them unless found there, as the run never held it
+    let mut in_place: HashSet<String> = HashSet::new();
     let mut start = 0;
     while start < order.len() {
         let phase = restore_phase(order[start].reason);
@@ -192,6 +208,8 @@ pub async fn restore(
             out.restored += r.restored.len() as u64;
             out.restored_bytes += r.restored.iter().map(|e| e.bytes).sum::<u64>();
             moved_back.extend(r.restored.iter().map(|e| quarantine_key(run, &e.key)));
+            in_place.extend(r.restored.iter().map(|e| e.key.clone()));
+            in_place.extend(r.kept_live.iter().cloned());
             out.kept_live.extend(r.kept_live);
             out.failures.extend(r.failures);
             for key in r.source_missing {
@@ -214,7 +232,10 @@ pub async fn restore(
                 .await;
         for (key, r) in checked {
             match r {
-                Ok(true) => out.already_in_place += 1,
+                Ok(true) => {
+                    out.already_in_place += 1;
+                    in_place.insert(key);
+                }
                 Ok(false) => out.missing.push(key),
                 Err(e) => out.failures.push(Failure {
                     key,
@@ -234,9 +255,15 @@ pub async fn restore(
             .await;
     }
     if out.run_is_restored() {
-        match unmet_needs(storage, run, &record.entries, concurrency).await {
-            Ok(unmet) => out.unmet = unmet,
-            Err(e) => out.failures.push(Failure {
+        match unmet_needs(storage, run, &record.entries, &in_place, concurrency).await {
+            Ok(needs) => {
+                out.unmet = needs.unmet;
+                out.unchecked = needs.unchecked;
+            }
+            // not a failure of the restore: its keys are back, and the
+            // record says so below (a failure here would keep every re-run
+            // from recording it), but the exit code says the check is owed
+            Err(e) => out.unchecked.push(Failure {
                 key: record_at.clone(),
                 error: format!("could not check what the run's images need: {e}"),
             }),
@@ -256,7 +283,16 @@ pub async fn restore(
         }
     }
     out.missing.sort();
+    out.unchecked.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(out)
+}
+
+/// What [`unmet_needs`] found.
+#[derive(Default)]
+struct Needs {
+    unmet: Vec<UnmetNeed>,
+    /// Manifests whose needs could not be read, by key, with why.
+    unchecked: Vec<Failure>,
 }
 
 /// What the manifests the run recorded need, and the registry lacks but
@@ -265,12 +301,15 @@ pub async fn restore(
 /// children (revision link) and theirs, all as a pull needs them. A key in no
 /// run is not named: it may have been missing before this run's collection
 /// too (a dangling revision, a broken image), which a restore never mends.
+/// A manifest that cannot be read is reported as unchecked, and the others
+/// are checked all the same.
 async fn unmet_needs(
     storage: &dyn Storage,
     run: &str,
     entries: &[Entry],
+    in_place: &HashSet<String>,
     concurrency: usize,
-) -> Result<Vec<UnmetNeed>, StorageError> {
+) -> Result<Needs, StorageError> {
     let others: Vec<String> = storage
         .list_dir(PREFIX)
         .await?
@@ -281,11 +320,12 @@ async fn unmet_needs(
         .collect();
     if others.is_empty() {
         // nothing another run could hold: no manifest to read
-        return Ok(Vec::new());
+        return Ok(Needs::default());
     }
-    // the run's own keys are back (the caller checked): only the others are
-    // looked for, one request each
-    let own: HashSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+    // the run's own keys that are in place are not looked for again; the
+    // rest, a key gone before the run could move it included (a later run can
+    // hold it), are looked for, one request each
+    let own: HashSet<&str> = in_place.iter().map(String::as_str).collect();
     let mut seen: HashSet<(String, Digest)> = HashSet::new();
     let mut level: Vec<(String, Digest)> = entries
         .iter()
@@ -297,15 +337,32 @@ async fn unmet_needs(
         .collect();
     // (image, key) for each key missing
     let mut missing: Vec<(String, String)> = Vec::new();
+    let mut unchecked: Vec<Failure> = Vec::new();
+    let own = &own;
     while !level.is_empty() {
-        let read: Vec<Result<ManifestNeeds, StorageError>> = futures::stream::iter(level)
-            .map(|(repo, digest)| manifest_needs(storage, &own, repo, digest))
+        let read: Vec<Result<ManifestNeeds, Failure>> = futures::stream::iter(level)
+            .map(|(repo, digest)| async move {
+                let image = format!("{repo}@{digest}");
+                let key = layout::blob_data_key(&digest);
+                manifest_needs(storage, own, repo, digest)
+                    .await
+                    .map_err(|e| Failure {
+                        key,
+                        error: format!("what {image} needs was not checked: {e}"),
+                    })
+            })
             .buffer_unordered(concurrency.max(1))
             .collect()
             .await;
         let mut next = Vec::new();
         for needs in read {
-            let needs = needs?;
+            let needs = match needs {
+                Ok(needs) => needs,
+                Err(failure) => {
+                    unchecked.push(failure);
+                    continue;
+                }
+            };
             let image = format!("{}@{}", needs.repo, needs.digest);
             missing.extend(needs.missing.into_iter().map(|k| (image.clone(), k)));
             next.extend(
@@ -319,7 +376,10 @@ async fn unmet_needs(
         level = next;
     }
     if missing.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Needs {
+            unmet: Vec::new(),
+            unchecked,
+        });
     }
     let found: Vec<Result<Option<UnmetNeed>, StorageError>> = futures::stream::iter(missing)
         .map(|(image, key)| {
@@ -343,7 +403,7 @@ async fn unmet_needs(
     }
     unmet.sort_by(|a, b| (&a.image, &a.key).cmp(&(&b.image, &b.key)));
     unmet.dedup_by(|a, b| a.image == b.image && a.key == b.key);
-    Ok(unmet)
+    Ok(Needs { unmet, unchecked })
 }
 
 /// One manifest's keys the registry lacks, and its children to check next.
@@ -451,6 +511,192 @@ async fn restore_chunk<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::fs::FsStorage;
+    use bytes::Bytes;
+    use sha2::{Digest as _, Sha256};
+
+    const REPO: &str = "app";
+    /// The run restored, and a later one.
+    const A: &str = "20260101T000000Z-aaaaaa";
+    const B: &str = "20260102T000000Z-bbbbbb";
+
+    fn digest_of(bytes: &[u8]) -> Digest {
+        Digest::from_hex(&hex::encode(Sha256::digest(bytes))).unwrap()
+    }
+
+    /// An image manifest naming `config` and `layer`, and its digest.
+    fn manifest(config: &Digest, layer: &Digest) -> (Vec<u8>, Digest) {
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "size": 2, "digest": config.to_string()},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                        "size": 5, "digest": layer.to_string()}],
+        }))
+        .unwrap();
+        let d = digest_of(&bytes);
+        (bytes, d)
+    }
+
+    async fn put(storage: &FsStorage, key: &str, bytes: &[u8]) {
+        storage
+            .put(key, Bytes::copy_from_slice(bytes))
+            .await
+            .unwrap();
+    }
+
+    /// Writes run `run`'s record: `entries` as (key, reason), `gone` among
+    /// them gone before the run could move them.
+    async fn put_record(storage: &FsStorage, run: &str, entries: &[(&str, &str)], gone: &[&str]) {
+        let record = serde_json::json!({
+            "schema_version": 1,
+            "run_id": run,
+            "started_at": "2026-01-01T00:00:00Z",
+            "started_at_ms": 1767225600000_i64,
+            "storage": "test",
+            "options": {"delete_untagged": true, "min_age_seconds": 0,
+                        "upload_max_age_seconds": 0, "delete_empty_repos": false},
+            "state": "complete",
+            "keys": entries.len(), "bytes": 0, "moved_keys": entries.len() - gone.len(),
+            "gone_before_move": gone,
+            "entries": entries.iter().map(|(key, reason)| serde_json::json!(
+                {"key": key, "reason": reason, "bytes": 0})).collect::<Vec<_>>(),
+        });
+        put(
+            storage,
+            &record_key(run),
+            &serde_json::to_vec(&record).unwrap(),
+        )
+        .await;
+    }
+
+    /// A registry with image `app@M` (config `C`, layer `L`), all but `L`
+    /// and M's revision link in place; the revision link in run A's
+    /// quarantine; `L` in run B's. Returns the storage, M's revision and L's
+    /// blob key, and M.
+    async fn an_image_missing_its_layer(
+        dir: &std::path::Path,
+    ) -> (FsStorage, String, String, Digest) {
+        std::fs::create_dir_all(dir.join("docker/registry/v2")).unwrap();
+        let storage = FsStorage::open(dir).unwrap();
+        let (config, layer) = (b"{}".as_slice(), b"layer".as_slice());
+        let (c, l) = (digest_of(config), digest_of(layer));
+        let (m_bytes, m) = manifest(&c, &l);
+        put(&storage, &layout::blob_data_key(&c), config).await;
+        put(&storage, &layout::blob_data_key(&m), &m_bytes).await;
+        for d in [&c, &l] {
+            let link = d.to_string();
+            put(&storage, &layout::layer_link_key(REPO, d), link.as_bytes()).await;
+        }
+        let revision = layout::revision_key(REPO, &m);
+        let m_link = m.to_string();
+        put(&storage, &quarantine_key(A, &revision), m_link.as_bytes()).await;
+        let layer_key = layout::blob_data_key(&l);
+        put(&storage, &quarantine_key(B, &layer_key), layer).await;
+        (storage, revision, layer_key, m)
+    }
+
+    /// A key run A recorded but never held (gone before its move) is no key
+    /// of A's to count as back: when a later run holds it and A's image
+    /// needs it, the restore names that run (exit code 4), as for any other
+    /// key another run took.
+    #[tokio::test]
+    async fn a_key_gone_before_the_move_is_looked_for_in_the_other_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, revision, layer_key, m) = an_image_missing_its_layer(dir.path()).await;
+        put_record(
+            &storage,
+            A,
+            &[
+                (revision.as_str(), "untagged-manifest"),
+                (layer_key.as_str(), "unreferenced-blob"),
+            ],
+            &[layer_key.as_str()],
+        )
+        .await;
+
+        let out = restore(&storage, A, 4, 1).await.unwrap();
+        assert!(out.run_is_restored(), "{}", out.summary());
+        assert_eq!(out.restored, 1, "{}", out.summary());
+        assert_eq!(out.never_quarantined, 1, "{}", out.summary());
+        let unmet: Vec<(&str, &str, &str)> = out
+            .unmet
+            .iter()
+            .map(|u| (u.image.as_str(), u.key.as_str(), u.in_run.as_str()))
+            .collect();
+        let image = format!("{REPO}@{m}");
+        assert_eq!(
+            unmet,
+            vec![(image.as_str(), layer_key.as_str(), B)],
+            "{}",
+            out.summary()
+        );
+        assert!(
+            !out.is_complete(),
+            "exit code 0 for an image that does not pull"
+        );
+    }
+
+    /// A manifest whose needs cannot be read (here a link out of the root)
+    /// is reported as unchecked, by its key; the run's other images are
+    /// still checked, and the run, its keys all back, is recorded restored.
+    /// The restore is not complete (exit code 4), but a re-run has nothing
+    /// left to restore and says the same, rather than failing the run for
+    /// good with the error filed under its record.
+    #[tokio::test]
+    async fn a_manifest_that_cannot_be_read_is_unchecked_and_the_rest_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, revision, layer_key, m) = an_image_missing_its_layer(dir.path()).await;
+        // a second image whose manifest blob cannot be read
+        let bad = digest_of(b"another manifest");
+        let bad_blob = layout::blob_data_key(&bad);
+        let bad_path = dir.path().join(&bad_blob);
+        std::fs::create_dir_all(bad_path.parent().unwrap()).unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::os::unix::fs::symlink(outside.path(), &bad_path).unwrap();
+        let bad_revision = layout::revision_key(REPO, &bad);
+        let bad_link = bad.to_string();
+        put(
+            &storage,
+            &quarantine_key(A, &bad_revision),
+            bad_link.as_bytes(),
+        )
+        .await;
+        put_record(
+            &storage,
+            A,
+            &[
+                (revision.as_str(), "untagged-manifest"),
+                (bad_revision.as_str(), "untagged-manifest"),
+            ],
+            &[],
+        )
+        .await;
+
+        let out = restore(&storage, A, 4, 1).await.unwrap();
+        assert!(out.run_is_restored(), "{}", out.summary());
+        assert_eq!(out.restored, 2, "{}", out.summary());
+        let unchecked: Vec<&str> = out.unchecked.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(unchecked, vec![bad_blob.as_str()], "{}", out.summary());
+        assert!(
+            out.unchecked[0].error.contains(&format!("{REPO}@{bad}"))
+                && out.unchecked[0].error.contains("outside the registry root"),
+            "{}",
+            out.summary()
+        );
+        assert_eq!(out.unmet.len(), 1, "{}", out.summary());
+        assert_eq!(out.unmet[0].image, format!("{REPO}@{m}"));
+        assert_eq!(out.unmet[0].key, layer_key);
+        assert!(!out.is_complete());
+        let summary = out.summary();
+        assert!(
+            summary.contains(&format!("unchecked: {bad_blob}: ")),
+            "{summary}"
+        );
+        let record = read_record(&storage, A).await.unwrap();
+        assert_eq!(record.header.state, RunState::Restored);
+    }
 
     #[test]
     fn restore_puts_blobs_back_before_links() {

@@ -165,17 +165,57 @@ fn modified_now(path: &Path) -> io::Result<()> {
 }
 
 /// Gives a directory just made the owner, group and permission bits of
-/// `parent` (its parent's metadata). Only root can give a file away: a
-/// process running as anyone else made the directory its own, which it
-/// keeps (the registry's own user restoring owns what it makes).
+/// `parent` (its parent's metadata), so that the registry, running as its own
+/// user, reads and writes it as it does the parent (a push, a tag, a manifest
+/// delete). Only root can give a file away: anyone else keeps the directory,
+/// with the parent's group where the restorer may give it (as a member of that
+/// group). The parent's mode is then the wrong one: the registry no longer
+/// reaches the directory as its owner, and an `ops:ops 0750` directory under a
+/// `registry:registry 0750` parent shuts it out. So a directory that did not
+/// become the parent's own is only widened (see `widened_mode`), never
+/// narrowed: the registry keeps at least what the umask gave it.
 fn like_its_parent(dir: &Path, parent: &fs::Metadata) -> io::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     match std::os::unix::fs::chown(dir, Some(parent.uid()), Some(parent.gid())) {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            match std::os::unix::fs::chown(dir, None, Some(parent.gid())) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+                Err(e) => return Err(e),
+            }
+        }
         Err(e) => return Err(e),
     }
-    fs::set_permissions(dir, fs::Permissions::from_mode(parent.mode() & 0o7777))
+    let made = fs::symlink_metadata(dir)?;
+    let mode = if made.uid() == parent.uid() && made.gid() == parent.gid() {
+        parent.mode() & 0o7777
+    } else {
+        widened_mode(made.mode(), parent.mode(), made.gid() == parent.gid())
+    };
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+}
+
+/// The mode of a directory that is not its parent's own (see
+/// [`like_its_parent`]): never narrower than `made` (the umask's, under which
+/// the restorer has at least owner access, to put the key in) or `parent`.
+/// The registry's user, the parent's owner, now reaches it as a member of its
+/// group (a registry's user is of its own) when it has the parent's group,
+/// which then gets the parent owner's bits; otherwise as one of the others.
+fn widened_mode(made: u32, parent: u32, same_group: bool) -> u32 {
+    let mut mode = (made & 0o7777) | (parent & 0o777);
+    let owner = (parent & 0o700) >> 6;
+    if same_group {
+        mode |= owner << 3;
+    } else if parent & 0o001 == 0 {
+        // a parent that others cannot pass through: only its owner, its
+        // group (and whom its ACL names) reach this directory, so the bits
+        // for others may carry the owner's; under a parent others do pass
+        // through they stay the parent's and the umask's (a world-writable
+        // directory is no fix: the registry reads it, and may not write)
+        mode |= owner;
+    }
+    mode
 }
 
 fn io_error(key: &str, source: io::Error) -> StorageError {
@@ -1042,6 +1082,24 @@ impl FsStorage {
     /// file keeps its inode and bytes either way; a quarantine keeps its mtime,
     /// a restore (`KeepExisting`) dates it now (see `MoveMode`).
     fn move_one(&self, from: &str, to: &str, mode: MoveMode) -> Result<Moved, StorageError> {
+        self.move_one_dating(from, to, mode, modified_now)
+    }
+
+    /// [`Self::move_one`], dating a restored key with `touch` (a test fails it).
+    /// The quarantined file is dated *before* anything moves: the link (or
+    /// rename) carries the new mtime along, since it is the same inode. Dated
+    /// after the move, a failure (EPERM for a restorer that does not own the
+    /// file, on the rename path that protected hard links force) left the key
+    /// back in place but undated, and the retry, finding the quarantined copy
+    /// gone, counted it as in place: the restore said done and the next
+    /// collection took the image again at once.
+    fn move_one_dating(
+        &self,
+        from: &str,
+        to: &str,
+        mode: MoveMode,
+        touch: impl Fn(&Path) -> io::Result<()>,
+    ) -> Result<Moved, StorageError> {
         let src = self.path_of(from)?;
         let dst = self.path_of(to)?;
         self.counts.put(1);
@@ -1063,6 +1121,37 @@ impl FsStorage {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Moved::SourceMissing),
             Err(e) => return Err(io_error(from, e)),
         }
+        if mode == MoveMode::KeepExisting {
+            // a key the registry has again stays as it is, and so does its
+            // quarantined copy: dated now, it would look new to `purge`, which
+            // dates a run by its newest object (the link below still decides,
+            // should the key appear between the two)
+            if fs::symlink_metadata(&dst).is_ok() {
+                return Ok(Moved::DestinationExists);
+            }
+            match touch(&src) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Moved::SourceMissing),
+                Err(e) => {
+                    let hint = if e.kind() == io::ErrorKind::PermissionDenied {
+                        "; restore as the file's owner or as root"
+                    } else {
+                        ""
+                    };
+                    return Err(StorageError::Io {
+                        key: to.to_string(),
+                        source: io::Error::new(
+                            e.kind(),
+                            format!(
+                                "not put back: could not set the modification time of {from} \
+                                 to now, and undated the next collection would take it again \
+                                 at once ({e}){hint}"
+                            ),
+                        ),
+                    });
+                }
+            }
+        }
         self.make_parent(to, &dst)?;
         let rename = || match fs::rename(&src, &dst) {
             Ok(()) => Ok(Moved::Moved),
@@ -1072,29 +1161,18 @@ impl FsStorage {
         match mode {
             MoveMode::Overwrite => rename(),
             MoveMode::KeepExisting => match fs::hard_link(&src, &dst) {
-                Ok(()) => {
-                    if let Err(e) = modified_now(&dst) {
-                        // not put back undated: the next attempt starts over
-                        let _ = fs::remove_file(&dst);
-                        return Err(io_error(to, e));
-                    }
-                    match fs::remove_file(&src) {
-                        Ok(()) => Ok(Moved::Moved),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Moved::Moved),
-                        Err(e) => Err(io_error(from, e)),
-                    }
-                }
+                Ok(()) => match fs::remove_file(&src) {
+                    Ok(()) => Ok(Moved::Moved),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Moved::Moved),
+                    Err(e) => Err(io_error(from, e)),
+                },
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Moved::DestinationExists),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Moved::SourceMissing),
-                // a filesystem without hard links: check, then rename
+                // a filesystem without hard links, or one a restorer may not
+                // link a file it does not own on (protected hard links):
+                // check, then rename
                 Err(_) if fs::symlink_metadata(&dst).is_ok() => Ok(Moved::DestinationExists),
-                Err(_) => {
-                    let moved = rename()?;
-                    if moved == Moved::Moved {
-                        modified_now(&dst).map_err(|e| io_error(to, e))?;
-                    }
-                    Ok(moved)
-                }
+                Err(_) => rename(),
             },
         }
     }
@@ -1172,5 +1250,251 @@ impl FsStorage {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_error(key, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    const BLOB: &str = "docker/registry/v2/blobs/sha256/2c/2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824/data";
+    const QUARANTINED: &str = "registry-gc-quarantine/20260101T000000Z-abcdef/docker/registry/v2/blobs/sha256/2c/2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824/data";
+
+    /// A registry root with one quarantined blob and no `blobs/` at all.
+    fn root_with_a_quarantined_blob() -> (tempfile::TempDir, FsStorage) {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join(QUARANTINED);
+        fs::create_dir_all(q.parent().unwrap()).unwrap();
+        fs::write(&q, b"hello").unwrap();
+        fs::create_dir_all(dir.path().join("docker/registry/v2")).unwrap();
+        let storage = FsStorage::open(dir.path()).unwrap();
+        (dir, storage)
+    }
+
+    /// A restore dates the key before it moves it: a touch that fails leaves
+    /// the key in quarantine (nothing linked or renamed into place, no
+    /// directory made), and the failure names the key and says why, so the
+    /// retry and the restore's exit code see it rather than a key "in place".
+    #[test]
+    fn a_restore_that_cannot_date_the_key_moves_nothing_and_fails() {
+        let (dir, storage) = root_with_a_quarantined_blob();
+        let dst = dir.path().join(BLOB);
+        let touched = std::cell::RefCell::new(Vec::new());
+        let refuse = |p: &Path| {
+            // whether anything had reached the registry's key when dated
+            touched
+                .borrow_mut()
+                .push((p.to_path_buf(), fs::symlink_metadata(&dst).is_ok()));
+            Err(io::Error::from(io::ErrorKind::PermissionDenied))
+        };
+        let err = storage
+            .move_one_dating(QUARANTINED, BLOB, MoveMode::KeepExisting, refuse)
+            .expect_err("a key that cannot be dated is not put back")
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{BLOB}: not put back: could not set the modification time"
+            )),
+            "{err}"
+        );
+        assert_eq!(
+            touched.into_inner(),
+            vec![(dir.path().join(QUARANTINED), false)],
+            "dated after it was put in place"
+        );
+        assert!(
+            dir.path().join(QUARANTINED).is_file(),
+            "left the quarantine"
+        );
+        assert!(!dst.exists());
+        assert!(!dir.path().join("docker/registry/v2/blobs").exists());
+        // and a retry still finds it there: not "already in place"
+        assert_eq!(
+            storage
+                .move_one(QUARANTINED, BLOB, MoveMode::KeepExisting)
+                .unwrap(),
+            Moved::Moved
+        );
+        assert!(dst.is_file() && !dir.path().join(QUARANTINED).exists());
+    }
+
+    /// A key the registry has again is left alone, and so is its quarantined
+    /// copy's time (`purge` dates a run by its newest object).
+    #[test]
+    fn a_key_the_registry_has_again_leaves_the_quarantined_copy_undated() {
+        let (dir, storage) = root_with_a_quarantined_blob();
+        let dst = dir.path().join(BLOB);
+        fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        fs::write(&dst, b"hello").unwrap();
+        let moved = storage
+            .move_one_dating(QUARANTINED, BLOB, MoveMode::KeepExisting, |_| {
+                panic!("dated a copy that stays in quarantine")
+            })
+            .unwrap();
+        assert_eq!(moved, Moved::DestinationExists);
+    }
+
+    fn running_as_root() -> bool {
+        // SAFETY: geteuid has no preconditions and cannot fail
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    /// The registry's user and group, and a restorer's (`ops`), in these tests.
+    const REGISTRY: u32 = 65534;
+    const REGISTRY_GROUP: u32 = 4242;
+    const OPS: u32 = 4243;
+
+    /// Runs `f` on a thread of its own with the credentials of `OPS`, member
+    /// of `groups`: no longer root, so it can give nothing away. Linux keeps
+    /// credentials per thread (the raw system calls change only the caller's,
+    /// unlike libc's wrappers), and the thread ends with `f`.
+    fn as_ops<T: Send>(groups: &[u32], f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let groups: Vec<libc::gid_t> = groups.to_vec();
+                // SAFETY: plain system calls on this thread's credentials
+                unsafe {
+                    assert_eq!(
+                        libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()),
+                        0
+                    );
+                    assert_eq!(libc::syscall(libc::SYS_setresgid, OPS, OPS, OPS), 0);
+                    assert_eq!(libc::syscall(libc::SYS_setresuid, OPS, OPS, OPS), 0);
+                }
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    /// The permission bits `uid` (in group `gid`) has on a file.
+    fn access_of(md: &fs::Metadata, uid: u32, gid: u32) -> u32 {
+        if md.uid() == uid {
+            (md.mode() >> 6) & 0o7
+        } else if md.gid() == gid {
+            (md.mode() >> 3) & 0o7
+        } else {
+            md.mode() & 0o7
+        }
+    }
+
+    fn skip_unless_root() -> bool {
+        if running_as_root() {
+            return false;
+        }
+        // CI runs as root: there these tests must run, never pass by skipping
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "needs root, to restore as a user other than the registry's"
+        );
+        eprintln!("skipped: needs root, to restore as a user other than the registry's");
+        true
+    }
+
+    /// The tree a registry running as `REGISTRY` owns, writable by its group
+    /// (the restorer `ops` is a member), the quarantined blob the registry's.
+    fn registry_owned_tree() -> (tempfile::TempDir, FsStorage) {
+        let (dir, storage) = root_with_a_quarantined_blob();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let chown = std::process::Command::new("chown")
+            .args(["-R", &format!("{REGISTRY}:{REGISTRY_GROUP}")])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let chmod = std::process::Command::new("chmod")
+            .args(["-R", "u=rwX,g=rwX,o="])
+            .arg(dir.path().join("docker"))
+            .arg(dir.path().join("registry-gc-quarantine"))
+            .status()
+            .unwrap();
+        assert!(chmod.success());
+        fs::set_permissions(
+            dir.path().join(QUARANTINED),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        (dir, storage)
+    }
+
+    /// A restorer that is neither root nor the file's owner cannot set its
+    /// time; on a system with protected hard links it cannot link it either
+    /// and renames it. Dating it after that rename left the key in place,
+    /// undated, and the quarantined copy gone: the retry counted it as in
+    /// place. Now nothing moves and the key is a failure.
+    #[test]
+    fn a_restorer_that_does_not_own_the_key_leaves_it_in_quarantine() {
+        if skip_unless_root() {
+            return;
+        }
+        let (dir, storage) = registry_owned_tree();
+        let result = as_ops(&[REGISTRY_GROUP], || {
+            storage.move_one(QUARANTINED, BLOB, MoveMode::KeepExisting)
+        });
+        assert!(
+            dir.path().join(QUARANTINED).is_file(),
+            "left the quarantine: {result:?}"
+        );
+        assert!(!dir.path().join(BLOB).exists());
+        let err = result
+            .expect_err("an undated key is not put back")
+            .to_string();
+        assert!(err.contains("could not set the modification time"), "{err}");
+    }
+
+    /// A restorer that is not root makes the directories the sweep removed,
+    /// and cannot give them to the registry's user. Given the parent's mode
+    /// as they were (`ops:ops 0770` under `registry:registry 0770`) they shut
+    /// the registry out; given the parent's group, with the parent owner's
+    /// access for it, the registry reads and writes them as before.
+    #[test]
+    fn directories_a_restorer_makes_stay_the_registrys_to_use() {
+        if skip_unless_root() {
+            return;
+        }
+        let (dir, storage) = registry_owned_tree();
+        let moved = as_ops(&[REGISTRY_GROUP], || {
+            let dst = storage.path_of(BLOB).unwrap();
+            storage.make_parent(BLOB, &dst)
+        });
+        moved.unwrap();
+        let v2 = dir.path().join("docker/registry/v2");
+        let mut made = Vec::new();
+        for d in dir.path().join(BLOB).parent().unwrap().ancestors() {
+            if d == v2 {
+                break;
+            }
+            let md = fs::metadata(d).unwrap();
+            made.push(format!(
+                "{}: {}:{} {:o}",
+                d.display(),
+                md.uid(),
+                md.gid(),
+                md.mode() & 0o7777
+            ));
+            assert_eq!(
+                access_of(&md, REGISTRY, REGISTRY_GROUP),
+                0o7,
+                "the registry cannot use {made:?}"
+            );
+        }
+        // blobs, sha256, 2c and the blob's own
+        assert_eq!(made.len(), 4, "{made:?}");
+    }
+
+    #[test]
+    fn a_directory_not_the_parents_own_is_never_narrowed() {
+        // the parent's group: its owner's access for the group
+        assert_eq!(widened_mode(0o755, 0o750, true), 0o775);
+        assert_eq!(widened_mode(0o700, 0o750, true), 0o770);
+        // not its group, a parent closed to others: the owner's for others
+        assert_eq!(widened_mode(0o700, 0o750, false), 0o757);
+        // a parent open to others: the union, never world-writable
+        assert_eq!(widened_mode(0o755, 0o755, false), 0o755);
+        assert_eq!(widened_mode(0o700, 0o775, false), 0o775);
+        // the umask's own bits and a set-group-id bit stay
+        assert_eq!(widened_mode(0o2755, 0o750, true), 0o2775);
     }
 }
