@@ -444,40 +444,62 @@ impl<'a> KeyOrder<'a> {
 
 impl Ord for KeyOrder<'_> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
         (self.phase, self.repo.is_some())
             .cmp(&(other.phase, other.repo.is_some()))
             .then_with(|| {
                 let (a, b) = (self.pieces(), other.pieces());
-                if a == b {
+                match cmp_concatenated(&a, &b) {
+                    Concatenated::Differ(order) => order,
                     // the same key up to the digest, whose hex digits sort
                     // as its bytes do
-                    let digest = |k: &Self| k.digest.map(|d| d.as_bytes());
-                    return digest(self).cmp(&digest(other));
-                }
-                let hex = |k: &Self| {
-                    let mut out = [0u8; 64];
-                    let n = k.digest.map_or(0, |d| {
-                        const HEX: &[u8; 16] = b"0123456789abcdef";
-                        for (i, b) in d.as_bytes().iter().enumerate() {
-                            out[2 * i] = HEX[usize::from(b >> 4)];
-                            out[2 * i + 1] = HEX[usize::from(b & 15)];
+                    Concatenated::Same => {
+                        let digest = |k: &Self| k.digest.map(|d| d.as_bytes());
+                        digest(self).cmp(&digest(other))
+                    }
+                    // one key's digest faces the other's text (no two keys
+                    // of the layout's names do): compare its hex digits
+                    Concatenated::Prefix(_) => {
+                        let hex = |k: &Self| {
+                            let mut out = [0u8; 64];
+                            let n = k.digest.map_or(0, |d| {
+                                const HEX: &[u8; 16] = b"0123456789abcdef";
+                                for (i, b) in d.as_bytes().iter().enumerate() {
+                                    out[2 * i] = HEX[usize::from(b >> 4)];
+                                    out[2 * i + 1] = HEX[usize::from(b & 15)];
+                                }
+                                64
+                            });
+                            (out, n)
+                        };
+                        let ((ha, na), (hb, nb)) = (hex(self), hex(other));
+                        match cmp_concatenated(
+                            &[a[0], a[1], a[2], a[3], a[4], &ha[..na]],
+                            &[b[0], b[1], b[2], b[3], b[4], &hb[..nb]],
+                        ) {
+                            Concatenated::Differ(order) => order,
+                            Concatenated::Same => Ordering::Equal,
+                            Concatenated::Prefix(order) => order,
                         }
-                        64
-                    });
-                    (out, n)
-                };
-                let ((ha, na), (hb, nb)) = (hex(self), hex(other));
-                cmp_concatenated(
-                    &[a[0], a[1], a[2], a[3], a[4], &ha[..na]],
-                    &[b[0], b[1], b[2], b[3], b[4], &hb[..nb]],
-                )
+                    }
+                }
             })
     }
 }
 
+/// How the concatenations of two lists of byte strings compare.
+enum Concatenated {
+    /// They differ at a byte both have.
+    Differ(std::cmp::Ordering),
+    /// They are the same.
+    Same,
+    /// One is the start of the other: `Less` when the first is.
+    Prefix(std::cmp::Ordering),
+}
+
 /// Compares the concatenations of two lists of byte strings, without making
 /// them.
-fn cmp_concatenated(a: &[&[u8]], b: &[&[u8]]) -> std::cmp::Ordering {
+fn cmp_concatenated(a: &[&[u8]], b: &[&[u8]]) -> Concatenated {
     use std::cmp::Ordering;
     let mut a = a.iter().copied().filter(|s| !s.is_empty());
     let mut b = b.iter().copied().filter(|s| !s.is_empty());
@@ -490,15 +512,15 @@ fn cmp_concatenated(a: &[&[u8]], b: &[&[u8]]) -> std::cmp::Ordering {
             y = b.next().unwrap_or_default();
         }
         match (x.is_empty(), y.is_empty()) {
-            (true, true) => return Ordering::Equal,
-            (true, false) => return Ordering::Less,
-            (false, true) => return Ordering::Greater,
+            (true, true) => return Concatenated::Same,
+            (true, false) => return Concatenated::Prefix(Ordering::Less),
+            (false, true) => return Concatenated::Prefix(Ordering::Greater),
             (false, false) => {}
         }
         let n = x.len().min(y.len());
         match x[..n].cmp(&y[..n]) {
             Ordering::Equal => (x, y) = (&x[n..], &y[n..]),
-            unequal => return unequal,
+            unequal => return Concatenated::Differ(unequal),
         }
     }
 }
