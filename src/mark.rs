@@ -591,8 +591,17 @@ async fn read_manifests(
     // tag target), until none is left: one more round per level of nesting,
     // and none at all on a registry 2.1.0 never wrote.
     let mut batch = ids;
-    let mut children_round = false;
+    // Read because a manifest pinned by scan mentions them, and no index
+    // lists them: likely layers. Read up to the size 2.8 takes a manifest at
+    // (one larger is kept unread), kept out of the manifest cache, and one
+    // that is no JSON object and does not match its digest is no manifest:
+    // kept unread, as its mention pins it, rather than stopping every run
+    // on a corrupt layer.
+    let mut speculative = DigestSet::with_len(inv.digests.len());
+    let mut limit = opts.max_manifest_bytes;
+    let speculative = &mut speculative;
     while !batch.is_empty() {
+        let is_speculative = &*speculative;
         let mut reads = match &opts.cache {
             // Without a cache (on a filesystem, or turned off), reads in the
             // store's batches.
@@ -600,7 +609,7 @@ async fn read_manifests(
                 let keys = batch
                     .into_iter()
                     .map(|id| (id, layout::blob_data_key(inv.digests.get(id))));
-                get_many(storage, keys, opts.max_manifest_bytes, opts.concurrency)
+                get_many(storage, keys, limit, opts.concurrency)
                     .map(|(id, key, result)| (id, key, result, false))
                     .boxed()
             }
@@ -608,7 +617,7 @@ async fn read_manifests(
                 .map(move |id| async move {
                     let digest = *inv.digests.get(id);
                     let key = layout::blob_data_key(&digest);
-                    let (lookup, limit) = (cache.clone(), opts.max_manifest_bytes);
+                    let lookup = cache.clone();
                     // The cache knows a manifest's content, not that its blob is
                     // still there: only the listing does, and only where it saw
                     // the blob's data. One it named by its directory alone (a
@@ -616,7 +625,7 @@ async fn read_manifests(
                     // such a run never takes from the cache, so it does not write
                     // to it either (a file and a sync per manifest, for nothing).
                     if !inv.blob(id).is_some_and(|b| b.is_stated()) {
-                        let result = storage.get(&key, opts.max_manifest_bytes).await;
+                        let result = storage.get(&key, limit).await;
                         return (id, key, result, false);
                     }
                     let hit = tokio::task::spawn_blocking(move || lookup.get(&digest, limit))
@@ -627,8 +636,7 @@ async fn read_manifests(
                         // the limit is the manifest's, wherever it was read from:
                         // a warm cache must not let a run through that a cold one stops
                         let size = bytes.len() as u64;
-                        if size > opts.max_manifest_bytes {
-                            let limit = opts.max_manifest_bytes;
+                        if size > limit {
                             let e = StorageError::TooLarge {
                                 key: key.clone(),
                                 size,
@@ -638,8 +646,12 @@ async fn read_manifests(
                         }
                         return (id, key, Ok(bytes), true);
                     }
-                    let result = storage.get(&key, opts.max_manifest_bytes).await;
-                    if let Ok(bytes) = &result {
+                    let result = storage.get(&key, limit).await;
+                    if let Some(bytes) = result
+                        .as_ref()
+                        .ok()
+                        .filter(|_| !is_speculative.contains(id))
+                    {
                         let (cache, bytes) = (cache.clone(), bytes.clone());
                         let _ =
                             tokio::task::spawn_blocking(move || cache.put(&digest, &bytes)).await;
@@ -678,6 +690,14 @@ async fn read_manifests(
             if !cached {
                 let actual = Digest::from_bytes(Sha256::digest(&bytes).into());
                 if actual != *inv.digests.get(id) {
+                    if speculative.contains(id) && !json_object(&bytes) {
+                        marks.warnings.push(Warning::new(
+                            &key,
+                            "a manifest of a shape registry-gc does not know mentions this blob, \
+                             which does not match its digest and is no manifest: kept, unread",
+                        ));
+                        continue;
+                    }
                     if on_corrupt == OnCorrupt::Stop {
                         return Err(MarkError::DigestMismatch {
                             key,
@@ -700,13 +720,10 @@ async fn read_manifests(
             }
             marks.manifest_bytes_read += bytes.len() as u64;
             let refs = manifest::parse(&bytes);
-            // After the first round, what is read is a child a manifest
-            // pinned by scan may list, and such a manifest names its layers
-            // too: a blob that is no JSON object is one of those, kept with
-            // what it mentions, and not worth a warning.
-            let not_a_manifest =
-                children_round && bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{');
-            if refs.is_pinned_by_scan() && !not_a_manifest {
+            // A blob read only because a manifest pinned by scan mentions
+            // it is most likely a layer or a config: kept with what it
+            // mentions, and not worth a warning.
+            if refs.is_pinned_by_scan() && !speculative.contains(id) {
                 let msg = match refs.kind {
                     ManifestKind::Unknown => "manifest has a shape registry-gc does not know (the fields of no kind, or of two)",
                     _ => "manifest could not be parsed (Unparseable)",
@@ -727,8 +744,8 @@ async fn read_manifests(
         }
         drop(reads);
         marks.index();
-        children_round = true;
-        batch = layer_linked_children(inv, marks, &mut seen);
+        limit = limit.min(REGISTRY_MANIFEST_LIMIT);
+        batch = layer_linked_children(inv, marks, &mut seen, speculative);
         progress.inc_length(batch.len() as u64);
         for id in &batch {
             legacy.insert(*id);
@@ -737,14 +754,28 @@ async fn read_manifests(
     Ok(())
 }
 
+/// Whether `bytes` start as a JSON object does (as every manifest does).
+fn json_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 /// The children of the indexes read so far (and of the manifests pinned by
 /// scan, whose every mentioned digest may be one) that their repository links
 /// only through `_layers`, have a blob, and were not read yet (`seen`). 2.8's
 /// manifest store tries a repository's revision link, then its layer link
 /// (2.1.0 linked manifests there): such a child is served, config and layers
 /// with it. An index counts as served in a repository that links it either way.
-fn layer_linked_children(inv: &Inventory, marks: &Marks, seen: &mut DigestSet) -> Vec<DigestId> {
+///
+/// Those no index lists (only manifests pinned by scan mention them: most are
+/// their layers and configs) are also put in `speculative`.
+fn layer_linked_children(
+    inv: &Inventory,
+    marks: &Marks,
+    seen: &mut DigestSet,
+    speculative: &mut DigestSet,
+) -> Vec<DigestId> {
     let mut out = Vec::new();
+    let mut listed_by_index = DigestSet::with_len(inv.digests.len());
     // indexes are few: links are matched against them, not looked up each
     let indexes = marks.listing_children(inv.digests.len());
     for repo in &inv.repositories {
@@ -759,14 +790,20 @@ fn layer_linked_children(inv: &Inventory, marks: &Marks, seen: &mut DigestSet) -
                 continue;
             };
             for c in refs.children {
-                if !repo.has_revision(*c)
-                    && repo.has_layer_link(*c)
-                    && inv.has_blob(*c)
-                    && seen.insert(*c)
-                {
-                    out.push(*c);
+                if !repo.has_revision(*c) && repo.has_layer_link(*c) && inv.has_blob(*c) {
+                    if refs.kind == ManifestKind::Index {
+                        listed_by_index.insert(*c);
+                    }
+                    if seen.insert(*c) {
+                        out.push(*c);
+                    }
                 }
             }
+        }
+    }
+    for c in &out {
+        if !listed_by_index.contains(*c) {
+            speculative.insert(*c);
         }
     }
     out

@@ -608,3 +608,58 @@ fn unknown_shape_pins_escaped_digests_after_a_huge_number() {
         "{d}, mentioned by the unknown manifest {m} (tagged v1), was deleted; parse gave {refs:?}"
     );
 }
+
+/// A manifest of a shape registry-gc does not know (the fields of two kinds)
+/// names a config and layers its repository links: each may be an index's
+/// child 2.8 serves through that link, so they are read, but one that is no
+/// manifest is not warned about, and a layer whose bytes do not match its
+/// digest (bit rot) stops no collection: it is kept, with a warning naming it.
+#[test]
+fn the_blobs_an_unknown_shape_names_are_read_quietly_and_a_corrupt_layer_stops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let config = tree::write_blob(root, b"{}");
+    let layer = tree::write_blob(root, b"\x1f\x8b\x08\x00 a gzip layer");
+    let corrupt = tree::write_blob(root, b"\x1f\x8b\x08\x00 a layer before bit rot");
+    let corrupt_key = tree::blob_key_for_digest(&corrupt);
+    tree::write_key(
+        root,
+        &corrupt_key,
+        b"\x1f\x8b\x08\x00 a layer after bit rot!",
+    );
+    let descriptor = |d: &str| format!(r#"{{"mediaType":"x","size":1,"digest":"{d}"}}"#);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{DOCKER_SCHEMA2_MT}","config":{},"layers":[{},{}],"manifests":[]}}"#,
+        descriptor(&config),
+        descriptor(&layer),
+        descriptor(&corrupt)
+    );
+    tree::write_manifest(root, "odd", Some("v1"), manifest.as_bytes());
+    for d in [&config, &layer, &corrupt] {
+        tree::write_layer_link(root, "odd", d);
+    }
+    let orphan = tree::write_blob(root, b"a layer nothing names");
+    tree::age_tree(root, Duration::from_secs(7200));
+    for flags in [&["--force"][..], &["--force", "--delete-untagged"][..]] {
+        let out = gc(root, flags, 0);
+        let said = stdout(&out);
+        assert_eq!(
+            said.matches("manifest has a shape registry-gc does not know")
+                .count(),
+            1,
+            "{flags:?}: the config read as a possible child was warned about: {said}"
+        );
+        assert!(!said.contains("could not be parsed"), "{flags:?}: {said}");
+        assert!(
+            said.contains(&corrupt_key) && said.contains("does not match its digest"),
+            "{flags:?}: {said}"
+        );
+        for d in [&config, &layer, &corrupt] {
+            assert!(
+                tree::key_path(root, &tree::blob_key_for_digest(d)).is_file(),
+                "{flags:?}: {d} was deleted"
+            );
+        }
+        assert!(!tree::key_path(root, &tree::blob_key_for_digest(&orphan)).exists());
+    }
+}
