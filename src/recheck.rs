@@ -100,6 +100,35 @@ struct Recent {
 }
 
 impl Recent {
+    /// A recent layer link to a manifest an index lists serves it in that
+    /// repository (2.8 reads a manifest through its layer link too): it is
+    /// followed as a manifest, what it references kept with it. `children`
+    /// caches the set of listed children between calls.
+    fn follow_linked_children(
+        &mut self,
+        inv: &Inventory,
+        marks: &Marks,
+        children: &mut Option<DigestSet>,
+    ) {
+        if self.blobs.is_empty() {
+            return;
+        }
+        let children = children.get_or_insert_with(|| {
+            let mut set = DigestSet::with_len(inv.digests.len());
+            marks.listed_children().for_each(|c| {
+                set.insert(c);
+            });
+            set
+        });
+        let served: Vec<(String, Digest)> = self
+            .blobs
+            .iter()
+            .filter(|(_, d)| inv.digests.find(d).is_some_and(|id| children.contains(id)))
+            .cloned()
+            .collect();
+        self.manifests.extend(served);
+    }
+
     fn note(&mut self, key: &str) {
         self.keys += 1;
         match layout::classify(key) {
@@ -174,25 +203,7 @@ pub async fn recheck_each(
         if recent.keys == 0 {
             continue;
         }
-        // A recent layer link to a manifest an index lists serves it in that
-        // repository (2.8 reads a manifest through its layer link too): it
-        // is followed as a manifest, what it references kept with it.
-        if !recent.blobs.is_empty() {
-            let children = listed_children.get_or_insert_with(|| {
-                let mut set = DigestSet::with_len(inv.digests.len());
-                marks.listed_children().for_each(|c| {
-                    set.insert(c);
-                });
-                set
-            });
-            let served: Vec<(String, Digest)> = recent
-                .blobs
-                .iter()
-                .filter(|(_, d)| inv.digests.find(d).is_some_and(|id| children.contains(id)))
-                .cloned()
-                .collect();
-            recent.manifests.extend(served);
-        }
+        recent.follow_linked_children(inv, marks, &mut listed_children);
         let reached = reach(
             storage,
             inv,
@@ -256,10 +267,11 @@ pub async fn check_after_sweep(
     opts: &RecheckOptions,
 ) -> Result<Vec<BrokenByRace>, RecheckError> {
     let mut outcomes = [RecheckOutcome::default()];
-    let recent = list_recent(storage, inv, marks, &[done], opts, &mut outcomes)
+    let mut recent = list_recent(storage, inv, marks, &[done], opts, &mut outcomes)
         .await?
         .pop()
         .expect("a listing per plan");
+    recent.follow_linked_children(inv, marks, &mut None);
     let [mut outcome] = outcomes;
     let deleted = |t: Target| done.find(inv, t).is_some();
     let mut named: Vec<BrokenByRace> = Vec::new();
@@ -1056,13 +1068,12 @@ mod tests {
         );
     }
 
-    /// An index lists a child with no link in its repository (2.8 serves no
-    /// such child there, and the plan deletes its layers); a layer link to
-    /// the child written during the run makes 2.8 serve it: its layers stay.
-    #[tokio::test]
-    async fn a_layer_link_written_during_the_run_to_an_index_child_keeps_what_the_child_references()
-    {
-        let disk = Disk(tempfile::tempdir().unwrap());
+    /// A registry whose tagged index `a:v1` lists a child with no link in
+    /// `a` (2.8 serves no such child there, so a plan deletes its config and
+    /// layer), loaded; the child, and its config's and layer's digests.
+    async fn an_index_listing_an_unlinked_child(
+        disk: &Disk,
+    ) -> (FsStorage, Inventory, Marks, Digest, [Digest; 2]) {
         let child = disk.image("child");
         let digest_of = |b: &[u8]| Digest::from_bytes(Sha256::digest(b).into());
         let child_blobs = [
@@ -1088,45 +1099,96 @@ mod tests {
         let (inv, marks, _) = inspect::load(&storage, &read, None, false, &Progress::new(false))
             .await
             .unwrap();
-        let opts = |delete_untagged| PlanOptions {
+        (storage, inv, marks, child, child_blobs)
+    }
+
+    fn plan_options(delete_untagged: bool) -> PlanOptions {
+        PlanOptions {
             delete_untagged,
             min_age_ms: 3_600_000,
             upload_max_age_ms: 7 * 86_400_000,
             delete_empty_repositories: false,
             now_ms: crate::storage::system_time_ms(std::time::SystemTime::now()),
             unstated_are_old: false,
-        };
-        let deleted_blobs = |p: &Plan| {
-            p.deletions
-                .iter()
-                .filter_map(|d| match d.target(&inv) {
-                    Target::Blob(id) => Some(*inv.digests.get(id)),
-                    _ => None,
-                })
-                .collect::<HashSet<Digest>>()
-        };
+        }
+    }
+
+    fn recheck_options(delete_untagged: bool) -> RecheckOptions {
+        RecheckOptions {
+            fence: plan_options(delete_untagged).fence(),
+            concurrency: 4,
+            max_manifest_bytes: 1 << 20,
+        }
+    }
+
+    fn deleted_blobs(inv: &Inventory, p: &Plan) -> HashSet<Digest> {
+        p.deletions
+            .iter()
+            .filter_map(|d| match d.target(inv) {
+                Target::Blob(id) => Some(*inv.digests.get(id)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A layer link to the unlinked child written during the run makes 2.8
+    /// serve it: the re-check keeps its config and layer.
+    #[tokio::test]
+    async fn a_layer_link_written_during_the_run_to_an_index_child_keeps_what_the_child_references()
+    {
+        let disk = Disk(tempfile::tempdir().unwrap());
+        let (storage, inv, marks, child, child_blobs) =
+            an_index_listing_an_unlinked_child(&disk).await;
         disk.link(&layout::layer_link_key("a", &child), child, true);
         for delete_untagged in [false, true] {
-            let mut plan = plan::plan(&inv, &marks, &opts(delete_untagged));
+            let mut plan = plan::plan(&inv, &marks, &plan_options(delete_untagged));
             assert_eq!(
-                deleted_blobs(&plan),
+                deleted_blobs(&inv, &plan),
                 HashSet::from(child_blobs),
                 "-m {delete_untagged}: the child's config and layer are garbage when listed"
             );
-            let recheck_opts = RecheckOptions {
-                fence: opts(delete_untagged).fence(),
-                concurrency: 4,
-                max_manifest_bytes: 1 << 20,
-            };
-            recheck(&storage, &inv, &marks, &mut plan, &recheck_opts)
-                .await
-                .unwrap();
+            recheck(
+                &storage,
+                &inv,
+                &marks,
+                &mut plan,
+                &recheck_options(delete_untagged),
+            )
+            .await
+            .unwrap();
             assert_eq!(
-                deleted_blobs(&plan),
+                deleted_blobs(&inv, &plan),
                 HashSet::new(),
                 "-m {delete_untagged}: the child is served through its new layer link"
             );
         }
+    }
+
+    /// The same link written after the re-check, before the child's layer is
+    /// deleted: the look after the sweep names the child as broken.
+    #[tokio::test]
+    async fn a_layer_link_to_an_index_child_written_in_the_sweeps_window_is_named_broken() {
+        let disk = Disk(tempfile::tempdir().unwrap());
+        let (storage, inv, marks, child, child_blobs) =
+            an_index_listing_an_unlinked_child(&disk).await;
+        let done = plan::plan(&inv, &marks, &plan_options(false));
+        assert_eq!(deleted_blobs(&inv, &done), HashSet::from(child_blobs));
+        for d in &child_blobs {
+            std::fs::remove_file(disk.0.path().join(layout::blob_data_key(d))).unwrap();
+        }
+        disk.link(&layout::layer_link_key("a", &child), child, true);
+        let broken = check_after_sweep(&storage, &inv, &marks, &done, &recheck_options(false))
+            .await
+            .unwrap();
+        let named: HashSet<(String, String)> = broken
+            .iter()
+            .map(|b| (b.reference(), b.blob.clone()))
+            .collect();
+        let expected: HashSet<(String, String)> = child_blobs
+            .iter()
+            .map(|d| (format!("a@{child}"), d.to_string()))
+            .collect();
+        assert_eq!(named, expected, "{broken:?}");
     }
 
     #[test]
