@@ -147,13 +147,15 @@ impl FsStorage {
     }
 }
 
-/// Sets a file's mtime to now (its access time left as it is).
+/// Sets a file's mtime to now, and its access time with it: both set to now
+/// take write access to the file (a restorer in the registry's group), where
+/// setting the mtime alone takes its ownership.
 fn modified_now(path: &Path) -> io::Result<()> {
-    use rustix::fs::{Timespec, Timestamps, UTIME_NOW, UTIME_OMIT};
+    use rustix::fs::{Timespec, Timestamps, UTIME_NOW};
     let times = Timestamps {
         last_access: Timespec {
             tv_sec: 0,
-            tv_nsec: UTIME_OMIT,
+            tv_nsec: UTIME_NOW,
         },
         last_modification: Timespec {
             tv_sec: 0,
@@ -191,7 +193,12 @@ fn like_its_parent(dir: &Path, parent: &fs::Metadata) -> io::Result<()> {
     let mode = if made.uid() == parent.uid() && made.gid() == parent.gid() {
         parent.mode() & 0o7777
     } else {
-        widened_mode(made.mode(), parent.mode(), made.gid() == parent.gid())
+        widened_mode(
+            made.mode(),
+            parent.mode(),
+            made.uid() == parent.uid(),
+            made.gid() == parent.gid(),
+        )
     };
     fs::set_permissions(dir, fs::Permissions::from_mode(mode))
 }
@@ -199,13 +206,18 @@ fn like_its_parent(dir: &Path, parent: &fs::Metadata) -> io::Result<()> {
 /// The mode of a directory that is not its parent's own (see
 /// [`like_its_parent`]): never narrower than `made` (the umask's, under which
 /// the restorer has at least owner access, to put the key in) or `parent`.
-/// The registry's user, the parent's owner, now reaches it as a member of its
-/// group (a registry's user is of its own) when it has the parent's group,
-/// which then gets the parent owner's bits; otherwise as one of the others.
-fn widened_mode(made: u32, parent: u32, same_group: bool) -> u32 {
+/// The registry's user, the parent's owner, reaches it as its owner when the
+/// restorer is that user (nothing more to give: the others' bits are not
+/// widened, a directory left open to anyone would stay so were the parent
+/// opened later), else as a member of its group (a registry's user is of its
+/// own) when it has the parent's group, which then gets the parent owner's
+/// bits; otherwise as one of the others.
+fn widened_mode(made: u32, parent: u32, same_owner: bool, same_group: bool) -> u32 {
     let mut mode = (made & 0o7777) | (parent & 0o777);
     let owner = (parent & 0o700) >> 6;
-    if same_group {
+    if same_owner {
+        // the registry's own: its owner's bits are what it uses
+    } else if same_group {
         mode |= owner << 3;
     } else if parent & 0o001 == 0 {
         // a parent that others cannot pass through: only its owner, its
@@ -1444,6 +1456,30 @@ mod tests {
         assert!(err.contains("could not set the modification time"), "{err}");
     }
 
+    /// A restorer in the registry's group, with write access to the
+    /// quarantined file but not its owner, dates it (both times set to now
+    /// take write access; the mtime alone took ownership) and puts it back.
+    #[test]
+    fn a_restorer_with_write_access_dates_and_restores_a_key_it_does_not_own() {
+        if skip_unless_root() {
+            return;
+        }
+        let (dir, storage) = registry_owned_tree();
+        let quarantined = dir.path().join(QUARANTINED);
+        fs::set_permissions(&quarantined, fs::Permissions::from_mode(0o664)).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        filetime::set_file_mtime(&quarantined, filetime::FileTime::from_system_time(old)).unwrap();
+        let moved = as_ops(&[REGISTRY_GROUP], || {
+            storage.move_one(QUARANTINED, BLOB, MoveMode::KeepExisting)
+        });
+        assert_eq!(moved.unwrap(), Moved::Moved);
+        let restored = fs::metadata(dir.path().join(BLOB)).unwrap();
+        let age = std::time::SystemTime::now()
+            .duration_since(restored.modified().unwrap())
+            .unwrap_or_default();
+        assert!(age.as_secs() < 600, "restored undated: {age:?} old");
+    }
+
     /// A restorer that is not root makes the directories the sweep removed,
     /// and cannot give them to the registry's user. Given the parent's mode
     /// as they were (`ops:ops 0770` under `registry:registry 0770`) they shut
@@ -1487,14 +1523,18 @@ mod tests {
     #[test]
     fn a_directory_not_the_parents_own_is_never_narrowed() {
         // the parent's group: its owner's access for the group
-        assert_eq!(widened_mode(0o755, 0o750, true), 0o775);
-        assert_eq!(widened_mode(0o700, 0o750, true), 0o770);
+        assert_eq!(widened_mode(0o755, 0o750, false, true), 0o775);
+        assert_eq!(widened_mode(0o700, 0o750, false, true), 0o770);
         // not its group, a parent closed to others: the owner's for others
-        assert_eq!(widened_mode(0o700, 0o750, false), 0o757);
+        assert_eq!(widened_mode(0o700, 0o750, false, false), 0o757);
         // a parent open to others: the union, never world-writable
-        assert_eq!(widened_mode(0o755, 0o755, false), 0o755);
-        assert_eq!(widened_mode(0o700, 0o775, false), 0o775);
+        assert_eq!(widened_mode(0o755, 0o755, false, false), 0o755);
+        assert_eq!(widened_mode(0o700, 0o775, false, false), 0o775);
         // the umask's own bits and a set-group-id bit stay
-        assert_eq!(widened_mode(0o2755, 0o750, true), 0o2775);
+        assert_eq!(widened_mode(0o2755, 0o750, false, true), 0o2775);
+        // the registry's user restoring, its group not the parent's: the
+        // directory is its own, and nothing is opened to others
+        assert_eq!(widened_mode(0o700, 0o750, true, false), 0o750);
+        assert_eq!(widened_mode(0o755, 0o700, true, false), 0o755);
     }
 }
