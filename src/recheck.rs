@@ -982,6 +982,19 @@ mod tests {
         fn link(&self, key: &str, d: Digest, young: bool) {
             self.put(key, d.to_string().as_bytes(), young);
         }
+        /// Lists and marks the registry, as a run's first phases do.
+        async fn load(&self) -> (FsStorage, Inventory, Marks) {
+            let storage = FsStorage::open(self.0.path()).unwrap();
+            let read = ReadSettings {
+                concurrency: 4,
+                max_manifest_bytes: 1 << 20,
+            };
+            let (inv, marks, _) =
+                inspect::load(&storage, &read, None, false, &Progress::new(false))
+                    .await
+                    .unwrap();
+            (storage, inv, marks)
+        }
     }
 
     #[tokio::test]
@@ -993,32 +1006,13 @@ mod tests {
         disk.link(&layout::tag_current_key("a", "v1"), tagged, false);
         disk.link(&layout::tag_index_key("a", "v1", &tagged), tagged, false);
         disk.link(&layout::revision_key("a", &untagged), untagged, false);
-        let storage = FsStorage::open(disk.0.path()).unwrap();
-        let read = ReadSettings {
-            concurrency: 4,
-            max_manifest_bytes: 1 << 20,
-        };
-        let (inv, marks, _) = inspect::load(&storage, &read, None, false, &Progress::new(false))
-            .await
-            .unwrap();
-        let opts = |delete_untagged| PlanOptions {
-            delete_untagged,
-            min_age_ms: 3_600_000,
-            upload_max_age_ms: 7 * 86_400_000,
-            delete_empty_repositories: false,
-            now_ms: crate::storage::system_time_ms(std::time::SystemTime::now()),
-            unstated_are_old: false,
-        };
-        let plans = || [false, true].map(|m| plan::plan(&inv, &marks, &opts(m)));
+        let (storage, inv, marks) = disk.load().await;
+        let plans = || [false, true].map(|m| plan::plan(&inv, &marks, &plan_options(m)));
         // after the listing: a push of the untagged image to `b`, and of the
         // orphan as a layer to `c`
         disk.link(&layout::revision_key("b", &untagged), untagged, true);
         disk.link(&layout::layer_link_key("c", &orphan), orphan, true);
-        let recheck_opts = RecheckOptions {
-            fence: opts(false).fence(),
-            concurrency: 4,
-            max_manifest_bytes: 1 << 20,
-        };
+        let recheck_opts = recheck_options(false);
 
         let lists = || storage.counts().totals().list;
         let mut alone = plans();
@@ -1091,14 +1085,7 @@ mod tests {
         disk.link(&layout::revision_key("a", &index), index, false);
         disk.link(&layout::tag_current_key("a", "v1"), index, false);
         disk.link(&layout::tag_index_key("a", "v1", &index), index, false);
-        let storage = FsStorage::open(disk.0.path()).unwrap();
-        let read = ReadSettings {
-            concurrency: 4,
-            max_manifest_bytes: 1 << 20,
-        };
-        let (inv, marks, _) = inspect::load(&storage, &read, None, false, &Progress::new(false))
-            .await
-            .unwrap();
+        let (storage, inv, marks) = disk.load().await;
         (storage, inv, marks, child, child_blobs)
     }
 

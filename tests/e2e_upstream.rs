@@ -235,16 +235,7 @@ fn linked_as_a_layer(reg: &Registry, root: &std::path::Path, seed: &str) -> Imag
         image.media_type(),
         &image.manifest_bytes(),
     );
-    std::fs::remove_dir_all(tree::v2_dir(root).join(format!(
-        "repositories/legacy/_manifests/revisions/sha256/{}",
-        &digest[7..]
-    )))
-    .unwrap();
-    tree::write_link(
-        root,
-        &format!("repositories/legacy/_layers/sha256/{}/link", &digest[7..]),
-        &digest,
-    );
+    tree::relink_through_layers(root, "legacy", &digest);
     image
 }
 
@@ -297,16 +288,7 @@ fn an_index_child_linked_as_a_layer_stays_pullable() {
     let orphan = http::upload_blob(reg.url(), "legacy", b"a layer nothing names");
     drop(reg);
     let child = &children[1].digest;
-    std::fs::remove_dir_all(tree::v2_dir(dir.path()).join(format!(
-        "repositories/legacy/_manifests/revisions/sha256/{}",
-        &child[7..]
-    )))
-    .unwrap();
-    tree::write_link(
-        dir.path(),
-        &format!("repositories/legacy/_layers/sha256/{}/link", &child[7..]),
-        child,
-    );
+    tree::relink_through_layers(dir.path(), "legacy", child);
     tree::age_tree(dir.path(), Duration::from_secs(7200));
     let reg = Registry::start(dir.path());
     http::pull_verify(reg.url(), "legacy", "multi")
@@ -357,12 +339,7 @@ fn children_served_through_layer_links_under_odd_or_nested_indexes_stay_pullable
     let orphan = http::upload_blob(reg.url(), "nested", b"a layer nothing names");
     drop(reg);
     for (repo, child) in [("odd", &odd_child.digest), ("nested", &middle.digest)] {
-        std::fs::remove_dir_all(tree::v2_dir(dir.path()).join(format!(
-            "repositories/{repo}/_manifests/revisions/sha256/{}",
-            &child[7..]
-        )))
-        .unwrap();
-        tree::write_layer_link(dir.path(), repo, child);
+        tree::relink_through_layers(dir.path(), repo, child);
     }
     tree::age_tree(dir.path(), Duration::from_secs(7200));
     let reg = Registry::start(dir.path());

@@ -398,6 +398,19 @@ pub fn write_layer_link(root: &Path, repo: &str, digest: &str) {
     write_link(root, &layer_link_key(repo, digest), digest);
 }
 
+/// Links manifest `digest` in `repo` as distribution 2.1.0 did, through
+/// `_layers` instead of a revision: removes its revision directory and
+/// writes its layer link (2.8 still serves it through that link).
+pub fn relink_through_layers(root: &Path, repo: &str, digest: &str) {
+    std::fs::remove_dir_all(
+        key_path(root, &revision_link_key(repo, digest))
+            .parent()
+            .unwrap(),
+    )
+    .unwrap();
+    write_layer_link(root, repo, digest);
+}
+
 /// Points `tag` at `digest`: writes `current/link` and the `index/sha256/<hex>/link` entry.
 pub fn write_tag(root: &Path, repo: &str, tag: &str, digest: &str) {
     write_link(root, &tag_current_link_key(repo, tag), digest);
