@@ -352,18 +352,7 @@ fn an_interrupted_quarantine_is_restored_from_its_record() {
     let root = copy.path();
     let root_s = root.display().to_string();
     let before = tree::snapshot(root);
-    let report = root.join("../interrupted-report.json");
-    let report_s = report.display().to_string();
-    gc(
-        root,
-        &strs(&flags(&["--quarantine", "--report", &report_s])),
-        0,
-    );
-    let run_id = collector::read_report(&report)["quarantine_run"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    std::fs::remove_file(&report).unwrap();
+    let run_id = quarantine_run(root);
     // undo half of the moves by hand and mark the record as still moving: the
     // state a killed run leaves
     let run_dir = root.join(QUARANTINE).join(&run_id);
@@ -403,18 +392,7 @@ fn restore_never_replaces_a_key_the_registry_has_again() {
     let copy = aged_copy(&sc);
     let root = copy.path();
     let root_s = root.display().to_string();
-    let report = root.join("../live-report.json");
-    let report_s = report.display().to_string();
-    gc(
-        root,
-        &strs(&flags(&["--quarantine", "--report", &report_s])),
-        0,
-    );
-    let run_id = collector::read_report(&report)["quarantine_run"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    std::fs::remove_file(&report).unwrap();
+    let run_id = quarantine_run(root);
     let run_dir = root.join(QUARANTINE).join(&run_id);
     let blob = tree::keys(&run_dir)
         .into_iter()
@@ -1027,19 +1005,7 @@ fn restored_directories_belong_to_the_registry_user() {
     std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     assert!(dirs_not_like(&root.join("docker"), REGISTRY_UID, 0o755).is_empty());
 
-    let out = tempfile::tempdir().unwrap();
-    let report = out.path().join("report.json");
-    let report_s = report.display().to_string();
-    gc(
-        root,
-        &strs(&flags(&["--quarantine", "--report", &report_s])),
-        0,
-    );
-    let run_id = collector::read_report(&report)["quarantine_run"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    std::fs::remove_file(&report).unwrap();
+    let run_id = quarantine_run(root);
 
     // root's umask hardened, as some distributions ship it
     let restore = std::process::Command::new("sh")
@@ -1080,18 +1046,7 @@ fn a_restored_image_is_a_fresh_write_the_next_collection_keeps() {
     let copy = aged_copy(&sc);
     let root = copy.path();
     let root_s = root.display().to_string();
-    let report = root.join("../fresh-report.json");
-    let report_s = report.display().to_string();
-    gc(
-        root,
-        &strs(&flags(&["--quarantine", "--report", &report_s])),
-        0,
-    );
-    let run_id = collector::read_report(&report)["quarantine_run"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    std::fs::remove_file(&report).unwrap();
+    let run_id = quarantine_run(root);
     let restored = tree::keys(&root.join(QUARANTINE).join(&run_id));
     expect(&["restore", &root_s, &run_id], 0);
 
