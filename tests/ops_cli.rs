@@ -935,23 +935,30 @@ fn max_manifest_size_applies_to_manifests_from_the_cache() {
 
 // ---------------------------------------------------------------- --registry-config
 
-/// Every command that reads a registry takes `--registry-config FILE` in place
-/// of STORAGE, `restore` with its run id as the lone positional (as with
-/// `[storage] url` in `--config`); STORAGE and `--registry-config` together
-/// are a usage error.
-#[test]
-fn every_command_takes_registry_config_in_place_of_storage() {
+/// A copy of the sample registry, and a directory holding `config.yml`, the
+/// registry's configuration of it (filesystem driver).
+fn sample_with_registry_config() -> (tempfile::TempDir, tempfile::TempDir) {
     let reg = sample_copy();
     let dir = tempfile::tempdir().unwrap();
-    let yml = dir.path().join("config.yml");
     std::fs::write(
-        &yml,
+        dir.path().join("config.yml"),
         format!(
             "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
             reg.path().display()
         ),
     )
     .unwrap();
+    (reg, dir)
+}
+
+/// Every command that reads a registry takes `--registry-config FILE` in place
+/// of STORAGE, `restore` with its run id as the lone positional (as with
+/// `[storage] url` in `--config`); STORAGE and `--registry-config` together
+/// are a usage error.
+#[test]
+fn every_command_takes_registry_config_in_place_of_storage() {
+    let (reg, dir) = sample_with_registry_config();
+    let yml = dir.path().join("config.yml");
     let y = yml.to_str().unwrap();
     let ok = |out: &Output, what: &str| {
         assert_eq!(
@@ -1055,17 +1062,8 @@ fn every_command_takes_registry_config_in_place_of_storage() {
 fn registry_config_with_a_variable_that_is_not_utf8() {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
-    let reg = sample_copy();
-    let dir = tempfile::tempdir().unwrap();
+    let (_reg, dir) = sample_with_registry_config();
     let yml = dir.path().join("config.yml");
-    std::fs::write(
-        &yml,
-        format!(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
-            reg.path().display()
-        ),
-    )
-    .unwrap();
     let du = |name: &str| {
         let mut cmd = Command::new(binary());
         cmd.args(["-q", "du", "--registry-config", yml.to_str().unwrap()])
