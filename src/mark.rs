@@ -598,18 +598,36 @@ async fn read_manifests(
     // kept unread, as its mention pins it, rather than stopping every run
     // on a corrupt layer.
     let mut speculative = DigestSet::with_len(inv.digests.len());
-    let mut limit = opts.max_manifest_bytes;
     let speculative = &mut speculative;
     while !batch.is_empty() {
         let is_speculative = &*speculative;
+        let limit_of = move |id: DigestId| {
+            if is_speculative.contains(id) {
+                opts.max_manifest_bytes.min(REGISTRY_MANIFEST_LIMIT)
+            } else {
+                opts.max_manifest_bytes
+            }
+        };
         let mut reads = match &opts.cache {
             // Without a cache (on a filesystem, or turned off), reads in the
-            // store's batches.
+            // store's batches: the manifests, then the blobs read on
+            // speculation, with their lower limit.
             None => {
-                let keys = batch
+                let (blobs, manifests): (Vec<DigestId>, Vec<DigestId>) = batch
                     .into_iter()
-                    .map(|id| (id, layout::blob_data_key(inv.digests.get(id))));
-                get_many(storage, keys, limit, opts.concurrency)
+                    .partition(|id| is_speculative.contains(*id));
+                let keyed = |ids: Vec<DigestId>| {
+                    ids.into_iter()
+                        .map(|id| (id, layout::blob_data_key(inv.digests.get(id))))
+                };
+                let limit = opts.max_manifest_bytes;
+                get_many(storage, keyed(manifests), limit, opts.concurrency)
+                    .chain(get_many(
+                        storage,
+                        keyed(blobs),
+                        limit.min(REGISTRY_MANIFEST_LIMIT),
+                        opts.concurrency,
+                    ))
                     .map(|(id, key, result)| (id, key, result, false))
                     .boxed()
             }
@@ -618,6 +636,7 @@ async fn read_manifests(
                     let digest = *inv.digests.get(id);
                     let key = layout::blob_data_key(&digest);
                     let lookup = cache.clone();
+                    let limit = limit_of(id);
                     // The cache knows a manifest's content, not that its blob is
                     // still there: only the listing does, and only where it saw
                     // the blob's data. One it named by its directory alone (a
@@ -744,7 +763,6 @@ async fn read_manifests(
         }
         drop(reads);
         marks.index();
-        limit = limit.min(REGISTRY_MANIFEST_LIMIT);
         batch = layer_linked_children(inv, marks, &mut seen, speculative);
         progress.inc_length(batch.len() as u64);
         for id in &batch {

@@ -663,3 +663,38 @@ fn the_blobs_an_unknown_shape_names_are_read_quietly_and_a_corrupt_layer_stops_n
         assert!(!tree::key_path(root, &tree::blob_key_for_digest(&orphan)).exists());
     }
 }
+
+/// An index's child linked only through `_layers` and larger than the 4 MiB
+/// 2.8 takes in a push (an older registry wrote it; 2.8 serves it) is read up
+/// to `--max-manifest-size` like any manifest: its layer stays. Only blobs a
+/// manifest of unknown shape mentions are read no further than 4 MiB.
+#[test]
+fn a_layer_linked_index_child_over_4_mib_is_read_and_keeps_its_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let layer = tree::write_blob(root, b"\x1f\x8b\x08\x00 the large child's layer");
+    let config = tree::write_blob(root, b"{\"architecture\":\"amd64\"}");
+    let padding = "x".repeat((4 << 20) + 1024);
+    let child = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":1,"digest":"{config}"}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","size":1,"digest":"{layer}"}}],"annotations":{{"padding":"{padding}"}}}}"#
+    );
+    let child = tree::write_blob(root, child.as_bytes());
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","size":1,"digest":"{child}"}}]}}"#
+    );
+    tree::write_manifest(root, "big", Some("multi"), index.as_bytes());
+    for d in [&child, &config, &layer] {
+        tree::write_layer_link(root, "big", d);
+    }
+    tree::age_tree(root, Duration::from_secs(7200));
+    for flags in [&["--force"][..], &["--force", "--delete-untagged"][..]] {
+        let out = gc(root, flags, 0);
+        for d in [&child, &config, &layer] {
+            assert!(
+                tree::key_path(root, &tree::blob_key_for_digest(d)).is_file(),
+                "{flags:?}: {d} was deleted: {}",
+                stdout(&out)
+            );
+        }
+    }
+}
