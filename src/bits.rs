@@ -25,6 +25,17 @@ impl Bits {
         new
     }
 
+    /// Takes `i` out; returns whether it was in.
+    pub fn remove(&mut self, i: usize) -> bool {
+        let (w, bit) = (i / 64, 1u64 << (i % 64));
+        let Some(word) = self.words.get_mut(w) else {
+            return false;
+        };
+        let was = *word & bit != 0;
+        *word &= !bit;
+        was
+    }
+
     pub fn contains(&self, i: usize) -> bool {
         self.words
             .get(i / 64)
@@ -67,6 +78,8 @@ mod tests {
         assert!(s.insert(700));
         assert!(s.insert(63) && s.insert(64) && s.insert(0));
         assert!(s.contains(3) && s.contains(700) && !s.contains(4) && !s.contains(100_000));
+        assert!(s.insert(5) && s.remove(5) && !s.contains(5));
+        assert!(!s.remove(5) && !s.remove(100_000));
         assert_eq!(
             s.into_indexes().collect::<Vec<_>>(),
             vec![0, 3, 63, 64, 700]

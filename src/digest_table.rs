@@ -88,6 +88,11 @@ impl DigestSet {
         self.0.insert(id as usize)
     }
 
+    /// Takes `id` out; returns whether it was in.
+    pub fn remove(&mut self, id: DigestId) -> bool {
+        self.0.remove(id as usize)
+    }
+
     pub fn contains(&self, id: DigestId) -> bool {
         self.0.contains(id as usize)
     }

@@ -599,6 +599,9 @@ async fn read_manifests(
     // on a corrupt layer.
     let mut speculative = DigestSet::with_len(inv.digests.len());
     let speculative = &mut speculative;
+    // Speculative blobs kept unread as too large: read again, as manifests,
+    // should an index read later list one.
+    let mut skipped: Vec<DigestId> = Vec::new();
     while !batch.is_empty() {
         let is_speculative = &*speculative;
         let limit_of = move |id: DigestId| {
@@ -697,7 +700,10 @@ async fn read_manifests(
                 Err(StorageError::TooLarge { size, .. })
                     if legacy.contains(id) && size > REGISTRY_MANIFEST_LIMIT =>
                 {
-                    continue
+                    if speculative.contains(id) {
+                        skipped.push(id);
+                    }
+                    continue;
                 }
                 Err(e @ StorageError::TooLarge { .. }) => return Err(MarkError::TooLarge(e)),
                 Err(e) => return Err(MarkError::Read(e)),
@@ -763,7 +769,7 @@ async fn read_manifests(
         }
         drop(reads);
         marks.index();
-        batch = layer_linked_children(inv, marks, &mut seen, speculative);
+        batch = layer_linked_children(inv, marks, &mut seen, speculative, &mut skipped);
         progress.inc_length(batch.len() as u64);
         for id in &batch {
             legacy.insert(*id);
@@ -786,11 +792,16 @@ fn json_object(bytes: &[u8]) -> bool {
 ///
 /// Those no index lists (only manifests pinned by scan mention them: most are
 /// their layers and configs) are also put in `speculative`.
+///
+/// A speculative blob kept unread as too large (`skipped`) that an index
+/// read since lists is returned again, no longer speculative: it is read up
+/// to `--max-manifest-size`, as the manifest it may be.
 fn layer_linked_children(
     inv: &Inventory,
     marks: &Marks,
     seen: &mut DigestSet,
     speculative: &mut DigestSet,
+    skipped: &mut Vec<DigestId>,
 ) -> Vec<DigestId> {
     let mut out = Vec::new();
     let mut listed_by_index = DigestSet::with_len(inv.digests.len());
@@ -824,5 +835,13 @@ fn layer_linked_children(
             speculative.insert(*c);
         }
     }
+    skipped.retain(|c| {
+        let listed = listed_by_index.contains(*c);
+        if listed {
+            speculative.remove(*c);
+            out.push(*c);
+        }
+        !listed
+    });
     out
 }

@@ -698,3 +698,47 @@ fn a_layer_linked_index_child_over_4_mib_is_read_and_keeps_its_layer() {
         }
     }
 }
+
+/// The same large child, also mentioned by a manifest of unknown shape read
+/// first: read on speculation it is kept unread as too large, until the
+/// nested index that lists it is read; then it is read as the manifest it is,
+/// and its layer stays.
+#[test]
+fn a_large_child_first_met_as_a_mention_of_an_unknown_shape_is_read_once_an_index_lists_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let layer = tree::write_blob(root, b"\x1f\x8b\x08\x00 the large nested child's layer");
+    let config = tree::write_blob(root, b"{\"architecture\":\"arm64\"}");
+    let padding = "x".repeat((4 << 20) + 1024);
+    let child = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":1,"digest":"{config}"}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","size":1,"digest":"{layer}"}}],"annotations":{{"padding":"{padding}"}}}}"#
+    );
+    let child = tree::write_blob(root, child.as_bytes());
+    let index_of = |d: &str| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","size":1,"digest":"{d}"}}]}}"#
+        )
+    };
+    let inner = tree::write_blob(root, index_of(&child).as_bytes());
+    tree::write_manifest(root, "nest", Some("multi"), index_of(&inner).as_bytes());
+    // a manifest of unknown shape (an image's fields and an index's) naming
+    // the child among its layers
+    let odd = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{DOCKER_SCHEMA2_MT}","config":{{"mediaType":"x","size":1,"digest":"{config}"}},"layers":[{{"mediaType":"x","size":1,"digest":"{child}"}}],"manifests":[]}}"#
+    );
+    tree::write_manifest(root, "nest", Some("odd"), odd.as_bytes());
+    for d in [&inner, &child, &config, &layer] {
+        tree::write_layer_link(root, "nest", d);
+    }
+    tree::age_tree(root, Duration::from_secs(7200));
+    for flags in [&["--force"][..], &["--force", "--delete-untagged"][..]] {
+        let out = gc(root, flags, 0);
+        for d in [&inner, &child, &config, &layer] {
+            assert!(
+                tree::key_path(root, &tree::blob_key_for_digest(d)).is_file(),
+                "{flags:?}: {d} was deleted: {}",
+                stdout(&out)
+            );
+        }
+    }
+}
