@@ -616,9 +616,16 @@ async fn read_manifests(
             // store's batches: the manifests, then the blobs read on
             // speculation, with their lower limit.
             None => {
-                let (blobs, manifests): (Vec<DigestId>, Vec<DigestId>) = batch
-                    .into_iter()
-                    .partition(|id| is_speculative.contains(*id));
+                // (split only when there is a speculative blob: the first
+                // round's batch, every revision, is read as it is)
+                let (blobs, manifests): (Vec<DigestId>, Vec<DigestId>) =
+                    if batch.iter().any(|id| is_speculative.contains(*id)) {
+                        batch
+                            .into_iter()
+                            .partition(|id| is_speculative.contains(*id))
+                    } else {
+                        (Vec::new(), batch)
+                    };
                 let keyed = |ids: Vec<DigestId>| {
                     ids.into_iter()
                         .map(|id| (id, layout::blob_data_key(inv.digests.get(id))))
