@@ -37,7 +37,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::bits::Bits;
 use crate::digest::Digest;
-use crate::digest_table::{DigestId, DigestSet};
+use crate::digest_table::DigestId;
 use crate::inventory::{secs_ceil, Inventory, Secs};
 use crate::layout::{self, KeyKind};
 use crate::listing;
@@ -103,27 +103,16 @@ impl Recent {
     /// A recent layer link to a manifest an index lists serves it in that
     /// repository (2.8 reads a manifest through its layer link too): it is
     /// followed as a manifest, what it references kept with it. `children`
-    /// caches the set of listed children between calls.
-    fn follow_linked_children(
-        &mut self,
-        inv: &Inventory,
-        marks: &Marks,
-        children: &mut Option<DigestSet>,
-    ) {
-        if self.blobs.is_empty() {
-            return;
-        }
-        let children = children.get_or_insert_with(|| {
-            let mut set = DigestSet::with_len(inv.digests.len());
-            marks.listed_children().for_each(|c| {
-                set.insert(c);
-            });
-            set
-        });
+    /// are the listed children, sorted.
+    fn follow_linked_children(&mut self, inv: &Inventory, children: &[DigestId]) {
         let served: Vec<(String, Digest)> = self
             .blobs
             .iter()
-            .filter(|(_, d)| inv.digests.find(d).is_some_and(|id| children.contains(id)))
+            .filter(|(_, d)| {
+                inv.digests
+                    .find(d)
+                    .is_some_and(|id| children.binary_search(&id).is_ok())
+            })
             .cloned()
             .collect();
         self.manifests.extend(served);
@@ -198,12 +187,10 @@ pub async fn recheck_each(
     let mut outcomes = vec![RecheckOutcome::default(); plans.len()];
     let listed: Vec<&Plan> = plans.iter().map(|p| &**p).collect();
     let recents = list_recent(storage, inv, marks, &listed, opts, &mut outcomes).await?;
-    let mut listed_children = None;
-    for ((plan, mut recent), outcome) in plans.iter_mut().zip(recents).zip(&mut outcomes) {
+    for ((plan, recent), outcome) in plans.iter_mut().zip(recents).zip(&mut outcomes) {
         if recent.keys == 0 {
             continue;
         }
-        recent.follow_linked_children(inv, marks, &mut listed_children);
         let reached = reach(
             storage,
             inv,
@@ -267,11 +254,10 @@ pub async fn check_after_sweep(
     opts: &RecheckOptions,
 ) -> Result<Vec<BrokenByRace>, RecheckError> {
     let mut outcomes = [RecheckOutcome::default()];
-    let mut recent = list_recent(storage, inv, marks, &[done], opts, &mut outcomes)
+    let recent = list_recent(storage, inv, marks, &[done], opts, &mut outcomes)
         .await?
         .pop()
         .expect("a listing per plan");
-    recent.follow_linked_children(inv, marks, &mut None);
     let [mut outcome] = outcomes;
     let deleted = |t: Target| done.find(inv, t).is_some();
     let mut named: Vec<BrokenByRace> = Vec::new();
@@ -506,9 +492,14 @@ async fn list_recent(
         })
         .flatten_unordered(concurrency);
     let mut stream = futures::stream::iter(split.objects.into_iter().map(Ok)).chain(listed);
+    // the manifests indexes list, once: links to them are looked at, and
+    // followed as manifests (`Recent::follow_linked_children`)
+    let mut children: Vec<DigestId> = marks.listed_children().collect();
+    children.sort_unstable();
+    children.dedup();
     let planned: Vec<PlannedDigests> = plans
         .iter()
-        .map(|p| PlannedDigests::of(inv, marks, p))
+        .map(|p| PlannedDigests::of(inv, p, &children))
         .collect();
     let mut to_stat: Vec<ToStat> = plans.iter().map(|p| ToStat::new(p)).collect();
     let mut keys_listed = 0;
@@ -555,6 +546,7 @@ async fn list_recent(
             recent
                 .manifests
                 .extend(links.into_iter().filter_map(|(repo, d)| Some((repo, d?))));
+            recent.follow_linked_children(inv, &children);
         }
     }
     Ok(recents)
@@ -573,10 +565,9 @@ struct PlannedDigests {
 }
 
 impl PlannedDigests {
-    fn of(inv: &Inventory, marks: &Marks, plan: &Plan) -> Self {
+    fn of(inv: &Inventory, plan: &Plan, children: &[DigestId]) -> Self {
         // 8 to 16 bits a digest, two probes: at most 5% false positives
-        let children = marks.listed_children().count();
-        let len = ((plan.deletions.len() + children) * 8)
+        let len = ((plan.deletions.len() + children.len()) * 8)
             .next_power_of_two()
             .max(64);
         let mut filter = PlannedDigests {
@@ -596,8 +587,8 @@ impl PlannedDigests {
         // A layer link written to an index's child makes 2.8 serve the
         // child in that repository, what it references with it (which the
         // plan may delete): such links are looked at too.
-        for c in marks.listed_children() {
-            filter.insert(inv.digests.get(c));
+        for c in children {
+            filter.insert(inv.digests.get(*c));
         }
         filter
     }
