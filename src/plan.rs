@@ -460,22 +460,15 @@ impl Ord for KeyOrder<'_> {
                     // one key's digest faces the other's text (no two keys
                     // of the layout's names do): compare its hex digits
                     Concatenated::Prefix(_) => {
-                        let hex = |k: &Self| {
-                            let mut out = [0u8; 64];
-                            let n = k.digest.map_or(0, |d| {
-                                const HEX: &[u8; 16] = b"0123456789abcdef";
-                                for (i, b) in d.as_bytes().iter().enumerate() {
-                                    out[2 * i] = HEX[usize::from(b >> 4)];
-                                    out[2 * i + 1] = HEX[usize::from(b & 15)];
-                                }
-                                64
-                            });
-                            (out, n)
-                        };
-                        let ((ha, na), (hb, nb)) = (hex(self), hex(other));
+                        let (ha, hb) = (
+                            self.digest.map(|d| d.hex_digits()),
+                            other.digest.map(|d| d.hex_digits()),
+                        );
+                        let da = ha.as_ref().map_or(&b""[..], |h| h.as_str().as_bytes());
+                        let db = hb.as_ref().map_or(&b""[..], |h| h.as_str().as_bytes());
                         match cmp_concatenated(
-                            &[a[0], a[1], a[2], a[3], a[4], &ha[..na]],
-                            &[b[0], b[1], b[2], b[3], b[4], &hb[..nb]],
+                            &[a[0], a[1], a[2], a[3], a[4], da],
+                            &[b[0], b[1], b[2], b[3], b[4], db],
                         ) {
                             Concatenated::Differ(order) => order,
                             Concatenated::Same => Ordering::Equal,
