@@ -557,12 +557,17 @@ impl Collector {
     }
 }
 
+/// Whether `bytes` start as a JSON object does (every manifest does).
+pub fn is_json_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 /// Parses manifest bytes into the digests they reference. Never fails: what it
 /// cannot understand it pins.
 pub fn parse(bytes: &[u8]) -> References {
     // Only an object is a manifest (serde would also fill the struct from an
     // array, by position).
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    if !is_json_object(bytes) {
         return pinned(bytes, ManifestKind::Unparseable);
     }
     let raw: RawManifest = match read_raw(bytes) {

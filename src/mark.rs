@@ -602,11 +602,12 @@ async fn read_manifests(
     // Speculative blobs kept unread as too large: read again, as manifests,
     // should an index read later list one.
     let mut skipped: Vec<DigestId> = Vec::new();
+    let speculative_limit = opts.max_manifest_bytes.min(REGISTRY_MANIFEST_LIMIT);
     while !batch.is_empty() {
         let is_speculative = &*speculative;
         let limit_of = move |id: DigestId| {
             if is_speculative.contains(id) {
-                opts.max_manifest_bytes.min(REGISTRY_MANIFEST_LIMIT)
+                speculative_limit
             } else {
                 opts.max_manifest_bytes
             }
@@ -635,7 +636,7 @@ async fn read_manifests(
                     .chain(get_many(
                         storage,
                         keyed(blobs),
-                        limit.min(REGISTRY_MANIFEST_LIMIT),
+                        speculative_limit,
                         opts.concurrency,
                     ))
                     .map(|(id, key, result)| (id, key, result, false))
@@ -722,7 +723,7 @@ async fn read_manifests(
             if !cached {
                 let actual = Digest::from_bytes(Sha256::digest(&bytes).into());
                 if actual != *inv.digests.get(id) {
-                    if speculative.contains(id) && !json_object(&bytes) {
+                    if speculative.contains(id) && !manifest::is_json_object(&bytes) {
                         marks.warnings.push(Warning::new(
                             &key,
                             "a manifest of a shape registry-gc does not know mentions this blob, \
@@ -783,11 +784,6 @@ async fn read_manifests(
         }
     }
     Ok(())
-}
-
-/// Whether `bytes` start as a JSON object does (as every manifest does).
-fn json_object(bytes: &[u8]) -> bool {
-    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// The children of the indexes read so far (and of the manifests pinned by
