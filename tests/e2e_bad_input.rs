@@ -664,6 +664,22 @@ fn the_blobs_an_unknown_shape_names_are_read_quietly_and_a_corrupt_layer_stops_n
     }
 }
 
+/// Writes the blobs of an OCI image whose manifest is over 4 MiB (padded
+/// with an annotation) for architecture `arch`: its manifest's, config's and
+/// layer's digests, in that order.
+fn large_image(root: &std::path::Path, arch: &str) -> [String; 3] {
+    let layer = tree::write_blob(
+        root,
+        &[b"\x1f\x8b\x08\x00 layer of ", arch.as_bytes()].concat(),
+    );
+    let config = tree::write_blob(root, format!(r#"{{"architecture":"{arch}"}}"#).as_bytes());
+    let padding = "x".repeat((4 << 20) + 1024);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":1,"digest":"{config}"}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","size":1,"digest":"{layer}"}}],"annotations":{{"padding":"{padding}"}}}}"#
+    );
+    [tree::write_blob(root, manifest.as_bytes()), config, layer]
+}
+
 /// An index's child linked only through `_layers` and larger than the 4 MiB
 /// 2.8 takes in a push (an older registry wrote it; 2.8 serves it) is read up
 /// to `--max-manifest-size` like any manifest: its layer stays. Only blobs a
@@ -672,13 +688,7 @@ fn the_blobs_an_unknown_shape_names_are_read_quietly_and_a_corrupt_layer_stops_n
 fn a_layer_linked_index_child_over_4_mib_is_read_and_keeps_its_layer() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let layer = tree::write_blob(root, b"\x1f\x8b\x08\x00 the large child's layer");
-    let config = tree::write_blob(root, b"{\"architecture\":\"amd64\"}");
-    let padding = "x".repeat((4 << 20) + 1024);
-    let child = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":1,"digest":"{config}"}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","size":1,"digest":"{layer}"}}],"annotations":{{"padding":"{padding}"}}}}"#
-    );
-    let child = tree::write_blob(root, child.as_bytes());
+    let [child, config, layer] = large_image(root, "amd64");
     let index = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","size":1,"digest":"{child}"}}]}}"#
     );
@@ -707,13 +717,7 @@ fn a_layer_linked_index_child_over_4_mib_is_read_and_keeps_its_layer() {
 fn a_large_child_first_met_as_a_mention_of_an_unknown_shape_is_read_once_an_index_lists_it() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let layer = tree::write_blob(root, b"\x1f\x8b\x08\x00 the large nested child's layer");
-    let config = tree::write_blob(root, b"{\"architecture\":\"arm64\"}");
-    let padding = "x".repeat((4 << 20) + 1024);
-    let child = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":1,"digest":"{config}"}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","size":1,"digest":"{layer}"}}],"annotations":{{"padding":"{padding}"}}}}"#
-    );
-    let child = tree::write_blob(root, child.as_bytes());
+    let [child, config, layer] = large_image(root, "arm64");
     let index_of = |d: &str| {
         format!(
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","size":1,"digest":"{d}"}}]}}"#
