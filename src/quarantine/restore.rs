@@ -20,7 +20,7 @@ use crate::storage::{MoveMode, Moved, Storage, StorageError};
 
 /// The largest manifest read back to check what it needs (`gc`'s default
 /// `--max-manifest-size`).
-const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+const MAX_MANIFEST_BYTES: u64 = crate::mark::DEFAULT_MAX_MANIFEST_BYTES;
 
 /// Order of restore: blobs before the links that point at them, and a
 /// manifest's revision link before a tag that names it, so that the registry
@@ -325,7 +325,6 @@ async fn unmet_needs(
     // the run's own keys that are in place are not looked for again; the
     // rest, a key gone before the run could move it included (a later run can
     // hold it), are looked for, one request each
-    let own: HashSet<&str> = in_place.iter().map(String::as_str).collect();
     let mut seen: HashSet<(String, Digest)> = HashSet::new();
     let mut level: Vec<(String, Digest)> = entries
         .iter()
@@ -338,7 +337,7 @@ async fn unmet_needs(
     // (image, key) for each key missing
     let mut missing: Vec<(String, String)> = Vec::new();
     let mut unchecked: Vec<Failure> = Vec::new();
-    let own = &own;
+    let own = in_place;
     while !level.is_empty() {
         let read: Vec<Result<ManifestNeeds, Failure>> = futures::stream::iter(level)
             .map(|(repo, digest)| async move {
@@ -416,7 +415,7 @@ struct ManifestNeeds {
 
 async fn manifest_needs(
     storage: &dyn Storage,
-    own: &HashSet<&str>,
+    own: &HashSet<String>,
     repo: String,
     digest: Digest,
 ) -> Result<ManifestNeeds, StorageError> {
