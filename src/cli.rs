@@ -497,7 +497,7 @@ impl GcArgs {
             max_manifest_bytes: self
                 .max_manifest_size
                 .or(gc.max_manifest_size)
-                .unwrap_or(64 * 1024 * 1024),
+                .unwrap_or(crate::mark::DEFAULT_MAX_MANIFEST_BYTES),
             cache_dir: if self.no_cache || gc.no_cache.unwrap_or(false) {
                 None
             } else {

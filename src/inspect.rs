@@ -58,7 +58,7 @@ impl ReadArgs {
             max_manifest_bytes: self
                 .max_manifest_size
                 .or(file.gc.max_manifest_size)
-                .unwrap_or(64 * 1024 * 1024),
+                .unwrap_or(crate::mark::DEFAULT_MAX_MANIFEST_BYTES),
         }
     }
 }

@@ -360,6 +360,10 @@ pub enum MarkError {
     DigestMismatch { key: String, len: usize },
 }
 
+/// `--max-manifest-size` when not given: larger than any manifest a registry
+/// serves, small enough that one read of it costs little.
+pub const DEFAULT_MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
 /// The largest manifest distribution 2.8 takes in a PUT (its handler reads
 /// at most 4 MiB): a blob larger than that was never pushed as a manifest.
 const REGISTRY_MANIFEST_LIMIT: u64 = 4 << 20;
