@@ -164,6 +164,13 @@ impl Repository {
         self.layers.binary_search_by_key(&d, |l| l.digest).is_ok()
     }
 
+    /// Whether `d` is linked here through `_layers` and not as a revision:
+    /// a manifest so linked (as 2.1.0 linked them) is served through that
+    /// link by 2.8, whose manifest store tries the revision link first.
+    pub fn linked_only_through_layers(&self, d: DigestId) -> bool {
+        !self.has_revision(d) && self.has_layer_link(d)
+    }
+
     /// The layer link to `d`, if the repository has one.
     pub fn layer(&self, d: DigestId) -> Option<&Link> {
         self.layer_place(d).map(|i| &self.layers[i])

@@ -578,7 +578,7 @@ async fn read_manifests(
                 targets
                     .iter()
                     .filter_map(|t| t.known())
-                    .filter(move |id| !r.has_revision(*id) && r.has_layer_link(*id))
+                    .filter(move |id| r.linked_only_through_layers(*id))
             });
     ids.extend(
         served_by_layer_link
@@ -826,7 +826,7 @@ fn layer_linked_children(
                 continue;
             };
             for c in refs.children {
-                if !repo.has_revision(*c) && repo.has_layer_link(*c) && inv.has_blob(*c) {
+                if repo.linked_only_through_layers(*c) && inv.has_blob(*c) {
                     if refs.kind == ManifestKind::Index {
                         listed_by_index.insert(*c);
                     }

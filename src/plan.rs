@@ -562,7 +562,7 @@ fn keep_layer_linked_children(
             continue;
         };
         for c in refs.children.iter().copied() {
-            if !repo.has_revision(c) && repo.has_layer_link(c) && walked.insert(c) {
+            if repo.linked_only_through_layers(c) && walked.insert(c) {
                 keep_manifest(marks, kept, c);
                 if indexes.contains(c) {
                     stack.push(c);

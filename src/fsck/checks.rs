@@ -223,8 +223,7 @@ pub fn reference_roles(bytes: &[u8]) -> HashMap<Digest, Role> {
 /// revisions.
 fn layer_linked_manifests(inv: &Inventory, marks: &Marks, ri: usize) -> Vec<DigestId> {
     let repo = &inv.repositories[ri];
-    let linked_only_so =
-        |id: &DigestId| inv.has_blob(*id) && !repo.has_revision(*id) && repo.has_layer_link(*id);
+    let linked_only_so = |id: &DigestId| inv.has_blob(*id) && repo.linked_only_through_layers(*id);
     let mut out: Vec<DigestId> = marks.tag_targets[ri]
         .iter()
         .filter_map(|t| t.known())
