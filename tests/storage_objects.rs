@@ -11,6 +11,7 @@ use std::sync::Arc;
 use common::cloud::Emulator;
 use object_store::ObjectStore;
 use registry_gc::storage::open::open_storage;
+use registry_gc::storage::Storage as _;
 
 struct BucketSeeder {
     emulator: Emulator,
@@ -672,4 +673,218 @@ async fn keys_that_xml_escapes_are_deleted_and_answered_moto() {
     assert!(results.iter().all(Result::is_ok), "{results:#?}");
     let left = emulator.keys(&root).await;
     assert!(left.is_empty(), "reported deleted, yet left: {left:#?}");
+}
+
+/// An S3 store that moves a tag, as a push would, the first time the
+/// restore looks at the tag's link or at its quarantined copy: the write
+/// lands after that look's answer and before anything the restore does
+/// next.
+#[derive(Debug)]
+struct TagMovedMidRestore {
+    inner: object_store::aws::AmazonS3,
+    looked_at: Vec<object_store::path::Path>,
+    tag: object_store::path::Path,
+    moved: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Display for TagMovedMidRestore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TagMovedMidRestore({})", self.inner)
+    }
+}
+
+const MOVED_TO: &[u8] = b"sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+#[async_trait::async_trait]
+impl ObjectStore for TagMovedMidRestore {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        let answer = self.inner.get_opts(location, options).await;
+        if self.looked_at.contains(location)
+            && !self.moved.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            object_store::ObjectStoreExt::put(&self.inner, &self.tag, MOVED_TO.to_vec().into())
+                .await
+                .unwrap();
+        }
+        answer
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::list::PaginatedListStore for TagMovedMidRestore {
+    async fn list_paginated(
+        &self,
+        prefix: Option<&str>,
+        opts: object_store::list::PaginatedListOptions,
+    ) -> object_store::Result<object_store::list::PaginatedListResult> {
+        self.inner.list_paginated(prefix, opts).await
+    }
+}
+
+/// Restoring a tag's `current/link` on S3 while a push moves the tag: the
+/// tag keeps the push's target. A look for the key, then a copy, replaced it
+/// with the quarantined link (the tag back on its old manifest, the pushed
+/// one untagged, for the next `--delete-untagged` run to take).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tag_moved_while_it_is_restored_keeps_its_new_target_moto() {
+    let emulator = Emulator::Moto;
+    emulator.require();
+    let root = Emulator::unique_root("tag-moved-mid-restore");
+    let tag = "docker/registry/v2/repositories/app/_manifests/tags/latest/current/link";
+    let quarantined = format!("_registry-gc/quarantine/run/{tag}");
+    let store = emulator.store();
+    let old = b"sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    emulator
+        .put(store.as_ref(), &format!("{root}/{quarantined}"), old)
+        .await;
+    let path = |key: &str| object_store::path::Path::from(format!("{root}/{key}"));
+    let racing = TagMovedMidRestore {
+        inner: object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(common::cloud::BUCKET)
+            .with_endpoint(emulator.endpoint())
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .with_allow_http(true)
+            .build()
+            .unwrap(),
+        looked_at: vec![path(tag), path(&quarantined)],
+        tag: path(tag),
+        moved: false.into(),
+    };
+    let storage = registry_gc::storage::object::ObjectStorage::new(
+        Arc::new(racing),
+        registry_gc::storage::object::Service::S3,
+        &root,
+        emulator.url(&root),
+    );
+    let moves = vec![(quarantined.clone(), tag.to_string())];
+    let result = storage
+        .move_batch(&moves, registry_gc::storage::MoveMode::KeepExisting)
+        .await;
+    assert!(
+        matches!(
+            result[..],
+            [Ok(registry_gc::storage::Moved::DestinationExists)]
+        ),
+        "{result:?}"
+    );
+    let now = object_store::ObjectStoreExt::get(store.as_ref(), &path(tag))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&now),
+        String::from_utf8_lossy(MOVED_TO),
+        "the restore put the tag back on its old target"
+    );
+    // the quarantined copy stays, for a restore run again to report
+    assert!(storage.exists(&quarantined).await.unwrap());
+}
+
+/// A store set to take no conditional writes (`-o conditional_put=disabled`,
+/// for an S3-compatible one that refuses `If-None-Match`) still restores
+/// links, by the checked copy, and never over a key that is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn links_are_restored_without_conditional_writes_moto() {
+    let emulator = Emulator::Moto;
+    emulator.require();
+    let root = Emulator::unique_root("no-conditional-put");
+    let mut options = emulator.backend_options();
+    options.push("conditional_put", "disabled", "-o");
+    let storage = open_storage(&emulator.url(&root), &options).unwrap();
+    let store = emulator.store();
+    let tags = "docker/registry/v2/repositories/app/_manifests/tags";
+    for (key, bytes) in [
+        ("q/a/link", "sha256:old-a"),
+        ("q/b/link", "sha256:old-b"),
+        ("d/b/link", "sha256:live-b"),
+    ] {
+        emulator
+            .put(
+                store.as_ref(),
+                &format!("{root}/{tags}/{key}"),
+                bytes.as_bytes(),
+            )
+            .await;
+    }
+    let moves: Vec<(String, String)> = ["a", "b"]
+        .iter()
+        .map(|t| (format!("{tags}/q/{t}/link"), format!("{tags}/d/{t}/link")))
+        .collect();
+    let result = storage
+        .move_batch(&moves, registry_gc::storage::MoveMode::KeepExisting)
+        .await;
+    let result: Vec<_> = result.into_iter().map(Result::unwrap).collect();
+    use registry_gc::storage::Moved;
+    assert_eq!(result, vec![Moved::Moved, Moved::DestinationExists]);
+    let keys = emulator.keys(&root).await;
+    let names: Vec<&str> = keys
+        .iter()
+        .map(|k| k.rsplit("tags/").next().unwrap())
+        .collect();
+    assert_eq!(names, ["d/a/link", "d/b/link", "q/b/link"], "{keys:#?}");
+    for (tag, bytes) in [("a", "sha256:old-a"), ("b", "sha256:live-b")] {
+        let now = storage
+            .get(&format!("{tags}/d/{tag}/link"), 100)
+            .await
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&now), bytes);
+    }
 }

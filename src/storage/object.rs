@@ -17,7 +17,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
-use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use super::bulk_answers::delete_result_entries;
 use super::counts::RequestCounts;
@@ -244,6 +244,11 @@ impl Service {
         }
     }
 }
+
+/// The most a link written back under a condition is read for: a link holds
+/// one digest (71 bytes for sha256); anything larger is no link of the
+/// registry's, and is copied as any other object is.
+const LINK_BYTES: u64 = 1024;
 
 pub struct ObjectStorage {
     store: Arc<dyn Backend>,
@@ -482,9 +487,15 @@ impl ObjectStorage {
     }
 
     /// Copies one object server-side (one PUT-class request; S3 adds a HEAD when
-    /// the destination must not be replaced: it has no conditional copy).
+    /// the destination must not be replaced: it has no conditional copy, and a
+    /// link is written back under a condition instead, `put_back_link`).
     async fn copy_one(&self, from: &str, to: &str, mode: MoveMode) -> Result<Moved, StorageError> {
         let (src, dst) = (self.path(from)?, self.path(to)?);
+        if mode == MoveMode::KeepExisting && self.service == Service::S3 && to.ends_with("/link") {
+            if let Some(moved) = self.put_back_link(from, &dst).await? {
+                return Ok(moved);
+            }
+        }
         if mode == MoveMode::KeepExisting && self.service == Service::S3 && self.exists(to).await? {
             // a move done before (a restore run again) leaves no source:
             // that is "nothing to move", as the other services answer it
@@ -505,6 +516,39 @@ impl ObjectStorage {
             Ok(()) => Ok(Moved::Moved),
             Err(object_store::Error::NotFound { .. }) => Ok(Moved::SourceMissing),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(Moved::DestinationExists),
+            Err(e) => Err(self.error(from, e)),
+        }
+    }
+
+    /// Puts a link back on S3 without replacing one written since: its bytes
+    /// read and written under `If-None-Match: *` (S3's one conditional
+    /// create; a copy has none), in as many requests as a HEAD and a copy. A
+    /// checked copy would leave a window between the HEAD and the copy, and a
+    /// tag's `current/link`, whose bytes its key does not fix (a blob's and
+    /// every other link's it does), moved in that window would go back to its
+    /// old target, the manifest it moved to left untagged. `None` where the
+    /// store takes no conditional write (`conditional_put=disabled`) or the
+    /// link is not a link's size: the checked copy then does it.
+    async fn put_back_link(&self, from: &str, dst: &Path) -> Result<Option<Moved>, StorageError> {
+        let bytes = match self.get(from, LINK_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(StorageError::NotFound { .. }) => return Ok(Some(Moved::SourceMissing)),
+            Err(StorageError::TooLarge { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        self.counts.put(1);
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(dst, PutPayload::from(bytes), create)
+            .await
+        {
+            Ok(_) => Ok(Some(Moved::Moved)),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(Some(Moved::DestinationExists)),
+            Err(object_store::Error::NotImplemented { .. }) => Ok(None),
             Err(e) => Err(self.error(from, e)),
         }
     }

@@ -724,6 +724,26 @@ async fn writes_and_moves(storage: &dyn Storage, seed: &dyn Seeder) {
     assert_eq!(text(storage, "k/live").await, "live");
     assert_eq!(text(storage, "m/taken").await, "content 2");
     assert!(!storage.exists("k/none").await.unwrap());
+    // links the same way (S3 writes them back under a condition)
+    seed.put("k/t/current/link", b"sha256:live").await;
+    seed.put("m/t/current/link", b"sha256:old").await;
+    seed.put("m/u/current/link", b"sha256:back").await;
+    let moves = pairs(&[
+        ("m/t/current/link", "k/t/current/link"),
+        ("m/u/current/link", "k/u/current/link"),
+        ("m/v/current/link", "k/v/current/link"),
+    ]);
+    let r = storage.move_batch(&moves, MoveMode::KeepExisting).await;
+    let r: Vec<Moved> = r.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(
+        r,
+        vec![Moved::DestinationExists, Moved::Moved, Moved::SourceMissing]
+    );
+    assert_eq!(text(storage, "k/t/current/link").await, "sha256:live");
+    assert_eq!(text(storage, "m/t/current/link").await, "sha256:old");
+    assert_eq!(text(storage, "k/u/current/link").await, "sha256:back");
+    assert!(!storage.exists("m/u/current/link").await.unwrap());
+    assert!(!storage.exists("k/v/current/link").await.unwrap());
 
     // a batch out and back, byte for byte (40 keys: Azurite's blob batch is slow
     // enough under load for a few hundred to pass the client's request timeout)
