@@ -17,7 +17,8 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use rustix::fs::{
-    openat, openat2, statat, AtFlags, FileType, Mode, OFlags, RawDir, ResolveFlags, Stat,
+    openat, openat2, renameat_with, statat, AtFlags, FileType, Mode, OFlags, RawDir, RenameFlags,
+    ResolveFlags, Stat, CWD,
 };
 use tokio::sync::mpsc;
 
@@ -1181,10 +1182,27 @@ impl FsStorage {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Moved::DestinationExists),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Moved::SourceMissing),
                 // a filesystem without hard links, or one a restorer may not
-                // link a file it does not own on (protected hard links):
-                // check, then rename
-                Err(_) if fs::symlink_metadata(&dst).is_ok() => Ok(Moved::DestinationExists),
-                Err(_) => rename(),
+                // link a file it does not own on (protected hard links): a
+                // rename that refuses to replace (`RENAME_NOREPLACE`), and
+                // where the filesystem has none, check, then rename (a key
+                // written between the two would be replaced)
+                Err(_) => match renameat_with(CWD, &src, CWD, &dst, RenameFlags::NOREPLACE) {
+                    Ok(()) => Ok(Moved::Moved),
+                    Err(rustix::io::Errno::EXIST) => Ok(Moved::DestinationExists),
+                    Err(rustix::io::Errno::NOENT) => Ok(Moved::SourceMissing),
+                    Err(
+                        rustix::io::Errno::INVAL
+                        | rustix::io::Errno::NOSYS
+                        | rustix::io::Errno::OPNOTSUPP,
+                    ) => {
+                        if fs::symlink_metadata(&dst).is_ok() {
+                            Ok(Moved::DestinationExists)
+                        } else {
+                            rename()
+                        }
+                    }
+                    Err(e) => Err(io_error(from, e.into())),
+                },
             },
         }
     }
