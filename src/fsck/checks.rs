@@ -575,26 +575,31 @@ pub fn findings(inv: &Inventory, marks: &Marks, obs: &Observed) -> Vec<Finding> 
         inv.repository(r)
             .is_none_or(|repo| repo.tag_id(tag).is_none())
     };
+    // One tag may be listed for several such keys: it is named once. An empty
+    // directory in it wins over a stray key: removing the stray key would
+    // leave the tag listed, removing its directory does not (the stray key is
+    // a finding of its own).
+    let mut unlinked_tags: HashMap<(String, String), &str> = HashMap::new();
+    for s in &inv.strays {
+        if let Some((r, tag)) = listed_tag(&s.key).filter(unknown_tag) {
+            unlinked_tags
+                .entry((r.to_string(), tag.to_string()))
+                .or_insert(TAG_LISTED_FOR_A_STRAY);
+        }
+    }
     for i in 0..inv.empty_dirs.len() {
         let dir = inv.empty_dir(i);
         if let Some((r, tag)) = listed_tag(&dir.key).filter(unknown_tag) {
-            push(
-                Kind::TagLinkMissing,
-                layout::tag_current_key(r, tag),
-                vec![format!("{r}:{tag}")],
-                TAG_LINK_MISSING.into(),
-            );
+            unlinked_tags.insert((r.to_string(), tag.to_string()), TAG_LINK_MISSING);
         }
     }
-    for s in &inv.strays {
-        if let Some((r, tag)) = listed_tag(&s.key).filter(unknown_tag) {
-            push(
-                Kind::TagLinkMissing,
-                layout::tag_current_key(r, tag),
-                vec![format!("{r}:{tag}")],
-                TAG_LISTED_FOR_A_STRAY.into(),
-            );
-        }
+    for ((r, tag), message) in unlinked_tags {
+        push(
+            Kind::TagLinkMissing,
+            layout::tag_current_key(&r, &tag),
+            vec![format!("{r}:{tag}")],
+            message.into(),
+        );
     }
 
     for (key, content) in &obs.junk_links {
@@ -1137,6 +1142,31 @@ mod tests {
         );
         assert_eq!(f[0].images, vec!["r:cut".to_string()]);
         assert!(f[0].message.contains("MANIFEST_UNKNOWN"), "{f:?}");
+    }
+
+    /// A tag directory holding both a stray key and an empty directory is
+    /// listed for either: it is named once, and told to go as a directory
+    /// (removing the stray key alone would leave it listed). The stray key is
+    /// a note of its own.
+    #[test]
+    fn a_tag_listed_for_a_stray_and_an_empty_directory_is_named_once() {
+        let tags = format!("{}r/_manifests/tags/", layout::REPOSITORIES);
+        let keys = vec![
+            format!("{tags}cut/notes.txt"),
+            format!("{tags}cut/current/"),
+        ];
+        let (inv, marks) = build(&keys, &[], &[]);
+        let f = findings(&inv, &marks, &Observed::default());
+        assert_eq!(
+            kinds(&f),
+            vec![
+                (Kind::TagLinkMissing, layout::tag_current_key("r", "cut")),
+                (Kind::StrayKey, format!("{tags}cut/notes.txt")),
+            ],
+            "{f:#?}"
+        );
+        assert_eq!(f[0].images, vec!["r:cut".to_string()]);
+        assert_eq!(f[0].message, TAG_LINK_MISSING);
     }
 
     /// 2.8 serves a manifest through the repository's `_layers` link when it
