@@ -675,34 +675,74 @@ async fn keys_that_xml_escapes_are_deleted_and_answered_moto() {
     assert!(left.is_empty(), "reported deleted, yet left: {left:#?}");
 }
 
-/// An S3 store that moves a tag, as a push would, the first time the
-/// restore looks at the tag's link or at its quarantined copy: the write
+/// How `ScriptedS3` answers a write under `If-None-Match: *`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CreateAnswer {
+    /// As S3 does.
+    Honoured,
+    /// Writes over what is there, as a store that drops the header does.
+    Ignored,
+    /// 501, as S3 did before 2024 and stores made like it still do.
+    NotImplemented,
+    /// Writes, then answers 412, as the retry of a write whose answer was
+    /// lost does.
+    LandedThenTaken,
+}
+
+/// An S3 store (moto) scripted for restores: it can move a tag, as a push
+/// would, the first time the restore looks at one of `looked_at` (the write
 /// lands after that look's answer and before anything the restore does
-/// next.
+/// next), and answers conditional writes as `create` says.
 #[derive(Debug)]
-struct TagMovedMidRestore {
+struct ScriptedS3 {
     inner: object_store::aws::AmazonS3,
     looked_at: Vec<object_store::path::Path>,
     tag: object_store::path::Path,
     moved: std::sync::atomic::AtomicBool,
+    create: CreateAnswer,
 }
 
-impl std::fmt::Display for TagMovedMidRestore {
+impl std::fmt::Display for ScriptedS3 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TagMovedMidRestore({})", self.inner)
+        write!(f, "ScriptedS3({})", self.inner)
     }
 }
 
 const MOVED_TO: &[u8] = b"sha256:2222222222222222222222222222222222222222222222222222222222222222";
+const OLD_TARGET: &[u8] =
+    b"sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const TAG: &str = "docker/registry/v2/repositories/app/_manifests/tags/latest/current/link";
 
 #[async_trait::async_trait]
-impl ObjectStore for TagMovedMidRestore {
+impl ObjectStore for ScriptedS3 {
     async fn put_opts(
         &self,
         location: &object_store::path::Path,
         payload: object_store::PutPayload,
-        opts: object_store::PutOptions,
+        mut opts: object_store::PutOptions,
     ) -> object_store::Result<object_store::PutResult> {
+        if opts.mode == object_store::PutMode::Create {
+            match self.create {
+                CreateAnswer::Honoured => {}
+                CreateAnswer::Ignored => opts.mode = object_store::PutMode::Overwrite,
+                CreateAnswer::NotImplemented => {
+                    return Err(object_store::Error::Generic {
+                        store: "S3",
+                        source: "Error performing PUT in 1ms - Server returned non-2xx status \
+                                 code: 501 Not Implemented: <Error><Code>NotImplemented</Code>\
+                                 </Error>"
+                            .into(),
+                    })
+                }
+                CreateAnswer::LandedThenTaken => {
+                    self.inner.put_opts(location, payload, opts).await?;
+                    return Err(object_store::Error::AlreadyExists {
+                        path: location.to_string(),
+                        source: "412 Precondition Failed".into(),
+                    });
+                }
+            }
+        }
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -765,7 +805,7 @@ impl ObjectStore for TagMovedMidRestore {
 }
 
 #[async_trait::async_trait]
-impl object_store::list::PaginatedListStore for TagMovedMidRestore {
+impl object_store::list::PaginatedListStore for ScriptedS3 {
     async fn list_paginated(
         &self,
         prefix: Option<&str>,
@@ -775,24 +815,31 @@ impl object_store::list::PaginatedListStore for TagMovedMidRestore {
     }
 }
 
-/// Restoring a tag's `current/link` on S3 while a push moves the tag: the
-/// tag keeps the push's target. A look for the key, then a copy, replaced it
-/// with the quarantined link (the tag back on its old manifest, the pushed
-/// one untagged, for the next `--delete-untagged` run to take).
-#[tokio::test(flavor = "multi_thread")]
-async fn a_tag_moved_while_it_is_restored_keeps_its_new_target_moto() {
+/// Restores the quarantined tag link `OLD_TARGET` to `TAG` on moto through a
+/// `ScriptedS3` that moves the tag when the restore first looks at it (if
+/// `push_during`) and answers conditional writes as `create` says, with
+/// `TAG` already holding `MOVED_TO` if `pushed_before`. The move's result,
+/// what `TAG` holds after, and whether the quarantined copy is still there.
+async fn restore_a_tag(
+    create: CreateAnswer,
+    pushed_before: bool,
+    push_during: bool,
+) -> (registry_gc::storage::Moved, String, bool) {
     let emulator = Emulator::Moto;
     emulator.require();
-    let root = Emulator::unique_root("tag-moved-mid-restore");
-    let tag = "docker/registry/v2/repositories/app/_manifests/tags/latest/current/link";
-    let quarantined = format!("_registry-gc/quarantine/run/{tag}");
+    let root = Emulator::unique_root("tag-restore");
+    let quarantined = format!("_registry-gc/quarantine/run/{TAG}");
     let store = emulator.store();
-    let old = b"sha256:1111111111111111111111111111111111111111111111111111111111111111";
     emulator
-        .put(store.as_ref(), &format!("{root}/{quarantined}"), old)
+        .put(store.as_ref(), &format!("{root}/{quarantined}"), OLD_TARGET)
         .await;
+    if pushed_before {
+        emulator
+            .put(store.as_ref(), &format!("{root}/{TAG}"), MOVED_TO)
+            .await;
+    }
     let path = |key: &str| object_store::path::Path::from(format!("{root}/{key}"));
-    let racing = TagMovedMidRestore {
+    let scripted = ScriptedS3 {
         inner: object_store::aws::AmazonS3Builder::new()
             .with_bucket_name(common::cloud::BUCKET)
             .with_endpoint(emulator.endpoint())
@@ -802,40 +849,102 @@ async fn a_tag_moved_while_it_is_restored_keeps_its_new_target_moto() {
             .with_allow_http(true)
             .build()
             .unwrap(),
-        looked_at: vec![path(tag), path(&quarantined)],
-        tag: path(tag),
-        moved: false.into(),
+        looked_at: vec![path(TAG), path(&quarantined)],
+        tag: path(TAG),
+        moved: (!push_during).into(),
+        create,
     };
     let storage = registry_gc::storage::object::ObjectStorage::new(
-        Arc::new(racing),
+        Arc::new(scripted),
         registry_gc::storage::object::Service::S3,
         &root,
         emulator.url(&root),
     );
-    let moves = vec![(quarantined.clone(), tag.to_string())];
-    let result = storage
+    let moves = vec![(quarantined.clone(), TAG.to_string())];
+    let mut result = storage
         .move_batch(&moves, registry_gc::storage::MoveMode::KeepExisting)
         .await;
-    assert!(
-        matches!(
-            result[..],
-            [Ok(registry_gc::storage::Moved::DestinationExists)]
-        ),
-        "{result:?}"
-    );
-    let now = object_store::ObjectStoreExt::get(store.as_ref(), &path(tag))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let moved = result.remove(0).unwrap();
+    let now = storage.get(TAG, 100).await.unwrap();
+    let left = storage.exists(&quarantined).await.unwrap();
+    (moved, String::from_utf8_lossy(&now).into_owned(), left)
+}
+
+fn text_of(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Restoring a tag's `current/link` on S3 while a push moves the tag: the
+/// tag keeps the push's target. A look for the key, then a copy, replaced it
+/// with the quarantined link (the tag back on its old manifest, the pushed
+/// one untagged, for the next `--delete-untagged` run to take).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tag_moved_while_it_is_restored_keeps_its_new_target_moto() {
+    use registry_gc::storage::Moved;
+    let (moved, now, left) = restore_a_tag(CreateAnswer::Honoured, false, true).await;
+    assert_eq!(moved, Moved::DestinationExists);
     assert_eq!(
-        String::from_utf8_lossy(&now),
-        String::from_utf8_lossy(MOVED_TO),
+        now,
+        text_of(MOVED_TO),
         "the restore put the tag back on its old target"
     );
-    // the quarantined copy stays, for a restore run again to report
-    assert!(storage.exists(&quarantined).await.unwrap());
+    assert!(
+        left,
+        "the quarantined copy stays, for a restore run again to report"
+    );
+    // and without the push, it goes back
+    let (moved, now, left) = restore_a_tag(CreateAnswer::Honoured, false, false).await;
+    assert_eq!(
+        (moved, now, left),
+        (Moved::Moved, text_of(OLD_TARGET), false)
+    );
+}
+
+/// A store that drops `If-None-Match` writes over any key: the look that
+/// comes first still keeps a tag pushed since the quarantine.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_ignoring_conditional_writes_keeps_a_tag_pushed_since_moto() {
+    use registry_gc::storage::Moved;
+    let (moved, now, left) = restore_a_tag(CreateAnswer::Ignored, true, false).await;
+    assert_eq!(
+        (moved, now, left),
+        (Moved::DestinationExists, text_of(MOVED_TO), true)
+    );
+    let (moved, now, left) = restore_a_tag(CreateAnswer::Ignored, false, false).await;
+    assert_eq!(
+        (moved, now, left),
+        (Moved::Moved, text_of(OLD_TARGET), false)
+    );
+}
+
+/// A store answering 501 to a conditional write: links go back by the
+/// checked copy, and never over a tag that is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_refusing_conditional_writes_restores_links_by_copy_moto() {
+    use registry_gc::storage::Moved;
+    let (moved, now, left) = restore_a_tag(CreateAnswer::NotImplemented, false, false).await;
+    assert_eq!(
+        (moved, now, left),
+        (Moved::Moved, text_of(OLD_TARGET), false)
+    );
+    let (moved, now, left) = restore_a_tag(CreateAnswer::NotImplemented, true, false).await;
+    assert_eq!(
+        (moved, now, left),
+        (Moved::DestinationExists, text_of(MOVED_TO), true)
+    );
+}
+
+/// A write of ours that landed, answered 412 on its retry: the key holds
+/// the restored bytes, and the move counts as done (the quarantined copy
+/// goes), not as a key the registry wrote.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restored_link_answered_as_taken_counts_as_moved_moto() {
+    use registry_gc::storage::Moved;
+    let (moved, now, left) = restore_a_tag(CreateAnswer::LandedThenTaken, false, false).await;
+    assert_eq!(
+        (moved, now, left),
+        (Moved::Moved, text_of(OLD_TARGET), false)
+    );
 }
 
 /// A store set to take no conditional writes (`-o conditional_put=disabled`,

@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -161,6 +162,17 @@ fn request_error(e: &object_store::Error) -> String {
     }
 }
 
+/// A store that takes no conditional writes: object_store's own answer
+/// (`conditional_put=disabled`), or the server's 501 (as S3 gave before
+/// 2024, and stores made like it still do).
+fn refuses_conditional_puts(e: &object_store::Error) -> bool {
+    if matches!(e, object_store::Error::NotImplemented { .. }) {
+        return true;
+    }
+    let text = e.to_string();
+    text.contains("status code: 501") || text.contains("<Code>NotImplemented</Code>")
+}
+
 /// A request for credentials went to one of these hosts: the AWS and Azure
 /// instance metadata service (and AWS's over IPv6), ECS and EKS Pod Identity
 /// container credentials, the GCE metadata server.
@@ -271,6 +283,9 @@ pub struct ObjectStorage {
     bulk_deletes: bool,
     /// Places for LIST requests in flight (`limit_list_requests`).
     list_places: std::sync::RwLock<Option<Arc<tokio::sync::Semaphore>>>,
+    /// The store refused a conditional write: links are restored by the
+    /// checked copy (`put_back_link`).
+    no_conditional_puts: AtomicBool,
     counts: RequestCounts,
 }
 
@@ -301,6 +316,7 @@ impl ObjectStorage {
             single_deletes: None,
             bulk_deletes: true,
             list_places: Default::default(),
+            no_conditional_puts: AtomicBool::new(false),
             counts: RequestCounts::default(),
         }
     }
@@ -488,14 +504,9 @@ impl ObjectStorage {
 
     /// Copies one object server-side (one PUT-class request; S3 adds a HEAD when
     /// the destination must not be replaced: it has no conditional copy, and a
-    /// link is written back under a condition instead, `put_back_link`).
+    /// link is then written back under a condition, `put_back_link`).
     async fn copy_one(&self, from: &str, to: &str, mode: MoveMode) -> Result<Moved, StorageError> {
         let (src, dst) = (self.path(from)?, self.path(to)?);
-        if mode == MoveMode::KeepExisting && self.service == Service::S3 && to.ends_with("/link") {
-            if let Some(moved) = self.put_back_link(from, &dst).await? {
-                return Ok(moved);
-            }
-        }
         if mode == MoveMode::KeepExisting && self.service == Service::S3 && self.exists(to).await? {
             // a move done before (a restore run again) leaves no source:
             // that is "nothing to move", as the other services answer it
@@ -504,6 +515,15 @@ impl ObjectStorage {
             } else {
                 Moved::SourceMissing
             });
+        }
+        if mode == MoveMode::KeepExisting
+            && self.service == Service::S3
+            && to.ends_with("/link")
+            && !self.no_conditional_puts.load(Ordering::Relaxed)
+        {
+            if let Some(moved) = self.put_back_link(from, to, &dst).await? {
+                return Ok(moved);
+            }
         }
         self.counts.put(1);
         let copied = match mode {
@@ -520,16 +540,24 @@ impl ObjectStorage {
         }
     }
 
-    /// Puts a link back on S3 without replacing one written since: its bytes
-    /// read and written under `If-None-Match: *` (S3's one conditional
-    /// create; a copy has none), in as many requests as a HEAD and a copy. A
-    /// checked copy would leave a window between the HEAD and the copy, and a
-    /// tag's `current/link`, whose bytes its key does not fix (a blob's and
-    /// every other link's it does), moved in that window would go back to its
-    /// old target, the manifest it moved to left untagged. `None` where the
-    /// store takes no conditional write (`conditional_put=disabled`) or the
-    /// link is not a link's size: the checked copy then does it.
-    async fn put_back_link(&self, from: &str, dst: &Path) -> Result<Option<Moved>, StorageError> {
+    /// Puts a link back on S3, after the HEAD that found its key free, without
+    /// replacing one written since: its bytes read and written under
+    /// `If-None-Match: *` (S3's one conditional create; a copy has none). A
+    /// copy would leave a window between the HEAD and the copy, and a tag's
+    /// `current/link`, whose bytes its key does not fix (a blob's and every
+    /// other link's it does), moved in that window would go back to its old
+    /// target, the manifest it moved to left untagged. On a store that
+    /// ignores the condition the HEAD still keeps what was there before.
+    /// `None` where the store takes no conditional writes (object_store's
+    /// `conditional_put=disabled`, or a 501 answer; remembered for the rest
+    /// of the run) or the link is larger than any link: the checked copy
+    /// then does it.
+    async fn put_back_link(
+        &self,
+        from: &str,
+        to: &str,
+        dst: &Path,
+    ) -> Result<Option<Moved>, StorageError> {
         let bytes = match self.get(from, LINK_BYTES).await {
             Ok(bytes) => bytes,
             Err(StorageError::NotFound { .. }) => return Ok(Some(Moved::SourceMissing)),
@@ -543,13 +571,43 @@ impl ObjectStorage {
         };
         match self
             .store
-            .put_opts(dst, PutPayload::from(bytes), create)
+            .put_opts(dst, PutPayload::from(bytes.clone()), create)
             .await
         {
             Ok(_) => Ok(Some(Moved::Moved)),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(Some(Moved::DestinationExists)),
-            Err(object_store::Error::NotImplemented { .. }) => Ok(None),
-            Err(e) => Err(self.error(from, e)),
+            // S3 answers 412 for a key written since the HEAD, but object_store
+            // also reads a 409 (a conflicting write in flight) so, and a write
+            // of ours that landed and was retried answers 412 as well: the key
+            // is read to tell
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                match self.get(to, LINK_BYTES).await {
+                    Ok(there) if there == bytes => Ok(Some(Moved::Moved)),
+                    Ok(_) | Err(StorageError::TooLarge { .. }) => {
+                        Ok(Some(Moved::DestinationExists))
+                    }
+                    Err(StorageError::NotFound { .. }) => Err(StorageError::Remote {
+                        key: self.key_in(to),
+                        reason: "not put back: the store answered that a write to it was in \
+                             conflict, and it is not there; run the restore again"
+                            .into(),
+                    }),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) if refuses_conditional_puts(&e) => {
+                self.no_conditional_puts.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(e) => Err(match self.error(to, e) {
+                StorageError::Remote { key, reason } => StorageError::Remote {
+                    key,
+                    reason: format!(
+                        "{reason} (putting the link back under If-None-Match: *; a store that \
+                         refuses conditional writes needs -o conditional_put=disabled)"
+                    ),
+                },
+                other => other,
+            }),
         }
     }
 
