@@ -1184,8 +1184,9 @@ impl FsStorage {
                 // a filesystem without hard links, or one a restorer may not
                 // link a file it does not own on (protected hard links): a
                 // rename that refuses to replace (`RENAME_NOREPLACE`), and
-                // where the filesystem has none, check, then rename (a key
-                // written between the two would be replaced)
+                // where the filesystem has none (or a seccomp profile of a
+                // container refuses the call: EPERM), check, then rename (a
+                // key written between the two would be replaced)
                 Err(_) => match renameat_with(CWD, &src, CWD, &dst, RenameFlags::NOREPLACE) {
                     Ok(()) => Ok(Moved::Moved),
                     Err(rustix::io::Errno::EXIST) => Ok(Moved::DestinationExists),
@@ -1193,7 +1194,8 @@ impl FsStorage {
                     Err(
                         rustix::io::Errno::INVAL
                         | rustix::io::Errno::NOSYS
-                        | rustix::io::Errno::OPNOTSUPP,
+                        | rustix::io::Errno::OPNOTSUPP
+                        | rustix::io::Errno::PERM,
                     ) => {
                         if fs::symlink_metadata(&dst).is_ok() {
                             Ok(Moved::DestinationExists)
