@@ -265,12 +265,28 @@ impl Marks {
     /// Every manifest the manifests read list as a child (and every digest
     /// one pinned by scan mentions), once for each manifest listing it.
     pub fn listed_children(&self) -> impl Iterator<Item = DigestId> + '_ {
-        self.entries.iter().flat_map(|e| {
-            let start = e.start as usize + e.blobs as usize;
-            self.refs[start..start + e.children as usize]
-                .iter()
-                .copied()
-        })
+        self.children_listed_by(|_| true)
+    }
+
+    /// The children that indexes list (not the digests a manifest pinned by
+    /// scan mentions), once for each index listing it.
+    pub fn index_children(&self) -> impl Iterator<Item = DigestId> + '_ {
+        self.children_listed_by(|kind| kind == ManifestKind::Index)
+    }
+
+    fn children_listed_by(
+        &self,
+        lister: impl Fn(ManifestKind) -> bool + 'static,
+    ) -> impl Iterator<Item = DigestId> + '_ {
+        self.entries
+            .iter()
+            .filter(move |e| lister(e.kind))
+            .flat_map(|e| {
+                let start = e.start as usize + e.blobs as usize;
+                self.refs[start..start + e.children as usize]
+                    .iter()
+                    .copied()
+            })
     }
 
     pub fn manifests_read(&self) -> usize {

@@ -41,7 +41,7 @@ use crate::digest_table::DigestId;
 use crate::inventory::{secs_ceil, Inventory, Secs};
 use crate::layout::{self, KeyKind};
 use crate::listing;
-use crate::manifest;
+use crate::manifest::{self, ManifestKind};
 use crate::mark::Marks;
 use crate::plan::{Plan, Reason, Target};
 use crate::storage::{get_many, stat_many, Storage, StorageError};
@@ -97,8 +97,9 @@ struct Recent {
     /// Repositories with anything written since the fence.
     repositories: HashSet<String>,
     /// Manifests followed only because a recent layer link names a digest
-    /// listed as a child, where the lister may be a manifest pinned by scan
-    /// and the digest one of its layers (`follow_linked_children`).
+    /// that a manifest pinned by scan mentions and no index lists: most
+    /// likely one of its layers (`follow_linked_children`), as the mark
+    /// phase reads such a blob on speculation.
     speculative: HashSet<Digest>,
     keys: u64,
 }
@@ -107,8 +108,14 @@ impl Recent {
     /// A recent layer link to a manifest an index lists serves it in that
     /// repository (2.8 reads a manifest through its layer link too): it is
     /// followed as a manifest, what it references kept with it. `children`
-    /// are the listed children, sorted.
-    fn follow_linked_children(&mut self, inv: &Inventory, children: &[DigestId]) {
+    /// are the listed children, sorted, and `by_index` those an index lists
+    /// (the rest only a manifest pinned by scan mentions), sorted.
+    fn follow_linked_children(
+        &mut self,
+        inv: &Inventory,
+        children: &[DigestId],
+        by_index: &[DigestId],
+    ) {
         let served: Vec<(String, Digest)> = self
             .blobs
             .iter()
@@ -120,11 +127,16 @@ impl Recent {
             .cloned()
             .collect();
         let named: HashSet<Digest> = self.manifests.iter().map(|(_, d)| *d).collect();
+        let listed_by_index = |d: &Digest| {
+            inv.digests
+                .find(d)
+                .is_some_and(|id| by_index.binary_search(&id).is_ok())
+        };
         self.speculative.extend(
             served
                 .iter()
                 .map(|(_, d)| *d)
-                .filter(|d| !named.contains(d)),
+                .filter(|d| !named.contains(d) && !listed_by_index(d)),
         );
         self.manifests.extend(served);
     }
@@ -508,6 +520,8 @@ async fn list_recent(
     let mut children: Vec<DigestId> = marks.listed_children().collect();
     children.sort_unstable();
     children.dedup();
+    // of those, the ones indexes list (made when a recent link is followed)
+    let mut by_index: Option<Vec<DigestId>> = None;
     let planned: Vec<PlannedDigests> = plans
         .iter()
         .map(|p| PlannedDigests::of(inv, p, &children))
@@ -557,7 +571,13 @@ async fn list_recent(
             recent
                 .manifests
                 .extend(links.into_iter().filter_map(|(repo, d)| Some((repo, d?))));
-            recent.follow_linked_children(inv, &children);
+            let by_index = by_index.get_or_insert_with(|| {
+                let mut ids: Vec<DigestId> = marks.index_children().collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            });
+            recent.follow_linked_children(inv, &children, by_index);
         }
     }
     Ok(recents)
@@ -781,6 +801,10 @@ async fn reach(
     }
     let no_referrers = HashMap::new();
     let referrers = referrers.as_ref().unwrap_or(&no_referrers);
+    // Blobs kept unread as no manifest (`Recent::speculative`): should an
+    // index read since list one, it was a manifest after all, and corrupt.
+    let mut kept_unread: HashSet<Digest> = HashSet::new();
+    let mut listed_by_indexes: Vec<Digest> = Vec::new();
     while !frontier.is_empty() {
         let mut to_read = Vec::new();
         let mut next = Vec::new();
@@ -841,6 +865,7 @@ async fn reach(
                 // could serve, and is kept as it is (above). A manifest cut
                 // short still starts as a JSON object, and stops the run.
                 if recent.speculative.contains(&d) && !manifest::is_json_object(&bytes) {
+                    kept_unread.insert(d);
                     continue;
                 }
                 return Err(RecheckError::Corrupt { key });
@@ -856,7 +881,19 @@ async fn reach(
             for b in named.chain(other) {
                 reach_from(&mut reached, b, root);
             }
+            if refs.kind == ManifestKind::Index {
+                listed_by_indexes.extend(refs.children.iter().copied());
+            }
             next.extend(refs.children.iter().map(|c| (*c, root)));
+        }
+        // after the round's reads: a blob kept unread may come after the
+        // index that lists it
+        if let Some(c) = listed_by_indexes
+            .drain(..)
+            .find(|c| kept_unread.contains(c))
+        {
+            let key = layout::blob_data_key(&c);
+            return Err(RecheckError::Corrupt { key });
         }
         frontier = next;
     }
@@ -1251,6 +1288,69 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, RecheckError::Corrupt { .. }), "{err}");
+    }
+
+    /// An index's child whose blob reads as no manifest and not its digest
+    /// (a proxy's error page, a corrupt write), linked during the run through
+    /// `_layers`: the index says it is a manifest, 2.8 serves it through the
+    /// new link, and what it references is not known. The sweep is refused,
+    /// as the mark phase stops on such a child; the leniency for a blob only
+    /// a manifest of unknown shape mentions does not reach it.
+    #[tokio::test]
+    async fn a_recent_link_to_an_index_child_that_reads_corrupt_stops() {
+        let disk = Disk(tempfile::tempdir().unwrap());
+        let (storage, inv, marks, child, _) = an_index_listing_an_unlinked_child(&disk).await;
+        disk.put(
+            &layout::blob_data_key(&child),
+            b"<html>502 Bad Gateway</html>",
+            false,
+        );
+        disk.link(&layout::layer_link_key("a", &child), child, true);
+        let mut plan = plan::plan(&inv, &marks, &plan_options(false));
+        let err = recheck(&storage, &inv, &marks, &mut plan, &recheck_options(false))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RecheckError::Corrupt { .. }), "{err}");
+    }
+
+    /// A corrupt layer a manifest of unknown shape mentions, kept unread
+    /// through a recent layer link, that an index pushed during the run lists
+    /// as its child: a manifest after all, and unreadable. The sweep is
+    /// refused, whichever of the two the re-check reads first.
+    #[tokio::test]
+    async fn a_blob_kept_unread_that_a_recent_index_lists_stops() {
+        let disk = Disk(tempfile::tempdir().unwrap());
+        let layer = Digest::from_bytes(Sha256::digest(b"the layer as pushed").into());
+        disk.put(
+            &layout::blob_data_key(&layer),
+            b"the layer, bits flipped",
+            false,
+        );
+        let unknown = disk.blob(
+            format!(r#"{{"mediaType":"application/x-future","things":[{{"digest":"{layer}"}}]}}"#)
+                .as_bytes(),
+        );
+        disk.link(&layout::revision_key("a", &unknown), unknown, false);
+        disk.link(&layout::tag_current_key("a", "v1"), unknown, false);
+        let (storage, inv, marks) = disk.load().await;
+        disk.link(&layout::layer_link_key("b", &layer), layer, true);
+        let index = disk.blob(
+            format!(
+                "{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"manifests\":[{{\"mediaType\":\"{}\",\"size\":1,\"digest\":\"{layer}\"}}]}}",
+                manifest::OCI_INDEX,
+                manifest::DOCKER_SCHEMA2,
+            )
+            .as_bytes(),
+        );
+        disk.link(&layout::revision_key("b", &index), index, true);
+        let mut plan = plan::plan(&inv, &marks, &plan_options(false));
+        let err = recheck(&storage, &inv, &marks, &mut plan, &recheck_options(false))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, RecheckError::Corrupt { key } if *key == layout::blob_data_key(&layer)),
+            "{err}"
+        );
     }
 
     #[test]
