@@ -804,7 +804,7 @@ async fn reach(
     // Blobs kept unread as no manifest (`Recent::speculative`): should an
     // index read since list one, it was a manifest after all, and corrupt.
     let mut kept_unread: HashSet<Digest> = HashSet::new();
-    let mut listed_by_indexes: Vec<Digest> = Vec::new();
+    let mut listed_by_indexes: HashSet<Digest> = HashSet::new();
     while !frontier.is_empty() {
         let mut to_read = Vec::new();
         let mut next = Vec::new();
@@ -886,11 +886,13 @@ async fn reach(
             }
             next.extend(refs.children.iter().map(|c| (*c, root)));
         }
-        // after the round's reads: a blob kept unread may come after the
-        // index that lists it
-        if let Some(c) = listed_by_indexes
-            .drain(..)
-            .find(|c| kept_unread.contains(c))
+        // after the round's reads, against every index read so far: a blob
+        // kept unread may come after the index that lists it, in a later
+        // round (the look after the sweep follows one repository's roots)
+        if let Some(c) = kept_unread
+            .iter()
+            .find(|c| listed_by_indexes.contains(*c))
+            .copied()
         {
             let key = layout::blob_data_key(&c);
             return Err(RecheckError::Corrupt { key });
@@ -1295,7 +1297,10 @@ mod tests {
     /// `_layers`: the index says it is a manifest, 2.8 serves it through the
     /// new link, and what it references is not known. The sweep is refused,
     /// as the mark phase stops on such a child; the leniency for a blob only
-    /// a manifest of unknown shape mentions does not reach it.
+    /// a manifest of unknown shape mentions does not reach it. (A digest any
+    /// index lists counts here, where the mark phase looks at the indexes of
+    /// the child's repository: the re-check may refuse where the mark phase
+    /// kept such a blob, never the reverse.)
     #[tokio::test]
     async fn a_recent_link_to_an_index_child_that_reads_corrupt_stops() {
         let disk = Disk(tempfile::tempdir().unwrap());
@@ -1345,6 +1350,46 @@ mod tests {
         disk.link(&layout::revision_key("b", &index), index, true);
         let mut plan = plan::plan(&inv, &marks, &plan_options(false));
         let err = recheck(&storage, &inv, &marks, &mut plan, &recheck_options(false))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, RecheckError::Corrupt { key } if *key == layout::blob_data_key(&layer)),
+            "{err}"
+        );
+    }
+
+    /// The same, seen by the look after the sweep, which follows each
+    /// repository's roots apart: the index (in `b`) is read a round before
+    /// the blob it lists, which a recent layer link in `a` made speculative.
+    #[tokio::test]
+    async fn a_blob_kept_unread_that_an_index_read_a_round_before_lists_stops_the_look_after() {
+        let disk = Disk(tempfile::tempdir().unwrap());
+        let layer = Digest::from_bytes(Sha256::digest(b"the layer as pushed").into());
+        disk.put(
+            &layout::blob_data_key(&layer),
+            b"the layer, bits flipped",
+            false,
+        );
+        let unknown = disk.blob(
+            format!(r#"{{"mediaType":"application/x-future","things":[{{"digest":"{layer}"}}]}}"#)
+                .as_bytes(),
+        );
+        disk.link(&layout::revision_key("a", &unknown), unknown, false);
+        disk.link(&layout::tag_current_key("a", "v1"), unknown, false);
+        disk.link(&layout::layer_link_key("b", &layer), layer, false);
+        let (storage, inv, marks) = disk.load().await;
+        let done = plan::plan(&inv, &marks, &plan_options(false));
+        disk.link(&layout::layer_link_key("a", &layer), layer, true);
+        let index = disk.blob(
+            format!(
+                "{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"manifests\":[{{\"mediaType\":\"{}\",\"size\":1,\"digest\":\"{layer}\"}}]}}",
+                manifest::OCI_INDEX,
+                manifest::DOCKER_SCHEMA2,
+            )
+            .as_bytes(),
+        );
+        disk.link(&layout::revision_key("b", &index), index, true);
+        let err = check_after_sweep(&storage, &inv, &marks, &done, &recheck_options(false))
             .await
             .unwrap_err();
         assert!(
