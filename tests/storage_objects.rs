@@ -983,6 +983,9 @@ async fn links_are_restored_without_conditional_writes_moto() {
     let result: Vec<_> = result.into_iter().map(Result::unwrap).collect();
     use registry_gc::storage::Moved;
     assert_eq!(result, vec![Moved::Moved, Moved::DestinationExists]);
+    // the checked copy without trying the condition: no link read, one copy
+    let counts = storage.counts().totals();
+    assert_eq!((counts.get, counts.put), (0, 1), "{counts:?}");
     let keys = emulator.keys(&root).await;
     let names: Vec<&str> = keys
         .iter()

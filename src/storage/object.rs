@@ -257,6 +257,10 @@ impl Service {
     }
 }
 
+/// What a store that mishandles conditional writes needs.
+const NO_CONDITIONAL_PUTS: &str = "the link is put back under If-None-Match: *; a store that \
+     refuses or mishandles conditional writes needs -o conditional_put=disabled";
+
 /// The most a link written back under a condition is read for: a link holds
 /// one digest (71 bytes for sha256); anything larger is no link of the
 /// registry's, and is copied as any other object is.
@@ -336,6 +340,14 @@ impl ObjectStorage {
     /// DeleteObjects request of one key.
     pub fn with_single_deletes(mut self, store: Option<Arc<dyn Backend>>) -> Self {
         self.single_deletes = store;
+        self
+    }
+
+    /// Whether `store` writes under a condition (`If-None-Match: *`): not an
+    /// S3 store built with `conditional_put=disabled`, where a link is
+    /// restored by the checked copy without trying.
+    pub fn with_conditional_puts(self, on: bool) -> Self {
+        self.no_conditional_puts.store(!on, Ordering::Relaxed);
         self
     }
 
@@ -587,9 +599,11 @@ impl ObjectStorage {
                     }
                     Err(StorageError::NotFound { .. }) => Err(StorageError::Remote {
                         key: self.key_in(to),
-                        reason: "not put back: the store answered that a write to it was in \
-                             conflict, and it is not there; run the restore again"
-                            .into(),
+                        reason: format!(
+                            "not put back: the store answered that the key exists or a write \
+                             to it was in conflict, and it is not there; run the restore again \
+                             ({NO_CONDITIONAL_PUTS})"
+                        ),
                     }),
                     Err(e) => Err(e),
                 }
@@ -598,14 +612,16 @@ impl ObjectStorage {
                 self.no_conditional_puts.store(true, Ordering::Relaxed);
                 Ok(None)
             }
+            // a 4xx other than the ones above may be the store refusing the
+            // condition itself: said so (not for 5xx or a missing bucket,
+            // where turning the condition off would only reopen the window)
             Err(e) => Err(match self.error(to, e) {
-                StorageError::Remote { key, reason } => StorageError::Remote {
-                    key,
-                    reason: format!(
-                        "{reason} (putting the link back under If-None-Match: *; a store that \
-                         refuses conditional writes needs -o conditional_put=disabled)"
-                    ),
-                },
+                StorageError::Remote { key, reason } if reason.contains("status code: 4") => {
+                    StorageError::Remote {
+                        key,
+                        reason: format!("{reason} ({NO_CONDITIONAL_PUTS})"),
+                    }
+                }
                 other => other,
             }),
         }

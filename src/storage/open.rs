@@ -186,17 +186,18 @@ pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Stor
             reason,
         });
     }
-    let ((store, where_), single_deletes, bulk_deletes) = match service {
+    let ((store, where_), single_deletes, bulk_deletes, conditional_puts) = match service {
         Service::S3 => {
             let s3 = build_s3(spec, bucket, options)?;
             (
                 (s3.store, s3.endpoint),
                 Some(s3.single_deletes),
                 s3.bulk_deletes,
+                s3.conditional_puts,
             )
         }
-        Service::Azure => (build_azure(spec, bucket, options)?, None, true),
-        Service::Gcs => (build_gcs(spec, bucket, options)?, None, true),
+        Service::Azure => (build_azure(spec, bucket, options)?, None, true, true),
+        Service::Gcs => (build_gcs(spec, bucket, options)?, None, true, true),
     };
     let scheme = match service {
         Service::S3 => "s3",
@@ -212,7 +213,8 @@ pub fn open_storage(spec: &str, options: &BackendOptions) -> Result<Box<dyn Stor
         ObjectStorage::new(store, service, &root, location)
             .with_list_page_size(page)
             .with_single_deletes(single_deletes)
-            .with_bulk_deletes(bulk_deletes),
+            .with_bulk_deletes(bulk_deletes)
+            .with_conditional_puts(conditional_puts),
     ))
 }
 
@@ -357,6 +359,8 @@ struct S3Stores {
     /// `disable_bulk_delete` (a store without that API), where it sends a
     /// DELETE per key, and each is a request to count.
     bulk_deletes: bool,
+    /// `store` writes under `If-None-Match`: not with `conditional_put=disabled`.
+    conditional_puts: bool,
 }
 
 fn build_s3(spec: &str, bucket: &str, options: &BackendOptions) -> Result<S3Stores, OpenError> {
@@ -463,12 +467,16 @@ fn build_s3(spec: &str, bucket: &str, options: &BackendOptions) -> Result<S3Stor
     let bulk_deletes = !b
         .get_config_value(&AmazonS3ConfigKey::DisableBulkDelete)
         .is_some_and(|v| object_store_truthy(&v));
+    let conditional_puts = b
+        .get_config_value(&AmazonS3ConfigKey::ConditionalPut)
+        .is_none_or(|v| !v.eq_ignore_ascii_case("disabled"));
     let store = b.build().map_err(|e| built(spec, e))?;
     Ok(S3Stores {
         store: Arc::new(store),
         endpoint,
         single_deletes: Arc::new(single),
         bulk_deletes,
+        conditional_puts,
     })
 }
 
