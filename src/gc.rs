@@ -136,6 +136,9 @@ pub async fn run(
         recheck::recheck(storage, &inventory, &marks, &mut plan, &recheck_opts).await?
     };
     times.recheck = lap.next();
+    for key in &recheck.kept_unread {
+        warnings.push(Warning::new(key, crate::mark::CORRUPT_SPECULATIVE_BLOB));
+    }
     if let Some(refusal) = guard::check(&inventory, &plan, &opts.guard) {
         if !opts.dry_run {
             return Err(refusal.into());

@@ -380,6 +380,11 @@ pub enum MarkError {
 /// serves, small enough that one read of it costs little.
 pub const DEFAULT_MAX_MANIFEST_BYTES: u64 = 64 << 20;
 
+/// Why a blob read on speculation was kept unread (the mark phase, and the
+/// re-check following a link written during the run).
+pub const CORRUPT_SPECULATIVE_BLOB: &str = "a manifest of a shape registry-gc does not know \
+     mentions this blob, which does not match its digest and is no manifest: kept, unread";
+
 /// The largest manifest distribution 2.8 takes in a PUT (its handler reads
 /// at most 4 MiB): a blob larger than that was never pushed as a manifest.
 const REGISTRY_MANIFEST_LIMIT: u64 = 4 << 20;
@@ -744,11 +749,9 @@ async fn read_manifests(
                 let actual = Digest::from_bytes(Sha256::digest(&bytes).into());
                 if actual != *inv.digests.get(id) {
                     if speculative.contains(id) && !manifest::is_json_object(&bytes) {
-                        marks.warnings.push(Warning::new(
-                            &key,
-                            "a manifest of a shape registry-gc does not know mentions this blob, \
-                             which does not match its digest and is no manifest: kept, unread",
-                        ));
+                        marks
+                            .warnings
+                            .push(Warning::new(&key, CORRUPT_SPECULATIVE_BLOB));
                         continue;
                     }
                     if on_corrupt == OnCorrupt::Stop {

@@ -66,6 +66,11 @@ pub struct RecheckOutcome {
     /// Planned deletions withdrawn because a recent write needs them.
     pub withdrawn: u64,
     pub withdrawn_bytes: u64,
+    /// Blobs a recent layer link names that a manifest of unknown shape
+    /// mentions, kept unread as no manifest: they do not match their digest
+    /// (`mark::CORRUPT_SPECULATIVE_BLOB`). Keys, for the run's warnings.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept_unread: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -866,6 +871,7 @@ async fn reach(
                 // short still starts as a JSON object, and stops the run.
                 if recent.speculative.contains(&d) && !manifest::is_json_object(&bytes) {
                     kept_unread.insert(d);
+                    outcome.kept_unread.push(key);
                     continue;
                 }
                 return Err(RecheckError::Corrupt { key });
@@ -1265,6 +1271,7 @@ mod tests {
             .await
             .unwrap();
             assert!(outcome.recent_keys >= 1, "{outcome:?}");
+            assert_eq!(outcome.kept_unread, [layout::blob_data_key(&layer)]);
             assert_eq!(deleted_blobs(&inv, &plan), HashSet::from([orphan]));
         }
     }
