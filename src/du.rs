@@ -496,7 +496,21 @@ async fn run(args: &DuArgs, quiet: bool) -> Result<String, Error> {
         .collect();
     if !planned.is_empty() {
         progress.start_phase("re-checking repositories", 0);
-        recheck::recheck_each(storage, &inv, &marks, &mut planned, &recheck_opts).await?;
+        let outcomes =
+            recheck::recheck_each(storage, &inv, &marks, &mut planned, &recheck_opts).await?;
+        // each plan's re-check reads the same links: a blob kept unread is
+        // named once
+        let kept: std::collections::BTreeSet<&String> =
+            outcomes.iter().flat_map(|o| &o.kept_unread).collect();
+        let message = crate::mark::CORRUPT_SPECULATIVE_BLOB;
+        let seen = |key: &String| {
+            warnings
+                .iter()
+                .any(|w| w.key == *key && w.message == message)
+        };
+        for key in kept.into_iter().filter(|k| !seen(k)) {
+            crate::say::warning(&format!("{key}: {message}"));
+        }
     }
     progress.finish();
     let mut usage = usage(&inv, &marks, &default_plan, &untagged_plan);

@@ -136,9 +136,6 @@ pub async fn run(
         recheck::recheck(storage, &inventory, &marks, &mut plan, &recheck_opts).await?
     };
     times.recheck = lap.next();
-    for key in &recheck.kept_unread {
-        warnings.push(Warning::new(key, crate::mark::CORRUPT_SPECULATIVE_BLOB));
-    }
     if let Some(refusal) = guard::check(&inventory, &plan, &opts.guard) {
         if !opts.dry_run {
             return Err(refusal.into());
@@ -226,6 +223,15 @@ pub async fn run(
         ));
     }
     warnings.extend(marks.warnings.iter().cloned());
+    // a blob the mark phase kept unread, read again through a link written
+    // since, is named once
+    let message = crate::mark::CORRUPT_SPECULATIVE_BLOB;
+    for key in &recheck.kept_unread {
+        let seen = |w: &Warning| w.key == *key && w.message == message;
+        if !marks.warnings.iter().any(seen) {
+            warnings.push(Warning::new(key, message));
+        }
+    }
     warnings.extend(plan.warnings.iter().cloned());
     let floor = storage.list_page_size().map(|page| RequestFloor {
         list: inventory.keys_listed.div_ceil(page as u64).max(1),
