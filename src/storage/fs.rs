@@ -1095,10 +1095,13 @@ impl FsStorage {
     /// file keeps its inode and bytes either way; a quarantine keeps its mtime,
     /// a restore (`KeepExisting`) dates it now (see `MoveMode`).
     fn move_one(&self, from: &str, to: &str, mode: MoveMode) -> Result<Moved, StorageError> {
-        self.move_one_dating(from, to, mode, modified_now)
+        self.move_one_dating(from, to, mode, modified_now, |src, dst| {
+            fs::hard_link(src, dst)
+        })
     }
 
-    /// [`Self::move_one`], dating a restored key with `touch` (a test fails it).
+    /// [`Self::move_one`], dating a restored key with `touch` and claiming its
+    /// place with `link` (a test fails either).
     /// The quarantined file is dated *before* anything moves: the link (or
     /// rename) carries the new mtime along, since it is the same inode. Dated
     /// after the move, a failure (EPERM for a restorer that does not own the
@@ -1112,6 +1115,7 @@ impl FsStorage {
         to: &str,
         mode: MoveMode,
         touch: impl Fn(&Path) -> io::Result<()>,
+        link: impl Fn(&Path, &Path) -> io::Result<()>,
     ) -> Result<Moved, StorageError> {
         let src = self.path_of(from)?;
         let dst = self.path_of(to)?;
@@ -1173,7 +1177,7 @@ impl FsStorage {
         };
         match mode {
             MoveMode::Overwrite => rename(),
-            MoveMode::KeepExisting => match fs::hard_link(&src, &dst) {
+            MoveMode::KeepExisting => match link(&src, &dst) {
                 Ok(()) => match fs::remove_file(&src) {
                     Ok(()) => Ok(Moved::Moved),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Moved::Moved),
@@ -1321,7 +1325,7 @@ mod tests {
             Err(io::Error::from(io::ErrorKind::PermissionDenied))
         };
         let err = storage
-            .move_one_dating(QUARANTINED, BLOB, MoveMode::KeepExisting, refuse)
+            .move_one_dating(QUARANTINED, BLOB, MoveMode::KeepExisting, refuse, hard_link)
             .expect_err("a key that cannot be dated is not put back")
             .to_string();
         assert!(
@@ -1360,11 +1364,60 @@ mod tests {
         fs::create_dir_all(dst.parent().unwrap()).unwrap();
         fs::write(&dst, b"hello").unwrap();
         let moved = storage
-            .move_one_dating(QUARANTINED, BLOB, MoveMode::KeepExisting, |_| {
-                panic!("dated a copy that stays in quarantine")
-            })
+            .move_one_dating(
+                QUARANTINED,
+                BLOB,
+                MoveMode::KeepExisting,
+                |_| panic!("dated a copy that stays in quarantine"),
+                hard_link,
+            )
             .unwrap();
         assert_eq!(moved, Moved::DestinationExists);
+    }
+
+    fn hard_link(src: &Path, dst: &Path) -> io::Result<()> {
+        fs::hard_link(src, dst)
+    }
+
+    /// Where a hard link cannot claim the key (a filesystem without them, a
+    /// restorer that protected hard links stop), the key goes back by a
+    /// rename that refuses to replace: a key the registry writes as the link
+    /// fails stays as the registry wrote it, the quarantined copy with it.
+    #[test]
+    fn without_hard_links_a_restore_renames_and_never_over_a_key_written_meanwhile() {
+        let (dir, storage) = root_with_a_quarantined_blob();
+        let (src, dst) = (dir.path().join(QUARANTINED), dir.path().join(BLOB));
+        let refused = || Err(io::Error::from_raw_os_error(libc::EPERM));
+        let moved = storage
+            .move_one_dating(
+                QUARANTINED,
+                BLOB,
+                MoveMode::KeepExisting,
+                modified_now,
+                |_, _| refused(),
+            )
+            .unwrap();
+        assert_eq!(moved, Moved::Moved);
+        assert_eq!(fs::read(&dst).unwrap(), b"hello");
+        assert!(!src.exists());
+
+        fs::rename(&dst, &src).unwrap();
+        let pushed = |_: &Path, dst: &Path| {
+            fs::write(dst, b"pushed").unwrap();
+            refused()
+        };
+        let moved = storage
+            .move_one_dating(
+                QUARANTINED,
+                BLOB,
+                MoveMode::KeepExisting,
+                modified_now,
+                pushed,
+            )
+            .unwrap();
+        assert_eq!(moved, Moved::DestinationExists);
+        assert_eq!(fs::read(&dst).unwrap(), b"pushed");
+        assert_eq!(fs::read(&src).unwrap(), b"hello");
     }
 
     fn running_as_root() -> bool {
