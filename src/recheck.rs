@@ -1036,6 +1036,38 @@ mod tests {
         fn link(&self, key: &str, d: Digest, young: bool) {
             self.put(key, d.to_string().as_bytes(), young);
         }
+        /// A blob pushed as `pushed` that now holds `now` (bit rot, a
+        /// corrupt write): its digest.
+        fn corrupt_blob(&self, pushed: &[u8], now: &[u8]) -> Digest {
+            let d = Digest::from_bytes(Sha256::digest(pushed).into());
+            self.put(&layout::blob_data_key(&d), now, false);
+            d
+        }
+        /// An OCI index listing `child`, its blob written: its digest.
+        fn index_of(&self, child: Digest) -> Digest {
+            self.blob(
+                format!(
+                    "{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"manifests\":[{{\"mediaType\":\"{}\",\"size\":1,\"digest\":\"{child}\"}}]}}",
+                    manifest::OCI_INDEX,
+                    manifest::DOCKER_SCHEMA2,
+                )
+                .as_bytes(),
+            )
+        }
+        /// A manifest of a shape registry-gc does not know, mentioning
+        /// `mentioned`, tagged `a:v1`: its digest.
+        fn tagged_unknown_manifest(&self, mentioned: Digest) -> Digest {
+            let unknown = self.blob(
+                format!(
+                    r#"{{"mediaType":"application/x-future","things":[{{"digest":"{mentioned}"}}]}}"#
+                )
+                .as_bytes(),
+            );
+            self.link(&layout::revision_key("a", &unknown), unknown, false);
+            self.link(&layout::tag_current_key("a", "v1"), unknown, false);
+            self.link(&layout::tag_index_key("a", "v1", &unknown), unknown, false);
+            unknown
+        }
         /// Lists and marks the registry, as a run's first phases do.
         async fn load(&self) -> (FsStorage, Inventory, Marks) {
             let storage = FsStorage::open(self.0.path()).unwrap();
@@ -1128,14 +1160,7 @@ mod tests {
             digest_of(b"{\"config\":\"child\"}"),
             digest_of(b"layer of child"),
         ];
-        let index = disk.blob(
-            format!(
-                "{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"manifests\":[{{\"mediaType\":\"{}\",\"size\":1,\"digest\":\"{child}\"}}]}}",
-                manifest::OCI_INDEX,
-                manifest::DOCKER_SCHEMA2,
-            )
-            .as_bytes(),
-        );
+        let index = disk.index_of(child);
         disk.link(&layout::revision_key("a", &index), index, false);
         disk.link(&layout::tag_current_key("a", "v1"), index, false);
         disk.link(&layout::tag_index_key("a", "v1", &index), index, false);
@@ -1241,19 +1266,8 @@ mod tests {
     #[tokio::test]
     async fn a_recent_link_to_a_corrupt_layer_an_unknown_manifest_mentions_keeps_it() {
         let disk = Disk(tempfile::tempdir().unwrap());
-        let layer = Digest::from_bytes(Sha256::digest(b"the layer as pushed").into());
-        disk.put(
-            &layout::blob_data_key(&layer),
-            b"the layer, bits flipped",
-            false,
-        );
-        let unknown = disk.blob(
-            format!(r#"{{"mediaType":"application/x-future","things":[{{"digest":"{layer}"}}]}}"#)
-                .as_bytes(),
-        );
-        disk.link(&layout::revision_key("a", &unknown), unknown, false);
-        disk.link(&layout::tag_current_key("a", "v1"), unknown, false);
-        disk.link(&layout::tag_index_key("a", "v1", &unknown), unknown, false);
+        let layer = disk.corrupt_blob(b"the layer as pushed", b"the layer, bits flipped");
+        disk.tagged_unknown_manifest(layer);
         let orphan = disk.blob(b"orphan layer");
         let (storage, inv, marks) = disk.load().await;
         let layer_id = inv.digests.find(&layer).unwrap();
@@ -1282,14 +1296,8 @@ mod tests {
     #[tokio::test]
     async fn a_recent_link_to_a_mismatched_json_blob_an_unknown_manifest_mentions_stops() {
         let disk = Disk(tempfile::tempdir().unwrap());
-        let child = Digest::from_bytes(Sha256::digest(b"{\"schemaVersion\":2}").into());
-        disk.put(&layout::blob_data_key(&child), b"{\"schemaVersi", false);
-        let unknown = disk.blob(
-            format!(r#"{{"mediaType":"application/x-future","things":[{{"digest":"{child}"}}]}}"#)
-                .as_bytes(),
-        );
-        disk.link(&layout::revision_key("a", &unknown), unknown, false);
-        disk.link(&layout::tag_current_key("a", "v1"), unknown, false);
+        let child = disk.corrupt_blob(b"{\"schemaVersion\":2}", b"{\"schemaVersi");
+        disk.tagged_unknown_manifest(child);
         let (storage, inv, marks) = disk.load().await;
         disk.link(&layout::layer_link_key("b", &child), child, true);
         let mut plan = plan::plan(&inv, &marks, &plan_options(false));
@@ -1332,28 +1340,11 @@ mod tests {
     #[tokio::test]
     async fn a_blob_kept_unread_that_a_recent_index_lists_stops() {
         let disk = Disk(tempfile::tempdir().unwrap());
-        let layer = Digest::from_bytes(Sha256::digest(b"the layer as pushed").into());
-        disk.put(
-            &layout::blob_data_key(&layer),
-            b"the layer, bits flipped",
-            false,
-        );
-        let unknown = disk.blob(
-            format!(r#"{{"mediaType":"application/x-future","things":[{{"digest":"{layer}"}}]}}"#)
-                .as_bytes(),
-        );
-        disk.link(&layout::revision_key("a", &unknown), unknown, false);
-        disk.link(&layout::tag_current_key("a", "v1"), unknown, false);
+        let layer = disk.corrupt_blob(b"the layer as pushed", b"the layer, bits flipped");
+        disk.tagged_unknown_manifest(layer);
         let (storage, inv, marks) = disk.load().await;
         disk.link(&layout::layer_link_key("b", &layer), layer, true);
-        let index = disk.blob(
-            format!(
-                "{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"manifests\":[{{\"mediaType\":\"{}\",\"size\":1,\"digest\":\"{layer}\"}}]}}",
-                manifest::OCI_INDEX,
-                manifest::DOCKER_SCHEMA2,
-            )
-            .as_bytes(),
-        );
+        let index = disk.index_of(layer);
         disk.link(&layout::revision_key("b", &index), index, true);
         let mut plan = plan::plan(&inv, &marks, &plan_options(false));
         let err = recheck(&storage, &inv, &marks, &mut plan, &recheck_options(false))
@@ -1371,30 +1362,13 @@ mod tests {
     #[tokio::test]
     async fn a_blob_kept_unread_that_an_index_read_a_round_before_lists_stops_the_look_after() {
         let disk = Disk(tempfile::tempdir().unwrap());
-        let layer = Digest::from_bytes(Sha256::digest(b"the layer as pushed").into());
-        disk.put(
-            &layout::blob_data_key(&layer),
-            b"the layer, bits flipped",
-            false,
-        );
-        let unknown = disk.blob(
-            format!(r#"{{"mediaType":"application/x-future","things":[{{"digest":"{layer}"}}]}}"#)
-                .as_bytes(),
-        );
-        disk.link(&layout::revision_key("a", &unknown), unknown, false);
-        disk.link(&layout::tag_current_key("a", "v1"), unknown, false);
+        let layer = disk.corrupt_blob(b"the layer as pushed", b"the layer, bits flipped");
+        disk.tagged_unknown_manifest(layer);
         disk.link(&layout::layer_link_key("b", &layer), layer, false);
         let (storage, inv, marks) = disk.load().await;
         let done = plan::plan(&inv, &marks, &plan_options(false));
         disk.link(&layout::layer_link_key("a", &layer), layer, true);
-        let index = disk.blob(
-            format!(
-                "{{\"schemaVersion\":2,\"mediaType\":\"{}\",\"manifests\":[{{\"mediaType\":\"{}\",\"size\":1,\"digest\":\"{layer}\"}}]}}",
-                manifest::OCI_INDEX,
-                manifest::DOCKER_SCHEMA2,
-            )
-            .as_bytes(),
-        );
+        let index = disk.index_of(layer);
         disk.link(&layout::revision_key("b", &index), index, true);
         let err = check_after_sweep(&storage, &inv, &marks, &done, &recheck_options(false))
             .await
