@@ -840,15 +840,7 @@ async fn restore_a_tag(
     }
     let path = |key: &str| object_store::path::Path::from(format!("{root}/{key}"));
     let scripted = ScriptedS3 {
-        inner: object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(common::cloud::BUCKET)
-            .with_endpoint(emulator.endpoint())
-            .with_region("us-east-1")
-            .with_access_key_id("test")
-            .with_secret_access_key("test")
-            .with_allow_http(true)
-            .build()
-            .unwrap(),
+        inner: emulator.s3(),
         looked_at: vec![path(TAG), path(&quarantined)],
         tag: path(TAG),
         moved: (!push_during).into(),

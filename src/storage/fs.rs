@@ -1388,16 +1388,18 @@ mod tests {
         let (dir, storage) = root_with_a_quarantined_blob();
         let (src, dst) = (dir.path().join(QUARANTINED), dir.path().join(BLOB));
         let refused = || Err(io::Error::from_raw_os_error(libc::EPERM));
-        let moved = storage
-            .move_one_dating(
-                QUARANTINED,
-                BLOB,
-                MoveMode::KeepExisting,
-                modified_now,
-                |_, _| refused(),
-            )
-            .unwrap();
-        assert_eq!(moved, Moved::Moved);
+        let restore = |link: &dyn Fn(&Path, &Path) -> io::Result<()>| {
+            storage
+                .move_one_dating(
+                    QUARANTINED,
+                    BLOB,
+                    MoveMode::KeepExisting,
+                    modified_now,
+                    link,
+                )
+                .unwrap()
+        };
+        assert_eq!(restore(&|_, _| refused()), Moved::Moved);
         assert_eq!(fs::read(&dst).unwrap(), b"hello");
         assert!(!src.exists());
 
@@ -1406,16 +1408,7 @@ mod tests {
             fs::write(dst, b"pushed").unwrap();
             refused()
         };
-        let moved = storage
-            .move_one_dating(
-                QUARANTINED,
-                BLOB,
-                MoveMode::KeepExisting,
-                modified_now,
-                pushed,
-            )
-            .unwrap();
-        assert_eq!(moved, Moved::DestinationExists);
+        assert_eq!(restore(&pushed), Moved::DestinationExists);
         assert_eq!(fs::read(&dst).unwrap(), b"pushed");
         assert_eq!(fs::read(&src).unwrap(), b"hello");
     }

@@ -178,20 +178,25 @@ impl Emulator {
         o
     }
 
+    /// An S3 client on the test bucket of moto or LocalStack, for a test
+    /// that wraps it.
+    pub fn s3(self) -> object_store::aws::AmazonS3 {
+        assert!(matches!(self, Emulator::Moto | Emulator::LocalStack));
+        AmazonS3Builder::new()
+            .with_bucket_name(BUCKET)
+            .with_endpoint(self.endpoint())
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .with_allow_http(true)
+            .build()
+            .unwrap()
+    }
+
     /// A direct object_store client on the test bucket, for seeding and checking.
     pub fn store(self) -> Arc<dyn ObjectStore> {
         match self {
-            Emulator::Moto | Emulator::LocalStack => Arc::new(
-                AmazonS3Builder::new()
-                    .with_bucket_name(BUCKET)
-                    .with_endpoint(self.endpoint())
-                    .with_region("us-east-1")
-                    .with_access_key_id("test")
-                    .with_secret_access_key("test")
-                    .with_allow_http(true)
-                    .build()
-                    .unwrap(),
-            ),
+            Emulator::Moto | Emulator::LocalStack => Arc::new(self.s3()),
             Emulator::Azurite => Arc::new(
                 MicrosoftAzureBuilder::new()
                     .with_container_name(BUCKET)
