@@ -498,18 +498,8 @@ async fn run(args: &DuArgs, quiet: bool) -> Result<String, Error> {
         progress.start_phase("re-checking repositories", 0);
         let outcomes =
             recheck::recheck_each(storage, &inv, &marks, &mut planned, &recheck_opts).await?;
-        // each plan's re-check reads the same links: a blob kept unread is
-        // named once
-        let kept: std::collections::BTreeSet<&String> =
-            outcomes.iter().flat_map(|o| &o.kept_unread).collect();
-        let message = crate::mark::CORRUPT_SPECULATIVE_BLOB;
-        let seen = |key: &String| {
-            warnings
-                .iter()
-                .any(|w| w.key == *key && w.message == message)
-        };
-        for key in kept.into_iter().filter(|k| !seen(k)) {
-            crate::say::warning(&format!("{key}: {message}"));
+        for w in recheck::kept_unread_warnings(&outcomes, &warnings) {
+            crate::say::warning(&format!("{}: {}", w.key, w.message));
         }
     }
     progress.finish();

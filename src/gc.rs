@@ -223,15 +223,7 @@ pub async fn run(
         ));
     }
     warnings.extend(marks.warnings.iter().cloned());
-    // a blob the mark phase kept unread, read again through a link written
-    // since, is named once
-    let message = crate::mark::CORRUPT_SPECULATIVE_BLOB;
-    for key in &recheck.kept_unread {
-        let seen = |w: &Warning| w.key == *key && w.message == message;
-        if !marks.warnings.iter().any(seen) {
-            warnings.push(Warning::new(key, message));
-        }
-    }
+    warnings.extend(recheck::kept_unread_warnings([&recheck], &marks.warnings));
     warnings.extend(plan.warnings.iter().cloned());
     let floor = storage.list_page_size().map(|page| RequestFloor {
         list: inventory.keys_listed.div_ceil(page as u64).max(1),

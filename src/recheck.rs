@@ -44,6 +44,7 @@ use crate::listing;
 use crate::manifest::{self, ManifestKind};
 use crate::mark::Marks;
 use crate::plan::{Plan, Reason, Target};
+use crate::report::Warning;
 use crate::storage::{get_many, stat_many, Storage, StorageError};
 
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +80,23 @@ pub enum RecheckError {
     Storage(StorageError),
     #[error("{key}: content does not hash to its digest (a truncated or corrupt read); nothing was deleted")]
     Corrupt { key: String },
+}
+
+/// The warnings for the blobs the re-checks kept unread
+/// (`RecheckOutcome::kept_unread`), each once, less those `given` already
+/// has (the mark phase kept the same blob, or the plans were re-checked
+/// together and read the same links).
+pub fn kept_unread_warnings<'a>(
+    outcomes: impl IntoIterator<Item = &'a RecheckOutcome>,
+    given: &[Warning],
+) -> Vec<Warning> {
+    let message = crate::mark::CORRUPT_SPECULATIVE_BLOB;
+    let keys: std::collections::BTreeSet<&String> =
+        outcomes.into_iter().flat_map(|o| &o.kept_unread).collect();
+    keys.into_iter()
+        .filter(|key| !given.iter().any(|w| w.key == **key && w.message == message))
+        .map(|key| Warning::new(key, message))
+        .collect()
 }
 
 /// What the links written since the fence ask to keep.
@@ -1377,6 +1395,27 @@ mod tests {
             matches!(&err, RecheckError::Corrupt { key } if *key == layout::blob_data_key(&layer)),
             "{err}"
         );
+    }
+
+    /// A blob kept unread by both plans' re-checks, or already named by the
+    /// mark phase, is warned about once.
+    #[test]
+    fn each_blob_kept_unread_is_named_once() {
+        let kept = |keys: &[&str]| RecheckOutcome {
+            kept_unread: keys.iter().map(|k| k.to_string()).collect(),
+            ..RecheckOutcome::default()
+        };
+        let message = crate::mark::CORRUPT_SPECULATIVE_BLOB;
+        let given = [
+            Warning::new("a", message),
+            Warning::new("c", "another warning"),
+        ];
+        let named = kept_unread_warnings(&[kept(&["b", "a", "c"]), kept(&["c", "b"])], &given);
+        let named: Vec<(&str, &str)> = named
+            .iter()
+            .map(|w| (w.key.as_str(), w.message.as_str()))
+            .collect();
+        assert_eq!(named, [("b", message), ("c", message)]);
     }
 
     #[test]
